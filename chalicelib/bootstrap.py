@@ -1,0 +1,73 @@
+"""The one place that assembles Bandwidth Meter's parts from the settings.
+
+Everything is built lazily on first use, never at import, so importing app.py
+costs nothing and a missing setting fails only the function that needs it.
+"""
+from __future__ import annotations
+
+import functools
+
+import boto3
+
+from chalicelib import models
+from chalicelib.settings import Settings, from_env
+
+
+@functools.lru_cache(maxsize=None)
+def settings() -> Settings:
+    return from_env()
+
+
+def reset() -> None:
+    """Forget everything built (tests change the environment between cases)."""
+    for getter in (settings, store, prometheus, collector, mailer, alert_processor, _boto_session):
+        getter.cache_clear()
+
+
+@functools.lru_cache(maxsize=None)
+def _boto_session() -> boto3.session.Session:
+    return boto3.session.Session(region_name=settings().region)
+
+
+def aws_client(service: str):
+    s = settings()
+    return _boto_session().client(service, endpoint_url=s.aws_endpoint_url)
+
+
+@functools.lru_cache(maxsize=None)
+def store():
+    from chalicelib.store import UsageStore
+
+    s = settings()
+    models.configure(s.table_name, s.region, s.aws_endpoint_url)
+    return UsageStore(minute_ttl_days=s.minute_ttl_days)
+
+
+@functools.lru_cache(maxsize=None)
+def prometheus():
+    from chalicelib.prometheus import PrometheusClient
+
+    s = settings()
+    return PrometheusClient.from_settings(s)
+
+
+@functools.lru_cache(maxsize=None)
+def collector():
+    from chalicelib.collector import Collector
+
+    return Collector(prometheus(), store(), settings())
+
+
+@functools.lru_cache(maxsize=None)
+def mailer():
+    from chalicelib.mailer import SesMailer
+
+    s = settings()
+    return SesMailer(aws_client("ses"), sender=s.require("alert_from"))
+
+
+@functools.lru_cache(maxsize=None)
+def alert_processor():
+    from chalicelib.alerts import AlertProcessor
+
+    return AlertProcessor(store(), mailer(), public_url=settings().public_url)

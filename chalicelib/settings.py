@@ -1,0 +1,136 @@
+"""Configuration, read once from the environment into a typed object.
+
+Every setting has one name, documented in README.md. Required values that are
+missing fail fast with a message naming the variable; optional ones have
+defaults that suit a production deployment.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed."""
+
+
+def _get(env: Mapping[str, str], name: str, default: Optional[str] = None) -> Optional[str]:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> Tuple[str, ...]:
+    raw = _get(env, name, "")
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+KONG_SCHEMAS = ("auto", "2", "3.0", "3.7")
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    region: str
+    stage: str = "dev"
+    aws_endpoint_url: Optional[str] = None
+    # Prometheus (collector only)
+    prometheus_url: Optional[str] = None
+    prometheus_username: Optional[str] = None
+    prometheus_password: Optional[str] = None
+    prometheus_bearer_token: Optional[str] = None
+    prometheus_sigv4_region: Optional[str] = None
+    prometheus_timeout_seconds: int = 10
+    kong_schema: str = "auto"
+    replica_labels: Tuple[str, ...] = ()
+    # Collection windows
+    collect_lag_seconds: int = 60
+    initial_backfill_minutes: int = 0
+    max_backfill_minutes: int = 1440
+    chunk_minutes: int = 15
+    series_lookback_seconds: int = 3600
+    minute_ttl_days: int = 35
+    # Alerts
+    alert_from: Optional[str] = None
+    public_url: str = "http://127.0.0.1:8000"
+    # API
+    cors_origins: Tuple[str, ...] = field(default_factory=tuple)
+
+    def require(self, name: str) -> str:
+        """Return a setting a function cannot run without, or fail naming its variable."""
+        value = getattr(self, name)
+        if not value:
+            raise ConfigError(f"{name.upper()} is not set; it is required here (see README.md, Configuration)")
+        return value
+
+    def public_summary(self) -> dict:
+        """What /v1/health may show: which backends are configured, never secrets."""
+        return {
+            "stage": self.stage,
+            "table": self.table_name,
+            "region": self.region,
+            "aws_endpoint": self.aws_endpoint_url or "aws",
+            "prometheus": bool(self.prometheus_url),
+            "prometheus_auth": (
+                "sigv4" if self.prometheus_sigv4_region
+                else "bearer" if self.prometheus_bearer_token
+                else "basic" if self.prometheus_username
+                else "none"
+            ),
+            "kong_schema": self.kong_schema,
+            "alerts_sender": bool(self.alert_from),
+        }
+
+
+def from_env(env: Mapping[str, str] = os.environ) -> Settings:
+    table = _get(env, "TABLE_NAME")
+    if not table:
+        raise ConfigError("TABLE_NAME is not set: name the DynamoDB table (see README.md, Configuration)")
+    region = _get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")
+    if not region:
+        raise ConfigError("AWS_REGION (or AWS_DEFAULT_REGION) is not set")
+    schema = _get(env, "KONG_SCHEMA", "auto")
+    if schema not in KONG_SCHEMAS:
+        raise ConfigError(f"KONG_SCHEMA must be one of {', '.join(KONG_SCHEMAS)}, got {schema!r}")
+    stage = _get(env, "STAGE", "dev")
+    cors = _list(env, "CORS_ORIGINS")
+    if "*" in cors and stage != "dev":
+        raise ConfigError("CORS_ORIGINS may be '*' only in the dev stage")
+    return Settings(
+        table_name=table,
+        region=region,
+        stage=stage,
+        aws_endpoint_url=_get(env, "AWS_ENDPOINT_URL"),
+        prometheus_url=(_get(env, "PROMETHEUS_URL") or "").rstrip("/") or None,
+        prometheus_username=_get(env, "PROMETHEUS_USERNAME"),
+        prometheus_password=_get(env, "PROMETHEUS_PASSWORD"),
+        prometheus_bearer_token=_get(env, "PROMETHEUS_BEARER_TOKEN"),
+        prometheus_sigv4_region=_get(env, "PROMETHEUS_SIGV4_REGION"),
+        prometheus_timeout_seconds=_int(env, "PROMETHEUS_TIMEOUT_SECONDS", 10, minimum=1),
+        kong_schema=schema,
+        replica_labels=_list(env, "PROMETHEUS_REPLICA_LABELS"),
+        collect_lag_seconds=_int(env, "COLLECT_LAG_SECONDS", 60),
+        initial_backfill_minutes=_int(env, "INITIAL_BACKFILL_MINUTES", 0),
+        max_backfill_minutes=_int(env, "MAX_BACKFILL_MINUTES", 1440, minimum=1),
+        chunk_minutes=_int(env, "COLLECT_CHUNK_MINUTES", 15, minimum=1),
+        series_lookback_seconds=_int(env, "SERIES_LOOKBACK_SECONDS", 3600, minimum=60),
+        minute_ttl_days=_int(env, "MINUTE_TTL_DAYS", 35, minimum=1),
+        alert_from=_get(env, "ALERT_FROM"),
+        public_url=(_get(env, "PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/"),
+        cors_origins=cors or (("*",) if stage == "dev" else ()),
+    )
