@@ -1,0 +1,233 @@
+"""The scheduled collector: raw Prometheus samples -> exact usage in DynamoDB.
+
+One run: take the lease, collect from the watermark to ``now - lag`` in chunks,
+and for each chunk write minute items, the rollups the chunk completed, and each
+active service's usage in its current quota period; only then move the
+watermark. A failed chunk leaves the watermark where it was, so the next run
+redoes it with the same deterministic keys and absolute values.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+from chalicelib import kong
+from chalicelib.errors import BadSample, BandwidthMeterError
+from chalicelib.models import ServiceUsage
+from chalicelib.periods import Period, period_at
+from chalicelib.prometheus import PrometheusClient, series_key
+from chalicelib.quotas import QuotaBook
+from chalicelib.store import UsageStore
+from chalicelib.timeutil import LEVEL_ORDER, LEVELS, MINUTE, floor, floor_minute, iso
+from chalicelib.usage import BucketUsage, MinuteAccumulator, series_deltas, sum_buckets
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 900  # longer than the Lambda timeout: a dead run's lease expires by itself
+
+
+@dataclass
+class RunReport:
+    status: str  # "ok" | "skipped" | "idle" | "failed"
+    start: Optional[str] = None
+    end: Optional[str] = None
+    minutes: int = 0
+    series_seen: int = 0
+    minutes_written: int = 0
+    items_written: int = 0
+    prometheus_requests: int = 0
+    error: Optional[str] = None
+    gaps: List[List[int]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Collector:
+    def __init__(self, prometheus: PrometheusClient, store: UsageStore, settings, quotas: QuotaBook = None):
+        self.prometheus = prometheus
+        self.store = store
+        self.settings = settings
+        self.quotas = quotas or QuotaBook()
+
+    # -- the run -------------------------------------------------------------------------
+    def run(self, now: float) -> RunReport:
+        s = self.settings
+        run_id = uuid.uuid4().hex
+        if not self.store.acquire_lease(run_id, now, LEASE_SECONDS):
+            log.info("collector: another run holds the lease; nothing to do")
+            return RunReport(status="skipped")
+        started = time.monotonic()
+        writes_before, requests_before = self.store.writes, self.prometheus.requests_made
+        state = self.store.state()
+        end = floor_minute(now - s.collect_lag_seconds)
+        if state.watermark is None:
+            start = end - s.initial_backfill_minutes * MINUTE
+            collection_start = start
+        else:
+            start = int(state.watermark)
+            collection_start = int(state.collection_start)
+        gaps = [list(g) for g in (state.gaps or [])]
+        earliest = end - s.max_backfill_minutes * MINUTE
+        report = RunReport(status="idle", start=iso(start), end=iso(end))
+        if start < earliest:
+            # Longer than Prometheus keeps (or than we may backfill): record the hole honestly.
+            log.warning("collector: skipping %s..%s, beyond MAX_BACKFILL_MINUTES", iso(start), iso(earliest))
+            gaps.append([start, earliest])
+            report.gaps.append([start, earliest])
+            start = earliest
+        try:
+            if state.watermark is None or report.gaps:
+                self.store.update_state(run_id, watermark=start, collection_start=collection_start, gaps=gaps)
+            chunk = s.chunk_minutes * MINUTE
+            services = {item.service: item for item in self.store.list_services()}
+            book = self.quotas.load()
+            for chunk_start in range(start, end, chunk):
+                chunk_end = min(chunk_start + chunk, end)
+                self._collect_chunk(chunk_start, chunk_end, services, book, report)
+                self.store.update_state(run_id, watermark=chunk_end)
+                report.minutes += (chunk_end - chunk_start) // MINUTE
+            if report.minutes:
+                report.status = "ok"
+        except BandwidthMeterError as e:
+            report.status, report.error = "failed", str(e)
+            log.error("collector: run failed at watermark %s: %s", iso(start), e)
+        report.items_written = self.store.writes - writes_before
+        report.prometheus_requests = self.prometheus.requests_made - requests_before
+        finished = time.time()
+        self._finish(run_id, now, finished, started, report)
+        if report.status == "failed":
+            raise CollectorRunFailed(report.error)
+        return report
+
+    def _finish(self, run_id: str, now: float, finished: float, started: float, report: RunReport) -> None:
+        fields = dict(
+            running_since=None,
+            last_run_end=finished,
+            last_duration_ms=int((time.monotonic() - started) * 1000),
+            last_series_seen=report.series_seen,
+            last_minutes_written=report.minutes_written,
+            last_items_written=report.items_written,
+        )
+        if report.status == "failed":
+            fields.update(last_error=report.error, last_error_at=now)
+        else:
+            fields.update(last_error=None, last_success_at=now)
+        self.store.update_state(run_id, **fields)
+
+    # -- one chunk -----------------------------------------------------------------------
+    def _collect_chunk(self, start: int, end: int, services: Dict[str, ServiceUsage], book, report: RunReport):
+        minutes = self.read_minutes(start, end, report)
+        report.minutes_written += self.store.put_buckets("1m", minutes.minutes())
+        by_service = minutes.services()
+        for service, buckets in by_service.items():
+            known = services.get(service)
+            first = buckets[0].start
+            if known is None:
+                services[service] = ServiceUsage("SERVICES", service, service=service, first_seen=first,
+                                                 last_active=buckets[-1].start, through=start,
+                                                 period_kind="month", period_start=0, period_end=0)
+            else:
+                known.last_active = max(int(known.last_active), buckets[-1].start)
+                known.first_seen = min(int(known.first_seen), first)
+        self._write_rollups(start, end, services)
+        changed = [self._period_usage(services[name], buckets, book, start, end)
+                   for name, buckets in by_service.items()]
+        self.store.put_services([item for item in changed if item is not None])
+
+    def read_minutes(self, start: int, end: int, report: RunReport) -> MinuteAccumulator:
+        """Exact per-minute bytes in [start, end) from raw samples of every series."""
+        selector = kong.bandwidth_selector(self.settings.kong_schema)
+        previous = self.prometheus.last_values(selector, start, self.settings.series_lookback_seconds)
+        series = self._dedupe_replicas(self.prometheus.raw_samples(selector, start, end))
+        previous = {self._strip_replicas(k): v for k, v in previous.items()}
+        acc = MinuteAccumulator()
+        for one in series:
+            try:
+                key = kong.bandwidth_key(one.labels)
+                per_minute = series_deltas(previous.get(self._strip_replicas(one.key)), one.samples)
+            except BadSample as e:
+                raise BadSample(f"{e} (series {one.labels}, window {iso(start)}..{iso(end)})") from e
+            acc.add(key.service, key.route, key.direction, per_minute)
+        report.series_seen = max(report.series_seen, len(series))
+        return acc
+
+    def _strip_replicas(self, key):
+        drop = set(self.settings.replica_labels)
+        return tuple(kv for kv in key if kv[0] not in drop) if drop else key
+
+    def _dedupe_replicas(self, series):
+        """With HA Prometheus pairs, keep one replica's copy of each series (the first by name)."""
+        if not self.settings.replica_labels:
+            return series
+        chosen = {}
+        for one in sorted(series, key=lambda s: s.key):
+            chosen.setdefault(self._strip_replicas(one.key), one)
+        return list(chosen.values())
+
+    def _write_rollups(self, start: int, end: int, services: Dict[str, ServiceUsage]) -> None:
+        """Recompute every rollup bucket this chunk completed, from the next finer level."""
+        for finer, level in zip(LEVEL_ORDER, LEVEL_ORDER[1:]):
+            size, finer_size = LEVELS[level], LEVELS[finer]
+            bucket_end = floor(start, size) + size
+            while bucket_end <= end:
+                bucket_start = bucket_end - size
+                active = [name for name, item in services.items() if int(item.last_active) >= bucket_start
+                          and int(item.first_seen) < bucket_end]
+                if active:
+                    keys = [(name, t) for name in active for t in range(bucket_start, bucket_end, finer_size)]
+                    parts = self.store.get_buckets(finer, keys)
+                    rollups = []
+                    for name in active:
+                        found = [parts[(name, t)] for t in range(bucket_start, bucket_end, finer_size)
+                                 if (name, t) in parts]
+                        if found:
+                            rollups.append(sum_buckets(name, bucket_start, found))
+                    self.store.put_buckets(level, rollups)
+                bucket_end += size
+
+    def _period_usage(self, item: ServiceUsage, buckets: List[BucketUsage], book, start: int, end: int):
+        """Set the service's usage in its current quota period, absolutely, from the stored
+        figure and this chunk's minutes (those after ``through`` only, so a retry adds nothing)."""
+        quota = book.quota_for(item.service)
+        kind, anchor = quota.period, quota.anchor_day
+        through = int(item.through)
+        counted = False
+        for bucket in buckets:
+            if bucket.start < through:
+                continue  # already counted by an earlier (failed-then-retried) run
+            period = period_at(kind, bucket.start, anchor)
+            if not self._same_period(item, period):
+                if counted:
+                    # The chunk crosses into a new period: store the old period's final
+                    # figure first, so the alerts function sees its last crossing too.
+                    item.total = int(item.ingress) + int(item.egress)
+                    item.through = bucket.start
+                    self.store.put_services([ServiceUsage.from_raw_data(item.serialize())])
+                if item.period_kind == kind and int(item.period_anchor) == anchor \
+                        and int(item.period_end) <= period.start:
+                    base = BucketUsage(item.service, period.start)  # a new period starts clean
+                else:
+                    # First sight, or the quota's period changed: count what is stored for it.
+                    base = self.store.range_total(item.service, period.start, max(period.start, start))
+                item.period_kind, item.period_anchor = kind, anchor
+                item.period_start, item.period_end = period.start, period.end
+                item.ingress, item.egress = base.ingress, base.egress
+            item.ingress = int(item.ingress) + bucket.ingress
+            item.egress = int(item.egress) + bucket.egress
+            counted = True
+        item.total = int(item.ingress) + int(item.egress)
+        item.through = max(through, end)
+        return item
+
+    @staticmethod
+    def _same_period(item: ServiceUsage, period: Period) -> bool:
+        return (item.period_kind == period.kind and int(item.period_anchor) == period.anchor_day
+                and int(item.period_start) == period.start)
+
+
+class CollectorRunFailed(BandwidthMeterError):
+    """Raised after a failed run is recorded, so the scheduler (Lambda) sees the failure."""

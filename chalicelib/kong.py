@@ -1,0 +1,50 @@
+"""Kong's Prometheus metric schemas, and turning their series into domain keys.
+
+| Kong       | bandwidth metric                                   |
+|------------|----------------------------------------------------|
+| 2.x        | kong_bandwidth{service, route, type}               |
+| 3.0 - 3.6  | kong_bandwidth_bytes{service, route, direction, consumer} |
+| 3.7+       | the same with workspace                            |
+
+With ``KONG_SCHEMA=auto`` both metric names are read in one query, so a fleet
+in the middle of an upgrade (some nodes 2.x, some 3.x) is counted whole.
+"""
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple
+
+from chalicelib.errors import BadSample
+
+BANDWIDTH_METRICS = {"2": "kong_bandwidth", "3.0": "kong_bandwidth_bytes", "3.7": "kong_bandwidth_bytes"}
+DIRECTIONS = ("ingress", "egress")
+
+
+class BandwidthKey(NamedTuple):
+    service: str
+    route: str
+    direction: str
+
+
+def bandwidth_selector(schema: str = "auto") -> str:
+    """The PromQL series selector for raw bandwidth samples (no user input ever reaches it)."""
+    if schema == "auto":
+        return '{__name__=~"kong_bandwidth|kong_bandwidth_bytes"}'
+    return BANDWIDTH_METRICS[schema]
+
+
+def detect_schema(labels: Mapping[str, str]) -> str:
+    if labels.get("__name__") == "kong_bandwidth":
+        return "2"
+    return "3.7" if "workspace" in labels else "3.0"
+
+
+def bandwidth_key(labels: Mapping[str, str]) -> BandwidthKey:
+    """Map one series' labels to (service, route, direction), or raise BadSample."""
+    direction = labels.get("direction") or labels.get("type")
+    service = labels.get("service")
+    if not service:
+        raise BadSample(f"series without a service label: {dict(labels)}")
+    if direction not in DIRECTIONS:
+        raise BadSample(f"series without a valid direction/type label: {dict(labels)}")
+    # Kong leaves route empty for traffic that matched a service but no named route.
+    return BandwidthKey(service, labels.get("route") or "", direction)

@@ -1,0 +1,49 @@
+"""An in-memory stand-in for PrometheusClient: same methods, same semantics, no server.
+
+The real adapter is tested against the Prometheus binary in tests/integration."""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+from chalicelib.errors import PrometheusError
+from chalicelib.prometheus import Series, series_key
+
+
+class FakePrometheus:
+    def __init__(self):
+        self.series: Dict[tuple, Tuple[dict, List[Tuple[float, float]]]] = {}
+        self.requests_made = 0
+        self.fail_with: str | None = None
+
+    def add(self, labels: dict, samples: List[Tuple[float, float]]) -> None:
+        key = tuple(sorted(labels.items()))
+        entry = self.series.setdefault(key, (dict(labels), []))
+        entry[1].extend(samples)
+        entry[1].sort()
+
+    def _matching(self, selector: str):
+        names = {"kong_bandwidth", "kong_bandwidth_bytes"} if "__name__" in selector else {selector}
+        return [(labels, samples) for labels, samples in self.series.values() if labels.get("__name__") in names]
+
+    def _check(self):
+        self.requests_made += 1
+        if self.fail_with:
+            raise PrometheusError(self.fail_with)
+
+    def raw_samples(self, selector: str, start: float, end: float) -> List[Series]:
+        self._check()
+        out = []
+        for labels, samples in self._matching(selector):
+            inside = [(t, v) for t, v in samples if start <= t < end]
+            if inside:
+                out.append(Series(labels, inside))
+        return out
+
+    def last_values(self, selector: str, at: float, lookback_seconds: int):
+        self._check()
+        out = {}
+        for labels, samples in self._matching(selector):
+            before = [(t, v) for t, v in samples if at - lookback_seconds <= t < at]
+            if before:
+                out[series_key(labels)] = before[-1][1]
+        return out

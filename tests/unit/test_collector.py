@@ -1,0 +1,158 @@
+"""The collector against moto in-process and an in-memory Prometheus with exact raw samples."""
+import pytest
+
+from chalicelib import bootstrap
+from chalicelib.collector import Collector, CollectorRunFailed
+from chalicelib.models import ServiceUsage, UsageBucket
+from chalicelib.store import decompose
+from tests.fakes.prometheus import FakePrometheus
+
+pytestmark = pytest.mark.unit
+
+DAY0 = 1_796_083_200  # 2026-12-01T00:00Z, a month boundary
+T0 = DAY0 - 3600  # 2026-11-30T23:00Z
+
+
+def kong3(service, route, direction, instance="node-a:8001"):
+    return {"__name__": "kong_bandwidth_bytes", "service": service, "route": route, "direction": direction,
+            "consumer": "", "workspace": "default", "instance": instance, "job": "kong"}
+
+
+def scrape(start, end, every, values):
+    """Samples every `every` seconds with cumulative values from an iterator of increments."""
+    out, total, it = [], 0, iter(values)
+    for t in range(start, end, every):
+        total += next(it)
+        out.append((t, total))
+    return out
+
+
+@pytest.fixture
+def collector(aws, env):
+    env.setenv("COLLECT_LAG_SECONDS", "30")
+    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
+    bootstrap.reset()
+    fake = FakePrometheus()
+    return Collector(fake, bootstrap.store(), bootstrap.settings()), fake
+
+
+def stored_minutes(service):
+    return {int(i.start): (int(i.ingress), int(i.egress)) for i in UsageBucket.query(f"USAGE#{service}")
+            if i.level == "1m"}
+
+
+def table_snapshot():
+    usage = [(i.pk, i.sk, str(i.serialize())) for i in UsageBucket.scan(UsageBucket.pk.startswith("USAGE#"))]
+    services = [(i.pk, i.sk, str(i.serialize())) for i in ServiceUsage.query("SERVICES")]
+    return sorted(usage + services)
+
+
+def test_exact_totals_across_nodes_resets_and_born_series(collector):
+    col, prom = collector
+    # node a: steady 100 B every 15 s, restarted (reset) at T0+30m
+    a = scrape(T0 - 600, T0 + 1800, 15, iter(lambda: 100, None))
+    a += [(t, v) for t, v in scrape(T0 + 1800, T0 + 3600, 15, iter(lambda: 7, None))]
+    prom.add(kong3("pay", "checkout", "egress"), a)
+    # node b: born at T0+10m, counts its first value
+    prom.add(kong3("pay", "checkout", "egress", "node-b:8001"), scrape(T0 + 600, T0 + 3600, 15, iter(lambda: 3, None)))
+    prom.add(kong3("pay", "refund", "ingress"), [(T0 - 60, 5000), (T0 + 120, 5600), (T0 + 125, 5600)])
+
+    report = col.run(now=T0 + 3600 + 30 + 1)
+    assert report.status == "ok" and report.minutes == 60
+    # node a: 120 samples of +100 before the reset, then 7 (the reset) and 119 x +7; node b: 200 x +3
+    truth_egress = 120 * 100 + 120 * 7 + 200 * 3
+    minutes = stored_minutes("pay")
+    assert sum(e for _, e in minutes.values()) == truth_egress
+    assert sum(i for i, _ in minutes.values()) == 600
+    assert minutes[T0 + 120] == (600, 100 * 4)
+
+
+def test_rerunning_the_same_window_changes_nothing(collector, env):
+    col, prom = collector
+    prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 3600, 15, iter(lambda: 10, None)))
+    col.run(now=T0 + 1800 + 31)
+    before = table_snapshot()
+    state = bootstrap.store().state()
+    # Simulate a retried run: put the watermark back and run again over the same minutes.
+    from chalicelib.models import CollectorState
+    CollectorState("STATE", "collector").update(actions=[CollectorState.watermark.set(T0 + 600)])
+    col.run(now=T0 + 1800 + 31)
+    assert table_snapshot() == before
+    assert bootstrap.store().state().watermark == state.watermark
+
+
+def test_prometheus_error_holds_the_watermark_and_records_the_error(collector):
+    col, prom = collector
+    prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 600, 15, iter(lambda: 10, None)))
+    col.run(now=T0 + 300 + 31)
+    watermark = bootstrap.store().state().watermark
+    prom.fail_with = "connection refused"
+    with pytest.raises(CollectorRunFailed):
+        col.run(now=T0 + 600 + 31)
+    state = bootstrap.store().state()
+    assert state.watermark == watermark
+    assert "connection refused" in state.last_error and state.running_since is None
+    prom.fail_with = None
+    col.run(now=T0 + 600 + 31)
+    # the series was born inside the first window: all 60 samples of +10 count, no gap, no double count
+    assert sum(e for _, e in stored_minutes("pay").values()) == 60 * 10
+
+
+def test_nan_sample_writes_nothing_and_holds_the_watermark(collector):
+    col, prom = collector
+    prom.add(kong3("pay", "r", "egress"), [(T0 - 30, 10), (T0 + 10, float("nan"))])
+    with pytest.raises(CollectorRunFailed, match="NaN|nan"):
+        col.run(now=T0 + 120 + 31)
+    assert stored_minutes("pay") == {}
+    assert "window" in bootstrap.store().state().last_error
+
+
+def test_rollups_equal_the_sum_of_their_minutes(collector):
+    col, prom = collector
+    prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 3600, 20, iter(lambda: 9, None)))
+    col.run(now=T0 + 3600 + 31)
+    store = bootstrap.store()
+    hour = store.query_buckets("pay", "1h", T0, T0 + 3600)
+    fives = store.query_buckets("pay", "5m", T0, T0 + 3600)
+    assert [b.start for b in hour] == [T0]
+    assert hour[0].egress == sum(b.egress for b in fives) == 9 * 180
+    assert len(fives) == 12 and all(b.egress == 9 * 15 for b in fives)
+
+
+def test_period_total_resets_at_month_rollover_inside_one_run(collector):
+    col, prom = collector
+    prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, DAY0 + 1200, 60, iter(lambda: 1000, None)))
+    col.run(now=DAY0 + 600 + 31)
+    item = bootstrap.store().get_service("pay")
+    assert item.period_start == DAY0
+    assert item.total == 1000 * 10  # only December's ten minutes
+    assert item.through == DAY0 + 600
+
+
+def test_outage_longer_than_max_backfill_is_recorded_as_a_gap(collector, env):
+    col, prom = collector
+    env.setenv("MAX_BACKFILL_MINUTES", "30")
+    bootstrap.reset()
+    col = Collector(prom, bootstrap.store(), bootstrap.settings())
+    prom.add(kong3("pay", "r", "egress"), scrape(T0 - 7200, T0 + 3600, 60, iter(lambda: 5, None)))
+    report = col.run(now=T0 + 3600 + 31)
+    assert report.gaps == [[T0, T0 + 1800]]
+    state = bootstrap.store().state()
+    assert [list(map(int, g)) for g in state.gaps] == [[T0, T0 + 1800]]
+    assert min(stored_minutes("pay")) == T0 + 1800
+
+
+def test_a_second_run_while_one_holds_the_lease_does_nothing(collector):
+    col, prom = collector
+    store = bootstrap.store()
+    assert store.acquire_lease("other-run", T0, 900)
+    assert col.run(now=T0 + 60).status == "skipped"
+
+
+def test_range_total_reads_rollups_and_minutes(collector):
+    col, prom = collector
+    prom.add(kong3("pay", "r", "ingress"), scrape(T0 - 300, T0 + 3600, 30, iter(lambda: 2, None)))
+    col.run(now=T0 + 3600 + 31)
+    total = bootstrap.store().range_total("pay", T0 + 180, T0 + 3600)
+    assert total.ingress == 2 * 2 * (60 - 3)
+    assert [lvl for *_, lvl in decompose(T0 + 180, T0 + 3600)] == ["1m", "5m", "15m"]
