@@ -2,25 +2,30 @@
 
 - ``collect``: every minute (EventBridge), raw Prometheus samples -> exact usage in DynamoDB.
 - ``alerts``: DynamoDB stream of the usage table -> quota thresholds -> SES email.
-- ``api``: the REST API behind API Gateway (routes below), reading DynamoDB only.
+- the API (``api_handler``): REST routes below, reading DynamoDB only.
 """
 import os
 import time
 
-from chalice import Chalice, Rate
+from chalice import Chalice, Rate, Response
 
-from chalicelib import __version__, bootstrap
+from chalicelib import __version__, bootstrap, charts, overview
+from chalicelib.alerts import alert_history
+from chalicelib.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
+from chalicelib.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
 
 app = Chalice(app_name="bandwidth-meter")
+app.api.cors = cors_config()
 
-# Chalice needs the stream ARN when it builds the deployment; `make bootstrap` (or the
-# CloudFormation template) provides the real one. The placeholder serves local runs.
+# Chalice needs the stream ARN when it builds the deployment; `scripts/bootstrap_aws.py`
+# (or the CloudFormation template) provides the real one. The placeholder serves local runs.
 USAGE_STREAM_ARN = os.environ.get(
     "USAGE_STREAM_ARN",
     "arn:aws:dynamodb:us-east-1:000000000000:table/bandwidth-meter/stream/local",
 )
 
 
+# -- the collector and the alerts function ---------------------------------------------------
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="collect")
 def collect(event):
     return bootstrap.collector().run(now=time.time()).as_dict()
@@ -32,6 +37,141 @@ def alerts(event):
     return bootstrap.alert_processor().handle_batch(event, now=time.time())
 
 
+# -- the API ---------------------------------------------------------------------------------
+def _params():
+    return app.current_request.query_params or {}
+
+
+@app.middleware("http")
+def cors_allow_list(event, get_response):
+    response = get_response(event)
+    origin = allowed_origin(event.headers.get("origin"), bootstrap.settings().cors_origins)
+    response.headers.pop("Access-Control-Allow-Origin", None)
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
 @app.route("/v1/health", methods=["GET"])
+@endpoint
 def health():
     return {"status": "ok", "version": __version__, "backends": bootstrap.settings().public_summary()}
+
+
+@app.route("/v1/collector/status", methods=["GET"])
+@endpoint
+def collector_status():
+    return bootstrap.status_report(now=time.time())
+
+
+@app.route("/v1/services", methods=["GET"])
+@endpoint
+def list_services():
+    p = _params()
+    return overview.list_services(
+        bootstrap.store(), bootstrap.quota_book().load(), time.time(),
+        sort=choice(p, "sort", ("usage", "name", "percent"), "usage"),
+        order=choice(p, "order", ("asc", "desc"), "desc"),
+        limit=integer(p, "limit", 100, 1, 1000), cursor=p.get("cursor"))
+
+
+@app.route("/v1/services/{service}", methods=["GET"])
+@endpoint
+def get_service(service):
+    store = bootstrap.store()
+    item = charts.require_service(store, service)
+    return overview.service_summary(store, item, bootstrap.quota_book().quota_for(service), time.time())
+
+
+@app.route("/v1/services/{service}/bandwidth", methods=["GET"])
+@endpoint
+def service_bandwidth(service):
+    p = _params()
+    store = bootstrap.store()
+    item = charts.require_service(store, service)
+    start, end = charts.parse_range(p, time.time())
+    step = charts.choose_step(start, end, p.get("step"))
+    split = choice(p, "split", ("route",), None) == "route"
+    chart = charts.build_series(
+        store, charts.Coverage.from_state(store.state(), int(item.first_seen)), service, start, end, step,
+        direction=choice(p, "direction", ("ingress", "egress", "total", "all"), "all"),
+        route=p.get("route"), split=split)
+    accept = app.current_request.headers.get("accept", "")
+    if choice(p, "format", ("json", "csv"), None) == "csv" or "text/csv" in accept:
+        return Response(body=charts.series_csv(chart), status_code=200,
+                        headers={"Content-Type": "text/csv; charset=utf-8"})
+    return chart
+
+
+@app.route("/metrics/bandwidth_used", methods=["GET"])
+@endpoint
+def legacy_bandwidth_used():
+    p = _params()
+    store = bootstrap.store()
+    item = charts.require_service(store, p.get("service") or charts.legacy_missing_service())
+    coverage = charts.Coverage.from_state(store.state(), int(item.first_seen))
+    return Response(body=charts.legacy_bandwidth_used(store, coverage, p, time.time()), status_code=200,
+                    headers={"Content-Type": "application/json"})
+
+
+@app.route("/v1/services/{service}/quota", methods=["GET"])
+@endpoint
+def get_quota(service):
+    return bootstrap.quota_book().get(validate_service_name(service))
+
+
+@app.route("/v1/services/{service}/quota", methods=["PUT"], content_types=["application/json"])
+@endpoint
+def put_quota(service):
+    return bootstrap.quota_book().put(validate_service_name(service), json_body(app.current_request.raw_body))
+
+
+@app.route("/v1/services/{service}/quota", methods=["DELETE"])
+@endpoint
+def delete_quota(service):
+    bootstrap.quota_book().delete(validate_service_name(service))
+    return Response(body="", status_code=204)
+
+
+@app.route("/v1/quotas", methods=["GET"])
+@endpoint
+def list_quotas():
+    snapshot = bootstrap.quota_book().load()
+    return {"quotas": [{"service": s, **q} for s, q in sorted(snapshot.quotas.items())], "rules": snapshot.rules}
+
+
+@app.route("/v1/quota-rules", methods=["GET"])
+@endpoint
+def get_quota_rules():
+    return {"rules": bootstrap.quota_book().get_rules()}
+
+
+@app.route("/v1/quota-rules", methods=["PUT"], content_types=["application/json"])
+@endpoint
+def put_quota_rules():
+    return {"rules": bootstrap.quota_book().put_rules(json_body(app.current_request.raw_body))}
+
+
+@app.route("/v1/quota-audit", methods=["GET"])
+@endpoint
+def quota_audit():
+    return {"entries": bootstrap.quota_book().audit_log(limit=integer(_params(), "limit", 100, 1, 1000))}
+
+
+@app.route("/v1/schemas/quota", methods=["GET"])
+@endpoint
+def quota_schema():
+    return QUOTA_SCHEMA
+
+
+@app.route("/v1/schemas/quota-rules", methods=["GET"])
+@endpoint
+def quota_rules_schema():
+    return RULES_SCHEMA
+
+
+@app.route("/v1/services/{service}/alerts", methods=["GET"])
+@endpoint
+def service_alerts(service):
+    return {"service": service, "alerts": alert_history(service)}

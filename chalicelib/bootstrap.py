@@ -20,7 +20,7 @@ def settings() -> Settings:
 
 def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
-    for getter in (settings, store, prometheus, collector, mailer, alert_processor, _boto_session):
+    for getter in (settings, store, prometheus, collector, mailer, alert_processor, quota_book, _boto_session):
         getter.cache_clear()
 
 
@@ -55,7 +55,7 @@ def prometheus():
 def collector():
     from chalicelib.collector import Collector
 
-    return Collector(prometheus(), store(), settings())
+    return Collector(prometheus(), store(), settings(), quotas=quota_book())
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,4 +70,18 @@ def mailer():
 def alert_processor():
     from chalicelib.alerts import AlertProcessor
 
-    return AlertProcessor(store(), mailer(), public_url=settings().public_url)
+    return AlertProcessor(store(), mailer(), public_url=settings().public_url, quotas=quota_book())
+
+
+@functools.lru_cache(maxsize=None)
+def quota_book():
+    from chalicelib.quotas import QuotaBook
+
+    store()  # binds the models to the configured table
+    return QuotaBook()
+
+
+def status_report(now: float) -> dict:
+    from chalicelib.status import collector_status
+
+    return collector_status(store().state(), settings(), now)

@@ -1,0 +1,185 @@
+"""The alerts function: usage or quota changes on the stream -> one email per threshold.
+
+Exactly once per (service, period, threshold), although streams deliver at
+least once: the alert is claimed with a conditional write before sending,
+marked sent after, and marked failed (claimable again) if SES refuses, in which
+case the record fails so Lambda retries it. When one change crosses several
+thresholds, one email names the highest; the lower ones are recorded as covered.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, List, Optional
+
+from pynamodb.exceptions import PutError, PynamoDBException
+
+from chalicelib import emails
+from chalicelib.errors import MailError, StoreError
+from chalicelib.models import Alert, ServiceUsage
+from chalicelib.overview import period_usage
+from chalicelib.periods import Period
+from chalicelib.quotas import EffectiveQuota, QuotaBook
+from chalicelib.timeutil import iso
+
+log = logging.getLogger(__name__)
+
+CLAIM_TIMEOUT_SECONDS = 300  # a claim older than this (its sender died) may be taken again
+
+
+def alert_pk(service: str) -> str:
+    return f"ALERT#{service}"
+
+
+def alert_sk(period_start: int, threshold: float) -> str:
+    return f"{iso(period_start)}#{threshold:09.3f}"
+
+
+def due_thresholds(usage: int, limit: int, thresholds: Iterable[float]) -> List[float]:
+    """Thresholds (percent) that ``usage`` has reached, lowest first."""
+    return sorted(t for t in thresholds if usage * 100 >= t * limit)
+
+
+class AlertProcessor:
+    def __init__(self, store, mailer, public_url: str, quotas: Optional[QuotaBook] = None):
+        self.store = store
+        self.mailer = mailer
+        self.public_url = public_url
+        self.quotas = quotas or QuotaBook()
+
+    # -- stream entry point ----------------------------------------------------------------
+    def handle_batch(self, event, now: float) -> dict:
+        """Process records one by one; report the failed ones (ReportBatchItemFailures)."""
+        failures = []
+        for record in event:
+            try:
+                self.handle_record(record, now)
+            except Exception:  # one bad record fails alone; it is reported, never swallowed
+                log.exception("alerts: record %s failed", getattr(record, "sequence_number", "?"))
+                failures.append({"itemIdentifier": record.sequence_number})
+        return {"batchItemFailures": failures}
+
+    def handle_record(self, record, now: float) -> None:
+        keys = record.keys or {}
+        pk = keys.get("pk", {}).get("S", "")
+        sk = keys.get("sk", {}).get("S", "")
+        if pk == "SERVICES" and record.new_image:
+            self.evaluate(sk, now, ServiceUsage.from_raw_data(record.new_image))
+        elif pk == "QUOTA":
+            self.evaluate(sk, now)
+        elif pk == "RULES":
+            for item in self.store.list_services():
+                self.evaluate(item.service, now, item)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate(self, service: str, now: float, usage_item: Optional[ServiceUsage] = None) -> Optional[float]:
+        """Send the due alert for a service, if any; return the threshold emailed."""
+        quota = self.quotas.quota_for(service)
+        if quota.limit_bytes is None:
+            return None
+        item = usage_item or self.store.get_service(service)
+        if item is None:
+            return None
+        period, usage = self._usage(item, quota, now)
+        due = due_thresholds(usage, quota.limit_bytes, quota.thresholds)
+        if not due:
+            return None
+        existing = self._alerts(service, period.start)
+        pending = [t for t in due if self._claimable(existing.get(t), now)]
+        if not pending:
+            return None
+        highest = pending[-1]
+        crossed_at = int(item.through) if item.through is not None else int(now)
+        alert = emails.ThresholdAlert(service, highest, usage, quota.limit_bytes, quota.direction,
+                                      period.adjective, period.start, period.end, crossed_at,
+                                      covered=tuple(pending[:-1]))
+        claim = self._claim(alert, quota, existing.get(highest), now)
+        if claim is None:
+            return None  # another invocation holds it
+        self._send(claim, alert, quota, now)
+        for lower in pending[:-1]:
+            self._record_covered(alert, quota, lower, now)
+        return highest
+
+    def _usage(self, item: ServiceUsage, quota: EffectiveQuota, now: float):
+        """The period and usage to judge: the stream image's own period when it matches the
+        quota's kind (exact even if the record arrives after the period ended), else now's."""
+        if item.period_kind == quota.period and int(item.period_anchor) == quota.anchor_day \
+                and int(item.period_end) > 0:
+            period = Period(item.period_kind, int(item.period_start), int(item.period_end),
+                            int(item.period_anchor))
+            usage = {"ingress": int(item.ingress), "egress": int(item.egress), "total": int(item.total)}
+            return period, usage[quota.direction]
+        current = period_usage(self.store, item, quota, now)
+        return current["period"], current["usage"][quota.direction]
+
+    @staticmethod
+    def _claimable(alert: Optional[Alert], now: float) -> bool:
+        if alert is None or alert.status == "failed":
+            return True
+        return alert.status == "pending" and (alert.claimed_at or 0) < now - CLAIM_TIMEOUT_SECONDS
+
+    def _alerts(self, service: str, period_start: int) -> dict:
+        try:
+            items = Alert.query(alert_pk(service), Alert.sk.startswith(f"{iso(period_start)}#"))
+            return {float(a.threshold): a for a in items}
+        except PynamoDBException as e:
+            raise StoreError(f"reading alerts of {service!r} failed: {e}") from e
+
+    def _new_alert(self, alert: emails.ThresholdAlert, quota: EffectiveQuota, threshold: float,
+                   status: str, now: float) -> Alert:
+        return Alert(alert_pk(alert.service), alert_sk(alert.period_start, threshold),
+                     service=alert.service, period_start=alert.period_start, period_end=alert.period_end,
+                     threshold=threshold, status=status, usage_bytes=alert.usage_bytes,
+                     limit_bytes=alert.limit_bytes, recipients=list(quota.notify),
+                     crossed_at=alert.crossed_at, claimed_at=now)
+
+    def _claim(self, alert, quota, existing: Optional[Alert], now: float) -> Optional[Alert]:
+        claim = self._new_alert(alert, quota, alert.threshold, "pending", now)
+        if existing is None:
+            condition = Alert.pk.does_not_exist()
+        elif existing.status == "failed":
+            condition = (Alert.status == "failed") & (Alert.claimed_at == existing.claimed_at)
+        else:
+            condition = (Alert.status == "pending") & (Alert.claimed_at == existing.claimed_at)
+        try:
+            claim.save(condition=condition)
+        except PutError as e:
+            if "ConditionalCheckFailed" in str(e):
+                return None
+            raise StoreError(f"claiming the {alert.threshold:g}% alert of {alert.service!r} failed: {e}") from e
+        return claim
+
+    def _send(self, claim: Alert, alert, quota: EffectiveQuota, now: float) -> None:
+        if not quota.notify:
+            claim.update(actions=[Alert.status.set("no_recipients"), Alert.sent_at.set(now)])
+            log.warning("alerts: %s reached %g%% but its quota names no recipients", alert.service, alert.threshold)
+            return
+        subject, text, html = emails.render(alert, self.public_url)
+        try:
+            message_id = self.mailer.send(list(quota.notify), subject, text, html)
+        except MailError as e:
+            claim.update(actions=[Alert.status.set("failed"), Alert.error.set(str(e)[:500])])
+            raise
+        claim.update(actions=[Alert.status.set("sent"), Alert.sent_at.set(now), Alert.message_id.set(message_id),
+                              Alert.error.remove()])
+        log.info("alerts: emailed %s: %s", ", ".join(quota.notify), subject)
+
+    def _record_covered(self, alert, quota, threshold: float, now: float) -> None:
+        covered = self._new_alert(alert, quota, threshold, "covered", now)
+        covered.covered_by = alert.threshold
+        try:
+            covered.save(condition=Alert.pk.does_not_exist() | (Alert.status == "failed"))
+        except PutError as e:
+            if "ConditionalCheckFailed" not in str(e):
+                raise StoreError(f"recording the covered {threshold:g}% alert failed: {e}") from e
+
+
+def alert_history(service: str, limit: int = 200) -> List[dict]:
+    items = Alert.query(alert_pk(service), scan_index_forward=False, limit=limit)
+    return [{
+        "threshold": float(a.threshold), "status": a.status, "period_start": iso(a.period_start),
+        "period_end": iso(a.period_end), "usage_bytes": int(a.usage_bytes), "limit_bytes": int(a.limit_bytes),
+        "recipients": list(a.recipients or []), "crossed_at": iso(a.crossed_at),
+        "sent_at": iso(a.sent_at) if a.sent_at else None, "message_id": a.message_id,
+        "covered_by": float(a.covered_by) if a.covered_by is not None else None, "error": a.error,
+    } for a in items]

@@ -1,0 +1,171 @@
+"""Chart-ready usage: time series from stored buckets, with coverage made explicit.
+
+A point at time T covers [T, T + step). Its bytes are an integer (0 for a
+collected period without traffic) or None for a period not collected: before
+collection or the service was first seen, inside a gap, or not final yet.
+A chart of N points reads the N buckets of the matching level, never minutes
+for long ranges.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from chalicelib.errors import BadRequest, NotFound
+from chalicelib.timeutil import LEVELS, MINUTE, TimeFormatError, floor, floor_minute, iso, parse_duration, parse_time
+
+STEPS = LEVELS  # chart steps are exactly the stored levels
+AUTO_TARGET_POINTS = 1500
+MAX_POINTS = 11_000
+DIRECTIONS = ("ingress", "egress", "total")
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which instants hold final, collected data (from the collector state)."""
+
+    collection_start: Optional[int]
+    watermark: Optional[int]
+    gaps: Tuple[Tuple[int, int], ...] = ()
+    first_seen: Optional[int] = None
+
+    @classmethod
+    def from_state(cls, state, first_seen: Optional[int] = None) -> "Coverage":
+        return cls(
+            int(state.collection_start) if state.collection_start is not None else None,
+            int(state.watermark) if state.watermark is not None else None,
+            tuple((int(a), int(b)) for a, b in (state.gaps or [])),
+            first_seen,
+        )
+
+    def covers(self, start: int, end: int) -> bool:
+        if self.watermark is None or self.collection_start is None:
+            return False
+        if start < self.collection_start or end > self.watermark:
+            return False
+        if self.first_seen is not None and end <= self.first_seen:
+            return False
+        return not any(a < end and start < b for a, b in self.gaps)
+
+
+def parse_range(params, now: float) -> Tuple[int, int]:
+    try:
+        end = parse_time(params["end"]) if params.get("end") else int(now)
+    except TimeFormatError as e:
+        raise BadRequest(f"end: {e}", parameter="end") from None
+    try:
+        start = parse_time(params["start"]) if params.get("start") else end - 3600
+    except TimeFormatError as e:
+        raise BadRequest(f"start: {e}", parameter="start") from None
+    if start >= end:
+        raise BadRequest("start must be before end", parameter="start")
+    return start, end
+
+
+def choose_step(start: int, end: int, requested: Optional[str]) -> str:
+    requested = requested or "auto"
+    if requested == "auto":
+        for name, size in STEPS.items():
+            if (end - start) / size <= AUTO_TARGET_POINTS:
+                return name
+        return "1d"
+    if requested not in STEPS:
+        raise BadRequest(f"step must be auto or one of {', '.join(STEPS)}", parameter="step")
+    points = -(-(end - start) // STEPS[requested])
+    if points > MAX_POINTS:
+        raise BadRequest(f"step {requested} gives {points} points for this range; at most {MAX_POINTS} "
+                         "are allowed, so choose a coarser step or a shorter range", parameter="step")
+    return requested
+
+
+def bucket_bytes(bucket, direction: str, route: Optional[str]) -> int:
+    if route is None:
+        entries = bucket.routes.values()
+    else:
+        entries = [bucket.routes[route]] if route in bucket.routes else []
+    if direction == "total":
+        return sum(e.get("ingress", 0) + e.get("egress", 0) for e in entries)
+    return sum(e.get(direction, 0) for e in entries)
+
+
+def build_series(store, coverage: Coverage, service: str, start: int, end: int, step: str,
+                 direction: str = "all", route: Optional[str] = None, split: bool = False) -> dict:
+    size = STEPS[step]
+    first = floor(start, size)
+    times = list(range(first, end, size))
+    buckets = {b.start: b for b in store.query_buckets(service, step, first, times[-1] + size)}
+    covered = [coverage.covers(t, t + size) for t in times]
+    directions = ["ingress", "egress"] if direction == "all" else [direction]
+    if split:
+        routes: List[Optional[str]] = [route] if route is not None else sorted(
+            {r for b in buckets.values() for r in b.routes})
+    else:
+        routes = [route]
+    series = []
+    for r in routes:
+        for d in directions:
+            points = [{"time": iso(t), "bytes": bucket_bytes(buckets[t], d, r) if t in buckets else 0}
+                      if ok else {"time": iso(t), "bytes": None} for t, ok in zip(times, covered)]
+            series.append({"direction": d, "route": r, "points": points,
+                           "total_bytes": sum(p["bytes"] for p in points if p["bytes"] is not None)})
+    return {"service": service, "start": iso(first), "end": iso(times[-1] + size), "step": step,
+            "series": series}
+
+
+def series_csv(chart: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["time", "service", "direction", "route", "bytes"])
+    for s in chart["series"]:
+        for p in s["points"]:
+            writer.writerow([p["time"], csv_safe(chart["service"]), s["direction"], csv_safe(s["route"] or ""),
+                             "" if p["bytes"] is None else p["bytes"]])
+    return out.getvalue()
+
+
+def csv_safe(value: str) -> str:
+    """Guard spreadsheet formula injection: a leading = + - @ (or tab/CR) becomes text."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+LEGACY_MAX_LOOKBACK = 7 * 86400
+
+
+def legacy_bandwidth_used(store, coverage: Coverage, params, now: float) -> List[dict]:
+    """The older frontend's shape: one entry per minute of the lookback plus the unfinished
+    present, ``bandwidth_used`` null where nothing was used or nothing was collected."""
+    service = params.get("service")
+    if not service:
+        raise BadRequest("service is required", parameter="service")
+    kind = params.get("type", "egress")
+    if kind not in ("ingress", "egress"):
+        raise BadRequest("type must be ingress or egress", parameter="type")
+    try:
+        lookback = parse_duration(params.get("lookback_duration", "5m"))
+    except TimeFormatError as e:
+        raise BadRequest(f"lookback_duration: {e}", parameter="lookback_duration") from None
+    if lookback > LEGACY_MAX_LOOKBACK:
+        raise BadRequest("lookback_duration may be at most 7d", parameter="lookback_duration")
+    route = params.get("route")
+    present = floor_minute(now)
+    first = present - floor(lookback, MINUTE)
+    buckets = {b.start: b for b in store.query_buckets(service, "1m", first, present + MINUTE)}
+    out = []
+    for t in range(first, present + MINUTE, MINUTE):
+        used = bucket_bytes(buckets[t], kind, route) if t in buckets and coverage.covers(t, t + MINUTE) else 0
+        out.append({"time": iso(t), "type": kind, "service": service, "route": route,
+                    "bandwidth_used": used or None})
+    return out
+
+
+def legacy_missing_service():
+    raise BadRequest("service is required", parameter="service")
+
+
+def require_service(store, service: str):
+    item = store.get_service(service)
+    if item is None:
+        raise NotFound(f"unknown service {service!r}: no usage has been collected for it")
+    return item

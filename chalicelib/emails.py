@@ -1,0 +1,75 @@
+"""The text of alert emails. Every value from outside (service names above all) is escaped."""
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from chalicelib.timeutil import iso
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
+def human_bytes(n: float) -> str:
+    value, unit = float(n), 0
+    while value >= 1000 and unit < len(_UNITS) - 1:
+        value /= 1000
+        unit += 1
+    return f"{int(value)} {_UNITS[unit]}" if unit == 0 else f"{value:.2f} {_UNITS[unit]}"
+
+
+@dataclass(frozen=True)
+class ThresholdAlert:
+    service: str
+    threshold: float
+    usage_bytes: int
+    limit_bytes: int
+    direction: str
+    period_kind: str  # daily | weekly | monthly
+    period_start: int
+    period_end: int
+    crossed_at: int
+    covered: tuple = ()
+
+    @property
+    def percent(self) -> float:
+        return round(100.0 * self.usage_bytes / self.limit_bytes, 1)
+
+
+def _threshold(t: float) -> str:
+    return f"{t:g}%"
+
+
+def subject(alert: ThresholdAlert) -> str:
+    name = _CONTROL.sub(" ", alert.service)[:120]
+    return f"[Bandwidth Meter] {name} reached {_threshold(alert.threshold)} of its {alert.period_kind} quota"
+
+
+def chart_link(public_url: str, alert: ThresholdAlert) -> str:
+    return (f"{public_url}/dashboard#service={quote(alert.service, safe='')}"
+            f"&start={alert.period_start}&end={alert.period_end}")
+
+
+def render(alert: ThresholdAlert, public_url: str) -> tuple[str, str, str]:
+    """(subject, plain text, HTML) for one alert."""
+    link = chart_link(public_url, alert)
+    facts = [
+        ("Service", alert.service),
+        ("Threshold reached", _threshold(alert.threshold)
+         + (f" (also covers {', '.join(_threshold(t) for t in alert.covered)})" if alert.covered else "")),
+        ("Usage", f"{human_bytes(alert.usage_bytes)} ({alert.usage_bytes} bytes, {alert.direction})"),
+        ("Quota", f"{human_bytes(alert.limit_bytes)} ({alert.limit_bytes} bytes)"),
+        ("Percent used", f"{alert.percent}%"),
+        ("Period", f"{iso(alert.period_start)} to {iso(alert.period_end)} ({alert.period_kind})"),
+        ("Crossed at", iso(alert.crossed_at)),
+    ]
+    text = "\n".join([f"{subject(alert)}", ""] + [f"{k}: {v}" for k, v in facts]
+                     + ["", f"Chart: {link}", "", "-- Bandwidth Meter"])
+    rows = "".join(f"<tr><th align=\"left\">{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in facts)
+    body = (f"<!doctype html><html><body><h2>{html.escape(subject(alert))}</h2>"
+            f"<table>{rows}</table><p><a href=\"{html.escape(link, quote=True)}\">Open the chart</a></p>"
+            f"<p style=\"color:#666\">Bandwidth Meter</p></body></html>")
+    return subject(alert), text, body

@@ -1,0 +1,49 @@
+"""The mailer adapter: SES (v1 API, as LocalStack and moto serve it too)."""
+from __future__ import annotations
+
+from typing import List, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import MailError
+
+
+class Mailer(Protocol):
+    def send(self, to: List[str], subject: str, text: str, html: str) -> str:
+        """Send one message; return the provider's message id or raise MailError."""
+
+
+class SesMailer:
+    def __init__(self, client, sender: str):
+        self.client = client
+        self.sender = sender
+
+    def send(self, to: List[str], subject: str, text: str, html: str) -> str:
+        try:
+            answer = self.client.send_email(
+                Source=self.sender,
+                Destination={"ToAddresses": list(to)},
+                Message={
+                    "Subject": {"Data": subject, "Charset": "UTF-8"},
+                    "Body": {"Text": {"Data": text, "Charset": "UTF-8"},
+                             "Html": {"Data": html, "Charset": "UTF-8"}},
+                },
+            )
+        except (ClientError, BotoCoreError) as e:
+            raise MailError(f"SES did not accept the message to {', '.join(to)}: {e}") from e
+        return answer["MessageId"]
+
+
+class RecordingMailer:
+    """A mailer for unit tests: keeps what it was asked to send; can be told to fail."""
+
+    def __init__(self):
+        self.sent: List[dict] = []
+        self.failures_left = 0
+
+    def send(self, to: List[str], subject: str, text: str, html: str) -> str:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise MailError("simulated SES outage")
+        self.sent.append({"to": list(to), "subject": subject, "text": text, "html": html})
+        return f"recorded-{len(self.sent)}"

@@ -1,0 +1,81 @@
+"""The services overview: each service's usage in its current quota period."""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Optional
+
+from chalicelib.errors import BadRequest
+from chalicelib.periods import period_at
+from chalicelib.quotas import EffectiveQuota
+from chalicelib.timeutil import iso
+
+
+def period_usage(store, item, quota: EffectiveQuota, now: float) -> dict:
+    """Usage of a service in the quota period containing ``now``.
+
+    The collector keeps it on the service item; when that item still holds an
+    earlier period the service has been idle since (0), and when the quota's
+    period kind changed since the last collection it is summed from storage."""
+    period = period_at(quota.period, now, quota.anchor_day)
+    same = (item.period_kind == period.kind and int(item.period_anchor) == period.anchor_day
+            and int(item.period_start) == period.start)
+    if same:
+        ingress, egress = int(item.ingress), int(item.egress)
+    elif item.period_kind == period.kind and int(item.period_anchor) == period.anchor_day \
+            and int(item.period_end) <= period.start:
+        ingress = egress = 0
+    else:
+        total = store.range_total(item.service, period.start, min(int(item.through), period.end))
+        ingress, egress = total.ingress, total.egress
+    return {"period": period, "usage": {"ingress": ingress, "egress": egress, "total": ingress + egress}}
+
+
+def percent(usage: dict, quota: EffectiveQuota) -> Optional[float]:
+    if quota.limit_bytes is None:
+        return None
+    return round(100.0 * usage[quota.direction] / quota.limit_bytes, 2)
+
+
+def service_summary(store, item, quota: EffectiveQuota, now: float) -> dict:
+    current = period_usage(store, item, quota, now)
+    period = current["period"]
+    return {
+        "service": item.service,
+        "usage": current["usage"],
+        "period": {"kind": period.kind, "start": iso(period.start), "end": iso(period.end)},
+        "quota": quota.as_dict(),
+        "percent": percent(current["usage"], quota),
+        "first_seen": iso(item.first_seen),
+        "last_active": iso(item.last_active),
+    }
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
+
+
+def _offset(cursor: Optional[str]) -> int:
+    if not cursor:
+        return 0
+    try:
+        offset = int(json.loads(base64.urlsafe_b64decode(cursor.encode()))["o"])
+    except (ValueError, KeyError, TypeError):
+        raise BadRequest("cursor is not one this API returned", parameter="cursor") from None
+    if offset < 0:
+        raise BadRequest("cursor is not one this API returned", parameter="cursor")
+    return offset
+
+
+def list_services(store, snapshot, now: float, sort: str, order: str, limit: int, cursor: Optional[str]) -> dict:
+    rows = [service_summary(store, item, snapshot.quota_for(item.service), now) for item in store.list_services()]
+    if sort == "name":
+        rows.sort(key=lambda r: r["service"], reverse=(order == "desc"))
+    elif sort == "percent":
+        rows.sort(key=lambda r: (r["percent"] is not None, r["percent"] or 0, r["service"]), reverse=(order == "desc"))
+    else:
+        rows.sort(key=lambda r: (r["usage"]["total"], r["service"]), reverse=(order == "desc"))
+    offset = _offset(cursor)
+    page = rows[offset:offset + limit]
+    more = offset + limit < len(rows)
+    return {"services": page, "total_count": len(rows), "next_cursor": _cursor(offset + limit) if more else None}

@@ -1,0 +1,32 @@
+"""The collector's status as the API shows it."""
+from __future__ import annotations
+
+from chalicelib.collector import LEASE_SECONDS
+from chalicelib.timeutil import iso
+
+
+def _t(value):
+    return iso(value) if value is not None else None
+
+
+def collector_status(state, settings, now: float) -> dict:
+    watermark = int(state.watermark) if state.watermark is not None else None
+    running = state.running_since is not None and state.running_since > now - LEASE_SECONDS
+    return {
+        "watermark": _t(watermark),
+        "lag_seconds": int(now - watermark) if watermark is not None else None,
+        "configured_lag_seconds": settings.collect_lag_seconds,
+        "collection_start": _t(state.collection_start),
+        "gaps": [{"start": iso(a), "end": iso(b)} for a, b in (state.gaps or [])],
+        "running": running,
+        "running_since": _t(state.running_since) if running else None,
+        "last_run_start": _t(state.last_run_start),
+        "last_run_end": _t(state.last_run_end),
+        "last_duration_ms": int(state.last_duration_ms) if state.last_duration_ms is not None else None,
+        "series_seen": int(state.last_series_seen) if state.last_series_seen is not None else None,
+        "minutes_written": int(state.last_minutes_written) if state.last_minutes_written is not None else None,
+        "items_written": int(state.last_items_written) if state.last_items_written is not None else None,
+        "last_success": _t(state.last_success_at),
+        "last_error": state.last_error,
+        "last_error_at": _t(state.last_error_at),
+    }

@@ -1,0 +1,118 @@
+"""Alert evaluation against moto in-process with a recording mailer."""
+import pytest
+
+from chalicelib import bootstrap
+from chalicelib.alerts import AlertProcessor, alert_history, due_thresholds
+from chalicelib.errors import MailError
+from chalicelib.mailer import RecordingMailer
+from chalicelib.models import ServiceUsage
+from chalicelib.periods import period_at
+
+pytestmark = pytest.mark.unit
+NOW = 1_795_996_800 + 12 * 3600  # 2026-11-30T12:00Z
+GB = 10**9
+
+
+@pytest.fixture
+def alerts(aws):
+    mailer = RecordingMailer()
+    book = bootstrap.quota_book()
+    book.put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com"]})
+    return AlertProcessor(bootstrap.store(), mailer, "http://dash.example", quotas=book), mailer
+
+
+def usage(service, total, when=NOW):
+    p = period_at("month", when)
+    item = ServiceUsage("SERVICES", service, service=service, first_seen=p.start, last_active=when,
+                        period_kind="month", period_anchor=1, period_start=p.start, period_end=p.end,
+                        ingress=0, egress=total, total=total, through=when)
+    item.save()
+    return item
+
+
+def statuses(service):
+    return {a["threshold"]: a["status"] for a in alert_history(service)}
+
+
+def test_due_thresholds_compare_exactly_at_the_boundary():
+    assert due_thresholds(80, 100, [80, 90, 100]) == [80]
+    assert due_thresholds(79, 100, [80, 90, 100]) == []
+    assert due_thresholds(1000, 100, [100, 90, 80]) == [80, 90, 100]
+
+
+def test_gradual_growth_sends_each_threshold_once(alerts):
+    processor, mailer = alerts
+    for total in (50, 81, 85, 91, 99, 100, 130):
+        processor.evaluate("pay", NOW, usage("pay", total * GB))
+    subjects = [m["subject"] for m in mailer.sent]
+    assert subjects == [
+        "[Bandwidth Meter] pay reached 80% of its monthly quota",
+        "[Bandwidth Meter] pay reached 90% of its monthly quota",
+        "[Bandwidth Meter] pay reached 100% of its monthly quota",
+    ]
+    assert statuses("pay") == {80.0: "sent", 90.0: "sent", 100.0: "sent"}
+
+
+def test_a_jump_sends_one_email_for_the_highest_and_covers_the_rest(alerts):
+    processor, mailer = alerts
+    processor.evaluate("pay", NOW, usage("pay", 50 * GB))
+    processor.evaluate("pay", NOW, usage("pay", 120 * GB))
+    processor.evaluate("pay", NOW, usage("pay", 120 * GB))  # redelivered
+    assert len(mailer.sent) == 1 and "100%" in mailer.sent[0]["subject"]
+    assert "also covers 80%, 90%" in mailer.sent[0]["text"]
+    assert statuses("pay") == {80.0: "covered", 90.0: "covered", 100.0: "sent"}
+
+
+def test_ses_failure_fails_the_record_and_the_retry_sends_once(alerts):
+    processor, mailer = alerts
+    mailer.failures_left = 1
+    item = usage("pay", 85 * GB)
+    with pytest.raises(MailError):
+        processor.evaluate("pay", NOW, item)
+    assert statuses("pay") == {80.0: "failed"}
+    processor.evaluate("pay", NOW, item)
+    processor.evaluate("pay", NOW, item)
+    assert len(mailer.sent) == 1 and statuses("pay") == {80.0: "sent"}
+
+
+def test_a_new_period_rearms_every_threshold(alerts):
+    processor, mailer = alerts
+    processor.evaluate("pay", NOW, usage("pay", 95 * GB))
+    next_month = 1_796_083_200 + 3600
+    processor.evaluate("pay", next_month, usage("pay", 95 * GB, when=next_month))
+    assert [m["subject"].split(" reached ")[1][:3] for m in mailer.sent] == ["90%", "90%"]
+
+
+def test_lowering_the_quota_sends_the_due_alert_and_raising_it_rearms_nothing(alerts):
+    processor, mailer = alerts
+    usage("pay", 60 * GB)
+    bootstrap.quota_book().put("pay", {"limit_bytes": 70 * GB, "notify": ["ops@example.com"]})
+    assert processor.evaluate("pay", NOW) == 80
+    bootstrap.quota_book().put("pay", {"limit_bytes": 200 * GB, "notify": ["ops@example.com"]})
+    bootstrap.quota_book().put("pay", {"limit_bytes": 70 * GB, "notify": ["ops@example.com"]})
+    assert processor.evaluate("pay", NOW) is None
+    assert len(mailer.sent) == 1
+
+
+def test_service_names_are_escaped_in_the_html(alerts):
+    processor, mailer = alerts
+    name = '<script>alert("x")</script>'
+    bootstrap.quota_book().put(name, {"limit_bytes": 10, "notify": ["ops@example.com"]})
+    processor.evaluate(name, NOW, usage(name, 10))
+    assert "<script>" not in mailer.sent[0]["html"] and "&lt;script&gt;" in mailer.sent[0]["html"]
+
+
+def test_one_bad_record_fails_alone(alerts):
+    processor, mailer = alerts
+    usage("pay", 85 * GB)
+
+    class Record:
+        def __init__(self, seq, keys, new_image=None):
+            self.sequence_number, self.keys, self.new_image = seq, keys, new_image
+
+    good = Record("2", {"pk": {"S": "QUOTA"}, "sk": {"S": "pay"}})
+    bad = Record("1", {"pk": {"S": "SERVICES"}, "sk": {"S": "pay"}},
+                 new_image={"pk": {"S": "SERVICES"}, "sk": {"S": "pay"}, "total": {"N": "not-a-number"}})
+    result = processor.handle_batch([bad, good], NOW)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "1"}]}
+    assert len(mailer.sent) == 1
