@@ -203,7 +203,8 @@ class QuotaBook:
 
     @staticmethod
     def _audit(now: float, key: str, action: str, old, new, actor) -> AuditEntry:
-        return AuditEntry("AUDIT", f"{iso(now)}#{uuid.uuid4().hex[:12]}", at=now, key=key, action=action,
+        # Milliseconds since the epoch, zero-padded: the sort key orders entries in time.
+        return AuditEntry("AUDIT", f"{int(now * 1000):015d}#{uuid.uuid4().hex[:12]}", at=now, key=key, action=action,
                           old=old, new=new, actor=actor)
 
     @staticmethod

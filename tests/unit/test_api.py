@@ -1,4 +1,5 @@
 """The API through Chalice's in-process test client, on moto in-process."""
+import itertools
 import json
 
 import pytest
@@ -32,7 +33,8 @@ def collected(client, monkeypatch):
     prom.add({**base, "route": "a", "direction": "egress"}, [(T0 - 60 + 60 * i, 1000 * i) for i in range(12)])
     prom.add({**base, "route": "b", "direction": "ingress"}, [(T0 - 60 + 60 * i, 10 * i) for i in range(12)])
     Collector(prom, bootstrap.store(), bootstrap.settings(), quotas=bootstrap.quota_book()).run(now=T0 + 600)
-    monkeypatch.setattr("time.time", lambda: T0 + 630)
+    ticks = itertools.count()  # a clock that moves a millisecond per reading
+    monkeypatch.setattr("time.time", lambda: T0 + 630 + next(ticks) / 1000)
     return client
 
 
