@@ -43,6 +43,12 @@ def _params():
 
 
 @app.middleware("http")
+def access_control(event, get_response):
+    """API keys, roles and throttling (chalicelib/access.py)."""
+    return bootstrap.access_guard().guard(event, get_response)
+
+
+@app.middleware("http")
 def cors_allow_list(event, get_response):
     response = get_response(event)
     origin = allowed_origin(event.headers.get("origin"), bootstrap.settings().cors_origins)
@@ -175,3 +181,34 @@ def quota_rules_schema():
 @endpoint
 def service_alerts(service):
     return {"service": service, "alerts": alert_history(service)}
+
+
+# -- documentation and the dashboard -----------------------------------------------------------
+@app.route("/openapi.json", methods=["GET"])
+@endpoint
+def openapi_spec():
+    from chalicelib import apidocs
+
+    return apidocs.openapi_spec()
+
+
+@app.route("/docs", methods=["GET"])
+@endpoint
+def api_docs():
+    from chalicelib import apidocs
+
+    return Response(body=apidocs.docs_html(), status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+@app.route("/", methods=["GET"])
+@endpoint
+def index():
+    return Response(body="", status_code=302, headers={"Location": "/dashboard"})
+
+
+@app.route("/dashboard", methods=["GET"])
+@endpoint
+def dashboard():
+    from chalicelib import dashboard as page
+
+    return Response(body=page.html(), status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})

@@ -20,7 +20,8 @@ def settings() -> Settings:
 
 def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
-    for getter in (settings, store, prometheus, collector, mailer, alert_processor, quota_book, _boto_session):
+    for getter in (settings, store, prometheus, collector, mailer, alert_processor, quota_book, access_guard,
+                   _boto_session):
         getter.cache_clear()
 
 
@@ -85,3 +86,10 @@ def status_report(now: float) -> dict:
     from chalicelib.status import collector_status
 
     return collector_status(store().state(), settings(), now)
+
+
+@functools.lru_cache(maxsize=None)
+def access_guard():
+    from chalicelib.access import AccessGuard
+
+    return AccessGuard.from_settings(settings())
