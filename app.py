@@ -9,7 +9,7 @@ import time
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import __version__, bootstrap, charts, overview
+from chalicelib import __version__, bootstrap, charts, overview, trafficstats
 from chalicelib.alerts import alert_history
 from chalicelib.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
 from chalicelib.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
@@ -108,6 +108,18 @@ def service_bandwidth(service):
         return Response(body=charts.series_csv(chart), status_code=200,
                         headers={"Content-Type": "text/csv; charset=utf-8"})
     return chart
+
+
+@app.route("/v1/services/{service}/stats", methods=["GET"])
+@endpoint
+def service_stats(service):
+    p = _params()
+    store = bootstrap.store()
+    item = charts.require_service(store, service)
+    start, end = charts.parse_range(p, time.time())
+    step = charts.choose_step(start, end, p["step"]) if p.get("step") else None
+    coverage = charts.Coverage.from_state(store.state(), int(item.first_seen))
+    return trafficstats.service_stats(store, coverage, service, start, end, step)
 
 
 @app.route("/metrics/bandwidth_used", methods=["GET"])

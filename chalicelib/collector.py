@@ -139,21 +139,35 @@ class Collector:
         self.store.put_services([item for item in changed if item is not None])
 
     def read_minutes(self, start: int, end: int, report: RunReport) -> MinuteAccumulator:
-        """Exact per-minute bytes in [start, end) from raw samples of every series."""
-        selector = kong.bandwidth_selector(self.settings.kong_schema)
-        previous = self.prometheus.last_values(selector, start, self.settings.series_lookback_seconds)
-        series = self._dedupe_replicas(self.prometheus.raw_samples(selector, start, end))
-        previous = {self._strip_replicas(k): v for k, v in previous.items()}
+        """Exact per-minute bytes (and traffic statistics) in [start, end) from raw samples."""
         acc = MinuteAccumulator()
-        for one in series:
+        seen = 0
+        for labels, per_minute in self._deltas(kong.bandwidth_selector(self.settings.kong_schema), start, end):
+            key = kong.bandwidth_key(labels)
+            acc.add(key.service, key.route, key.direction, per_minute)
+            seen += 1
+        if self.settings.collect_traffic_stats:
+            for labels, per_minute in self._deltas(kong.REQUESTS_SELECTOR, start, end):
+                if labels.get("service") and labels.get("code"):
+                    acc.add_status(labels["service"], labels["code"], per_minute)
+            for selector, part in ((kong.LATENCY_BUCKET_SELECTOR, "buckets"), (kong.LATENCY_SUM_SELECTOR, "sum"),
+                                   (kong.LATENCY_COUNT_SELECTOR, "count")):
+                for labels, per_minute in self._deltas(selector, start, end, integer=part != "sum"):
+                    if labels.get("service") and (part != "buckets" or labels.get("le")):
+                        acc.add_latency(labels["service"], part, per_minute, labels.get("le"))
+        report.series_seen = max(report.series_seen, seen)
+        return acc
+
+    def _deltas(self, selector: str, start: int, end: int, integer: bool = True):
+        """(labels, per-minute increase) for every series of ``selector`` in the window."""
+        previous = self.prometheus.last_values(selector, start, self.settings.series_lookback_seconds)
+        previous = {self._strip_replicas(k): v for k, v in previous.items()}
+        for one in self._dedupe_replicas(self.prometheus.raw_samples(selector, start, end)):
             try:
-                key = kong.bandwidth_key(one.labels)
-                per_minute = series_deltas(previous.get(self._strip_replicas(one.key)), one.samples)
+                per_minute = series_deltas(previous.get(self._strip_replicas(one.key)), one.samples, integer)
+                yield one.labels, per_minute
             except BadSample as e:
                 raise BadSample(f"{e} (series {one.labels}, window {iso(start)}..{iso(end)})") from e
-            acc.add(key.service, key.route, key.direction, per_minute)
-        report.series_seen = max(report.series_seen, len(series))
-        return acc
 
     def _strip_replicas(self, key):
         drop = set(self.settings.replica_labels)

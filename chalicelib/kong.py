@@ -48,3 +48,10 @@ def bandwidth_key(labels: Mapping[str, str]) -> BandwidthKey:
         raise BadSample(f"series without a valid direction/type label: {dict(labels)}")
     # Kong leaves route empty for traffic that matched a service but no named route.
     return BandwidthKey(service, labels.get("route") or "", direction)
+
+
+# Traffic statistics (read when present): request counters and the request-latency histogram.
+REQUESTS_SELECTOR = '{__name__=~"kong_http_requests_total|kong_http_status"}'
+LATENCY_BUCKET_SELECTOR = '{__name__=~"kong_request_latency_ms_bucket|kong_latency_bucket",type=~"request|"}'
+LATENCY_SUM_SELECTOR = '{__name__=~"kong_request_latency_ms_sum|kong_latency_sum",type=~"request|"}'
+LATENCY_COUNT_SELECTOR = '{__name__=~"kong_request_latency_ms_count|kong_latency_count",type=~"request|"}'

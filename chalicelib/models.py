@@ -55,6 +55,8 @@ class UsageBucket(_TableModel):
     # {route: {"ingress": n, "egress": n}}; one item per service keeps the write
     # cost independent of the number of routes (up to the 400 KB item size).
     routes = MapAttribute(default=dict)
+    # Request counts by status and the request-latency histogram (see usage.BucketUsage.stats).
+    stats = MapAttribute(default=dict)
     expires_at = TTLAttribute(null=True)
 
 

@@ -65,6 +65,7 @@ class Settings:
     chunk_minutes: int = 15
     series_lookback_seconds: int = 3600
     minute_ttl_days: int = 35
+    collect_traffic_stats: bool = True
     # Alerts
     alert_from: Optional[str] = None
     public_url: str = "http://127.0.0.1:8000"
@@ -130,6 +131,7 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         chunk_minutes=_int(env, "COLLECT_CHUNK_MINUTES", 15, minimum=1),
         series_lookback_seconds=_int(env, "SERIES_LOOKBACK_SECONDS", 3600, minimum=60),
         minute_ttl_days=_int(env, "MINUTE_TTL_DAYS", 35, minimum=1),
+        collect_traffic_stats=(_get(env, "COLLECT_TRAFFIC_STATS", "true").lower() not in ("0", "false", "no")),
         alert_from=_get(env, "ALERT_FROM"),
         public_url=(_get(env, "PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/"),
         cors_origins=cors or (("*",) if stage == "dev" else ()),

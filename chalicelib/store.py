@@ -28,11 +28,20 @@ def bucket_sk(level: str, start: int) -> str:
     return f"{level}#{iso_minute(start)}"
 
 
+def _plain(value):
+    """DynamoDB maps come back as MapAttribute/Decimal; the domain wants dicts, ints and floats."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (int, float)) or hasattr(value, "as_integer_ratio"):
+        number = float(value)
+        return int(number) if number.is_integer() else number
+    return value
+
+
 def _to_domain(item: UsageBucket) -> BucketUsage:
-    routes = item.routes.as_dict() if hasattr(item.routes, "as_dict") else dict(item.routes or {})
-    return BucketUsage(item.service, int(item.start), {
-        route: {d: int(n) for d, n in dict(entry).items()} for route, entry in routes.items()
-    })
+    return BucketUsage(item.service, int(item.start), _plain(item.routes or {}), _plain(item.stats or {}))
 
 
 class UsageStore:
@@ -49,7 +58,7 @@ class UsageStore:
         return UsageBucket(
             usage_pk(bucket.service), bucket_sk(level, bucket.start),
             service=bucket.service, level=level, start=bucket.start,
-            ingress=bucket.ingress, egress=bucket.egress, routes=bucket.routes,
+            ingress=bucket.ingress, egress=bucket.egress, routes=bucket.routes, stats=bucket.stats,
             expires_at=datetime.fromtimestamp(bucket.start + ttl, tz=timezone.utc) if ttl else None,
         )
 

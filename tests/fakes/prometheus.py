@@ -3,6 +3,7 @@
 The real adapter is tested against the Prometheus binary in tests/integration."""
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Tuple
 
 from chalicelib.errors import PrometheusError
@@ -22,8 +23,14 @@ class FakePrometheus:
         entry[1].sort()
 
     def _matching(self, selector: str):
-        names = {"kong_bandwidth", "kong_bandwidth_bytes"} if "__name__" in selector else {selector}
-        return [(labels, samples) for labels, samples in self.series.values() if labels.get("__name__") in names]
+        """Understands the selectors the collector sends: a bare name, or a name regex
+        alternation with an optional ``type=~"request|"`` matcher."""
+        match = re.search(r'__name__=~"([^"]+)"', selector)
+        names = set(match.group(1).split("|")) if match else {selector}
+        type_match = re.search(r'type=~"([^"]*)"', selector)
+        types = set(type_match.group(1).split("|")) if type_match else None
+        return [(labels, samples) for labels, samples in self.series.values()
+                if labels.get("__name__") in names and (types is None or labels.get("type", "") in types)]
 
     def _check(self):
         self.requests_made += 1
