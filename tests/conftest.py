@@ -20,6 +20,8 @@ BASE_ENV = {
     "PROMETHEUS_URL": "http://127.0.0.1:9",
     "COLLECT_LAG_SECONDS": "60",
     "STAGE": "dev",
+    # botocore >= 1.40 sends stream calls to account-based hosts moto's in-process mock does not route.
+    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
 }
 
 

@@ -1,0 +1,93 @@
+"""The real Lambda entry points in app.py, fed raw events as AWS sends them (moto in-process)."""
+import functools
+
+import boto3
+import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ses.models import ses_backends
+
+from chalicelib import bootstrap
+from tests.fakes.prometheus import FakePrometheus
+
+pytestmark = pytest.mark.unit
+T0 = 1_796_083_200 - 7200
+
+
+SCHEDULED_EVENT = {"version": "0", "id": "e1", "detail-type": "Scheduled Event", "source": "aws.events",
+                   "account": "123456789012", "time": "2026-11-30T22:30:00Z", "region": "us-east-1",
+                   "resources": ["arn:aws:events:us-east-1:123456789012:rule/bandwidth-meter-dev-collect"],
+                   "detail": {}}
+
+
+class Context:
+    function_name = "bandwidth-meter-dev-alerts"
+    aws_request_id = "test"
+
+
+def stream_event(settings):
+    """Every record on the table's stream so far, as the Lambda event-source mapping delivers them."""
+    streams = boto3.client("dynamodbstreams", region_name=settings.region)
+    arn = boto3.client("dynamodb", region_name=settings.region).describe_table(
+        TableName=settings.table_name)["Table"]["LatestStreamArn"]
+    records = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        for record in streams.get_records(ShardIterator=iterator, Limit=1000)["Records"]:
+            record["dynamodb"]["ApproximateCreationDateTime"] = \
+                record["dynamodb"]["ApproximateCreationDateTime"].timestamp() \
+                if hasattr(record["dynamodb"]["ApproximateCreationDateTime"], "timestamp") \
+                else record["dynamodb"]["ApproximateCreationDateTime"]
+            record["eventSourceARN"] = arn
+            records.append(record)
+    return {"Records": records}
+
+
+@pytest.fixture
+def wired(aws, env, monkeypatch):
+    env.setenv("INITIAL_BACKFILL_MINUTES", "30")
+    env.setenv("COLLECT_LAG_SECONDS", "0")
+    bootstrap.reset()
+    boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress="alerts@bandwidth-meter.test")
+    prom = FakePrometheus()
+    prom.add({"__name__": "kong_bandwidth_bytes", "service": "pay", "route": "r", "direction": "egress",
+              "consumer": "", "workspace": "default", "instance": "n1"},
+             [(T0 - 60 + 60 * i, 1000 * i) for i in range(40)])
+    monkeypatch.setattr(bootstrap, "prometheus", functools.lru_cache()(lambda: prom))
+    bootstrap.collector.cache_clear()
+    import app
+    return app
+
+
+def sent_messages():
+    return ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+
+
+def test_collect_then_alerts_sends_one_email_through_ses(wired, monkeypatch):
+    app, settings = wired, bootstrap.settings()
+    bootstrap.quota_book().put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
+    monkeypatch.setattr("time.time", lambda: T0 + 1800)
+    report = app.collect(SCHEDULED_EVENT, Context())
+    assert report["status"] == "ok"
+    result = app.alerts(stream_event(settings), Context())
+    assert result == {"batchItemFailures": []}
+    (message,) = sent_messages()
+    assert message.destinations["ToAddresses"] == ["owner@example.com"]
+    assert message.subject == "[Bandwidth Meter] pay reached 100% of its monthly quota"
+    # The same batch delivered again sends nothing new.
+    assert app.alerts(stream_event(settings), Context()) == {"batchItemFailures": []}
+    assert len(sent_messages()) == 1
+
+
+def test_unverified_sender_fails_the_record_and_marks_the_alert_failed(wired, monkeypatch, env):
+    app, settings = wired, bootstrap.settings()
+    env.setenv("ALERT_FROM", "nobody@unverified.test")
+    bootstrap.reset()
+    bootstrap.quota_book().put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
+    monkeypatch.setattr("time.time", lambda: T0 + 1800)
+    app.collect(SCHEDULED_EVENT, Context())
+    result = app.alerts(stream_event(settings), Context())
+    from chalicelib.alerts import alert_history
+    assert result["batchItemFailures"]
+    assert alert_history("pay")[0]["status"] == "failed"
+    assert sent_messages() == []
