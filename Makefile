@@ -17,8 +17,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-prometheus:
-	@$(PYTHON) scripts/ensure_prometheus.py
+prometheus: $(STAMP)
+	@$(PY) -m localrun.prometheus
 
 run: $(STAMP)
 	$(PY) -m localrun

@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib import bootstrap, models
 
-pytest_plugins = []
+pytest_plugins = ["tests.support.servers"]
 
 BASE_ENV = {
     "TABLE_NAME": "bandwidth-meter-test",
