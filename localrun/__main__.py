@@ -1,0 +1,5 @@
+import sys
+
+from localrun.runtime import main
+
+sys.exit(main())

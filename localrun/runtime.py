@@ -1,0 +1,300 @@
+"""`make run`: the whole system on a bare machine, with embedded defaults.
+
+It plays the parts AWS plays in production and invokes the same handlers AWS invokes:
+an embedded moto server (unless AWS_ENDPOINT_URL is set), the Prometheus binary
+scraping a development gateway with demo traffic (unless PROMETHEUS_URL is set), a
+scheduler for the collector (EventBridge), a stream poller for the alerts function
+(Lambda's event-source mapping), `chalice local` for the API, and an outbox that
+prints and saves every email the emulator accepted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import List, Optional
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+OUTBOX = ROOT / "outbox"
+log = logging.getLogger("localrun")
+
+DEFAULTS = {
+    "TABLE_NAME": "bandwidth-meter",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "ALERT_FROM": "alerts@bandwidth-meter.local",
+    "STAGE": "dev",
+    "COLLECT_LAG_SECONDS": "15",
+    "INITIAL_BACKFILL_MINUTES": "5",
+    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+}
+
+
+class StartupError(Exception):
+    pass
+
+
+class _Context:
+    def __init__(self, name):
+        self.function_name = name
+        self.aws_request_id = "local"
+
+
+def scheduled_event() -> dict:
+    return {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "000000000000", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": os.environ["AWS_REGION"], "resources": ["local-schedule"], "detail": {}}
+
+
+class Runtime:
+    def __init__(self, env=os.environ):
+        self.env = env
+        self.api_port = int(env.get("API_PORT", "8000"))
+        self.interval = float(env.get("COLLECT_INTERVAL", "60"))
+        self.stop_event = threading.Event()
+        self.children: List[subprocess.Popen] = []
+        self.closers = []
+        self.moto = None
+        self.prometheus = None
+        self.gateway_url = None
+
+    # -- start-up ----------------------------------------------------------------------------
+    def start(self) -> None:
+        from localrun.prometheus import port_in_use
+
+        if port_in_use(self.api_port):
+            raise StartupError(f"API_PORT {self.api_port} is already in use on 127.0.0.1; "
+                               "stop what runs there or choose another port: API_PORT=8001 make run")
+        for name, value in DEFAULTS.items():
+            self.env.setdefault(name, value)
+        self._start_aws()
+        stream_arn = self._create_resources()
+        self._start_prometheus()
+        self._start_api()
+        self._start_loops(stream_arn)
+        self._write_pids()
+        self._announce()
+
+    def _start_aws(self) -> None:
+        if self.env.get("AWS_ENDPOINT_URL"):
+            return
+        from moto.server import ThreadedMotoServer
+
+        from localrun.prometheus import free_port
+
+        self.env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        self.env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        port = free_port()
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.moto.start()
+        self.closers.append(self.moto.stop)
+        self.env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+
+    def _create_resources(self) -> str:
+        import boto3
+
+        from chalicelib import bootstrap, tables
+
+        bootstrap.reset()
+        bootstrap.store()  # binds the models to the table
+        stream_arn = tables.ensure_table()
+        bootstrap.aws_client("ses").verify_email_identity(EmailAddress=self.env["ALERT_FROM"])
+        self.streams = boto3.client("dynamodbstreams", region_name=self.env["AWS_REGION"],
+                                    endpoint_url=self.env["AWS_ENDPOINT_URL"])
+        return stream_arn
+
+    def _start_prometheus(self) -> None:
+        if self.env.get("PROMETHEUS_URL"):
+            return
+        from localrun.devgateway import DEMO_CONFIG, DemoUpstream, DevGateway, load_config
+        from localrun.prometheus import PrometheusServer
+        from localrun.traffic import TrafficGenerator
+
+        upstream = DemoUpstream().start()
+        config = load_config(DEMO_CONFIG, {"UPSTREAM_URL": upstream.url})
+        gateway = DevGateway(config).start()
+        traffic = TrafficGenerator(gateway.url, config.traffic["mix"], config.traffic.get("rate_per_second", 4)).start()
+        self.closers += [upstream.stop, gateway.stop, traffic.stop]
+        self.gateway_url = gateway.url
+        RUN_DIR.mkdir(exist_ok=True)
+        self.prometheus = PrometheusServer(targets=[gateway.url.split("//", 1)[1]], scrape_interval="5s",
+                                           log_path=str(RUN_DIR / "prometheus.log")).start()
+        self.children.append(self.prometheus.process)
+        self.closers.append(self.prometheus.stop)
+        self.prometheus.wait_ready()
+        self.env["PROMETHEUS_URL"] = self.prometheus.url
+
+    def _start_api(self) -> None:
+        RUN_DIR.mkdir(exist_ok=True)
+        self.env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{self.api_port}")
+        chalice = Path(sys.executable).with_name("chalice")
+        log_file = open(RUN_DIR / "api.log", "ab")
+        api = subprocess.Popen([str(chalice), "local", "--stage", "local", "--host", "127.0.0.1",
+                                "--port", str(self.api_port), "--no-autoreload"], cwd=ROOT, env=dict(self.env),
+                               stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        log_file.close()
+        self.children.append(api)
+        self.api = api
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if api.poll() is not None:
+                raise StartupError(f"chalice local exited ({api.returncode}); see {RUN_DIR / 'api.log'}")
+            try:
+                if requests.get(f"http://127.0.0.1:{self.api_port}/v1/health", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.3)
+        raise StartupError(f"the API did not answer within 60 s; see {RUN_DIR / 'api.log'}")
+
+    def _start_loops(self, stream_arn: str) -> None:
+        import app
+        from chalicelib import bootstrap
+
+        from localrun.streams import StreamPoller
+
+        bootstrap.reset()  # the settings now include the Prometheus this runtime started
+
+        self.poller = StreamPoller(self.streams, stream_arn, app.alerts, failed_dir=str(RUN_DIR / "failed-batches"),
+                                   context=_Context("bandwidth-meter-local-alerts"))
+        self.collect_handler = app.collect
+        for target in (self._schedule_loop, self._stream_loop, self._outbox_loop):
+            threading.Thread(target=target, daemon=True, name=target.__name__).start()
+
+    def _write_pids(self) -> None:
+        (RUN_DIR / "pids").write_text("\n".join(str(p.pid) for p in [*self.children]) + f"\n{os.getpid()}\n")
+
+    def _announce(self) -> None:
+        api = f"http://127.0.0.1:{self.api_port}"
+        lines = [
+            "Bandwidth Meter is running:",
+            f"  API          {api}/v1/health   (docs {api}/docs, dashboard {api}/dashboard)",
+            f"  Prometheus   {self.env['PROMETHEUS_URL']}" + (" (embedded)" if self.prometheus else ""),
+            f"  AWS          {self.env['AWS_ENDPOINT_URL']}" + (" (embedded moto server)" if self.moto else ""),
+            f"  table        {self.env['TABLE_NAME']}, sender {self.env['ALERT_FROM']}",
+            f"  collector    every {self.interval:g} s; emails are printed and saved under {OUTBOX}/",
+        ]
+        if self.gateway_url:
+            lines.append(f"  gateway      {self.gateway_url}/metrics (development gateway with demo traffic)")
+        lines.append("Press Ctrl+C to stop.")
+        print("\n".join(lines), flush=True)
+
+    # -- loops -------------------------------------------------------------------------------
+    def _schedule_loop(self) -> None:
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                report = self.collect_handler(scheduled_event(), _Context("bandwidth-meter-local-collect"))
+                print(f"[collect] {report['status']}: {report['minutes']} minutes up to {report['end']}, "
+                      f"{report['series_seen']} series, {report['items_written']} items written", flush=True)
+            except Exception as e:  # Lambda would log the failure and run again next minute
+                print(f"[collect] failed: {e}", flush=True)
+            self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def _stream_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                if not self.poller.poll_once():
+                    self.stop_event.wait(1)
+            except Exception as e:
+                print(f"[alerts] stream polling failed: {e}", flush=True)
+                self.stop_event.wait(2)
+
+    def _outbox_loop(self) -> None:
+        seen = 0
+        while not self.stop_event.is_set():
+            messages = self._sent_messages()
+            for message in messages[seen:]:
+                self._save_email(message)
+            seen = len(messages)
+            self.stop_event.wait(1)
+
+    def _sent_messages(self) -> list:
+        if self.moto is not None:
+            from moto.core import DEFAULT_ACCOUNT_ID
+            from moto.ses.models import ses_backends
+
+            return [{"id": m.id, "from": m.source, "to": m.destinations.get("ToAddresses", []),
+                     "subject": m.subject, "body": m.body, "html": getattr(m, "html_body", None)}
+                    for m in ses_backends[DEFAULT_ACCOUNT_ID][self.env["AWS_REGION"]].sent_messages
+                    if hasattr(m, "subject")]
+        try:  # LocalStack keeps what SES accepted at /_aws/ses
+            answer = requests.get(f"{self.env['AWS_ENDPOINT_URL']}/_aws/ses", timeout=2).json()
+            return [{"id": m.get("Id"), "from": m.get("Source"), "to": m.get("Destination", {}).get("ToAddresses", []),
+                     "subject": m.get("Subject"), "body": (m.get("Body") or {}).get("text_part"),
+                     "html": (m.get("Body") or {}).get("html_part")} for m in answer.get("messages", [])]
+        except (requests.RequestException, ValueError):
+            return []
+
+    def _save_email(self, message: dict) -> None:
+        OUTBOX.mkdir(exist_ok=True)
+        email = EmailMessage()
+        email["From"], email["To"], email["Subject"] = message["from"], ", ".join(message["to"]), message["subject"]
+        email["Message-ID"] = f"<{message['id']}@local>"
+        email.set_content(message["body"] or "")
+        if message.get("html"):
+            email.add_alternative(message["html"], subtype="html")
+        path = OUTBOX / f"{time.strftime('%Y%m%dT%H%M%S')}-{message['id']}.eml"
+        path.write_bytes(bytes(email))
+        print(f"[email] {time.strftime('%H:%M:%S')} to {', '.join(message['to'])}: {message['subject']} "
+              f"({path.relative_to(ROOT)})", flush=True)
+
+    # -- running and stopping ------------------------------------------------------------------
+    def wait(self) -> int:
+        while not self.stop_event.is_set():
+            for child in self.children:
+                if child.poll() is not None:
+                    print(f"A child process ({child.args[0] if isinstance(child.args, list) else child.args}) "
+                          f"exited with {child.returncode}; stopping. Logs are in {RUN_DIR}/", file=sys.stderr)
+                    return 1
+            self.stop_event.wait(1)
+        return 0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for child in self.children:
+            if child.poll() is None:
+                try:
+                    os.killpg(child.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for child in self.children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+        for close in reversed(self.closers):
+            try:
+                close()
+            except Exception as e:  # stopping goes on for the others
+                print(f"while stopping: {e}", file=sys.stderr)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the embedded moto server's request log
+    runtime = Runtime()
+
+    def on_signal(signum, frame):
+        runtime.stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        runtime.start()
+        code = runtime.wait()
+    except Exception as e:  # a failed install, a busy port, a child that would not start
+        print(f"Cannot start: {e}", file=sys.stderr)
+        code = 1
+    finally:
+        runtime.stop()
+    print("Stopped.", flush=True)
+    return code
