@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Collector benchmark: accuracy against increase(), and cost at scale. Prints figures.
+
+    .venv/bin/python bench/collector_bench.py                 # small sizes (CI)
+    .venv/bin/python bench/collector_bench.py --services 1000  # the issue's scale
+
+Both parts run the real collector against the Prometheus binary (history built with
+promtool, so the truth is known exactly) and a moto server process.
+
+Accuracy: two nodes, resets, a series born mid-window and idle minutes; the collector's
+error in bytes beside the error of summing per-minute
+``sum by (service,route,direction)(increase(kong_bandwidth_bytes[1m]))``.
+
+Scale: N services x 5 routes x 2 directions, steady state (one minute per run):
+wall time per run, Prometheus requests per run, DynamoDB write requests and write
+units per active service-minute (item sizes computed with DynamoDB's sizing rules),
+and the collector's peak Python memory (tracemalloc).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import requests  # noqa: E402
+
+from localrun.prometheus import PrometheusServer, build_tsdb, free_port  # noqa: E402
+from tests.support.openmetrics import History, counter_samples  # noqa: E402
+
+STEP = 15
+
+
+def start_moto():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(f"{url}/moto-api/", timeout=1)
+            return process, url
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise RuntimeError("moto server did not start")
+
+
+def configure(moto_url: str, prometheus_url: str, backfill_minutes: int):
+    os.environ.update({
+        "TABLE_NAME": "bench", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": moto_url, "PROMETHEUS_URL": prometheus_url,
+        "COLLECT_LAG_SECONDS": "30", "INITIAL_BACKFILL_MINUTES": str(backfill_minutes),
+        "COLLECT_TRAFFIC_STATS": "false", "ALERT_FROM": "bench@example.com",
+    })
+    from chalicelib import bootstrap, tables
+
+    requests.post(f"{moto_url}/moto-api/reset", timeout=5)
+    bootstrap.reset()
+    bootstrap.store()
+    tables.ensure_table()
+    return bootstrap
+
+
+def item_size(raw: dict) -> int:
+    """DynamoDB's item size: attribute names plus values (numbers ~ digits/2 + 1, maps/lists +3 per element)."""
+    def value_size(v: dict) -> int:
+        (kind, inner), = v.items()
+        if kind == "S":
+            return len(inner.encode())
+        if kind == "N":
+            return len(inner.strip("-").replace(".", "").lstrip("0")) // 2 + 1 + 1
+        if kind == "M":
+            return 3 + sum(len(k.encode()) + value_size(x) + 1 for k, x in inner.items())
+        if kind == "L":
+            return 3 + sum(value_size(x) + 1 for x in inner)
+        return 1
+    return sum(len(k.encode()) + value_size(v) for k, v in raw.items())
+
+
+class WriteMeter:
+    """Counts write requests and write units of the store's batch writes."""
+
+    def __init__(self, store):
+        self.requests = self.units = self.items = 0
+        for name in ("put_buckets", "put_services"):
+            original = getattr(store, name)
+            setattr(store, name, self._wrap(store, name, original))
+
+    def _wrap(self, store, name, original):
+        def measured(*args):
+            items = args[-1]
+            if name == "put_buckets":
+                level = args[0]
+                raws = [store._bucket_item(level, b).serialize() for b in items]
+            else:
+                raws = [i.serialize() for i in items]
+            self.items += len(raws)
+            self.requests += math.ceil(len(raws) / 25)
+            self.units += sum(math.ceil(item_size(r) / 1024) for r in raws)
+            return original(*args)
+        return measured
+
+
+def accuracy(moto_url: str) -> None:
+    base = int(time.time() // 3600 * 3600) - 4 * 3600
+    history, truth = History(), 0
+    window = (base, base + 3600)
+
+    def add(labels, samples, first_counts):
+        nonlocal truth
+        history.add("kong_bandwidth_bytes", labels, samples)
+        previous = None
+        for t, v in samples:
+            inc = v if previous is None or v < previous else v - previous
+            if window[0] <= t < window[1] and (previous is not None or first_counts):
+                truth += inc
+            previous = v
+
+    lbl = {"service": "pay", "route": "checkout", "direction": "egress", "consumer": "", "workspace": "default"}
+    add({**lbl, "instance": "a"}, counter_samples(base - 600, base + 3600, STEP, iter(lambda: 1234, None),
+                                                  resets_at=[base + 1200, base + 2400]), False)
+    add({**lbl, "instance": "b"}, counter_samples(base + 900, base + 3600, STEP, iter(lambda: 777, None)), True)
+    incs = [50 if (t // 600) % 2 else 0 for t in range(base - 600, base + 3600, STEP)]  # idle 10-minute spells
+    add({**lbl, "route": "search", "instance": "a"}, counter_samples(base - 600, base + 3600, STEP, iter(incs)), False)
+    data_dir = tempfile.mkdtemp(prefix="bench-acc-")
+    build_tsdb(history.render(), data_dir)
+    with PrometheusServer(data_dir=data_dir) as prom:
+        bootstrap = configure(moto_url, prom.url, 60)
+        bootstrap.collector().run(now=window[1] + 31)
+        from chalicelib.models import UsageBucket
+
+        collected = sum(int(i.egress) for i in UsageBucket.query("USAGE#pay", UsageBucket.sk.startswith("1m#")))
+        answer = requests.get(f"{prom.url}/api/v1/query_range", params={
+            "query": "sum by (service,route,direction)(increase(kong_bandwidth_bytes[1m]))",
+            "start": window[0] + 60, "end": window[1], "step": 60}).json()
+        by_increase = sum(float(v) for s in answer["data"]["result"] for _, v in s["values"])
+    print("Accuracy (1 hour, 2 nodes, 2 resets, a born series, idle spells)")
+    print(f"  truth                         {truth:>14,} bytes")
+    print(f"  collector                     {collected:>14,} bytes   error {collected - truth:+,}")
+    print(f"  sum of increase()[1m]         {by_increase:>14,.0f} bytes   error {by_increase - truth:+,.0f} "
+          f"({100 * (by_increase - truth) / truth:+.2f} %)")
+
+
+def scale(moto_url: str, services: int, runs: int) -> None:
+    routes, base = 5, int(time.time() // 60 * 60) - 3600
+    history = History()
+    start, end = base - 600, base + (runs + 1) * 60
+    for s in range(services):
+        for r in range(routes):
+            for direction in ("ingress", "egress"):
+                history.add("kong_bandwidth_bytes", {
+                    "service": f"svc-{s:05d}", "route": f"route-{r}", "direction": direction, "consumer": "",
+                    "workspace": "default", "instance": "kong-1:8001"},
+                    counter_samples(start, end, STEP, iter(lambda: 100 + s % 7, None)))
+    data_dir = tempfile.mkdtemp(prefix="bench-scale-")
+    t0 = time.monotonic()
+    build_tsdb(history.render(), data_dir)
+    print(f"\nScale: {services} services x {routes} routes x 2 directions = {services * routes * 2:,} series "
+          f"(history built in {time.monotonic() - t0:.1f} s)")
+    with PrometheusServer(data_dir=data_dir) as prom:
+        bootstrap = configure(moto_url, prom.url, 1)
+        collector = bootstrap.collector()
+        meter = WriteMeter(collector.store)
+        rows = []
+        for i in range(runs):
+            now = base + (i + 1) * 60 + 31
+            requests_before = collector.prometheus.requests_made
+            w_req, w_units, w_items = meter.requests, meter.units, meter.items
+            tracemalloc.start()
+            t = time.monotonic()
+            report = collector.run(now=now)
+            elapsed = time.monotonic() - t
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            active = services * report.minutes
+            rows.append((i + 1, report.minutes, elapsed, collector.prometheus.requests_made - requests_before,
+                         (meter.requests - w_req) / active, (meter.units - w_units) / active,
+                         (meter.items - w_items) / active, peak / 2**20))
+    print(f"  {'run':>3} {'minutes':>7} {'wall s':>7} {'prom req':>8} {'write req/svc-min':>17} "
+          f"{'WCU/svc-min':>11} {'items/svc-min':>13} {'peak MB':>8}")
+    for row in rows:
+        print(f"  {row[0]:>3} {row[1]:>7} {row[2]:>7.2f} {row[3]:>8} {row[4]:>17.3f} {row[5]:>11.3f} "
+              f"{row[6]:>13.3f} {row[7]:>8.1f}")
+    print("  (the first run also writes each service's first usage item; run 5 crosses a 5-minute rollup if aligned)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--services", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    moto, moto_url = start_moto()
+    try:
+        accuracy(moto_url)
+        scale(moto_url, args.services, args.runs)
+    finally:
+        os.killpg(moto.pid, signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    main()
