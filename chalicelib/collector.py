@@ -38,6 +38,7 @@ class RunReport:
     series_seen: int = 0
     minutes_written: int = 0
     items_written: int = 0
+    schemas: List[str] = field(default_factory=list)
     prometheus_requests: int = 0
     error: Optional[str] = None
     gaps: List[List[int]] = field(default_factory=list)
@@ -112,6 +113,8 @@ class Collector:
             last_minutes_written=report.minutes_written,
             last_items_written=report.items_written,
         )
+        if report.schemas:
+            fields["schema_seen"] = ",".join(sorted(report.schemas))
         if report.status == "failed":
             fields.update(last_error=report.error, last_error_at=now)
         else:
@@ -120,9 +123,17 @@ class Collector:
 
     # -- one chunk -----------------------------------------------------------------------
     def _collect_chunk(self, start: int, end: int, services: Dict[str, ServiceUsage], book, report: RunReport):
-        minutes = self.read_minutes(start, end, report)
-        report.minutes_written += self.store.put_buckets("1m", minutes.minutes())
-        by_service = minutes.services()
+        # When the chunk completes a five-minute bucket, read that bucket's earlier minutes
+        # again too (the same raw samples give the same values), so five-minute rollups are
+        # summed in memory instead of read back item by item.
+        five = LEVELS["5m"]
+        read_from = floor(start, five) if floor(end, five) > start else start
+        all_minutes = self.read_minutes(read_from, end, report).minutes()
+        fresh = [b for b in all_minutes if b.start >= start]
+        report.minutes_written += self.store.put_buckets("1m", fresh)
+        by_service: Dict[str, List[BucketUsage]] = {}
+        for bucket in fresh:
+            by_service.setdefault(bucket.service, []).append(bucket)
         for service, buckets in by_service.items():
             known = services.get(service)
             first = buckets[0].start
@@ -133,10 +144,21 @@ class Collector:
             else:
                 known.last_active = max(int(known.last_active), buckets[-1].start)
                 known.first_seen = min(int(known.first_seen), first)
+        self._write_five_minute_rollups(read_from, end, all_minutes)
         self._write_rollups(start, end, services)
         changed = [self._period_usage(services[name], buckets, book, start, end)
                    for name, buckets in by_service.items()]
         self.store.put_services([item for item in changed if item is not None])
+
+    def _write_five_minute_rollups(self, read_from: int, end: int, minutes: List[BucketUsage]) -> None:
+        five = LEVELS["5m"]
+        complete_until = floor(end, five)
+        rollups: Dict[tuple, BucketUsage] = {}
+        for bucket in minutes:
+            if bucket.start < complete_until:
+                key = (bucket.service, floor(bucket.start, five))
+                rollups.setdefault(key, BucketUsage(bucket.service, key[1])).merge(bucket)
+        self.store.put_buckets("5m", list(rollups.values()))
 
     def read_minutes(self, start: int, end: int, report: RunReport) -> MinuteAccumulator:
         """Exact per-minute bytes (and traffic statistics) in [start, end) from raw samples."""
@@ -146,6 +168,9 @@ class Collector:
             key = kong.bandwidth_key(labels)
             acc.add(key.service, key.route, key.direction, per_minute)
             seen += 1
+            schema = kong.detect_schema(labels)
+            if schema not in report.schemas:
+                report.schemas.append(schema)
         if self.settings.collect_traffic_stats:
             for labels, per_minute in self._deltas(kong.REQUESTS_SELECTOR, start, end):
                 if labels.get("service") and labels.get("code"):
@@ -183,8 +208,8 @@ class Collector:
         return list(chosen.values())
 
     def _write_rollups(self, start: int, end: int, services: Dict[str, ServiceUsage]) -> None:
-        """Recompute every rollup bucket this chunk completed, from the next finer level."""
-        for finer, level in zip(LEVEL_ORDER, LEVEL_ORDER[1:]):
+        """Recompute every coarser rollup this chunk completed, from the next finer level."""
+        for finer, level in zip(LEVEL_ORDER[1:], LEVEL_ORDER[2:]):
             size, finer_size = LEVELS[level], LEVELS[finer]
             bucket_end = floor(start, size) + size
             while bucket_end <= end:

@@ -26,6 +26,7 @@ def collector_status(state, settings, now: float) -> dict:
         "series_seen": int(state.last_series_seen) if state.last_series_seen is not None else None,
         "minutes_written": int(state.last_minutes_written) if state.last_minutes_written is not None else None,
         "items_written": int(state.last_items_written) if state.last_items_written is not None else None,
+        "kong_schemas_seen": state.schema_seen.split(",") if state.schema_seen else [],
         "last_success": _t(state.last_success_at),
         "last_error": state.last_error,
         "last_error_at": _t(state.last_error_at),

@@ -156,3 +156,50 @@ def test_range_total_reads_rollups_and_minutes(collector):
     total = bootstrap.store().range_total("pay", T0 + 180, T0 + 3600)
     assert total.ingress == 2 * 2 * (60 - 3)
     assert [lvl for *_, lvl in decompose(T0 + 180, T0 + 3600)] == ["1m", "5m", "15m"]
+
+
+def kong2(service, route, kind, instance="node-old:8001"):
+    return {"__name__": "kong_bandwidth", "service": service, "route": route, "type": kind,
+            "instance": instance, "job": "kong"}
+
+
+def test_a_fleet_mid_upgrade_is_counted_whole_and_its_schemas_reported(collector):
+    col, prom = collector
+    prom.add(kong2("pay", "r", "egress"), scrape(T0 - 300, T0 + 3600, 30, iter(lambda: 40, None)))
+    prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 3600, 30, iter(lambda: 2, None)))
+    col.run(now=T0 + 3600 + 31)
+    assert sum(e for _, e in stored_minutes("pay").values()) == 120 * 42
+    assert bootstrap.store().state().schema_seen == "2,3.7"
+
+
+def test_kong_schema_setting_restricts_the_metric_read(collector, env):
+    col, prom = collector
+    env.setenv("KONG_SCHEMA", "2")
+    bootstrap.reset()
+    col = Collector(prom, bootstrap.store(), bootstrap.settings())
+    prom.add(kong2("pay", "r", "ingress"), scrape(T0 - 300, T0 + 600, 60, iter(lambda: 5, None)))
+    prom.add(kong3("pay", "r", "ingress"), scrape(T0 - 300, T0 + 600, 60, iter(lambda: 1000, None)))
+    col.run(now=T0 + 600 + 31)
+    assert sum(i for i, _ in stored_minutes("pay").values()) == 15 * 5  # born in the window: all 15 samples
+
+
+def test_ha_replicas_are_counted_once(collector, env):
+    col, prom = collector
+    env.setenv("PROMETHEUS_REPLICA_LABELS", "prometheus_replica")
+    bootstrap.reset()
+    col = Collector(prom, bootstrap.store(), bootstrap.settings())
+    for replica in ("a", "b"):
+        prom.add({**kong3("pay", "r", "egress"), "prometheus_replica": replica},
+                 scrape(T0 - 300, T0 + 600, 60, iter(lambda: 9, None)))
+    col.run(now=T0 + 600 + 31)
+    assert sum(e for _, e in stored_minutes("pay").values()) == 15 * 9  # not 2 x 15 x 9
+
+
+def test_a_series_without_direction_is_bad_data(collector):
+    col, prom = collector
+    labels = kong3("pay", "r", "egress")
+    del labels["direction"]
+    prom.add(labels, [(T0 - 30, 1), (T0 + 30, 2)])
+    with pytest.raises(CollectorRunFailed, match="direction"):
+        col.run(now=T0 + 120 + 31)
+    assert stored_minutes("pay") == {}
