@@ -1,0 +1,95 @@
+"""The Prometheus adapter against a scripted HTTP server on loopback: auth, retries, bad answers."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from chalicelib.errors import PrometheusError
+from chalicelib.prometheus import PrometheusClient, SigV4Auth
+
+pytestmark = pytest.mark.integration
+MATRIX = {"status": "success", "data": {"resultType": "matrix", "result": [
+    {"metric": {"__name__": "kong_bandwidth_bytes", "service": "s"}, "values": [[100.0, "5"], [115.0, "NaN"]]}]}}
+
+
+@pytest.fixture
+def server():
+    """Answers each request with the next scripted (status, body); records requests."""
+    script, seen = [], []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            seen.append({"headers": dict(self.headers), "body": body})
+            status, payload = script.pop(0) if script else (200, MATRIX)
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", script, seen
+    httpd.shutdown()
+
+
+def test_raw_samples_keep_exact_values_and_nan_for_the_collector_to_reject(server):
+    url, _, seen = server
+    series = PrometheusClient(url).raw_samples("kong_bandwidth_bytes", 100, 160)
+    assert series[0].samples[0] == (100.0, 5.0) and series[0].samples[1][1] != series[0].samples[1][1]
+    assert "kong_bandwidth_bytes%5B60000ms%5D" in seen[0]["body"] and "time=159.999" in seen[0]["body"]
+
+
+def test_bearer_and_basic_auth_headers(server):
+    url, _, seen = server
+    PrometheusClient(url, headers={"Authorization": "Bearer t0k"}).raw_samples("m", 0, 60)
+    PrometheusClient(url, auth=("user", "pw")).raw_samples("m", 0, 60)
+    assert seen[0]["headers"]["Authorization"] == "Bearer t0k"
+    assert seen[1]["headers"]["Authorization"] == "Basic dXNlcjpwdw=="
+
+
+def test_sigv4_signs_for_the_aps_service(server, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    url, _, seen = server
+    PrometheusClient(url, auth=SigV4Auth("eu-west-1")).raw_samples("m", 0, 60)
+    auth = seen[0]["headers"]["Authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/") and "/eu-west-1/aps/aws4_request" in auth
+    assert "X-Amz-Date" in seen[0]["headers"]
+
+
+def test_a_503_is_retried_then_succeeds(server):
+    url, script, seen = server
+    script.extend([(503, {"status": "error"}), (503, {"status": "error"})])
+    assert PrometheusClient(url, backoff=0).raw_samples("m", 0, 60)
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize("answer, message", [
+    ((400, {"status": "error", "errorType": "bad_data", "error": "parse error"}), "bad_data parse error"),
+    ((200, b"<html>proxy login</html>"), "not JSON"),
+    ((200, {"status": "success", "data": {"resultType": "vector", "result": []}}), "expected a matrix"),
+    ((200, {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}}]}}), "malformed"),
+])
+def test_errors_and_garbage_raise_prometheus_error(server, answer, message):
+    url, script, _ = server
+    script.append(answer)
+    with pytest.raises(PrometheusError, match=message):
+        PrometheusClient(url, retries=0).raw_samples("m", 0, 60)
+
+
+def test_a_timeout_raises_prometheus_error():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts, never answers
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with pytest.raises(PrometheusError, match="unreachable"):
+        PrometheusClient(url, timeout=0.5, retries=0).raw_samples("m", 0, 60)
+    listener.close()
