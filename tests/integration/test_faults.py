@@ -1,0 +1,139 @@
+"""Faults with real local servers: DynamoDB throttling and errors (a fault-injecting proxy in
+front of the moto server), overlapping runs, a Prometheus restart, and awkward Kong labels."""
+import threading
+import time
+
+import pytest
+
+from chalicelib import bootstrap, models
+from chalicelib.collector import Collector, CollectorRunFailed
+from chalicelib.models import ServiceUsage, UsageBucket
+from localrun.prometheus import PrometheusServer, build_tsdb
+from tests.fakes.prometheus import FakePrometheus
+from tests.support.faults import SERVER_ERROR, THROTTLED, FaultProxy
+from tests.support.openmetrics import History, counter_samples
+
+pytestmark = pytest.mark.integration
+T0 = 1_796_083_200 - 3 * 3600
+
+
+def fleet(services=40, minutes=30):
+    """An in-memory Prometheus with `services` services of 100 B per 15 s scrape."""
+    prom = FakePrometheus()
+    for s in range(services):
+        prom.add({"__name__": "kong_bandwidth_bytes", "service": f"svc-{s:02d}", "route": "r", "direction": "egress",
+                  "consumer": "", "workspace": "default", "instance": "n1"},
+                 counter_samples(T0 - 60, T0 + minutes * 60, 15, iter(lambda: 100, None)))
+    return prom
+
+
+def totals():
+    return {i.service: int(i.total) for i in ServiceUsage.query("SERVICES")}
+
+
+def snapshot():
+    usage = [(i.pk, i.sk, str(i.serialize())) for i in UsageBucket.scan(UsageBucket.pk.startswith("USAGE#"))]
+    return sorted(usage + [(i.pk, i.sk, str(i.serialize())) for i in ServiceUsage.query("SERVICES")])
+
+
+@pytest.fixture
+def proxied(aws_server, env, moto_server):
+    proxy = FaultProxy(moto_server).start()
+    env.setenv("AWS_ENDPOINT_URL", proxy.url)
+    env.setenv("COLLECT_LAG_SECONDS", "0")
+    env.setenv("INITIAL_BACKFILL_MINUTES", "30")
+    env.setenv("COLLECT_TRAFFIC_STATS", "false")
+    bootstrap.reset()
+    settings = bootstrap.settings()
+    models.configure(settings.table_name, settings.region, proxy.url)
+    yield proxy
+    proxy.stop()
+
+
+def collector_for(prom):
+    return Collector(prom, bootstrap.store(), bootstrap.settings(), quotas=bootstrap.quota_book())
+
+
+def expected_total():
+    # Scrapes at T0-60 + 15k; the window [T0, T0+30m) holds 120 of them, each +100 B
+    # (the series existed before the window, so only increments count).
+    return 120 * 100
+
+
+def test_throttling_is_retried_with_backoff_and_the_run_completes(proxied):
+    prom = fleet()
+    proxied.fail_next("BatchWriteItem", THROTTLED, THROTTLED)
+    report = collector_for(prom).run(now=T0 + 1800)
+    assert report.status == "ok"
+    assert totals() == {f"svc-{s:02d}": expected_total() for s in range(40)}
+    assert proxied.calls["BatchWriteItem"] >= 2 + 2  # the throttled attempts were made again
+
+
+def test_a_run_dying_half_way_is_made_whole_by_the_next(proxied):
+    prom = fleet()
+    proxied.fail_next("BatchWriteItem", None)  # the first batch of minute items lands, then DynamoDB fails
+    proxied.fail_always("BatchWriteItem", SERVER_ERROR)
+    with pytest.raises(CollectorRunFailed):
+        collector_for(prom).run(now=T0 + 1800)
+    assert bootstrap.store().state().watermark == T0  # nothing was finalized...
+    assert UsageBucket.count(f"USAGE#svc-00") > 0  # ...although some items were written
+    proxied.heal()
+    assert collector_for(prom).run(now=T0 + 1800).status == "ok"
+    assert totals() == {f"svc-{s:02d}": expected_total() for s in range(40)}
+
+
+def test_two_runs_at_once_leave_the_same_table_as_one(proxied):
+    prom = fleet(services=10)
+    reports = []
+    threads = [threading.Thread(target=lambda: reports.append(collector_for(prom).run(now=T0 + 1800)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.status for r in reports) in (["ok", "skipped"], ["ok", "idle"])
+    once = snapshot()
+    assert totals() == {f"svc-{s:02d}": expected_total() for s in range(10)}
+    collector_for(prom).run(now=T0 + 1800)
+    assert snapshot() == once
+
+
+LABELS = [('quo"te', "r 1"), ("spa ce", "ünïcødé/路由"), ("back\\slash", "new-name")]
+
+
+def test_prometheus_restart_backfills_and_awkward_labels_are_plain_text(aws_server, env, tmp_path):
+    base = int(time.time() // 3600 * 3600) - 5 * 3600
+    history, truth = History(), {}
+    for service, route in LABELS:
+        labels = {"service": service, "route": route, "direction": "ingress", "consumer": "", "workspace": "default",
+                  "instance": "n1"}
+        # the node vanishes for 20 minutes and comes back restarted (counters from zero)
+        before = counter_samples(base - 300, base + 1800, 15, iter(lambda: 11, None))
+        after = counter_samples(base + 3000, base + 7200, 15, iter(lambda: 13, None))
+        history.add("kong_bandwidth_bytes", labels, before + after)
+        truth[service] = 120 * 11 + len(after) * 13
+    renamed = {"service": "spa ce", "route": "old-name", "direction": "ingress", "consumer": "",
+               "workspace": "default", "instance": "n1"}
+    history.add("kong_bandwidth_bytes", renamed, counter_samples(base - 300, base + 600, 15, iter(lambda: 5, None)))
+    truth["spa ce"] += 40 * 5
+    data_dir = str(tmp_path / "tsdb")
+    build_tsdb(history.render(), data_dir)
+    env.setenv("COLLECT_LAG_SECONDS", "0")
+    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
+    env.setenv("COLLECT_TRAFFIC_STATS", "false")
+    prometheus = PrometheusServer(data_dir=data_dir).start().wait_ready()
+    try:
+        env.setenv("PROMETHEUS_URL", prometheus.url)
+        bootstrap.reset()
+        bootstrap.collector().run(now=base + 3600)
+        port = prometheus.port
+        prometheus.stop()  # Prometheus is down for the next run...
+        with pytest.raises(CollectorRunFailed):
+            bootstrap.collector().run(now=base + 5400)
+        prometheus = PrometheusServer(data_dir=data_dir, port=port).start().wait_ready()  # ...and back
+        assert bootstrap.collector().run(now=base + 7200).minutes == 60
+    finally:
+        prometheus.stop()
+    assert totals() == truth
+    routes = bootstrap.store().range_total("spa ce", base, base + 7200).routes
+    assert set(routes) == {"ünïcødé/路由", "old-name"}
