@@ -20,6 +20,7 @@ from chalicelib.overview import period_usage
 from chalicelib.periods import Period
 from chalicelib.quotas import EffectiveQuota, QuotaBook
 from chalicelib.timeutil import iso
+from chalicelib.webhook import NotifyError
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,12 @@ def alert_pk(service: str) -> str:
     return f"ALERT#{service}"
 
 
-def alert_sk(period_start: int, threshold: float) -> str:
-    return f"{iso(period_start)}#{threshold:09.3f}"
+def alert_sk(period_start: int, threshold, forecast: bool = False) -> str:
+    return f"{iso(period_start)}#{FORECAST if forecast else format(threshold, '09.3f')}"
+
+
+FORECAST = "forecast"
+FORECAST_MIN_ELAPSED = 0.1  # judge a trend only after a tenth of the period
 
 
 def due_thresholds(usage: int, limit: int, thresholds: Iterable[float]) -> List[float]:
@@ -39,10 +44,20 @@ def due_thresholds(usage: int, limit: int, thresholds: Iterable[float]) -> List[
     return sorted(t for t in thresholds if usage * 100 >= t * limit)
 
 
+def forecast_eta(usage: int, limit: int, period: Period, at: int) -> Optional[int]:
+    """When the period's average rate so far reaches the limit, if that is before the period ends."""
+    elapsed = at - period.start
+    if usage >= limit or usage <= 0 or elapsed < FORECAST_MIN_ELAPSED * (period.end - period.start):
+        return None
+    eta = period.start + int(limit * elapsed / usage)
+    return eta if eta < period.end else None
+
+
 class AlertProcessor:
-    def __init__(self, store, mailer, public_url: str, quotas: Optional[QuotaBook] = None):
+    def __init__(self, store, mailer, public_url: str, quotas: Optional[QuotaBook] = None, webhook=None):
         self.store = store
         self.mailer = mailer
+        self.webhook = webhook
         self.public_url = public_url
         self.quotas = quotas or QuotaBook()
 
@@ -72,7 +87,7 @@ class AlertProcessor:
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, service: str, now: float, usage_item: Optional[ServiceUsage] = None) -> Optional[float]:
-        """Send the due alert for a service, if any; return the threshold emailed."""
+        """Send the due alert for a service, if any; return the threshold notified."""
         quota = self.quotas.quota_for(service)
         if quota.limit_bytes is None:
             return None
@@ -80,25 +95,35 @@ class AlertProcessor:
         if item is None:
             return None
         period, usage = self._usage(item, quota, now)
-        due = due_thresholds(usage, quota.limit_bytes, quota.thresholds)
-        if not due:
-            return None
-        existing = self._alerts(service, period.start)
-        pending = [t for t in due if self._claimable(existing.get(t), now)]
-        if not pending:
-            return None
-        highest = pending[-1]
         crossed_at = int(item.through) if item.through is not None else int(now)
-        alert = emails.ThresholdAlert(service, highest, usage, quota.limit_bytes, quota.direction,
-                                      period.adjective, period.start, period.end, crossed_at,
-                                      covered=tuple(pending[:-1]))
-        claim = self._claim(alert, quota, existing.get(highest), now)
+        existing = self._alerts(service, period.start)
+        sent = None
+        due = due_thresholds(usage, quota.limit_bytes, quota.thresholds)
+        pending = [t for t in due if self._claimable(existing.get(t), now)]
+        if pending:
+            highest = pending[-1]
+            alert = emails.ThresholdAlert(service, highest, usage, quota.limit_bytes, quota.direction,
+                                          period.adjective, period.start, period.end, crossed_at,
+                                          covered=tuple(pending[:-1]))
+            if self._notify(alert, quota, existing.get(highest), now):
+                sent = highest
+                for lower in pending[:-1]:
+                    self._record_covered(alert, quota, lower, now)
+        if quota.forecast and self._claimable(existing.get(FORECAST), now):
+            eta = forecast_eta(usage, quota.limit_bytes, period, crossed_at)
+            if eta is not None:
+                alert = emails.ThresholdAlert(service, 100, usage, quota.limit_bytes, quota.direction,
+                                              period.adjective, period.start, period.end, crossed_at,
+                                              forecast_eta=eta)
+                self._notify(alert, quota, existing.get(FORECAST), now)
+        return sent
+
+    def _notify(self, alert, quota: EffectiveQuota, existing: Optional[Alert], now: float) -> bool:
+        claim = self._claim(alert, quota, existing, now)
         if claim is None:
-            return None  # another invocation holds it
+            return False  # another invocation holds it
         self._send(claim, alert, quota, now)
-        for lower in pending[:-1]:
-            self._record_covered(alert, quota, lower, now)
-        return highest
+        return True
 
     def _usage(self, item: ServiceUsage, quota: EffectiveQuota, now: float):
         """The period and usage to judge: the stream image's own period when it matches the
@@ -121,26 +146,27 @@ class AlertProcessor:
     def _alerts(self, service: str, period_start: int) -> dict:
         try:
             items = Alert.query(alert_pk(service), Alert.sk.startswith(f"{iso(period_start)}#"))
-            return {float(a.threshold): a for a in items}
+            return {FORECAST if a.forecast else float(a.threshold): a for a in items}
         except PynamoDBException as e:
             raise StoreError(f"reading alerts of {service!r} failed: {e}") from e
 
     def _new_alert(self, alert: emails.ThresholdAlert, quota: EffectiveQuota, threshold: float,
                    status: str, now: float) -> Alert:
-        return Alert(alert_pk(alert.service), alert_sk(alert.period_start, threshold),
+        forecast = alert.forecast_eta is not None
+        return Alert(alert_pk(alert.service), alert_sk(alert.period_start, threshold, forecast),
                      service=alert.service, period_start=alert.period_start, period_end=alert.period_end,
                      threshold=threshold, status=status, usage_bytes=alert.usage_bytes,
                      limit_bytes=alert.limit_bytes, recipients=list(quota.notify),
-                     crossed_at=alert.crossed_at, claimed_at=now)
+                     crossed_at=alert.crossed_at, claimed_at=now, forecast=forecast,
+                     forecast_eta=alert.forecast_eta)
 
     def _claim(self, alert, quota, existing: Optional[Alert], now: float) -> Optional[Alert]:
         claim = self._new_alert(alert, quota, alert.threshold, "pending", now)
         if existing is None:
             condition = Alert.pk.does_not_exist()
-        elif existing.status == "failed":
-            condition = (Alert.status == "failed") & (Alert.claimed_at == existing.claimed_at)
         else:
-            condition = (Alert.status == "pending") & (Alert.claimed_at == existing.claimed_at)
+            claim.delivered = list(existing.delivered or [])  # channels a failed attempt already served
+            condition = (Alert.status == existing.status) & (Alert.claimed_at == existing.claimed_at)
         try:
             claim.save(condition=condition)
         except PutError as e:
@@ -150,19 +176,34 @@ class AlertProcessor:
         return claim
 
     def _send(self, claim: Alert, alert, quota: EffectiveQuota, now: float) -> None:
-        if not quota.notify:
+        """Deliver on every configured channel not yet served; a failure marks the alert failed
+        (claimable again) and fails the record, so the retry serves only what is left."""
+        if quota.webhook_url and self.webhook is None:
+            log.warning("alerts: %s has a webhook_url but WEBHOOK_SECRET is not set; webhook skipped", alert.service)
+        channels = [c for c, on in (("email", bool(quota.notify)),
+                                    ("webhook", bool(quota.webhook_url and self.webhook))) if on]
+        if not channels:
             claim.update(actions=[Alert.status.set("no_recipients"), Alert.sent_at.set(now)])
             log.warning("alerts: %s reached %g%% but its quota names no recipients", alert.service, alert.threshold)
             return
-        subject, text, html = emails.render(alert, self.public_url)
-        try:
-            message_id = self.mailer.send(list(quota.notify), subject, text, html)
-        except MailError as e:
-            claim.update(actions=[Alert.status.set("failed"), Alert.error.set(str(e)[:500])])
-            raise
-        claim.update(actions=[Alert.status.set("sent"), Alert.sent_at.set(now), Alert.message_id.set(message_id),
-                              Alert.error.remove()])
-        log.info("alerts: emailed %s: %s", ", ".join(quota.notify), subject)
+        message_id = claim.message_id
+        for channel in channels:
+            if channel in (claim.delivered or []):
+                continue
+            try:
+                if channel == "email":
+                    subject, text, html = emails.render(alert, self.public_url)
+                    message_id = self.mailer.send(list(quota.notify), subject, text, html)
+                    update = [Alert.message_id.set(message_id)]
+                else:
+                    self.webhook.send(quota.webhook_url, emails.payload(alert, self.public_url))
+                    update = []
+            except (MailError, NotifyError) as e:
+                claim.update(actions=[Alert.status.set("failed"), Alert.error.set(str(e)[:500])])
+                raise
+            claim.update(actions=[Alert.delivered.set((claim.delivered or []) + [channel]), *update])
+        claim.update(actions=[Alert.status.set("sent"), Alert.sent_at.set(now), Alert.error.remove()])
+        log.info("alerts: %s notified (%s): %s", alert.service, ", ".join(channels), emails.subject(alert))
 
     def _record_covered(self, alert, quota, threshold: float, now: float) -> None:
         covered = self._new_alert(alert, quota, threshold, "covered", now)
@@ -182,4 +223,6 @@ def alert_history(service: str, limit: int = 200) -> List[dict]:
         "recipients": list(a.recipients or []), "crossed_at": iso(a.crossed_at),
         "sent_at": iso(a.sent_at) if a.sent_at else None, "message_id": a.message_id,
         "covered_by": float(a.covered_by) if a.covered_by is not None else None, "error": a.error,
+        "forecast": bool(a.forecast), "forecast_eta": iso(a.forecast_eta) if a.forecast_eta else None,
+        "delivered": list(a.delivered or []),
     } for a in items]

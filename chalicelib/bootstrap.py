@@ -71,7 +71,11 @@ def mailer():
 def alert_processor():
     from chalicelib.alerts import AlertProcessor
 
-    return AlertProcessor(store(), mailer(), public_url=settings().public_url, quotas=quota_book())
+    from chalicelib.webhook import WebhookSender
+
+    s = settings()
+    webhook = WebhookSender(s.webhook_secret) if s.webhook_secret else None
+    return AlertProcessor(store(), mailer(), public_url=s.public_url, quotas=quota_book(), webhook=webhook)
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Optional
 from urllib.parse import quote
 
 from chalicelib.timeutil import iso
@@ -32,6 +34,7 @@ class ThresholdAlert:
     period_end: int
     crossed_at: int
     covered: tuple = ()
+    forecast_eta: Optional[int] = None  # set for a forecast: when the trend reaches 100 %
 
     @property
     def percent(self) -> float:
@@ -42,8 +45,17 @@ def _threshold(t: float) -> str:
     return f"{t:g}%"
 
 
+def _day(ts: int) -> str:
+    day = datetime.fromtimestamp(ts, tz=timezone.utc).day
+    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
 def subject(alert: ThresholdAlert) -> str:
     name = _CONTROL.sub(" ", alert.service)[:120]
+    if alert.forecast_eta is not None:
+        return (f"[Bandwidth Meter] at this rate {name} reaches 100% of its {alert.period_kind} quota "
+                f"on the {_day(alert.forecast_eta)}")
     return f"[Bandwidth Meter] {name} reached {_threshold(alert.threshold)} of its {alert.period_kind} quota"
 
 
@@ -55,9 +67,11 @@ def chart_link(public_url: str, alert: ThresholdAlert) -> str:
 def render(alert: ThresholdAlert, public_url: str) -> tuple[str, str, str]:
     """(subject, plain text, HTML) for one alert."""
     link = chart_link(public_url, alert)
-    facts = [
-        ("Service", alert.service),
-        ("Threshold reached", _threshold(alert.threshold)
+    facts = [("Service", alert.service)]
+    if alert.forecast_eta is not None:
+        facts.append(("Reaches 100% around", iso(alert.forecast_eta)))
+    facts += [
+        ("Threshold reached" if alert.forecast_eta is None else "Forecast for", _threshold(alert.threshold)
          + (f" (also covers {', '.join(_threshold(t) for t in alert.covered)})" if alert.covered else "")),
         ("Usage", f"{human_bytes(alert.usage_bytes)} ({alert.usage_bytes} bytes, {alert.direction})"),
         ("Quota", f"{human_bytes(alert.limit_bytes)} ({alert.limit_bytes} bytes)"),
@@ -73,3 +87,10 @@ def render(alert: ThresholdAlert, public_url: str) -> tuple[str, str, str]:
             f"<table>{rows}</table><p><a href=\"{html.escape(link, quote=True)}\">Open the chart</a></p>"
             f"<p style=\"color:#666\">Bandwidth Meter</p></body></html>")
     return subject(alert), text, body
+
+
+def payload(alert: ThresholdAlert, public_url: str) -> dict:
+    """The webhook body: the same facts as the email, as JSON."""
+    return {**asdict(alert), "type": "forecast" if alert.forecast_eta is not None else "threshold",
+            "covered": list(alert.covered), "percent": alert.percent, "subject": subject(alert),
+            "chart_url": chart_link(public_url, alert)}

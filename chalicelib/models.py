@@ -151,6 +151,8 @@ class Alert(_TableModel):
     covered_by = NumberAttribute(null=True)
     error = UnicodeAttribute(null=True)
     forecast = BooleanAttribute(default=False)
+    forecast_eta = NumberAttribute(null=True)  # when the trend reaches 100 % (forecast alerts)
+    delivered = ListAttribute(default=list)  # channels done ("email", "webhook"), so a retry resends none
 
 
 ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, Quota, QuotaRules, AuditEntry, Alert)

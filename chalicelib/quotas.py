@@ -99,18 +99,22 @@ class EffectiveQuota:
     direction: str = "total"
     thresholds: Tuple[float, ...] = (80, 90, 100)
     notify: Tuple[str, ...] = ()
+    forecast: bool = False
+    webhook_url: Optional[str] = None
 
     @classmethod
     def from_body(cls, source: str, body: dict) -> "EffectiveQuota":
         return cls(source, int(body["limit_bytes"]), body["period"], int(body.get("anchor_day", 1)),
-                   body["direction"], tuple(body["thresholds"]), tuple(body.get("notify", ())))
+                   body["direction"], tuple(body["thresholds"]), tuple(body.get("notify", ())),
+                   bool(body.get("forecast", False)), body.get("webhook_url"))
 
     def as_dict(self) -> Optional[dict]:
         if self.limit_bytes is None:
             return None
         return {"source": self.source, "limit_bytes": self.limit_bytes, "period": self.period,
                 "anchor_day": self.anchor_day, "direction": self.direction,
-                "thresholds": list(self.thresholds), "notify": list(self.notify)}
+                "thresholds": list(self.thresholds), "notify": list(self.notify), "forecast": self.forecast,
+                "webhook_url": self.webhook_url}
 
 
 NO_QUOTA = EffectiveQuota("none")

@@ -69,6 +69,7 @@ class Settings:
     # Alerts
     alert_from: Optional[str] = None
     public_url: str = "http://127.0.0.1:8000"
+    webhook_secret: Optional[str] = None
     # API
     cors_origins: Tuple[str, ...] = field(default_factory=tuple)
 
@@ -134,5 +135,6 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         collect_traffic_stats=(_get(env, "COLLECT_TRAFFIC_STATS", "true").lower() not in ("0", "false", "no")),
         alert_from=_get(env, "ALERT_FROM"),
         public_url=(_get(env, "PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/"),
+        webhook_secret=_get(env, "WEBHOOK_SECRET"),
         cors_origins=cors or (("*",) if stage == "dev" else ()),
     )

@@ -116,3 +116,61 @@ def test_one_bad_record_fails_alone(alerts):
     result = processor.handle_batch([bad, good], NOW)
     assert result == {"batchItemFailures": [{"itemIdentifier": "1"}]}
     assert len(mailer.sent) == 1
+
+
+class RecordingWebhook:
+    def __init__(self):
+        self.posts, self.failures_left = [], 0
+
+    def send(self, url, payload):
+        from chalicelib.webhook import NotifyError
+        if self.failures_left:
+            self.failures_left -= 1
+            raise NotifyError("simulated webhook outage")
+        self.posts.append((url, payload))
+
+
+def test_forecast_warns_once_when_the_trend_reaches_the_limit_before_the_period_ends(alerts):
+    processor, mailer = alerts
+    bootstrap.quota_book().put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com"], "forecast": True})
+    # 2026-11-10T12:00Z: 9.5 of 30 days gone, 40 GB used -> 100 GB around the 24th
+    when = 1_793_491_200 + 9 * 86400 + 43200
+    assert processor.evaluate("pay", when, usage("pay", 40 * GB, when=when)) is None
+    processor.evaluate("pay", when + 3600, usage("pay", 41 * GB, when=when + 3600))
+    (message,) = mailer.sent
+    assert message["subject"] == "[Bandwidth Meter] at this rate pay reaches 100% of its monthly quota on the 24th"
+    history = alert_history("pay")
+    assert history[0]["forecast"] is True and history[0]["forecast_eta"].startswith("2026-11-24")
+
+
+def test_no_forecast_early_in_the_period_or_when_the_trend_is_slow(alerts):
+    processor, mailer = alerts
+    bootstrap.quota_book().put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com"], "forecast": True})
+    start = 1_793_491_200
+    processor.evaluate("pay", start + 86400, usage("pay", 30 * GB, when=start + 86400))  # day one: too early
+    processor.evaluate("pay", start + 20 * 86400, usage("pay", 50 * GB, when=start + 20 * 86400))  # slow
+    assert mailer.sent == []
+
+
+def test_webhook_is_signed_and_a_failed_channel_retries_alone(aws):
+    import hashlib
+    import hmac
+    import json
+
+    from chalicelib.webhook import NotifyError, signature
+
+    mailer, hook = RecordingMailer(), RecordingWebhook()
+    book = bootstrap.quota_book()
+    book.put("pay", {"limit_bytes": 100, "notify": ["ops@example.com"], "webhook_url": "https://hooks.example/bw"})
+    processor = AlertProcessor(bootstrap.store(), mailer, "http://dash", quotas=book, webhook=hook)
+    hook.failures_left = 1
+    with pytest.raises(NotifyError):
+        processor.evaluate("pay", NOW, usage("pay", 85))
+    assert len(mailer.sent) == 1 and statuses("pay") == {80.0: "failed"}
+    processor.evaluate("pay", NOW, usage("pay", 85))  # the retry: webhook only, no second email
+    assert len(mailer.sent) == 1 and len(hook.posts) == 1 and statuses("pay") == {80.0: "sent"}
+    url, payload = hook.posts[0]
+    assert url == "https://hooks.example/bw" and payload["type"] == "threshold" and payload["threshold"] == 80
+    body = json.dumps(payload, sort_keys=True).encode()
+    expected = "sha256=" + hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert signature("s3cret", "1700000000", body) == expected
