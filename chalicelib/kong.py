@@ -17,6 +17,9 @@ from chalicelib.errors import BadSample
 
 BANDWIDTH_METRICS = {"2": "kong_bandwidth", "3.0": "kong_bandwidth_bytes", "3.7": "kong_bandwidth_bytes"}
 DIRECTIONS = ("ingress", "egress")
+# A global prometheus plugin also counts requests that matched no service; Kong labels them
+# service="" and Prometheus drops empty labels. Their bytes are real traffic: keep them.
+UNMATCHED_SERVICE = "(unmatched)"
 
 
 class BandwidthKey(NamedTuple):
@@ -41,9 +44,7 @@ def detect_schema(labels: Mapping[str, str]) -> str:
 def bandwidth_key(labels: Mapping[str, str]) -> BandwidthKey:
     """Map one series' labels to (service, route, direction), or raise BadSample."""
     direction = labels.get("direction") or labels.get("type")
-    service = labels.get("service")
-    if not service:
-        raise BadSample(f"series without a service label: {dict(labels)}")
+    service = labels.get("service") or UNMATCHED_SERVICE
     if direction not in DIRECTIONS:
         raise BadSample(f"series without a valid direction/type label: {dict(labels)}")
     # Kong leaves route empty for traffic that matched a service but no named route.

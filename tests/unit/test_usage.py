@@ -58,3 +58,10 @@ def test_decompose_tiles_a_range_with_the_coarsest_whole_buckets():
         (day + 86400 + 3600 + 900, day + 86400 + 3600 + 900 + 120, "1m"),
     ]
     assert sum(hi - lo for lo, hi, _ in parts) == end - start
+
+
+def test_traffic_that_matched_no_service_is_kept_under_its_own_name():
+    from chalicelib.kong import UNMATCHED_SERVICE, bandwidth_key
+
+    assert bandwidth_key({"direction": "egress", "route": ""}).service == UNMATCHED_SERVICE
+    assert bandwidth_key({"type": "ingress", "service": "s"}) == ("s", "", "ingress")
