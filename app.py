@@ -9,7 +9,7 @@ import time
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import __version__, bootstrap, charts, overview, trafficstats
+from chalicelib import __version__, access, bootstrap, charts, overview, trafficstats
 from chalicelib.alerts import alert_history
 from chalicelib.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
 from chalicelib.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
@@ -43,12 +43,6 @@ def _params():
 
 
 @app.middleware("http")
-def access_control(event, get_response):
-    """API keys, roles and throttling (chalicelib/access.py)."""
-    return bootstrap.access_guard().guard(event, get_response)
-
-
-@app.middleware("http")
 def cors_allow_list(event, get_response):
     response = get_response(event)
     origin = allowed_origin(event.headers.get("origin"), bootstrap.settings().cors_origins)
@@ -57,6 +51,12 @@ def cors_allow_list(event, get_response):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
     return response
+
+
+@app.middleware("http")
+def access_control(event, get_response):
+    """API keys, roles and throttling (chalicelib/access.py); inside CORS so refusals carry it."""
+    return bootstrap.access_guard().guard(event, get_response)
 
 
 @app.route("/v1/health", methods=["GET"])
@@ -142,13 +142,14 @@ def get_quota(service):
 @app.route("/v1/services/{service}/quota", methods=["PUT"], content_types=["application/json"])
 @endpoint
 def put_quota(service):
-    return bootstrap.quota_book().put(validate_service_name(service), json_body(app.current_request.raw_body))
+    return bootstrap.quota_book().put(validate_service_name(service), json_body(app.current_request.raw_body),
+                                      actor=access.actor(app.current_request))
 
 
 @app.route("/v1/services/{service}/quota", methods=["DELETE"])
 @endpoint
 def delete_quota(service):
-    bootstrap.quota_book().delete(validate_service_name(service))
+    bootstrap.quota_book().delete(validate_service_name(service), actor=access.actor(app.current_request))
     return Response(body="", status_code=204)
 
 
@@ -168,7 +169,8 @@ def get_quota_rules():
 @app.route("/v1/quota-rules", methods=["PUT"], content_types=["application/json"])
 @endpoint
 def put_quota_rules():
-    return {"rules": bootstrap.quota_book().put_rules(json_body(app.current_request.raw_body))}
+    return {"rules": bootstrap.quota_book().put_rules(json_body(app.current_request.raw_body),
+                                                      actor=access.actor(app.current_request))}
 
 
 @app.route("/v1/quota-audit", methods=["GET"])

@@ -6,6 +6,7 @@ defaults that suit a production deployment.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
@@ -41,6 +42,42 @@ def _list(env: Mapping[str, str], name: str) -> Tuple[str, ...]:
 
 
 KONG_SCHEMAS = ("auto", "2", "3.0", "3.7")
+API_ROLES = ("read", "admin")
+_HASHED_KEY = "sha256:"
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _api_keys(env: Mapping[str, str]) -> Tuple[Tuple[str, str], ...]:
+    """API_KEYS: ``KEY:ROLE,...`` (role read or admin); KEY may be ``sha256:HEX`` so that the
+    configuration holds no usable key. Only SHA-256 digests are kept, never the keys, and
+    error messages name an entry by its position, never by its text."""
+    keys = {}
+    for position, entry in enumerate(_list(env, "API_KEYS"), start=1):
+        key, sep, role = entry.rpartition(":")
+        if not sep or not key:
+            raise ConfigError(f"API_KEYS entry {position} is not KEY:ROLE (ROLE is read or admin)")
+        if role not in API_ROLES:
+            raise ConfigError(f"API_KEYS entry {position} has role {role!r}; use read or admin")
+        if key.startswith(_HASHED_KEY):
+            digest = key[len(_HASHED_KEY):].lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigError(f"API_KEYS entry {position}: sha256: must be followed by 64 hex digits")
+        else:
+            digest = hashlib.sha256(key.encode()).hexdigest()
+        if keys.get(digest, role) != role:
+            raise ConfigError(f"API_KEYS entry {position} repeats a key with a different role")
+        keys[digest] = role
+    return tuple(sorted(keys.items()))
 
 
 @dataclass(frozen=True)
@@ -72,6 +109,11 @@ class Settings:
     webhook_secret: Optional[str] = None
     # API
     cors_origins: Tuple[str, ...] = field(default_factory=tuple)
+    # API access (chalicelib/access.py): (SHA-256 hex digest of a key, role) pairs
+    api_keys: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)
+    throttle_enabled: bool = True
+    throttle_per_key_per_minute: int = 600
+    throttle_per_second: int = 50
 
     def require(self, name: str) -> str:
         """Return a setting a function cannot run without, or fail naming its variable."""
@@ -132,9 +174,14 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         chunk_minutes=_int(env, "COLLECT_CHUNK_MINUTES", 15, minimum=1),
         series_lookback_seconds=_int(env, "SERIES_LOOKBACK_SECONDS", 3600, minimum=60),
         minute_ttl_days=_int(env, "MINUTE_TTL_DAYS", 35, minimum=1),
-        collect_traffic_stats=(_get(env, "COLLECT_TRAFFIC_STATS", "true").lower() not in ("0", "false", "no")),
+        collect_traffic_stats=_bool(env, "COLLECT_TRAFFIC_STATS", True),
         alert_from=_get(env, "ALERT_FROM"),
         public_url=(_get(env, "PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/"),
         webhook_secret=_get(env, "WEBHOOK_SECRET"),
         cors_origins=cors or (("*",) if stage == "dev" else ()),
+        api_keys=_api_keys(env),
+        # In Lambda, API Gateway's usage plan throttles; a per-instance count would be partial.
+        throttle_enabled=_bool(env, "THROTTLE_ENABLED", _get(env, "AWS_LAMBDA_FUNCTION_NAME") is None),
+        throttle_per_key_per_minute=_int(env, "THROTTLE_PER_KEY_PER_MINUTE", 600, minimum=1),
+        throttle_per_second=_int(env, "THROTTLE_PER_SECOND", 50, minimum=1),
     )

@@ -173,6 +173,8 @@ class Runtime:
         (RUN_DIR / "pids").write_text("\n".join(str(p.pid) for p in [*self.children]) + f"\n{os.getpid()}\n")
 
     def _announce(self) -> None:
+        from chalicelib import access, bootstrap
+
         api = f"http://127.0.0.1:{self.api_port}"
         lines = [
             "Bandwidth Meter is running:",
@@ -181,6 +183,7 @@ class Runtime:
             f"  AWS          {self.env['AWS_ENDPOINT_URL']}" + (" (embedded moto server)" if self.moto else ""),
             f"  table        {self.env['TABLE_NAME']}, sender {self.env['ALERT_FROM']}",
             f"  collector    every {self.interval:g} s; emails are printed and saved under {OUTBOX}/",
+            f"  access       {access.startup_notice(bootstrap.settings())}",
         ]
         if self.gateway_url:
             lines.append(f"  gateway      {self.gateway_url}/metrics (development gateway with demo traffic)")

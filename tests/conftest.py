@@ -29,7 +29,8 @@ BASE_ENV = {
 def env(monkeypatch):
     """A complete, isolated configuration; tests override single values with monkeypatch."""
     for name in list(os.environ):
-        if name.startswith(("AWS_", "PROMETHEUS_", "COLLECT_", "KONG_", "MAX_BACKFILL", "INITIAL_BACKFILL")):
+        if name.startswith(("AWS_", "PROMETHEUS_", "COLLECT_", "KONG_", "MAX_BACKFILL", "INITIAL_BACKFILL",
+                            "API_KEYS", "THROTTLE_", "BWMETER_", "WEBHOOK_", "CORS_")):
             monkeypatch.delenv(name, raising=False)
     for name, value in BASE_ENV.items():
         monkeypatch.setenv(name, value)
