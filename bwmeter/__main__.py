@@ -1,0 +1,5 @@
+import sys
+
+from bwmeter.cli import main
+
+sys.exit(main())

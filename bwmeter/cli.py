@@ -1,0 +1,456 @@
+"""``bwmeter``: Bandwidth Meter from the command line.
+
+    bwmeter services
+    bwmeter usage SERVICE [--range 24h] [--step auto]
+    bwmeter stats SERVICE [--range 1h]
+    bwmeter quota get|set|rm SERVICE ...
+    bwmeter alerts SERVICE
+    bwmeter export SERVICE --csv [--range 24h] [-o FILE]
+    bwmeter watch SERVICE [--interval 1] [--duration S] [--max-requests N]
+
+The endpoint and key come from ``--url`` / ``--api-key`` or ``BWMETER_URL`` /
+``BWMETER_API_KEY`` (prefer the variable: a flag is visible in the process list).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Callable, List, Mapping, Optional, Sequence, TextIO
+
+from bwmeter import __version__
+from bwmeter.client import DEFAULT_URL, ApiError, BwmeterError, Client, watch
+
+EXIT_CODES = """exit codes:
+  0  success
+  1  unexpected answer (not the Bandwidth Meter API?)
+  2  usage error
+  3  network error: the API could not be reached or did not answer
+  4  the API refused the request (4xx: bad input, no or wrong key, not found, throttled)
+  5  the API failed (5xx)
+"""
+SPARKS = "▁▂▃▄▅▆▇█"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+# -- formatting ------------------------------------------------------------------------------
+def human_bytes(n: Optional[float]) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"
+
+
+def parse_size(text: str) -> int:
+    """``500GB``, ``1.5TiB``, ``1000`` (bytes) -> bytes. Decimal units are powers of 1000."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 500GB, 1.5TiB or 1000000")
+    unit = (match.group(2) or "").lower().rstrip("b")
+    if unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown unit")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a limit must be more than 0 bytes")
+    return value
+
+
+def parse_duration(text: str) -> int:
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30m, 24h or 7d")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def parse_thresholds(text: str) -> List[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of percentages such as 80,90,100") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one percentage")
+    return [int(v) if v.is_integer() else v for v in values]
+
+
+def sparkline(values: Sequence[Optional[float]], width: Optional[int] = None) -> str:
+    """▁ to █ scaled from 0 to the largest value; a point without data is a space. Longer
+    series are summed into ``width`` characters (all-null groups stay spaces)."""
+    values = list(values)
+    if width and len(values) > width:
+        groups = [values[i * len(values) // width:(i + 1) * len(values) // width] for i in range(width)]
+        values = [None if all(v is None for v in g) else sum(v for v in g if v is not None) for g in groups]
+    top = max((v for v in values if v is not None), default=0)
+    return "".join(" " if v is None else SPARKS[0] if top <= 0 else SPARKS[min(7, round(v / top * 7))]
+                   for v in values)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> str:
+    cells = [[str(c) for c in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f} %"
+
+
+# -- commands --------------------------------------------------------------------------------
+class Context:
+    def __init__(self, args, client: Client, out: TextIO, err: TextIO, now: Callable[[], float],
+                 clock: Callable[[], float], sleep: Callable[[float], None]):
+        self.args, self.client, self.out, self.err = args, client, out, err
+        self.now, self.clock, self.sleep = now, clock, sleep
+
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def emit_json(self, value) -> None:
+        self.print(json.dumps(value, indent=2, sort_keys=True))
+
+    def window(self):
+        end = int(self.now())
+        return end - self.args.range, end
+
+
+def cmd_services(ctx: Context) -> int:
+    rows = ctx.client.services(sort=ctx.args.sort)
+    if ctx.args.json:
+        ctx.emit_json({"services": rows})
+        return 0
+    if not rows:
+        ctx.print("No services have been seen yet.")
+        return 0
+    ctx.print(table(
+        ["SERVICE", "USED", "QUOTA", "USED %", "PERIOD", "LAST ACTIVE"],
+        [[r["service"], human_bytes(r["usage"]["total"] if not r.get("quota") else r["usage"][r["quota"]["direction"]]),
+          human_bytes(r["quota"]["limit_bytes"]) if r.get("quota") else None, _pct(r.get("percent")),
+          f"{r['period']['kind']} from {r['period']['start'][:10]}", r.get("last_active")] for r in rows],
+        right=(1, 2, 3)))
+    return 0
+
+
+def cmd_usage(ctx: Context) -> int:
+    start, end = ctx.window()
+    chart = ctx.client.bandwidth(ctx.args.service, start, end, ctx.args.step, ctx.args.direction, ctx.args.route)
+    if ctx.args.json:
+        ctx.emit_json(chart)
+        return 0
+    series = list(chart["series"])
+    if ctx.args.direction == "all" and len(series) == 2:
+        points = [{"time": a["time"], "bytes": None if a["bytes"] is None and b["bytes"] is None
+                   else (a["bytes"] or 0) + (b["bytes"] or 0)}
+                  for a, b in zip(series[0]["points"], series[1]["points"])]
+        series.append({"direction": "total", "route": ctx.args.route, "points": points,
+                       "total_bytes": sum(p["bytes"] for p in points if p["bytes"] is not None)})
+    step = chart["step"]
+    count = len(series[0]["points"]) if series else 0
+    ctx.print(f"{chart['service']}: {chart['start']} to {chart['end']}, step {step}, {count} points"
+              + (f", route {ctx.args.route}" if ctx.args.route else ""))
+    rows = []
+    for s in series:
+        values = [p["bytes"] for p in s["points"]]
+        known = [v for v in values if v is not None]
+        rows.append([s["direction"], human_bytes(s["total_bytes"]), human_bytes(max(known) if known else None),
+                     human_bytes(sum(known) / len(known) if known else None), f"{len(known)}/{len(values)}",
+                     sparkline(values, ctx.args.width)])
+    ctx.print(table(["DIRECTION", "TOTAL", f"PEAK/{step}", f"AVG/{step}", "COLLECTED", "TREND"], rows,
+                    right=(1, 2, 3, 4)))
+    if any(p["bytes"] is None for s in series for p in s["points"]):
+        ctx.print("(a blank in the trend is time not collected: before the service was seen, a gap, or not final yet)")
+    return 0
+
+
+def cmd_stats(ctx: Context) -> int:
+    start, end = ctx.window()
+    try:
+        stats = ctx.client.stats(ctx.args.service, start, end, ctx.args.step)
+    except ApiError as e:
+        if e.status in (403, 404) and not e.enveloped:  # the route itself is missing, not the service
+            raise BwmeterError(f"this API has no stats endpoint (GET /v1/services/{{service}}/stats answered "
+                               f"{e.status}: {e.message}); it may be an older version", exit_code=4) from None
+        raise
+    if ctx.args.json:
+        ctx.emit_json(stats)
+        return 0
+    ctx.print(f"{stats['service']}: {stats['start']} to {stats['end']} (collected until {stats['collected_until']})")
+    counts, latency = stats.get("requests_count") or {}, stats.get("latency_ms") or {}
+
+    def ms(v):
+        return "-" if v is None else f"{v:g} ms"
+
+    lines = [("requests", [f"{counts.get('success', 0):,} ok", f"{counts.get('error', 0):,} errors"]),
+             ("latency", [f"avg {ms(latency.get('average'))}", f"p95 {ms(latency.get('p95'))}",
+                          f"p99 {ms(latency.get('p99'))}"])]
+    by_status = stats.get("by_status") or {}
+    if by_status:
+        lines.append(("by status", [f"{code}: {n:,}" for code, n in by_status.items()]))
+    for label, parts in lines:
+        ctx.print(f"  {label:<10} " + "   ".join(parts))
+    return 0
+
+
+QUOTA_FLAGS = ("limit_bytes", "period", "anchor_day", "direction", "thresholds", "notify", "forecast", "webhook_url")
+
+
+def cmd_quota(ctx: Context) -> int:
+    a, client = ctx.args, ctx.client
+    if a.action == "get":
+        quota = client.quota(a.service)
+    elif a.action == "rm":
+        client.delete_quota(a.service)
+        if a.json:
+            ctx.emit_json({"service": a.service, "deleted": True})
+        else:
+            ctx.print(f"Removed the quota of {a.service}.")
+        return 0
+    else:
+        changes = {k: getattr(a, k) for k in QUOTA_FLAGS if getattr(a, k, None) is not None}
+        quota = {}
+        if not a.replace:
+            try:
+                quota = client.quota(a.service)
+            except ApiError as e:
+                if e.status != 404:
+                    raise
+        quota.update(changes)
+        if "limit_bytes" not in quota:
+            raise BwmeterError(f"{a.service} has no quota yet: give --limit", exit_code=2)
+        quota = client.put_quota(a.service, quota)
+    if a.json:
+        ctx.emit_json(quota)
+        return 0
+    shown = dict(quota)
+    shown["limit_bytes"] = f"{quota['limit_bytes']:,} ({human_bytes(quota['limit_bytes'])})"
+    ctx.print(f"Quota of {a.service}:")
+    for key in sorted(shown):
+        value = shown[key]
+        if isinstance(value, list):
+            value = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "-"
+        ctx.print(f"  {key:<12} {value}")
+    return 0
+
+
+def cmd_alerts(ctx: Context) -> int:
+    body = ctx.client.alerts(ctx.args.service)
+    if ctx.args.json:
+        ctx.emit_json(body)
+        return 0
+    alerts = body.get("alerts", [])
+    if not alerts:
+        ctx.print(f"No alerts for {ctx.args.service}.")
+        return 0
+    ctx.print(table(
+        ["CROSSED AT", "THRESHOLD", "STATUS", "USAGE", "LIMIT", "SENT AT", "TO"],
+        [[a["crossed_at"], ("forecast " if a.get("forecast") else "") + f"{a['threshold']:g} %", a["status"],
+          human_bytes(a["usage_bytes"]), human_bytes(a["limit_bytes"]), a.get("sent_at"),
+          ", ".join(a.get("recipients") or []) or None] for a in alerts],
+        right=(1, 3, 4)))
+    return 0
+
+
+def cmd_export(ctx: Context) -> int:
+    start, end = ctx.window()
+    args = (ctx.args.service, start, end, ctx.args.step, ctx.args.direction, ctx.args.route)
+    if ctx.args.json:
+        text = json.dumps(ctx.client.bandwidth(*args), indent=2) + "\n"
+    else:
+        text = ctx.client.bandwidth_csv(*args)
+    if ctx.args.output and ctx.args.output != "-":
+        with open(ctx.args.output, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        print(f"Wrote {ctx.args.output}.", file=ctx.err)
+    else:
+        ctx.out.write(text)
+        ctx.out.flush()
+    return 0
+
+
+def cmd_watch(ctx: Context) -> int:
+    a = ctx.args
+    previous = None
+    requests_sent = throttled = 0
+    paused_for = 0.0
+    for event in watch(ctx.client, a.service, interval=a.interval, duration=a.duration,
+                       max_requests=a.max_requests, clock=ctx.clock, sleep=ctx.sleep):
+        if event.kind in ("usage", "throttled", "error"):
+            requests_sent += 1
+        if event.kind == "throttled":
+            throttled += 1
+            paused_for += event.wait
+        if a.json:
+            ctx.print(json.dumps(event.as_dict(), sort_keys=True))
+            continue
+        stamp = datetime.fromtimestamp(ctx.now(), tz=timezone.utc).strftime("%H:%M:%SZ")
+        if event.kind == "usage":
+            d = event.data
+            used = d["usage"][d["quota"]["direction"]] if d.get("quota") else d["usage"]["total"]
+            change = ("" if previous is None or used == previous else "  (new period)" if used < previous
+                      else f"  (+{human_bytes(used - previous)})")
+            quota = f" of {human_bytes(d['quota']['limit_bytes'])}, {_pct(d.get('percent'))}" if d.get("quota") else ""
+            ctx.print(f"{stamp}  {d['service']}  {human_bytes(used)} this {d['period']['kind']}{quota}{change}")
+            previous = used
+        elif event.kind == "throttled":
+            print(f"{stamp}  throttled: {event.error.message}. Not sending for {event.wait:g} s "
+                  f"(Retry-After), then resuming.", file=ctx.err, flush=True)
+        elif event.kind == "resumed":
+            print(f"{stamp}  resumed.", file=ctx.err, flush=True)
+        else:
+            print(f"{stamp}  {_describe(event.error)}; trying again.", file=ctx.err, flush=True)
+    if not a.json:
+        print(f"{requests_sent} requests, {throttled} throttled, paused {paused_for:g} s in all.",
+              file=ctx.err, flush=True)
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------------------
+def _common(sub: bool) -> argparse.ArgumentParser:
+    """Options accepted before or after the command (``bwmeter --json services`` and
+    ``bwmeter services --json``); on a command their default is to leave the value alone."""
+    p = argparse.ArgumentParser(add_help=False)
+    keep = argparse.SUPPRESS if sub else None
+    p.add_argument("--url", default=keep, help=f"API base URL (env BWMETER_URL; default {DEFAULT_URL})")
+    p.add_argument("--api-key", default=keep, help="API key (env BWMETER_API_KEY, preferred)")
+    p.add_argument("--json", action="store_true", default=keep if sub else False,
+                   help="machine-readable output: the API's JSON (watch: one JSON event per line)")
+    p.add_argument("--timeout", type=float, default=keep, help="seconds to wait for an answer (default 10)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bwmeter", description="Bandwidth Meter from the command line.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     parents=[_common(False)])
+    parser.add_argument("--version", action="version", version=f"bwmeter {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common(True)
+
+    def command(name, func, help_text):
+        p = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    def chart_options(p, default_range="24h"):
+        p.add_argument("service")
+        p.add_argument("--range", type=parse_duration, default=parse_duration(default_range),
+                       help=f"how far back from now, e.g. 30m, 24h, 7d (default {default_range})")
+        p.add_argument("--step", default="auto", choices=("auto", "1m", "5m", "15m", "1h", "1d"),
+                       help="point size (default auto: the API picks it for the range)")
+
+    p = command("services", cmd_services, "list services with their usage in the current quota period")
+    p.add_argument("--sort", choices=("usage", "name", "percent"), default="usage")
+
+    p = command("usage", cmd_usage, "a service's bandwidth over a range: a table and a sparkline")
+    chart_options(p)
+    p.add_argument("--direction", choices=("all", "ingress", "egress", "total"), default="all")
+    p.add_argument("--route", help="only this route")
+    p.add_argument("--width", type=int, default=60, help="sparkline width in characters (default 60)")
+
+    p = command("stats", cmd_stats, "a service's request counts and latency over a range")
+    chart_options(p, "1h")
+
+    p = command("quota", cmd_quota, "show, set or remove a service's quota (set and rm need an admin key)")
+    p.add_argument("action", choices=("get", "set", "rm"))
+    p.add_argument("service")
+    p.add_argument("--limit", dest="limit_bytes", type=parse_size, metavar="SIZE", help="bytes per period: 500GB, 1.5TiB, 1000000")
+    p.add_argument("--period", choices=("day", "week", "month"))
+    p.add_argument("--anchor-day", type=int, help="billing-cycle day for monthly periods")
+    p.add_argument("--direction", choices=("total", "ingress", "egress"))
+    p.add_argument("--thresholds", type=parse_thresholds,
+                   help="percentages that trigger an email, e.g. 80,90,100")
+    p.add_argument("--notify", action="append", help="an email to notify (repeat for more)")
+    p.add_argument("--forecast", action=argparse.BooleanOptionalAction, default=None,
+                   help="also warn when the trend reaches 100 %% before the period ends")
+    p.add_argument("--webhook-url")
+    p.add_argument("--replace", action="store_true",
+                   help="set: replace the whole quota (default: change only the options given)")
+
+    p = command("alerts", cmd_alerts, "alerts sent (or due) for a service")
+    p.add_argument("service")
+
+    p = command("export", cmd_export, "a service's bandwidth as CSV (default) or, with --json, JSON")
+    chart_options(p)
+    p.add_argument("--csv", action="store_true", help="CSV: time,service,direction,route,bytes (the default)")
+    p.add_argument("--direction", choices=("all", "ingress", "egress", "total"), default="all")
+    p.add_argument("--route", help="only this route")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+
+    p = command("watch", cmd_watch, "print a service's live usage every second; waits out throttling")
+    p.add_argument("service")
+    p.add_argument("--interval", type=_positive(float), default=1.0, help="seconds between requests (default 1)")
+    p.add_argument("--duration", type=_positive(float), help="stop after this many seconds")
+    p.add_argument("--max-requests", type=_positive(int), help="stop after this many requests")
+    return parser
+
+
+def _positive(kind):
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be more than 0")
+        return value
+
+    return convert
+
+
+def _describe(error: BwmeterError) -> str:
+    if isinstance(error, ApiError):
+        text = f"the API answered {error.status} ({error.code}): {error.message}"
+        if error.status == 401:
+            text += " [set BWMETER_API_KEY or pass --api-key]"
+        elif error.status == 403 and error.code == "forbidden":
+            text += " [this needs an admin key]"
+        return text
+    return error.message
+
+
+def main(argv: Optional[List[str]] = None, *, env: Mapping[str, str] = os.environ, stdout: TextIO = None,
+         stderr: TextIO = None, sleep: Callable[[float], None] = time.sleep,
+         clock: Callable[[], float] = time.monotonic, now: Callable[[], float] = time.time) -> int:
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed the problem (2) or the help (0)
+        return int(e.code or 0)
+    url = args.url or env.get("BWMETER_URL") or DEFAULT_URL
+    key = args.api_key or env.get("BWMETER_API_KEY") or None
+
+    def announce_wait(wait: float, error: ApiError) -> None:
+        print(f"bwmeter: throttled ({error.message}); retrying in {wait:g} s", file=stderr, flush=True)
+
+    client = Client(url, key, timeout=args.timeout or 10.0, sleep=sleep, on_throttle=announce_wait)
+    try:
+        return args.func(Context(args, client, stdout, stderr, now, clock, sleep))
+    except BwmeterError as e:
+        if args.json:
+            detail = e.as_dict() if isinstance(e, ApiError) else {"message": e.message}
+            print(json.dumps({"error": detail}), file=stderr, flush=True)
+        else:
+            print(f"bwmeter: {_describe(e)}", file=stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""bwmeter's client and commands against a tiny scripted HTTP server on loopback (no API, no
+AWS), with the clock and sleep injected so waits take no time."""
+import io
+import json
+import socket
+import threading
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from bwmeter.cli import human_bytes, main, parse_size, sparkline
+from bwmeter.client import Client, Throttled, parse_retry_after
+
+pytestmark = pytest.mark.unit
+KEY = "cli-unit-key-93b1"
+
+
+class FakeTime:
+    """A monotonic clock that only sleep() moves."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class FakeApi:
+    """Answers each request with ``respond(request) -> (status, body, headers)``; records requests."""
+
+    def __init__(self):
+        self.requests = []
+        self.respond = lambda request: (404, {"error": {"code": "not_found", "message": "nothing here"}}, {})
+        self.time = None
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                request = {"method": self.command, "path": url.path, "query": parse_qs(url.query),
+                           "headers": dict(self.headers), "raw_path": self.path,
+                           "body": json.loads(self.rfile.read(length)) if length else None,
+                           "at": api.time.now if api.time else None}
+                api.requests.append(request)
+                status, body, headers = api.respond(request)
+                data = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                if not isinstance(body, bytes):
+                    self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_DELETE = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def api():
+    server = FakeApi()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fake_time(api):
+    api.time = FakeTime()
+    return api.time
+
+
+def run(api, *argv, fake_time=None, env=None, now=1_796_083_200.0):
+    out, err = io.StringIO(), io.StringIO()
+    env = {"BWMETER_URL": api.url, "BWMETER_API_KEY": KEY} if env is None else env
+    t = fake_time or FakeTime()
+    code = main(list(argv), env=env, stdout=out, stderr=err, sleep=t.sleep, clock=t.clock, now=lambda: now)
+    return code, out.getvalue(), err.getvalue()
+
+
+def summary(service="pay", used=1000, limit=None):
+    quota = {"source": "service", "limit_bytes": limit, "period": "month", "direction": "total"} if limit else None
+    return {"service": service, "usage": {"ingress": 0, "egress": used, "total": used},
+            "period": {"kind": "month", "start": "2026-12-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
+            "quota": quota, "percent": round(100 * used / limit, 2) if limit else None,
+            "first_seen": "2026-11-30T00:00:00Z", "last_active": "2026-12-01T00:00:00Z"}
+
+
+def chart(ingress, egress, step="1m"):
+    def series(direction, values):
+        return {"direction": direction, "route": None, "total_bytes": sum(v for v in values if v is not None),
+                "points": [{"time": f"2026-12-01T00:{i:02d}:00Z", "bytes": v} for i, v in enumerate(values)]}
+
+    return {"service": "pay", "start": "2026-12-01T00:00:00Z", "end": f"2026-12-01T00:{len(ingress):02d}:00Z",
+            "step": step, "series": [series("ingress", ingress), series("egress", egress)]}
+
+
+# -- formatting -----------------------------------------------------------------------------
+def test_sparkline_scales_from_zero_to_the_peak_and_leaves_missing_points_blank():
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
+    assert sparkline([None, 0, 7, None]) == " ▁█ "
+    assert sparkline([0, 0]) == "▁▁" and sparkline([None, None]) == "  " and sparkline([]) == ""
+
+
+def test_sparkline_sums_long_series_into_the_width():
+    assert sparkline([1, 1, 0, 0, None, None, 2, 2], width=4) == "▅▁ █"
+
+
+def test_sizes_parse_decimal_and_binary_units():
+    assert parse_size("1000") == 1000
+    assert parse_size("500GB") == 500 * 10**9 and parse_size("1.5 TiB") == int(1.5 * 2**40)
+    assert parse_size("2m") == 2_000_000
+    assert human_bytes(999) == "999 B" and human_bytes(1234567) == "1.23 MB" and human_bytes(None) == "-"
+
+
+def test_retry_after_is_seconds_or_an_http_date():
+    assert parse_retry_after("6") == 6.0
+    assert parse_retry_after(formatdate(1030, usegmt=True), now=lambda: 1000.0) == 30.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+# -- the client -----------------------------------------------------------------------------
+def test_the_key_goes_in_the_header_and_service_names_are_quoted(api):
+    api.respond = lambda r: (200, {"service": "a/b", "alerts": []}, {})
+    Client(api.url, KEY).alerts("a/b")
+    (request,) = api.requests
+    assert request["headers"]["x-api-key"] == KEY and KEY not in request["raw_path"]
+    assert request["raw_path"] == "/v1/services/a%2Fb/alerts"
+
+
+def test_a_429_is_waited_out_for_retry_after_then_retried(api, fake_time):
+    answers = iter([(429, {"error": {"code": "throttled", "message": "slow down"}}, {"Retry-After": "4"}),
+                    (200, {"services": [], "total_count": 0, "next_cursor": None}, {})])
+    api.respond = lambda r: next(answers)
+    waits = []
+    client = Client(api.url, KEY, sleep=fake_time.sleep, on_throttle=lambda wait, e: waits.append(wait))
+    assert client.services() == []
+    assert fake_time.sleeps == [4.0] and waits == [4.0] and [r["at"] for r in api.requests] == [0.0, 4.0]
+
+
+def test_a_client_gives_up_after_its_retries(api, fake_time):
+    api.respond = lambda r: (429, {"error": {"code": "throttled", "message": "slow down"}}, {"Retry-After": "1"})
+    with pytest.raises(Throttled) as raised:
+        Client(api.url, KEY, sleep=fake_time.sleep, retries=2).services()
+    assert len(api.requests) == 3 and raised.value.exit_code == 4 and raised.value.retry_after == 1.0
+
+
+def test_services_follows_every_page(api):
+    pages = {None: {"services": [summary("a")], "next_cursor": "c1"},
+             "c1": {"services": [summary("b")], "next_cursor": None}}
+    api.respond = lambda r: (200, pages[r["query"].get("cursor", [None])[0]], {})
+    assert [s["service"] for s in Client(api.url).services()] == ["a", "b"]
+
+
+# -- commands and exit codes ----------------------------------------------------------------
+def test_services_prints_a_table(api):
+    api.respond = lambda r: (200, {"services": [summary("pay", 250, 1000), summary("media", 5)],
+                                   "next_cursor": None}, {})
+    code, out, _ = run(api, "services")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["SERVICE", "USED", "QUOTA", "USED", "%", "PERIOD", "LAST", "ACTIVE"]
+    assert lines[1].split()[:6] == ["pay", "250", "B", "1", "KB", "25.0"]
+    assert lines[2].split()[:4] == ["media", "5", "B", "-"]
+
+
+def test_json_works_before_or_after_the_command(api):
+    api.respond = lambda r: (200, {"services": [summary()], "next_cursor": None}, {})
+    for argv in (["--json", "services"], ["services", "--json"]):
+        code, out, _ = run(api, *argv)
+        assert code == 0 and json.loads(out)["services"][0]["service"] == "pay"
+
+
+def test_flags_override_the_environment(api):
+    api.respond = lambda r: (200, {"services": [], "next_cursor": None}, {})
+    code, _, _ = run(api, "services", "--url", api.url, "--api-key", "flag-key",
+                     env={"BWMETER_URL": "http://127.0.0.1:9", "BWMETER_API_KEY": "env-key"})
+    assert code == 0 and api.requests[0]["headers"]["x-api-key"] == "flag-key"
+
+
+def test_usage_prints_a_table_with_a_sparkline_per_direction(api):
+    api.respond = lambda r: (200, chart([0, 10, 20, None], [100, 200, 700, None]), {})
+    code, out, _ = run(api, "usage", "pay", "--range", "1h", "--step", "1m")
+    assert code == 0
+    query = api.requests[0]["query"]
+    assert query["step"] == ["1m"] and int(query["end"][0]) - int(query["start"][0]) == 3600
+    rows = {line.split()[0]: line for line in out.splitlines()[2:5]}
+    assert rows["ingress"].endswith("  ▁▅█") and rows["egress"].endswith("  ▂▃█")
+    assert "1.03 KB" in rows["total"] and rows["total"].endswith("  ▂▃█")
+    assert "3/4" in rows["total"] and "blank in the trend" in out
+
+
+def test_step_auto_leaves_the_choice_to_the_api(api):
+    api.respond = lambda r: (200, chart([1], [1], "5m"), {})
+    run(api, "usage", "pay")
+    assert "step" not in api.requests[0]["query"]
+
+
+def test_stats_prints_counts_and_latency(api):
+    api.respond = lambda r: (200, {"service": "pay", "start": "s", "end": "e", "collected_until": "c",
+                                   "requests_count": {"success": 1200, "error": 3},
+                                   "latency_ms": {"average": 12.5, "p95": 40.0, "p99": None},
+                                   "by_status": {"200": 1200, "503": 3}}, {})
+    code, out, _ = run(api, "stats", "pay")
+    assert code == 0 and "1,200 ok" in out and "3 errors" in out and "p95 40 ms" in out and "503: 3" in out
+
+
+def test_stats_explains_an_api_without_the_endpoint(api):
+    api.respond = lambda r: (403, {"message": "Missing Authentication Token"}, {})
+    code, _, err = run(api, "stats", "pay")
+    assert code == 4 and "this API has no stats endpoint" in err
+
+
+def test_stats_of_an_unknown_service_says_so(api):
+    api.respond = lambda r: (404, {"error": {"code": "not_found", "message": "no service 'nope'"}}, {})
+    code, _, err = run(api, "stats", "nope")
+    assert code == 4 and "404 (not_found): no service 'nope'" in err
+
+
+def test_quota_set_changes_only_the_options_given(api):
+    stored = {"limit_bytes": 100, "period": "month", "notify": ["a@example.com"], "thresholds": [80, 90, 100]}
+    api.respond = lambda r: (200, stored if r["method"] == "GET" else r["body"], {})
+    code, out, _ = run(api, "quota", "set", "pay", "--limit", "2GB", "--thresholds", "50,100")
+    put = api.requests[1]
+    assert code == 0 and put["method"] == "PUT" and put["path"] == "/v1/services/pay/quota"
+    assert put["body"] == {**stored, "limit_bytes": 2 * 10**9, "thresholds": [50, 100]}
+    assert "2,000,000,000 (2 GB)" in out
+
+
+def test_quota_set_replace_sends_only_the_options_given(api):
+    api.respond = lambda r: (200, r["body"], {})
+    code, _, _ = run(api, "quota", "set", "pay", "--limit", "1000", "--replace", "--notify", "x@example.com")
+    assert code == 0 and [r["method"] for r in api.requests] == ["PUT"]
+    assert api.requests[0]["body"] == {"limit_bytes": 1000, "notify": ["x@example.com"]}
+
+
+def test_quota_rm(api):
+    api.respond = lambda r: (204, None, {})
+    code, out, _ = run(api, "quota", "rm", "pay")
+    assert code == 0 and api.requests[0]["method"] == "DELETE" and "Removed the quota of pay" in out
+
+
+def test_a_forbidden_request_exits_4_and_hints_at_the_admin_key(api):
+    api.respond = lambda r: (403, {"error": {"code": "forbidden", "message": "needs the admin role"}}, {})
+    code, _, err = run(api, "quota", "rm", "pay")
+    assert code == 4 and "403" in err and "admin key" in err
+
+
+def test_a_missing_key_exits_4_and_says_how_to_give_one(api):
+    api.respond = lambda r: (401, {"error": {"code": "unauthorized", "message": "an API key is required"}}, {})
+    code, _, err = run(api, "alerts", "pay", env={"BWMETER_URL": api.url})
+    assert code == 4 and "BWMETER_API_KEY" in err and "x-api-key" not in api.requests[0]["headers"]
+
+
+def test_a_server_error_exits_5(api):
+    api.respond = lambda r: (503, {"error": {"code": "backend_unavailable", "message": "try again"}}, {})
+    code, _, err = run(api, "alerts", "pay")
+    assert code == 5 and "503" in err
+
+
+def test_errors_are_json_on_stderr_with_json(api):
+    api.respond = lambda r: (503, {"error": {"code": "backend_unavailable", "message": "try again"}}, {})
+    code, out, err = run(api, "alerts", "pay", "--json")
+    assert code == 5 and out == "" and json.loads(err)["error"]["code"] == "backend_unavailable"
+
+
+def test_an_unreachable_api_exits_3():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before the request
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["services"], env={"BWMETER_URL": f"http://127.0.0.1:{port}"}, stdout=out, stderr=err)
+    assert code == 3 and "cannot connect" in err.getvalue()
+
+
+def test_an_answer_that_is_not_json_exits_1(api):
+    api.respond = lambda r: (200, b"<html>hello</html>", {"Content-Type": "text/html"})
+    code, _, err = run(api, "alerts", "pay")
+    assert code == 1 and "not JSON" in err
+
+
+def test_a_usage_error_exits_2(api):
+    assert run(api, "usage")[0] == 2
+    assert run(api, "quota", "set", "pay", "--limit", "lots")[0] == 2
+
+
+def test_alerts_table(api):
+    alert = {"crossed_at": "2026-12-01T10:00:00Z", "threshold": 80.0, "status": "sent", "usage_bytes": 800,
+             "limit_bytes": 1000, "sent_at": "2026-12-01T10:00:05Z", "recipients": ["a@example.com"]}
+    api.respond = lambda r: (200, {"service": "pay", "alerts": [alert]}, {})
+    code, out, _ = run(api, "alerts", "pay")
+    assert code == 0 and out.splitlines()[1].split() == [
+        "2026-12-01T10:00:00Z", "80", "%", "sent", "800", "B", "1", "KB", "2026-12-01T10:00:05Z", "a@example.com"]
+
+
+def test_export_writes_the_api_csv(api, tmp_path):
+    csv = b"time,service,direction,route,bytes\n2026-12-01T00:00:00Z,pay,ingress,,5\n"
+    api.respond = lambda r: (200, csv, {"Content-Type": "text/csv"})
+    code, out, _ = run(api, "export", "pay", "--csv")
+    assert code == 0 and out == csv.decode() and api.requests[0]["query"]["format"] == ["csv"]
+    code, out, err = run(api, "export", "pay", "--csv", "-o", str(tmp_path / "pay.csv"))
+    assert code == 0 and out == "" and (tmp_path / "pay.csv").read_bytes() == csv
+
+
+# -- watch ----------------------------------------------------------------------------------
+def test_watch_pauses_for_retry_after_and_resumes_by_itself(api, fake_time):
+    used = iter(range(1000, 100_000, 100))
+
+    def respond(request):
+        if 3 <= len(api.requests) <= 3:  # the third request is refused
+            return 429, {"error": {"code": "throttled", "message": "this key's limit is 10 per minute"}}, \
+                {"Retry-After": "5"}
+        return 200, summary(used=next(used), limit=10_000), {}
+
+    api.respond = respond
+    code, out, err = run(api, "watch", "pay", "--max-requests", "6", fake_time=fake_time)
+    assert code == 0
+    assert [r["at"] for r in api.requests] == [0.0, 1.0, 2.0, 7.0, 8.0, 9.0]  # nothing sent while paused
+    assert "Not sending for 5 s (Retry-After), then resuming." in err and "resumed." in err
+    assert "6 requests, 1 throttled, paused 5 s in all." in err
+    lines = out.splitlines()
+    assert len(lines) == 5 and "1 KB this month of 10 KB, 10.0 %" in lines[0] and lines[1].endswith("(+100 B)")
+
+
+def test_watch_backs_off_without_retry_after(api, fake_time):
+    api.respond = lambda r: (429, {"error": {"code": "throttled", "message": "slow down"}}, {})
+    code, _, _ = run(api, "watch", "pay", "--max-requests", "3", fake_time=fake_time)
+    assert code == 0 and [r["at"] for r in api.requests] == [0.0, 2.0, 6.0]
+
+
+def test_watch_json_is_one_event_per_line(api, fake_time):
+    answers = iter([(200, summary(), {}), (429, {"error": {"code": "throttled", "message": "x"}}, {"Retry-After": "3"}),
+                    (200, summary(), {})])
+    api.respond = lambda r: next(answers)
+    code, out, _ = run(api, "watch", "pay", "--json", "--max-requests", "3", fake_time=fake_time)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [(e["event"], e["t"]) for e in events] == [
+        ("usage", 0.0), ("throttled", 1.0), ("resumed", 4.0), ("usage", 4.0)]
+    assert events[1]["wait"] == 3.0 and events[1]["error"]["retry_after"] == 3.0
+
+
+def test_watch_stops_at_its_duration_even_while_paused(api, fake_time):
+    api.respond = lambda r: (429, {"error": {"code": "throttled", "message": "x"}}, {"Retry-After": "60"})
+    code, _, err = run(api, "watch", "pay", "--duration", "10", fake_time=fake_time)
+    assert code == 0 and len(api.requests) == 1 and fake_time.now == 10.0
+
+
+def test_watch_ends_on_a_refusal_that_waiting_cannot_fix(api, fake_time):
+    api.respond = lambda r: (401, {"error": {"code": "unauthorized", "message": "the API key is not valid"}}, {})
+    code, _, err = run(api, "watch", "pay", "--max-requests", "5", fake_time=fake_time)
+    assert code == 4 and len(api.requests) == 1 and "not valid" in err
+
+
+def test_watch_rides_out_server_errors(api, fake_time):
+    answers = iter([(503, {"error": {"code": "backend_unavailable", "message": "later"}}, {}), (200, summary(), {})])
+    api.respond = lambda r: next(answers)
+    code, out, err = run(api, "watch", "pay", "--max-requests", "2", fake_time=fake_time)
+    assert code == 0 and "503" in err and "trying again" in err and "pay" in out
