@@ -95,14 +95,12 @@ def get_service(service):
 def service_bandwidth(service):
     p = _params()
     store = bootstrap.store()
-    item = charts.require_service(store, service)
+    coverage = charts.service_coverage(store, service)
     start, end = charts.parse_range(p, time.time())
-    step = charts.choose_step(start, end, p.get("step"))
-    split = choice(p, "split", ("route",), None) == "route"
     chart = charts.build_series(
-        store, charts.Coverage.from_state(store.state(), int(item.first_seen)), service, start, end, step,
+        store, coverage, service, start, end, charts.choose_step(start, end, p.get("step")),
         direction=choice(p, "direction", ("ingress", "egress", "total", "all"), "all"),
-        route=p.get("route"), split=split)
+        route=p.get("route"), split=choice(p, "split", ("route",), None) == "route")
     accept = app.current_request.headers.get("accept", "")
     if choice(p, "format", ("json", "csv"), None) == "csv" or "text/csv" in accept:
         return Response(body=charts.series_csv(chart), status_code=200,
@@ -115,10 +113,9 @@ def service_bandwidth(service):
 def service_stats(service):
     p = _params()
     store = bootstrap.store()
-    item = charts.require_service(store, service)
+    coverage = charts.service_coverage(store, service)
     start, end = charts.parse_range(p, time.time())
     step = charts.choose_step(start, end, p["step"]) if p.get("step") else None
-    coverage = charts.Coverage.from_state(store.state(), int(item.first_seen))
     return trafficstats.service_stats(store, coverage, service, start, end, step)
 
 
@@ -127,8 +124,7 @@ def service_stats(service):
 def legacy_bandwidth_used():
     p = _params()
     store = bootstrap.store()
-    item = charts.require_service(store, p.get("service") or charts.legacy_missing_service())
-    coverage = charts.Coverage.from_state(store.state(), int(item.first_seen))
+    coverage = charts.service_coverage(store, p.get("service") or charts.legacy_missing_service())
     return Response(body=charts.legacy_bandwidth_used(store, coverage, p, time.time()), status_code=200,
                     headers={"Content-Type": "application/json"})
 

@@ -164,6 +164,11 @@ def legacy_missing_service():
     raise BadRequest("service is required", parameter="service")
 
 
+def service_coverage(store, service: str) -> Coverage:
+    """What is collected for a known service (NotFound for an unknown one)."""
+    return Coverage.from_state(store.state(), int(require_service(store, service).first_seen))
+
+
 def require_service(store, service: str):
     item = store.get_service(service)
     if item is None:
