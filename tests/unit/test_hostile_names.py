@@ -1,0 +1,55 @@
+"""Hostile service names are plain text everywhere: keys, API answers, CSV and email."""
+import json
+
+import pytest
+from chalice.test import Client
+
+from chalicelib import bootstrap, charts, emails
+from chalicelib.collector import Collector
+from tests.fakes.prometheus import FakePrometheus
+
+pytestmark = pytest.mark.unit
+T0 = 1_796_083_200 - 3600
+HOSTILE = ["../../etc/passwd", "=HYPERLINK(\"http://evil\")", "x'; DROP TABLE usage; --", "<img src=x onerror=1>",
+           "USAGE#other", "ünï côdé"]
+
+
+@pytest.fixture
+def collected(aws, env, monkeypatch):
+    env.setenv("COLLECT_LAG_SECONDS", "0")
+    env.setenv("INITIAL_BACKFILL_MINUTES", "10")
+    bootstrap.reset()
+    prom = FakePrometheus()
+    for name in HOSTILE + ["other"]:
+        prom.add({"__name__": "kong_bandwidth_bytes", "service": name, "route": name, "direction": "egress",
+                  "consumer": "", "workspace": "default", "instance": "n1"}, [(T0 - 30, 0), (T0 + 30, 100)])
+    Collector(prom, bootstrap.store(), bootstrap.settings(), quotas=bootstrap.quota_book()).run(now=T0 + 600)
+    monkeypatch.setattr("time.time", lambda: T0 + 600)
+    from app import app
+
+    with Client(app) as client:
+        yield client
+
+
+def test_each_name_is_its_own_service_and_no_key_collides(collected):
+    names = {row["service"] for row in json.loads(collected.http.get("/v1/services").body)["services"]}
+    assert names == set(HOSTILE) | {"other"}
+    store = bootstrap.store()
+    assert store.range_total("other", T0, T0 + 60).egress == 100  # "USAGE#other" did not write into it
+    assert store.range_total("USAGE#other", T0, T0 + 60).egress == 100
+
+
+def test_csv_cells_that_could_be_formulas_are_quoted_as_text(collected):
+    name = HOSTILE[1]
+    store = bootstrap.store()
+    chart = charts.build_series(store, charts.service_coverage(store, name), name, T0, T0 + 60, "1m",
+                                direction="egress", split=True)
+    row = charts.series_csv(chart).splitlines()[1]
+    assert row == '2026-11-30T23:00:00Z,"\'=HYPERLINK(""http://evil"")",egress,"\'=HYPERLINK(""http://evil"")",100'
+
+
+def test_email_escapes_markup_and_strips_control_characters():
+    alert = emails.ThresholdAlert("<img src=x onerror=1>\r\nBcc: x@evil", 80, 8, 10, "total", "monthly", 0, 86400, 0)
+    subject, text, html = emails.render(alert, "http://dash")
+    assert "\n" not in subject and "\r" not in subject
+    assert "<img" not in html and "&lt;img src=x onerror=1&gt;" in html
