@@ -38,6 +38,8 @@ def alerts(event):
 
 
 # -- the API ---------------------------------------------------------------------------------
+# Routes other than health, docs and the dashboard are api_key_required: in AWS, API Gateway
+# checks the key against the usage plan (limits); chalicelib/access.py maps it to a role.
 def _params():
     return app.current_request.query_params or {}
 
@@ -65,13 +67,13 @@ def health():
     return {"status": "ok", "version": __version__, "backends": bootstrap.settings().public_summary()}
 
 
-@app.route("/v1/collector/status", methods=["GET"])
+@app.route("/v1/collector/status", methods=["GET"], api_key_required=True)
 @endpoint
 def collector_status():
     return bootstrap.status_report(now=time.time())
 
 
-@app.route("/v1/services", methods=["GET"])
+@app.route("/v1/services", methods=["GET"], api_key_required=True)
 @endpoint
 def list_services():
     p = _params()
@@ -82,7 +84,7 @@ def list_services():
         limit=integer(p, "limit", 100, 1, 1000), cursor=p.get("cursor"))
 
 
-@app.route("/v1/services/{service}", methods=["GET"])
+@app.route("/v1/services/{service}", methods=["GET"], api_key_required=True)
 @endpoint
 def get_service(service):
     store = bootstrap.store()
@@ -90,7 +92,7 @@ def get_service(service):
     return overview.service_summary(store, item, bootstrap.quota_book().quota_for(service), time.time())
 
 
-@app.route("/v1/services/{service}/bandwidth", methods=["GET"])
+@app.route("/v1/services/{service}/bandwidth", methods=["GET"], api_key_required=True)
 @endpoint
 def service_bandwidth(service):
     p = _params()
@@ -108,7 +110,7 @@ def service_bandwidth(service):
     return chart
 
 
-@app.route("/v1/services/{service}/stats", methods=["GET"])
+@app.route("/v1/services/{service}/stats", methods=["GET"], api_key_required=True)
 @endpoint
 def service_stats(service):
     p = _params()
@@ -119,7 +121,7 @@ def service_stats(service):
     return trafficstats.service_stats(store, coverage, service, start, end, step)
 
 
-@app.route("/metrics/bandwidth_used", methods=["GET"])
+@app.route("/metrics/bandwidth_used", methods=["GET"], api_key_required=True)
 @endpoint
 def legacy_bandwidth_used():
     p = _params()
@@ -129,65 +131,67 @@ def legacy_bandwidth_used():
                     headers={"Content-Type": "application/json"})
 
 
-@app.route("/v1/services/{service}/quota", methods=["GET"])
+@app.route("/v1/services/{service}/quota", methods=["GET"], api_key_required=True)
 @endpoint
 def get_quota(service):
     return bootstrap.quota_book().get(validate_service_name(service))
 
 
-@app.route("/v1/services/{service}/quota", methods=["PUT"], content_types=["application/json"])
+@app.route("/v1/services/{service}/quota", methods=["PUT"], content_types=["application/json"],
+           api_key_required=True)
 @endpoint
 def put_quota(service):
     return bootstrap.quota_book().put(validate_service_name(service), json_body(app.current_request.raw_body),
                                       actor=access.actor(app.current_request))
 
 
-@app.route("/v1/services/{service}/quota", methods=["DELETE"])
+@app.route("/v1/services/{service}/quota", methods=["DELETE"], api_key_required=True)
 @endpoint
 def delete_quota(service):
     bootstrap.quota_book().delete(validate_service_name(service), actor=access.actor(app.current_request))
     return Response(body="", status_code=204)
 
 
-@app.route("/v1/quotas", methods=["GET"])
+@app.route("/v1/quotas", methods=["GET"], api_key_required=True)
 @endpoint
 def list_quotas():
     snapshot = bootstrap.quota_book().load()
     return {"quotas": [{"service": s, **q} for s, q in sorted(snapshot.quotas.items())], "rules": snapshot.rules}
 
 
-@app.route("/v1/quota-rules", methods=["GET"])
+@app.route("/v1/quota-rules", methods=["GET"], api_key_required=True)
 @endpoint
 def get_quota_rules():
     return {"rules": bootstrap.quota_book().get_rules()}
 
 
-@app.route("/v1/quota-rules", methods=["PUT"], content_types=["application/json"])
+@app.route("/v1/quota-rules", methods=["PUT"], content_types=["application/json"],
+           api_key_required=True)
 @endpoint
 def put_quota_rules():
     return {"rules": bootstrap.quota_book().put_rules(json_body(app.current_request.raw_body),
                                                       actor=access.actor(app.current_request))}
 
 
-@app.route("/v1/quota-audit", methods=["GET"])
+@app.route("/v1/quota-audit", methods=["GET"], api_key_required=True)
 @endpoint
 def quota_audit():
     return {"entries": bootstrap.quota_book().audit_log(limit=integer(_params(), "limit", 100, 1, 1000))}
 
 
-@app.route("/v1/schemas/quota", methods=["GET"])
+@app.route("/v1/schemas/quota", methods=["GET"], api_key_required=True)
 @endpoint
 def quota_schema():
     return QUOTA_SCHEMA
 
 
-@app.route("/v1/schemas/quota-rules", methods=["GET"])
+@app.route("/v1/schemas/quota-rules", methods=["GET"], api_key_required=True)
 @endpoint
 def quota_rules_schema():
     return RULES_SCHEMA
 
 
-@app.route("/v1/services/{service}/alerts", methods=["GET"])
+@app.route("/v1/services/{service}/alerts", methods=["GET"], api_key_required=True)
 @endpoint
 def service_alerts(service):
     return {"service": service, "alerts": alert_history(service)}
