@@ -343,3 +343,29 @@ class DevGateway(_Server):
 
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "gateway.yaml")
+
+
+def main(argv=None) -> None:
+    """``python -m localrun.devgateway upstream|gateway``: serve the demo upstream, or the
+    gateway with the demo configuration, in the foreground (used by docker compose)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Development gateway and demo upstream")
+    parser.add_argument("role", choices=("upstream", "gateway"))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--upstream-url", default="http://127.0.0.1:8080")
+    args = parser.parse_args(argv)
+    if args.role == "upstream":
+        server = DemoUpstream().start(args.host, args.port)
+    else:
+        server = DevGateway(load_config(DEMO_CONFIG, {"UPSTREAM_URL": args.upstream_url})).start(args.host, args.port)
+    print(f"serving {args.role} on {server.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

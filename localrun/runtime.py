@@ -59,6 +59,7 @@ class Runtime:
     def __init__(self, env=os.environ):
         self.env = env
         self.api_port = int(env.get("API_PORT", "8000"))
+        self.api_host = env.get("API_HOST", "127.0.0.1")  # 0.0.0.0 inside a container
         self.interval = float(env.get("COLLECT_INTERVAL", "60"))
         self.stop_event = threading.Event()
         self.children: List[subprocess.Popen] = []
@@ -138,7 +139,7 @@ class Runtime:
         self.env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{self.api_port}")
         chalice = Path(sys.executable).with_name("chalice")
         log_file = open(RUN_DIR / "api.log", "ab")
-        api = subprocess.Popen([str(chalice), "local", "--stage", "local", "--host", "127.0.0.1",
+        api = subprocess.Popen([str(chalice), "local", "--stage", "local", "--host", self.api_host,
                                 "--port", str(self.api_port), "--no-autoreload"], cwd=ROOT, env=dict(self.env),
                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         log_file.close()
