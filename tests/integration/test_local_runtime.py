@@ -1,0 +1,139 @@
+"""`python -m localrun` (what `make run` starts) as a user runs it: it comes up on embedded
+defaults, collects, turns a quota crossing into an email in ./outbox, and stops cleanly."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from localrun.prometheus import free_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "PROMETHEUS_", "API_", "COLLECT_", "TABLE_", "ALERT_", "THROTTLE_"))}
+    env.update(extra)
+    return env
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped) is not a running process
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("runtime") / "out.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "localrun"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                   env=clean_env(API_PORT=str(port), COLLECT_INTERVAL="2"), start_new_session=True)
+    api = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if "Press Ctrl+C to stop." in log.read_text():
+            break
+        assert process.poll() is None, log.read_text()
+        time.sleep(0.5)
+    else:
+        pytest.fail("the runtime did not start:\n" + log.read_text())
+    pids = [int(p) for p in (ROOT / ".run" / "pids").read_text().split()]
+    yield process, api, log, pids
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_it_serves_the_api_and_says_what_runs_where(runtime):
+    _, api, log, _ = runtime
+    health = requests.get(f"{api}/v1/health", timeout=5).json()
+    assert health["status"] == "ok" and health["backends"]["prometheus"] is True
+    text = log.read_text()
+    for part in ("API ", "Prometheus ", "AWS ", "embedded moto server", "gateway "):
+        assert part in text
+
+
+def test_the_collector_runs_on_schedule_and_demo_services_appear(runtime):
+    _, api, _, _ = runtime
+    deadline = time.monotonic() + 150
+    services = []
+    while time.monotonic() < deadline:
+        status = requests.get(f"{api}/v1/collector/status", timeout=5).json()
+        services = requests.get(f"{api}/v1/services", timeout=5).json()["services"]
+        if status["last_success"] and services:
+            break
+        time.sleep(2)
+    assert {s["service"] for s in services} <= {"payments-api", "search-api", "media-cdn"} and services
+    assert status["last_error"] is None
+
+
+def test_a_quota_crossing_reaches_the_stream_handler_and_lands_in_the_outbox(runtime):
+    _, api, log, _ = runtime
+    before = set((ROOT / "outbox").glob("*.eml")) if (ROOT / "outbox").exists() else set()
+    service = requests.get(f"{api}/v1/services", timeout=5).json()["services"][0]["service"]
+    response = requests.put(f"{api}/v1/services/{service}/quota",
+                            json={"limit_bytes": 1, "thresholds": [100], "notify": ["owner@example.com"]}, timeout=5)
+    assert response.status_code == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        new = set((ROOT / "outbox").glob("*.eml")) - before
+        if new:
+            break
+        time.sleep(1)
+    assert new, log.read_text()[-2000:]
+    assert f"{service} reached 100%" in next(iter(new)).read_text()
+    assert f"[email]" in log.read_text()
+
+
+def test_a_busy_api_port_is_a_clear_error(runtime):
+    _, api, _, _ = runtime
+    port = api.rsplit(":", 1)[1]
+    result = subprocess.run([sys.executable, "-m", "localrun"], cwd=ROOT, capture_output=True, text=True,
+                            env=clean_env(API_PORT=port), timeout=60)
+    assert result.returncode != 0 and f"API_PORT {port} is already in use" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM])
+def test_stopping_leaves_no_process_behind(runtime, signum):
+    process, _, log, pids = runtime
+    children = [p for p in pids if p != process.pid]
+    assert children and all(alive(p) for p in children)
+    os.kill(process.pid, signum)
+    process.wait(60)
+    time.sleep(1)
+    assert [p for p in children if alive(p)] == []
+    assert "Stopped." in log.read_text()
+
+
+def test_sigint_stops_a_fresh_runtime_cleanly():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "localrun"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=clean_env(API_PORT=str(port)),
+                               start_new_session=True)
+    output = ""
+    for line in process.stdout:
+        output += line
+        if "Press Ctrl+C" in line:
+            break
+    pids = [int(p) for p in (ROOT / ".run" / "pids").read_text().split() if int(p) != process.pid]
+    process.send_signal(signal.SIGINT)
+    output += process.communicate(timeout=60)[0]
+    assert process.returncode == 0 and "Stopped." in output
+    time.sleep(1)
+    assert [p for p in pids if alive(p)] == []
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # the API port is free again
