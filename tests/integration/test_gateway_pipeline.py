@@ -40,8 +40,8 @@ def test_stats_match_the_traffic_sent(pipeline):
     for i in range(10):
         requests.get(f"{gateway.url}/shop/item", params={"size": 10, "delay_ms": 150, "status": 502})
     requests.get(f"{gateway.url}/elsewhere")  # no route: the default response, not a service's traffic
-    expected_egress = sum(v for (s, r, d, *_), v in gateway.metrics.bandwidth.items() if d == "egress")
     prometheus.wait_for_samples('kong_http_requests_total{code="502"} == 10', timeout=20)
+    expected_egress = sum(v for (s, r, d, *_), v in gateway.metrics.bandwidth.items() if d == "egress")
     now = time.time()
     report = bootstrap.collector().run(now=now - now % 60 + 60)  # whole current minute: all samples exist
     assert report.status == "ok"
