@@ -1,0 +1,273 @@
+"""The API's OpenAPI 3.1 description (served at /openapi.json) and a readable page (/docs).
+
+The spec is built here, next to the code, so one module says what every route takes and
+returns; tests/integration/test_schemathesis.py checks the running API against it.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import json
+
+from chalicelib import __version__
+from chalicelib.charts import MAX_POINTS, STEPS
+from chalicelib.quotas import QUOTA_SCHEMA, RULES_SCHEMA
+
+TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00Z"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+NULLABLE_NUMBER = {"type": ["number", "null"]}
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict, required=None, additional=False) -> dict:  # noqa: D401
+    return {"type": "object", "properties": properties, "required": list(required or properties),
+            "additionalProperties": additional}
+
+
+SCHEMAS = {
+    "Error": _obj({"error": _obj({
+        "code": {"type": "string", "examples": ["bad_request"]},
+        "message": {"type": "string"},
+        "parameter": {"type": "string", "description": "The offending parameter or field(s)"},
+        "details": {"type": "array", "items": _obj({"field": {"type": "string"}, "message": {"type": "string"}})},
+    }, required=["code", "message"])}),
+    "Usage": _obj({"ingress": {"type": "integer"}, "egress": {"type": "integer"}, "total": {"type": "integer"}}),
+    "Health": _obj({"status": {"const": "ok"}, "version": {"type": "string"},
+                    "backends": {"type": "object"}}),
+    "CollectorStatus": {"type": "object", "required": ["watermark", "running", "last_error"], "properties": {
+        "watermark": {"type": ["string", "null"]}, "lag_seconds": NULLABLE_INT,
+        "configured_lag_seconds": {"type": "integer"}, "collection_start": {"type": ["string", "null"]},
+        "gaps": {"type": "array", "items": _obj({"start": TIME, "end": TIME})},
+        "running": {"type": "boolean"}, "running_since": {"type": ["string", "null"]},
+        "last_run_start": {"type": ["string", "null"]}, "last_run_end": {"type": ["string", "null"]},
+        "last_duration_ms": NULLABLE_INT, "series_seen": NULLABLE_INT, "minutes_written": NULLABLE_INT,
+        "items_written": NULLABLE_INT, "kong_schemas_seen": {"type": "array", "items": {"type": "string"}},
+        "last_success": {"type": ["string", "null"]}, "last_error": {"type": ["string", "null"]},
+        "last_error_at": {"type": ["string", "null"]}}},
+    "EffectiveQuota": {"type": ["object", "null"], "properties": {
+        "source": {"type": "string", "description": "service, rule:<pattern>"},
+        "limit_bytes": {"type": "integer"}, "period": {"enum": ["day", "week", "month"]},
+        "anchor_day": {"type": "integer"}, "direction": {"enum": ["total", "ingress", "egress"]},
+        "thresholds": {"type": "array", "items": {"type": "number"}},
+        "notify": {"type": "array", "items": {"type": "string"}}, "forecast": {"type": "boolean"},
+        "webhook_url": {"type": ["string", "null"]}}},
+    "ServiceSummary": _obj({
+        "service": {"type": "string"}, "usage": ref("Usage"),
+        "period": _obj({"kind": {"enum": ["day", "week", "month"]}, "start": TIME, "end": TIME}),
+        "quota": ref("EffectiveQuota"), "percent": NULLABLE_NUMBER, "first_seen": TIME, "last_active": TIME}),
+    "ServicesPage": _obj({"services": {"type": "array", "items": ref("ServiceSummary")},
+                          "total_count": {"type": "integer"}, "next_cursor": {"type": ["string", "null"]}}),
+    "Point": _obj({"time": TIME, "bytes": {**NULLABLE_INT, "description":
+                                           "bytes in [time, time + step); 0: no traffic; null: not collected"}}),
+    "Series": _obj({"direction": {"enum": ["ingress", "egress", "total"]}, "route": {"type": ["string", "null"]},
+                    "points": {"type": "array", "items": ref("Point")}, "total_bytes": {"type": "integer"}}),
+    "Chart": _obj({"service": {"type": "string"}, "start": TIME, "end": TIME, "step": {"enum": list(STEPS)},
+                   "series": {"type": "array", "items": ref("Series")}}),
+    "TrafficFigures": _obj(additional=True, properties={
+        "requests_count": {"type": ["object", "null"], "properties": {"success": {"type": "integer"},
+                                                                      "error": {"type": "integer"}}},
+        "latency_ms": {"type": ["object", "null"], "properties": {
+            "average": NULLABLE_NUMBER, "p95": NULLABLE_NUMBER, "p99": NULLABLE_NUMBER}},
+        "by_status": {"type": ["object", "null"], "additionalProperties": {"type": "integer"}}}),
+    "Stats": {"allOf": [ref("TrafficFigures"), {"type": "object", "required": ["service", "start", "end"],
+                                                 "properties": {
+        "service": {"type": "string"}, "start": TIME, "end": TIME, "collected_until": TIME,
+        "step": {"enum": list(STEPS)},
+        "series": {"type": "array", "items": {"allOf": [ref("TrafficFigures"),
+                                                        _obj({"time": TIME}, additional=True)]}}}}]},
+    "LegacyBandwidth": {"type": "array", "items": _obj({
+        "time": TIME, "type": {"enum": ["ingress", "egress"]}, "service": {"type": "string"},
+        "route": {"type": ["string", "null"]}, "bandwidth_used": {**NULLABLE_INT, "description":
+                                                                  "null where nothing was used or collected"}})},
+    "Quota": {k: v for k, v in QUOTA_SCHEMA.items() if not k.startswith("$")},
+    "QuotaRules": {k: v for k, v in RULES_SCHEMA.items() if not k.startswith("$")},
+    "StoredQuota": {"type": "object", "required": ["limit_bytes", "period", "direction", "thresholds", "notify"]},
+    "QuotaList": _obj({"quotas": {"type": "array", "items": {"type": "object"}},
+                       "rules": {"type": "array", "items": {"type": "object"}}}),
+    "RuleList": _obj({"rules": {"type": "array", "items": {"type": "object"}}}),
+    "Audit": _obj({"entries": {"type": "array", "items": _obj({
+        "at": TIME, "key": {"type": "string"}, "action": {"enum": ["put", "delete"]}, "old": {},
+        "new": {}, "actor": {"type": ["string", "null"]}})}}),
+    "Alerts": _obj({"service": {"type": "string"}, "alerts": {"type": "array", "items": {
+        "type": "object", "required": ["threshold", "status", "period_start", "usage_bytes", "limit_bytes"],
+        "properties": {"threshold": {"type": "number"},
+                       "status": {"enum": ["pending", "sent", "covered", "failed", "no_recipients"]},
+                       "period_start": TIME, "period_end": TIME, "usage_bytes": {"type": "integer"},
+                       "limit_bytes": {"type": "integer"}, "recipients": {"type": "array"},
+                       "crossed_at": TIME, "sent_at": {"type": ["string", "null"]},
+                       "message_id": {"type": ["string", "null"]}, "covered_by": NULLABLE_NUMBER,
+                       "error": {"type": ["string", "null"]}, "forecast": {"type": "boolean"},
+                       "forecast_eta": {"type": ["string", "null"]}, "delivered": {"type": "array"}}}}}),
+}
+
+ERRORS = {
+    "400": "A parameter or the body is invalid; `parameter` names it",
+    "401": "No x-api-key, or one that is not configured",
+    "403": "The key's role may not use this route (admin routes need an admin key)",
+    "404": "Unknown service, or no such quota",
+    "413": "The body is larger than 64 KiB",
+    "429": "Throttled; retry after Retry-After seconds",
+    "500": "Internal error (logged)",
+    "503": "A backend (DynamoDB) is unavailable; retry shortly",
+}
+
+
+def _error(code: str) -> dict:
+    response = {"description": ERRORS[code], "content": {"application/json": {"schema": ref("Error")}}}
+    if code == "429":
+        response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    return response
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
+            "description": description}
+
+
+SERVICE = _param("service", "path", {"type": "string", "minLength": 1}, "Service name as Kong labels it")
+TIME_PARAM = {"type": "string", "pattern": r"^(|-?\d{1,12}(\.\d+)?|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))$"}
+START = _param("start", "query", TIME_PARAM,
+               "RFC 3339 time or epoch seconds; empty or absent: end - 1 h; must be before end")
+END = _param("end", "query", TIME_PARAM, "RFC 3339 time or epoch seconds; empty or absent: now")
+STEP = _param("step", "query", {"enum": ["auto", *STEPS]},
+              f"Bucket size; auto keeps a chart under about 1,500 points; more than {MAX_POINTS} points is a 400")
+
+
+def _operation(summary: str, ok: dict, params=(), errors=("400", "401", "403", "404", "429", "500", "503"),
+               body: dict = None, secured: bool = True, tag: str = "usage") -> dict:
+    operation = {"summary": summary, "tags": [tag], "parameters": list(params),
+                 "responses": {"200": ok, **{code: _error(code) for code in errors}}}
+    if body:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if secured:
+        operation["security"] = [{"ApiKey": []}]
+    else:
+        operation["security"] = []
+    return operation
+
+
+@functools.lru_cache(maxsize=1)
+def openapi_spec() -> dict:
+    read_errors = ("400", "401", "403", "404", "429", "500", "503")
+    admin_errors = ("400", "401", "403", "404", "413", "429", "500", "503")
+    paths = {
+        "/v1/health": {"get": _operation("Versions and configured backends", _json(ref("Health")),
+                                         errors=("500",), secured=False, tag="operations")},
+        "/v1/collector/status": {"get": _operation("The collector's watermark, last run and last error",
+                                                   _json(ref("CollectorStatus")), tag="operations")},
+        "/v1/services": {"get": _operation("Every service with its usage in the current quota period",
+                                           _json(ref("ServicesPage")), params=[
+            _param("sort", "query", {"enum": ["usage", "name", "percent"]}, "Sort key (default usage)"),
+            _param("order", "query", {"enum": ["asc", "desc"]}, "Sort order (default desc)"),
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (default 100)"),
+            _param("cursor", "query", {"type": "string", "pattern": "^[A-Za-z0-9_=-]*$"},
+                   "next_cursor of the previous page (opaque; empty: the first page)")])},
+        "/v1/services/{service}": {"get": _operation("One service's summary", _json(ref("ServiceSummary")),
+                                                     params=[SERVICE])},
+        "/v1/services/{service}/bandwidth": {"get": _operation(
+            "Bandwidth time series, chart-ready", {
+                "description": "Series; as CSV with Accept: text/csv or format=csv",
+                "content": {"application/json": {"schema": ref("Chart")},
+                            "text/csv": {"schema": {"type": "string"}}}},
+            params=[SERVICE, START, END, STEP,
+                    _param("direction", "query", {"enum": ["ingress", "egress", "total", "all"]},
+                           "all (default): one series per direction"),
+                    _param("route", "query", {"type": "string"}, "Only this route"),
+                    _param("split", "query", {"enum": ["route"]}, "One series per route"),
+                    _param("format", "query", {"enum": ["json", "csv"]}, "Answer format")])},
+        "/v1/services/{service}/stats": {"get": _operation(
+            "Requests (success/error) and latency (average, p95, p99) from Kong's counters",
+            _json(ref("Stats")), params=[SERVICE, START, END,
+                                         _param("step", "query", {"enum": list(STEPS)}, "Also as a series")])},
+        "/metrics/bandwidth_used": {"get": _operation(
+            "The older frontend's endpoint: one entry per minute of the lookback plus the present",
+            _json(ref("LegacyBandwidth")), params=[
+                _param("service", "query", {"type": "string", "minLength": 1}, "Service", required=True),
+                _param("lookback_duration", "query", {"type": "string", "pattern": r"^[1-9]\d{0,5}[smhdw]$",
+                                                      "examples": ["5m"]},
+                       "Prometheus-style duration, at most 7d (default 5m)"),
+                _param("type", "query", {"enum": ["ingress", "egress"]}, "Direction (default egress)"),
+                _param("route", "query", {"type": "string"}, "Only this route")], tag="legacy")},
+        "/v1/services/{service}/quota": {
+            "get": _operation("The service's own quota", _json(ref("StoredQuota")), params=[SERVICE], tag="quotas"),
+            "put": _operation("Set the service's quota (validated against /v1/schemas/quota)",
+                              _json(ref("StoredQuota")), params=[SERVICE], errors=admin_errors,
+                              body=ref("Quota"), tag="quotas"),
+            "delete": {**_operation("Remove the service's quota", {"description": "unused"}, params=[SERVICE],
+                                    errors=admin_errors, tag="quotas"),
+                       "responses": {"204": {"description": "Removed"},
+                                     **{code: _error(code) for code in admin_errors}}},
+        },
+        "/v1/quotas": {"get": _operation("Every service quota and the rules", _json(ref("QuotaList")),
+                                         tag="quotas")},
+        "/v1/quota-rules": {
+            "get": _operation("The ordered quota rules", _json(ref("RuleList")), tag="quotas"),
+            "put": _operation("Replace the rules (first matching pattern applies)", _json(ref("RuleList")),
+                              errors=admin_errors, body=ref("QuotaRules"), tag="quotas"),
+        },
+        "/v1/quota-audit": {"get": _operation("Every quota change: when, key, old, new", _json(ref("Audit")),
+                                              params=[_param("limit", "query", {"type": "integer", "minimum": 1,
+                                                                                "maximum": 1000}, "Entries")],
+                                              tag="quotas")},
+        "/v1/schemas/quota": {"get": _operation("JSON Schema of a quota body", _json({"type": "object"}),
+                                                tag="quotas")},
+        "/v1/schemas/quota-rules": {"get": _operation("JSON Schema of the rules body", _json({"type": "object"}),
+                                                      tag="quotas")},
+        "/v1/services/{service}/alerts": {"get": _operation("Alert history", _json(ref("Alerts")),
+                                                            params=[SERVICE], tag="alerts")},
+        "/openapi.json": {"get": _operation("This document", _json({"type": "object"}), errors=("500",),
+                                            secured=False, tag="operations")},
+        "/docs": {"get": _operation("This document, readable", {
+            "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+            errors=("500",), secured=False, tag="operations")},
+        "/dashboard": {"get": _operation("The built-in dashboard", {
+            "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+            errors=("500",), secured=False, tag="operations")},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Bandwidth Meter API", "version": __version__,
+                 "description": "Exact API-gateway bandwidth from Kong's Prometheus counters: chart-ready "
+                                "series, traffic stats, quotas and alerts. Times are UTC RFC 3339 with Z."},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                       "description": "read keys: every GET; admin keys: also quota changes and the audit log"}}},
+    }
+
+
+def docs_html() -> str:
+    """A self-contained page listing every operation, its parameters and answers."""
+    spec = openapi_spec()
+    parts = [f"<h1>{html.escape(spec['info']['title'])} <small>{html.escape(spec['info']['version'])}</small></h1>",
+             f"<p>{html.escape(spec['info']['description'])}</p>",
+             "<p>Machine-readable: <a href=\"openapi.json\">openapi.json</a>. Authenticate with the "
+             "<code>x-api-key</code> header.</p>"]
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            rows = "".join(
+                f"<tr><td><code>{html.escape(p['name'])}</code></td><td>{html.escape(p['in'])}"
+                f"{' (required)' if p.get('required') else ''}</td><td>{html.escape(p['description'])}</td>"
+                f"<td><code>{html.escape(json.dumps(p['schema']))}</code></td></tr>" for p in op["parameters"])
+            answers = ", ".join(f"{html.escape(code)} {html.escape(r['description'])}"
+                                for code, r in op["responses"].items())
+            parts.append(
+                f"<section><h2><span class=\"m\">{method.upper()}</span> <code>{html.escape(path)}</code></h2>"
+                f"<p>{html.escape(op['summary'])}{' — needs x-api-key' if op['security'] else ''}</p>"
+                + (f"<table><tr><th>parameter</th><th>in</th><th>meaning</th><th>schema</th></tr>{rows}</table>"
+                   if rows else "")
+                + f"<p class=\"a\">Answers: {answers}</p></section>")
+    style = ("body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b}"
+             "h2{font-size:1.05rem;margin-top:2rem}.m{background:#0b5394;color:#fff;padding:.1rem .4rem;"
+             "border-radius:3px;font-size:.85rem}table{border-collapse:collapse;width:100%}td,th{border:1px solid "
+             "#ccc;padding:.25rem .4rem;text-align:left;vertical-align:top}.a{color:#444;font-size:.9rem}")
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+            f"content=\"width=device-width,initial-scale=1\"><title>Bandwidth Meter API</title><style>{style}"
+            f"</style></head><body>{''.join(parts)}</body></html>")
