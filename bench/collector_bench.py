@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,24 +30,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import requests  # noqa: E402
 
-from localrun.prometheus import PrometheusServer, build_tsdb, free_port  # noqa: E402
+from localrun.prometheus import PrometheusServer, build_tsdb  # noqa: E402
 from tests.support.openmetrics import History, counter_samples  # noqa: E402
+from tests.support.servers import start_moto_server, stop_process  # noqa: E402
 
 STEP = 15
-
-
-def start_moto():
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(f"{url}/moto-api/", timeout=1)
-            return process, url
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise RuntimeError("moto server did not start")
 
 
 def configure(moto_url: str, prometheus_url: str, backfill_minutes: int):
@@ -197,12 +182,12 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=50)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    moto, moto_url = start_moto()
+    moto, moto_url = start_moto_server()
     try:
         accuracy(moto_url)
         scale(moto_url, args.services, args.runs)
     finally:
-        os.killpg(moto.pid, signal.SIGTERM)
+        stop_process(moto)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,6 @@ def _operation(summary: str, ok: dict, params=(), errors=("400", "401", "403", "
 
 @functools.lru_cache(maxsize=1)
 def openapi_spec() -> dict:
-    read_errors = ("400", "401", "403", "404", "429", "500", "503")
     admin_errors = ("400", "401", "403", "404", "413", "429", "500", "503")
     paths = {
         "/v1/health": {"get": _operation("Versions and configured backends", _json(ref("Health")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.timeutil import LEVELS, MINUTE, TimeFormatError, floor, floor_minute, iso, parse_duration, parse_time

@@ -18,7 +18,7 @@ from chalicelib import kong
 from chalicelib.errors import BadSample, BandwidthMeterError
 from chalicelib.models import ServiceUsage
 from chalicelib.periods import Period, period_at
-from chalicelib.prometheus import PrometheusClient, series_key
+from chalicelib.prometheus import PrometheusClient
 from chalicelib.quotas import QuotaBook
 from chalicelib.store import UsageStore
 from chalicelib.timeutil import LEVEL_ORDER, LEVELS, MINUTE, floor, floor_minute, iso

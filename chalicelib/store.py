@@ -5,7 +5,6 @@ computation twice leaves the table unchanged.
 """
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 

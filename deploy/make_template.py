@@ -5,7 +5,6 @@ Kept as code so the IAM statements are the same ones as in .chalice/policy-*.jso
 table and stream ARNs replaced by references to the table this template creates.
 Run: .venv/bin/python deploy/make_template.py
 """
-import copy
 import json
 import os
 

@@ -18,7 +18,7 @@ import threading
 import time
 from email.message import EmailMessage
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import requests
 

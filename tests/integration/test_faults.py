@@ -76,7 +76,7 @@ def test_a_run_dying_half_way_is_made_whole_by_the_next(proxied):
     with pytest.raises(CollectorRunFailed):
         collector_for(prom).run(now=T0 + 1800)
     assert bootstrap.store().state().watermark == T0  # nothing was finalized...
-    assert UsageBucket.count(f"USAGE#svc-00") > 0  # ...although some items were written
+    assert UsageBucket.count("USAGE#svc-00") > 0  # ...although some items were written
     proxied.heal()
     assert collector_for(prom).run(now=T0 + 1800).status == "ok"
     assert totals() == {f"svc-{s:02d}": expected_total() for s in range(40)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import requests
 
 from localrun.prometheus import free_port
 from tests.conftest import BASE_ENV
+from tests.support.servers import start_moto_server, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CHALICE_CONFIG = {"version": "2.0", "app_name": "bandwidth-meter",
@@ -36,16 +36,6 @@ def _wait_until_up(url: str, process: subprocess.Popen, what: str, log: Optional
                 detail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
                 raise RuntimeError(f"{what} did not start\n{detail}")
             time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
 
 
 def _ensure_chalice_config() -> None:
@@ -74,14 +64,12 @@ def keyed_api(log_dir: Path, api_env: Dict[str, str]) -> Iterator[KeyedApi]:
     from chalicelib import bootstrap, models, tables
 
     _ensure_chalice_config()
-    aws_port, api_port = free_port(), free_port()
-    aws_url, api_url = f"http://127.0.0.1:{aws_port}", f"http://127.0.0.1:{api_port}"
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(aws_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    api_port = free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
+    moto, aws_url = start_moto_server()
     patch = pytest.MonkeyPatch()
     api = None
     try:
-        _wait_until_up(f"{aws_url}/moto-api/", moto, "moto server")
         for name in list(os.environ):
             if name.startswith(("AWS_", "API_KEYS", "THROTTLE_", "BWMETER_")):
                 patch.delenv(name)
@@ -105,8 +93,8 @@ def keyed_api(log_dir: Path, api_env: Dict[str, str]) -> Iterator[KeyedApi]:
         yield KeyedApi(api_url, aws_url, log)
     finally:
         if api is not None:
-            _stop(api)
-        _stop(moto)
+            stop_process(api)
+        stop_process(moto)
         patch.undo()
         bootstrap.reset()
 

@@ -15,9 +15,8 @@ import requests
 from localrun.prometheus import PrometheusServer, build_tsdb, ensure_installed, free_port
 
 
-@pytest.fixture(scope="session")
-def moto_server():
-    """`moto_server` as a separate process on 127.0.0.1; yields its URL."""
+def start_moto_server():
+    """A moto server as a separate process on a free 127.0.0.1 port: (process, url)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -26,14 +25,31 @@ def moto_server():
     while True:
         try:
             requests.get(f"{url}/moto-api/", timeout=1)
-            break
+            return process, url
         except requests.RequestException:
             if time.monotonic() > deadline or process.poll() is not None:
+                stop_process(process)
                 raise RuntimeError("moto server did not start")
             time.sleep(0.2)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL it if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """`moto_server` as a separate process on 127.0.0.1; yields its URL."""
+    process, url = start_moto_server()
     yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(10)
+    stop_process(process)
 
 
 @pytest.fixture
