@@ -1,0 +1,105 @@
+"""The REST API through real HTTP (`chalice local` on a moto server): each endpoint's error
+cases, CORS, CSV and the legacy endpoint's exact shape."""
+import time
+
+import pytest
+import requests
+
+from tests.support.keyed_api import keyed_api, seed_usage
+
+pytestmark = pytest.mark.integration
+ORIGIN = "https://frontend.example"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    with keyed_api(tmp_path_factory.mktemp("api"), {"CORS_ORIGINS": ORIGIN, "STAGE": "dev"}) as running:
+        running.end = seed_usage("payments-api", minutes=20)
+        yield running
+
+
+def get(api, path, **kwargs):
+    return requests.get(f"{api.url}{path}", timeout=20, **kwargs)
+
+
+@pytest.mark.parametrize("path, parameter", [
+    ("/v1/services/payments-api/bandwidth?start=yesterday", "start"),
+    ("/v1/services/payments-api/bandwidth?end=soon", "end"),
+    ("/v1/services/payments-api/bandwidth?start=2000&end=1000", "start"),
+    ("/v1/services/payments-api/bandwidth?start=0&end=31536000&step=1m", "step"),
+    ("/v1/services/payments-api/bandwidth?step=7m", "step"),
+    ("/v1/services/payments-api/bandwidth?direction=up", "direction"),
+    ("/v1/services/payments-api/stats?step=2h", "step"),
+    ("/v1/services?limit=0", "limit"),
+    ("/v1/services?sort=size", "sort"),
+    ("/metrics/bandwidth_used?service=payments-api&lookback_duration=5minutes", "lookback_duration"),
+    ("/metrics/bandwidth_used?service=payments-api&type=sideways", "type"),
+    ("/metrics/bandwidth_used?lookback_duration=5m", "service"),
+])
+def test_bad_parameters_are_400_naming_the_parameter(api, path, parameter):
+    response = get(api, path)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request" and response.json()["error"]["parameter"] == parameter
+
+
+@pytest.mark.parametrize("path", ["/v1/services/nope", "/v1/services/nope/bandwidth", "/v1/services/nope/stats",
+                                  "/metrics/bandwidth_used?service=nope", "/v1/services/payments-api/quota"])
+def test_unknown_things_are_404_with_a_json_error(api, path):
+    response = get(api, path)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_bodies_malformed_oversized_or_with_unknown_fields_change_nothing(api):
+    url = f"{api.url}/v1/services/payments-api/quota"
+    headers = {"Content-Type": "application/json"}
+    assert requests.put(url, data="{nope", headers=headers, timeout=20).status_code == 400
+    big = '{"limit_bytes": 1, "notify": ["' + "a" * 70_000 + '@x.io"]}'
+    assert requests.put(url, data=big, headers=headers, timeout=20).status_code == 413
+    unknown = requests.put(url, json={"limit_bytes": 1, "colour": "red"}, timeout=20)
+    assert unknown.status_code == 400 and unknown.json()["error"]["parameter"] == "colour"
+    assert get(api, "/v1/services/payments-api/quota").status_code == 404
+    assert get(api, "/v1/quota-audit").json()["entries"] == []
+
+
+def test_cors_allows_only_the_configured_origin(api):
+    allowed = get(api, "/v1/services", headers={"Origin": ORIGIN})
+    other = get(api, "/v1/services", headers={"Origin": "https://elsewhere.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "Access-Control-Allow-Origin" not in other.headers
+    refused = get(api, "/v1/services/nope", headers={"Origin": ORIGIN})
+    assert refused.headers["Access-Control-Allow-Origin"] == ORIGIN  # errors are readable by the frontend
+
+
+def test_csv_by_accept_header_and_by_format(api):
+    query = f"start={api.end - 600}&end={api.end}&step=5m&direction=egress"
+    by_header = get(api, f"/v1/services/payments-api/bandwidth?{query}", headers={"Accept": "text/csv"})
+    by_param = get(api, f"/v1/services/payments-api/bandwidth?{query}&format=csv")
+    assert by_header.headers["Content-Type"].startswith("text/csv") and by_header.text == by_param.text
+    lines = by_header.text.splitlines()
+    assert lines[0] == "time,service,direction,route,bytes"
+    assert [line.split(",")[-1] for line in lines[1:]] == ["5000", "5000"]
+
+
+def test_the_legacy_endpoint_keeps_its_exact_shape(api):
+    body = get(api, "/metrics/bandwidth_used?lookback_duration=5m&type=egress&service=payments-api&route=r").json()
+    now_minute = int(time.time()) // 60 * 60
+    assert len(body) == 6
+    assert all(set(entry) == {"time", "type", "service", "route", "bandwidth_used"} for entry in body)
+    assert body[-1]["time"] in {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in (now_minute, now_minute - 60)}
+    assert body[-1]["bandwidth_used"] is None  # the unfinished present
+    assert all(e["type"] == "egress" and e["service"] == "payments-api" and e["route"] == "r" for e in body)
+    collected = [e["bandwidth_used"] for e in body if e["bandwidth_used"] is not None]
+    assert all(v == 1000 for v in collected)
+
+
+def test_each_read_endpoint_answers(api):
+    for path in ("/v1/health", "/v1/collector/status", "/v1/services", "/v1/services/payments-api",
+                 f"/v1/services/payments-api/bandwidth?start={api.end - 3600}&end={api.end}",
+                 f"/v1/services/payments-api/stats?start={api.end - 3600}&end={api.end}&step=1h",
+                 "/v1/services/payments-api/alerts", "/v1/quotas", "/v1/quota-rules", "/v1/quota-audit",
+                 "/v1/schemas/quota", "/v1/schemas/quota-rules", "/openapi.json"):
+        response = get(api, path)
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/json"), path
+    for path in ("/docs", "/dashboard"):
+        assert get(api, path).headers["Content-Type"].startswith("text/html")
+    assert get(api, "/", allow_redirects=False).headers["Location"] == "/dashboard"
