@@ -203,3 +203,12 @@ def test_a_series_without_direction_is_bad_data(collector):
     with pytest.raises(CollectorRunFailed, match="direction"):
         col.run(now=T0 + 120 + 31)
     assert stored_minutes("pay") == {}
+
+
+def test_a_run_landing_exactly_on_a_minute_boundary_counts_a_boundary_sample_once(collector):
+    col, prom = collector
+    prom.add(kong3("pay", "r", "egress"), [(T0 - 90, 0), (T0 - 30, 100), (T0, 250), (T0 + 30, 300)])
+    col.run(now=T0 + 30)  # lag 30 s: minutes before T0 are final; the sample at exactly T0 is not theirs
+    assert stored_minutes("pay") == {T0 - 60: (0, 100)}
+    col.run(now=T0 + 60 + 30)
+    assert stored_minutes("pay") == {T0 - 60: (0, 100), T0: (0, 200)}
