@@ -70,7 +70,7 @@ def choose_step(start: int, end: int, requested: Optional[str]) -> str:
         for name, size in STEPS.items():
             if (end - start) / size <= AUTO_TARGET_POINTS:
                 return name
-        return "1d"
+        requested = "1d"  # the coarsest; still bounded by MAX_POINTS below
     if requested not in STEPS:
         raise BadRequest(f"step must be auto or one of {', '.join(STEPS)}", parameter="step")
     points = -(-(end - start) // STEPS[requested])

@@ -38,11 +38,17 @@ def iso_minute(ts: float) -> str:
     return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
 
 
+LATEST = 253402300799  # 9999-12-31T23:59:59Z, the last instant RFC 3339 can write
+
+
 def parse_time(value: str) -> int:
-    """RFC 3339 (``2026-11-24T10:00:00Z`` or with offset) or epoch seconds."""
+    """RFC 3339 (``2026-11-24T10:00:00Z`` or with offset) or epoch seconds, 1970 to 9999."""
     value = value.strip()
     if re.fullmatch(r"-?\d+(\.\d+)?", value):
-        return int(float(value))
+        seconds = int(float(value))
+        if not 0 <= seconds <= LATEST:
+            raise TimeFormatError(f"{value!r} is outside 1970-01-01 .. 9999-12-31 as epoch seconds")
+        return seconds
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         parsed = datetime.fromisoformat(text)
@@ -50,7 +56,10 @@ def parse_time(value: str) -> int:
         raise TimeFormatError(f"{value!r} is not an RFC 3339 time or epoch seconds") from None
     if parsed.tzinfo is None:
         raise TimeFormatError(f"{value!r} has no time zone; add Z for UTC")
-    return int(parsed.timestamp())
+    seconds = int(parsed.timestamp())
+    if not 0 <= seconds <= LATEST:
+        raise TimeFormatError(f"{value!r} is before 1970 or after 9999")
+    return seconds
 
 
 def parse_duration(value: str) -> int:

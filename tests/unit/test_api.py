@@ -169,3 +169,14 @@ def test_cors_echoes_only_allowed_origins(client, env):
     other = client.http.get("/v1/health", headers={"Origin": "https://evil.example"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+@pytest.mark.parametrize("query, parameter", [
+    ("start=-916167220907&end=713.3", "start"),
+    ("start=0&end=999999999999999", "end"),
+    ("start=1800-01-01T00:00:00Z", "start"),
+    ("start=0&end=1500000000&step=auto", "step"),  # 47 years of days is more than 11,000 points
+])
+def test_times_outside_what_can_be_charted_are_400_not_500(collected, query, parameter):
+    status, body = get(collected, f"/v1/services/pay/bandwidth?{query}")
+    assert status == 400 and body["error"]["parameter"] == parameter
