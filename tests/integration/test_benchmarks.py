@@ -1,0 +1,27 @@
+"""The benchmarks run in CI at small sizes, so they keep working; full sizes are run by hand
+(bench/RESULTS.md). Each prints its table; the collector's must show zero error."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args):
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_collector_benchmark_small():
+    out = run("bench/collector_bench.py", "--services", "10", "--runs", "2")
+    assert "collector" in out and "error +0" in out
+    assert "WCU/svc-min" in out
+
+
+def test_api_load_benchmark_small():
+    out = run("bench/api_load.py", "--seconds", "1", "--max-clients", "2")
+    assert "req/s" in out and ("sustained before" in out or "p95 above" in out)
