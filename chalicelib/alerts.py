@@ -128,8 +128,7 @@ class AlertProcessor:
     def _usage(self, item: ServiceUsage, quota: EffectiveQuota, now: float):
         """The period and usage to judge: the stream image's own period when it matches the
         quota's kind (exact even if the record arrives after the period ended), else now's."""
-        if item.period_kind == quota.period and int(item.period_anchor) == quota.anchor_day \
-                and int(item.period_end) > 0:
+        if item.counts_cycle(quota.period, quota.anchor_day) and int(item.period_end) > 0:
             period = Period(item.period_kind, int(item.period_start), int(item.period_end),
                             int(item.period_anchor))
             usage = {"ingress": int(item.ingress), "egress": int(item.egress), "total": int(item.total)}

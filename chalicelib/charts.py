@@ -19,7 +19,6 @@ from chalicelib.timeutil import LEVELS, MINUTE, TimeFormatError, floor, floor_mi
 STEPS = LEVELS  # chart steps are exactly the stored levels
 AUTO_TARGET_POINTS = 1500
 MAX_POINTS = 11_000
-DIRECTIONS = ("ingress", "egress", "total")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 from chalicelib import kong
 from chalicelib.errors import BadSample, BandwidthMeterError
 from chalicelib.models import ServiceUsage
-from chalicelib.periods import Period, period_at
+from chalicelib.periods import period_at
 from chalicelib.prometheus import PrometheusClient
 from chalicelib.quotas import QuotaBook
 from chalicelib.store import UsageStore
@@ -239,15 +239,14 @@ class Collector:
             if bucket.start < through:
                 continue  # already counted by an earlier (failed-then-retried) run
             period = period_at(kind, bucket.start, anchor)
-            if not self._same_period(item, period):
+            if not item.holds(period):
                 if counted:
                     # The chunk crosses into a new period: store the old period's final
                     # figure first, so the alerts function sees its last crossing too.
                     item.total = int(item.ingress) + int(item.egress)
                     item.through = bucket.start
                     self.store.put_services([ServiceUsage.from_raw_data(item.serialize())])
-                if item.period_kind == kind and int(item.period_anchor) == anchor \
-                        and int(item.period_end) <= period.start:
+                if item.precedes(period):
                     base = BucketUsage(item.service, period.start)  # a new period starts clean
                 else:
                     # First sight, or the quota's period changed: count what is stored for it.
@@ -261,11 +260,6 @@ class Collector:
         item.total = int(item.ingress) + int(item.egress)
         item.through = max(through, end)
         return item
-
-    @staticmethod
-    def _same_period(item: ServiceUsage, period: Period) -> bool:
-        return (item.period_kind == period.kind and int(item.period_anchor) == period.anchor_day
-                and int(item.period_start) == period.start)
 
 
 class CollectorRunFailed(BandwidthMeterError):

@@ -82,6 +82,18 @@ class ServiceUsage(_TableModel):
     total = NumberAttribute(default=0)
     through = NumberAttribute()
 
+    def counts_cycle(self, kind: str, anchor_day: int) -> bool:
+        """Whether the stored usage is for periods of this kind and billing-cycle day."""
+        return self.period_kind == kind and int(self.period_anchor) == anchor_day
+
+    def holds(self, period) -> bool:
+        """Whether the stored usage is exactly ``period``'s."""
+        return self.counts_cycle(period.kind, period.anchor_day) and int(self.period_start) == period.start
+
+    def precedes(self, period) -> bool:
+        """Whether the stored usage is for an earlier period of the same cycle (so ``period`` has none yet)."""
+        return self.counts_cycle(period.kind, period.anchor_day) and int(self.period_end) <= period.start
+
 
 class CollectorState(_TableModel):
     class Meta(_TableModel.Meta):

@@ -18,12 +18,9 @@ def period_usage(store, item, quota: EffectiveQuota, now: float) -> dict:
     earlier period the service has been idle since (0), and when the quota's
     period kind changed since the last collection it is summed from storage."""
     period = period_at(quota.period, now, quota.anchor_day)
-    same = (item.period_kind == period.kind and int(item.period_anchor) == period.anchor_day
-            and int(item.period_start) == period.start)
-    if same:
+    if item.holds(period):
         ingress, egress = int(item.ingress), int(item.egress)
-    elif item.period_kind == period.kind and int(item.period_anchor) == period.anchor_day \
-            and int(item.period_end) <= period.start:
+    elif item.precedes(period):
         ingress = egress = 0
     else:
         total = store.range_total(item.service, period.start, min(int(item.through), period.end))

@@ -14,8 +14,3 @@ def ensure_table(wait: bool = True) -> str:
         UsageBucket.create_table(wait=wait)
     UsageBucket.update_ttl(ignore_update_ttl_errors=True)
     return UsageBucket.describe_table()["LatestStreamArn"]
-
-
-def drop_table() -> None:
-    if UsageBucket.exists():
-        UsageBucket.delete_table()

@@ -125,9 +125,3 @@ class MinuteAccumulator:
 
     def minutes(self) -> List[BucketUsage]:
         return sorted(self._usage.values(), key=lambda b: (b.service, b.start))
-
-    def services(self) -> Dict[str, List[BucketUsage]]:
-        by_service: Dict[str, List[BucketUsage]] = defaultdict(list)
-        for bucket in self.minutes():
-            by_service[bucket.service].append(bucket)
-        return dict(by_service)
