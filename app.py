@@ -9,10 +9,11 @@ import time
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import __version__, access, bootstrap, charts, overview, trafficstats
-from chalicelib.alerts import alert_history
-from chalicelib.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
-from chalicelib.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
+from chalicelib import __version__, bootstrap
+from chalicelib.api import access, charts, overview, stats
+from chalicelib.notify.alerts import alert_history
+from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
+from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
 
 app = Chalice(app_name="bandwidth-meter")
 app.api.cors = cors_config()
@@ -39,7 +40,7 @@ def alerts(event):
 
 # -- the API ---------------------------------------------------------------------------------
 # Routes other than health, docs and the dashboard are api_key_required: in AWS, API Gateway
-# checks the key against the usage plan (limits); chalicelib/access.py maps it to a role.
+# checks the key against the usage plan (limits); chalicelib/api/access.py maps it to a role.
 def _params():
     return app.current_request.query_params or {}
 
@@ -57,7 +58,7 @@ def cors_allow_list(event, get_response):
 
 @app.middleware("http")
 def access_control(event, get_response):
-    """API keys, roles and throttling (chalicelib/access.py); inside CORS so refusals carry it."""
+    """API keys, roles and throttling (chalicelib/api/access.py); inside CORS so refusals carry it."""
     return bootstrap.access_guard().guard(event, get_response)
 
 
@@ -118,7 +119,7 @@ def service_stats(service):
     coverage = charts.service_coverage(store, service)
     start, end = charts.parse_range(p, time.time())
     step = charts.choose_step(start, end, p["step"]) if p.get("step") else None
-    return trafficstats.service_stats(store, coverage, service, start, end, step)
+    return stats.service_stats(store, coverage, service, start, end, step)
 
 
 @app.route("/metrics/bandwidth_used", methods=["GET"], api_key_required=True)
@@ -201,7 +202,7 @@ def service_alerts(service):
 @app.route("/openapi.json", methods=["GET"])
 @endpoint
 def openapi_spec():
-    from chalicelib import apidocs
+    from chalicelib.api import apidocs
 
     return apidocs.openapi_spec()
 
@@ -209,7 +210,7 @@ def openapi_spec():
 @app.route("/docs", methods=["GET"])
 @endpoint
 def api_docs():
-    from chalicelib import apidocs
+    from chalicelib.api import apidocs
 
     return Response(body=apidocs.docs_html(), status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})
 
@@ -223,6 +224,6 @@ def index():
 @app.route("/dashboard", methods=["GET"])
 @endpoint
 def dashboard():
-    from chalicelib import dashboard as page
+    from chalicelib.api import dashboard as page
 
     return Response(body=page.html(), status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})

@@ -44,8 +44,8 @@ def start(cmd, env, url, log):
 
 def seed(services: int, minute_days: int, now: int) -> None:
     from chalicelib import bootstrap
-    from chalicelib.models import CollectorState
-    from chalicelib.usage import BucketUsage
+    from chalicelib.core.models import CollectorState
+    from chalicelib.core.usage import BucketUsage
 
     store = bootstrap.store()
     year_start = (now - 366 * 86400) // 86400 * 86400
@@ -61,7 +61,7 @@ def seed(services: int, minute_days: int, now: int) -> None:
         store.put_buckets("1h", buckets(name, "1h", 3600, year_start))
     for level, size in (("1m", 60), ("5m", 300)):
         store.put_buckets(level, buckets("svc-0000", level, size, end - minute_days * 86400))
-    from chalicelib.models import ServiceUsage
+    from chalicelib.core.models import ServiceUsage
 
     for s in range(services):
         ServiceUsage("SERVICES", f"svc-{s:04d}", service=f"svc-{s:04d}", first_seen=year_start, last_active=end,
@@ -88,7 +88,8 @@ def main() -> None:
                  f"http://127.0.0.1:{moto_port}/moto-api/", log)
     api = None
     try:
-        from chalicelib import bootstrap, tables
+        from chalicelib import bootstrap
+        from chalicelib.core import tables
 
         bootstrap.store()
         tables.ensure_table()

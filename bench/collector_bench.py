@@ -44,7 +44,8 @@ def configure(moto_url: str, prometheus_url: str, backfill_minutes: int):
         "COLLECT_LAG_SECONDS": "30", "INITIAL_BACKFILL_MINUTES": str(backfill_minutes),
         "COLLECT_TRAFFIC_STATS": "false", "ALERT_FROM": "bench@example.com",
     })
-    from chalicelib import bootstrap, tables
+    from chalicelib import bootstrap
+    from chalicelib.core import tables
 
     requests.post(f"{moto_url}/moto-api/reset", timeout=5)
     bootstrap.reset()
@@ -119,7 +120,7 @@ def accuracy(moto_url: str) -> None:
     with PrometheusServer(data_dir=data_dir) as prom:
         bootstrap = configure(moto_url, prom.url, 60)
         bootstrap.collector().run(now=window[1] + 31)
-        from chalicelib.models import UsageBucket
+        from chalicelib.core.models import UsageBucket
 
         collected = sum(int(i.egress) for i in UsageBucket.query("USAGE#pay", UsageBucket.sk.startswith("1m#")))
         answer = requests.get(f"{prom.url}/api/v1/query_range", params={

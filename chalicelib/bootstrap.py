@@ -9,8 +9,8 @@ import functools
 
 import boto3
 
-from chalicelib import models
-from chalicelib.settings import Settings, from_env
+from chalicelib.core import models
+from chalicelib.core.settings import Settings, from_env
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,7 +37,7 @@ def aws_client(service: str):
 
 @functools.lru_cache(maxsize=None)
 def store():
-    from chalicelib.store import UsageStore
+    from chalicelib.core.store import UsageStore
 
     s = settings()
     models.configure(s.table_name, s.region, s.aws_endpoint_url)
@@ -46,7 +46,7 @@ def store():
 
 @functools.lru_cache(maxsize=None)
 def prometheus():
-    from chalicelib.prometheus import PrometheusClient
+    from chalicelib.collect.prometheus import PrometheusClient
 
     s = settings()
     return PrometheusClient.from_settings(s)
@@ -54,14 +54,14 @@ def prometheus():
 
 @functools.lru_cache(maxsize=None)
 def collector():
-    from chalicelib.collector import Collector
+    from chalicelib.collect.collector import Collector
 
     return Collector(prometheus(), store(), settings(), quotas=quota_book())
 
 
 @functools.lru_cache(maxsize=None)
 def mailer():
-    from chalicelib.mailer import SesMailer
+    from chalicelib.notify.mailer import SesMailer
 
     s = settings()
     return SesMailer(aws_client("ses"), sender=s.require("alert_from"))
@@ -69,9 +69,9 @@ def mailer():
 
 @functools.lru_cache(maxsize=None)
 def alert_processor():
-    from chalicelib.alerts import AlertProcessor
+    from chalicelib.notify.alerts import AlertProcessor
 
-    from chalicelib.webhook import WebhookSender
+    from chalicelib.notify.webhook import WebhookSender
 
     s = settings()
     webhook = WebhookSender(s.webhook_secret) if s.webhook_secret else None
@@ -80,20 +80,20 @@ def alert_processor():
 
 @functools.lru_cache(maxsize=None)
 def quota_book():
-    from chalicelib.quotas import QuotaBook
+    from chalicelib.core.quotas import QuotaBook
 
     store()  # binds the models to the configured table
     return QuotaBook()
 
 
 def status_report(now: float) -> dict:
-    from chalicelib.status import collector_status
+    from chalicelib.api.status import collector_status
 
     return collector_status(store().state(), settings(), now)
 
 
 @functools.lru_cache(maxsize=None)
 def access_guard():
-    from chalicelib.access import AccessGuard
+    from chalicelib.api.access import AccessGuard
 
     return AccessGuard.from_settings(settings())

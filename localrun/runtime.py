@@ -103,7 +103,8 @@ class Runtime:
     def _create_resources(self) -> str:
         import boto3
 
-        from chalicelib import bootstrap, tables
+        from chalicelib import bootstrap
+        from chalicelib.core import tables
 
         bootstrap.reset()
         bootstrap.store()  # binds the models to the table
@@ -174,7 +175,8 @@ class Runtime:
         (RUN_DIR / "pids").write_text("\n".join(str(p.pid) for p in [*self.children]) + f"\n{os.getpid()}\n")
 
     def _announce(self) -> None:
-        from chalicelib import access, bootstrap
+        from chalicelib.api import access
+        from chalicelib import bootstrap
 
         api = f"http://127.0.0.1:{self.api_port}"
         lines = [

@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from chalicelib import models, tables
+    from chalicelib.core import models
+    from chalicelib.core import tables
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     try:

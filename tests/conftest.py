@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from chalicelib import bootstrap, models
+from chalicelib import bootstrap
+from chalicelib.core import models
 
 pytest_plugins = ["tests.support.servers"]
 
@@ -44,7 +45,7 @@ def aws(env):
     """moto in-process with the usage table created (unit tier)."""
     from moto import mock_aws
 
-    from chalicelib import tables
+    from chalicelib.core import tables
 
     with mock_aws():
         settings = bootstrap.settings()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Tuple
 
-from chalicelib.errors import PrometheusError
-from chalicelib.prometheus import Series, series_key
+from chalicelib.core.errors import PrometheusError
+from chalicelib.collect.prometheus import Series, series_key
 
 
 class FakePrometheus:

@@ -6,8 +6,8 @@ import pytest
 import requests
 
 from chalicelib import bootstrap
-from chalicelib.alerts import alert_history
-from chalicelib.collector import Collector
+from chalicelib.notify.alerts import alert_history
+from chalicelib.collect.collector import Collector
 from localrun.streams import StreamPoller
 from tests.fakes.prometheus import FakePrometheus
 

@@ -30,8 +30,8 @@ def api(tmp_path_factory):
 
 
 def _seed_alert(service, at):
-    from chalicelib.alerts import alert_pk, alert_sk
-    from chalicelib.models import Alert
+    from chalicelib.notify.alerts import alert_pk, alert_sk
+    from chalicelib.core.models import Alert
 
     start = at - at % 86400
     Alert(alert_pk(service), alert_sk(start, 80.0), service=service, period_start=start, period_end=start + 86400,

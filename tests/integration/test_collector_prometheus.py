@@ -6,7 +6,7 @@ import time
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.models import CollectorState, ServiceUsage, UsageBucket
+from chalicelib.core.models import CollectorState, ServiceUsage, UsageBucket
 from tests.support.openmetrics import History, counter_samples
 
 pytestmark = pytest.mark.integration
@@ -122,7 +122,7 @@ def test_prometheus_down_fails_cleanly_and_holds_the_watermark(collector_env, en
     env.setenv("PROMETHEUS_URL", "http://127.0.0.1:9")  # nothing listens there
     env.setenv("PROMETHEUS_TIMEOUT_SECONDS", "1")
     bootstrap.reset()
-    from chalicelib.collector import CollectorRunFailed
+    from chalicelib.collect.collector import CollectorRunFailed
 
     with pytest.raises(CollectorRunFailed, match="unreachable"):
         bootstrap.collector().run(now=BASE + 3600 + 31)

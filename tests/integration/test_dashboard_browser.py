@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from chalicelib import bootstrap
-from chalicelib.models import CollectorState
+from chalicelib.core.models import CollectorState
 from tests.support.keyed_api import keyed_api
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def browse(url: str, *extra: str) -> str:
 def seed(minutes, egress_per_minute):
     """One collector run over `minutes` of steady egress per service, ending at the last five-minute
     boundary; returns that end."""
-    from chalicelib.collector import Collector
+    from chalicelib.collect.collector import Collector
     from tests.fakes.prometheus import FakePrometheus
 
     end = int(time.time() // 300 * 300)

@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from chalicelib import bootstrap, models
-from chalicelib.collector import Collector, CollectorRunFailed
-from chalicelib.models import ServiceUsage, UsageBucket
+from chalicelib import bootstrap
+from chalicelib.core import models
+from chalicelib.collect.collector import Collector, CollectorRunFailed
+from chalicelib.core.models import ServiceUsage, UsageBucket
 from localrun.prometheus import PrometheusServer, build_tsdb
 from tests.fakes.prometheus import FakePrometheus
 from tests.support.faults import SERVER_ERROR, THROTTLED, FaultProxy

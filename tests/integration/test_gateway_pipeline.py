@@ -7,8 +7,8 @@ import pytest
 import requests
 
 from chalicelib import bootstrap
-from chalicelib.charts import Coverage
-from chalicelib.trafficstats import service_stats
+from chalicelib.api.charts import Coverage
+from chalicelib.api.stats import service_stats
 from localrun.devgateway import LATENCY_BUCKETS, DemoUpstream, DevGateway, GatewayConfig, Route
 
 pytestmark = pytest.mark.integration

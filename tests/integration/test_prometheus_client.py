@@ -5,8 +5,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from chalicelib.errors import PrometheusError
-from chalicelib.prometheus import PrometheusClient, SigV4Auth
+from chalicelib.core.errors import PrometheusError
+from chalicelib.collect.prometheus import PrometheusClient, SigV4Auth
 
 pytestmark = pytest.mark.integration
 MATRIX = {"status": "success", "data": {"resultType": "matrix", "result": [

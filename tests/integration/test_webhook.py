@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from chalicelib.webhook import NotifyError, WebhookSender
+from chalicelib.notify.webhook import NotifyError, WebhookSender
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,12 @@ pytestmark = [pytest.mark.localstack,
 def test_table_stream_alert_email_on_localstack(env):
     import localstack_client.session
 
-    from chalicelib import bootstrap, models, tables
-    from chalicelib.alerts import AlertProcessor
-    from chalicelib.mailer import SesMailer
-    from chalicelib.models import ServiceUsage
+    from chalicelib import bootstrap
+    from chalicelib.core import models
+    from chalicelib.core import tables
+    from chalicelib.notify.alerts import AlertProcessor
+    from chalicelib.notify.mailer import SesMailer
+    from chalicelib.core.models import ServiceUsage
 
     env.setenv("AWS_ENDPOINT_URL", ENDPOINT)
     env.setenv("TABLE_NAME", f"bm-smoke-{int(time.time())}")

@@ -61,7 +61,9 @@ class KeyedApi:
 def keyed_api(log_dir: Path, api_env: Dict[str, str]) -> Iterator[KeyedApi]:
     """moto server + `chalice local --stage local` with ``api_env`` (API_KEYS, THROTTLE_*).
     While it runs, this process's environment points at the same table (for seeding)."""
-    from chalicelib import bootstrap, models, tables
+    from chalicelib import bootstrap
+    from chalicelib.core import models
+    from chalicelib.core import tables
 
     _ensure_chalice_config()
     api_port = free_port()
@@ -105,7 +107,7 @@ def seed_usage(service: str, minutes: int = 30, egress_per_minute: int = 1000, i
     Prometheus), ending at the five-minute boundary before ``now`` so that whole 1m and 5m
     points are final. Returns that end (epoch seconds)."""
     from chalicelib import bootstrap
-    from chalicelib.collector import Collector
+    from chalicelib.collect.collector import Collector
     from tests.fakes.prometheus import FakePrometheus
 
     now = time.time() if now is None else now

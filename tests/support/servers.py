@@ -55,7 +55,9 @@ def moto_server():
 @pytest.fixture
 def aws_server(moto_server, env):
     """The environment pointed at the moto server, with a fresh usage table for this test."""
-    from chalicelib import bootstrap, models, tables
+    from chalicelib import bootstrap
+    from chalicelib.core import models
+    from chalicelib.core import tables
 
     env.setenv("AWS_ENDPOINT_URL", moto_server)
     requests.post(f"{moto_server}/moto-api/reset", timeout=5)

@@ -1,4 +1,4 @@
-"""API keys, roles and throttling (chalicelib/access.py) with a fake clock, and the settings behind them."""
+"""API keys, roles and throttling (chalicelib/api/access.py) with a fake clock, and the settings behind them."""
 import hashlib
 import json
 import logging
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 from chalice.app import CaseInsensitiveMapping
 
-from chalicelib.access import AccessGuard, Throttle, actor, required_role, startup_notice
-from chalicelib.settings import ConfigError, from_env
+from chalicelib.api.access import AccessGuard, Throttle, actor, required_role, startup_notice
+from chalicelib.core.settings import ConfigError, from_env
 from tests.conftest import BASE_ENV
 
 pytestmark = pytest.mark.unit
@@ -109,7 +109,7 @@ def test_a_hashed_key_in_the_configuration_accepts_the_key():
 
 
 def test_dev_stage_without_keys_is_open_and_says_so(caplog):
-    with caplog.at_level(logging.WARNING, logger="chalicelib.access"):
+    with caplog.at_level(logging.WARNING, logger="chalicelib.api.access"):
         g = guard(api_keys="", stage="dev")
     assert status_of(g, "PUT", "/v1/quota-rules") == 200
     assert "OPEN" in caplog.text and "OPEN" in g.describe()
@@ -219,7 +219,7 @@ def test_guard_reads_the_route_template_from_the_request_context():
 
 def test_logs_name_keys_by_a_short_hash_never_the_key(caplog):
     g = guard(FakeClock(), per_minute=1)
-    with caplog.at_level(logging.DEBUG, logger="chalicelib.access"):
+    with caplog.at_level(logging.DEBUG, logger="chalicelib.api.access"):
         g.guard(event("PUT", "/v1/quota-rules", READ_KEY), ok)
         g.guard(event("GET", "/v1/services", "not-a-configured-key"), ok)
         g.guard(event("GET", "/v1/services", ADMIN_KEY), ok)

@@ -2,11 +2,11 @@
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.alerts import AlertProcessor, alert_history, due_thresholds
-from chalicelib.errors import MailError
-from chalicelib.mailer import RecordingMailer
-from chalicelib.models import ServiceUsage
-from chalicelib.periods import period_at
+from chalicelib.notify.alerts import AlertProcessor, alert_history, due_thresholds
+from chalicelib.core.errors import MailError
+from tests.fakes.mailer import RecordingMailer
+from chalicelib.core.models import ServiceUsage
+from chalicelib.core.periods import period_at
 
 pytestmark = pytest.mark.unit
 NOW = 1_795_996_800 + 12 * 3600  # 2026-11-30T12:00Z
@@ -123,7 +123,7 @@ class RecordingWebhook:
         self.posts, self.failures_left = [], 0
 
     def send(self, url, payload):
-        from chalicelib.webhook import NotifyError
+        from chalicelib.notify.webhook import NotifyError
         if self.failures_left:
             self.failures_left -= 1
             raise NotifyError("simulated webhook outage")
@@ -157,7 +157,7 @@ def test_webhook_is_signed_and_a_failed_channel_retries_alone(aws):
     import hmac
     import json
 
-    from chalicelib.webhook import NotifyError, signature
+    from chalicelib.notify.webhook import NotifyError, signature
 
     mailer, hook = RecordingMailer(), RecordingWebhook()
     book = bootstrap.quota_book()

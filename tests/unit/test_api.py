@@ -6,7 +6,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import bootstrap
-from chalicelib.collector import Collector
+from chalicelib.collect.collector import Collector
 from tests.fakes.prometheus import FakePrometheus
 
 pytestmark = pytest.mark.unit

@@ -3,7 +3,8 @@ import re
 
 import pytest
 
-from chalicelib import apidocs, dashboard
+from chalicelib.api import apidocs
+from chalicelib.api import dashboard
 
 pytestmark = pytest.mark.unit
 

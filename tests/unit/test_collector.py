@@ -2,9 +2,9 @@
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.collector import Collector, CollectorRunFailed
-from chalicelib.models import ServiceUsage, UsageBucket
-from chalicelib.store import decompose
+from chalicelib.collect.collector import Collector, CollectorRunFailed
+from chalicelib.core.models import ServiceUsage, UsageBucket
+from chalicelib.core.store import decompose
 from tests.fakes.prometheus import FakePrometheus
 
 pytestmark = pytest.mark.unit
@@ -74,7 +74,7 @@ def test_rerunning_the_same_window_changes_nothing(collector, env):
     before = table_snapshot()
     state = bootstrap.store().state()
     # Simulate a retried run: put the watermark back and run again over the same minutes.
-    from chalicelib.models import CollectorState
+    from chalicelib.core.models import CollectorState
     CollectorState("STATE", "collector").update(actions=[CollectorState.watermark.set(T0 + 600)])
     col.run(now=T0 + 1800 + 31)
     assert table_snapshot() == before

@@ -87,7 +87,7 @@ def test_unverified_sender_fails_the_record_and_marks_the_alert_failed(wired, mo
     monkeypatch.setattr("time.time", lambda: T0 + 1800)
     app.collect(SCHEDULED_EVENT, Context())
     result = app.alerts(stream_event(settings), Context())
-    from chalicelib.alerts import alert_history
+    from chalicelib.notify.alerts import alert_history
     assert result["batchItemFailures"]
     assert alert_history("pay")[0]["status"] == "failed"
     assert sent_messages() == []

@@ -4,8 +4,10 @@ import json
 import pytest
 from chalice.test import Client
 
-from chalicelib import bootstrap, charts, emails
-from chalicelib.collector import Collector
+from chalicelib import bootstrap
+from chalicelib.api import charts
+from chalicelib.notify import emails
+from chalicelib.collect.collector import Collector
 from tests.fakes.prometheus import FakePrometheus
 
 pytestmark = pytest.mark.unit

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from chalicelib.periods import period_at
+from chalicelib.core.periods import period_at
 
 pytestmark = pytest.mark.unit
 

@@ -1,9 +1,9 @@
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.collector import Collector
-from chalicelib.charts import Coverage
-from chalicelib.trafficstats import histogram_quantile, service_stats
+from chalicelib.collect.collector import Collector
+from chalicelib.api.charts import Coverage
+from chalicelib.api.stats import histogram_quantile, service_stats
 from tests.fakes.prometheus import FakePrometheus
 
 pytestmark = pytest.mark.unit

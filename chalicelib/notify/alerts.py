@@ -13,14 +13,14 @@ from typing import Iterable, List, Optional
 
 from pynamodb.exceptions import PutError, PynamoDBException
 
-from chalicelib import emails
-from chalicelib.errors import MailError, StoreError
-from chalicelib.models import Alert, ServiceUsage
-from chalicelib.overview import period_usage
-from chalicelib.periods import Period
-from chalicelib.quotas import EffectiveQuota, QuotaBook
-from chalicelib.timeutil import iso
-from chalicelib.webhook import NotifyError
+from chalicelib.notify import emails
+from chalicelib.core.errors import MailError, StoreError
+from chalicelib.core.models import Alert, ServiceUsage
+from chalicelib.core.periods import Period
+from chalicelib.core.quotas import EffectiveQuota, QuotaBook
+from chalicelib.core.timeutil import iso
+from chalicelib.core.usage import PeriodUsage, period_usage
+from chalicelib.notify.webhook import NotifyError
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ class AlertProcessor:
         item = usage_item or self.store.get_service(service)
         if item is None:
             return None
-        period, usage = self._usage(item, quota, now)
+        judged = self._usage(item, quota, now)
+        period, usage = judged.period, judged.of(quota.direction)
         crossed_at = int(item.through) if item.through is not None else int(now)
         existing = self._alerts(service, period.start)
         sent = None
@@ -125,16 +126,11 @@ class AlertProcessor:
         self._send(claim, alert, quota, now)
         return True
 
-    def _usage(self, item: ServiceUsage, quota: EffectiveQuota, now: float):
-        """The period and usage to judge: the stream image's own period when it matches the
-        quota's kind (exact even if the record arrives after the period ended), else now's."""
-        if item.counts_cycle(quota.period, quota.anchor_day) and int(item.period_end) > 0:
-            period = Period(item.period_kind, int(item.period_start), int(item.period_end),
-                            int(item.period_anchor))
-            usage = {"ingress": int(item.ingress), "egress": int(item.egress), "total": int(item.total)}
-            return period, usage[quota.direction]
-        current = period_usage(self.store, item, quota, now)
-        return current["period"], current["usage"][quota.direction]
+    def _usage(self, item: ServiceUsage, quota: EffectiveQuota, now: float) -> PeriodUsage:
+        """The usage to judge: the stream image's own period when it counts the quota's cycle
+        (exact even if the record arrives after the period ended), else the period of now."""
+        own_period = item.counts_cycle(quota.period, quota.anchor_day) and int(item.period_end) > 0
+        return period_usage(self.store, item, quota, int(item.period_start) if own_period else now)
 
     @staticmethod
     def _claimable(alert: Optional[Alert], now: float) -> bool:

@@ -14,20 +14,18 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
-from chalicelib import kong
-from chalicelib.errors import BadSample, BandwidthMeterError
-from chalicelib.models import ServiceUsage
-from chalicelib.periods import period_at
-from chalicelib.prometheus import PrometheusClient
-from chalicelib.quotas import QuotaBook
-from chalicelib.store import UsageStore
-from chalicelib.timeutil import LEVEL_ORDER, LEVELS, MINUTE, floor, floor_minute, iso
-from chalicelib.usage import BucketUsage, MinuteAccumulator, series_deltas, sum_buckets
+from chalicelib.collect import kong
+from chalicelib.core.errors import BadSample, BandwidthMeterError
+from chalicelib.core.models import ServiceUsage
+from chalicelib.core.periods import period_at
+from chalicelib.collect.prometheus import PrometheusClient
+from chalicelib.core.quotas import QuotaBook
+from chalicelib.core.store import LEASE_SECONDS, UsageStore
+from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS, MINUTE, floor, floor_minute, iso
+from chalicelib.collect.deltas import MinuteAccumulator, series_deltas
+from chalicelib.core.usage import BucketUsage, sum_buckets, usage_in
 
 log = logging.getLogger(__name__)
-
-LEASE_SECONDS = 900  # longer than the Lambda timeout: a dead run's lease expires by itself
-
 
 @dataclass
 class RunReport:
@@ -246,11 +244,9 @@ class Collector:
                     item.total = int(item.ingress) + int(item.egress)
                     item.through = bucket.start
                     self.store.put_services([ServiceUsage.from_raw_data(item.serialize())])
-                if item.precedes(period):
-                    base = BucketUsage(item.service, period.start)  # a new period starts clean
-                else:
-                    # First sight, or the quota's period changed: count what is stored for it.
-                    base = self.store.range_total(item.service, period.start, max(period.start, start))
+                # A new period starts clean; at first sight, or when the quota's period
+                # changed, what is stored for the period counts.
+                base = usage_in(self.store, item, period)
                 item.period_kind, item.period_anchor = kind, anchor
                 item.period_start, item.period_end = period.start, period.end
                 item.ingress, item.egress = base.ingress, base.egress

@@ -10,11 +10,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, UpdateError
 
-from chalicelib.errors import StoreError
-from chalicelib.models import CollectorState, ServiceUsage, UsageBucket
-from chalicelib.timeutil import LEVEL_ORDER, LEVELS, iso_minute
-from chalicelib.usage import BucketUsage
+from chalicelib.core.errors import StoreError
+from chalicelib.core.models import CollectorState, ServiceUsage, UsageBucket
+from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS, iso_minute
+from chalicelib.core.usage import BucketUsage
 
+LEASE_SECONDS = 900  # longer than the Lambda timeout: a dead run's lease expires by itself
 STATE_KEY = ("STATE", "collector")
 SERVICES_PK = "SERVICES"
 

@@ -13,8 +13,8 @@ import io
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from chalicelib.errors import BadRequest, NotFound
-from chalicelib.timeutil import LEVELS, MINUTE, TimeFormatError, floor, floor_minute, iso, parse_duration, parse_time
+from chalicelib.core.errors import BadRequest, NotFound
+from chalicelib.core.timeutil import LEVELS, MINUTE, TimeFormatError, floor, floor_minute, iso, parse_duration, parse_time
 
 STEPS = LEVELS  # chart steps are exactly the stored levels
 AUTO_TARGET_POINTS = 1500

@@ -1,8 +1,8 @@
 """The collector's status as the API shows it."""
 from __future__ import annotations
 
-from chalicelib.collector import LEASE_SECONDS
-from chalicelib.timeutil import iso
+from chalicelib.core.store import LEASE_SECONDS
+from chalicelib.core.timeutil import iso
 
 
 def _t(value):

@@ -5,44 +5,27 @@ import base64
 import json
 from typing import Optional
 
-from chalicelib.errors import BadRequest
-from chalicelib.periods import period_at
-from chalicelib.quotas import EffectiveQuota
-from chalicelib.timeutil import iso
+from chalicelib.core.errors import BadRequest
+from chalicelib.core.quotas import EffectiveQuota
+from chalicelib.core.timeutil import iso
+from chalicelib.core.usage import PeriodUsage, period_usage
 
 
-def period_usage(store, item, quota: EffectiveQuota, now: float) -> dict:
-    """Usage of a service in the quota period containing ``now``.
-
-    The collector keeps it on the service item; when that item still holds an
-    earlier period the service has been idle since (0), and when the quota's
-    period kind changed since the last collection it is summed from storage."""
-    period = period_at(quota.period, now, quota.anchor_day)
-    if item.holds(period):
-        ingress, egress = int(item.ingress), int(item.egress)
-    elif item.precedes(period):
-        ingress = egress = 0
-    else:
-        total = store.range_total(item.service, period.start, min(int(item.through), period.end))
-        ingress, egress = total.ingress, total.egress
-    return {"period": period, "usage": {"ingress": ingress, "egress": egress, "total": ingress + egress}}
-
-
-def percent(usage: dict, quota: EffectiveQuota) -> Optional[float]:
+def percent(usage: PeriodUsage, quota: EffectiveQuota) -> Optional[float]:
     if quota.limit_bytes is None:
         return None
-    return round(100.0 * usage[quota.direction] / quota.limit_bytes, 2)
+    return round(100.0 * usage.of(quota.direction) / quota.limit_bytes, 2)
 
 
 def service_summary(store, item, quota: EffectiveQuota, now: float) -> dict:
-    current = period_usage(store, item, quota, now)
-    period = current["period"]
+    usage = period_usage(store, item, quota, now)
+    period = usage.period
     return {
         "service": item.service,
-        "usage": current["usage"],
+        "usage": usage.as_dict(),
         "period": {"kind": period.kind, "start": iso(period.start), "end": iso(period.end)},
         "quota": quota.as_dict(),
-        "percent": percent(current["usage"], quota),
+        "percent": percent(usage, quota),
         "first_seen": iso(item.first_seen),
         "last_active": iso(item.last_active),
     }

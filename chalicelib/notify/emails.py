@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Optional
 from urllib.parse import quote
 
-from chalicelib.timeutil import iso
+from chalicelib.core.timeutil import iso
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNITS = ("B", "KB", "MB", "GB", "TB", "PB")

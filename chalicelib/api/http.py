@@ -12,8 +12,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from chalice import CORSConfig, Response
 
-from chalicelib.errors import BadRequest, BandwidthMeterError, NotFound, PrometheusError, StoreError
-from chalicelib.settings import ConfigError
+from chalicelib.core.errors import BadRequest, BandwidthMeterError, NotFound, PrometheusError, StoreError
+from chalicelib.core.settings import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
-from chalicelib.http import error_response
+from chalicelib.api.http import error_response
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Mapping, NamedTuple
 
-from chalicelib.errors import BadSample
+from chalicelib.core.errors import BadSample
 
 BANDWIDTH_METRICS = {"2": "kong_bandwidth", "3.0": "kong_bandwidth_bytes", "3.7": "kong_bandwidth_bytes"}
 DIRECTIONS = ("ingress", "egress")

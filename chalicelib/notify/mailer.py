@@ -5,7 +5,7 @@ from typing import List, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.errors import MailError
+from chalicelib.core.errors import MailError
 
 
 class Mailer(Protocol):
@@ -32,18 +32,3 @@ class SesMailer:
         except (ClientError, BotoCoreError) as e:
             raise MailError(f"SES did not accept the message to {', '.join(to)}: {e}") from e
         return answer["MessageId"]
-
-
-class RecordingMailer:
-    """A mailer for unit tests: keeps what it was asked to send; can be told to fail."""
-
-    def __init__(self):
-        self.sent: List[dict] = []
-        self.failures_left = 0
-
-    def send(self, to: List[str], subject: str, text: str, html: str) -> str:
-        if self.failures_left:
-            self.failures_left -= 1
-            raise MailError("simulated SES outage")
-        self.sent.append({"to": list(to), "subject": subject, "text": text, "html": html})
-        return f"recorded-{len(self.sent)}"

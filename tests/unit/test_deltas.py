@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from chalicelib.errors import BadSample
-from chalicelib.store import decompose
-from chalicelib.usage import MinuteAccumulator, series_deltas
+from chalicelib.core.errors import BadSample
+from chalicelib.core.store import decompose
+from chalicelib.collect.deltas import MinuteAccumulator, series_deltas
 
 pytestmark = pytest.mark.unit
 T0 = 1_700_000_040  # a minute boundary
@@ -61,7 +61,7 @@ def test_decompose_tiles_a_range_with_the_coarsest_whole_buckets():
 
 
 def test_traffic_that_matched_no_service_is_kept_under_its_own_name():
-    from chalicelib.kong import UNMATCHED_SERVICE, bandwidth_key
+    from chalicelib.collect.kong import UNMATCHED_SERVICE, bandwidth_key
 
     assert bandwidth_key({"direction": "egress", "route": ""}).service == UNMATCHED_SERVICE
     assert bandwidth_key({"type": "ingress", "service": "s"}) == ("s", "", "ingress")

@@ -6,7 +6,6 @@ itself instead of trusting ``increase()``'s extrapolation.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -14,7 +13,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from chalicelib.errors import PrometheusError
+from chalicelib.core.errors import PrometheusError
 
 Labels = Tuple[Tuple[str, str], ...]
 
@@ -138,7 +137,3 @@ class PrometheusClient:
             except (KeyError, TypeError, ValueError, IndexError) as e:
                 raise PrometheusError(f"malformed sample in Prometheus answer: {item!r:.200}") from e
         return values
-
-
-def is_finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from typing import Dict, Optional
 
-from chalicelib.charts import STEPS, Coverage
-from chalicelib.store import decompose
-from chalicelib.timeutil import MINUTE, floor, iso
-from chalicelib.usage import BucketUsage
+from chalicelib.api.charts import STEPS, Coverage
+from chalicelib.core.store import decompose
+from chalicelib.core.timeutil import MINUTE, floor, iso
+from chalicelib.core.usage import BucketUsage
 
 
 def histogram_quantile(q: float, buckets: Dict[str, float]) -> Optional[float]:

@@ -5,7 +5,7 @@ CloudFormation template creates the same table.
 """
 from __future__ import annotations
 
-from chalicelib.models import UsageBucket
+from chalicelib.core.models import UsageBucket
 
 
 def ensure_table(wait: bool = True) -> str:

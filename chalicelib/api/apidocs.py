@@ -10,8 +10,8 @@ import html
 import json
 
 from chalicelib import __version__
-from chalicelib.charts import MAX_POINTS, STEPS
-from chalicelib.quotas import QUOTA_SCHEMA, RULES_SCHEMA
+from chalicelib.api.charts import MAX_POINTS, STEPS
+from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA
 
 TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00Z"]}
 NULLABLE_INT = {"type": ["integer", "null"]}

@@ -109,7 +109,7 @@ class Settings:
     webhook_secret: Optional[str] = None
     # API
     cors_origins: Tuple[str, ...] = field(default_factory=tuple)
-    # API access (chalicelib/access.py): (SHA-256 hex digest of a key, role) pairs
+    # API access (chalicelib/api/access.py): (SHA-256 hex digest of a key, role) pairs
     api_keys: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)
     throttle_enabled: bool = True
     throttle_per_key_per_minute: int = 600

@@ -13,7 +13,7 @@ import time
 
 import requests
 
-from chalicelib.errors import BandwidthMeterError
+from chalicelib.core.errors import BandwidthMeterError
 
 
 class NotifyError(BandwidthMeterError):

@@ -19,9 +19,9 @@ from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.errors import BadRequest, NotFound, StoreError
-from chalicelib.models import AuditEntry, Quota, QuotaRules
-from chalicelib.timeutil import iso
+from chalicelib.core.errors import BadRequest, NotFound, StoreError
+from chalicelib.core.models import AuditEntry, Quota, QuotaRules
+from chalicelib.core.timeutil import iso
 
 QUOTA_SCHEMA: dict = json.loads((Path(__file__).parent / "schemas" / "quota.json").read_text())
 DEFAULTS = {"period": "month", "anchor_day": 1, "direction": "total", "thresholds": [80, 90, 100], "notify": []}
