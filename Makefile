@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration prometheus package bench clean
+.PHONY: run test test-unit test-integration test-e2e prometheus package bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ test-unit: $(STAMP)
 	$(PY) -m pytest -m unit
 
 test-integration: $(STAMP) prometheus
-	$(PY) -m pytest -m integration
+	$(PY) -m pytest -m "integration and not e2e"
+
+# The slow end-to-end checks: a real browser, schemathesis, benchmarks, the whole local runtime.
+test-e2e: $(STAMP) prometheus
+	$(PY) -m pytest -m e2e
 
 package: $(STAMP)
 	@bash scripts/package.sh

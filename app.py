@@ -5,13 +5,11 @@
 - the API (``api_handler``): REST routes below, reading DynamoDB only.
 """
 import os
-import time
 
 from chalice import Chalice, Rate, Response
 
 from chalicelib import __version__, bootstrap
-from chalicelib.api import access, charts, overview, stats
-from chalicelib.notify.alerts import alert_history
+from chalicelib.api import access, charts, overview, stats, status
 from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
 
@@ -29,13 +27,15 @@ USAGE_STREAM_ARN = os.environ.get(
 # -- the collector and the alerts function ---------------------------------------------------
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="collect")
 def collect(event):
-    return bootstrap.collector().run(now=time.time()).as_dict()
+    deps = bootstrap.current()
+    return deps.collector.run(now=deps.clock()).as_dict()
 
 
 @app.on_dynamodb_record(stream_arn=USAGE_STREAM_ARN, name="alerts", batch_size=100,
                         starting_position="TRIM_HORIZON")
 def alerts(event):
-    return bootstrap.alert_processor().handle_batch(event, now=time.time())
+    deps = bootstrap.current()
+    return deps.alert_processor.handle_batch(event, now=deps.clock())
 
 
 # -- the API ---------------------------------------------------------------------------------
@@ -48,7 +48,7 @@ def _params():
 @app.middleware("http")
 def cors_allow_list(event, get_response):
     response = get_response(event)
-    origin = allowed_origin(event.headers.get("origin"), bootstrap.settings().cors_origins)
+    origin = allowed_origin(event.headers.get("origin"), bootstrap.current().settings.cors_origins)
     response.headers.pop("Access-Control-Allow-Origin", None)
     if origin:
         response.headers["Access-Control-Allow-Origin"] = origin
@@ -59,27 +59,28 @@ def cors_allow_list(event, get_response):
 @app.middleware("http")
 def access_control(event, get_response):
     """API keys, roles and throttling (chalicelib/api/access.py); inside CORS so refusals carry it."""
-    return bootstrap.access_guard().guard(event, get_response)
+    return bootstrap.current().access_guard.guard(event, get_response)
 
 
 @app.route("/v1/health", methods=["GET"])
 @endpoint
 def health():
-    return {"status": "ok", "version": __version__, "backends": bootstrap.settings().public_summary()}
+    return {"status": "ok", "version": __version__, "backends": bootstrap.current().settings.public_summary()}
 
 
 @app.route("/v1/collector/status", methods=["GET"], api_key_required=True)
 @endpoint
 def collector_status():
-    return bootstrap.status_report(now=time.time())
+    deps = bootstrap.current()
+    return status.collector_status(deps.store.state(), deps.settings, deps.clock())
 
 
 @app.route("/v1/services", methods=["GET"], api_key_required=True)
 @endpoint
 def list_services():
-    p = _params()
+    p, deps = _params(), bootstrap.current()
     return overview.list_services(
-        bootstrap.store(), bootstrap.quota_book().load(), time.time(),
+        deps.store, deps.quotas.load(), deps.clock(),
         sort=choice(p, "sort", ("usage", "name", "percent"), "usage"),
         order=choice(p, "order", ("asc", "desc"), "desc"),
         limit=integer(p, "limit", 100, 1, 1000), cursor=p.get("cursor"))
@@ -88,18 +89,18 @@ def list_services():
 @app.route("/v1/services/{service}", methods=["GET"], api_key_required=True)
 @endpoint
 def get_service(service):
-    store = bootstrap.store()
-    item = charts.require_service(store, service)
-    return overview.service_summary(store, item, bootstrap.quota_book().quota_for(service), time.time())
+    deps = bootstrap.current()
+    item = charts.require_service(deps.store, service)
+    return overview.service_summary(deps.store, item, deps.quotas.quota_for(service), deps.clock())
 
 
 @app.route("/v1/services/{service}/bandwidth", methods=["GET"], api_key_required=True)
 @endpoint
 def service_bandwidth(service):
-    p = _params()
-    store = bootstrap.store()
+    p, deps = _params(), bootstrap.current()
+    store = deps.store
     coverage = charts.service_coverage(store, service)
-    start, end = charts.parse_range(p, time.time())
+    start, end = charts.parse_range(p, deps.clock())
     chart = charts.build_series(
         store, coverage, service, start, end, charts.choose_step(start, end, p.get("step")),
         direction=choice(p, "direction", ("ingress", "egress", "total", "all"), "all"),
@@ -114,10 +115,10 @@ def service_bandwidth(service):
 @app.route("/v1/services/{service}/stats", methods=["GET"], api_key_required=True)
 @endpoint
 def service_stats(service):
-    p = _params()
-    store = bootstrap.store()
+    p, deps = _params(), bootstrap.current()
+    store = deps.store
     coverage = charts.service_coverage(store, service)
-    start, end = charts.parse_range(p, time.time())
+    start, end = charts.parse_range(p, deps.clock())
     step = charts.choose_step(start, end, p["step"]) if p.get("step") else None
     return stats.service_stats(store, coverage, service, start, end, step)
 
@@ -125,59 +126,59 @@ def service_stats(service):
 @app.route("/metrics/bandwidth_used", methods=["GET"], api_key_required=True)
 @endpoint
 def legacy_bandwidth_used():
-    p = _params()
-    store = bootstrap.store()
+    p, deps = _params(), bootstrap.current()
+    store = deps.store
     coverage = charts.service_coverage(store, p.get("service") or charts.legacy_missing_service())
-    return Response(body=charts.legacy_bandwidth_used(store, coverage, p, time.time()), status_code=200,
+    return Response(body=charts.legacy_bandwidth_used(store, coverage, p, deps.clock()), status_code=200,
                     headers={"Content-Type": "application/json"})
 
 
 @app.route("/v1/services/{service}/quota", methods=["GET"], api_key_required=True)
 @endpoint
 def get_quota(service):
-    return bootstrap.quota_book().get(validate_service_name(service))
+    return bootstrap.current().quotas.get(validate_service_name(service))
 
 
 @app.route("/v1/services/{service}/quota", methods=["PUT"], content_types=["application/json"],
            api_key_required=True)
 @endpoint
 def put_quota(service):
-    return bootstrap.quota_book().put(validate_service_name(service), json_body(app.current_request.raw_body),
+    return bootstrap.current().quotas.put(validate_service_name(service), json_body(app.current_request.raw_body),
                                       actor=access.actor(app.current_request))
 
 
 @app.route("/v1/services/{service}/quota", methods=["DELETE"], api_key_required=True)
 @endpoint
 def delete_quota(service):
-    bootstrap.quota_book().delete(validate_service_name(service), actor=access.actor(app.current_request))
+    bootstrap.current().quotas.delete(validate_service_name(service), actor=access.actor(app.current_request))
     return Response(body="", status_code=204)
 
 
 @app.route("/v1/quotas", methods=["GET"], api_key_required=True)
 @endpoint
 def list_quotas():
-    snapshot = bootstrap.quota_book().load()
+    snapshot = bootstrap.current().quotas.load()
     return {"quotas": [{"service": s, **q} for s, q in sorted(snapshot.quotas.items())], "rules": snapshot.rules}
 
 
 @app.route("/v1/quota-rules", methods=["GET"], api_key_required=True)
 @endpoint
 def get_quota_rules():
-    return {"rules": bootstrap.quota_book().get_rules()}
+    return {"rules": bootstrap.current().quotas.get_rules()}
 
 
 @app.route("/v1/quota-rules", methods=["PUT"], content_types=["application/json"],
            api_key_required=True)
 @endpoint
 def put_quota_rules():
-    return {"rules": bootstrap.quota_book().put_rules(json_body(app.current_request.raw_body),
+    return {"rules": bootstrap.current().quotas.put_rules(json_body(app.current_request.raw_body),
                                                       actor=access.actor(app.current_request))}
 
 
 @app.route("/v1/quota-audit", methods=["GET"], api_key_required=True)
 @endpoint
 def quota_audit():
-    return {"entries": bootstrap.quota_book().audit_log(limit=integer(_params(), "limit", 100, 1, 1000))}
+    return {"entries": bootstrap.current().quotas.audit_log(limit=integer(_params(), "limit", 100, 1, 1000))}
 
 
 @app.route("/v1/schemas/quota", methods=["GET"], api_key_required=True)
@@ -195,7 +196,7 @@ def quota_rules_schema():
 @app.route("/v1/services/{service}/alerts", methods=["GET"], api_key_required=True)
 @endpoint
 def service_alerts(service):
-    return {"service": service, "alerts": alert_history(service)}
+    return {"service": service, "alerts": bootstrap.current().ledger.history(validate_service_name(service))}
 
 
 # -- documentation and the dashboard -----------------------------------------------------------

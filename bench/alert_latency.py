@@ -24,7 +24,7 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from localrun.prometheus import free_port  # noqa: E402
+from localrun.processes import free_port  # noqa: E402
 
 
 def epoch(text: str) -> float:

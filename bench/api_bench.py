@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,29 +23,17 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from localrun.prometheus import free_port  # noqa: E402
+from localrun.processes import free_port, start_chalice_local, start_moto_server, stop_process  # noqa: E402
 
 CHARTS = [("1 h at 1m", 3600, "1m"), ("24 h at 5m", 86400, "5m"), ("30 d at 1h", 30 * 86400, "1h"),
           ("365 d at 1d", 365 * 86400, "1d")]
 
 
-def start(cmd, env, url, log):
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    for _ in range(200):
-        try:
-            requests.get(url, timeout=1)
-            return process
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise SystemExit(f"{cmd[0]} did not start")
-
-
 def seed(services: int, minute_days: int, now: int) -> None:
     from chalicelib import bootstrap
-    from chalicelib.core.models import CollectorState
     from chalicelib.core.usage import BucketUsage
 
-    store = bootstrap.store()
+    store = bootstrap.current().store
     year_start = (now - 366 * 86400) // 86400 * 86400
     end = now // 300 * 300
 
@@ -63,10 +49,10 @@ def seed(services: int, minute_days: int, now: int) -> None:
         store.put_buckets(level, buckets("svc-0000", level, size, end - minute_days * 86400))
     from chalicelib.core.models import ServiceUsage
 
-    for s in range(services):
-        ServiceUsage("SERVICES", f"svc-{s:04d}", service=f"svc-{s:04d}", first_seen=year_start, last_active=end,
-                     period_kind="month", period_anchor=1, period_start=0, period_end=0, through=end).save()
-    CollectorState("STATE", "collector", watermark=end, collection_start=year_start, gaps=[]).save()
+    store.put_services([ServiceUsage.first_seen_at(f"svc-{s:04d}", year_start, last_active=end)
+                        for s in range(services)])
+    store.acquire_lease("seed", end, 0)
+    store.update_state("seed", watermark=end, collection_start=year_start, gaps=[], running_since=None)
 
 
 def main() -> None:
@@ -76,32 +62,26 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--prometheus")
     args = parser.parse_args()
-    moto_port, api_port = free_port(), free_port()
+    moto, aws_url = start_moto_server()
     env = {**os.environ, "TABLE_NAME": "bench-api", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "ALERT_FROM": "b@example.com",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}", "PROMETHEUS_URL": "http://127.0.0.1:9",
+           "AWS_ENDPOINT_URL": aws_url, "PROMETHEUS_URL": "http://127.0.0.1:9",
            "THROTTLE_ENABLED": "false"}
     env.pop("API_KEYS", None)
     os.environ.update(env)
-    log = open(os.devnull, "w")
-    moto = start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], env,
-                 f"http://127.0.0.1:{moto_port}/moto-api/", log)
     api = None
     try:
         from chalicelib import bootstrap
         from chalicelib.core import tables
 
-        bootstrap.store()
+        bootstrap.current()  # binds the models to the table
         tables.ensure_table()
         now = int(time.time())
         t0 = time.monotonic()
         seed(args.services, args.minute_days, now)
         print(f"seeded {args.services} services (a year of 1h/1d rollups each, {args.minute_days} d of minutes "
               f"for svc-0000) in {time.monotonic() - t0:.0f} s")
-        chalice = str(Path(sys.executable).with_name("chalice"))
-        api = start([chalice, "local", "--stage", "local", "--host", "127.0.0.1", "--port", str(api_port),
-                     "--no-autoreload"], env, f"http://127.0.0.1:{api_port}/v1/health", log)
-        base = f"http://127.0.0.1:{api_port}"
+        api, base = start_chalice_local(free_port(), env)
         print(f"\n{'chart':<12} {'points N':>8} {'items read':>10} {'2N+2':>6} {'p50 ms':>8} {'p95 ms':>8}"
               + (f" {'prom p50 ms':>11}" if args.prometheus else ""))
         for label, span, step in CHARTS:
@@ -130,7 +110,7 @@ def main() -> None:
     finally:
         for process in (api, moto):
             if process is not None:
-                os.killpg(process.pid, signal.SIGTERM)
+                stop_process(process)
 
 
 if __name__ == "__main__":

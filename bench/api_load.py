@@ -10,7 +10,6 @@ clients sends a fixed mix (overview, a 24 h chart, stats, legacy endpoint) for -
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import threading

@@ -49,7 +49,7 @@ def configure(moto_url: str, prometheus_url: str, backfill_minutes: int):
 
     requests.post(f"{moto_url}/moto-api/reset", timeout=5)
     bootstrap.reset()
-    bootstrap.store()
+    bootstrap.current()  # binds the models to the table
     tables.ensure_table()
     return bootstrap
 
@@ -119,10 +119,9 @@ def accuracy(moto_url: str) -> None:
     build_tsdb(history.render(), data_dir)
     with PrometheusServer(data_dir=data_dir) as prom:
         bootstrap = configure(moto_url, prom.url, 60)
-        bootstrap.collector().run(now=window[1] + 31)
-        from chalicelib.core.models import UsageBucket
-
-        collected = sum(int(i.egress) for i in UsageBucket.query("USAGE#pay", UsageBucket.sk.startswith("1m#")))
+        bootstrap.current().collector.run(now=window[1] + 31)
+        minutes = bootstrap.current().store.query_buckets("pay", "1m", window[0] - 86400, window[1] + 86400)
+        collected = sum(b.egress for b in minutes)
         answer = requests.get(f"{prom.url}/api/v1/query_range", params={
             "query": "sum by (service,route,direction)(increase(kong_bandwidth_bytes[1m]))",
             "start": window[0] + 60, "end": window[1], "step": 60}).json()
@@ -152,7 +151,7 @@ def scale(moto_url: str, services: int, runs: int) -> None:
           f"(history built in {time.monotonic() - t0:.1f} s)")
     with PrometheusServer(data_dir=data_dir) as prom:
         bootstrap = configure(moto_url, prom.url, 1)
-        collector = bootstrap.collector()
+        collector = bootstrap.current().collector
         meter = WriteMeter(collector.store)
         rows = []
         for i in range(runs):

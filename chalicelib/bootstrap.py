@@ -1,11 +1,18 @@
 """The one place that assembles Bandwidth Meter's parts from the settings.
 
-Everything is built lazily on first use, never at import, so importing app.py
-costs nothing and a missing setting fails only the function that needs it.
+``current()`` gives the parts of this process, built on first use (never at import, so
+importing app.py costs nothing and a missing setting fails only the function that needs
+it). Building them binds the models to the configured table, so every path that reads or
+writes DynamoDB goes through here first.
+
+Tests and the local runtime pass parts in instead of patching: ``override(clock=...,
+prometheus=FakePrometheus(), mailer=RecordingMailer())`` builds the rest around them.
 """
 from __future__ import annotations
 
-import functools
+import time
+from functools import cached_property
+from typing import Callable, Optional
 
 import boto3
 
@@ -13,87 +20,108 @@ from chalicelib.core import models
 from chalicelib.core.settings import Settings, from_env
 
 
-@functools.lru_cache(maxsize=None)
-def settings() -> Settings:
-    return from_env()
+class Bootstrap:
+    """Every part a function needs. Each part is built once, when first asked for; a part
+    passed to the constructor is used as it is (it shadows the cached property)."""
+
+    def __init__(self, settings: Optional[Settings] = None, clock: Callable[[], float] = time.time, **parts):
+        self.settings = settings or from_env()
+        self.clock = clock
+        unknown = set(parts) - _PARTS
+        if unknown:
+            raise TypeError(f"unknown parts: {', '.join(sorted(unknown))}")
+        self.__dict__.update({name: part for name, part in parts.items() if part is not None})
+        s = self.settings
+        models.bind(s.table_name, s.region, s.aws_endpoint_url)
+
+    @cached_property
+    def boto_session(self) -> boto3.session.Session:
+        return boto3.session.Session(region_name=self.settings.region)
+
+    def aws_client(self, service: str):
+        return self.boto_session.client(service, endpoint_url=self.settings.aws_endpoint_url)
+
+    # -- persistence (core) ------------------------------------------------------------------
+    @cached_property
+    def store(self):
+        from chalicelib.core.store import UsageStore
+
+        return UsageStore(minute_ttl_days=self.settings.minute_ttl_days)
+
+    @cached_property
+    def quotas(self):
+        from chalicelib.core.quota_book import QuotaBook
+
+        return QuotaBook(clock=self.clock)
+
+    @cached_property
+    def ledger(self):
+        from chalicelib.core.alert_ledger import AlertLedger
+
+        return AlertLedger()
+
+    # -- the collector -----------------------------------------------------------------------
+    @cached_property
+    def prometheus(self):
+        from chalicelib.collect.prometheus import PrometheusClient
+
+        return PrometheusClient.from_settings(self.settings)
+
+    @cached_property
+    def collector(self):
+        from chalicelib.collect.collector import Collector
+
+        return Collector(self.prometheus, self.store, self.settings, quotas=self.quotas, clock=self.clock)
+
+    # -- the alerts function -----------------------------------------------------------------
+    @cached_property
+    def mailer(self):
+        from chalicelib.notify.mailer import SesMailer
+
+        return SesMailer(self.aws_client("ses"), sender=self.settings.require("alert_from"))
+
+    @cached_property
+    def webhook(self):
+        from chalicelib.notify.webhook import WebhookSender
+
+        secret = self.settings.webhook_secret
+        return WebhookSender(secret, clock=self.clock) if secret else None
+
+    @cached_property
+    def alert_processor(self):
+        from chalicelib.notify.alerts import AlertProcessor
+
+        return AlertProcessor(self.store, self.ledger, self.quotas, self.mailer,
+                              public_url=self.settings.public_url, webhook=self.webhook)
+
+    # -- the API -----------------------------------------------------------------------------
+    @cached_property
+    def access_guard(self):
+        from chalicelib.api.access import AccessGuard
+
+        return AccessGuard.from_settings(self.settings)
+
+
+_PARTS = frozenset(name for name, value in vars(Bootstrap).items() if isinstance(value, cached_property))
+_current: Optional[Bootstrap] = None
+
+
+def current() -> Bootstrap:
+    """This process's parts, built from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Bootstrap()
+    return _current
+
+
+def override(settings: Optional[Settings] = None, clock: Callable[[], float] = time.time, **parts) -> Bootstrap:
+    """Use these parts (and build the others) from now on: for tests and the local runtime."""
+    global _current
+    _current = Bootstrap(settings, clock, **parts)
+    return _current
 
 
 def reset() -> None:
-    """Forget everything built (tests change the environment between cases)."""
-    for getter in (settings, store, prometheus, collector, mailer, alert_processor, quota_book, access_guard,
-                   _boto_session):
-        getter.cache_clear()
-
-
-@functools.lru_cache(maxsize=None)
-def _boto_session() -> boto3.session.Session:
-    return boto3.session.Session(region_name=settings().region)
-
-
-def aws_client(service: str):
-    s = settings()
-    return _boto_session().client(service, endpoint_url=s.aws_endpoint_url)
-
-
-@functools.lru_cache(maxsize=None)
-def store():
-    from chalicelib.core.store import UsageStore
-
-    s = settings()
-    models.configure(s.table_name, s.region, s.aws_endpoint_url)
-    return UsageStore(minute_ttl_days=s.minute_ttl_days)
-
-
-@functools.lru_cache(maxsize=None)
-def prometheus():
-    from chalicelib.collect.prometheus import PrometheusClient
-
-    s = settings()
-    return PrometheusClient.from_settings(s)
-
-
-@functools.lru_cache(maxsize=None)
-def collector():
-    from chalicelib.collect.collector import Collector
-
-    return Collector(prometheus(), store(), settings(), quotas=quota_book())
-
-
-@functools.lru_cache(maxsize=None)
-def mailer():
-    from chalicelib.notify.mailer import SesMailer
-
-    s = settings()
-    return SesMailer(aws_client("ses"), sender=s.require("alert_from"))
-
-
-@functools.lru_cache(maxsize=None)
-def alert_processor():
-    from chalicelib.notify.alerts import AlertProcessor
-
-    from chalicelib.notify.webhook import WebhookSender
-
-    s = settings()
-    webhook = WebhookSender(s.webhook_secret) if s.webhook_secret else None
-    return AlertProcessor(store(), mailer(), public_url=s.public_url, quotas=quota_book(), webhook=webhook)
-
-
-@functools.lru_cache(maxsize=None)
-def quota_book():
-    from chalicelib.core.quotas import QuotaBook
-
-    store()  # binds the models to the configured table
-    return QuotaBook()
-
-
-def status_report(now: float) -> dict:
-    from chalicelib.api.status import collector_status
-
-    return collector_status(store().state(), settings(), now)
-
-
-@functools.lru_cache(maxsize=None)
-def access_guard():
-    from chalicelib.api.access import AccessGuard
-
-    return AccessGuard.from_settings(settings())
+    """Forget everything built (the next ``current()`` reads the environment again)."""
+    global _current
+    _current = None

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import requests
+
+from localrun.processes import free_port, port_in_use, stop_process
 
 
 class PrometheusUnavailable(RuntimeError):
@@ -58,17 +58,6 @@ def ensure_installed(announce=print) -> None:
     if not _have_binaries():
         raise PrometheusUnavailable("the prometheus package installed, but the binaries are not on PATH")
     announce("Prometheus installed.")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def build_tsdb(openmetrics_text: str, data_dir: str) -> None:
@@ -155,13 +144,8 @@ class PrometheusServer:
             return ""
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        if self.process:
+            stop_process(self.process)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self):

@@ -70,7 +70,7 @@ class Runtime:
 
     # -- start-up ----------------------------------------------------------------------------
     def start(self) -> None:
-        from localrun.prometheus import port_in_use
+        from localrun.processes import port_in_use
 
         if port_in_use(self.api_port):
             raise StartupError(f"API_PORT {self.api_port} is already in use on 127.0.0.1; "
@@ -90,7 +90,7 @@ class Runtime:
             return
         from moto.server import ThreadedMotoServer
 
-        from localrun.prometheus import free_port
+        from localrun.processes import free_port
 
         self.env.setdefault("AWS_ACCESS_KEY_ID", "testing")
         self.env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -107,9 +107,9 @@ class Runtime:
         from chalicelib.core import tables
 
         bootstrap.reset()
-        bootstrap.store()  # binds the models to the table
+        bootstrap.current()  # binds the models to the table
         stream_arn = tables.ensure_table()
-        bootstrap.aws_client("ses").verify_email_identity(EmailAddress=self.env["ALERT_FROM"])
+        bootstrap.current().aws_client("ses").verify_email_identity(EmailAddress=self.env["ALERT_FROM"])
         self.streams = boto3.client("dynamodbstreams", region_name=self.env["AWS_REGION"],
                                     endpoint_url=self.env["AWS_ENDPOINT_URL"])
         return stream_arn
@@ -136,26 +136,15 @@ class Runtime:
         self.env["PROMETHEUS_URL"] = self.prometheus.url
 
     def _start_api(self) -> None:
+        from localrun.processes import ProcessFailed, start_chalice_local
+
         RUN_DIR.mkdir(exist_ok=True)
         self.env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{self.api_port}")
-        chalice = Path(sys.executable).with_name("chalice")
-        log_file = open(RUN_DIR / "api.log", "ab")
-        api = subprocess.Popen([str(chalice), "local", "--stage", "local", "--host", self.api_host,
-                                "--port", str(self.api_port), "--no-autoreload"], cwd=ROOT, env=dict(self.env),
-                               stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        log_file.close()
-        self.children.append(api)
-        self.api = api
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if api.poll() is not None:
-                raise StartupError(f"chalice local exited ({api.returncode}); see {RUN_DIR / 'api.log'}")
-            try:
-                if requests.get(f"http://127.0.0.1:{self.api_port}/v1/health", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                time.sleep(0.3)
-        raise StartupError(f"the API did not answer within 60 s; see {RUN_DIR / 'api.log'}")
+        try:
+            self.api, _ = start_chalice_local(self.api_port, dict(self.env), RUN_DIR / "api.log", host=self.api_host)
+        except ProcessFailed as e:
+            raise StartupError(f"the API did not start ({e}); see {RUN_DIR / 'api.log'}") from None
+        self.children.append(self.api)
 
     def _start_loops(self, stream_arn: str) -> None:
         import app
@@ -186,7 +175,7 @@ class Runtime:
             f"  AWS          {self.env['AWS_ENDPOINT_URL']}" + (" (embedded moto server)" if self.moto else ""),
             f"  table        {self.env['TABLE_NAME']}, sender {self.env['ALERT_FROM']}",
             f"  collector    every {self.interval:g} s; emails are printed and saved under {OUTBOX}/",
-            f"  access       {access.startup_notice(bootstrap.settings())}",
+            f"  access       {access.startup_notice(bootstrap.current().settings)}",
         ]
         if self.gateway_url:
             lines.append(f"  gateway      {self.gateway_url}/metrics (development gateway with demo traffic)")
@@ -265,18 +254,11 @@ class Runtime:
         return 0
 
     def stop(self) -> None:
+        from localrun.processes import stop_process
+
         self.stop_event.set()
         for child in self.children:
-            if child.poll() is None:
-                try:
-                    os.killpg(child.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for child in self.children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
+            stop_process(child)
         for close in reversed(self.closers):
             try:
                 close()

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     try:
-        models.configure(args.table, args.region, endpoint)
+        models.bind(args.table, args.region, endpoint)
         stream_arn = tables.ensure_table()
         table_arn = stream_arn.split("/stream/")[0]
         session = boto3.session.Session(region_name=args.region)

@@ -7,9 +7,24 @@ import os
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.core import models
 
 pytest_plugins = ["tests.support.servers"]
+
+# Tiers by directory (pytest.ini describes them); `e2e` marks the slow end-to-end files inside the
+# integration tier: a real browser, schemathesis, benchmarks and the whole local runtime.
+TIERS = {"unit": "unit", "integration": "integration", "localstack": "localstack"}
+E2E_FILES = {"test_dashboard_browser.py", "test_swagger_browser.py", "test_schemathesis.py", "test_benchmarks.py",
+             "test_local_runtime.py", "test_property_http.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        path = item.path
+        tier = TIERS.get(path.parent.name)
+        if tier:
+            item.add_marker(getattr(pytest.mark, tier))
+        if path.name in E2E_FILES:
+            item.add_marker(pytest.mark.e2e)
 
 BASE_ENV = {
     "TABLE_NAME": "bandwidth-meter-test",
@@ -48,7 +63,6 @@ def aws(env):
     from chalicelib.core import tables
 
     with mock_aws():
-        settings = bootstrap.settings()
-        models.configure(settings.table_name, settings.region, None)
+        settings = bootstrap.current().settings
         tables.ensure_table()
         yield settings

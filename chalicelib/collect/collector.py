@@ -9,17 +9,19 @@ redoes it with the same deterministic keys and absolute values.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 from chalicelib.collect import kong
+from chalicelib.collect.checkpoint import Checkpoint, Reading, baseline_for_chunk, series_id
 from chalicelib.core.errors import BadSample, BandwidthMeterError
 from chalicelib.core.models import ServiceUsage
 from chalicelib.core.periods import period_at
 from chalicelib.collect.prometheus import PrometheusClient
-from chalicelib.core.quotas import QuotaBook
+from chalicelib.core.quota_book import QuotaBook
 from chalicelib.core.store import LEASE_SECONDS, UsageStore
 from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS, MINUTE, floor, floor_minute, iso
 from chalicelib.collect.deltas import MinuteAccumulator, series_deltas
@@ -40,17 +42,20 @@ class RunReport:
     prometheus_requests: int = 0
     error: Optional[str] = None
     gaps: List[List[int]] = field(default_factory=list)
+    quarantined: List[dict] = field(default_factory=list)  # series skipped, with the reason
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 class Collector:
-    def __init__(self, prometheus: PrometheusClient, store: UsageStore, settings, quotas: QuotaBook = None):
+    def __init__(self, prometheus: PrometheusClient, store: UsageStore, settings, quotas: QuotaBook,
+                 clock: Callable[[], float] = time.time):
         self.prometheus = prometheus
         self.store = store
         self.settings = settings
-        self.quotas = quotas or QuotaBook()
+        self.quotas = quotas
+        self.clock = clock
 
     # -- the run -------------------------------------------------------------------------
     def run(self, now: float) -> RunReport:
@@ -86,8 +91,13 @@ class Collector:
             book = self.quotas.load()
             for chunk_start in range(start, end, chunk):
                 chunk_end = min(chunk_start + chunk, end)
-                self._collect_chunk(chunk_start, chunk_end, services, book, report)
-                self.store.update_state(run_id, watermark=chunk_end)
+                unobserved = self._collect_chunk(chunk_start, chunk_end, services, book, report)
+                if unobserved:
+                    gaps = merge_gaps(gaps + unobserved)
+                    report.gaps.extend(unobserved)
+                    self.store.update_state(run_id, watermark=chunk_end, gaps=gaps)
+                else:
+                    self.store.update_state(run_id, watermark=chunk_end)
                 report.minutes += (chunk_end - chunk_start) // MINUTE
             if report.minutes:
                 report.status = "ok"
@@ -96,7 +106,7 @@ class Collector:
             log.error("collector: run failed at watermark %s: %s", iso(start), e)
         report.items_written = self.store.writes - writes_before
         report.prometheus_requests = self.prometheus.requests_made - requests_before
-        finished = time.time()
+        finished = self.clock()
         self._finish(run_id, now, finished, started, report)
         if report.status == "failed":
             raise CollectorRunFailed(report.error)
@@ -113,6 +123,9 @@ class Collector:
         )
         if report.schemas:
             fields["schema_seen"] = ",".join(sorted(report.schemas))
+        if report.status != "skipped":
+            fields.update(quarantined=report.quarantined[:QUARANTINE_SHOWN] or None,
+                          quarantined_count=len(report.quarantined))
         if report.status == "failed":
             fields.update(last_error=report.error, last_error_at=now)
         else:
@@ -120,77 +133,110 @@ class Collector:
         self.store.update_state(run_id, **fields)
 
     # -- one chunk -----------------------------------------------------------------------
-    def _collect_chunk(self, start: int, end: int, services: Dict[str, ServiceUsage], book, report: RunReport):
-        # When the chunk completes a five-minute bucket, read that bucket's earlier minutes
-        # again too (the same raw samples give the same values), so five-minute rollups are
-        # summed in memory instead of read back item by item.
-        five = LEVELS["5m"]
-        read_from = floor(start, five) if floor(end, five) > start else start
-        all_minutes = self.read_minutes(read_from, end, report).minutes()
-        fresh = [b for b in all_minutes if b.start >= start]
-        report.minutes_written += self.store.put_buckets("1m", fresh)
+    def _collect_chunk(self, start: int, end: int, services: Dict[str, ServiceUsage], book,
+                       report: RunReport) -> List[List[int]]:
+        """Collect [start, end): minutes, rollups, period usage and checkpoints. Returns the
+        stretches of the window in which Prometheus observed none of the known series."""
+        window = self.read_window(start, end, services, report)
+        minutes = window.usage.minutes()
+        report.minutes_written += self.store.put_buckets("1m", minutes)
         by_service: Dict[str, List[BucketUsage]] = {}
-        for bucket in fresh:
-            by_service.setdefault(bucket.service, []).append(bucket)
-        for service, buckets in by_service.items():
-            known = services.get(service)
-            first = buckets[0].start
-            if known is None:
-                services[service] = ServiceUsage("SERVICES", service, service=service, first_seen=first,
-                                                 last_active=buckets[-1].start, through=start,
-                                                 period_kind="month", period_start=0, period_end=0)
-            else:
-                known.last_active = max(int(known.last_active), buckets[-1].start)
-                known.first_seen = min(int(known.first_seen), first)
-        self._write_five_minute_rollups(read_from, end, all_minutes)
-        self._write_rollups(start, end, services)
-        changed = [self._period_usage(services[name], buckets, book, start, end)
-                   for name, buckets in by_service.items()]
-        self.store.put_services([item for item in changed if item is not None])
-
-    def _write_five_minute_rollups(self, read_from: int, end: int, minutes: List[BucketUsage]) -> None:
-        five = LEVELS["5m"]
-        complete_until = floor(end, five)
-        rollups: Dict[tuple, BucketUsage] = {}
         for bucket in minutes:
-            if bucket.start < complete_until:
-                key = (bucket.service, floor(bucket.start, five))
-                rollups.setdefault(key, BucketUsage(bucket.service, key[1])).merge(bucket)
-        self.store.put_buckets("5m", list(rollups.values()))
+            by_service.setdefault(bucket.service, []).append(bucket)
+        touched = set(by_service) | set(window.checkpoints)
+        for service in touched:
+            buckets = by_service.get(service, [])
+            known = services.get(service)
+            if known is None:
+                first = buckets[0].start if buckets else start
+                services[service] = ServiceUsage.first_seen_at(service, first, last_active=first)
+            if buckets:
+                item = services[service]
+                item.last_active = max(int(item.last_active), buckets[-1].start)
+                item.first_seen = min(int(item.first_seen), buckets[0].start)
+        self._write_rollups(start, end, services)
+        changed = []
+        for service in touched:
+            item = self._period_usage(services[service], by_service.get(service, []), book, start, end)
+            checkpoint = window.checkpoints.get(service)
+            if checkpoint is not None:
+                item.previous_checkpoint, item.previous_checkpoint_at = window.baselines[service].pack(), start
+                item.checkpoint, item.checkpoint_at = checkpoint.pack(), end
+            changed.append(item)
+        self.store.put_services(changed)
+        return window.unobserved(start, end, bool(services), self.settings.unobserved_gap_minutes)
 
-    def read_minutes(self, start: int, end: int, report: RunReport) -> MinuteAccumulator:
-        """Exact per-minute bytes (and traffic statistics) in [start, end) from raw samples."""
-        acc = MinuteAccumulator()
+    def read_window(self, start: int, end: int, services: Dict[str, ServiceUsage], report: RunReport) -> "Window":
+        """Exact per-minute bytes (and traffic statistics) in [start, end), with each service's
+        checkpoint after the window where it changed."""
+        s = self.settings
+        window = Window()
+        # Samples that arrived after their minute was final are looked for this far back (they
+        # count in the window's first minute); not before collection began, which nothing precedes.
+        read_from = start - s.late_sample_seconds if services else start
+        selector = kong.bandwidth_selector(s.kong_schema)
+        unknown = []  # series the collector has no checkpoint of: first seen now
         seen = 0
-        for labels, per_minute in self._deltas(kong.bandwidth_selector(self.settings.kong_schema), start, end):
-            key = kong.bandwidth_key(labels)
-            acc.add(key.service, key.route, key.direction, per_minute)
+        for one in self._dedupe_replicas(self.prometheus.raw_samples(selector, read_from, end)):
+            try:
+                key = kong.bandwidth_key(one.labels)
+            except BadSample as e:
+                report.quarantined.append(quarantine_entry(one.labels, str(e)))
+                continue
             seen += 1
-            schema = kong.detect_schema(labels)
+            schema = kong.detect_schema(one.labels)
             if schema not in report.schemas:
                 report.schemas.append(schema)
-        if self.settings.collect_traffic_stats:
-            for labels, per_minute in self._deltas(kong.REQUESTS_SELECTOR, start, end):
-                if labels.get("service") and labels.get("code"):
-                    acc.add_status(labels["service"], labels["code"], per_minute)
-            for selector, part in ((kong.LATENCY_BUCKET_SELECTOR, "buckets"), (kong.LATENCY_SUM_SELECTOR, "sum"),
-                                   (kong.LATENCY_COUNT_SELECTOR, "count")):
-                for labels, per_minute in self._deltas(selector, start, end, integer=part != "sum"):
-                    if labels.get("service") and (part != "buckets" or labels.get("le")):
-                        acc.add_latency(labels["service"], part, per_minute, labels.get("le"))
+            baseline = window.baseline(key.service, services, start)
+            sid = series_id(self._strip_replicas(one.key))
+            reading = baseline.readings.get(sid)
+            if reading is None:
+                unknown.append((key, sid, one))
+                continue
+            samples = [(ts, v) for ts, v in one.samples if round(ts * 1000) > reading.at_ms]
+            window.count(key, sid, reading.value, samples, start, one.labels, report)
+        if unknown:
+            # First sight: the last value Prometheus holds from before the window is the baseline
+            # (none: the series was born inside it, so its first value counts). The late-sample
+            # look-back is for checkpointed series only: without a checkpoint the collector cannot
+            # tell a late sample from one it already counted.
+            history = self.prometheus.last_values(selector, start, s.series_lookback_seconds)
+            history = {self._strip_replicas(k): v for k, v in history.items()}
+            for key, sid, one in unknown:
+                samples = [(ts, v) for ts, v in one.samples if ts >= start]
+                previous = history.get(self._strip_replicas(one.key))
+                if previous is not None and not (math.isfinite(previous) and previous >= 0):
+                    # Counting from zero would count its whole lifetime: wait for a valid value.
+                    report.quarantined.append(quarantine_entry(
+                        one.labels, f"its last value before the window is {previous!r}, not a byte counter"))
+                    continue
+                window.count(key, sid, previous, samples, start, one.labels, report)
         report.series_seen = max(report.series_seen, seen)
-        return acc
+        if s.collect_traffic_stats:
+            self._read_stats(start, end, window.usage, report)
+        return window
 
-    def _deltas(self, selector: str, start: int, end: int, integer: bool = True):
-        """(labels, per-minute increase) for every series of ``selector`` in the window."""
+    def _read_stats(self, start: int, end: int, acc: MinuteAccumulator, report: RunReport) -> None:
+        """Request counts and latency histograms; approximate by nature, so baselined on
+        Prometheus history rather than on the checkpoint."""
+        for labels, per_minute in self._deltas(kong.REQUESTS_SELECTOR, start, end, report):
+            if labels.get("service") and labels.get("code"):
+                acc.add_status(labels["service"], labels["code"], per_minute)
+        for selector, part in ((kong.LATENCY_BUCKET_SELECTOR, "buckets"), (kong.LATENCY_SUM_SELECTOR, "sum"),
+                               (kong.LATENCY_COUNT_SELECTOR, "count")):
+            for labels, per_minute in self._deltas(selector, start, end, report, integer=part != "sum"):
+                if labels.get("service") and (part != "buckets" or labels.get("le")):
+                    acc.add_latency(labels["service"], part, per_minute, labels.get("le"))
+
+    def _deltas(self, selector: str, start: int, end: int, report: RunReport, integer: bool = True):
+        """(labels, per-minute increase) for every valid series of ``selector`` in the window."""
         previous = self.prometheus.last_values(selector, start, self.settings.series_lookback_seconds)
         previous = {self._strip_replicas(k): v for k, v in previous.items()}
         for one in self._dedupe_replicas(self.prometheus.raw_samples(selector, start, end)):
             try:
-                per_minute = series_deltas(previous.get(self._strip_replicas(one.key)), one.samples, integer)
-                yield one.labels, per_minute
+                yield one.labels, series_deltas(previous.get(self._strip_replicas(one.key)), one.samples, integer)
             except BadSample as e:
-                raise BadSample(f"{e} (series {one.labels}, window {iso(start)}..{iso(end)})") from e
+                report.quarantined.append(quarantine_entry(one.labels, str(e)))
 
     def _strip_replicas(self, key):
         drop = set(self.settings.replica_labels)
@@ -207,7 +253,7 @@ class Collector:
 
     def _write_rollups(self, start: int, end: int, services: Dict[str, ServiceUsage]) -> None:
         """Recompute every coarser rollup this chunk completed, from the next finer level."""
-        for finer, level in zip(LEVEL_ORDER[1:], LEVEL_ORDER[2:]):
+        for finer, level in zip(LEVEL_ORDER, LEVEL_ORDER[1:]):
             size, finer_size = LEVELS[level], LEVELS[finer]
             bucket_end = floor(start, size) + size
             while bucket_end <= end:
@@ -260,3 +306,75 @@ class Collector:
 
 class CollectorRunFailed(BandwidthMeterError):
     """Raised after a failed run is recorded, so the scheduler (Lambda) sees the failure."""
+
+
+QUARANTINE_SHOWN = 50  # entries kept in the collector state; the count covers them all
+
+
+def quarantine_entry(labels: Dict[str, str], reason: str) -> dict:
+    text = ",".join(f"{k}={v!r}" for k, v in sorted(labels.items()))
+    entry = {"series": text[:300] + ("..." if len(text) > 300 else ""), "reason": reason}
+    log.warning("collector: series quarantined (%s): %s", reason, entry["series"])
+    return entry
+
+
+def merge_gaps(gaps: List[List[int]]) -> List[List[int]]:
+    merged: List[List[int]] = []
+    for a, b in sorted(gaps):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return merged
+
+
+class Window:
+    """What one chunk read: minute usage, the checkpoints it began from and the ones that changed."""
+
+    def __init__(self) -> None:
+        self.usage = MinuteAccumulator()
+        self.baselines: Dict[str, Checkpoint] = {}
+        self.checkpoints: Dict[str, Checkpoint] = {}  # only those that changed
+        self.observed_minutes: Set[int] = set()
+
+    def baseline(self, service: str, services: Dict[str, ServiceUsage], start: int) -> Checkpoint:
+        if service not in self.baselines:
+            self.baselines[service] = baseline_for_chunk(services.get(service), start) or Checkpoint()
+        return self.baselines[service]
+
+    def count(self, key: kong.BandwidthKey, sid: bytes, previous: Optional[float], samples, start: int,
+              labels: Dict[str, str], report: RunReport) -> None:
+        """Add one series' increase since ``previous``; a sample that arrived after its minute was
+        final counts in the window's first minute. A bad series is quarantined, whole."""
+        try:
+            per_minute = series_deltas(previous, samples)
+        except BadSample as e:
+            report.quarantined.append(quarantine_entry(labels, str(e)))
+            return
+        placed: Dict[int, int] = {}
+        for minute, nbytes in per_minute.items():
+            placed[max(minute, start)] = placed.get(max(minute, start), 0) + nbytes
+        self.usage.add(key.service, key.route, key.direction, placed)
+        self.observed_minutes.update(floor_minute(ts) for ts, _ in samples if ts >= start)
+        if samples:
+            ts, value = samples[-1]
+            baseline = self.baselines.setdefault(key.service, Checkpoint())
+            old = baseline.readings.get(sid)
+            if old is None or old.value != value:
+                checkpoint = self.checkpoints.setdefault(key.service, baseline.copy())
+                checkpoint.readings[sid] = Reading(value, int(round(ts * 1000)))
+
+    def unobserved(self, start: int, end: int, fleet_known: bool, minimum_minutes: int) -> List[List[int]]:
+        """Stretches of at least ``minimum_minutes`` in which no known series had a sample."""
+        if not (fleet_known or self.baselines):
+            return []
+        stretches, run_start = [], None
+        for minute in range(start, end + MINUTE, MINUTE):
+            quiet = minute < end and minute not in self.observed_minutes
+            if quiet and run_start is None:
+                run_start = minute
+            elif not quiet and run_start is not None:
+                if minute - run_start >= minimum_minutes * MINUTE:
+                    stretches.append([run_start, minute])
+                run_start = None
+        return stretches

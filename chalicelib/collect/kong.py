@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Mapping, NamedTuple
 
 from chalicelib.core.errors import BadSample
+from chalicelib.core.quotas import is_service_name
 
 BANDWIDTH_METRICS = {"2": "kong_bandwidth", "3.0": "kong_bandwidth_bytes", "3.7": "kong_bandwidth_bytes"}
 DIRECTIONS = ("ingress", "egress")
@@ -46,7 +47,9 @@ def bandwidth_key(labels: Mapping[str, str]) -> BandwidthKey:
     direction = labels.get("direction") or labels.get("type")
     service = labels.get("service") or UNMATCHED_SERVICE
     if direction not in DIRECTIONS:
-        raise BadSample(f"series without a valid direction/type label: {dict(labels)}")
+        raise BadSample("no valid direction/type label (ingress or egress)")
+    if not is_service_name(service):
+        raise BadSample("service name is longer than 200 characters or holds control characters")
     # Kong leaves route empty for traffic that matched a service but no named route.
     return BandwidthKey(service, labels.get("route") or "", direction)
 

@@ -14,10 +14,18 @@ Key design (pk / sk):
 
 Keys are deterministic and values absolute, so a retried or overlapping
 collector run writes the same items again (ARCHITECTURE.md, guarantee 2).
+The key builders below are the only place these strings are spelled; the
+adapters (store.py, quota_book.py, alert_ledger.py) are the only code that
+reads or writes the models.
+
+The models carry no table of their own: ``bind`` points them at the configured
+table (bootstrap does, before any adapter is built), and a model used unbound
+fails loudly instead of quietly reading some default table.
 """
 from __future__ import annotations
 
 from pynamodb.attributes import (
+    BinaryAttribute,
     BooleanAttribute,
     JSONAttribute,
     ListAttribute,
@@ -26,19 +34,68 @@ from pynamodb.attributes import (
     TTLAttribute,
     UnicodeAttribute,
 )
+from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
+
+from chalicelib.core.errors import StoreError
+from chalicelib.core.timeutil import iso, iso_minute
+
+# -- keys ------------------------------------------------------------------------------------
+SERVICES_PK = "SERVICES"
+STATE_KEY = ("STATE", "collector")
+QUOTA_PK = "QUOTA"
+RULES_KEY = ("RULES", "current")
+AUDIT_PK = "AUDIT"
+FORECAST = "forecast"  # the sort-key suffix of a forecast alert, in place of a threshold
+
+
+def usage_pk(service: str) -> str:
+    return f"USAGE#{service}"
+
+
+def bucket_sk(level: str, start: int) -> str:
+    return f"{level}#{iso_minute(start)}"
+
+
+def alert_pk(service: str) -> str:
+    return f"ALERT#{service}"
+
+
+def alert_period_prefix(period_start: int) -> str:
+    return f"{iso(period_start)}#"
+
+
+def alert_sk(period_start: int, threshold, forecast: bool = False) -> str:
+    return alert_period_prefix(period_start) + (FORECAST if forecast else format(threshold, "09.3f"))
+
+
+def audit_sk(at: float, unique: str) -> str:
+    # Milliseconds since the epoch, zero-padded: the sort key orders entries in time.
+    return f"{int(at * 1000):015d}#{unique}"
+
+
+def is_condition_failure(error: PynamoDBException) -> bool:
+    """Whether a write failed only because its condition did not hold (someone else won)."""
+    return getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 class _TableModel(Model):
     class Meta:
         abstract = True
-        table_name = "bandwidth-meter"
-        region = "us-east-1"
+        table_name = None  # set by bind()
+        region = None
         billing_mode = "PAY_PER_REQUEST"
         stream_view_type = "NEW_AND_OLD_IMAGES"
 
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
+
+    @classmethod
+    def _get_connection(cls):
+        if cls.Meta.table_name is None:
+            raise StoreError(f"{cls.__name__} is not bound to a table: chalicelib.bootstrap binds the models "
+                             "before building an adapter (models.bind)")
+        return super()._get_connection()
 
 
 class UsageBucket(_TableModel):
@@ -81,6 +138,18 @@ class ServiceUsage(_TableModel):
     egress = NumberAttribute(default=0)
     total = NumberAttribute(default=0)
     through = NumberAttribute()
+    # The collector's checkpoint of this service's counters (collect/checkpoint.py), as of
+    # checkpoint_at, and the one it started that chunk from (previous_checkpoint_at).
+    checkpoint = BinaryAttribute(legacy_encoding=False, null=True)
+    checkpoint_at = NumberAttribute(null=True)
+    previous_checkpoint = BinaryAttribute(legacy_encoding=False, null=True)
+    previous_checkpoint_at = NumberAttribute(null=True)
+
+    @classmethod
+    def first_seen_at(cls, service: str, minute: int, last_active: int) -> "ServiceUsage":
+        """A service the collector has just met; its period usage is set by the collector."""
+        return cls(SERVICES_PK, service, service=service, first_seen=minute, last_active=last_active,
+                   through=minute, period_kind="month", period_start=0, period_end=0)
 
     def counts_cycle(self, kind: str, anchor_day: int) -> bool:
         """Whether the stored usage is for periods of this kind and billing-cycle day."""
@@ -114,6 +183,9 @@ class CollectorState(_TableModel):
     last_error_at = NumberAttribute(null=True)
     last_success_at = NumberAttribute(null=True)
     schema_seen = UnicodeAttribute(null=True)
+    # Series the last run skipped, with the reason: [{"series", "reason"}], at most QUARANTINE_SHOWN.
+    quarantined = JSONAttribute(null=True)
+    quarantined_count = NumberAttribute(null=True)
 
 
 class Quota(_TableModel):
@@ -166,12 +238,23 @@ class Alert(_TableModel):
     forecast_eta = NumberAttribute(null=True)  # when the trend reaches 100 % (forecast alerts)
     delivered = ListAttribute(default=list)  # channels done ("email", "webhook"), so a retry resends none
 
+    @classmethod
+    def record(cls, service: str, period_start: int, threshold: float, forecast: bool = False, **fields) -> "Alert":
+        """The ledger entry of one (service, period, threshold) alert, or of the period's forecast."""
+        return cls(alert_pk(service), alert_sk(period_start, threshold, forecast), service=service,
+                   period_start=period_start, threshold=threshold, forecast=forecast, **fields)
+
+    @property
+    def ledger_key(self):
+        """How the ledger names this alert within its period: the threshold, or FORECAST."""
+        return FORECAST if self.forecast else float(self.threshold)
+
 
 ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, Quota, QuotaRules, AuditEntry, Alert)
 
 
-def configure(table_name: str, region: str, host: str | None = None) -> None:
-    """Point every model at the configured table (called once by bootstrap)."""
+def bind(table_name: str, region: str, host: str | None = None) -> None:
+    """Point every model at the configured table (bootstrap calls this once per configuration)."""
     for model in ALL_MODELS:
         model.Meta.table_name = table_name
         model.Meta.region = region

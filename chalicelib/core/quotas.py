@@ -1,27 +1,20 @@
-"""Quotas: a service's own quota, fleet rules by name pattern, validation and audit.
+"""Quotas: a service's own quota, fleet rules by name pattern, and their validation.
 
-Every body is validated against a JSON Schema (served at /v1/schemas/quota);
-a change and its audit entry are written in one transaction, so an invalid or
-failed change stores nothing.
+Every body is validated against a JSON Schema (served at /v1/schemas/quota) before
+anything is stored; quota_book.py stores them, each change with its audit entry.
 """
 from __future__ import annotations
 
 import copy
 import json
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import jsonschema
-from pynamodb.connection import Connection
-from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
-from pynamodb.transactions import TransactWrite
 
-from chalicelib.core.errors import BadRequest, NotFound, StoreError
-from chalicelib.core.models import AuditEntry, Quota, QuotaRules
-from chalicelib.core.timeutil import iso
+from chalicelib.core.errors import BadRequest
 
 QUOTA_SCHEMA: dict = json.loads((Path(__file__).parent / "schemas" / "quota.json").read_text())
 DEFAULTS = {"period": "month", "anchor_day": 1, "direction": "total", "thresholds": [80, 90, 100], "notify": []}
@@ -51,8 +44,13 @@ _RULES_VALIDATOR = jsonschema.Draft202012Validator(RULES_SCHEMA, format_checker=
 _SERVICE_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 
 
+def is_service_name(service: str) -> bool:
+    """Whether a name can be a service here (what the API can address and keys can hold)."""
+    return bool(_SERVICE_NAME.match(service or ""))
+
+
 def validate_service_name(service: str) -> str:
-    if not _SERVICE_NAME.match(service or ""):
+    if not is_service_name(service):
         raise BadRequest("service must be 1 to 200 characters without control characters", parameter="service")
     return service
 
@@ -132,93 +130,3 @@ class QuotaSnapshot:
             if re.fullmatch(rule["pattern"], service):
                 return EffectiveQuota.from_body(f"rule:{rule['pattern']}", rule)
         return NO_QUOTA
-
-
-class QuotaBook:
-    """Reads and changes quotas and rules; every change is audited in the same transaction."""
-
-    def __init__(self, clock=None):
-        import time
-
-        self.clock = clock or time.time
-
-    def load(self) -> QuotaSnapshot:
-        try:
-            quotas = {item.sk: item.body for item in Quota.query("QUOTA")}
-            rules = self._rules_item()
-        except PynamoDBException as e:
-            raise StoreError(f"reading quotas failed: {e}") from e
-        return QuotaSnapshot(quotas, rules.rules if rules else [])
-
-    def quota_for(self, service: str) -> EffectiveQuota:
-        return self.load().quota_for(service)
-
-    def get(self, service: str) -> dict:
-        try:
-            return Quota.get("QUOTA", service).body
-        except DoesNotExist:
-            raise NotFound(f"service {service!r} has no quota of its own") from None
-
-    def put(self, service: str, body, actor: Optional[str] = None) -> dict:
-        quota = normalize_quota(body)
-        old = self._quota_body(service)
-        now = self.clock()
-        self._transact(Quota("QUOTA", service, body=quota, updated_at=now), None,
-                       self._audit(now, f"quota/{service}", "put", old, quota, actor))
-        return quota
-
-    def delete(self, service: str, actor: Optional[str] = None) -> None:
-        old = self._quota_body(service)
-        if old is None:
-            raise NotFound(f"service {service!r} has no quota of its own")
-        now = self.clock()
-        self._transact(None, Quota("QUOTA", service), self._audit(now, f"quota/{service}", "delete", old, None, actor))
-
-    def get_rules(self) -> List[dict]:
-        item = self._rules_item()
-        return item.rules if item else []
-
-    def put_rules(self, body, actor: Optional[str] = None) -> List[dict]:
-        rules = normalize_rules(body)
-        old = self._rules_item()
-        now = self.clock()
-        self._transact(QuotaRules("RULES", "current", rules=rules, updated_at=now), None,
-                       self._audit(now, "quota-rules", "put", old.rules if old else None, rules, actor))
-        return rules
-
-    def audit_log(self, limit: int = 100, newest_first: bool = True) -> List[dict]:
-        items = AuditEntry.query("AUDIT", scan_index_forward=not newest_first, limit=limit)
-        return [{"at": iso(e.at), "key": e.key, "action": e.action, "old": e.old, "new": e.new,
-                 "actor": e.actor} for e in items]
-
-    # -- helpers ---------------------------------------------------------------------------
-    def _quota_body(self, service: str) -> Optional[dict]:
-        try:
-            return Quota.get("QUOTA", service).body
-        except DoesNotExist:
-            return None
-
-    @staticmethod
-    def _rules_item() -> Optional[QuotaRules]:
-        try:
-            return QuotaRules.get("RULES", "current")
-        except DoesNotExist:
-            return None
-
-    @staticmethod
-    def _audit(now: float, key: str, action: str, old, new, actor) -> AuditEntry:
-        # Milliseconds since the epoch, zero-padded: the sort key orders entries in time.
-        return AuditEntry("AUDIT", f"{int(now * 1000):015d}#{uuid.uuid4().hex[:12]}", at=now, key=key, action=action,
-                          old=old, new=new, actor=actor)
-
-    @staticmethod
-    def _transact(save, delete, audit: AuditEntry) -> None:
-        try:
-            with TransactWrite(connection=Connection(region=AuditEntry.Meta.region, host=AuditEntry.Meta.host)) as tx:
-                if save is not None:
-                    tx.save(save)
-                if delete is not None:
-                    tx.delete(delete)
-                tx.save(audit)
-        except (TransactWriteError, PynamoDBException) as e:
-            raise StoreError(f"storing the quota change failed; nothing was changed: {e}") from e

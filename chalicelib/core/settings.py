@@ -101,6 +101,8 @@ class Settings:
     max_backfill_minutes: int = 1440
     chunk_minutes: int = 15
     series_lookback_seconds: int = 3600
+    late_sample_seconds: int = 120
+    unobserved_gap_minutes: int = 5
     minute_ttl_days: int = 35
     collect_traffic_stats: bool = True
     # Alerts
@@ -173,6 +175,8 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         max_backfill_minutes=_int(env, "MAX_BACKFILL_MINUTES", 1440, minimum=1),
         chunk_minutes=_int(env, "COLLECT_CHUNK_MINUTES", 15, minimum=1),
         series_lookback_seconds=_int(env, "SERIES_LOOKBACK_SECONDS", 3600, minimum=60),
+        late_sample_seconds=_int(env, "LATE_SAMPLE_SECONDS", 120),
+        unobserved_gap_minutes=_int(env, "UNOBSERVED_GAP_MINUTES", 5, minimum=1),
         minute_ttl_days=_int(env, "MINUTE_TTL_DAYS", 35, minimum=1),
         collect_traffic_stats=_bool(env, "COLLECT_TRAFFIC_STATS", True),
         alert_from=_get(env, "ALERT_FROM"),

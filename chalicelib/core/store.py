@@ -1,4 +1,4 @@
-"""The usage store: every DynamoDB read and write of Bandwidth Meter, through PynamoDB.
+"""The usage store: DynamoDB reads and writes of usage, services and collector state.
 
 Values are absolute and keys deterministic (see models.py), so writing the same
 computation twice leaves the table unchanged.
@@ -11,22 +11,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, UpdateError
 
 from chalicelib.core.errors import StoreError
-from chalicelib.core.models import CollectorState, ServiceUsage, UsageBucket
-from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS, iso_minute
+from chalicelib.core.models import (SERVICES_PK, STATE_KEY, CollectorState, ServiceUsage, UsageBucket, bucket_sk,
+                                    is_condition_failure, usage_pk)
+from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS
 from chalicelib.core.usage import BucketUsage
 
 LEASE_SECONDS = 900  # longer than the Lambda timeout: a dead run's lease expires by itself
-STATE_KEY = ("STATE", "collector")
-SERVICES_PK = "SERVICES"
-
-
-def usage_pk(service: str) -> str:
-    return f"USAGE#{service}"
-
-
-def bucket_sk(level: str, start: int) -> str:
-    return f"{level}#{iso_minute(start)}"
-
 
 def _plain(value):
     """DynamoDB maps come back as MapAttribute/Decimal; the domain wants dicts, ints and floats."""
@@ -154,7 +144,7 @@ class UsageStore:
         try:
             state.save(condition=condition)
         except PutError as e:
-            if "ConditionalCheckFailed" in str(e):
+            if is_condition_failure(e):
                 return False
             raise StoreError(f"taking the collector lease failed: {e}") from e
         return True
@@ -166,7 +156,7 @@ class UsageStore:
         try:
             CollectorState(*STATE_KEY).update(actions=actions, condition=CollectorState.run_id == run_id)
         except UpdateError as e:
-            if "ConditionalCheckFailed" in str(e):
+            if is_condition_failure(e):
                 raise StoreError("the collector lease was lost to another run") from e
             raise StoreError(f"updating collector state failed: {e}") from e
 

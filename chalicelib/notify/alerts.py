@@ -11,15 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Iterable, List, Optional
 
-from pynamodb.exceptions import PutError, PynamoDBException
-
-from chalicelib.notify import emails
-from chalicelib.core.errors import MailError, StoreError
-from chalicelib.core.models import Alert, ServiceUsage
+from chalicelib.core.errors import MailError
+from chalicelib.core.models import FORECAST, QUOTA_PK, RULES_KEY, SERVICES_PK, Alert, ServiceUsage
 from chalicelib.core.periods import Period
-from chalicelib.core.quotas import EffectiveQuota, QuotaBook
-from chalicelib.core.timeutil import iso
+from chalicelib.core.quotas import EffectiveQuota
 from chalicelib.core.usage import PeriodUsage, period_usage
+from chalicelib.notify import emails
 from chalicelib.notify.webhook import NotifyError
 
 log = logging.getLogger(__name__)
@@ -27,15 +24,6 @@ log = logging.getLogger(__name__)
 CLAIM_TIMEOUT_SECONDS = 300  # a claim older than this (its sender died) may be taken again
 
 
-def alert_pk(service: str) -> str:
-    return f"ALERT#{service}"
-
-
-def alert_sk(period_start: int, threshold, forecast: bool = False) -> str:
-    return f"{iso(period_start)}#{FORECAST if forecast else format(threshold, '09.3f')}"
-
-
-FORECAST = "forecast"
 FORECAST_MIN_ELAPSED = 0.1  # judge a trend only after a tenth of the period
 
 
@@ -54,12 +42,13 @@ def forecast_eta(usage: int, limit: int, period: Period, at: int) -> Optional[in
 
 
 class AlertProcessor:
-    def __init__(self, store, mailer, public_url: str, quotas: Optional[QuotaBook] = None, webhook=None):
+    def __init__(self, store, ledger, quotas, mailer, public_url: str, webhook=None):
         self.store = store
+        self.ledger = ledger
+        self.quotas = quotas
         self.mailer = mailer
         self.webhook = webhook
         self.public_url = public_url
-        self.quotas = quotas or QuotaBook()
 
     # -- stream entry point ----------------------------------------------------------------
     def handle_batch(self, event, now: float) -> dict:
@@ -77,11 +66,11 @@ class AlertProcessor:
         keys = record.keys or {}
         pk = keys.get("pk", {}).get("S", "")
         sk = keys.get("sk", {}).get("S", "")
-        if pk == "SERVICES" and record.new_image:
+        if pk == SERVICES_PK and record.new_image:
             self.evaluate(sk, now, ServiceUsage.from_raw_data(record.new_image))
-        elif pk == "QUOTA":
+        elif pk == QUOTA_PK:
             self.evaluate(sk, now)
-        elif pk == "RULES":
+        elif (pk, sk) == RULES_KEY:
             for item in self.store.list_services():
                 self.evaluate(item.service, now, item)
 
@@ -97,7 +86,7 @@ class AlertProcessor:
         judged = self._usage(item, quota, now)
         period, usage = judged.period, judged.of(quota.direction)
         crossed_at = int(item.through) if item.through is not None else int(now)
-        existing = self._alerts(service, period.start)
+        existing = self.ledger.for_period(service, period.start)
         sent = None
         due = due_thresholds(usage, quota.limit_bytes, quota.thresholds)
         pending = [t for t in due if self._claimable(existing.get(t), now)]
@@ -138,37 +127,18 @@ class AlertProcessor:
             return True
         return alert.status == "pending" and (alert.claimed_at or 0) < now - CLAIM_TIMEOUT_SECONDS
 
-    def _alerts(self, service: str, period_start: int) -> dict:
-        try:
-            items = Alert.query(alert_pk(service), Alert.sk.startswith(f"{iso(period_start)}#"))
-            return {FORECAST if a.forecast else float(a.threshold): a for a in items}
-        except PynamoDBException as e:
-            raise StoreError(f"reading alerts of {service!r} failed: {e}") from e
-
     def _new_alert(self, alert: emails.ThresholdAlert, quota: EffectiveQuota, threshold: float,
                    status: str, now: float) -> Alert:
-        forecast = alert.forecast_eta is not None
-        return Alert(alert_pk(alert.service), alert_sk(alert.period_start, threshold, forecast),
-                     service=alert.service, period_start=alert.period_start, period_end=alert.period_end,
-                     threshold=threshold, status=status, usage_bytes=alert.usage_bytes,
-                     limit_bytes=alert.limit_bytes, recipients=list(quota.notify),
-                     crossed_at=alert.crossed_at, claimed_at=now, forecast=forecast,
-                     forecast_eta=alert.forecast_eta)
+        return Alert.record(alert.service, alert.period_start, threshold, alert.forecast_eta is not None,
+                            period_end=alert.period_end, status=status, usage_bytes=alert.usage_bytes,
+                            limit_bytes=alert.limit_bytes, recipients=list(quota.notify),
+                            crossed_at=alert.crossed_at, claimed_at=now, forecast_eta=alert.forecast_eta)
 
     def _claim(self, alert, quota, existing: Optional[Alert], now: float) -> Optional[Alert]:
         claim = self._new_alert(alert, quota, alert.threshold, "pending", now)
-        if existing is None:
-            condition = Alert.pk.does_not_exist()
-        else:
+        if existing is not None:
             claim.delivered = list(existing.delivered or [])  # channels a failed attempt already served
-            condition = (Alert.status == existing.status) & (Alert.claimed_at == existing.claimed_at)
-        try:
-            claim.save(condition=condition)
-        except PutError as e:
-            if "ConditionalCheckFailed" in str(e):
-                return None
-            raise StoreError(f"claiming the {alert.threshold:g}% alert of {alert.service!r} failed: {e}") from e
-        return claim
+        return claim if self.ledger.claim(claim, existing) else None
 
     def _send(self, claim: Alert, alert, quota: EffectiveQuota, now: float) -> None:
         """Deliver on every configured channel not yet served; a failure marks the alert failed
@@ -178,10 +148,9 @@ class AlertProcessor:
         channels = [c for c, on in (("email", bool(quota.notify)),
                                     ("webhook", bool(quota.webhook_url and self.webhook))) if on]
         if not channels:
-            claim.update(actions=[Alert.status.set("no_recipients"), Alert.sent_at.set(now)])
+            self.ledger.mark_sent(claim, now, status="no_recipients")
             log.warning("alerts: %s reached %g%% but its quota names no recipients", alert.service, alert.threshold)
             return
-        message_id = claim.message_id
         for channel in channels:
             if channel in (claim.delivered or []):
                 continue
@@ -189,35 +158,17 @@ class AlertProcessor:
                 if channel == "email":
                     subject, text, html = emails.render(alert, self.public_url)
                     message_id = self.mailer.send(list(quota.notify), subject, text, html)
-                    update = [Alert.message_id.set(message_id)]
                 else:
                     self.webhook.send(quota.webhook_url, emails.payload(alert, self.public_url))
-                    update = []
+                    message_id = None
             except (MailError, NotifyError) as e:
-                claim.update(actions=[Alert.status.set("failed"), Alert.error.set(str(e)[:500])])
+                self.ledger.mark_failed(claim, str(e))
                 raise
-            claim.update(actions=[Alert.delivered.set((claim.delivered or []) + [channel]), *update])
-        claim.update(actions=[Alert.status.set("sent"), Alert.sent_at.set(now), Alert.error.remove()])
+            self.ledger.mark_delivered(claim, channel, message_id)
+        self.ledger.mark_sent(claim, now)
         log.info("alerts: %s notified (%s): %s", alert.service, ", ".join(channels), emails.subject(alert))
 
     def _record_covered(self, alert, quota, threshold: float, now: float) -> None:
         covered = self._new_alert(alert, quota, threshold, "covered", now)
         covered.covered_by = alert.threshold
-        try:
-            covered.save(condition=Alert.pk.does_not_exist() | (Alert.status == "failed"))
-        except PutError as e:
-            if "ConditionalCheckFailed" not in str(e):
-                raise StoreError(f"recording the covered {threshold:g}% alert failed: {e}") from e
-
-
-def alert_history(service: str, limit: int = 200) -> List[dict]:
-    items = Alert.query(alert_pk(service), scan_index_forward=False, limit=limit)
-    return [{
-        "threshold": float(a.threshold), "status": a.status, "period_start": iso(a.period_start),
-        "period_end": iso(a.period_end), "usage_bytes": int(a.usage_bytes), "limit_bytes": int(a.limit_bytes),
-        "recipients": list(a.recipients or []), "crossed_at": iso(a.crossed_at),
-        "sent_at": iso(a.sent_at) if a.sent_at else None, "message_id": a.message_id,
-        "covered_by": float(a.covered_by) if a.covered_by is not None else None, "error": a.error,
-        "forecast": bool(a.forecast), "forecast_eta": iso(a.forecast_eta) if a.forecast_eta else None,
-        "delivered": list(a.delivered or []),
-    } for a in items]
+        self.ledger.record_covered(covered)

@@ -8,7 +8,6 @@ import requests
 
 from tests.support.keyed_api import keyed_api
 
-pytestmark = pytest.mark.integration
 
 READ = "it-read-7c1f0e9b2d"
 ADMIN = "it-admin-4a8d63f05e"

@@ -6,12 +6,9 @@ import pytest
 import requests
 
 from chalicelib import bootstrap
-from chalicelib.notify.alerts import alert_history
-from chalicelib.collect.collector import Collector
 from localrun.streams import StreamPoller
 from tests.fakes.prometheus import FakePrometheus
 
-pytestmark = pytest.mark.integration
 DEC1 = 1_796_083_200  # 2026-12-01T00:00Z
 T0 = DEC1 - 20 * 60
 
@@ -31,7 +28,7 @@ def flow(aws_server, env, moto_server):
     ses = boto3.client("ses", region_name="us-east-1", endpoint_url=moto_server)
     ses.verify_email_identity(EmailAddress="alerts@bandwidth-meter.test")
     prom = FakePrometheus()
-    collector = Collector(prom, bootstrap.store(), bootstrap.settings(), quotas=bootstrap.quota_book())
+    collector = bootstrap.override(prometheus=prom).collector
     streams = boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=moto_server)
     arn = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server).describe_table(
         TableName=aws_server.table_name)["Table"]["LatestStreamArn"]
@@ -57,7 +54,7 @@ def flow(aws_server, env, moto_server):
 
     for service in ("pay", "media"):
         prom.add(labels(service), [(T0 - 30, 0)])
-    book = bootstrap.quota_book()
+    book = bootstrap.current().quotas
     book.put("pay", {"limit_bytes": 10_000, "notify": ["pay-owner@example.com"]})
     book.put("media", {"limit_bytes": 10_000, "notify": ["media-owner@example.com"]})
     return Flow
@@ -73,7 +70,7 @@ def test_a_jump_sends_one_email_and_a_replayed_batch_sends_nothing(flow, moto_se
     flow.minute(0, {"media": 5_000})
     flow.minute(1, {"media": 7_000})
     assert flow.subjects() == ["[Bandwidth Meter] media reached 100% of its monthly quota"]
-    statuses = {a["threshold"]: a["status"] for a in alert_history("media")}
+    statuses = {a["threshold"]: a["status"] for a in bootstrap.current().ledger.history("media")}
     assert statuses == {100.0: "sent", 90.0: "covered", 80.0: "covered"}
     replay = StreamPoller(flow.poller.client, flow.poller.stream_arn, flow.poller.handler, sleep=lambda s: None)
     while replay.poll_once():

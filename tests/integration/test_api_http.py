@@ -7,7 +7,6 @@ import requests
 
 from tests.support.keyed_api import keyed_api, seed_usage
 
-pytestmark = pytest.mark.integration
 ORIGIN = "https://frontend.example"
 
 

@@ -10,7 +10,6 @@ import pytest
 
 from tests.support.keyed_api import ROOT, keyed_api, seed_usage
 
-pytestmark = pytest.mark.integration
 
 PER_MINUTE, PER_SECOND = 10, 2
 READ_KEYS = [f"e2e-read-{i}-5f0c2a" for i in range(12)]
@@ -30,12 +29,10 @@ def api(tmp_path_factory):
 
 
 def _seed_alert(service, at):
-    from chalicelib.notify.alerts import alert_pk, alert_sk
     from chalicelib.core.models import Alert
 
     start = at - at % 86400
-    Alert(alert_pk(service), alert_sk(start, 80.0), service=service, period_start=start, period_end=start + 86400,
-          threshold=80, status="sent", usage_bytes=8000, limit_bytes=10_000, recipients=["owner@example.com"],
+    Alert.record(service, start, 80.0, period_end=start + 86400, status="sent", usage_bytes=8000, limit_bytes=10_000, recipients=["owner@example.com"],
           crossed_at=at - 300, sent_at=at - 299).save()
 
 
@@ -139,7 +136,7 @@ def test_without_a_key_the_command_exits_4_and_says_what_to_set(api):
 
 
 def test_an_unreachable_api_exits_3(api):
-    from localrun.prometheus import free_port
+    from localrun.processes import free_port
 
     result = bwmeter(api, "services", key=fresh_key(), url=f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 3 and "cannot connect" in result.stderr

@@ -9,7 +9,6 @@ from chalicelib import bootstrap
 from chalicelib.core.models import CollectorState, ServiceUsage, UsageBucket
 from tests.support.openmetrics import History, counter_samples
 
-pytestmark = pytest.mark.integration
 
 BASE = int(time.time() // 3600 * 3600) - 6 * 3600  # an hour boundary, six hours ago
 STEP = 15
@@ -68,7 +67,7 @@ def collector_env(aws_server, env, prometheus):
     env.setenv("MAX_BACKFILL_MINUTES", "600")
     env.setenv("COLLECT_TRAFFIC_STATS", "false")
     bootstrap.reset()
-    bootstrap.store()
+    bootstrap.current().store
     return truth
 
 
@@ -87,7 +86,7 @@ def snapshot():
 
 def test_totals_are_exact_across_resets_nodes_new_series_gaps_and_backfill(collector_env):
     truth = collector_env
-    collector = bootstrap.collector()
+    collector = bootstrap.current().collector
     first = collector.run(now=BASE + 3600 + 31)
     assert first.status == "ok" and (first.start, first.minutes) == (
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE)), 60)
@@ -101,7 +100,7 @@ def test_totals_are_exact_across_resets_nodes_new_series_gaps_and_backfill(colle
     search = minutes("search")
     assert sum(int(i.ingress) for i in search.values()) == window_truth(truth, "search", "ingress", BASE, BASE + 10800)
     assert not any(BASE + 1200 <= m < BASE + 7200 for m in search), "idle minutes cost no items"
-    store = bootstrap.store()
+    store = bootstrap.current().store
     for hour in range(BASE, BASE + 3 * 3600, 3600):
         (rollup,) = store.query_buckets("pay", "1h", hour, hour + 3600)
         assert rollup.egress == window_truth(truth, "pay", "egress", hour, hour + 3600)
@@ -110,7 +109,7 @@ def test_totals_are_exact_across_resets_nodes_new_series_gaps_and_backfill(colle
 
 
 def test_rerunning_a_window_leaves_the_table_unchanged(collector_env):
-    collector = bootstrap.collector()
+    collector = bootstrap.current().collector
     collector.run(now=BASE + 2 * 3600 + 31)
     before = snapshot()
     CollectorState("STATE", "collector").update(actions=[CollectorState.watermark.set(BASE + 3600 + 1200)])
@@ -125,7 +124,7 @@ def test_prometheus_down_fails_cleanly_and_holds_the_watermark(collector_env, en
     from chalicelib.collect.collector import CollectorRunFailed
 
     with pytest.raises(CollectorRunFailed, match="unreachable"):
-        bootstrap.collector().run(now=BASE + 3600 + 31)
-    state = bootstrap.store().state()
+        bootstrap.current().collector.run(now=BASE + 3600 + 31)
+    state = bootstrap.current().store.state()
     assert int(state.watermark) == BASE and "unreachable" in state.last_error
     assert minutes("pay") == {}

@@ -16,7 +16,6 @@ from chalicelib import bootstrap
 from chalicelib.core.models import CollectorState
 from tests.support.keyed_api import keyed_api
 
-pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
@@ -48,7 +47,6 @@ def browse(url: str, *extra: str) -> str:
 def seed(minutes, egress_per_minute):
     """One collector run over `minutes` of steady egress per service, ending at the last five-minute
     boundary; returns that end."""
-    from chalicelib.collect.collector import Collector
     from tests.fakes.prometheus import FakePrometheus
 
     end = int(time.time() // 300 * 300)
@@ -57,7 +55,7 @@ def seed(minutes, egress_per_minute):
         prom.add({"__name__": "kong_bandwidth_bytes", "service": service, "route": "r", "direction": "egress",
                   "consumer": "", "workspace": "default", "instance": "n1"},
                  [(end - 60 * minutes - 30 + 60 * i, rate * i) for i in range(minutes + 1)])
-    Collector(prom, bootstrap.store(), bootstrap.settings(), quotas=bootstrap.quota_book()).run(now=end)
+    bootstrap.override(prometheus=prom).collector.run(now=end)
     return end
 
 

@@ -7,8 +7,6 @@ import requests
 
 from localrun.devgateway import DemoUpstream, DevGateway, GatewayConfig, Route
 
-pytestmark = pytest.mark.integration
-
 
 def eventually(predicate, timeout=5.0):
     """Like Kong's log phase, the gateway counts a request just after answering it."""

@@ -6,15 +6,13 @@ import time
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.core import models
-from chalicelib.collect.collector import Collector, CollectorRunFailed
+from chalicelib.collect.collector import CollectorRunFailed
 from chalicelib.core.models import ServiceUsage, UsageBucket
 from localrun.prometheus import PrometheusServer, build_tsdb
 from tests.fakes.prometheus import FakePrometheus
 from tests.support.faults import SERVER_ERROR, THROTTLED, FaultProxy
 from tests.support.openmetrics import History, counter_samples
 
-pytestmark = pytest.mark.integration
 T0 = 1_796_083_200 - 3 * 3600
 
 
@@ -45,14 +43,13 @@ def proxied(aws_server, env, moto_server):
     env.setenv("INITIAL_BACKFILL_MINUTES", "30")
     env.setenv("COLLECT_TRAFFIC_STATS", "false")
     bootstrap.reset()
-    settings = bootstrap.settings()
-    models.configure(settings.table_name, settings.region, proxy.url)
+    bootstrap.current()  # binds the models to the proxied endpoint
     yield proxy
     proxy.stop()
 
 
 def collector_for(prom):
-    return Collector(prom, bootstrap.store(), bootstrap.settings(), quotas=bootstrap.quota_book())
+    return bootstrap.override(prometheus=prom).collector
 
 
 def expected_total():
@@ -76,7 +73,7 @@ def test_a_run_dying_half_way_is_made_whole_by_the_next(proxied):
     proxied.fail_always("BatchWriteItem", SERVER_ERROR)
     with pytest.raises(CollectorRunFailed):
         collector_for(prom).run(now=T0 + 1800)
-    assert bootstrap.store().state().watermark == T0  # nothing was finalized...
+    assert bootstrap.current().store.state().watermark == T0  # nothing was finalized...
     assert UsageBucket.count("USAGE#svc-00") > 0  # ...although some items were written
     proxied.heal()
     assert collector_for(prom).run(now=T0 + 1800).status == "ok"
@@ -126,15 +123,15 @@ def test_prometheus_restart_backfills_and_awkward_labels_are_plain_text(aws_serv
     try:
         env.setenv("PROMETHEUS_URL", prometheus.url)
         bootstrap.reset()
-        bootstrap.collector().run(now=base + 3600)
+        bootstrap.current().collector.run(now=base + 3600)
         port = prometheus.port
         prometheus.stop()  # Prometheus is down for the next run...
         with pytest.raises(CollectorRunFailed):
-            bootstrap.collector().run(now=base + 5400)
+            bootstrap.current().collector.run(now=base + 5400)
         prometheus = PrometheusServer(data_dir=data_dir, port=port).start().wait_ready()  # ...and back
-        assert bootstrap.collector().run(now=base + 7200).minutes == 60
+        assert bootstrap.current().collector.run(now=base + 7200).minutes == 60
     finally:
         prometheus.stop()
     assert totals() == truth
-    routes = bootstrap.store().range_total("spa ce", base, base + 7200).routes
+    routes = bootstrap.current().store.range_total("spa ce", base, base + 7200).routes
     assert set(routes) == {"ünïcødé/路由", "old-name"}

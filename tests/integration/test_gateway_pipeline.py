@@ -11,8 +11,6 @@ from chalicelib.api.charts import Coverage
 from chalicelib.api.stats import service_stats
 from localrun.devgateway import LATENCY_BUCKETS, DemoUpstream, DevGateway, GatewayConfig, Route
 
-pytestmark = pytest.mark.integration
-
 
 def bucket_of(ms):
     return bisect.bisect_left(LATENCY_BUCKETS, ms)
@@ -43,9 +41,9 @@ def test_stats_match_the_traffic_sent(pipeline):
     prometheus.wait_for_samples('kong_http_requests_total{code="502"} == 10', timeout=20)
     expected_egress = sum(v for (s, r, d, *_), v in gateway.metrics.bandwidth.items() if d == "egress")
     now = time.time()
-    report = bootstrap.collector().run(now=now - now % 60 + 60)  # whole current minute: all samples exist
+    report = bootstrap.current().collector.run(now=now - now % 60 + 60)  # whole current minute: all samples exist
     assert report.status == "ok"
-    store = bootstrap.store()
+    store = bootstrap.current().store
     stats = service_stats(store, Coverage.from_state(store.state()), "shop", int(started) - 120, int(now) + 60, None)
     assert stats["requests_count"] == {"success": 30, "error": 10}
     assert stats["by_status"] == {"200": 30, "502": 10}

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from localrun.prometheus import free_port
+from localrun.processes import free_port
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 

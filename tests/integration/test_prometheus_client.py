@@ -8,7 +8,6 @@ import pytest
 from chalicelib.core.errors import PrometheusError
 from chalicelib.collect.prometheus import PrometheusClient, SigV4Auth
 
-pytestmark = pytest.mark.integration
 MATRIX = {"status": "success", "data": {"resultType": "matrix", "result": [
     {"metric": {"__name__": "kong_bandwidth_bytes", "service": "s"}, "values": [[100.0, "5"], [115.0, "NaN"]]}]}}
 

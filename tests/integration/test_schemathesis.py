@@ -16,7 +16,6 @@ import requests
 
 from tests.support.keyed_api import keyed_api, seed_usage
 
-pytestmark = pytest.mark.integration
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 ADMIN_KEY = "schemathesis-admin-key"
 

@@ -9,8 +9,6 @@ import pytest
 
 from chalicelib.notify.webhook import NotifyError, WebhookSender
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def receiver():

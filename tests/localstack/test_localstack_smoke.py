@@ -24,27 +24,23 @@ def test_table_stream_alert_email_on_localstack(env):
     import localstack_client.session
 
     from chalicelib import bootstrap
-    from chalicelib.core import models
     from chalicelib.core import tables
-    from chalicelib.notify.alerts import AlertProcessor
     from chalicelib.notify.mailer import SesMailer
-    from chalicelib.core.models import ServiceUsage
+    from chalicelib.core.models import SERVICES_PK, ServiceUsage
 
     env.setenv("AWS_ENDPOINT_URL", ENDPOINT)
     env.setenv("TABLE_NAME", f"bm-smoke-{int(time.time())}")
     bootstrap.reset()
-    settings = bootstrap.settings()
-    models.configure(settings.table_name, settings.region, ENDPOINT)
+    settings = bootstrap.current().settings
     assert tables.ensure_table().startswith("arn:aws:dynamodb:")
     session = localstack_client.session.Session(region_name=settings.region)
     ses = session.client("ses")
     ses.verify_email_identity(EmailAddress=settings.alert_from)
-    bootstrap.quota_book().put("svc", {"limit_bytes": 100, "notify": ["owner@example.com"]})
-    ServiceUsage("SERVICES", "svc", service="svc", first_seen=0, last_active=0, period_kind="month",
-                 period_anchor=1, period_start=0, period_end=4_000_000_000, ingress=0, egress=95, total=95,
-                 through=int(time.time())).save()
-    processor = AlertProcessor(bootstrap.store(), SesMailer(ses, settings.alert_from), "http://x",
-                               quotas=bootstrap.quota_book())
+    bootstrap.current().quotas.put("svc", {"limit_bytes": 100, "notify": ["owner@example.com"]})
+    bootstrap.current().store.put_services([ServiceUsage(
+        SERVICES_PK, "svc", service="svc", first_seen=0, last_active=0, period_kind="month", period_anchor=1,
+        period_start=0, period_end=4_000_000_000, ingress=0, egress=95, total=95, through=int(time.time()))])
+    processor = bootstrap.override(settings, mailer=SesMailer(ses, settings.alert_from)).alert_processor
     assert processor.evaluate("svc", time.time()) == 90
     messages = requests.get(f"{ENDPOINT}/_aws/ses", timeout=5).json()["messages"]
     assert any("svc reached 90%" in m.get("Subject", "") for m in messages)

@@ -5,37 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
 import pytest
-import requests
 
-from localrun.prometheus import free_port
+from localrun.processes import free_port, start_chalice_local, start_moto_server, stop_process
 from tests.conftest import BASE_ENV
-from tests.support.servers import start_moto_server, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CHALICE_CONFIG = {"version": "2.0", "app_name": "bandwidth-meter",
                   "stages": {"local": {"environment_variables": {"STAGE": "dev"}}}}
-
-
-def _wait_until_up(url: str, process: subprocess.Popen, what: str, log: Optional[Path] = None,
-                   timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            if process.poll() is not None or time.monotonic() > deadline:
-                detail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-                raise RuntimeError(f"{what} did not start\n{detail}")
-            time.sleep(0.2)
 
 
 def _ensure_chalice_config() -> None:
@@ -62,12 +44,9 @@ def keyed_api(log_dir: Path, api_env: Dict[str, str]) -> Iterator[KeyedApi]:
     """moto server + `chalice local --stage local` with ``api_env`` (API_KEYS, THROTTLE_*).
     While it runs, this process's environment points at the same table (for seeding)."""
     from chalicelib import bootstrap
-    from chalicelib.core import models
     from chalicelib.core import tables
 
     _ensure_chalice_config()
-    api_port = free_port()
-    api_url = f"http://127.0.0.1:{api_port}"
     moto, aws_url = start_moto_server()
     patch = pytest.MonkeyPatch()
     api = None
@@ -80,18 +59,11 @@ def keyed_api(log_dir: Path, api_env: Dict[str, str]) -> Iterator[KeyedApi]:
         for name, value in env.items():
             patch.setenv(name, value)
         bootstrap.reset()
-        settings = bootstrap.settings()
-        models.configure(settings.table_name, settings.region, aws_url)
+        bootstrap.current()  # binds the models to the moto server
         tables.ensure_table()
 
         log = log_dir / "chalice-local.log"
-        chalice = Path(sys.executable).with_name("chalice")
-        with open(log, "wb") as out:
-            api = subprocess.Popen([str(chalice), "local", "--stage", "local", "--host", "127.0.0.1",
-                                    "--port", str(api_port), "--no-autoreload"],
-                                   cwd=ROOT, env={**os.environ, **api_env, "PYTHONUNBUFFERED": "1"},
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_until_up(f"{api_url}/v1/health", api, "chalice local", log)
+        api, api_url = start_chalice_local(free_port(), {**os.environ, **api_env}, log)
         yield KeyedApi(api_url, aws_url, log)
     finally:
         if api is not None:
@@ -107,7 +79,6 @@ def seed_usage(service: str, minutes: int = 30, egress_per_minute: int = 1000, i
     Prometheus), ending at the five-minute boundary before ``now`` so that whole 1m and 5m
     points are final. Returns that end (epoch seconds)."""
     from chalicelib import bootstrap
-    from chalicelib.collect.collector import Collector
     from tests.fakes.prometheus import FakePrometheus
 
     now = time.time() if now is None else now
@@ -122,6 +93,6 @@ def seed_usage(service: str, minutes: int = 30, egress_per_minute: int = 1000, i
     if requests_per_minute:
         prom.add({**base, "__name__": "kong_http_requests_total", "code": "200", "source": "service"},
                  [(t, requests_per_minute * i) for i, t in enumerate(times)])
-    settings = bootstrap.settings()
-    Collector(prom, bootstrap.store(), settings, quotas=bootstrap.quota_book()).run(now=first + 60 * minutes)
+    settings = bootstrap.current().settings
+    bootstrap.override(settings, prometheus=prom).collector.run(now=first + 60 * minutes)
     return first + 60 * minutes

@@ -3,45 +3,12 @@
 Session-scoped; everything started here is stopped at the end of the session."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
 
-from localrun.prometheus import PrometheusServer, build_tsdb, ensure_installed, free_port
-
-
-def start_moto_server():
-    """A moto server as a separate process on a free 127.0.0.1 port: (process, url)."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"{url}/moto-api/", timeout=1)
-            return process, url
-        except requests.RequestException:
-            if time.monotonic() > deadline or process.poll() is not None:
-                stop_process(process)
-                raise RuntimeError("moto server did not start")
-            time.sleep(0.2)
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """SIGTERM the process group, SIGKILL it if it lingers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+from localrun.processes import start_moto_server, stop_process
+from localrun.prometheus import PrometheusServer, build_tsdb, ensure_installed
 
 
 @pytest.fixture(scope="session")
@@ -56,14 +23,12 @@ def moto_server():
 def aws_server(moto_server, env):
     """The environment pointed at the moto server, with a fresh usage table for this test."""
     from chalicelib import bootstrap
-    from chalicelib.core import models
     from chalicelib.core import tables
 
     env.setenv("AWS_ENDPOINT_URL", moto_server)
     requests.post(f"{moto_server}/moto-api/reset", timeout=5)
     bootstrap.reset()
-    settings = bootstrap.settings()
-    models.configure(settings.table_name, settings.region, moto_server)
+    settings = bootstrap.current().settings
     tables.ensure_table()
     yield settings
 

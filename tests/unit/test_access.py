@@ -11,7 +11,6 @@ from chalicelib.api.access import AccessGuard, Throttle, actor, required_role, s
 from chalicelib.core.settings import ConfigError, from_env
 from tests.conftest import BASE_ENV
 
-pytestmark = pytest.mark.unit
 READ_KEY, ADMIN_KEY = "r3ad-key-0123456789", "adm1n-key-0123456789"
 
 

@@ -2,13 +2,12 @@
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.notify.alerts import AlertProcessor, alert_history, due_thresholds
+from chalicelib.notify.alerts import due_thresholds
 from chalicelib.core.errors import MailError
 from tests.fakes.mailer import RecordingMailer
 from chalicelib.core.models import ServiceUsage
 from chalicelib.core.periods import period_at
 
-pytestmark = pytest.mark.unit
 NOW = 1_795_996_800 + 12 * 3600  # 2026-11-30T12:00Z
 GB = 10**9
 
@@ -16,9 +15,9 @@ GB = 10**9
 @pytest.fixture
 def alerts(aws):
     mailer = RecordingMailer()
-    book = bootstrap.quota_book()
-    book.put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com"]})
-    return AlertProcessor(bootstrap.store(), mailer, "http://dash.example", quotas=book), mailer
+    deps = bootstrap.override(mailer=mailer)
+    deps.quotas.put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com"]})
+    return deps.alert_processor, mailer
 
 
 def usage(service, total, when=NOW):
@@ -31,7 +30,7 @@ def usage(service, total, when=NOW):
 
 
 def statuses(service):
-    return {a["threshold"]: a["status"] for a in alert_history(service)}
+    return {a["threshold"]: a["status"] for a in bootstrap.current().ledger.history(service)}
 
 
 def test_due_thresholds_compare_exactly_at_the_boundary():
@@ -86,10 +85,10 @@ def test_a_new_period_rearms_every_threshold(alerts):
 def test_lowering_the_quota_sends_the_due_alert_and_raising_it_rearms_nothing(alerts):
     processor, mailer = alerts
     usage("pay", 60 * GB)
-    bootstrap.quota_book().put("pay", {"limit_bytes": 70 * GB, "notify": ["ops@example.com"]})
+    bootstrap.current().quotas.put("pay", {"limit_bytes": 70 * GB, "notify": ["ops@example.com"]})
     assert processor.evaluate("pay", NOW) == 80
-    bootstrap.quota_book().put("pay", {"limit_bytes": 200 * GB, "notify": ["ops@example.com"]})
-    bootstrap.quota_book().put("pay", {"limit_bytes": 70 * GB, "notify": ["ops@example.com"]})
+    bootstrap.current().quotas.put("pay", {"limit_bytes": 200 * GB, "notify": ["ops@example.com"]})
+    bootstrap.current().quotas.put("pay", {"limit_bytes": 70 * GB, "notify": ["ops@example.com"]})
     assert processor.evaluate("pay", NOW) is None
     assert len(mailer.sent) == 1
 
@@ -97,7 +96,7 @@ def test_lowering_the_quota_sends_the_due_alert_and_raising_it_rearms_nothing(al
 def test_service_names_are_escaped_in_the_html(alerts):
     processor, mailer = alerts
     name = '<script>alert("x")</script>'
-    bootstrap.quota_book().put(name, {"limit_bytes": 10, "notify": ["ops@example.com"]})
+    bootstrap.current().quotas.put(name, {"limit_bytes": 10, "notify": ["ops@example.com"]})
     processor.evaluate(name, NOW, usage(name, 10))
     assert "<script>" not in mailer.sent[0]["html"] and "&lt;script&gt;" in mailer.sent[0]["html"]
 
@@ -132,20 +131,20 @@ class RecordingWebhook:
 
 def test_forecast_warns_once_when_the_trend_reaches_the_limit_before_the_period_ends(alerts):
     processor, mailer = alerts
-    bootstrap.quota_book().put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com"], "forecast": True})
+    bootstrap.current().quotas.put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com"], "forecast": True})
     # 2026-11-10T12:00Z: 9.5 of 30 days gone, 40 GB used -> 100 GB around the 24th
     when = 1_793_491_200 + 9 * 86400 + 43200
     assert processor.evaluate("pay", when, usage("pay", 40 * GB, when=when)) is None
     processor.evaluate("pay", when + 3600, usage("pay", 41 * GB, when=when + 3600))
     (message,) = mailer.sent
     assert message["subject"] == "[Bandwidth Meter] at this rate pay reaches 100% of its monthly quota on the 24th"
-    history = alert_history("pay")
+    history = bootstrap.current().ledger.history("pay")
     assert history[0]["forecast"] is True and history[0]["forecast_eta"].startswith("2026-11-24")
 
 
 def test_no_forecast_early_in_the_period_or_when_the_trend_is_slow(alerts):
     processor, mailer = alerts
-    bootstrap.quota_book().put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com"], "forecast": True})
+    bootstrap.current().quotas.put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com"], "forecast": True})
     start = 1_793_491_200
     processor.evaluate("pay", start + 86400, usage("pay", 30 * GB, when=start + 86400))  # day one: too early
     processor.evaluate("pay", start + 20 * 86400, usage("pay", 50 * GB, when=start + 20 * 86400))  # slow
@@ -160,9 +159,9 @@ def test_webhook_is_signed_and_a_failed_channel_retries_alone(aws):
     from chalicelib.notify.webhook import NotifyError, signature
 
     mailer, hook = RecordingMailer(), RecordingWebhook()
-    book = bootstrap.quota_book()
-    book.put("pay", {"limit_bytes": 100, "notify": ["ops@example.com"], "webhook_url": "https://hooks.example/bw"})
-    processor = AlertProcessor(bootstrap.store(), mailer, "http://dash", quotas=book, webhook=hook)
+    deps = bootstrap.override(mailer=mailer, webhook=hook)
+    deps.quotas.put("pay", {"limit_bytes": 100, "notify": ["ops@example.com"], "webhook_url": "https://hooks.example/bw"})
+    processor = deps.alert_processor
     hook.failures_left = 1
     with pytest.raises(NotifyError):
         processor.evaluate("pay", NOW, usage("pay", 85))

@@ -6,10 +6,8 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import bootstrap
-from chalicelib.collect.collector import Collector
 from tests.fakes.prometheus import FakePrometheus
 
-pytestmark = pytest.mark.unit
 T0 = 1_796_083_200 - 3600  # 2026-11-30T23:00Z
 
 
@@ -32,9 +30,9 @@ def collected(client, monkeypatch):
             "instance": "n1"}
     prom.add({**base, "route": "a", "direction": "egress"}, [(T0 - 60 + 60 * i, 1000 * i) for i in range(12)])
     prom.add({**base, "route": "b", "direction": "ingress"}, [(T0 - 60 + 60 * i, 10 * i) for i in range(12)])
-    Collector(prom, bootstrap.store(), bootstrap.settings(), quotas=bootstrap.quota_book()).run(now=T0 + 600)
+    bootstrap.override(prometheus=prom).collector.run(now=T0 + 600)
     ticks = itertools.count()  # a clock that moves a millisecond per reading
-    monkeypatch.setattr("time.time", lambda: T0 + 630 + next(ticks) / 1000)
+    bootstrap.override(prometheus=prom, clock=lambda: T0 + 630 + next(ticks) / 1000)
     return client
 
 

@@ -1,12 +1,9 @@
 """The OpenAPI document covers every route; the docs and dashboard pages are self-contained."""
 import re
 
-import pytest
 
 from chalicelib.api import apidocs
 from chalicelib.api import dashboard
-
-pytestmark = pytest.mark.unit
 
 
 def test_every_route_of_the_app_is_in_the_spec_with_its_methods():

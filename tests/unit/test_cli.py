@@ -13,7 +13,6 @@ import pytest
 from bwmeter.cli import human_bytes, main, parse_size, sparkline
 from bwmeter.client import Client, Throttled, parse_retry_after
 
-pytestmark = pytest.mark.unit
 KEY = "cli-unit-key-93b1"
 
 

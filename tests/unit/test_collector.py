@@ -2,12 +2,11 @@
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.collect.collector import Collector, CollectorRunFailed
+from chalicelib.collect.collector import CollectorRunFailed
 from chalicelib.core.models import ServiceUsage, UsageBucket
 from chalicelib.core.store import decompose
 from tests.fakes.prometheus import FakePrometheus
 
-pytestmark = pytest.mark.unit
 
 DAY0 = 1_796_083_200  # 2026-12-01T00:00Z, a month boundary
 T0 = DAY0 - 3600  # 2026-11-30T23:00Z
@@ -33,7 +32,7 @@ def collector(aws, env):
     env.setenv("INITIAL_BACKFILL_MINUTES", "60")
     bootstrap.reset()
     fake = FakePrometheus()
-    return Collector(fake, bootstrap.store(), bootstrap.settings()), fake
+    return bootstrap.override(prometheus=fake).collector, fake
 
 
 def stored_minutes(service):
@@ -41,9 +40,15 @@ def stored_minutes(service):
             if i.level == "1m"}
 
 
-def table_snapshot():
+CHECKPOINT_FIELDS = ("checkpoint", "checkpoint_at", "previous_checkpoint", "previous_checkpoint_at")
+
+
+def table_snapshot(checkpoints=True):
+    """Every usage item and service item; without the chunk bookkeeping of checkpoints if asked."""
     usage = [(i.pk, i.sk, str(i.serialize())) for i in UsageBucket.scan(UsageBucket.pk.startswith("USAGE#"))]
-    services = [(i.pk, i.sk, str(i.serialize())) for i in ServiceUsage.query("SERVICES")]
+    services = [(i.pk, i.sk, str({k: v for k, v in i.serialize().items()
+                                   if checkpoints or k not in CHECKPOINT_FIELDS}))
+                for i in ServiceUsage.query("SERVICES")]
     return sorted(usage + services)
 
 
@@ -71,25 +76,26 @@ def test_rerunning_the_same_window_changes_nothing(collector, env):
     col, prom = collector
     prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 3600, 15, iter(lambda: 10, None)))
     col.run(now=T0 + 1800 + 31)
-    before = table_snapshot()
-    state = bootstrap.store().state()
-    # Simulate a retried run: put the watermark back and run again over the same minutes.
+    before = table_snapshot(checkpoints=False)
+    state = bootstrap.current().store.state()
+    # Put the watermark back past several chunks and run again over the same minutes: the
+    # checkpoints are then newer than the window, so the run counts from Prometheus history.
     from chalicelib.core.models import CollectorState
     CollectorState("STATE", "collector").update(actions=[CollectorState.watermark.set(T0 + 600)])
     col.run(now=T0 + 1800 + 31)
-    assert table_snapshot() == before
-    assert bootstrap.store().state().watermark == state.watermark
+    assert table_snapshot(checkpoints=False) == before
+    assert bootstrap.current().store.state().watermark == state.watermark
 
 
 def test_prometheus_error_holds_the_watermark_and_records_the_error(collector):
     col, prom = collector
     prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 600, 15, iter(lambda: 10, None)))
     col.run(now=T0 + 300 + 31)
-    watermark = bootstrap.store().state().watermark
+    watermark = bootstrap.current().store.state().watermark
     prom.fail_with = "connection refused"
     with pytest.raises(CollectorRunFailed):
         col.run(now=T0 + 600 + 31)
-    state = bootstrap.store().state()
+    state = bootstrap.current().store.state()
     assert state.watermark == watermark
     assert "connection refused" in state.last_error and state.running_since is None
     prom.fail_with = None
@@ -98,20 +104,22 @@ def test_prometheus_error_holds_the_watermark_and_records_the_error(collector):
     assert sum(e for _, e in stored_minutes("pay").values()) == 60 * 10
 
 
-def test_nan_sample_writes_nothing_and_holds_the_watermark(collector):
+def test_a_nan_series_is_quarantined_and_the_others_are_collected(collector):
     col, prom = collector
     prom.add(kong3("pay", "r", "egress"), [(T0 - 30, 10), (T0 + 10, float("nan"))])
-    with pytest.raises(CollectorRunFailed, match="NaN|nan"):
-        col.run(now=T0 + 120 + 31)
-    assert stored_minutes("pay") == {}
-    assert "window" in bootstrap.store().state().last_error
+    prom.add(kong3("ok", "r", "egress"), [(T0 - 30, 10), (T0 + 10, 25)])
+    report = col.run(now=T0 + 120 + 31)
+    assert report.status == "ok" and stored_minutes("pay") == {} and stored_minutes("ok") == {T0 - 60: (0, 10), T0: (0, 15)}
+    state = bootstrap.current().store.state()
+    assert state.quarantined_count == 1 and "nan" in state.quarantined[0]["reason"]
+    assert "service='pay'" in state.quarantined[0]["series"] and state.watermark == T0 + 120
 
 
 def test_rollups_equal_the_sum_of_their_minutes(collector):
     col, prom = collector
     prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 3600, 20, iter(lambda: 9, None)))
     col.run(now=T0 + 3600 + 31)
-    store = bootstrap.store()
+    store = bootstrap.current().store
     hour = store.query_buckets("pay", "1h", T0, T0 + 3600)
     fives = store.query_buckets("pay", "5m", T0, T0 + 3600)
     assert [b.start for b in hour] == [T0]
@@ -123,7 +131,7 @@ def test_period_total_resets_at_month_rollover_inside_one_run(collector):
     col, prom = collector
     prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, DAY0 + 1200, 60, iter(lambda: 1000, None)))
     col.run(now=DAY0 + 600 + 31)
-    item = bootstrap.store().get_service("pay")
+    item = bootstrap.current().store.get_service("pay")
     assert item.period_start == DAY0
     assert item.total == 1000 * 10  # only December's ten minutes
     assert item.through == DAY0 + 600
@@ -133,18 +141,18 @@ def test_outage_longer_than_max_backfill_is_recorded_as_a_gap(collector, env):
     col, prom = collector
     env.setenv("MAX_BACKFILL_MINUTES", "30")
     bootstrap.reset()
-    col = Collector(prom, bootstrap.store(), bootstrap.settings())
+    col = bootstrap.override(prometheus=prom).collector
     prom.add(kong3("pay", "r", "egress"), scrape(T0 - 7200, T0 + 3600, 60, iter(lambda: 5, None)))
     report = col.run(now=T0 + 3600 + 31)
     assert report.gaps == [[T0, T0 + 1800]]
-    state = bootstrap.store().state()
+    state = bootstrap.current().store.state()
     assert [list(map(int, g)) for g in state.gaps] == [[T0, T0 + 1800]]
     assert min(stored_minutes("pay")) == T0 + 1800
 
 
 def test_a_second_run_while_one_holds_the_lease_does_nothing(collector):
     col, prom = collector
-    store = bootstrap.store()
+    store = bootstrap.current().store
     assert store.acquire_lease("other-run", T0, 900)
     assert col.run(now=T0 + 60).status == "skipped"
 
@@ -153,7 +161,7 @@ def test_range_total_reads_rollups_and_minutes(collector):
     col, prom = collector
     prom.add(kong3("pay", "r", "ingress"), scrape(T0 - 300, T0 + 3600, 30, iter(lambda: 2, None)))
     col.run(now=T0 + 3600 + 31)
-    total = bootstrap.store().range_total("pay", T0 + 180, T0 + 3600)
+    total = bootstrap.current().store.range_total("pay", T0 + 180, T0 + 3600)
     assert total.ingress == 2 * 2 * (60 - 3)
     assert [lvl for *_, lvl in decompose(T0 + 180, T0 + 3600)] == ["1m", "5m", "15m"]
 
@@ -169,14 +177,14 @@ def test_a_fleet_mid_upgrade_is_counted_whole_and_its_schemas_reported(collector
     prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 3600, 30, iter(lambda: 2, None)))
     col.run(now=T0 + 3600 + 31)
     assert sum(e for _, e in stored_minutes("pay").values()) == 120 * 42
-    assert bootstrap.store().state().schema_seen == "2,3.7"
+    assert bootstrap.current().store.state().schema_seen == "2,3.7"
 
 
 def test_kong_schema_setting_restricts_the_metric_read(collector, env):
     col, prom = collector
     env.setenv("KONG_SCHEMA", "2")
     bootstrap.reset()
-    col = Collector(prom, bootstrap.store(), bootstrap.settings())
+    col = bootstrap.override(prometheus=prom).collector
     prom.add(kong2("pay", "r", "ingress"), scrape(T0 - 300, T0 + 600, 60, iter(lambda: 5, None)))
     prom.add(kong3("pay", "r", "ingress"), scrape(T0 - 300, T0 + 600, 60, iter(lambda: 1000, None)))
     col.run(now=T0 + 600 + 31)
@@ -187,7 +195,7 @@ def test_ha_replicas_are_counted_once(collector, env):
     col, prom = collector
     env.setenv("PROMETHEUS_REPLICA_LABELS", "prometheus_replica")
     bootstrap.reset()
-    col = Collector(prom, bootstrap.store(), bootstrap.settings())
+    col = bootstrap.override(prometheus=prom).collector
     for replica in ("a", "b"):
         prom.add({**kong3("pay", "r", "egress"), "prometheus_replica": replica},
                  scrape(T0 - 300, T0 + 600, 60, iter(lambda: 9, None)))
@@ -195,14 +203,14 @@ def test_ha_replicas_are_counted_once(collector, env):
     assert sum(e for _, e in stored_minutes("pay").values()) == 15 * 9  # not 2 x 15 x 9
 
 
-def test_a_series_without_direction_is_bad_data(collector):
+def test_a_series_without_direction_is_quarantined(collector):
     col, prom = collector
     labels = kong3("pay", "r", "egress")
     del labels["direction"]
     prom.add(labels, [(T0 - 30, 1), (T0 + 30, 2)])
-    with pytest.raises(CollectorRunFailed, match="direction"):
-        col.run(now=T0 + 120 + 31)
+    assert col.run(now=T0 + 120 + 31).status == "ok"
     assert stored_minutes("pay") == {}
+    assert "direction" in bootstrap.current().store.state().quarantined[0]["reason"]
 
 
 def test_a_run_landing_exactly_on_a_minute_boundary_counts_a_boundary_sample_once(collector):

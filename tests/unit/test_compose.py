@@ -3,10 +3,8 @@ services, ports, environment, healthchecks, files referenced, Kong's declarative
 Prometheus' targets."""
 from pathlib import Path
 
-import pytest
 import yaml
 
-pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]

@@ -6,7 +6,6 @@ from chalicelib.core.errors import BadSample
 from chalicelib.core.store import decompose
 from chalicelib.collect.deltas import MinuteAccumulator, series_deltas
 
-pytestmark = pytest.mark.unit
 T0 = 1_700_000_040  # a minute boundary
 
 

@@ -3,8 +3,6 @@ import pytest
 
 from localrun.devgateway import InMemoryStats, KongMetrics, load_config
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.fixture
 def metrics():

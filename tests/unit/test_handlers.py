@@ -1,6 +1,4 @@
 """The real Lambda entry points in app.py, fed raw events as AWS sends them (moto in-process)."""
-import functools
-
 import boto3
 import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -9,7 +7,6 @@ from moto.ses.models import ses_backends
 from chalicelib import bootstrap
 from tests.fakes.prometheus import FakePrometheus
 
-pytestmark = pytest.mark.unit
 T0 = 1_796_083_200 - 7200
 
 
@@ -43,18 +40,24 @@ def stream_event(settings):
     return {"Records": records}
 
 
-@pytest.fixture
-def wired(aws, env, monkeypatch):
-    env.setenv("INITIAL_BACKFILL_MINUTES", "30")
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    bootstrap.reset()
-    boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress="alerts@bandwidth-meter.test")
+def fake_prometheus():
     prom = FakePrometheus()
     prom.add({"__name__": "kong_bandwidth_bytes", "service": "pay", "route": "r", "direction": "egress",
               "consumer": "", "workspace": "default", "instance": "n1"},
              [(T0 - 60 + 60 * i, 1000 * i) for i in range(40)])
-    monkeypatch.setattr(bootstrap, "prometheus", functools.lru_cache()(lambda: prom))
-    bootstrap.collector.cache_clear()
+    return prom
+
+
+def clock():
+    return T0 + 1800
+
+
+@pytest.fixture
+def wired(aws, env):
+    env.setenv("INITIAL_BACKFILL_MINUTES", "30")
+    env.setenv("COLLECT_LAG_SECONDS", "0")
+    boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress="alerts@bandwidth-meter.test")
+    bootstrap.override(prometheus=fake_prometheus(), clock=clock)
     import app
     return app
 
@@ -63,10 +66,9 @@ def sent_messages():
     return ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
 
 
-def test_collect_then_alerts_sends_one_email_through_ses(wired, monkeypatch):
-    app, settings = wired, bootstrap.settings()
-    bootstrap.quota_book().put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
-    monkeypatch.setattr("time.time", lambda: T0 + 1800)
+def test_collect_then_alerts_sends_one_email_through_ses(wired):
+    app, settings = wired, bootstrap.current().settings
+    bootstrap.current().quotas.put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
     report = app.collect(SCHEDULED_EVENT, Context())
     assert report["status"] == "ok"
     result = app.alerts(stream_event(settings), Context())
@@ -79,15 +81,13 @@ def test_collect_then_alerts_sends_one_email_through_ses(wired, monkeypatch):
     assert len(sent_messages()) == 1
 
 
-def test_unverified_sender_fails_the_record_and_marks_the_alert_failed(wired, monkeypatch, env):
-    app, settings = wired, bootstrap.settings()
+def test_unverified_sender_fails_the_record_and_marks_the_alert_failed(wired, env):
+    app, settings = wired, bootstrap.current().settings
     env.setenv("ALERT_FROM", "nobody@unverified.test")
-    bootstrap.reset()
-    bootstrap.quota_book().put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
-    monkeypatch.setattr("time.time", lambda: T0 + 1800)
+    bootstrap.override(prometheus=fake_prometheus(), clock=clock)
+    bootstrap.current().quotas.put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
     app.collect(SCHEDULED_EVENT, Context())
     result = app.alerts(stream_event(settings), Context())
-    from chalicelib.notify.alerts import alert_history
     assert result["batchItemFailures"]
-    assert alert_history("pay")[0]["status"] == "failed"
+    assert bootstrap.current().ledger.history("pay")[0]["status"] == "failed"
     assert sent_messages() == []

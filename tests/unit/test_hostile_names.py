@@ -7,10 +7,8 @@ from chalice.test import Client
 from chalicelib import bootstrap
 from chalicelib.api import charts
 from chalicelib.notify import emails
-from chalicelib.collect.collector import Collector
 from tests.fakes.prometheus import FakePrometheus
 
-pytestmark = pytest.mark.unit
 T0 = 1_796_083_200 - 3600
 HOSTILE = ["../../etc/passwd", "=HYPERLINK(\"http://evil\")", "x'; DROP TABLE usage; --", "<img src=x onerror=1>",
            "USAGE#other", "ünï côdé"]
@@ -25,8 +23,8 @@ def collected(aws, env, monkeypatch):
     for name in HOSTILE + ["other"]:
         prom.add({"__name__": "kong_bandwidth_bytes", "service": name, "route": name, "direction": "egress",
                   "consumer": "", "workspace": "default", "instance": "n1"}, [(T0 - 30, 0), (T0 + 30, 100)])
-    Collector(prom, bootstrap.store(), bootstrap.settings(), quotas=bootstrap.quota_book()).run(now=T0 + 600)
-    monkeypatch.setattr("time.time", lambda: T0 + 600)
+    bootstrap.override(prometheus=prom).collector.run(now=T0 + 600)
+    bootstrap.override(prometheus=prom, clock=lambda: T0 + 600)
     from app import app
 
     with Client(app) as client:
@@ -36,14 +34,14 @@ def collected(aws, env, monkeypatch):
 def test_each_name_is_its_own_service_and_no_key_collides(collected):
     names = {row["service"] for row in json.loads(collected.http.get("/v1/services").body)["services"]}
     assert names == set(HOSTILE) | {"other"}
-    store = bootstrap.store()
+    store = bootstrap.current().store
     assert store.range_total("other", T0, T0 + 60).egress == 100  # "USAGE#other" did not write into it
     assert store.range_total("USAGE#other", T0, T0 + 60).egress == 100
 
 
 def test_csv_cells_that_could_be_formulas_are_quoted_as_text(collected):
     name = HOSTILE[1]
-    store = bootstrap.store()
+    store = bootstrap.current().store
     chart = charts.build_series(store, charts.service_coverage(store, name), name, T0, T0 + 60, "1m",
                                 direction="egress", split=True)
     row = charts.series_csv(chart).splitlines()[1]

@@ -4,8 +4,6 @@ import pytest
 
 from chalicelib.core.periods import period_at
 
-pytestmark = pytest.mark.unit
-
 
 def ts(*args):
     return int(datetime(*args, tzinfo=timezone.utc).timestamp())

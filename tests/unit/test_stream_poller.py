@@ -2,11 +2,8 @@
 failures, a bounded number of attempts, new shards. A fake streams client, no sleeping."""
 import json
 
-import pytest
 
 from localrun.streams import StreamPoller
-
-pytestmark = pytest.mark.unit
 
 
 class FakeStreams:

@@ -1,12 +1,10 @@
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.collect.collector import Collector
 from chalicelib.api.charts import Coverage
 from chalicelib.api.stats import histogram_quantile, service_stats
 from tests.fakes.prometheus import FakePrometheus
 
-pytestmark = pytest.mark.unit
 T0 = 1_796_083_200 - 3600
 
 
@@ -32,8 +30,9 @@ def test_stats_from_kong3_counters_and_histogram(aws, env):
     bootstrap.reset()
     prom = FakePrometheus()
     base = {"service": "pay", "route": "r", "workspace": "default", "instance": "n1"}
+    # Prometheus keeps scraping the idle counter, so every minute of the window is observed.
     prom.add({**base, "__name__": "kong_bandwidth_bytes", "direction": "egress", "consumer": ""},
-             [(T0 - 30, 0), (T0 + 30, 100)])
+             [(T0 - 30, 0)] + [(t, 100) for t in range(T0 + 30, T0 + 600, 30)])
     prom.add({**base, "__name__": "kong_http_requests_total", "code": "200", "source": "service", "consumer": ""},
              [(T0 - 30, 1000), (T0 + 30, 1090), (T0 + 90, 1180)])
     prom.add({**base, "__name__": "kong_http_requests_total", "code": "503", "source": "upstream", "consumer": ""},
@@ -42,8 +41,8 @@ def test_stats_from_kong3_counters_and_histogram(aws, env):
         prom.add({**base, "__name__": "kong_request_latency_ms_bucket", "le": le}, [(T0 - 30, a), (T0 + 30, b)])
     prom.add({**base, "__name__": "kong_request_latency_ms_sum"}, [(T0 - 30, 5000.0), (T0 + 30, 6500.5)])
     prom.add({**base, "__name__": "kong_request_latency_ms_count"}, [(T0 - 30, 200), (T0 + 30, 300)])
-    Collector(prom, bootstrap.store(), bootstrap.settings(), quotas=bootstrap.quota_book()).run(now=T0 + 600)
-    store = bootstrap.store()
+    bootstrap.override(prometheus=prom).collector.run(now=T0 + 600)
+    store = bootstrap.current().store
     coverage = Coverage.from_state(store.state())
     stats = service_stats(store, coverage, "pay", T0, T0 + 600, "5m")
     assert stats["requests_count"] == {"success": 180, "error": 10}

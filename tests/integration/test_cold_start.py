@@ -1,0 +1,132 @@
+"""Every route answers from the configured table when it is the first request a fresh process serves.
+
+A cold API Lambda builds its parts on its first request; a route that reached DynamoDB without going
+through the bootstrap once read a default table instead of the configured one. Each case here starts
+a new Python process (the moto server is AWS), imports app.py and makes one route its first request.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from chalicelib import bootstrap
+from chalicelib.core.models import SERVICES_PK, Alert, ServiceUsage
+from chalicelib.core.periods import period_at
+from chalicelib.core.usage import BucketUsage
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLE = "bwm-cold-start"  # no default of any model can point here
+NOW = int(time.time()) // 60 * 60  # near now: the legacy endpoint looks back from the real clock
+FIRST_REQUEST = """
+import json, sys
+import app
+from chalice.test import Client
+method, path, body = sys.argv[1], sys.argv[2], sys.argv[3]
+with Client(app.app, stage_name="local") as client:
+    headers = {"Content-Type": "application/json"} if body else {}
+    answer = client.http.request(method, path, body=body.encode() if body else b"", headers=headers)
+print(json.dumps({"status": answer.status_code, "body": answer.body.decode("utf-8", "replace")}))
+"""
+QUOTA = json.dumps({"limit_bytes": 1000, "notify": ["owner@example.com"]})
+RULES = json.dumps({"rules": [{"pattern": "pay*", "limit_bytes": 5000}]})
+
+# (method, route, path, body, what the answer must hold to prove it read the seeded table)
+CASES = [
+    ("GET", "/v1/health", "/v1/health", "", lambda b: b["status"] == "ok"),
+    ("GET", "/v1/collector/status", "/v1/collector/status", "", lambda b: b["watermark"] is not None),
+    ("GET", "/v1/services", "/v1/services", "", lambda b: [s["service"] for s in b["services"]] == ["pay"]),
+    ("GET", "/v1/services/{service}", "/v1/services/pay", "", lambda b: b["usage"]["egress"] == 700),
+    ("GET", "/v1/services/{service}/bandwidth", f"/v1/services/pay/bandwidth?start={NOW - 300}&end={NOW}&step=1m",
+     "", lambda b: sum(s["total_bytes"] for s in b["series"]) == 700),
+    ("GET", "/v1/services/{service}/stats", f"/v1/services/pay/stats?start={NOW - 300}&end={NOW}", "",
+     lambda b: b["service"] == "pay"),
+    ("GET", "/metrics/bandwidth_used", "/metrics/bandwidth_used?service=pay&type=egress&lookback_duration=10m", "",
+     lambda b: any(row["bandwidth_used"] == 700 for row in b)),
+    ("GET", "/v1/services/{service}/quota", "/v1/services/pay/quota", "", lambda b: b["limit_bytes"] == 1000),
+    ("PUT", "/v1/services/{service}/quota", "/v1/services/new/quota", QUOTA, lambda b: b["limit_bytes"] == 1000),
+    ("DELETE", "/v1/services/{service}/quota", "/v1/services/pay/quota", "", None),
+    ("GET", "/v1/quotas", "/v1/quotas", "", lambda b: [q["service"] for q in b["quotas"]] == ["pay"]),
+    ("GET", "/v1/quota-rules", "/v1/quota-rules", "", lambda b: b["rules"][0]["pattern"] == "pay*"),
+    ("PUT", "/v1/quota-rules", "/v1/quota-rules", RULES, lambda b: b["rules"][0]["limit_bytes"] == 5000),
+    ("GET", "/v1/quota-audit", "/v1/quota-audit", "", lambda b: len(b["entries"]) == 2),
+    ("GET", "/v1/schemas/quota", "/v1/schemas/quota", "", lambda b: "limit_bytes" in b["properties"]),
+    ("GET", "/v1/schemas/quota-rules", "/v1/schemas/quota-rules", "", lambda b: "rules" in b["properties"]),
+    ("GET", "/v1/services/{service}/alerts", "/v1/services/pay/alerts", "",
+     lambda b: [a["threshold"] for a in b["alerts"]] == [80.0]),
+    ("GET", "/openapi.json", "/openapi.json", "", lambda b: b["openapi"].startswith("3.")),
+    ("GET", "/docs", "/docs", "", None),
+    ("GET", "/", "/", "", None),
+    ("GET", "/dashboard", "/dashboard", "", None),
+]
+
+
+@pytest.fixture(scope="module")
+def seeded(moto_server):
+    """The configured table, seeded through the adapters: a service with 700 B, a quota, a rule, an alert."""
+    env = {"TABLE_NAME": TABLE, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": moto_server,
+           "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled", "ALERT_FROM": "alerts@example.com",
+           "PROMETHEUS_URL": "http://127.0.0.1:9", "STAGE": "dev"}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        deps = bootstrap.override()
+        from chalicelib.core import tables
+
+        tables.ensure_table()
+        minute = NOW - 120
+        deps.store.put_buckets("1m", [BucketUsage("pay", minute, {"r": {"ingress": 0, "egress": 700}})])
+        month = period_at("month", minute)
+        deps.store.put_services([ServiceUsage(
+            SERVICES_PK, "pay", service="pay", first_seen=minute, last_active=minute, period_kind="month",
+            period_anchor=1, period_start=month.start, period_end=month.end, ingress=0, egress=700, total=700,
+            through=NOW - 60)])
+        deps.store.acquire_lease("seed", NOW, 1)
+        deps.store.update_state("seed", watermark=NOW - 60, collection_start=NOW - 3600, gaps=[], running_since=None)
+        deps.quotas.put("pay", json.loads(QUOTA))
+        deps.quotas.put_rules(json.loads(RULES))
+        deps.ledger.claim(Alert.record("pay", month.start, 80.0, period_end=month.end, status="sent",
+                                       usage_bytes=800, limit_bytes=1000, recipients=["owner@example.com"],
+                                       crossed_at=minute, claimed_at=minute), None)
+    finally:
+        bootstrap.reset()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    yield {**os.environ, **env}
+
+
+def first_request(env, method, path, body):
+    done = subprocess.run([sys.executable, "-c", FIRST_REQUEST, method, path, body], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_cases_cover_every_route():
+    import app
+
+    routes = {(method, path) for path, entries in app.app.routes.items() for method in entries}
+    assert routes == {(method, route) for method, route, *_ in CASES}
+
+
+def test_every_route_reads_the_configured_table_as_a_fresh_process_first_request(seeded):
+    # Read-only cases first (in parallel); the writes after, so each sees the seed as it was.
+    reads = [c for c in CASES if c[0] == "GET"]
+    writes = [c for c in CASES if c[0] != "GET"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda c: first_request(seeded, c[0], c[2], c[3]), reads))
+    answers += [first_request(seeded, c[0], c[2], c[3]) for c in writes]
+    for (method, _, path, _, proves), answer in zip(reads + writes, answers):
+        assert answer["status"] < 400, (method, path, answer)
+        if proves is not None:
+            assert proves(json.loads(answer["body"])), (method, path, answer["body"][:500])
