@@ -98,11 +98,11 @@ def get_service(service):
 @endpoint
 def service_bandwidth(service):
     p, deps = _params(), bootstrap.current()
-    store = deps.store
-    coverage = charts.service_coverage(store, service)
-    start, end = charts.parse_range(p, deps.clock())
+    store, now = deps.store, deps.clock()
+    coverage = charts.service_coverage(store, service, now)
+    start, end = charts.parse_range(p, now)
     chart = charts.build_series(
-        store, coverage, service, start, end, charts.choose_step(start, end, p.get("step")),
+        store, coverage, service, start, end, charts.choose_step(start, end, p.get("step"), coverage),
         direction=choice(p, "direction", ("ingress", "egress", "total", "all"), "all"),
         route=p.get("route"), split=choice(p, "split", ("route",), None) == "route")
     accept = app.current_request.headers.get("accept", "")
@@ -116,10 +116,10 @@ def service_bandwidth(service):
 @endpoint
 def service_stats(service):
     p, deps = _params(), bootstrap.current()
-    store = deps.store
-    coverage = charts.service_coverage(store, service)
-    start, end = charts.parse_range(p, deps.clock())
-    step = charts.choose_step(start, end, p["step"]) if p.get("step") else None
+    store, now = deps.store, deps.clock()
+    coverage = charts.service_coverage(store, service, now)
+    start, end = charts.parse_range(p, now)
+    step = charts.choose_step(start, end, p["step"], coverage) if p.get("step") else None
     return stats.service_stats(store, coverage, service, start, end, step)
 
 
@@ -127,9 +127,9 @@ def service_stats(service):
 @endpoint
 def legacy_bandwidth_used():
     p, deps = _params(), bootstrap.current()
-    store = deps.store
-    coverage = charts.service_coverage(store, p.get("service") or charts.legacy_missing_service())
-    return Response(body=charts.legacy_bandwidth_used(store, coverage, p, deps.clock()), status_code=200,
+    store, now = deps.store, deps.clock()
+    coverage = charts.service_coverage(store, p.get("service") or charts.legacy_missing_service(), now)
+    return Response(body=charts.legacy_bandwidth_used(store, coverage, p, now), status_code=200,
                     headers={"Content-Type": "application/json"})
 
 

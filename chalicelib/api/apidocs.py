@@ -46,7 +46,10 @@ SCHEMAS = {
         "last_duration_ms": NULLABLE_INT, "series_seen": NULLABLE_INT, "minutes_written": NULLABLE_INT,
         "items_written": NULLABLE_INT, "kong_schemas_seen": {"type": "array", "items": {"type": "string"}},
         "last_success": {"type": ["string", "null"]}, "last_error": {"type": ["string", "null"]},
-        "last_error_at": {"type": ["string", "null"]}}},
+        "last_error_at": {"type": ["string", "null"]},
+        "quarantined_count": {"type": "integer", "description": "Series the last run skipped as bad data"},
+        "quarantined": {"type": "array", "description": "Up to 50 of them, with the reason",
+                        "items": _obj({"series": {"type": "string"}, "reason": {"type": "string"}})}}},
     "EffectiveQuota": {"type": ["object", "null"], "properties": {
         "source": {"type": "string", "description": "service, rule:<pattern>"},
         "limit_bytes": {"type": "integer"}, "period": {"enum": ["day", "week", "month"]},

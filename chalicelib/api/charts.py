@@ -29,20 +29,30 @@ class Coverage:
     watermark: Optional[int]
     gaps: Tuple[Tuple[int, int], ...] = ()
     first_seen: Optional[int] = None
+    retained_from: Tuple[Tuple[str, int], ...] = ()  # (level, instant): older buckets have expired
 
     @classmethod
-    def from_state(cls, state, first_seen: Optional[int] = None) -> "Coverage":
+    def from_state(cls, state, first_seen: Optional[int] = None, retained_from: Optional[dict] = None) -> "Coverage":
         return cls(
             int(state.collection_start) if state.collection_start is not None else None,
             int(state.watermark) if state.watermark is not None else None,
             tuple((int(a), int(b)) for a, b in (state.gaps or [])),
             first_seen,
+            tuple(sorted((retained_from or {}).items())),
         )
 
-    def covers(self, start: int, end: int) -> bool:
+    def kept_from(self, level: str) -> Optional[int]:
+        """The earliest bucket start of ``level`` still kept (None: kept for ever)."""
+        return dict(self.retained_from).get(level)
+
+    def covers(self, start: int, end: int, level: Optional[str] = None) -> bool:
+        """Whether [start, end) holds final data (of ``level``, when given, which may have expired)."""
         if self.watermark is None or self.collection_start is None:
             return False
         if start < self.collection_start or end > self.watermark:
+            return False
+        kept_from = self.kept_from(level) if level else None
+        if kept_from is not None and start < kept_from:
             return False
         if self.first_seen is not None and end <= self.first_seen:
             return False
@@ -63,11 +73,14 @@ def parse_range(params, now: float) -> Tuple[int, int]:
     return start, end
 
 
-def choose_step(start: int, end: int, requested: Optional[str]) -> str:
+def choose_step(start: int, end: int, requested: Optional[str], coverage: Optional[Coverage] = None) -> str:
+    """The requested step, or for ``auto`` the finest whose points fit and whose buckets are
+    still kept for the whole range (an expired level would show data as not collected)."""
     requested = requested or "auto"
     if requested == "auto":
         for name, size in STEPS.items():
-            if (end - start) / size <= AUTO_TARGET_POINTS:
+            kept_from = coverage.kept_from(name) if coverage else None
+            if (end - start) / size <= AUTO_TARGET_POINTS and (kept_from is None or floor(start, size) >= kept_from):
                 return name
         requested = "1d"  # the coarsest; still bounded by MAX_POINTS below
     if requested not in STEPS:
@@ -95,7 +108,7 @@ def build_series(store, coverage: Coverage, service: str, start: int, end: int, 
     first = floor(start, size)
     times = list(range(first, end, size))
     buckets = {b.start: b for b in store.query_buckets(service, step, first, times[-1] + size)}
-    covered = [coverage.covers(t, t + size) for t in times]
+    covered = [coverage.covers(t, t + size, step) for t in times]
     directions = ["ingress", "egress"] if direction == "all" else [direction]
     if split:
         routes: List[Optional[str]] = [route] if route is not None else sorted(
@@ -163,9 +176,10 @@ def legacy_missing_service():
     raise BadRequest("service is required", parameter="service")
 
 
-def service_coverage(store, service: str) -> Coverage:
-    """What is collected for a known service (NotFound for an unknown one)."""
-    return Coverage.from_state(store.state(), int(require_service(store, service).first_seen))
+def service_coverage(store, service: str, now: float) -> Coverage:
+    """What is collected for a known service (NotFound for an unknown one), as of ``now``."""
+    return Coverage.from_state(store.state(), int(require_service(store, service).first_seen),
+                               store.retained_from(now))
 
 
 def require_service(store, service: str):

@@ -69,7 +69,7 @@ def service_stats(store, coverage: Coverage, service: str, start: int, end: int,
         result["step"] = step
         result["series"] = [
             {"time": iso(t), **(summarize(buckets.get(t, BucketUsage(service, t)))
-                                if coverage.covers(t, t + size) else {"requests_count": None, "latency_ms": None,
+                                if coverage.covers(t, t + size, step) else {"requests_count": None, "latency_ms": None,
                                                                       "by_status": None})}
             for t in range(first, end, size)
         ]

@@ -30,4 +30,6 @@ def collector_status(state, settings, now: float) -> dict:
         "last_success": _t(state.last_success_at),
         "last_error": state.last_error,
         "last_error_at": _t(state.last_error_at),
+        "quarantined_count": int(state.quarantined_count or 0),
+        "quarantined": list(state.quarantined or []),
     }

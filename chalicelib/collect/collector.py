@@ -43,9 +43,20 @@ class RunReport:
     error: Optional[str] = None
     gaps: List[List[int]] = field(default_factory=list)
     quarantined: List[dict] = field(default_factory=list)  # series skipped, with the reason
+    _quarantined_series: Set[str] = field(default_factory=set, repr=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        report = asdict(self)
+        del report["_quarantined_series"]
+        return report
+
+    def quarantine(self, labels: Dict[str, str], reason: str) -> None:
+        """Skip a bad series (once per run in the report and the log), never the run."""
+        entry = quarantine_entry(labels)
+        if entry not in self._quarantined_series:
+            self._quarantined_series.add(entry)
+            self.quarantined.append({"series": entry, "reason": reason})
+            log.warning("collector: series quarantined (%s): %s", reason, entry)
 
 
 class Collector:
@@ -181,7 +192,7 @@ class Collector:
             try:
                 key = kong.bandwidth_key(one.labels)
             except BadSample as e:
-                report.quarantined.append(quarantine_entry(one.labels, str(e)))
+                report.quarantine(one.labels, str(e))
                 continue
             seen += 1
             schema = kong.detect_schema(one.labels)
@@ -207,8 +218,8 @@ class Collector:
                 previous = history.get(self._strip_replicas(one.key))
                 if previous is not None and not (math.isfinite(previous) and previous >= 0):
                     # Counting from zero would count its whole lifetime: wait for a valid value.
-                    report.quarantined.append(quarantine_entry(
-                        one.labels, f"its last value before the window is {previous!r}, not a byte counter"))
+                    report.quarantine(one.labels, f"its last value before the window is {previous!r}, "
+                                                  "not a byte counter")
                     continue
                 window.count(key, sid, previous, samples, start, one.labels, report)
         report.series_seen = max(report.series_seen, seen)
@@ -236,7 +247,7 @@ class Collector:
             try:
                 yield one.labels, series_deltas(previous.get(self._strip_replicas(one.key)), one.samples, integer)
             except BadSample as e:
-                report.quarantined.append(quarantine_entry(one.labels, str(e)))
+                report.quarantine(one.labels, str(e))
 
     def _strip_replicas(self, key):
         drop = set(self.settings.replica_labels)
@@ -311,11 +322,10 @@ class CollectorRunFailed(BandwidthMeterError):
 QUARANTINE_SHOWN = 50  # entries kept in the collector state; the count covers them all
 
 
-def quarantine_entry(labels: Dict[str, str], reason: str) -> dict:
+def quarantine_entry(labels: Dict[str, str]) -> str:
+    """A series' labels as text, bounded (a label may be thousands of characters)."""
     text = ",".join(f"{k}={v!r}" for k, v in sorted(labels.items()))
-    entry = {"series": text[:300] + ("..." if len(text) > 300 else ""), "reason": reason}
-    log.warning("collector: series quarantined (%s): %s", reason, entry["series"])
-    return entry
+    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def merge_gaps(gaps: List[List[int]]) -> List[List[int]]:
@@ -349,7 +359,7 @@ class Window:
         try:
             per_minute = series_deltas(previous, samples)
         except BadSample as e:
-            report.quarantined.append(quarantine_entry(labels, str(e)))
+            report.quarantine(labels, str(e))
             return
         placed: Dict[int, int] = {}
         for minute, nbytes in per_minute.items():

@@ -42,6 +42,10 @@ class UsageStore:
                              "15m": 4 * minute_ttl_days * 86400}
         self.writes = 0  # write requests' items, for status and benchmarks
 
+    def retained_from(self, now: float) -> Dict[str, int]:
+        """Per level with a TTL, the earliest bucket start still kept (older ones have expired)."""
+        return {level: int(now) - ttl for level, ttl in self._ttl_seconds.items()}
+
     # -- usage buckets -------------------------------------------------------------------
     def _bucket_item(self, level: str, bucket: BucketUsage) -> UsageBucket:
         ttl = self._ttl_seconds.get(level)

@@ -12,6 +12,7 @@ from localrun.prometheus import PrometheusServer, build_tsdb
 from tests.fakes.prometheus import FakePrometheus
 from tests.support.faults import SERVER_ERROR, THROTTLED, FaultProxy
 from tests.support.openmetrics import History, counter_samples
+from tests.support.snapshot import table_snapshot
 
 T0 = 1_796_083_200 - 3 * 3600
 
@@ -30,9 +31,6 @@ def totals():
     return {i.service: int(i.total) for i in ServiceUsage.query("SERVICES")}
 
 
-def snapshot():
-    usage = [(i.pk, i.sk, str(i.serialize())) for i in UsageBucket.scan(UsageBucket.pk.startswith("USAGE#"))]
-    return sorted(usage + [(i.pk, i.sk, str(i.serialize())) for i in ServiceUsage.query("SERVICES")])
 
 
 @pytest.fixture
@@ -90,10 +88,10 @@ def test_two_runs_at_once_leave_the_same_table_as_one(proxied):
     for t in threads:
         t.join()
     assert sorted(r.status for r in reports) in (["ok", "skipped"], ["ok", "idle"])
-    once = snapshot()
+    once = table_snapshot()
     assert totals() == {f"svc-{s:02d}": expected_total() for s in range(10)}
     collector_for(prom).run(now=T0 + 1800)
-    assert snapshot() == once
+    assert table_snapshot() == once
 
 
 LABELS = [('quo"te', "r 1"), ("spa ce", "ünïcødé/路由"), ("back\\slash", "new-name")]

@@ -4,11 +4,23 @@ Kong's counters do not end in ``_total``, which OpenMetrics demands of counter s
 so they are declared as gauges: Prometheus stores the same samples under Kong's names."""
 from __future__ import annotations
 
+import math
 from typing import Dict, Iterable, List, Tuple
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    """Exact text for a sample value (``:g`` would round a terabyte counter to six digits)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        return repr(int(value)) if value.is_integer() else repr(value)
+    return str(value)
 
 
 class History:
@@ -26,7 +38,7 @@ class History:
             for labels, samples in series:
                 label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
                 for ts, value in samples:
-                    lines.append(f"{metric}{{{label_text}}} {value:g} {ts}")
+                    lines.append(f"{metric}{{{label_text}}} {_number(value)} {ts}")
         lines.append("# EOF")
         return "\n".join(lines) + "\n"
 

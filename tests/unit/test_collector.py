@@ -3,8 +3,9 @@ import pytest
 
 from chalicelib import bootstrap
 from chalicelib.collect.collector import CollectorRunFailed
-from chalicelib.core.models import ServiceUsage, UsageBucket
+from chalicelib.core.models import UsageBucket
 from chalicelib.core.store import decompose
+from tests.support.snapshot import table_snapshot
 from tests.fakes.prometheus import FakePrometheus
 
 
@@ -40,16 +41,6 @@ def stored_minutes(service):
             if i.level == "1m"}
 
 
-CHECKPOINT_FIELDS = ("checkpoint", "checkpoint_at", "previous_checkpoint", "previous_checkpoint_at")
-
-
-def table_snapshot(checkpoints=True):
-    """Every usage item and service item; without the chunk bookkeeping of checkpoints if asked."""
-    usage = [(i.pk, i.sk, str(i.serialize())) for i in UsageBucket.scan(UsageBucket.pk.startswith("USAGE#"))]
-    services = [(i.pk, i.sk, str({k: v for k, v in i.serialize().items()
-                                   if checkpoints or k not in CHECKPOINT_FIELDS}))
-                for i in ServiceUsage.query("SERVICES")]
-    return sorted(usage + services)
 
 
 def test_exact_totals_across_nodes_resets_and_born_series(collector):
