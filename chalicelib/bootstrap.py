@@ -9,7 +9,7 @@ import functools
 
 import boto3
 
-from chalicelib.core import models
+from chalicelib.core import models, secrets
 from chalicelib.core.settings import Settings, from_env
 
 
@@ -21,7 +21,7 @@ def settings() -> Settings:
 def reset() -> None:
     """Forget everything built (tests change the environment between cases)."""
     for getter in (settings, store, prometheus, collector, mailer, alert_processor, quota_book, access_guard,
-                   _boto_session):
+                   _boto_session, parameter_store):
         getter.cache_clear()
 
 
@@ -48,7 +48,7 @@ def store():
 def prometheus():
     from chalicelib.collect.prometheus import PrometheusClient
 
-    s = settings()
+    s = secrets.resolve(settings(), parameter_store, "prometheus_password", "prometheus_bearer_token")
     return PrometheusClient.from_settings(s)
 
 
@@ -73,7 +73,7 @@ def alert_processor():
 
     from chalicelib.notify.webhook import WebhookSender
 
-    s = settings()
+    s = secrets.resolve(settings(), parameter_store, "webhook_secret")
     webhook = WebhookSender(s.webhook_secret) if s.webhook_secret else None
     return AlertProcessor(store(), mailer(), public_url=s.public_url, quotas=quota_book(), webhook=webhook)
 
@@ -96,4 +96,12 @@ def status_report(now: float) -> dict:
 def access_guard():
     from chalicelib.api.access import AccessGuard
 
-    return AccessGuard.from_settings(settings())
+    return AccessGuard.from_settings(settings(), parameter_store=parameter_store)
+
+
+@functools.lru_cache(maxsize=None)
+def parameter_store():
+    """SSM Parameter Store: secrets and the API key registry in AWS (cached, refreshed)."""
+    from chalicelib.core.secrets import ParameterStore
+
+    return ParameterStore(aws_client("ssm"), max_age=settings().secrets_max_age_seconds)
