@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration prometheus package bench clean
+.PHONY: run test test-unit test-integration prometheus package deploy keys bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,18 @@ test-unit: $(STAMP)
 test-integration: $(STAMP) prometheus
 	$(PY) -m pytest -m integration
 
+# A package or a deployment is for a real stage: prod unless STAGE says otherwise.
+STAGE ?= prod
+
 package: $(STAMP)
-	@bash scripts/package.sh
+	@STAGE=$(STAGE) bash scripts/package.sh
+
+deploy: $(STAMP)
+	$(VENV)/bin/chalice deploy --stage $(STAGE)
+
+# API keys on either deploy path: make keys ARGS='add NAME --role read|admin --stage prod'
+keys: $(STAMP)
+	@$(PY) scripts/keys.py $(ARGS)
 
 bench: $(STAMP) prometheus
 	$(PY) bench/collector_bench.py
