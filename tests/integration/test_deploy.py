@@ -1,5 +1,7 @@
-"""Deployment artefacts: the offline package passes cfn-lint and holds what the issue asks;
-the AWS bootstrap works against a moto server and is idempotent."""
+"""Deployment artefacts: the offline package (default stage) passes cfn-lint and holds what the
+issue asks; its functions, run from the template's own environment against a moto server, are
+closed to the wrong keys and make only calls their roles allow; the AWS bootstrap works against
+a moto server and is idempotent."""
 import json
 import os
 import shutil
@@ -14,13 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    out = tmp_path_factory.mktemp("package") / "pkg"
-    result = subprocess.run(["bash", "scripts/package.sh"], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "OUT": str(out), "PY": sys.executable}, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr  # includes cfn-lint's findings
-    assert (out / "deployment.zip").stat().st_size > 0
-    return json.loads((out / "sam.json").read_text())
+def template(packaged_template):
+    return packaged_template
 
 
 def test_the_table_has_its_stream_ttl_and_recovery(template):
@@ -38,10 +35,23 @@ def test_the_alerts_function_reads_the_tables_stream_with_partial_failures(templ
     assert "MaximumRetryAttempts" in source and source["BisectBatchOnFunctionError"] is True
 
 
-def test_usage_plan_key_and_stage_throttling(template):
+def test_the_package_is_for_the_prod_stage_and_no_function_holds_a_secret(template):
+    for function in ("Collect", "Alerts", "APIHandler"):
+        variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert variables["STAGE"] == "prod"
+        assert not {"API_KEYS", "PROMETHEUS_PASSWORD", "PROMETHEUS_BEARER_TOKEN", "WEBHOOK_SECRET"} & set(variables)
+        assert "*" not in json.dumps(variables.get("CORS_ORIGINS"))
+    assert "Default" not in template["Parameters"]["CorsOrigins"]  # the operator names the frontend
+
+
+def test_usage_plan_holds_an_admin_and_a_read_key_recorded_in_the_registry(template):
     resources = template["Resources"]
     assert resources["UsagePlan"]["Properties"]["ApiStages"] == [{"ApiId": {"Ref": "RestAPI"}, "Stage": "api"}]
-    assert resources["DashboardKeyInPlan"]["Properties"]["UsagePlanId"] == {"Ref": "UsagePlan"}
+    for key in ("AdminKey", "DashboardKey"):
+        assert resources[f"{key}InPlan"]["Properties"] == {"KeyId": {"Ref": key}, "KeyType": "API_KEY",
+                                                           "UsagePlanId": {"Ref": "UsagePlan"}}
+    registry = resources["KeyRegistry"]["Properties"]
+    assert {(k["Name"], k["Role"]) for k in registry["Keys"]} == {("admin", "admin"), ("dashboard", "read")}
     assert resources["RestAPI"]["Properties"]["MethodSettings"][0]["ThrottlingRateLimit"] == {"Ref": "ThrottlePerSecond"}
     assert "ApiUrl" in template["Outputs"]
 
@@ -49,6 +59,7 @@ def test_usage_plan_key_and_stage_throttling(template):
 def test_iam_is_narrowed_to_the_table_stream_and_sender(template):
     for role in ("CollectRole", "AlertsRole", "ApiHandlerRole"):
         for statement in template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]:
+            statement = statement.get("Fn::If", [None, statement])[1]
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             if statement["Action"] == ["dynamodb:ListStreams"]:
                 continue  # ListStreams has no resource-level permissions
@@ -56,7 +67,20 @@ def test_iam_is_narrowed_to_the_table_stream_and_sender(template):
     alerts = template["Resources"]["AlertsRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert {"ses:SendEmail", "ses:SendRawEmail"} <= {a for s in alerts for a in s["Action"]}
     collect = template["Resources"]["CollectRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-    assert not any(a.startswith("ses:") for s in collect for a in s["Action"])
+    assert not any(a.startswith("ses:") for s in collect for a in s.get("Action", []))
+
+
+def test_preflights_go_to_the_function_and_gateway_refusals_carry_cors(template):
+    paths = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    options = [methods["options"] for methods in paths.values() if "options" in methods]
+    assert options and all(o["x-amazon-apigateway-integration"]["type"] == "aws_proxy" for o in options)
+    responses = template["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+    for kind, status in (("INVALID_API_KEY", "401"), ("ACCESS_DENIED", "403"), ("THROTTLED", "429"),
+                         ("QUOTA_EXCEEDED", "429")):
+        assert responses[kind]["StatusCode"] == status
+        origin = responses[kind]["ResponseParameters"]["Headers"]["Access-Control-Allow-Origin"]
+        assert "*" not in json.dumps(origin) and "CorsOrigins" in json.dumps(origin)
+    assert "Access-Control-Allow-Origin" in responses["DEFAULT_4XX"]["ResponseParameters"]["Headers"]
 
 
 def test_bootstrap_creates_the_table_and_writes_the_stage_config(moto_server, tmp_path, monkeypatch):
