@@ -11,11 +11,15 @@ Answers, as ``{"error": {"code", "message"}}`` (chalicelib.http.error_response):
 - 403 ``forbidden``: a read key on an admin route;
 - 429 ``throttled`` with ``Retry-After`` (whole seconds): the key's or the API's limit is spent.
 
-Keys come from ``API_KEYS`` (``KEY:ROLE,...``; a key may be given as ``sha256:HEX`` so the
-configuration holds no usable key). Only digests are kept; logs name a key by the first eight
-hex digits of its SHA-256 (``key#1a2b3c4d``), never by the key. With no keys configured the
-``dev`` stage is open (and says so when the guard is built and in ``startup_notice``); every
-other stage then refuses all protected requests: it fails closed.
+Keys come, in AWS, from the SSM key registry under ``API_KEYS_PARAMETER_PATH`` (one
+SecureString per key holding its SHA-256 digest and role, re-read every
+``SECRETS_MAX_AGE_SECONDS``; see chalicelib/core/secrets.py and scripts/keys.py), and in local
+runs from ``API_KEYS`` (``KEY:ROLE,...``; a key may be given as ``sha256:HEX``). Only digests
+are kept; logs name a key by the first eight hex digits of its SHA-256 (``key#1a2b3c4d``),
+never by the key. With no keys configured, the ``dev`` stage run *locally* (no
+``AWS_LAMBDA_FUNCTION_NAME``) is open and says so; everywhere else, a deployed dev stage
+included, every protected request is refused with 401 and the log says why: it fails closed.
+A registry that cannot be read (and was never read) answers 503, never open.
 
 Throttling is two token buckets, both refused before they are spent (a refused request costs
 nothing): one per key, holding ``THROTTLE_PER_KEY_PER_MINUTE`` tokens and refilled at that many
@@ -37,8 +41,10 @@ traffic, and API Gateway enforces the limits for the whole API instead:
 - gateway responses keep the answers the same: ``INVALID_API_KEY`` (403 by default) becomes
   401 with an ``unauthorized`` body, and ``THROTTLED`` / ``QUOTA_EXCEEDED`` are 429 with a
   ``throttled`` body and ``Retry-After: 1`` (API Gateway cannot compute the wait);
-- this function still maps the key to its role (``API_KEYS`` as ``sha256:`` digests), which is
-  what answers 403 for a read key on an admin route.
+- this function still maps the key to its role (the SSM registry), which is what answers 403
+  for a read key on an admin route;
+- CORS preflights (OPTIONS) are routed to this function by the CloudFormation template and
+  answered here (``preflight_response``), so every allowed origin gets its own answer.
 """
 from __future__ import annotations
 

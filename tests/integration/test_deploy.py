@@ -100,3 +100,31 @@ def test_bootstrap_creates_the_table_and_writes_the_stage_config(moto_server, tm
     resources = {r for s in policy["Statement"] for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
     assert stream.split("/stream/")[0] in resources
     assert any(r.endswith(":identity/alerts@example.org") for r in resources)
+    assert config["environment_variables"]["API_KEYS_PARAMETER_PATH"] == "/bandwidth-meter/dev/api-keys"
+    writes = next(s for s in policy["Statement"] if s["Sid"] == "WriteAlerts")
+    assert writes["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ALERT#*"]}}
+    logs = next(s for s in policy["Statement"] if s["Sid"] == "OwnLogGroup")
+    assert all(":log-group:/aws/lambda/bandwidth-meter-dev-alerts" in r for r in logs["Resource"])
+
+
+def test_the_chalice_policy_files_are_what_deploy_policies_writes():
+    """.chalice/policy-<function>.json are the placeholders bootstrap_aws.py replaces; they must
+    not drift from deploy/policies.py."""
+    from deploy import policies
+
+    placeholder = policies.arn_resources(
+        "us-east-1", "000000000000", "bandwidth-meter", "prod",
+        "arn:aws:dynamodb:us-east-1:000000000000:table/bandwidth-meter-prod",
+        "arn:aws:dynamodb:us-east-1:000000000000:table/bandwidth-meter-prod/stream/set-by-bootstrap",
+        "alerts@example.com", "/bandwidth-meter/prod")
+    for function in policies.FUNCTIONS:
+        written = json.loads((ROOT / ".chalice" / f"policy-{function}.json").read_text())
+        assert written == policies.policy(function, placeholder), function
+
+
+def test_no_stage_in_the_chalice_configuration_holds_a_secret_or_cors_star():
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    for stage, values in config["stages"].items():
+        variables = values.get("environment_variables", {})
+        assert not {"API_KEYS", "PROMETHEUS_PASSWORD", "PROMETHEUS_BEARER_TOKEN", "WEBHOOK_SECRET"} & set(variables)
+        assert "*" not in variables.get("CORS_ORIGINS", ""), stage
