@@ -38,8 +38,11 @@ STAGE ?= prod
 package: $(STAMP)
 	@STAGE=$(STAGE) bash scripts/package.sh
 
+# chalice deploy, then what Chalice does not do (preflights to the function, gateway responses
+# with CORS, the usage plan): scripts/post_deploy.py
 deploy: $(STAMP)
 	$(VENV)/bin/chalice deploy --stage $(STAGE)
+	$(PY) scripts/post_deploy.py --stage $(STAGE)
 
 # API keys on either deploy path: make keys ARGS='add NAME --role read|admin --stage prod'
 keys: $(STAMP)

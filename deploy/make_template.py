@@ -165,11 +165,14 @@ def key_resources() -> dict:
     return resources
 
 
-def _cors_headers() -> dict:
+FIRST_ORIGIN = {"Fn::Sub": ["'${Origin}'", {"Origin": {"Fn::Select": [0, {"Ref": "CorsOrigins"}]}}]}
+
+
+def _cors_headers(origin) -> dict:
     # Gateway responses are static: they carry the first allowed origin (an allow-list cannot be
     # evaluated here, and echoing any Origin would be '*' in disguise). The function's own
     # answers, preflights included, carry whichever allowed origin asked.
-    return {"Access-Control-Allow-Origin": {"Fn::Sub": ["'${Origin}'", {"Origin": {"Fn::Select": [0, {"Ref": "CorsOrigins"}]}}]},
+    return {"Access-Control-Allow-Origin": origin,
             "Access-Control-Allow-Headers": "'x-api-key,Content-Type,Accept'",
             "Access-Control-Expose-Headers": "'Retry-After'",
             "Vary": "'Origin'"}
@@ -179,10 +182,12 @@ def _error(code: str, message: str) -> dict:
     return {"application/json": json.dumps({"error": {"code": code, "message": message}})}
 
 
-def gateway_responses() -> dict:
+def gateway_responses(origin=FIRST_ORIGIN) -> dict:
     """API Gateway's own refusals in the API's error format, with CORS headers so a browser
-    frontend can read them."""
-    cors = _cors_headers()
+    frontend can read them. ``origin`` is a header mapping value (a quoted string, or the
+    template's first CorsOrigins entry); scripts/post_deploy.py applies the same on the
+    `chalice deploy` path."""
+    cors = _cors_headers(origin)
     return {
         "INVALID_API_KEY": {"StatusCode": "401", "ResponseParameters": {"Headers": cors},
                             "ResponseTemplates": _error("unauthorized", "missing or unknown x-api-key")},
