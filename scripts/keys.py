@@ -19,9 +19,9 @@ or id): on the CloudFormation path it is named after the stack, so a stack calle
 ``bandwidth-meter-prod`` needs no option. ``plan`` creates it for the ``chalice deploy`` path
 (the REST API id comes from ``.chalice/deployed/<stage>.json`` or ``--rest-api-id``).
 
-The functions re-read the registry every ``SECRETS_MAX_AGE_SECONDS`` (5 minutes): a new or
-rotated key is accepted, and a revoked one forgotten, within that time. API Gateway refuses a
-revoked or rotated-out key at once. Honours AWS_ENDPOINT_URL (a moto server or LocalStack).
+The API function re-reads the registry every ``SECRETS_MAX_AGE_SECONDS`` (5 minutes), and
+after 30 seconds when it meets a key it does not know: a new or rotated key works within half
+a minute. API Gateway refuses a revoked or rotated-out key at once. Honours AWS_ENDPOINT_URL (a moto server or LocalStack).
 Exit codes: 0 done, 1 AWS refused or failed, 2 usage.
 """
 from __future__ import annotations
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
             value = admin.add(args.name, args.role) if args.command == "add" else admin.rotate(args.name)
             print(value)
             print(f"{'added' if args.command == 'add' else 'rotated'} {args.name!r} in {plan} and {path}; "
-                  f"this is the only time the key is shown. The API accepts it within 5 minutes"
+                  f"this is the only time the key is shown. The API accepts it within 30 seconds"
                   + ("; the previous key is refused now." if args.command == "rotate" else "."), file=sys.stderr)
         elif args.command == "revoke":
             admin.revoke(args.name)

@@ -260,6 +260,11 @@ class AccessGuard:
             return None, Denial(401, "unauthorized", "an API key is required: send it in the x-api-key header")
         digest = key_digest(api_key)
         role = keys.get(digest)
+        if role is None and hasattr(self.key_source, "reread"):
+            try:  # perhaps added or rotated since the registry was read
+                role = self.key_source.reread().get(digest)
+            except Exception as e:
+                log.warning("access: re-reading the API key registry failed: %s", e)
         if role is None:
             return Caller(digest, ""), Denial(401, "unauthorized", "the API key is not valid")
         return Caller(digest, role), None

@@ -43,11 +43,12 @@ class ParameterStore:
         self._lock = threading.Lock()
         self._cache: Dict[Tuple[str, str], Tuple[float, object]] = {}
 
-    def _cached(self, kind: str, name: str, fetch: Callable[[], object]):
+    def _cached(self, kind: str, name: str, fetch: Callable[[], object], max_age: Optional[float] = None):
         now = self.clock()
+        max_age = self.max_age if max_age is None else max_age
         with self._lock:
             hit = self._cache.get((kind, name))
-            if hit is not None and now - hit[0] < self.max_age:
+            if hit is not None and now - hit[0] < max_age:
                 return hit[1]
         try:
             value = fetch()
@@ -67,8 +68,9 @@ class ParameterStore:
             return self.client.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
         return self._cached("one", name, fetch)
 
-    def get_path(self, path: str) -> Dict[str, str]:
-        """Every parameter directly under ``path``: {name without the path: decrypted value}."""
+    def get_path(self, path: str, max_age: Optional[float] = None) -> Dict[str, str]:
+        """Every parameter directly under ``path``: {name without the path: decrypted value},
+        at most ``max_age`` (default: the store's) seconds old."""
         prefix = path.rstrip("/") + "/"
 
         def fetch():
@@ -82,7 +84,7 @@ class ParameterStore:
                 token = page.get("NextToken")
                 if not token:
                     return values
-        return self._cached("path", prefix, fetch)
+        return self._cached("path", prefix, fetch, max_age)
 
 
 def parse_key_entry(name: str, raw: str) -> Optional[Tuple[str, str]]:
@@ -117,16 +119,25 @@ class StaticKeys:
 
 
 class ParameterKeys:
-    """Keys from the SSM registry under ``path``, re-read every ``store.max_age`` seconds."""
+    """Keys from the SSM registry under ``path``, re-read every ``store.max_age`` seconds.
+
+    An unknown key may be one added or rotated since the last read: ``reread`` reads the
+    registry again if that read is older than ``MISS_REFRESH_SECONDS``, so a new key works
+    within half a minute, while a stream of wrong keys costs at most two reads a minute."""
+
+    MISS_REFRESH_SECONDS = 30
 
     def __init__(self, store: ParameterStore, path: str):
         self.store = store
         self.path = path.rstrip("/")
         self.source = f"SSM {self.path}/*"
 
-    def current(self) -> Dict[str, str]:
+    def reread(self) -> Dict[str, str]:
+        return self.current(max_age=min(self.MISS_REFRESH_SECONDS, self.store.max_age))
+
+    def current(self, max_age: Optional[float] = None) -> Dict[str, str]:
         keys = {}
-        for name, raw in sorted(self.store.get_path(self.path).items()):
+        for name, raw in sorted(self.store.get_path(self.path, max_age).items()):
             parsed = parse_key_entry(name, raw)
             if parsed:
                 keys[parsed[0]] = parsed[1]

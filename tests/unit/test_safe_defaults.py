@@ -110,6 +110,19 @@ def test_the_registry_is_read_once_and_refreshed_after_its_max_age(ssm):
     assert guard.check("PUT", "/v1/quota-rules", KEY)[1].status == 401
 
 
+def test_a_key_added_after_the_last_read_works_within_half_a_minute(ssm):
+    clock = FakeClock()
+    keys = ParameterKeys(ParameterStore(ssm, max_age=300, clock=clock), PATH)
+    guard = AccessGuard(keys, "prod", local=False)
+    put_key(ssm, "ops", KEY, "admin")
+    assert guard.check("GET", "/v1/services", "someone-else-0123456789")[1].status == 401  # registry read now
+    put_key(ssm, "new", "a-new-key-0123456789", "read")
+    clock.now += 29
+    assert guard.check("GET", "/v1/services", "a-new-key-0123456789")[1].status == 401
+    clock.now += 1
+    assert guard.check("GET", "/v1/services", "a-new-key-0123456789")[1] is None
+
+
 def test_a_failed_refresh_keeps_the_keys_it_had(ssm, caplog):
     clock = FakeClock()
     put_key(ssm, "ops", KEY, "admin")
@@ -258,3 +271,14 @@ def test_the_inlined_key_registry_fits_cloudformations_limit():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert len(module._key_registry_source()) <= 4096
+
+
+def test_an_unreachable_prometheus_error_names_no_credentials():
+    from chalicelib.collect.prometheus import PrometheusClient
+    from chalicelib.core.errors import PrometheusError
+    from localrun.prometheus import free_port
+
+    client = PrometheusClient(f"http://bob:hunter2@127.0.0.1:{free_port()}", timeout=1, retries=0)
+    with pytest.raises(PrometheusError) as raised:
+        client.query("up", at=0)
+    assert "hunter2" not in str(raised.value) and "127.0.0.1" in str(raised.value)
