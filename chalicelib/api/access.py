@@ -54,7 +54,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from chalicelib.api.http import error_response
 
