@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e prometheus package bench clean
+.PHONY: run test test-unit test-integration test-e2e prometheus package deploy keys bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,21 @@ test-integration: $(STAMP) prometheus
 test-e2e: $(STAMP) prometheus
 	$(PY) -m pytest -m e2e
 
+# A package or a deployment is for a real stage: prod unless STAGE says otherwise.
+STAGE ?= prod
+
 package: $(STAMP)
-	@bash scripts/package.sh
+	@STAGE=$(STAGE) bash scripts/package.sh
+
+# chalice deploy, then what Chalice does not do (preflights to the function, gateway responses
+# with CORS, the usage plan): scripts/post_deploy.py
+deploy: $(STAMP)
+	$(VENV)/bin/chalice deploy --stage $(STAGE)
+	$(PY) scripts/post_deploy.py --stage $(STAGE)
+
+# API keys on either deploy path: make keys ARGS='add NAME --role read|admin --stage prod'
+keys: $(STAMP)
+	@$(PY) scripts/keys.py $(ARGS)
 
 bench: $(STAMP) prometheus
 	$(PY) bench/collector_bench.py

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import boto3
 
-from chalicelib.core import models
+from chalicelib.core import models, secrets
 from chalicelib.core.settings import Settings, from_env
 
 
@@ -40,6 +40,17 @@ class Bootstrap:
 
     def aws_client(self, service: str):
         return self.boto_session.client(service, endpoint_url=self.settings.aws_endpoint_url)
+
+    @cached_property
+    def parameter_store(self):
+        """SSM Parameter Store: secrets and the API key registry in AWS (cached, refreshed)."""
+        from chalicelib.core.secrets import ParameterStore
+
+        return ParameterStore(self.aws_client("ssm"), max_age=self.settings.secrets_max_age_seconds)
+
+    def _with_secrets(self, *fields: str):
+        """The settings with these secrets read from Parameter Store where a parameter names them."""
+        return secrets.resolve(self.settings, lambda: self.parameter_store, *fields)
 
     # -- persistence (core) ------------------------------------------------------------------
     @cached_property
@@ -65,7 +76,7 @@ class Bootstrap:
     def prometheus(self):
         from chalicelib.collect.prometheus import PrometheusClient
 
-        return PrometheusClient.from_settings(self.settings)
+        return PrometheusClient.from_settings(self._with_secrets("prometheus_password", "prometheus_bearer_token"))
 
     @cached_property
     def collector(self):
@@ -84,7 +95,7 @@ class Bootstrap:
     def webhook(self):
         from chalicelib.notify.webhook import WebhookSender
 
-        secret = self.settings.webhook_secret
+        secret = self._with_secrets("webhook_secret").webhook_secret
         return WebhookSender(secret, clock=self.clock) if secret else None
 
     @cached_property
@@ -99,7 +110,7 @@ class Bootstrap:
     def access_guard(self):
         from chalicelib.api.access import AccessGuard
 
-        return AccessGuard.from_settings(self.settings)
+        return AccessGuard.from_settings(self.settings, parameter_store=lambda: self.parameter_store)
 
 
 _PARTS = frozenset(name for name, value in vars(Bootstrap).items() if isinstance(value, cached_property))

@@ -11,11 +11,15 @@ Answers, as ``{"error": {"code", "message"}}`` (chalicelib.http.error_response):
 - 403 ``forbidden``: a read key on an admin route;
 - 429 ``throttled`` with ``Retry-After`` (whole seconds): the key's or the API's limit is spent.
 
-Keys come from ``API_KEYS`` (``KEY:ROLE,...``; a key may be given as ``sha256:HEX`` so the
-configuration holds no usable key). Only digests are kept; logs name a key by the first eight
-hex digits of its SHA-256 (``key#1a2b3c4d``), never by the key. With no keys configured the
-``dev`` stage is open (and says so when the guard is built and in ``startup_notice``); every
-other stage then refuses all protected requests: it fails closed.
+Keys come, in AWS, from the SSM key registry under ``API_KEYS_PARAMETER_PATH`` (one
+SecureString per key holding its SHA-256 digest and role, re-read every
+``SECRETS_MAX_AGE_SECONDS``; see chalicelib/core/secrets.py and scripts/keys.py), and in local
+runs from ``API_KEYS`` (``KEY:ROLE,...``; a key may be given as ``sha256:HEX``). Only digests
+are kept; logs name a key by the first eight hex digits of its SHA-256 (``key#1a2b3c4d``),
+never by the key. With no keys configured, the ``dev`` stage run *locally* (no
+``AWS_LAMBDA_FUNCTION_NAME``) is open and says so; everywhere else, a deployed dev stage
+included, every protected request is refused with 401 and the log says why: it fails closed.
+A registry that cannot be read (and was never read) answers 503, never open.
 
 Throttling is two token buckets, both refused before they are spent (a refused request costs
 nothing): one per key, holding ``THROTTLE_PER_KEY_PER_MINUTE`` tokens and refilled at that many
@@ -37,8 +41,10 @@ traffic, and API Gateway enforces the limits for the whole API instead:
 - gateway responses keep the answers the same: ``INVALID_API_KEY`` (403 by default) becomes
   401 with an ``unauthorized`` body, and ``THROTTLED`` / ``QUOTA_EXCEEDED`` are 429 with a
   ``throttled`` body and ``Retry-After: 1`` (API Gateway cannot compute the wait);
-- this function still maps the key to its role (``API_KEYS`` as ``sha256:`` digests), which is
-  what answers 403 for a read key on an admin route.
+- this function still maps the key to its role (the SSM registry), which is what answers 403
+  for a read key on an admin route;
+- CORS preflights (OPTIONS) are routed to this function by the CloudFormation template and
+  answered here (``preflight_response``), so every allowed origin gets its own answer.
 """
 from __future__ import annotations
 
@@ -48,7 +54,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from chalicelib.api.http import error_response
 
@@ -164,32 +170,73 @@ class Caller:
 
 
 class AccessGuard:
-    def __init__(self, keys: Mapping[str, str], stage: str = "dev", throttle: Optional[Throttle] = None):
-        self.keys = dict(keys)  # SHA-256 digest -> role
+    """``keys`` is a mapping of SHA-256 digest -> role, or a key source with ``current()``
+    (chalicelib/core/secrets.py: ``StaticKeys`` from API_KEYS, ``ParameterKeys`` from SSM).
+    ``local`` says the code runs on a developer's machine or in tests: only there, and only
+    in the dev stage with no keys at all, is the API open."""
+
+    def __init__(self, keys, stage: str = "dev", throttle: Optional[Throttle] = None, local: bool = True):
+        from chalicelib.core.secrets import StaticKeys
+
+        self.key_source = keys if hasattr(keys, "current") else StaticKeys(keys)
         self.stage = stage
+        self.local = local
         self.throttle = throttle
 
     @classmethod
-    def from_settings(cls, settings, clock: Callable[[], float] = time.monotonic) -> "AccessGuard":
+    def from_settings(cls, settings, clock: Callable[[], float] = time.monotonic,
+                      parameter_store: Optional[Callable[[], object]] = None) -> "AccessGuard":
+        """Keys from the SSM registry when ``API_KEYS_PARAMETER_PATH`` is set (AWS), otherwise
+        from ``API_KEYS`` (local runs). ``parameter_store`` gives the (cached) Parameter Store
+        reader; one is built from the settings when not given."""
+        from chalicelib.core.secrets import ParameterKeys, ParameterStore
+
         throttle = (Throttle(settings.throttle_per_key_per_minute, settings.throttle_per_second, clock)
                     if settings.throttle_enabled else None)
-        guard = cls(dict(settings.api_keys), settings.stage, throttle)
-        (log.warning if not guard.keys else log.info)("access: %s", guard.describe())
+        if settings.key_registry_path:
+            reader = (parameter_store() if parameter_store else
+                      ParameterStore(_ssm_client(settings), max_age=settings.secrets_max_age_seconds))
+            keys = ParameterKeys(reader, settings.key_registry_path)
+        else:
+            keys = dict(settings.api_keys)
+        guard = cls(keys, settings.stage, throttle, local=not settings.in_lambda)
+        try:
+            line, closed = guard.describe(), guard.closed_reason() is not None
+        except Exception as e:  # the registry is unreadable now; each request will say so
+            line, closed = f"keys from {guard.key_source.source} unreadable: {e}", True
+        (log.warning if closed or guard.open else log.info)("access: %s", line)
         return guard
 
     @property
+    def keys(self) -> Dict[str, str]:
+        return self.key_source.current()
+
+    @property
     def open(self) -> bool:
-        return not self.keys and self.stage == "dev"
+        from chalicelib.core.secrets import StaticKeys
+
+        return (self.local and self.stage == "dev" and isinstance(self.key_source, StaticKeys)
+                and not self.key_source.current())
+
+    def closed_reason(self) -> Optional[str]:
+        """Why every request is refused, or None when keys exist (or the API is open)."""
+        if self.open or self.keys:
+            return None
+        where = "locally" if self.local else "in AWS"
+        return (f"no API keys in {self.key_source.source} for stage {self.stage!r} ({where}), "
+                f"so it accepts no requests")
 
     def describe(self) -> str:
         """One line for the start-up banner and the log."""
-        if self.keys:
-            roles = sorted(self.keys.values())
-            access = f"{len(roles)} API keys ({roles.count(READ)} read, {roles.count(ADMIN)} admin)"
+        keys = self.keys
+        if keys:
+            roles = sorted(keys.values())
+            access = (f"{len(roles)} API keys ({roles.count(READ)} read, {roles.count(ADMIN)} admin) "
+                      f"from {self.key_source.source}")
         elif self.open:
             access = "OPEN: no API_KEYS are configured, so the dev stage accepts requests without a key"
         else:
-            access = f"CLOSED: no API_KEYS are configured for stage {self.stage!r}; every API request gets 401"
+            access = f"CLOSED: {self.closed_reason()}; every API request gets 401"
         if self.throttle is None:
             limits = "throttling off here (API Gateway's usage plan applies)"
         else:
@@ -201,13 +248,23 @@ class AccessGuard:
     def authenticate(self, api_key: Optional[str]) -> Tuple[Optional[Caller], Optional[Denial]]:
         if self.open:
             return Caller(None, ADMIN), None
-        if not self.keys:
+        try:
+            keys = self.keys
+        except Exception as e:  # the registry cannot be read and nothing is cached: fail closed
+            log.error("access: the API key registry %s cannot be read: %s", self.key_source.source, e)
+            return None, Denial(503, "backend_unavailable", "the API key registry is unavailable; try again shortly")
+        if not keys:
             return None, Denial(401, "unauthorized", f"this API has no keys configured for stage "
                                                      f"{self.stage!r}, so it accepts no requests")
         if not api_key:
             return None, Denial(401, "unauthorized", "an API key is required: send it in the x-api-key header")
         digest = key_digest(api_key)
-        role = self.keys.get(digest)
+        role = keys.get(digest)
+        if role is None and hasattr(self.key_source, "reread"):
+            try:  # perhaps added or rotated since the registry was read
+                role = self.key_source.reread().get(digest)
+            except Exception as e:
+                log.warning("access: re-reading the API key registry failed: %s", e)
         if role is None:
             return Caller(digest, ""), Denial(401, "unauthorized", "the API key is not valid")
         return Caller(digest, role), None
@@ -238,6 +295,8 @@ class AccessGuard:
         if event is None:  # not a routed request; Chalice answers it itself
             return get_response(event)
         route = (event.context or {}).get("resourcePath") or event.path
+        if event.method == "OPTIONS":
+            return preflight_response()
         caller, denial = self.check(event.method, route, presented_key(event))
         if denial is None:
             if caller is not None:
@@ -248,7 +307,8 @@ class AccessGuard:
             log.info("access: %s %s throttled for %s (retry in %s s)", event.method, route, who, denial.retry_after)
             headers = {"Retry-After": str(denial.retry_after), "Access-Control-Expose-Headers": "Retry-After"}
         else:
-            log.warning("access: %s %s refused %s for %s", event.method, route, denial.status, who)
+            log.warning("access: %s %s refused %s for %s: %s", event.method, route, denial.status, who,
+                        denial.message)
             headers = None
         return error_response(denial.status, denial.code, denial.message, headers=headers)
 
@@ -267,8 +327,29 @@ def actor(request) -> Optional[str]:
     return caller.name if caller and caller.digest else None
 
 
+def preflight_response():
+    """The answer to a CORS preflight. In AWS the template routes OPTIONS to this function
+    (Chalice's mock integration can name only one origin); the CORS middleware then adds
+    ``Access-Control-Allow-Origin`` for an allowed origin, and nothing for any other."""
+    from chalice import Response
+
+    return Response(body="", status_code=204, headers={
+        "Access-Control-Allow-Methods": PREFLIGHT_METHODS,
+        "Access-Control-Allow-Headers": PREFLIGHT_HEADERS,
+        "Access-Control-Max-Age": "600",
+    })
+
+
+PREFLIGHT_METHODS = "GET,PUT,DELETE,OPTIONS"
+PREFLIGHT_HEADERS = "x-api-key,Content-Type,Accept"
+
+
+def _ssm_client(settings):
+    import boto3
+
+    return boto3.session.Session(region_name=settings.region).client("ssm", endpoint_url=settings.aws_endpoint_url)
+
+
 def startup_notice(settings) -> str:
     """The access line for a start-up banner (the local runtime prints it)."""
-    return AccessGuard(dict(settings.api_keys), settings.stage,
-                       Throttle(settings.throttle_per_key_per_minute, settings.throttle_per_second)
-                       if settings.throttle_enabled else None).describe()
+    return AccessGuard.from_settings(settings).describe()

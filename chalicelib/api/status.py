@@ -1,6 +1,7 @@
 """The collector's status as the API shows it."""
 from __future__ import annotations
 
+from chalicelib.core.redact import redact
 from chalicelib.core.store import LEASE_SECONDS
 from chalicelib.core.timeutil import iso
 
@@ -28,7 +29,7 @@ def collector_status(state, settings, now: float) -> dict:
         "items_written": int(state.last_items_written) if state.last_items_written is not None else None,
         "kong_schemas_seen": state.schema_seen.split(",") if state.schema_seen else [],
         "last_success": _t(state.last_success_at),
-        "last_error": state.last_error,
+        "last_error": redact(state.last_error),  # an error may quote a URL with credentials
         "last_error_at": _t(state.last_error_at),
         "quarantined_count": int(state.quarantined_count or 0),
         "quarantined": list(state.quarantined or []),

@@ -14,6 +14,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from chalicelib.core.errors import PrometheusError
+from chalicelib.core.redact import redact
 
 Labels = Tuple[Tuple[str, str], ...]
 
@@ -94,7 +95,8 @@ class PrometheusClient:
                                          data={"query": promql, "time": f"{at:.3f}"},
                                          timeout=self.timeout)
         except requests.RequestException as e:
-            raise PrometheusError(f"Prometheus at {self.base_url} unreachable: {e}") from e
+            # The URL may carry user:password@ and the error may quote it: neither reaches a log or last_error.
+            raise PrometheusError(redact(f"Prometheus at {self.base_url} unreachable: {e}")) from e
         try:
             body = response.json()
         except ValueError as e:

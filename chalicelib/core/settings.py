@@ -80,6 +80,35 @@ def _api_keys(env: Mapping[str, str]) -> Tuple[Tuple[str, str], ...]:
     return tuple(sorted(keys.items()))
 
 
+# Secrets that in AWS must come from Parameter Store, and the variable that names the parameter.
+PLAIN_SECRETS = {
+    "API_KEYS": "API_KEYS_PARAMETER_PATH",
+    "PROMETHEUS_PASSWORD": "PROMETHEUS_PASSWORD_PARAMETER",
+    "PROMETHEUS_BEARER_TOKEN": "PROMETHEUS_BEARER_TOKEN_PARAMETER",
+    "WEBHOOK_SECRET": "WEBHOOK_SECRET_PARAMETER",
+}
+
+
+def _refuse_plain_secrets(env: Mapping[str, str]) -> None:
+    """In Lambda a secret in a plain variable is readable by anyone who can read the function's
+    configuration; fail fast and name the variable that should replace it."""
+    for name, replacement in PLAIN_SECRETS.items():
+        value = _get(env, name)
+        if name == "API_KEYS" and value is not None and all(
+                entry.startswith(_HASHED_KEY) for entry in _list(env, name)):
+            continue  # digests only: no usable key, though SSM is where keys rotate without a deploy
+        if value is not None:
+            raise ConfigError(f"{name} is set in a deployed function's environment; keep secrets in "
+                              f"SSM Parameter Store and set {replacement} instead (docs/deploy.md)")
+
+
+def _parameter_name(env: Mapping[str, str], name: str) -> Optional[str]:
+    value = _get(env, name)
+    if value is not None and not value.startswith("/"):
+        raise ConfigError(f"{name} must be an SSM parameter name starting with '/', got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     table_name: str
@@ -116,6 +145,19 @@ class Settings:
     throttle_enabled: bool = True
     throttle_per_key_per_minute: int = 600
     throttle_per_second: int = 50
+    # Where the code runs: inside Lambda (AWS_LAMBDA_FUNCTION_NAME is set) nothing runs open.
+    in_lambda: bool = False
+    # Secrets in AWS (chalicelib/core/secrets.py): SSM parameter *names*, never the values.
+    key_registry_path: Optional[str] = None
+    prometheus_password_parameter: Optional[str] = None
+    prometheus_bearer_token_parameter: Optional[str] = None
+    webhook_secret_parameter: Optional[str] = None
+    secrets_max_age_seconds: int = 300
+
+    @property
+    def local_dev(self) -> bool:
+        """The dev stage on a developer's machine or in tests: the only place that may run open."""
+        return self.stage == "dev" and not self.in_lambda
 
     def require(self, name: str) -> str:
         """Return a setting a function cannot run without, or fail naming its variable."""
@@ -125,7 +167,10 @@ class Settings:
         return value
 
     def public_summary(self) -> dict:
-        """What /v1/health may show: which backends are configured, never secrets."""
+        """What /v1/health may show: which backends are configured, never secrets. Where the
+        stage is public (anything but local dev), not even the table, region or endpoint."""
+        if not self.local_dev:
+            return {"stage": self.stage}
         return {
             "stage": self.stage,
             "table": self.table_name,
@@ -154,9 +199,13 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
     if schema not in KONG_SCHEMAS:
         raise ConfigError(f"KONG_SCHEMA must be one of {', '.join(KONG_SCHEMAS)}, got {schema!r}")
     stage = _get(env, "STAGE", "dev")
+    in_lambda = _get(env, "AWS_LAMBDA_FUNCTION_NAME") is not None
+    local_dev = stage == "dev" and not in_lambda
     cors = _list(env, "CORS_ORIGINS")
-    if "*" in cors and stage != "dev":
-        raise ConfigError("CORS_ORIGINS may be '*' only in the dev stage")
+    if "*" in cors and not local_dev:
+        raise ConfigError("CORS_ORIGINS may be '*' only in the dev stage run locally, never when deployed")
+    if in_lambda:
+        _refuse_plain_secrets(env)
     return Settings(
         table_name=table,
         region=region,
@@ -182,10 +231,16 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         alert_from=_get(env, "ALERT_FROM"),
         public_url=(_get(env, "PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/"),
         webhook_secret=_get(env, "WEBHOOK_SECRET"),
-        cors_origins=cors or (("*",) if stage == "dev" else ()),
+        cors_origins=cors or (("*",) if local_dev else ()),
         api_keys=_api_keys(env),
         # In Lambda, API Gateway's usage plan throttles; a per-instance count would be partial.
         throttle_enabled=_bool(env, "THROTTLE_ENABLED", _get(env, "AWS_LAMBDA_FUNCTION_NAME") is None),
         throttle_per_key_per_minute=_int(env, "THROTTLE_PER_KEY_PER_MINUTE", 600, minimum=1),
         throttle_per_second=_int(env, "THROTTLE_PER_SECOND", 50, minimum=1),
+        in_lambda=in_lambda,
+        key_registry_path=_parameter_name(env, "API_KEYS_PARAMETER_PATH"),
+        prometheus_password_parameter=_parameter_name(env, "PROMETHEUS_PASSWORD_PARAMETER"),
+        prometheus_bearer_token_parameter=_parameter_name(env, "PROMETHEUS_BEARER_TOKEN_PARAMETER"),
+        webhook_secret_parameter=_parameter_name(env, "WEBHOOK_SECRET_PARAMETER"),
+        secrets_max_age_seconds=_int(env, "SECRETS_MAX_AGE_SECONDS", 300, minimum=1),
     )

@@ -1,5 +1,7 @@
-"""Deployment artefacts: the offline package passes cfn-lint and holds what the issue asks;
-the AWS bootstrap works against a moto server and is idempotent."""
+"""Deployment artefacts: the offline package (default stage) passes cfn-lint and holds what the
+issue asks; its functions, run from the template's own environment against a moto server, are
+closed to the wrong keys and make only calls their roles allow; the AWS bootstrap works against
+a moto server and is idempotent."""
 import json
 import os
 import shutil
@@ -13,13 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    out = tmp_path_factory.mktemp("package") / "pkg"
-    result = subprocess.run(["bash", "scripts/package.sh"], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "OUT": str(out), "PY": sys.executable}, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr  # includes cfn-lint's findings
-    assert (out / "deployment.zip").stat().st_size > 0
-    return json.loads((out / "sam.json").read_text())
+def template(packaged_template):
+    return packaged_template
 
 
 def test_the_table_has_its_stream_ttl_and_recovery(template):
@@ -37,10 +34,23 @@ def test_the_alerts_function_reads_the_tables_stream_with_partial_failures(templ
     assert "MaximumRetryAttempts" in source and source["BisectBatchOnFunctionError"] is True
 
 
-def test_usage_plan_key_and_stage_throttling(template):
+def test_the_package_is_for_the_prod_stage_and_no_function_holds_a_secret(template):
+    for function in ("Collect", "Alerts", "APIHandler"):
+        variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert variables["STAGE"] == "prod"
+        assert not {"API_KEYS", "PROMETHEUS_PASSWORD", "PROMETHEUS_BEARER_TOKEN", "WEBHOOK_SECRET"} & set(variables)
+        assert "*" not in json.dumps(variables.get("CORS_ORIGINS"))
+    assert "Default" not in template["Parameters"]["CorsOrigins"]  # the operator names the frontend
+
+
+def test_usage_plan_holds_an_admin_and_a_read_key_recorded_in_the_registry(template):
     resources = template["Resources"]
     assert resources["UsagePlan"]["Properties"]["ApiStages"] == [{"ApiId": {"Ref": "RestAPI"}, "Stage": "api"}]
-    assert resources["DashboardKeyInPlan"]["Properties"]["UsagePlanId"] == {"Ref": "UsagePlan"}
+    for key in ("AdminKey", "DashboardKey"):
+        assert resources[f"{key}InPlan"]["Properties"] == {"KeyId": {"Ref": key}, "KeyType": "API_KEY",
+                                                           "UsagePlanId": {"Ref": "UsagePlan"}}
+    registry = resources["KeyRegistry"]["Properties"]
+    assert {(k["Name"], k["Role"]) for k in registry["Keys"]} == {("admin", "admin"), ("dashboard", "read")}
     assert resources["RestAPI"]["Properties"]["MethodSettings"][0]["ThrottlingRateLimit"] == {"Ref": "ThrottlePerSecond"}
     assert "ApiUrl" in template["Outputs"]
 
@@ -48,6 +58,7 @@ def test_usage_plan_key_and_stage_throttling(template):
 def test_iam_is_narrowed_to_the_table_stream_and_sender(template):
     for role in ("CollectRole", "AlertsRole", "ApiHandlerRole"):
         for statement in template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]:
+            statement = statement.get("Fn::If", [None, statement])[1]
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             if statement["Action"] == ["dynamodb:ListStreams"]:
                 continue  # ListStreams has no resource-level permissions
@@ -55,7 +66,20 @@ def test_iam_is_narrowed_to_the_table_stream_and_sender(template):
     alerts = template["Resources"]["AlertsRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert {"ses:SendEmail", "ses:SendRawEmail"} <= {a for s in alerts for a in s["Action"]}
     collect = template["Resources"]["CollectRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-    assert not any(a.startswith("ses:") for s in collect for a in s["Action"])
+    assert not any(a.startswith("ses:") for s in collect for a in s.get("Action", []))
+
+
+def test_preflights_go_to_the_function_and_gateway_refusals_carry_cors(template):
+    paths = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    options = [methods["options"] for methods in paths.values() if "options" in methods]
+    assert options and all(o["x-amazon-apigateway-integration"]["type"] == "aws_proxy" for o in options)
+    responses = template["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+    for kind, status in (("INVALID_API_KEY", "401"), ("ACCESS_DENIED", "403"), ("THROTTLED", "429"),
+                         ("QUOTA_EXCEEDED", "429")):
+        assert responses[kind]["StatusCode"] == status
+        origin = responses[kind]["ResponseParameters"]["Headers"]["Access-Control-Allow-Origin"]
+        assert "*" not in json.dumps(origin) and "CorsOrigins" in json.dumps(origin)
+    assert "Access-Control-Allow-Origin" in responses["DEFAULT_4XX"]["ResponseParameters"]["Headers"]
 
 
 def test_bootstrap_creates_the_table_and_writes_the_stage_config(moto_server, tmp_path, monkeypatch):
@@ -75,3 +99,31 @@ def test_bootstrap_creates_the_table_and_writes_the_stage_config(moto_server, tm
     resources = {r for s in policy["Statement"] for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
     assert stream.split("/stream/")[0] in resources
     assert any(r.endswith(":identity/alerts@example.org") for r in resources)
+    assert config["environment_variables"]["API_KEYS_PARAMETER_PATH"] == "/bandwidth-meter/dev/api-keys"
+    writes = next(s for s in policy["Statement"] if s["Sid"] == "WriteAlerts")
+    assert writes["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ALERT#*"]}}
+    logs = next(s for s in policy["Statement"] if s["Sid"] == "OwnLogGroup")
+    assert all(":log-group:/aws/lambda/bandwidth-meter-dev-alerts" in r for r in logs["Resource"])
+
+
+def test_the_chalice_policy_files_are_what_deploy_policies_writes():
+    """.chalice/policy-<function>.json are the placeholders bootstrap_aws.py replaces; they must
+    not drift from deploy/policies.py."""
+    from deploy import policies
+
+    placeholder = policies.arn_resources(
+        "us-east-1", "000000000000", "bandwidth-meter", "prod",
+        "arn:aws:dynamodb:us-east-1:000000000000:table/bandwidth-meter-prod",
+        "arn:aws:dynamodb:us-east-1:000000000000:table/bandwidth-meter-prod/stream/set-by-bootstrap",
+        "alerts@example.com", "/bandwidth-meter/prod")
+    for function in policies.FUNCTIONS:
+        written = json.loads((ROOT / ".chalice" / f"policy-{function}.json").read_text())
+        assert written == policies.policy(function, placeholder), function
+
+
+def test_no_stage_in_the_chalice_configuration_holds_a_secret_or_cors_star():
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    for stage, values in config["stages"].items():
+        variables = values.get("environment_variables", {})
+        assert not {"API_KEYS", "PROMETHEUS_PASSWORD", "PROMETHEUS_BEARER_TOKEN", "WEBHOOK_SECRET"} & set(variables)
+        assert "*" not in variables.get("CORS_ORIGINS", ""), stage

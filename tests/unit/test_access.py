@@ -197,7 +197,9 @@ def test_throttling_is_off_in_lambda_by_default_and_can_be_forced():
     assert settings().throttle_enabled is True
     assert settings(aws_lambda_function_name="bandwidth-meter-prod").throttle_enabled is False
     assert settings(aws_lambda_function_name="f", throttle_enabled="true").throttle_enabled is True
-    g = guard(aws_lambda_function_name="f", per_minute=1)
+    digests = ",".join(f"sha256:{hashlib.sha256(k.encode()).hexdigest()}:{r}"
+                       for k, r in ((READ_KEY, "read"), (ADMIN_KEY, "admin")))
+    g = guard(aws_lambda_function_name="f", per_minute=1, api_keys=digests, stage="prod")
     assert g.throttle is None and [status_of(g, "GET", "/v1/services", READ_KEY) for _ in range(3)] == [200] * 3
 
 
@@ -237,7 +239,7 @@ def test_the_audit_actor_is_the_short_hash_of_the_key():
 
 def test_startup_notice_summarises_keys_and_limits():
     notice = startup_notice(settings(api_keys=f"{READ_KEY}:read,{ADMIN_KEY}:admin", throttle_per_second="2"))
-    assert notice == "2 API keys (1 read, 1 admin); throttle 600/min per key, 2/s overall"
+    assert notice == "2 API keys (1 read, 1 admin) from API_KEYS; throttle 600/min per key, 2/s overall"
 
 
 # -- settings -------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def test_the_runtime_points_at_localstack_and_prometheus_and_is_reachable():
     env = runtime["environment"]
     assert env["AWS_ENDPOINT_URL"] == "http://localstack:4566"
     assert env["PROMETHEUS_URL"] == "http://prometheus:9090"
-    assert env["API_HOST"] == "0.0.0.0" and "8000:8000" in runtime["ports"]
+    assert env["API_HOST"] == "0.0.0.0" and "127.0.0.1:8000:8000" in runtime["ports"]
 
 
 def test_every_referenced_file_exists():
@@ -80,3 +80,10 @@ def test_the_traffic_mix_uses_routes_kong_serves():
                   for r in s["routes"] for p in r["paths"]}
     mix = yaml.safe_load((ROOT / "localrun/gateway.yaml").read_text())["traffic"]["mix"]
     assert {m["path"] for m in mix} <= kong_paths
+
+
+def test_every_published_port_is_bound_to_loopback_only():
+    """The stack runs open (dev stage, no keys): nothing in it may be reachable from the network."""
+    services = COMPOSE["services"]
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(port.startswith("127.0.0.1:") for port in published), published

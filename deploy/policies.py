@@ -1,0 +1,119 @@
+"""Each function's IAM policy, written once for both deploy paths.
+
+`scripts/bootstrap_aws.py` (the `chalice deploy` path) fills in real ARNs and writes
+`.chalice/policy-<stage>-<function>.json`; `deploy/make_template.py` (the CloudFormation path)
+fills in intrinsic functions. Each statement allows only the calls its function makes:
+
+- DynamoDB writes are narrowed with ``dynamodb:LeadingKeys`` to the partition keys the function
+  owns (chalicelib/core/models.py): the collector writes usage buckets, the service list and its
+  state; the API writes quotas, rules and audit entries; the alerts function writes alerts.
+  Reads stay table-wide: the API answers about every item kind.
+- logs only to the function's own log group;
+- ``ssm:GetParameter*`` only under the project's parameter path, each function its own part:
+  ``<path>/prometheus/*`` (collector), ``<path>/webhook/*`` (alerts), ``<path>/api-keys`` (API);
+- ``aps:QueryMetrics`` on the Amazon Managed Prometheus workspace, when the collector signs
+  its queries with SigV4.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+# The item partition keys each function may write (see chalicelib/core/models.py).
+WRITES = {
+    "collect": ["USAGE#*", "SERVICES", "STATE"],
+    "api": ["QUOTA", "RULES", "AUDIT"],
+    "alerts": ["ALERT#*"],
+}
+# The part of the parameter path each function reads.
+SECRETS = {"collect": "prometheus/*", "alerts": "webhook/*"}
+FUNCTIONS = ("collect", "alerts", "api")
+
+Arn = Any  # a string, or a CloudFormation intrinsic that makes one
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How to name each resource a policy refers to, on one deploy path."""
+
+    table: Arn
+    stream: Arn
+    sender: Arn
+    log_group: Callable[[str], List[Arn]]  # function -> [group ARN, group ARN + ":*"]
+    parameter: Callable[[str], Arn]  # path below the project's parameter path -> ARN
+    amp_workspace: Optional[Arn] = None
+
+
+def _statement(sid: str, actions: List[str], resources: List[Arn], condition: Optional[dict] = None) -> dict:
+    statement = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+def _leading_keys(function: str) -> dict:
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": WRITES[function]}}
+
+
+def policy(function: str, r: Resources) -> Dict[str, Any]:
+    statements = [
+        _statement("OwnLogGroup", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                   r.log_group(function)),
+    ]
+    if function == "collect":
+        statements += [
+            _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query",
+                                     "dynamodb:BatchGetItem"], [r.table]),
+            _statement("WriteUsageServicesState", ["dynamodb:PutItem", "dynamodb:UpdateItem",
+                                                   "dynamodb:BatchWriteItem"], [r.table], _leading_keys("collect")),
+            _statement("PrometheusSecrets", ["ssm:GetParameter"], [r.parameter(SECRETS["collect"])]),
+        ]
+        if r.amp_workspace is not None:
+            statements.append(_statement("QueryManagedPrometheus", ["aps:QueryMetrics"], [r.amp_workspace]))
+    elif function == "alerts":
+        statements += [
+            _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query"], [r.table]),
+            _statement("WriteAlerts", ["dynamodb:PutItem", "dynamodb:UpdateItem"], [r.table],
+                       _leading_keys("alerts")),
+            _statement("UsageStream", ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+                       [r.stream]),
+            _statement("ListStreamsHasNoResourceLevel", ["dynamodb:ListStreams"], ["*"]),
+            _statement("SendAsSender", ["ses:SendEmail", "ses:SendRawEmail"], [r.sender]),
+            _statement("WebhookSecret", ["ssm:GetParameter"], [r.parameter(SECRETS["alerts"])]),
+        ]
+    elif function == "api":
+        statements += [
+            _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query",
+                                     "dynamodb:BatchGetItem"], [r.table]),
+            # Quota changes are transactions: each item is authorised as its own Put/Delete/ConditionCheck.
+            _statement("WriteQuotasRulesAudit", ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                                                 "dynamodb:ConditionCheckItem"], [r.table], _leading_keys("api")),
+            _statement("KeyRegistry", ["ssm:GetParametersByPath", "ssm:GetParameter"],
+                       [r.parameter("api-keys"), r.parameter("api-keys/*")]),
+        ]
+    else:
+        raise ValueError(f"unknown function {function!r}")
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+# -- the chalice deploy path: real ARNs ---------------------------------------------------------
+CHALICE_FUNCTION_NAMES = {"collect": "{app}-{stage}-collect", "alerts": "{app}-{stage}-alerts",
+                          "api": "{app}-{stage}"}
+
+
+def arn_resources(region: str, account: str, app: str, stage: str, table_arn: str, stream_arn: str,
+                  sender: str, parameter_path: str, amp_workspace_arn: Optional[str] = None,
+                  partition: str = "aws") -> Resources:
+    def log_group(function: str) -> List[str]:
+        name = CHALICE_FUNCTION_NAMES[function].format(app=app, stage=stage)
+        group = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/lambda/{name}"
+        return [group, f"{group}:*"]
+
+    return Resources(
+        table=table_arn,
+        stream=stream_arn.split("/stream/")[0] + "/stream/*",
+        sender=f"arn:{partition}:ses:{region}:{account}:identity/{sender}",
+        log_group=log_group,
+        parameter=lambda sub: f"arn:{partition}:ssm:{region}:{account}:parameter{parameter_path.rstrip('/')}/{sub}",
+        amp_workspace=amp_workspace_arn,
+    )
