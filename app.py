@@ -6,11 +6,12 @@
 """
 import os
 import time
+from datetime import datetime, timezone
 
 from chalice import Chalice, Rate, Response
 
 from chalicelib import __version__, bootstrap
-from chalicelib.api import access, charts, overview, stats
+from chalicelib.api import access, charts, legacy, overview, stats
 from chalicelib.notify.alerts import alert_history
 from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
@@ -125,11 +126,8 @@ def service_stats(service):
 @app.route("/metrics/bandwidth_used", methods=["GET"], api_key_required=True)
 @endpoint
 def legacy_bandwidth_used():
-    p = _params()
-    store = bootstrap.store()
-    coverage = charts.service_coverage(store, p.get("service") or charts.legacy_missing_service())
-    return Response(body=charts.legacy_bandwidth_used(store, coverage, p, time.time()), status_code=200,
-                    headers={"Content-Type": "application/json"})
+    query = legacy.LegacyQuery.from_params(_params())
+    return legacy.bandwidth_used(bootstrap.store(), query, now=datetime.now(timezone.utc))
 
 
 @app.route("/v1/services/{service}/quota", methods=["GET"], api_key_required=True)

@@ -11,6 +11,7 @@ import json
 
 from chalicelib import __version__
 from chalicelib.api.charts import MAX_POINTS, STEPS
+from chalicelib.api.legacy import DURATION_PATTERN
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA
 
 TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00Z"]}
@@ -79,9 +80,12 @@ SCHEMAS = {
         "series": {"type": "array", "items": {"allOf": [ref("TrafficFigures"),
                                                         _obj({"time": TIME}, additional=True)]}}}}]},
     "LegacyBandwidth": {"type": "array", "items": _obj({
-        "time": TIME, "type": {"enum": ["ingress", "egress"]}, "service": {"type": "string"},
+        "time": {"type": "string", "format": "date-time", "examples": ["2022-02-17T18:39:41.043080+00:00"],
+                 "description": "Python isoformat(): +00:00, microseconds when the instant has them"},
+        "type": {"enum": ["ingress", "egress"]}, "service": {"type": "string"},
         "route": {"type": ["string", "null"]}, "bandwidth_used": {**NULLABLE_INT, "description":
-                                                                  "null where nothing was used or collected"}})},
+                                                                  "bytes in the minute; 0: collected, no traffic; "
+                                                                  "null: not collected (and the request instant)"}})},
     "Quota": {k: v for k, v in QUOTA_SCHEMA.items() if not k.startswith("$")},
     "QuotaRules": {k: v for k, v in RULES_SCHEMA.items() if not k.startswith("$")},
     "StoredQuota": {"type": "object", "required": ["limit_bytes", "period", "direction", "thresholds", "notify"]},
@@ -186,12 +190,13 @@ def openapi_spec() -> dict:
             _json(ref("Stats")), params=[SERVICE, START, END,
                                          _param("step", "query", {"enum": list(STEPS)}, "Also as a series")])},
         "/metrics/bandwidth_used": {"get": _operation(
-            "The older frontend's endpoint: one entry per minute of the lookback plus the present",
+            "The older frontend's endpoint: each whole minute that starts in the lookback, then the "
+            "request instant. An unknown service or route answers nulls, not 404",
             _json(ref("LegacyBandwidth")), params=[
                 _param("service", "query", {"type": "string", "minLength": 1}, "Service", required=True),
-                _param("lookback_duration", "query", {"type": "string", "pattern": r"^[1-9]\d{0,5}[smhdw]$",
-                                                      "examples": ["5m"]},
-                       "Prometheus-style duration, at most 7d (default 5m)"),
+                _param("lookback_duration", "query", {"type": "string", "minLength": 2,
+                                                      "pattern": DURATION_PATTERN, "examples": ["5m", "1h30m"]},
+                       "Prometheus-style duration (90s, 1h30m), more than 0 and at most 7d (default 5m)"),
                 _param("type", "query", {"enum": ["ingress", "egress"]}, "Direction (default egress)"),
                 _param("route", "query", {"type": "string"}, "Only this route")], tag="legacy")},
         "/v1/services/{service}/quota": {
