@@ -213,6 +213,16 @@ def api_docs():
     return Response(body=apidocs.docs_html(), status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})
 
 
+@app.route("/docs/{asset}", methods=["GET"])
+@endpoint
+def api_docs_asset(asset):
+    from chalicelib.api import apidocs
+
+    body, content_type = apidocs.swagger_ui_asset(asset)
+    return Response(body=body, status_code=200,
+                    headers={"Content-Type": content_type, "Cache-Control": "public, max-age=86400"})
+
+
 @app.route("/", methods=["GET"])
 @endpoint
 def index():
