@@ -472,9 +472,9 @@ def test_audit_summarises_each_change(api):
     entries = [
         {"at": "2026-12-01T00:02:00Z", "key": "quota-rules", "action": "put", "old": None, "new": [RULE],
          "actor": "key#1a2b3c4d"},
-        {"at": "2026-12-01T00:01:00Z", "key": "pay", "action": "put", "old": {"limit_bytes": 1, "period": "day"},
+        {"at": "2026-12-01T00:01:00Z", "key": "quota/pay", "action": "put", "old": {"limit_bytes": 1, "period": "day"},
          "new": {"limit_bytes": 2, "period": "day"}, "actor": "key#1a2b3c4d"},
-        {"at": "2026-12-01T00:00:00Z", "key": "pay", "action": "delete", "old": {"limit_bytes": 5000}, "new": None,
+        {"at": "2026-12-01T00:00:00Z", "key": "quota/pay", "action": "delete", "old": {"limit_bytes": 5000}, "new": None,
          "actor": None},
     ]
     api.respond = lambda r: (200, {"entries": entries}, {})
