@@ -14,8 +14,8 @@ RUN_STAMP := $(VENV)/.installed-run
 # The interpreter check comes first: an old Python would otherwise fail deep inside pip.
 define make_venv
 	@test -x $(PY) || { \
-	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null || { \
-	    echo "Bandwidth Meter needs Python 3.9 or newer as $(PYTHON); try: make $@ PYTHON=python3.11"; exit 1; }; \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
+	    echo "Bandwidth Meter needs Python 3.10 or newer as $(PYTHON) ($$($(PYTHON) --version 2>&1)); try: make $(or $(MAKECMDGOALS),run) PYTHON=python3.11"; exit 1; }; \
 	  echo "==> Creating a virtualenv in $(VENV) with $$($(PYTHON) --version)"; \
 	  $(PYTHON) -m venv $(VENV); }
 endef
@@ -35,7 +35,7 @@ prometheus: $(STAMP)
 $(RUN_STAMP): requirements.txt requirements-run.txt pyproject.toml
 	$(make_venv)
 	@echo "==> Installing what running needs (requirements-run.txt: chalice, moto, boto3, pynamodb, bwmeter)."
-	@echo "    The first time this downloads about 60 MB and takes a minute or two; later runs skip it."
+	@echo "    The first time this downloads about 55 MB (75 packages) and takes a minute or two; later runs skip it."
 	@$(PY) -m localrun.install requirements-run.txt
 	@touch $@
 

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Iterable, List, TextIO
 
-MIN_PYTHON = (3, 9)
+MIN_PYTHON = (3, 10)  # boto3 1.44 and this runtime's pins need 3.10
 _COLLECTING = re.compile(r"^Collecting (\S+)")
 _INSTALLING = re.compile(r"^Installing collected packages: (.+)$")
 _DONE = re.compile(r"^Successfully installed (.+)$")
@@ -36,12 +36,10 @@ def narrate(lines: Iterable[str], out: TextIO, started: float, clock=time.monoto
             print(f"    [{clock() - started:5.1f} s] fetching {m.group(1)}", file=out, flush=True)
         elif m := _INSTALLING.match(line):
             count = len(m.group(1).split(", "))
-            print(f"    [{clock() - started:5.1f} s] installing {count} packages...", file=out, flush=True)
+            print(f"    [{clock() - started:5.1f} s] installing {count} packages (quiet for up to a minute)...", file=out, flush=True)
         elif m := _DONE.match(line):
             print(f"    [{clock() - started:5.1f} s] installed {len(m.group(1).split())} packages", file=out,
                   flush=True)
-    if collected == 0:
-        print("    everything was already installed", file=out, flush=True)
     return seen
 
 
@@ -61,8 +59,11 @@ def main(argv: List[str] = None, out: TextIO = sys.stdout) -> int:
     log = narrate(process.stdout, out, started)
     status = process.wait()
     if status != 0:
-        print("pip failed; its last lines:\n" + "\n".join(log[-40:]), file=sys.stderr)
+        tail = [line if len(line) <= 400 else line[:400] + " ..." for line in log[-25:]]
+        print("pip failed; its last lines:\n" + "\n".join(tail), file=sys.stderr)
         return status
+    if not any(_COLLECTING.match(line) for line in log):
+        print("    everything was already installed", file=out, flush=True)
     print(f"    done in {time.monotonic() - started:.0f} s", file=out, flush=True)
     return 0
 
