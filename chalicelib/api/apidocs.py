@@ -245,7 +245,8 @@ def openapi_spec() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "Bandwidth Meter API", "version": __version__,
                  "description": "Exact API-gateway bandwidth from Kong's Prometheus counters: chart-ready "
-                                "series, traffic stats, quotas and alerts. Times are UTC RFC 3339 with Z."},
+                                "series, traffic stats, quotas and alerts. Times are UTC RFC 3339 with Z (the older "
+                                "frontend's /metrics/bandwidth_used keeps its isoformat +00:00)."},
         "paths": paths,
         "components": {"schemas": SCHEMAS, "securitySchemes": {
             "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",

@@ -62,7 +62,7 @@ class LegacyQuery:
         service = params.get("service")
         if not service:
             raise BadRequest("service is required", parameter="service")
-        kind = params.get("type") or "egress"
+        kind = params.get("type", "egress")
         if kind not in TYPES:
             raise BadRequest("type must be ingress or egress", parameter="type")
         lookback = parse_lookback(params.get("lookback_duration", DEFAULT_LOOKBACK))

@@ -118,6 +118,7 @@ def test_prometheus_durations_choose_the_minutes_that_start_in_the_window(durati
     ({"lookback_duration": "7d1s"}, "lookback_duration"),
     ({"lookback_duration": "2w"}, "lookback_duration"),
     ({"type": "sideways"}, "type"),
+    ({"type": ""}, "type"),
     ({"service": ""}, "service"),
 ])
 def test_bad_input_is_refused_naming_the_parameter(params, parameter):
