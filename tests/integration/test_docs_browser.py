@@ -5,6 +5,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from tests.support.browser import Browser, RecordingProxy
 from tests.support.keyed_api import keyed_api
@@ -67,8 +68,6 @@ def docs(api):
 
 def test_swagger_ui_renders_every_operation_of_the_spec(docs, api):
     browser, _ = docs
-    import requests
-
     spec = requests.get(f"{api.url}/openapi.json", timeout=10).json()
     operations = sum(len(methods) for methods in spec["paths"].values())
     assert browser.evaluate("document.querySelectorAll('.opblock').length") == operations
