@@ -1,6 +1,6 @@
 # Bandwidth Meter. `make run` starts the whole system locally; `make test` runs every test.
-# Both install what they need: a virtualenv with requirements-dev.txt and, when absent,
-# the Debian `prometheus` package (which brings promtool).
+# Both install what they need in a virtualenv: `run` only requirements-run.txt, `test` the full
+# requirements-dev.txt; and, when absent, the Debian `prometheus` package (which brings promtool).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,8 +9,19 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test test-unit test-integration test-e2e prometheus package deploy keys bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+RUN_STAMP := $(VENV)/.installed-run
+
+# The interpreter check comes first: an old Python would otherwise fail deep inside pip.
+define make_venv
+	@test -x $(PY) || { \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
+	    echo "Bandwidth Meter needs Python 3.10 or newer as $(PYTHON) ($$($(PYTHON) --version 2>&1)); try: make $(or $(MAKECMDGOALS),run) PYTHON=python3.11"; exit 1; }; \
+	  echo "==> Creating a virtualenv in $(VENV) with $$($(PYTHON) --version)"; \
+	  $(PYTHON) -m venv $(VENV); }
+endef
+
+$(STAMP): requirements.txt requirements-run.txt requirements-dev.txt pyproject.toml
+	$(make_venv)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
@@ -20,7 +31,16 @@ venv: $(STAMP)
 prometheus: $(STAMP)
 	@$(PY) -m localrun.prometheus
 
-run: $(STAMP)
+# `make run` installs only what running needs (requirements-run.txt), saying what it fetches.
+$(RUN_STAMP): requirements.txt requirements-run.txt pyproject.toml
+	$(make_venv)
+	@echo "==> Installing what running needs (requirements-run.txt: chalice, moto, boto3, pynamodb, bwmeter)."
+	@echo "    The first time this downloads about 55 MB (75 packages) and takes a minute or two; later runs skip it."
+	@$(PY) -m localrun.install requirements-run.txt
+	@touch $@
+
+run: $(RUN_STAMP)
+	@echo "==> Starting Bandwidth Meter (Prometheus is installed from Debian's package first if absent)."
 	$(PY) -m localrun
 
 test: $(STAMP) prometheus

@@ -5,11 +5,12 @@
 - the API (``api_handler``): REST routes below, reading DynamoDB only.
 """
 import os
+from datetime import datetime, timezone
 
 from chalice import Chalice, Rate, Response
 
 from chalicelib import __version__, bootstrap
-from chalicelib.api import access, charts, overview, stats, status
+from chalicelib.api import access, charts, legacy, overview, stats, status
 from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
 
@@ -126,11 +127,8 @@ def service_stats(service):
 @app.route("/metrics/bandwidth_used", methods=["GET"], api_key_required=True)
 @endpoint
 def legacy_bandwidth_used():
-    p, deps = _params(), bootstrap.current()
-    store, now = deps.store, deps.clock()
-    coverage = charts.service_coverage(store, p.get("service") or charts.legacy_missing_service(), now)
-    return Response(body=charts.legacy_bandwidth_used(store, coverage, p, now), status_code=200,
-                    headers={"Content-Type": "application/json"})
+    query, deps = legacy.LegacyQuery.from_params(_params()), bootstrap.current()
+    return legacy.bandwidth_used(deps.store, query, now=datetime.fromtimestamp(deps.clock(), timezone.utc))
 
 
 @app.route("/v1/services/{service}/quota", methods=["GET"], api_key_required=True)
@@ -214,6 +212,16 @@ def api_docs():
     from chalicelib.api import apidocs
 
     return Response(body=apidocs.docs_html(), status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+@app.route("/docs/{asset}", methods=["GET"])
+@endpoint
+def api_docs_asset(asset):
+    from chalicelib.api import apidocs
+
+    body, content_type = apidocs.swagger_ui_asset(asset)
+    return Response(body=body, status_code=200,
+                    headers={"Content-Type": content_type, "Cache-Control": "public, max-age=86400"})
 
 
 @app.route("/", methods=["GET"])

@@ -7,6 +7,9 @@
     bwmeter alerts SERVICE
     bwmeter export SERVICE --csv [--range 24h] [-o FILE]
     bwmeter watch SERVICE [--interval 1] [--duration S] [--max-requests N]
+    bwmeter health | status | quotas | audit [--limit N]
+    bwmeter rules get | rules set FILE
+    bwmeter completion bash|zsh
 
 The endpoint and key come from ``--url`` / ``--api-key`` or ``BWMETER_URL`` /
 ``BWMETER_API_KEY`` (prefer the variable: a flag is visible in the process list).
@@ -21,6 +24,8 @@ import sys
 import time
 from datetime import datetime, timezone
 from typing import Callable, List, Mapping, Optional, Sequence, TextIO
+
+import shtab
 
 from bwmeter import __version__
 from bwmeter.client import DEFAULT_URL, ApiError, BwmeterError, Client, watch
@@ -112,8 +117,9 @@ def _pct(value: Optional[float]) -> str:
 # -- commands --------------------------------------------------------------------------------
 class Context:
     def __init__(self, args, client: Client, out: TextIO, err: TextIO, now: Callable[[], float],
-                 clock: Callable[[], float], sleep: Callable[[float], None]):
+                 clock: Callable[[], float], sleep: Callable[[float], None], stdin: Optional[TextIO] = None):
         self.args, self.client, self.out, self.err = args, client, out, err
+        self.stdin = stdin or sys.stdin
         self.now, self.clock, self.sleep = now, clock, sleep
 
     def print(self, text: str = "") -> None:
@@ -317,6 +323,161 @@ def cmd_watch(ctx: Context) -> int:
     return 0
 
 
+def cmd_health(ctx: Context) -> int:
+    body = ctx.client.health()
+    if ctx.args.json:
+        ctx.emit_json(body)
+        return 0
+    ctx.print(f"{body.get('status', '?')}: Bandwidth Meter {body.get('version', '?')} at {ctx.client.base_url}")
+    backends = body.get("backends") or {}
+    width = max((len(k) for k in backends), default=0)
+    for key in sorted(backends):
+        ctx.print(f"  {key:<{width}}  {backends[key]}")
+    return 0
+
+
+def cmd_status(ctx: Context) -> int:
+    s = ctx.client.collector_status()
+    if ctx.args.json:
+        ctx.emit_json(s)
+        return 0
+    lag = s.get("lag_seconds")
+    ctx.print("Collector: " + (f"running since {s.get('running_since')}" if s.get("running") else "idle"))
+    lines = [
+        ("collected to", f"{s.get('watermark') or 'nothing yet'}"
+         + (f" (lag {lag} s; a minute is final {s.get('configured_lag_seconds')} s after it ends)"
+            if lag is not None else "")),
+        ("since", s.get("collection_start")),
+        ("last run", f"{s.get('last_run_start')} .. {s.get('last_run_end')}, {s.get('last_duration_ms')} ms"
+         if s.get("last_run_start") else None),
+        ("series seen", s.get("series_seen")),
+        ("written", f"{s.get('minutes_written')} minutes, {s.get('items_written')} items"
+         if s.get("minutes_written") is not None else None),
+        ("kong schemas", ", ".join(s.get("kong_schemas_seen") or []) or None),
+        ("last success", s.get("last_success")),
+        ("last error", f"{s['last_error']} (at {s.get('last_error_at')})" if s.get("last_error") else "none"),
+        ("gaps", ", ".join(f"{g['start']} .. {g['end']}" for g in s.get("gaps") or []) or "none"),
+    ]
+    for label, value in lines:
+        ctx.print(f"  {label:<13} {'-' if value is None else value}")
+    return 0
+
+
+def _limit_rows(quotas: Sequence[dict], first: str) -> List[list]:
+    return [[q.get(first), human_bytes(q.get("limit_bytes")), q.get("period"), q.get("direction"),
+             ",".join(f"{t:g}" for t in q.get("thresholds") or []) or None,
+             ", ".join(q.get("notify") or []) or None] for q in quotas]
+
+
+def _print_rules(ctx: Context, rules: Sequence[dict]) -> None:
+    if not rules:
+        ctx.print("No quota rules.")
+        return
+    ctx.print("Rules, in order (the first whose pattern matches a service without its own quota applies):")
+    ctx.print(table(["PATTERN", "LIMIT", "PERIOD", "DIRECTION", "THRESHOLDS", "NOTIFY"],
+                    _limit_rows(rules, "pattern"), right=(1,)))
+
+
+def cmd_quotas(ctx: Context) -> int:
+    body = ctx.client.quotas()
+    if ctx.args.json:
+        ctx.emit_json(body)
+        return 0
+    quotas = body.get("quotas") or []
+    if quotas:
+        ctx.print(table(["SERVICE", "LIMIT", "PERIOD", "DIRECTION", "THRESHOLDS", "NOTIFY"],
+                        _limit_rows(quotas, "service"), right=(1,)))
+    else:
+        ctx.print("No service has its own quota.")
+    ctx.print()
+    _print_rules(ctx, body.get("rules") or [])
+    return 0
+
+
+def read_rules_file(path: str, stdin: TextIO) -> dict:
+    """The body for PUT /v1/quota-rules from a file (``-``: standard input): what ``bwmeter rules
+    get --json`` prints, or just the list of rules. The API validates the rules themselves."""
+    try:
+        if path == "-":
+            text = stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as e:
+        raise BwmeterError(f"cannot read {path}: {e.strerror or e}", exit_code=2) from None
+    try:
+        body = json.loads(text)
+    except ValueError as e:
+        raise BwmeterError(f"{path} is not JSON ({e}); write {{\"rules\": [...]}} as `bwmeter rules get --json` "
+                           "prints it", exit_code=2) from None
+    if isinstance(body, list):
+        body = {"rules": body}
+    if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
+        raise BwmeterError(f"{path} must hold {{\"rules\": [...]}} or a list of rules", exit_code=2)
+    return body
+
+
+def cmd_rules(ctx: Context) -> int:
+    a = ctx.args
+    if a.action == "get":
+        if a.file:
+            raise BwmeterError("rules get takes no file (did you mean rules set FILE?)", exit_code=2)
+        body = ctx.client.rules()
+    else:
+        if not a.file:
+            raise BwmeterError("rules set needs a FILE (or - for standard input) with the rules as JSON", exit_code=2)
+        body = ctx.client.put_rules(read_rules_file(a.file, ctx.stdin))
+    if a.json:
+        ctx.emit_json(body)
+        return 0
+    if a.action == "set":
+        ctx.print(f"Saved {len(body.get('rules') or [])} quota rule(s).")
+    _print_rules(ctx, body.get("rules") or [])
+    return 0
+
+
+def _change(entry: dict) -> str:
+    old, new = entry.get("old"), entry.get("new")
+    if entry.get("key") == "quota-rules":
+        count = lambda rules: "none" if not rules else f"{len(rules)} rule(s)"  # noqa: E731
+        return f"{count(old)} -> {count(new)}"
+    if entry.get("action") == "delete" or new is None:
+        return f"removed (was {human_bytes(old.get('limit_bytes'))})" if isinstance(old, dict) else "removed"
+    if not isinstance(old, dict):
+        return f"set: {human_bytes(new.get('limit_bytes'))} per {new.get('period')}"
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return "changed: " + (", ".join(changed) or "nothing")
+
+
+def cmd_audit(ctx: Context) -> int:
+    body = ctx.client.audit(ctx.args.limit)
+    if ctx.args.json:
+        ctx.emit_json(body)
+        return 0
+    entries = body.get("entries") or []
+    if not entries:
+        ctx.print("No quota changes yet.")
+        return 0
+    ctx.print(table(["AT", "KEY", "ACTION", "BY", "CHANGE"],
+                    [[e.get("at"), e.get("key"), e.get("action"), e.get("actor"), _change(e)] for e in entries]))
+    return 0
+
+
+def cmd_completion(ctx: Context) -> int:
+    script = completion_script(ctx.args.shell)
+    if ctx.args.json:
+        ctx.emit_json({"shell": ctx.args.shell, "script": script})
+    else:
+        ctx.out.write(script)
+        ctx.out.flush()
+    return 0
+
+
+def completion_script(shell: str) -> str:
+    """A static completion script generated from the parser itself (shtab), so it never lags behind."""
+    return shtab.complete(build_parser(), shell=shell)
+
+
 # -- the parser ------------------------------------------------------------------------------
 def _common(sub: bool) -> argparse.ArgumentParser:
     """Options accepted before or after the command (``bwmeter --json services`` and
@@ -387,13 +548,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="CSV: time,service,direction,route,bytes (the default)")
     p.add_argument("--direction", choices=("all", "ingress", "egress", "total"), default="all")
     p.add_argument("--route", help="only this route")
-    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output").complete = shtab.FILE
 
     p = command("watch", cmd_watch, "print a service's live usage every second; waits out throttling")
     p.add_argument("service")
     p.add_argument("--interval", type=_positive(float), default=1.0, help="seconds between requests (default 1)")
     p.add_argument("--duration", type=_positive(float), help="stop after this many seconds")
     p.add_argument("--max-requests", type=_positive(int), help="stop after this many requests")
+
+    command("health", cmd_health, "the API's version and configured backends (needs no key)")
+    command("status", cmd_status, "the collector: how far it has collected, its last run and last error")
+    command("quotas", cmd_quotas, "every service's own quota, and the quota rules")
+
+    p = command("rules", cmd_rules, "show the quota rules, or replace them from a JSON file (set needs an admin key)")
+    p.add_argument("action", choices=("get", "set"))
+    p.add_argument("file", nargs="?", metavar="FILE",
+                   help="set: the rules as JSON, as `rules get --json` prints them (- reads standard input)"
+                   ).complete = shtab.FILE
+
+    p = command("audit", cmd_audit, "every quota and rule change: when, what, by which key (needs an admin key)")
+    p.add_argument("--limit", type=_positive(int), default=100, help="newest entries to show (default 100)")
+
+    p = command("completion", cmd_completion, "print a shell completion script: "
+                "`source <(bwmeter completion bash)`, or for zsh save it as _bwmeter on your $fpath")
+    p.add_argument("shell", choices=("bash", "zsh"))
     return parser
 
 
@@ -422,7 +600,7 @@ def _describe(error: BwmeterError) -> str:
 
 
 def main(argv: Optional[List[str]] = None, *, env: Mapping[str, str] = os.environ, stdout: TextIO = None,
-         stderr: TextIO = None, sleep: Callable[[float], None] = time.sleep,
+         stderr: TextIO = None, stdin: TextIO = None, sleep: Callable[[float], None] = time.sleep,
          clock: Callable[[], float] = time.monotonic, now: Callable[[], float] = time.time) -> int:
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     parser = build_parser()
@@ -438,7 +616,7 @@ def main(argv: Optional[List[str]] = None, *, env: Mapping[str, str] = os.enviro
 
     client = Client(url, key, timeout=args.timeout or 10.0, sleep=sleep, on_throttle=announce_wait)
     try:
-        return args.func(Context(args, client, stdout, stderr, now, clock, sleep))
+        return args.func(Context(args, client, stdout, stderr, now, clock, sleep, stdin))
     except BwmeterError as e:
         if args.json:
             detail = e.as_dict() if isinstance(e, ApiError) else {"message": e.message}

@@ -201,6 +201,22 @@ class Client:
     def alerts(self, service: str) -> dict:
         return self.json("GET", f"/v1/services/{_seg(service)}/alerts")
 
+    def collector_status(self) -> dict:
+        return self.json("GET", "/v1/collector/status")
+
+    def quotas(self) -> dict:
+        """Every service's own quota and the rules: ``{"quotas": [...], "rules": [...]}``."""
+        return self.json("GET", "/v1/quotas")
+
+    def rules(self) -> dict:
+        return self.json("GET", "/v1/quota-rules")
+
+    def put_rules(self, body: dict) -> dict:
+        return self.json("PUT", "/v1/quota-rules", body=body)
+
+    def audit(self, limit: Optional[int] = None) -> dict:
+        return self.json("GET", "/v1/quota-audit", params={"limit": limit})
+
 
 def _seg(value: str) -> str:
     return quote(value, safe="")

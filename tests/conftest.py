@@ -13,7 +13,7 @@ pytest_plugins = ["tests.support.servers"]
 # Tiers by directory (pytest.ini describes them); `e2e` marks the slow end-to-end files inside the
 # integration tier: a real browser, schemathesis, benchmarks and the whole local runtime.
 TIERS = {"unit": "unit", "integration": "integration", "localstack": "localstack"}
-E2E_FILES = {"test_dashboard_browser.py", "test_swagger_browser.py", "test_schemathesis.py", "test_benchmarks.py",
+E2E_FILES = {"test_dashboard_browser.py", "test_docs_browser.py", "test_schemathesis.py", "test_benchmarks.py",
              "test_local_runtime.py", "test_property_http.py"}
 
 

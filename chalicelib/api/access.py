@@ -61,7 +61,7 @@ from chalicelib.api.http import error_response
 log = logging.getLogger(__name__)
 
 READ, ADMIN = "read", "admin"
-OPEN_ROUTES = frozenset({"/v1/health", "/openapi.json", "/docs", "/", "/dashboard"})
+OPEN_ROUTES = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/{asset}", "/", "/dashboard"})
 ADMIN_ROUTES = frozenset({
     ("PUT", "/v1/services/{service}/quota"),
     ("DELETE", "/v1/services/{service}/quota"),

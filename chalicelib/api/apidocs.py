@@ -6,11 +6,13 @@ returns; tests/integration/test_schemathesis.py checks the running API against i
 from __future__ import annotations
 
 import functools
-import html
-import json
+from pathlib import Path
+from typing import Tuple
 
 from chalicelib import __version__
 from chalicelib.api.charts import MAX_POINTS, STEPS
+from chalicelib.api.legacy import DURATION_PATTERN
+from chalicelib.core.errors import NotFound
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA
 
 TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00Z"]}
@@ -82,9 +84,12 @@ SCHEMAS = {
         "series": {"type": "array", "items": {"allOf": [ref("TrafficFigures"),
                                                         _obj({"time": TIME}, additional=True)]}}}}]},
     "LegacyBandwidth": {"type": "array", "items": _obj({
-        "time": TIME, "type": {"enum": ["ingress", "egress"]}, "service": {"type": "string"},
+        "time": {"type": "string", "format": "date-time", "examples": ["2022-02-17T18:39:41.043080+00:00"],
+                 "description": "Python isoformat(): +00:00, microseconds when the instant has them"},
+        "type": {"enum": ["ingress", "egress"]}, "service": {"type": "string"},
         "route": {"type": ["string", "null"]}, "bandwidth_used": {**NULLABLE_INT, "description":
-                                                                  "null where nothing was used or collected"}})},
+                                                                  "bytes in the minute; 0: collected, no traffic; "
+                                                                  "null: not collected (and the request instant)"}})},
     "Quota": {k: v for k, v in QUOTA_SCHEMA.items() if not k.startswith("$")},
     "QuotaRules": {k: v for k, v in RULES_SCHEMA.items() if not k.startswith("$")},
     "StoredQuota": {"type": "object", "required": ["limit_bytes", "period", "direction", "thresholds", "notify"]},
@@ -189,12 +194,13 @@ def openapi_spec() -> dict:
             _json(ref("Stats")), params=[SERVICE, START, END,
                                          _param("step", "query", {"enum": list(STEPS)}, "Also as a series")])},
         "/metrics/bandwidth_used": {"get": _operation(
-            "The older frontend's endpoint: one entry per minute of the lookback plus the present",
+            "The older frontend's endpoint: each whole minute that starts in the lookback, then the "
+            "request instant. An unknown service or route answers nulls, not 404",
             _json(ref("LegacyBandwidth")), params=[
                 _param("service", "query", {"type": "string", "minLength": 1}, "Service", required=True),
-                _param("lookback_duration", "query", {"type": "string", "pattern": r"^[1-9]\d{0,5}[smhdw]$",
-                                                      "examples": ["5m"]},
-                       "Prometheus-style duration, at most 7d (default 5m)"),
+                _param("lookback_duration", "query", {"type": "string", "minLength": 2,
+                                                      "pattern": DURATION_PATTERN, "examples": ["5m", "1h30m"]},
+                       "Prometheus-style duration (90s, 1h30m), more than 0 and at most 7d (default 5m)"),
                 _param("type", "query", {"enum": ["ingress", "egress"]}, "Direction (default egress)"),
                 _param("route", "query", {"type": "string"}, "Only this route")], tag="legacy")},
         "/v1/services/{service}/quota": {
@@ -226,9 +232,14 @@ def openapi_spec() -> dict:
                                                             params=[SERVICE], tag="alerts")},
         "/openapi.json": {"get": _operation("This document", _json({"type": "object"}), errors=("500",),
                                             secured=False, tag="operations")},
-        "/docs": {"get": _operation("This document, readable", {
+        "/docs": {"get": _operation("This document in Swagger UI (Authorize with x-api-key, then Try it out)", {
             "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
             errors=("500",), secured=False, tag="operations")},
+        "/docs/{asset}": {"get": _operation(f"Swagger UI {SWAGGER_UI_VERSION}'s files, vendored", {
+            "description": "The file", "content": {"text/javascript": {"schema": {"type": "string"}},
+                                                   "text/css": {"schema": {"type": "string"}}}},
+            params=[_param("asset", "path", {"enum": list(SWAGGER_UI_ASSETS)}, "File name")],
+            errors=("404", "500"), secured=False, tag="operations")},
         "/dashboard": {"get": _operation("The built-in dashboard", {
             "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
             errors=("500",), secured=False, tag="operations")},
@@ -237,7 +248,8 @@ def openapi_spec() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "Bandwidth Meter API", "version": __version__,
                  "description": "Exact API-gateway bandwidth from Kong's Prometheus counters: chart-ready "
-                                "series, traffic stats, quotas and alerts. Times are UTC RFC 3339 with Z."},
+                                "series, traffic stats, quotas and alerts. Times are UTC RFC 3339 with Z (the older "
+                                "frontend's /metrics/bandwidth_used keeps its isoformat +00:00)."},
         "paths": paths,
         "components": {"schemas": SCHEMAS, "securitySchemes": {
             "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
@@ -245,31 +257,60 @@ def openapi_spec() -> dict:
     }
 
 
+SWAGGER_UI_VERSION = "5.35.0"  # npm swagger-ui-dist, vendored in chalicelib/api/swaggerui/ (see its README)
+SWAGGER_UI_DIR = Path(__file__).with_name("swaggerui")
+SWAGGER_UI_ASSETS = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+                     "swagger-ui.css": "text/css; charset=utf-8"}
+
+
+def swagger_ui_asset(name: str) -> Tuple[str, str]:
+    """A vendored Swagger UI file and its content type (NotFound for any other name)."""
+    if name not in SWAGGER_UI_ASSETS:
+        raise NotFound(f"no docs asset {name!r}")
+    return _read_asset(name), SWAGGER_UI_ASSETS[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _read_asset(name: str) -> str:
+    return (SWAGGER_UI_DIR / name).read_text(encoding="utf-8")
+
+
+# Relative URLs throughout, so the page works at /docs and under an API Gateway stage prefix
+# (/api/docs). The spec is fetched and given the page's own base as its server, so "Try it out"
+# calls this API (with the x-api-key from Authorize) wherever it is mounted; validatorUrl null
+# keeps Swagger UI from calling validator.swagger.io.
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Bandwidth Meter API</title>
+<link rel="stylesheet" href="docs/swagger-ui.css?v={version}">
+<style>body{{margin:0}}</style>
+</head>
+<body>
+<noscript><p>This page needs JavaScript; the spec itself is <a href="openapi.json">openapi.json</a>.</p></noscript>
+<div id="swagger-ui"></div>
+<script src="docs/swagger-ui-bundle.js?v={version}"></script>
+<script>
+(function () {{
+  var base = new URL(".", window.location.href).href.replace(/\/$/, "");
+  fetch(base + "/openapi.json").then(function (r) {{ return r.json(); }}).then(function (spec) {{
+    spec.servers = [{{url: base, description: "this API"}}];
+    window.ui = SwaggerUIBundle({{
+      spec: spec, dom_id: "#swagger-ui", deepLinking: true, persistAuthorization: true,
+      validatorUrl: null, presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout"
+    }});
+  }}).catch(function (e) {{
+    document.getElementById("swagger-ui").textContent = "Could not load openapi.json: " + e;
+  }});
+}})();
+</script>
+</body>
+</html>
+"""
+
+
 def docs_html() -> str:
-    """A self-contained page listing every operation, its parameters and answers."""
-    spec = openapi_spec()
-    parts = [f"<h1>{html.escape(spec['info']['title'])} <small>{html.escape(spec['info']['version'])}</small></h1>",
-             f"<p>{html.escape(spec['info']['description'])}</p>",
-             "<p>Machine-readable: <a href=\"openapi.json\">openapi.json</a>. Authenticate with the "
-             "<code>x-api-key</code> header.</p>"]
-    for path, operations in spec["paths"].items():
-        for method, op in operations.items():
-            rows = "".join(
-                f"<tr><td><code>{html.escape(p['name'])}</code></td><td>{html.escape(p['in'])}"
-                f"{' (required)' if p.get('required') else ''}</td><td>{html.escape(p['description'])}</td>"
-                f"<td><code>{html.escape(json.dumps(p['schema']))}</code></td></tr>" for p in op["parameters"])
-            answers = ", ".join(f"{html.escape(code)} {html.escape(r['description'])}"
-                                for code, r in op["responses"].items())
-            parts.append(
-                f"<section><h2><span class=\"m\">{method.upper()}</span> <code>{html.escape(path)}</code></h2>"
-                f"<p>{html.escape(op['summary'])}{' — needs x-api-key' if op['security'] else ''}</p>"
-                + (f"<table><tr><th>parameter</th><th>in</th><th>meaning</th><th>schema</th></tr>{rows}</table>"
-                   if rows else "")
-                + f"<p class=\"a\">Answers: {answers}</p></section>")
-    style = ("body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b}"
-             "h2{font-size:1.05rem;margin-top:2rem}.m{background:#0b5394;color:#fff;padding:.1rem .4rem;"
-             "border-radius:3px;font-size:.85rem}table{border-collapse:collapse;width:100%}td,th{border:1px solid "
-             "#ccc;padding:.25rem .4rem;text-align:left;vertical-align:top}.a{color:#444;font-size:.9rem}")
-    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
-            f"content=\"width=device-width,initial-scale=1\"><title>Bandwidth Meter API</title><style>{style}"
-            f"</style></head><body>{''.join(parts)}</body></html>")
+    """Swagger UI over /openapi.json, from the vendored files (no network beyond this API)."""
+    return DOCS_PAGE.format(version=SWAGGER_UI_VERSION)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from chalicelib.core.errors import BadRequest, NotFound
-from chalicelib.core.timeutil import LEVELS, MINUTE, TimeFormatError, floor, floor_minute, iso, parse_duration, parse_time
+from chalicelib.core.timeutil import LEVELS, TimeFormatError, floor, iso, parse_time
 
 STEPS = LEVELS  # chart steps are exactly the stored levels
 AUTO_TARGET_POINTS = 1500
@@ -140,40 +140,6 @@ def series_csv(chart: dict) -> str:
 def csv_safe(value: str) -> str:
     """Guard spreadsheet formula injection: a leading = + - @ (or tab/CR) becomes text."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
-LEGACY_MAX_LOOKBACK = 7 * 86400
-
-
-def legacy_bandwidth_used(store, coverage: Coverage, params, now: float) -> List[dict]:
-    """The older frontend's shape: one entry per minute of the lookback plus the unfinished
-    present, ``bandwidth_used`` null where nothing was used or nothing was collected."""
-    service = params.get("service")
-    if not service:
-        raise BadRequest("service is required", parameter="service")
-    kind = params.get("type", "egress")
-    if kind not in ("ingress", "egress"):
-        raise BadRequest("type must be ingress or egress", parameter="type")
-    try:
-        lookback = parse_duration(params.get("lookback_duration", "5m"))
-    except TimeFormatError as e:
-        raise BadRequest(f"lookback_duration: {e}", parameter="lookback_duration") from None
-    if lookback > LEGACY_MAX_LOOKBACK:
-        raise BadRequest("lookback_duration may be at most 7d", parameter="lookback_duration")
-    route = params.get("route")
-    present = floor_minute(now)
-    first = present - floor(lookback, MINUTE)
-    buckets = {b.start: b for b in store.query_buckets(service, "1m", first, present + MINUTE)}
-    out = []
-    for t in range(first, present + MINUTE, MINUTE):
-        used = bucket_bytes(buckets[t], kind, route) if t in buckets and coverage.covers(t, t + MINUTE) else 0
-        out.append({"time": iso(t), "type": kind, "service": service, "route": route,
-                    "bandwidth_used": used or None})
-    return out
-
-
-def legacy_missing_service():
-    raise BadRequest("service is required", parameter="service")
 
 
 def service_coverage(store, service: str, now: float) -> Coverage:

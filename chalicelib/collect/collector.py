@@ -159,7 +159,7 @@ class Collector:
             buckets = by_service.get(service, [])
             known = services.get(service)
             if known is None:
-                first = buckets[0].start if buckets else start
+                first = buckets[0].start if buckets else window.first_sample_minute.get(service, start)
                 services[service] = ServiceUsage.first_seen_at(service, first, last_active=first)
             if buckets:
                 item = services[service]
@@ -346,6 +346,7 @@ class Window:
         self.baselines: Dict[str, Checkpoint] = {}
         self.checkpoints: Dict[str, Checkpoint] = {}  # only those that changed
         self.observed_minutes: Set[int] = set()
+        self.first_sample_minute: Dict[str, int] = {}
 
     def baseline(self, service: str, services: Dict[str, ServiceUsage], start: int) -> Checkpoint:
         if service not in self.baselines:
@@ -367,10 +368,12 @@ class Window:
         self.usage.add(key.service, key.route, key.direction, placed)
         self.observed_minutes.update(floor_minute(ts) for ts, _ in samples if ts >= start)
         if samples:
+            self.first_sample_minute.setdefault(key.service, max(floor_minute(samples[0][0]), start))
             ts, value = samples[-1]
             baseline = self.baselines.setdefault(key.service, Checkpoint())
             old = baseline.readings.get(sid)
-            if old is None or old.value != value:
+            # A counter first seen at zero needs no checkpoint: counting it from zero is right.
+            if (old.value != value) if old is not None else value != 0:
                 checkpoint = self.checkpoints.setdefault(key.service, baseline.copy())
                 checkpoint.readings[sid] = Reading(value, int(round(ts * 1000)))
 

@@ -1,6 +1,5 @@
 """The REST API through real HTTP (`chalice local` on a moto server): each endpoint's error
-cases, CORS, CSV and the legacy endpoint's exact shape."""
-import time
+cases, CORS and CSV (the legacy endpoint: test_legacy_endpoint.py)."""
 
 import pytest
 import requests
@@ -31,9 +30,6 @@ def get(api, path, **kwargs):
     ("/v1/services/payments-api/stats?step=2h", "step"),
     ("/v1/services?limit=0", "limit"),
     ("/v1/services?sort=size", "sort"),
-    ("/metrics/bandwidth_used?service=payments-api&lookback_duration=5minutes", "lookback_duration"),
-    ("/metrics/bandwidth_used?service=payments-api&type=sideways", "type"),
-    ("/metrics/bandwidth_used?lookback_duration=5m", "service"),
 ])
 def test_bad_parameters_are_400_naming_the_parameter(api, path, parameter):
     response = get(api, path)
@@ -42,7 +38,7 @@ def test_bad_parameters_are_400_naming_the_parameter(api, path, parameter):
 
 
 @pytest.mark.parametrize("path", ["/v1/services/nope", "/v1/services/nope/bandwidth", "/v1/services/nope/stats",
-                                  "/metrics/bandwidth_used?service=nope", "/v1/services/payments-api/quota"])
+                                  "/v1/services/payments-api/quota"])
 def test_unknown_things_are_404_with_a_json_error(api, path):
     response = get(api, path)
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
@@ -77,18 +73,6 @@ def test_csv_by_accept_header_and_by_format(api):
     lines = by_header.text.splitlines()
     assert lines[0] == "time,service,direction,route,bytes"
     assert [line.split(",")[-1] for line in lines[1:]] == ["5000", "5000"]
-
-
-def test_the_legacy_endpoint_keeps_its_exact_shape(api):
-    body = get(api, "/metrics/bandwidth_used?lookback_duration=5m&type=egress&service=payments-api&route=r").json()
-    now_minute = int(time.time()) // 60 * 60
-    assert len(body) == 6
-    assert all(set(entry) == {"time", "type", "service", "route", "bandwidth_used"} for entry in body)
-    assert body[-1]["time"] in {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in (now_minute, now_minute - 60)}
-    assert body[-1]["bandwidth_used"] is None  # the unfinished present
-    assert all(e["type"] == "egress" and e["service"] == "payments-api" and e["route"] == "r" for e in body)
-    collected = [e["bandwidth_used"] for e in body if e["bandwidth_used"] is not None]
-    assert all(v == 1000 for v in collected)
 
 
 def test_each_read_endpoint_answers(api):

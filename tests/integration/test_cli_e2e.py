@@ -12,8 +12,8 @@ from tests.support.keyed_api import ROOT, keyed_api, seed_usage
 
 
 PER_MINUTE, PER_SECOND = 10, 2
-READ_KEYS = [f"e2e-read-{i}-5f0c2a" for i in range(12)]
-ADMIN_KEYS = [f"e2e-admin-{i}-b81d4e" for i in range(6)]
+READ_KEYS = [f"e2e-read-{i}-5f0c2a" for i in range(16)]
+ADMIN_KEYS = [f"e2e-admin-{i}-b81d4e" for i in range(12)]
 MINUTES = 30
 
 
@@ -25,6 +25,7 @@ def api(tmp_path_factory):
         last = seed_usage("pay", minutes=MINUTES, egress_per_minute=1000, ingress_per_minute=10,
                           requests_per_minute=60)
         _seed_alert("pay", last)
+        server.collected_to = last
         yield server
 
 
@@ -165,3 +166,86 @@ def test_watch_pauses_on_429_and_resumes_without_exceeding_the_limit(api):
     elapsed = sent[-1]["t"]
     ok = sum(1 for e in sent if e["event"] == "usage")
     assert PER_MINUTE <= ok <= PER_MINUTE + elapsed * PER_MINUTE / 60 + 1
+
+
+def test_health_needs_no_key_and_names_the_backends(api):
+    result = bwmeter(api, "health")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: Bandwidth Meter ") and "  table " in result.stdout
+    assert json.loads(bwmeter(api, "health", "--json").stdout)["status"] == "ok"
+
+
+def test_status_says_how_far_the_collector_has_collected(api):
+    from chalicelib.core.timeutil import iso
+
+    key = fresh_key()
+    result = bwmeter(api, "status", key=key)
+    assert result.returncode == 0, result.stderr
+    assert f"collected to  {iso(api.collected_to)}" in result.stdout and "last error    none" in result.stdout
+    assert json.loads(bwmeter(api, "status", "--json", key=key).stdout)["watermark"] == iso(api.collected_to)
+
+
+def test_quotas_lists_each_service_quota(api):
+    admin = fresh_key("admin")
+    assert bwmeter(api, "quota", "set", "listed-svc", "--limit", "3GB", "--period", "day", key=admin).returncode == 0
+    result = bwmeter(api, "quotas", key=fresh_key())
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("listed-svc "))
+    assert row.split()[1:4] == ["3", "GB", "day"]
+    listed = json.loads(bwmeter(api, "quotas", "--json", key=admin).stdout)["quotas"]
+    assert {"service": "listed-svc", "limit_bytes": 3 * 10**9}.items() <= next(
+        q for q in listed if q["service"] == "listed-svc").items()
+
+
+def test_rules_set_from_a_file_then_get_round_trips(api, tmp_path):
+    admin = fresh_key("admin")
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"rules": [{"pattern": "batch-.*", "limit_bytes": 5000000, "period": "week"}]}))
+    result = bwmeter(api, "rules", "set", str(path), key=admin)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Saved 1 quota rule(s).") and "batch-.*" in result.stdout
+    got = bwmeter(api, "rules", "get", "--json", key=admin)
+    assert json.loads(got.stdout)["rules"][0]["pattern"] == "batch-.*"
+    path.write_text(got.stdout)  # what `rules get --json` prints is what `rules set` takes
+    assert bwmeter(api, "rules", "set", str(path), key=admin).returncode == 0
+
+
+def test_rules_set_with_an_invalid_rule_exits_4_naming_the_field(api, tmp_path):
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"rules": [{"pattern": "x"}]}))
+    result = bwmeter(api, "rules", "set", str(path), key=fresh_key("admin"))
+    assert result.returncode == 4 and "400 (bad_request)" in result.stderr and "limit_bytes" in result.stderr
+
+
+def test_rules_set_with_a_file_that_is_not_json_exits_2(api, tmp_path):
+    path = tmp_path / "rules.json"
+    path.write_text("rules: [pattern: x]")
+    result = bwmeter(api, "rules", "set", str(path), key=fresh_key("admin"))
+    assert result.returncode == 2 and "is not JSON" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_audit_shows_who_changed_a_quota(api):
+    admin = fresh_key("admin")
+    assert bwmeter(api, "quota", "set", "audited-svc", "--limit", "1GB", key=admin).returncode == 0
+    result = bwmeter(api, "audit", "--limit", "50", key=admin)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if " quota/audited-svc " in line)
+    assert "put" in row and "key#" in row and "set: 1 GB per month" in row
+    entries = json.loads(bwmeter(api, "audit", "--json", key=admin).stdout)["entries"]
+    assert any(e["key"] == "quota/audited-svc" and e["new"]["limit_bytes"] == 10**9 for e in entries)
+
+
+def test_audit_with_a_read_key_exits_4(api):
+    result = bwmeter(api, "audit", key=fresh_key())
+    assert result.returncode == 4 and "403 (forbidden)" in result.stderr
+
+
+def test_completion_prints_a_script_bash_can_source(api, tmp_path):
+    result = bwmeter(api, "completion", "bash")
+    assert result.returncode == 0
+    script = tmp_path / "bwmeter.bash"
+    script.write_text(result.stdout)
+    check = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    wrong = bwmeter(api, "completion", "fish")
+    assert wrong.returncode == 2 and "invalid choice: 'fish'" in wrong.stderr

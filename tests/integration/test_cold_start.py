@@ -62,6 +62,7 @@ CASES = [
      lambda b: [a["threshold"] for a in b["alerts"]] == [80.0]),
     ("GET", "/openapi.json", "/openapi.json", "", lambda b: b["openapi"].startswith("3.")),
     ("GET", "/docs", "/docs", "", None),
+    ("GET", "/docs/{asset}", "/docs/swagger-ui.css", "", None),
     ("GET", "/", "/", "", None),
     ("GET", "/dashboard", "/dashboard", "", None),
 ]

@@ -23,7 +23,6 @@ from tests.support.deployed import (ACCOUNT, REGION, AuthProxy, CallRecorder, Ia
                                     Stack, json_body, policy_allows, proxy_event)
 from tests.support.openmetrics import History
 
-pytestmark = pytest.mark.integration
 
 ORIGINS = ["https://bandwidth.example.com", "https://ops.example.com"]
 TABLE = "bandwidth-meter-prod-UsageTable-1TEST"

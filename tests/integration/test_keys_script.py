@@ -13,7 +13,6 @@ import requests
 
 from chalicelib.core.secrets import ParameterKeys, ParameterStore
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
 PATH = "/bandwidth-meter/prod/api-keys"

@@ -11,7 +11,6 @@ import boto3
 import pytest
 import requests
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:bandwidth-meter-prod"

@@ -93,19 +93,6 @@ def test_unknown_service_is_404(collected):
     assert status == 404 and body["error"]["code"] == "not_found"
 
 
-def test_legacy_endpoint_shape(collected):
-    status, body = get(collected, "/metrics/bandwidth_used?lookback_duration=5m&type=egress&service=pay&route=a")
-    assert status == 200 and len(body) == 6
-    assert body[0] == {"time": "2026-11-30T23:05:00Z", "type": "egress", "service": "pay", "route": "a",
-                       "bandwidth_used": 1000}
-    assert body[-1]["bandwidth_used"] is None  # the unfinished present
-
-
-def test_legacy_endpoint_rejects_a_bad_duration(collected):
-    status, body = get(collected, "/metrics/bandwidth_used?lookback_duration=five&service=pay")
-    assert status == 400 and body["error"]["parameter"] == "lookback_duration"
-
-
 def test_services_overview_with_quota_percent(collected):
     put = collected.http.put("/v1/services/pay/quota", headers={"Content-Type": "application/json"},
                              body=json.dumps({"limit_bytes": 20_200, "notify": ["a@example.com"]}))

@@ -1,9 +1,10 @@
 """The OpenAPI document covers every route; the docs and dashboard pages are self-contained."""
 import re
 
+import pytest
 
-from chalicelib.api import apidocs
-from chalicelib.api import dashboard
+from chalicelib.api import apidocs, dashboard
+from chalicelib.core.errors import NotFound
 
 
 def test_every_route_of_the_app_is_in_the_spec_with_its_methods():
@@ -19,7 +20,7 @@ def test_every_route_of_the_app_is_in_the_spec_with_its_methods():
 
 def test_open_routes_need_no_key_and_the_rest_do():
     spec = apidocs.openapi_spec()["paths"]
-    open_paths = {"/v1/health", "/openapi.json", "/docs", "/dashboard"}
+    open_paths = {"/v1/health", "/openapi.json", "/docs", "/docs/{asset}", "/dashboard"}
     for path, operations in spec.items():
         for method, operation in operations.items():
             assert bool(operation["security"]) == (path not in open_paths), (method, path)
@@ -27,10 +28,23 @@ def test_open_routes_need_no_key_and_the_rest_do():
                 assert {"401", "403", "429"} <= set(operation["responses"]), (method, path)
 
 
-def test_docs_page_lists_every_operation_and_loads_nothing_external():
+def test_docs_page_is_swagger_ui_from_the_vendored_files_by_relative_urls():
     page = apidocs.docs_html()
-    assert page.count("<section>") == sum(len(ops) for ops in apidocs.openapi_spec()["paths"].values())
-    assert not re.search(r"(src|href)=\"https?://", page)
+    assert 'src="docs/swagger-ui-bundle.js?v=' in page and 'href="docs/swagger-ui.css?v=' in page
+    assert not re.search(r"(src|href)=\"(https?:)?//", page) and "validatorUrl: null" in page
+
+
+def test_the_vendored_swagger_ui_files_are_served_with_their_types():
+    script, script_type = apidocs.swagger_ui_asset("swagger-ui-bundle.js")
+    style, style_type = apidocs.swagger_ui_asset("swagger-ui.css")
+    assert "SwaggerUIBundle" in script and script_type.startswith("text/javascript")
+    assert ".swagger-ui" in style and style_type.startswith("text/css")
+
+
+@pytest.mark.parametrize("name", ["LICENSE", "../apidocs.py", "README.md", ""])
+def test_nothing_else_is_served_as_a_docs_asset(name):
+    with pytest.raises(NotFound):
+        apidocs.swagger_ui_asset(name)
 
 
 def test_dashboard_is_one_small_page_without_external_references():

@@ -372,3 +372,166 @@ def test_watch_rides_out_server_errors(api, fake_time):
     api.respond = lambda r: next(answers)
     code, out, err = run(api, "watch", "pay", "--max-requests", "2", fake_time=fake_time)
     assert code == 0 and "503" in err and "trying again" in err and "pay" in out
+
+
+# -- health, status, quotas, rules, audit, completion ----------------------------------------
+STATUS = {"watermark": "2026-12-01T00:00:00Z", "lag_seconds": 75, "configured_lag_seconds": 60,
+          "collection_start": "2026-11-30T00:00:00Z", "gaps": [], "running": False, "running_since": None,
+          "last_run_start": "2026-12-01T00:01:00Z", "last_run_end": "2026-12-01T00:01:01Z", "last_duration_ms": 812,
+          "series_seen": 40, "minutes_written": 1, "items_written": 3, "kong_schemas_seen": ["3.7"],
+          "last_success": "2026-12-01T00:01:01Z", "last_error": "Prometheus answered 503",
+          "last_error_at": "2026-11-30T23:00:00Z"}
+RULE = {"pattern": "pay.*", "limit_bytes": 10**9, "period": "month", "anchor_day": 1, "direction": "total",
+        "thresholds": [80, 90, 100], "notify": ["ops@example.com"]}
+
+
+def test_health_prints_the_version_and_backends(api):
+    api.respond = lambda r: (200, {"status": "ok", "version": "0.1.0", "backends": {"table": "bw", "stage": "dev"}}, {})
+    code, out, _ = run(api, "health")
+    assert code == 0 and out.splitlines() == [f"ok: Bandwidth Meter 0.1.0 at {api.url}", "  stage  dev", "  table  bw"]
+    assert api.requests[0]["path"] == "/v1/health"
+
+
+def test_status_shows_lag_last_run_and_last_error(api):
+    api.respond = lambda r: (200, STATUS, {})
+    code, out, _ = run(api, "status")
+    assert code == 0 and out.splitlines()[0] == "Collector: idle"
+    assert "collected to  2026-12-01T00:00:00Z (lag 75 s; a minute is final 60 s after it ends)" in out
+    assert "last error    Prometheus answered 503 (at 2026-11-30T23:00:00Z)" in out
+    assert "812 ms" in out and "gaps          none" in out
+
+
+def test_status_json_is_the_api_answer(api):
+    api.respond = lambda r: (200, STATUS, {})
+    code, out, _ = run(api, "status", "--json")
+    assert code == 0 and json.loads(out) == STATUS
+
+
+def test_quotas_lists_service_quotas_then_rules(api):
+    own = {**RULE, "service": "search"}
+    del own["pattern"]
+    api.respond = lambda r: (200, {"quotas": [own], "rules": [RULE]}, {})
+    code, out, _ = run(api, "quotas")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["SERVICE", "LIMIT", "PERIOD", "DIRECTION", "THRESHOLDS", "NOTIFY"]
+    assert lines[1].split() == ["search", "1", "GB", "month", "total", "80,90,100", "ops@example.com"]
+    assert lines[-1].split()[:3] == ["pay.*", "1", "GB"]
+
+
+def test_rules_set_puts_the_file_and_a_bare_list_is_wrapped(api, tmp_path):
+    api.respond = lambda r: (200, r["body"], {})
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps([RULE]))
+    code, out, _ = run(api, "rules", "set", str(path))
+    assert code == 0 and out.startswith("Saved 1 quota rule(s).")
+    (request,) = api.requests
+    assert request["method"] == "PUT" and request["path"] == "/v1/quota-rules" and request["body"] == {"rules": [RULE]}
+
+
+def test_rules_get_json_round_trips_into_rules_set(api, tmp_path):
+    api.respond = lambda r: (200, {"rules": [RULE]} if r["method"] == "GET" else r["body"], {})
+    code, out, _ = run(api, "rules", "get", "--json")
+    path = tmp_path / "rules.json"
+    path.write_text(out)
+    assert code == 0 and run(api, "rules", "set", str(path))[0] == 0
+    assert api.requests[-1]["body"] == {"rules": [RULE]}
+
+
+def test_rules_set_reads_standard_input(api):
+    api.respond = lambda r: (200, r["body"], {})
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["rules", "set", "-"], env={"BWMETER_URL": api.url, "BWMETER_API_KEY": KEY}, stdout=out,
+                stderr=err, stdin=io.StringIO(json.dumps({"rules": [RULE]})))
+    assert code == 0 and api.requests[0]["body"] == {"rules": [RULE]}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{rules: nope", "is not JSON"),
+    ('{"pattern": "x"}', 'must hold {"rules": [...]}'),
+    ('"rules"', 'must hold {"rules": [...]}'),
+])
+def test_rules_set_refuses_a_file_that_is_not_rules_before_sending_anything(api, tmp_path, content, message):
+    path = tmp_path / "rules.json"
+    path.write_text(content)
+    code, _, err = run(api, "rules", "set", str(path))
+    assert code == 2 and message in err and api.requests == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["rules", "set"], "rules set needs a FILE"),
+    (["rules", "set", "/no/such/rules.json"], "cannot read /no/such/rules.json"),
+    (["rules", "get", "extra.json"], "rules get takes no file"),
+])
+def test_rules_usage_mistakes_exit_2_with_a_message(api, argv, message):
+    code, _, err = run(api, *argv)
+    assert code == 2 and message in err and api.requests == []
+
+
+def test_audit_summarises_each_change(api):
+    entries = [
+        {"at": "2026-12-01T00:02:00Z", "key": "quota-rules", "action": "put", "old": None, "new": [RULE],
+         "actor": "key#1a2b3c4d"},
+        {"at": "2026-12-01T00:01:00Z", "key": "quota/pay", "action": "put", "old": {"limit_bytes": 1, "period": "day"},
+         "new": {"limit_bytes": 2, "period": "day"}, "actor": "key#1a2b3c4d"},
+        {"at": "2026-12-01T00:00:00Z", "key": "quota/pay", "action": "delete", "old": {"limit_bytes": 5000}, "new": None,
+         "actor": None},
+    ]
+    api.respond = lambda r: (200, {"entries": entries}, {})
+    code, out, _ = run(api, "audit", "--limit", "3")
+    lines = out.splitlines()
+    assert code == 0 and api.requests[0]["query"] == {"limit": ["3"]}
+    assert lines[1].endswith("none -> 1 rule(s)") and lines[2].endswith("changed: limit_bytes")
+    assert lines[3].endswith("removed (was 5 KB)") and "key#1a2b3c4d" in lines[1]
+
+
+def test_audit_limit_must_be_positive(api):
+    assert run(api, "audit", "--limit", "0")[0] == 2 and api.requests == []
+
+
+def complete(script: str, *words: str) -> list:
+    """What bash offers after sourcing ``script`` for the command line ``words`` (the last word is
+    the one being completed)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("bash"):
+        pytest.skip("bash is not installed")
+    line = " ".join(words)
+    driver = (f"{script}\nCOMP_WORDS=(bwmeter {' '.join(repr(w) for w in words)})\nCOMP_CWORD={len(words)}\n"
+              f"COMP_LINE={('bwmeter ' + line)!r}\nCOMP_POINT=${{#COMP_LINE}}\n"
+              "_shtab_bwmeter bwmeter\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    result = subprocess.run(["bash", "--norc", "--noprofile"], input=driver, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    return sorted(filter(None, result.stdout.splitlines()))
+
+
+@pytest.fixture(scope="module")
+def bash_script():
+    out = io.StringIO()
+    assert main(["completion", "bash"], env={}, stdout=out, stderr=io.StringIO()) == 0
+    return out.getvalue()
+
+
+def test_bash_completion_offers_commands(bash_script):
+    assert complete(bash_script, "qu") == ["quota", "quotas"]
+    assert {"status", "health", "rules", "audit", "completion"} <= set(complete(bash_script, ""))
+
+
+def test_bash_completion_offers_each_commands_choices(bash_script):
+    assert complete(bash_script, "rules", "") == ["get", "set"]
+    assert complete(bash_script, "completion", "") == ["bash", "zsh"]
+    assert complete(bash_script, "quota", "set", "pay", "--period", "") == ["day", "month", "week"]
+
+
+def test_bash_completion_offers_every_commands_json_flag(bash_script):
+    for command in ("services", "status", "health", "quotas", "rules", "audit"):
+        assert "--json" in complete(bash_script, command, "--j"), command
+
+
+def test_zsh_completion_is_a_compdef_script_naming_every_command(api):
+    code, out, _ = run(api, "completion", "zsh")
+    assert code == 0 and out.startswith("#compdef bwmeter")
+    for command in ("services", "usage", "stats", "quota", "quotas", "alerts", "export", "watch", "health",
+                    "status", "rules", "audit", "completion"):
+        assert f"\n    {command}:'" in out, command

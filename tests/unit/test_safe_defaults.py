@@ -18,7 +18,6 @@ from chalicelib.core.secrets import ParameterKeys, ParameterStore, SecretsError,
 from chalicelib.core.settings import ConfigError, from_env
 from tests.conftest import BASE_ENV
 
-pytestmark = pytest.mark.unit
 IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "bandwidth-meter-dev"}
 PATH = "/bandwidth-meter/prod/api-keys"
 KEY = "an-admin-key-0123456789"
