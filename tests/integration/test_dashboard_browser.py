@@ -488,14 +488,31 @@ def test_traffic_stats_and_alert_history_come_from_the_api(api, page):
     assert p.text("#alerts tbody") == "No alerts this period."
 
 
-def test_start_and_end_in_the_url_set_the_charts_range(api, page):
-    start, end = api.end - 2 * 3600, api.end - 3600
-    for url in (service_url(api, start=start, end=end),  # as the alert emails link
-                f"{api.url}/dashboard?service=payments-api&start={start}&end={end}"):
-        p = page(url)
-        assert p.evaluate("[charts.chart.data[0][0], charts.chart.data[0].at(-1)]") == [start, end - 60], url
+def test_an_alert_emails_chart_link_opens_the_services_chart_at_its_range_under_a_path_prefix(api, page):
+    from chalicelib.notify.emails import ThresholdAlert, chart_link
+
+    start, end = api.end - 2 * 3600, api.end - 3600  # nothing collected then: the axes are still drawn
+    alert = ThresholdAlert("payments-api", 80, 80_000, 100_000, "total", "monthly", start, end, end)
+    proxy = PrefixProxy(api.url, {})
+    try:
+        p = page(chart_link(f"{proxy.url}/api", alert))
+        assert p.text("#service-title") == "payments-api"
+        assert p.evaluate("[charts.chart.data[0][0], charts.chart.data[0].at(-1)]") == [start, end - 60]
         assert p.evaluate("document.querySelector('[aria-pressed=true]')") is None  # no preset is chosen
-        assert "bytes per 1m" in p.drawn("chart")
+        assert {"Time (%s)" % ZONE, "bytes per 1m"} <= set(p.drawn("chart"))
+        assert proxy.outside_prefix == []
+    finally:
+        proxy.close()
+
+
+def test_the_query_string_works_too_and_a_preset_then_replaces_its_range(api, page):
+    start, end = api.end - 2 * 86400, api.end
+    p = page(f"{api.url}/dashboard?service=payments-api&start={start}&end={end}")
+    assert p.evaluate("[charts.chart.data[0][0], charts.chart.data[0].at(-1)]") == [start, end - 300]  # 5m steps
+    p.evaluate("document.body.dataset.ready = ''; document.querySelector('[data-range=\"1h\"]').click()")
+    p.wait("document.body.dataset.ready === 'true'")
+    assert p.text("#service-title") == "payments-api" and p.text("#step") == "1m"
+    assert p.evaluate("location.hash") == "#service=payments-api&range=1h"
 
 
 def test_csv_download_holds_what_the_chart_shows(api, page, browser, tmp_path):

@@ -54,12 +54,10 @@ function showError(error) {
   $("error").hidden = !error;
 }
 
-// The view's parameters from the query string and the hash (the hash wins): the alert emails
-// link to dashboard#service=S&start=EPOCH&end=EPOCH.
+// The view's parameters: the hash, or the query string when there is no hash. The alert emails
+// link to dashboard#service=S&start=EPOCH&end=EPOCH; the page itself navigates by the hash.
 function viewParams() {
-  const params = new URLSearchParams(location.search);
-  for (const [k, v] of new URLSearchParams(location.hash.slice(1))) params.set(k, v);
-  return params;
+  return new URLSearchParams(location.hash.slice(1) || location.search.slice(1));
 }
 
 function timeRange(params) {
@@ -261,13 +259,16 @@ async function renderCollector() {
   $("collector").hidden = !status;
   if (!status) return;
   const late = status.lag_seconds === null || status.lag_seconds > 300;
-  $("collector").className = `banner ${late || status.last_error ? "warn" : "ok"}`;
+  const recovered = status.last_error && status.last_success && status.last_error_at
+    && epoch(status.last_success) > epoch(status.last_error_at);
+  $("collector").className = `banner ${late || (status.last_error && !recovered) ? "warn" : "ok"}`;
   $("collector-summary").textContent = status.watermark === null ? "Collector: nothing collected yet."
     : `Collector: data until ${utc(epoch(status.watermark))}, ${duration(status.lag_seconds)} behind`
       + (status.running ? "; running now." : ".");
   $("collector-error").hidden = !status.last_error;
   $("collector-error").textContent = status.last_error
-    ? `Last error${status.last_error_at ? ` at ${utc(epoch(status.last_error_at))}` : ""}: ${status.last_error}` : "";
+    ? `Last error${status.last_error_at ? ` at ${utc(epoch(status.last_error_at))}` : ""}: ${status.last_error}`
+      + (recovered ? " (collected successfully since)" : "") : "";
   // One bad series is set aside and reported; the others are still collected.
   const quarantined = Array.isArray(status.quarantined) ? status.quarantined : [];
   const describe = (q) => (typeof q === "string" ? q : Object.entries(q)
@@ -341,7 +342,7 @@ $("split").addEventListener("change", route);
 $("csv").addEventListener("click", downloadCsv);
 $("quota-form").addEventListener("submit", saveQuota);
 document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => {
-  const params = new URLSearchParams(location.hash.slice(1));
+  const params = viewParams();
   params.set("range", b.dataset.range);
   params.delete("start");
   params.delete("end");
