@@ -412,12 +412,16 @@ def test_the_legend_names_ingress_and_egress_and_hovering_shows_utc(api, page):
     p = page(service_url(api, range="1h"))
     p.screenshot("dashboard-service.png")
     assert p.legend("chart") == ["Time", "ingress", "egress"]
+    values = "[...charts.chart.root.querySelectorAll('.u-legend .u-value')].map((e) => e.textContent)"
+    assert p.evaluate(values) == ["—", "—", "—"]  # nothing hovered yet
     box = p.evaluate("(() => { const r = charts.chart.over.getBoundingClientRect();"
                      " return {x: r.left + r.width / 2, y: r.top + r.height / 2}; })()")
     p.call("Input.dispatchMouseEvent", type="mouseMoved", x=box["x"], y=box["y"])
     hovered = p.wait("charts.chart.cursor.idx !== null && charts.chart.data[0][charts.chart.cursor.idx]")
     assert p.evaluate("charts.chart.root.querySelector('.u-legend .u-series .u-value').textContent") == \
         f"{datetime.fromtimestamp(hovered, timezone.utc):%Y-%m-%d %H:%M} UTC"
+    egress = p.evaluate("charts.chart.data[2][charts.chart.cursor.idx]")
+    assert p.evaluate(values)[2] == ("not collected" if egress is None else f"{egress / 1000:g} KB")
 
 
 def test_a_minute_that_was_not_collected_is_drawn_as_a_gap(api, page):

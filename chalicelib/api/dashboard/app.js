@@ -17,9 +17,11 @@ function human(bytes) {
   const units = ["B", "KB", "MB", "GB", "TB", "PB"];
   let value = bytes, unit = 0;
   while (Math.abs(value) >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
-  return unit === 0 ? `${+value.toFixed(2)} B` : `${+value.toFixed(2)} ${units[unit]}`;
+  return `${+value.toFixed(2)} ${units[unit]}`;
 }
 
+// The legend's value at the hovered point; "—" while nothing is hovered.
+const atCursor = (u, v, s, idx) => (idx === null || idx === undefined ? "—" : human(v));
 const utc = (t) => `${new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC`;
 
 function duration(seconds) {
@@ -92,7 +94,7 @@ const bytesOf = (points) => points.map((p) => p.bytes);
 function drawBandwidth(chart) {
   const step = `bytes per ${chart.step}`;
   const series = chart.series.map((s) => ({label: s.direction, stroke: DIRECTION_COLORS[s.direction],
-    width: 1.5, value: (u, v) => human(v)}));
+    width: 1.5, value: atCursor}));
   draw("chart", series, [timesOf(chart.series[0].points), ...chart.series.map((s) => bytesOf(s.points))], step);
 }
 
@@ -106,7 +108,7 @@ function drawStackedRoutes(chart) {
   const series = order.map((i) => ({
     label: chart.series[i].route, stroke: ROUTE_COLORS[i % ROUTE_COLORS.length],
     fill: ROUTE_COLORS[i % ROUTE_COLORS.length] + "cc", width: 1,
-    value: (u, v, s, idx) => (idx === null ? "—" : human(raw[i][idx]))}));
+    value: (u, v, s, idx) => atCursor(u, idx === null ? null : raw[i][idx], s, idx)}));
   draw("chart", series, [timesOf(chart.series[0].points), ...order.map((i) => sums[i])],
     `bytes per ${chart.step}, all routes`);
 }
@@ -141,7 +143,7 @@ async function drawCumulative(name, summary) {
   usage.push(summary.usage[direction]);
   if (periodEnd > now) { times.push(periodEnd); usage.push(null); }
   const series = [{label: `used (${direction})`, stroke: "#0969da", width: 2, fill: "#0969da22",
-    spanGaps: true, value: (u, v) => human(v)}];
+    spanGaps: true, value: atCursor}];
   const data = [times, usage];
   if (quota) {
     series.push({label: "quota", stroke: "#cf222e", width: 2, dash: [8, 4], value: () => human(quota.limit_bytes)});
