@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional
 from zoneinfo import ZoneInfo
 
+import boto3
 import pytest
 import requests
 
@@ -245,6 +246,7 @@ class PrefixProxy:
 ROUTES = {"payments-api": {"checkout": (100, 1000), "refunds": (10, 300)},  # (ingress, egress) per minute
           "search-api": {"r": (0, 10)}}
 MINUTES = 40
+QUOTAS = {"payments-api": 60_000, "search-api": 1_000}  # payments-api is at 94 %: past 80 and 90
 REQUESTS_PER_MINUTE = {"200": 5, "500": 1}  # payments-api, route checkout
 
 
@@ -269,6 +271,19 @@ def seed(end: int) -> None:
     Collector(prom, bootstrap.store(), bootstrap.settings(), quotas=bootstrap.quota_book()).run(now=end)
 
 
+def deliver_alerts(aws_url: str) -> None:
+    """Play the table's stream to the alerts function, as Lambda's event-source mapping does."""
+    import app
+    from localrun.streams import StreamPoller
+
+    table = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=aws_url).describe_table(
+        TableName=bootstrap.settings().table_name)["Table"]
+    streams = boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=aws_url)
+    poller = StreamPoller(streams, table["LatestStreamArn"], app.alerts, sleep=lambda s: None)
+    while poller.poll_once():
+        pass
+
+
 class Seeded:
     def __init__(self, api, end: int, gap: tuple):
         self.url, self.end, self.gap = api.url, end, gap
@@ -284,10 +299,14 @@ def api(tmp_path_factory):
     with keyed_api(tmp_path_factory.mktemp("dashboard"), env) as running:
         end = int(time.time() // 300 * 300)
         seed(end)
-        for service, limit in (("payments-api", 100_000), ("search-api", 1_000)):
-            answer = requests.put(f"{running.url}/v1/services/{service}/quota", json={"limit_bytes": limit},
+        boto3.client("ses", region_name="us-east-1", endpoint_url=running.aws_url).verify_email_identity(
+            EmailAddress=os.environ["ALERT_FROM"])
+        for service, limit in QUOTAS.items():
+            answer = requests.put(f"{running.url}/v1/services/{service}/quota",
+                                  json={"limit_bytes": limit, "notify": ["owner@example.test"]},
                                   headers={"x-api-key": ADMIN_KEY}, timeout=10)
             assert answer.ok, answer.text
+        deliver_alerts(running.aws_url)
         # Ten minutes in the middle were never collected (an outage beyond the backfill limit),
         # and the last run failed.
         gap = (end - 1500, end - 900)
@@ -337,10 +356,10 @@ def test_overview_lists_services_by_usage_with_their_quota_bars(api, page):
     rows = p.evaluate("""[...document.querySelectorAll('#services tbody tr')].map((tr) => ({
         service: tr.cells[0].textContent, used: tr.cells[3].querySelector('small').textContent,
         bar: tr.querySelector('.bar span').style.width, level: tr.querySelector('.bar span').className}))""")
-    payments = 100 * MINUTES * usage_per_minute("payments-api") / 100_000
-    search = 100 * MINUTES * usage_per_minute("search-api") / 1_000
+    payments = 100 * MINUTES * usage_per_minute("payments-api") / QUOTAS["payments-api"]
+    search = 100 * MINUTES * usage_per_minute("search-api") / QUOTAS["search-api"]
     assert rows == [
-        {"service": "payments-api", "used": f"{payments:g}%", "bar": f"{payments:g}%", "level": "ok"},
+        {"service": "payments-api", "used": f"{payments:g}%", "bar": f"{payments:g}%", "level": "high"},
         {"service": "search-api", "used": f"{search:g}%", "bar": f"{search:g}%", "level": "ok"},
     ]
 
@@ -473,13 +492,14 @@ def test_the_cumulative_chart_rises_to_the_period_total_under_the_quota_and_its_
     known = [v for v in used if v is not None]
     assert known[-1] == summary["usage"]["total"] == usage_per_minute("payments-api") * MINUTES
     assert known == sorted(known) and len(known) >= 2  # a collected bucket, then the counted total
-    assert (set(quota), set(eighty), set(ninety)) == ({100_000}, {80_000}, {90_000})
+    limit = QUOTAS["payments-api"]
+    assert (set(quota), set(eighty), set(ninety)) == ({limit}, {limit * 8 // 10}, {limit * 9 // 10})
     period = [int(datetime.fromisoformat(summary["period"][k].replace("Z", "+00:00")).timestamp())
               for k in ("start", "end")]
     assert [times[0], times[-1]] == period
 
 
-def test_traffic_stats_and_alert_history_come_from_the_api(api, page):
+def test_traffic_stats_show_the_apis_counts_for_the_range(api, page):
     start, end = api.end - 1800, api.end
     p = page(service_url(api, start=start, end=end))
     shown = p.evaluate("Object.fromEntries([...document.querySelectorAll('#stats dt')]"
@@ -488,15 +508,24 @@ def test_traffic_stats_and_alert_history_come_from_the_api(api, page):
     assert stats["requests_count"]["success"] > 0
     assert shown == {"Successful requests": str(stats["requests_count"]["success"]),
                      "Errors": str(stats["requests_count"]["error"]), "Latency p95": "—", "Latency p99": "—"}
-    assert api.get("/v1/services/payments-api/alerts").json()["alerts"] == []
-    assert p.text("#alerts tbody") == "No alerts this period."
+
+
+def test_the_alert_history_lists_each_threshold_with_its_status_and_usage(api, page):
+    p = page(service_url(api, range="1h"))
+    alerts = api.get("/v1/services/payments-api/alerts").json()["alerts"]
+    assert {(a["threshold"], a["status"]) for a in alerts} == {(90, "sent"), (80, "covered")}
+    rows = p.evaluate("[...document.querySelectorAll('#alerts tbody tr')]"
+                      ".map((tr) => [...tr.cells].map((td) => td.textContent))")
+    usage = MINUTES * usage_per_minute("payments-api")
+    assert rows == [[f"{datetime.fromisoformat(a['crossed_at'].replace('Z', '+00:00')):%Y-%m-%d %H:%M} UTC",
+                     f"{a['threshold']:g} %", a["status"], f"{usage / 1000:g} KB of 60 KB"] for a in alerts]
 
 
 def test_an_alert_emails_chart_link_opens_the_services_chart_at_its_range_under_a_path_prefix(api, page):
     from chalicelib.notify.emails import ThresholdAlert, chart_link
 
     start, end = api.end - 2 * 3600, api.end - 3600  # nothing collected then: the axes are still drawn
-    alert = ThresholdAlert("payments-api", 80, 80_000, 100_000, "total", "monthly", start, end, end)
+    alert = ThresholdAlert("payments-api", 90, 54_000, 60_000, "total", "monthly", start, end, end)
     proxy = PrefixProxy(api.url, {})
     try:
         p = page(chart_link(f"{proxy.url}/api", alert))
