@@ -164,7 +164,8 @@ async function renderService(name, params) {
   $("service").hidden = false;
   $("service-title").textContent = name;
   const {start, end, range} = timeRange(params);
-  document.querySelectorAll("[data-range]").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range)));
+  document.querySelectorAll("[data-range]")
+    .forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range)));
   $("range").textContent = `${utc(start)} to ${utc(end)}`;
   const split = $("split").checked;
   const encoded = encodeURIComponent(name);
