@@ -227,7 +227,8 @@ def api_docs_asset(asset):
 @app.route("/", methods=["GET"])
 @endpoint
 def index():
-    return Response(body="", status_code=302, headers={"Location": "/dashboard"})
+    # Relative, so it stays under an API Gateway stage prefix or a custom domain's base path.
+    return Response(body="", status_code=302, headers={"Location": "dashboard"})
 
 
 @app.route("/dashboard", methods=["GET"])

@@ -85,4 +85,4 @@ def test_each_read_endpoint_answers(api):
         assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/json"), path
     for path in ("/docs", "/dashboard"):
         assert get(api, path).headers["Content-Type"].startswith("text/html")
-    assert get(api, "/", allow_redirects=False).headers["Location"] == "/dashboard"
+    assert get(api, "/", allow_redirects=False).headers["Location"] == "dashboard"  # relative: prefix-safe

@@ -1,5 +1,6 @@
 """The OpenAPI document covers every route; the docs and dashboard pages are self-contained."""
 import re
+from pathlib import Path
 
 import pytest
 
@@ -47,9 +48,29 @@ def test_nothing_else_is_served_as_a_docs_asset(name):
         apidocs.swagger_ui_asset(name)
 
 
-def test_dashboard_is_one_small_page_without_external_references():
+def test_dashboard_is_one_page_with_the_chart_library_inlined_and_nothing_external():
     page = dashboard.html()
-    assert "/*SCRIPT*/" not in page and "/*STYLE*/" not in page
-    assert len(page.encode()) < 60_000
+    assert not re.search(r"/\*[A-Z_]+\*/", page)  # every placeholder was filled
+    assert f"uPlot (v{dashboard.UPLOT_VERSION})" in page
+    assert len(page.encode()) < 100_000  # uPlot is about 51 KB of it
     assert not re.search(r"(src|href)=[\"']https?://", page)
     assert "innerHTML" not in page  # data is set as text, never parsed as HTML
+
+
+def test_dashboard_requests_only_relative_urls_so_it_works_under_a_path_prefix():
+    script = (Path(dashboard.__file__).parent / "app.js").read_text()
+    calls = re.findall(r"api\(\s*[`\"']([^`\"']*)", script)
+    assert calls and all(not c.startswith(("/", "http")) for c in calls), calls
+    assert "fetch(path" in script and script.count("fetch(") == 1  # every request goes through api()
+
+
+def test_an_inlined_file_that_would_close_its_element_early_is_refused(monkeypatch, tmp_path):
+    evil = tmp_path / "evil.js"
+    evil.write_text("var s = '</script><script>alert(1)';")
+    monkeypatch.setitem(dashboard.PARTS, "SCRIPT", evil)
+    dashboard.html.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="evil.js"):
+            dashboard.html()
+    finally:
+        dashboard.html.cache_clear()

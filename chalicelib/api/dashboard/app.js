@@ -1,17 +1,36 @@
 "use strict";
-// Bandwidth Meter dashboard: the public API only, every value from it set as text (never HTML).
-const COLORS = ["#0969da", "#bc4c00", "#1a7f37", "#8250df", "#cf222e", "#9a6700"];
+// Bandwidth Meter dashboard. This file fetches and shapes data; uPlot (inlined before it) draws.
+// Every request is a relative URL, so the page works under any path prefix (API Gateway's stage,
+// a custom domain's base path); every value from the API is set as text, never parsed as HTML.
+const DIRECTION_COLORS = {ingress: "#0969da", egress: "#bc4c00"};
+const ROUTE_COLORS = ["#0969da", "#bc4c00", "#1a7f37", "#8250df", "#cf222e", "#9a6700", "#1b7c83", "#6e7781"];
 const RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "365d": 365 * 86400};
-const state = {services: [], key: localStorage.getItem("bwm-key") || ""};
+const STEPS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400};
+const UNITS = {B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12};
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
+const state = {services: [], key: localStorage.getItem("bwm-key") || "", admin: null, csv: null};
+const charts = {};  // uPlot instances by container id (also handy from the console)
 const $ = (id) => document.getElementById(id);
 
 function human(bytes) {
   if (bytes === null || bytes === undefined) return "not collected";
   const units = ["B", "KB", "MB", "GB", "TB", "PB"];
   let value = bytes, unit = 0;
-  while (value >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
-  return unit === 0 ? `${value} B` : `${value.toFixed(2)} ${units[unit]}`;
+  while (Math.abs(value) >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
+  return `${+value.toFixed(2)} ${units[unit]}`;
 }
+
+// The legend's value at the hovered point; "—" while nothing is hovered.
+const atCursor = (u, v, s, idx) => (idx === null || idx === undefined ? "—" : human(v));
+const utc = (t) => `${new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+
+function duration(seconds) {
+  if (seconds < 120) return `${seconds} s`;
+  return seconds < 7200 ? `${Math.round(seconds / 60)} min` : `${Math.round(seconds / 3600)} h`;
+}
+
+// Epoch seconds from the API's RFC 3339 times, or from a URL's epoch seconds or RFC 3339.
+const epoch = (value) => /^\d+(\.\d+)?$/.test(value) ? Math.floor(Number(value)) : Math.floor(Date.parse(value) / 1000);
 
 function el(tag, text, attrs) {
   const node = document.createElement(tag);
@@ -20,13 +39,16 @@ function el(tag, text, attrs) {
   return node;
 }
 
-async function api(path) {
+async function api(path, {method = "GET", body, as = "json"} = {}) {
   const headers = state.key ? {"x-api-key": state.key} : {};
-  const response = await fetch(path, {headers});
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
   if (response.status === 404) return null;
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error((body.error && body.error.message) || `HTTP ${response.status}`);
-  return body;
+  if (!response.ok) {
+    const error = await response.json().catch(() => ({}));
+    throw new Error((error.error && error.error.message) || `HTTP ${response.status}`);
+  }
+  return as === "text" ? response.text() : response.json();
 }
 
 function showError(error) {
@@ -34,6 +56,176 @@ function showError(error) {
   $("error").hidden = !error;
 }
 
+// The view's parameters: the hash, or the query string when there is no hash. The alert emails
+// link to dashboard#service=S&start=EPOCH&end=EPOCH; the page itself navigates by the hash.
+function viewParams() {
+  return new URLSearchParams(location.hash.slice(1) || location.search.slice(1));
+}
+
+function timeRange(params) {
+  const end = params.get("end") ? epoch(params.get("end")) : Math.floor(Date.now() / 1000);
+  const range = RANGES[params.get("range")] ? params.get("range") : "24h";
+  const start = params.get("start") ? epoch(params.get("start")) : end - RANGES[range];
+  if (!(start < end)) throw new Error("the URL's start and end are not a time range");
+  return {start, end, range: params.get("start") ? null : range};
+}
+
+// -- charts: data arrays and a small options object; uPlot draws axes, legend and gaps ----------
+function draw(id, series, data, yLabel) {
+  if (charts[id]) charts[id].destroy();
+  const container = $(id);
+  container.replaceChildren();
+  charts[id] = new uPlot({
+    width: container.clientWidth, height: 240,
+    series: [{label: "Time", value: (u, t) => (t === null ? "—" : utc(t))}, ...series],
+    // Bytes start at zero; a range with nothing collected still gets a y axis.
+    scales: {y: {range: (u, min, max) => uPlot.rangeNum(0, max > 0 ? max : 1, 0.1, true)}},
+    axes: [{label: `Time (${ZONE})`}, {label: yLabel, size: 70, values: (u, ticks) => ticks.map(human)}],
+  }, data, container);
+}
+
+window.addEventListener("resize", () => {
+  for (const [id, chart] of Object.entries(charts)) chart.setSize({width: $(id).clientWidth, height: 240});
+});
+
+const timesOf = (points) => points.map((p) => epoch(p.time));
+const bytesOf = (points) => points.map((p) => p.bytes);
+
+function drawBandwidth(chart) {
+  const step = `bytes per ${chart.step}`;
+  const series = chart.series.map((s) => ({label: s.direction, stroke: DIRECTION_COLORS[s.direction],
+    width: 1.5, value: atCursor}));
+  draw("chart", series, [timesOf(chart.series[0].points), ...chart.series.map((s) => bytesOf(s.points))], step);
+}
+
+// Per route, stacked: each route's band sits on the ones below it; null (not collected) stays a gap.
+function drawStackedRoutes(chart) {
+  const raw = chart.series.map((s) => bytesOf(s.points));
+  let below = raw[0].map(() => 0);
+  const sums = raw.map((row) => (below = row.map((v, i) => (v === null || below[i] === null ? null : below[i] + v))));
+  // Topmost band first, each filled down to the axis, so the lower bands are drawn over it.
+  const order = raw.map((_, i) => i).reverse();
+  const series = order.map((i) => ({
+    label: chart.series[i].route, stroke: ROUTE_COLORS[i % ROUTE_COLORS.length],
+    fill: ROUTE_COLORS[i % ROUTE_COLORS.length] + "cc", width: 1,
+    value: (u, v, s, idx) => atCursor(u, idx === null ? null : raw[i][idx], s, idx)}));
+  draw("chart", series, [timesOf(chart.series[0].points), ...order.map((i) => sums[i])],
+    `bytes per ${chart.step}, all routes`);
+}
+
+// The quota period so far, summed. The step is the finest that keeps the elapsed part under
+// about 3,000 points (1m up to two days, at most 15m for a month): a coarse bucket that is not
+// entirely collected is null, so hour steps would leave the start of a period (and the current
+// hour) empty. The line ends at the period's counted total (what the quota is checked against),
+// which also holds the bytes of buckets that are not final or not wholly collected yet; a running
+// total only rises, so the line spans gaps. The x axis spans the whole period.
+function cumulativeStep(elapsed) {
+  return Object.keys(STEPS).find((step) => elapsed / STEPS[step] <= 3000) || "1d";
+}
+
+async function drawCumulative(name, summary) {
+  const periodStart = epoch(summary.period.start), periodEnd = epoch(summary.period.end);
+  const now = Math.min(Math.max(Math.floor(Date.now() / 1000), periodStart + 60), periodEnd);
+  const quota = summary.quota;
+  const direction = quota ? quota.direction : "total";
+  const chart = await api(`v1/services/${encodeURIComponent(name)}/bandwidth?start=${periodStart}&end=${now}`
+    + `&step=${cumulativeStep(now - periodStart)}&direction=${direction}`);
+  const size = STEPS[chart.step];
+  let running = 0;
+  const times = [periodStart], usage = [null];  // the axis starts with the period, the line with the data
+  for (const p of chart.series[0].points) {
+    const end = epoch(p.time) + size;  // a bucket's bytes are all in by its end
+    if (end >= now) break;
+    times.push(end);
+    usage.push(p.bytes === null ? null : (running += p.bytes));
+  }
+  times.push(now);
+  usage.push(summary.usage[direction]);
+  if (periodEnd > now) { times.push(periodEnd); usage.push(null); }
+  const series = [{label: `used (${direction})`, stroke: "#0969da", width: 2, fill: "#0969da22",
+    spanGaps: true, value: atCursor}];
+  const data = [times, usage];
+  if (quota) {
+    series.push({label: "quota", stroke: "#cf222e", width: 2, dash: [8, 4], value: () => human(quota.limit_bytes)});
+    data.push(times.map(() => quota.limit_bytes));
+    for (const threshold of quota.thresholds.filter((t) => t < 100)) {
+      const bytes = Math.round(quota.limit_bytes * threshold / 100);
+      series.push({label: `${threshold} %`, stroke: "#9a6700", width: 1, dash: [2, 4], value: () => human(bytes)});
+      data.push(times.map(() => bytes));
+    }
+  }
+  $("period-kind").textContent = summary.period.kind;
+  draw("cumulative", series, data, `bytes this ${summary.period.kind}`);
+}
+
+// -- the service page ---------------------------------------------------------------------------
+async function renderService(name, params) {
+  $("overview").hidden = true;
+  $("service").hidden = false;
+  $("service-title").textContent = name;
+  const {start, end, range} = timeRange(params);
+  document.querySelectorAll("[data-range]")
+    .forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range)));
+  $("range").textContent = `${utc(start)} to ${utc(end)}`;
+  const split = $("split").checked;
+  const encoded = encodeURIComponent(name);
+  const path = `v1/services/${encoded}/bandwidth?start=${start}&end=${end}&step=auto`
+    + (split ? "&direction=total&split=route" : "");
+  const [chart, summary, alerts, stats] = await Promise.all([
+    api(path), api(`v1/services/${encoded}`), api(`v1/services/${encoded}/alerts`),
+    api(`v1/services/${encoded}/stats?start=${start}&end=${end}`).catch(() => null)]);
+  if (!chart || !summary) throw new Error(`unknown service ${name}`);
+  state.csv = {path: `${path}&format=csv`, file: `${name}-${start}-${end}.csv`};
+  $("step").textContent = chart.step;
+  if (!chart.series.length) {
+    $("chart").replaceChildren(el("p", "No route had traffic in this range."));
+  } else if (split) {
+    drawStackedRoutes(chart);
+  } else {
+    drawBandwidth(chart);
+  }
+  await drawCumulative(name, summary);
+  renderStats(stats);
+  renderAlerts(alerts ? alerts.alerts : []);
+}
+
+function renderStats(stats) {
+  $("stats").hidden = !stats;
+  if (!stats) return;
+  const ms = (v) => (v === null ? "—" : `${v} ms`);
+  const facts = [["Successful requests", stats.requests_count.success], ["Errors", stats.requests_count.error],
+    ["Latency p95", ms(stats.latency_ms.p95)], ["Latency p99", ms(stats.latency_ms.p99)]];
+  $("stats").querySelector("dl").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
+}
+
+function renderAlerts(alerts) {
+  const body = $("alerts").tBodies[0];
+  body.replaceChildren();
+  for (const a of alerts) {
+    const tr = el("tr");
+    tr.append(el("td", utc(epoch(a.crossed_at))), el("td", a.forecast ? "forecast" : `${a.threshold} %`),
+      el("td", a.status), el("td", `${human(a.usage_bytes)} of ${human(a.limit_bytes)}`));
+    body.append(tr);
+  }
+  if (!alerts.length) {
+    const tr = el("tr");
+    tr.append(el("td", "No alerts this period.", {colspan: "4"}));
+    body.append(tr);
+  }
+}
+
+async function downloadCsv() {
+  try {
+    const text = await api(state.csv.path, {as: "text"});
+    const url = URL.createObjectURL(new Blob([text], {type: "text/csv"}));
+    el("a", null, {href: url, download: state.csv.file}).click();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// -- the overview -------------------------------------------------------------------------------
 function level(percent) {
   if (percent === null) return "ok";
   return percent >= 100 ? "over" : percent >= 90 ? "high" : percent >= 80 ? "warn" : "ok";
@@ -51,7 +243,7 @@ function renderOverview() {
     const tr = el("tr");
     const name = el("td");
     name.append(el("a", s.service, {href: `#service=${encodeURIComponent(s.service)}&range=24h`}));
-    const percent = s.percent === null ? null : s.percent;
+    const percent = s.percent;
     const bar = el("div", null, {class: "bar", role: "img",
       "aria-label": percent === null ? "no quota" : `${percent}% of quota`});
     const fill = el("span", null, {class: level(percent)});
@@ -62,159 +254,101 @@ function renderOverview() {
     tr.append(name, el("td", human(s.usage.total)), el("td", s.quota ? human(s.quota.limit_bytes) : "—"), used);
     body.append(tr);
   }
+  $("service-names").replaceChildren(...state.services.map((s) => el("option", null, {value: s.service})));
 }
 
-function svgChart(container, series, options) {
-  // series: [{label, color, points: [{t, v (number|null)}]}]; nulls break the line (gaps).
-  const width = 800, height = 220, pad = 36;
-  const all = series.flatMap((s) => s.points);
-  const times = all.map((p) => p.t);
-  const values = all.map((p) => p.v).filter((v) => v !== null).concat(options.extra || []);
-  const t0 = Math.min(...times), t1 = Math.max(...times, t0 + 1);
-  const top = Math.max(1, ...values);
-  const x = (t) => pad + (width - 2 * pad) * (t - t0) / (t1 - t0);
-  const y = (v) => height - pad - (height - 2 * pad) * v / top;
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", options.label);
-  series.forEach((s) => {
-    let d = "", open = false, segments = 0;
-    for (const p of s.points) {
-      if (p.v === null) { open = false; continue; }
-      d += `${open ? "L" : "M"}${x(p.t).toFixed(1)},${y(p.v).toFixed(1)} `;
-      if (!open) segments += 1;
-      open = true;
-    }
-    const path = document.createElementNS(ns, "path");
-    path.setAttribute("d", d.trim());
-    path.setAttribute("stroke", s.color);
-    path.setAttribute("data-series", s.label);
-    path.setAttribute("data-points", String(s.points.length));
-    path.setAttribute("data-segments", String(segments));
-    svg.append(path);
-  });
-  if (options.limit) {
-    const line = document.createElementNS(ns, "line");
-    line.setAttribute("x1", pad); line.setAttribute("x2", width - pad);
-    line.setAttribute("y1", y(options.limit)); line.setAttribute("y2", y(options.limit));
-    line.setAttribute("stroke", "#cf222e"); line.setAttribute("stroke-dasharray", "6 4");
-    line.setAttribute("class", "quota-line");
-    svg.append(line);
-  }
-  for (const m of options.markers || []) {
-    const c = document.createElementNS(ns, "circle");
-    c.setAttribute("cx", x(m.t)); c.setAttribute("cy", pad / 2); c.setAttribute("r", 5);
-    c.setAttribute("fill", "#cf222e"); c.setAttribute("class", "alert-marker");
-    const title = document.createElementNS(ns, "title");
-    title.textContent = m.label;
-    c.append(title);
-    svg.append(c);
-  }
-  const label = document.createElementNS(ns, "text");
-  label.setAttribute("x", 4); label.setAttribute("y", 14); label.setAttribute("font-size", 12);
-  label.textContent = human(top);
-  svg.append(label);
-  svg.addEventListener("mousemove", (event) => {
-    const box = svg.getBoundingClientRect();
-    const t = t0 + (t1 - t0) * ((event.clientX - box.left) / box.width * width - pad) / (width - 2 * pad);
-    const parts = series.map((s) => {
-      const p = s.points.reduce((best, q) => Math.abs(q.t - t) < Math.abs(best.t - t) ? q : best, s.points[0]);
-      return `${s.label}: ${human(p.v)}`;
-    });
-    $("readout").textContent = `${new Date(t * 1000).toISOString().slice(0, 16)}Z — ${parts.join(", ")}`;
-  });
-  container.replaceChildren(svg);
+async function renderCollector() {
+  const status = await api("v1/collector/status");
+  $("collector").hidden = !status;
+  if (!status) return;
+  const late = status.lag_seconds === null || status.lag_seconds > 300;
+  const recovered = status.last_error && status.last_success && status.last_error_at
+    && epoch(status.last_success) > epoch(status.last_error_at);
+  $("collector").className = `banner ${late || (status.last_error && !recovered) ? "warn" : "ok"}`;
+  $("collector-summary").textContent = status.watermark === null ? "Collector: nothing collected yet."
+    : `Collector: data until ${utc(epoch(status.watermark))}, ${duration(status.lag_seconds)} behind`
+      + (status.running ? "; running now." : ".");
+  $("collector-error").hidden = !status.last_error;
+  $("collector-error").textContent = status.last_error
+    ? `Last error${status.last_error_at ? ` at ${utc(epoch(status.last_error_at))}` : ""}: ${status.last_error}`
+      + (recovered ? " (collected successfully since)" : "") : "";
+  // One bad series is set aside and reported; the others are still collected.
+  const quarantined = Array.isArray(status.quarantined) ? status.quarantined : [];
+  const describe = (q) => (typeof q === "string" ? q : Object.entries(q)
+    .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" "));
+  $("quarantine").hidden = !quarantined.length;
+  $("quarantine").querySelector("summary").textContent = `${quarantined.length} series quarantined`;
+  $("quarantine").querySelector("ul").replaceChildren(...quarantined.map((q) => el("li", describe(q))));
 }
 
-function seriesFrom(chart) {
-  return chart.series.map((s, i) => ({
-    label: `${s.direction}${s.route ? " " + s.route : ""}`, color: COLORS[i % COLORS.length],
-    points: s.points.map((p) => ({t: Date.parse(p.time) / 1000, v: p.bytes}))}));
+// Only admin keys may read the quota audit, so reading one entry tells whether to offer the form.
+async function isAdmin() {
+  if (state.admin === null) state.admin = await api("v1/quota-audit?limit=1").then(() => true, () => false);
+  return state.admin;
 }
 
-async function renderService(name, range) {
-  $("overview").hidden = true;
-  $("service").hidden = false;
-  $("service-title").textContent = name;
-  document.querySelectorAll("[data-range]").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range)));
-  const end = Math.floor(Date.now() / 1000);
-  const start = end - RANGES[range];
-  const split = $("split").checked ? "&split=route" : "";
-  const encoded = encodeURIComponent(name);
-  const [chart, summary, alerts, stats] = await Promise.all([
-    api(`/v1/services/${encoded}/bandwidth?start=${start}&end=${end}&step=auto${split}`),
-    api(`/v1/services/${encoded}`),
-    api(`/v1/services/${encoded}/alerts`),
-    api(`/v1/services/${encoded}/stats?start=${start}&end=${end}`).catch(() => null)]);
-  if (!chart) { showError(new Error(`unknown service ${name}`)); return; }
-  $("step").textContent = chart.step;
-  const markers = (alerts ? alerts.alerts : []).filter((a) => a.sent_at)
-    .map((a) => ({t: Date.parse(a.crossed_at) / 1000, label: `${a.threshold}% ${a.status}`}))
-    .filter((m) => m.t >= start);
-  svgChart($("chart"), seriesFrom(chart), {label: `bandwidth of ${name}`, markers});
-  const periodStart = Date.parse(summary.period.start) / 1000;
-  const cumulative = await api(`/v1/services/${encoded}/bandwidth?start=${periodStart}&end=${end}&step=auto&direction=total`);
-  let running = 0;
-  const points = cumulative.series[0].points.map((p) => {
-    if (p.bytes === null) return {t: Date.parse(p.time) / 1000, v: null};
-    running += p.bytes;
-    return {t: Date.parse(p.time) / 1000, v: running};
-  });
-  const limit = summary.quota ? summary.quota.limit_bytes : null;
-  svgChart($("cumulative"), [{label: "total", color: COLORS[0], points}],
-    {label: `cumulative usage of ${name}`, limit, extra: limit ? [limit] : []});
-  const list = $("alerts");
-  list.replaceChildren();
-  for (const a of alerts ? alerts.alerts : []) {
-    list.append(el("li", `${a.forecast ? "forecast" : a.threshold + "%"} — ${a.status} — ${a.sent_at || a.crossed_at}`));
-  }
-  if (!list.children.length) list.append(el("li", "none this period"));
-  const panel = $("stats");
-  panel.hidden = !stats;
-  if (stats) {
-    const dl = panel.querySelector("dl");
-    dl.replaceChildren();
-    const facts = [["Successful requests", stats.requests_count.success], ["Errors", stats.requests_count.error],
-      ["Latency p95", stats.latency_ms.p95 === null ? "—" : `${stats.latency_ms.p95} ms`],
-      ["Latency p99", stats.latency_ms.p99 === null ? "—" : `${stats.latency_ms.p99} ms`]];
-    for (const [k, v] of facts) dl.append(el("dt", k), el("dd", v));
+async function saveQuota(event) {
+  event.preventDefault();
+  const service = $("quota-service").value.trim();
+  const period = $("quota-period").value;
+  const path = `v1/services/${encodeURIComponent(service)}/quota`;
+  const result = $("quota-result");
+  try {
+    // PUT replaces the quota: keep its recipients and thresholds, change the limit and period.
+    const current = (await api(path)) || {};
+    if (current.period !== period) delete current.anchor_day;
+    const limit = Math.round(Number($("quota-limit").value) * UNITS[$("quota-unit").value]);
+    const saved = await api(path, {method: "PUT", body: {...current, limit_bytes: limit, period}});
+    result.className = "ok-text";
+    result.textContent = `Saved: ${service} may use ${human(saved.limit_bytes)} per ${saved.period}.`;
+    await route();
+  } catch (error) {
+    result.className = "refused";
+    result.textContent = `Refused: ${error.message}`;
   }
 }
 
 async function route() {
-  const params = new URLSearchParams(location.hash.slice(1));
+  const params = viewParams();
   try {
     showError(null);
+    const collector = renderCollector().catch(() => { $("collector").hidden = true; });
     if (params.get("service")) {
-      await renderService(params.get("service"), RANGES[params.get("range")] ? params.get("range") : "24h");
+      await renderService(params.get("service"), params);
     } else {
       $("service").hidden = true;
       $("overview").hidden = false;
-      const page = await api("/v1/services?limit=1000");
+      const page = await api("v1/services?limit=1000");
       state.services = page ? page.services : [];
       renderOverview();
+      $("quota-form").hidden = !(await isAdmin());
     }
+    await collector;
   } catch (error) {
     showError(error);
   }
   document.body.dataset.ready = "true";
 }
 
+document.querySelectorAll(".tz").forEach((node) => { node.textContent = ZONE; });
 $("api-key").value = state.key;
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   state.key = $("api-key").value.trim();
+  state.admin = null;
   localStorage.setItem("bwm-key", state.key);
   route();
 });
 $("filter").addEventListener("input", renderOverview);
 $("sort").addEventListener("change", renderOverview);
 $("split").addEventListener("change", route);
+$("csv").addEventListener("click", downloadCsv);
+$("quota-form").addEventListener("submit", saveQuota);
 document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => {
-  const params = new URLSearchParams(location.hash.slice(1));
+  const params = viewParams();
   params.set("range", b.dataset.range);
+  params.delete("start");
+  params.delete("end");
   location.hash = params.toString();
 }));
 window.addEventListener("hashchange", route);
