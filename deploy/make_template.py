@@ -283,7 +283,7 @@ def template() -> dict:
                                                         "Destination": {"Fn::GetAtt": ["AlertsFailures", "Arn"]}}},
                     # Only service usage, quotas and rules concern the alerts function.
                     "FilterCriteria": {"Filters": [{"Pattern": json.dumps(
-                        {"dynamodb": {"Keys": {"pk": {"S": ["SERVICES", "QUOTA", "RULES"]}}}})}]},
+                        {"dynamodb": {"Keys": {"pk": {"S": ["SERVICES", "QUOTA", "RULES", "STATE"]}}}})}]},
                 }}},
             }},
             "Collect": {"Properties": {"FunctionName": function_name("collect"), **environment()}},

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional
 WRITES = {
     "collect": ["USAGE#*", "SERVICES", "STATE"],
     "api": ["QUOTA", "RULES", "AUDIT"],
-    "alerts": ["ALERT#*"],
+    "alerts": ["ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE"],
 }
 # The part of the parameter path each function reads.
 SECRETS = {"collect": "prometheus/*", "alerts": "webhook/*"}
@@ -72,9 +72,12 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
             statements.append(_statement("QueryManagedPrometheus", ["aps:QueryMetrics"], [r.amp_workspace]))
     elif function == "alerts":
         statements += [
-            _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query"], [r.table]),
-            _statement("WriteAlerts", ["dynamodb:PutItem", "dynamodb:UpdateItem"], [r.table],
-                       _leading_keys("alerts")),
+            _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query",
+                                     "dynamodb:BatchGetItem"], [r.table]),
+            # Claims and "sent" are transactions (the alert and its due-marker): each item is
+            # authorised as its own Put/Update/Delete/ConditionCheck.
+            _statement("WriteAlerts", ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                                       "dynamodb:ConditionCheckItem"], [r.table], _leading_keys("alerts")),
             _statement("UsageStream", ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
                        [r.stream]),
             _statement("ListStreamsHasNoResourceLevel", ["dynamodb:ListStreams"], ["*"]),

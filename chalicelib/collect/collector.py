@@ -98,8 +98,9 @@ class Collector:
             if state.watermark is None or report.gaps:
                 self.store.update_state(run_id, watermark=start, collection_start=collection_start, gaps=gaps)
             chunk = s.chunk_minutes * MINUTE
-            services = {item.service: item for item in self.store.list_services()}
+            services = {item.service: item for item in self.store.list_services(checkpoints=True)}
             book = self.quotas.load()
+            self._align_periods(services, book, start)
             for chunk_start in range(start, end, chunk):
                 chunk_end = min(chunk_start + chunk, end)
                 unobserved = self._collect_chunk(chunk_start, chunk_end, services, book, report)
@@ -261,6 +262,22 @@ class Collector:
         for one in sorted(series, key=lambda s: s.key):
             chosen.setdefault(self._strip_replicas(one.key), one)
         return list(chosen.values())
+
+    def _align_periods(self, services: Dict[str, ServiceUsage], book, at: int) -> None:
+        """Give every service item the period its quota counts now, where a quota changed its
+        period kind or billing day: summed from storage once here, so readers (the services
+        overview, the alerts function) never have to."""
+        changed = []
+        for item in services.values():
+            quota = book.quota_for(item.service)
+            if not item.counts_cycle(quota.period, quota.anchor_day) and int(item.period_end) > 0:
+                usage = usage_in(self.store, item, period_at(quota.period, at, quota.anchor_day))
+                item.period_kind, item.period_anchor = quota.period, quota.anchor_day
+                item.period_start, item.period_end = usage.period.start, usage.period.end
+                item.ingress, item.egress, item.total = usage.ingress, usage.egress, usage.total
+                changed.append(item)
+        if changed:
+            self.store.put_services(changed)
 
     def _write_rollups(self, start: int, end: int, services: Dict[str, ServiceUsage]) -> None:
         """Recompute every coarser rollup this chunk completed, from the next finer level."""

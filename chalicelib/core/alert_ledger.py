@@ -1,16 +1,20 @@
 """The alert ledger: which (service, period, threshold) alerts are claimed, sent or covered.
 
-Conditional writes make the ledger the arbiter between concurrent or retried
-invocations of the alerts function: only one can claim an alert at a time.
+Conditional writes make the ledger the arbiter between concurrent or retried invocations
+of the alerts function: only one can claim an alert at a time, and none can claim a lower
+threshold of a period once a higher one is claimed or sent. A claim is written with a
+due-marker in the same transaction, and the marker goes only with "sent": so an alert whose
+sender died or whose email failed stays on the sweep's work list until it is delivered.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
-from pynamodb.exceptions import PutError, PynamoDBException
+from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException
 
 from chalicelib.core.errors import StoreError
-from chalicelib.core.models import Alert, alert_period_prefix, alert_pk, is_condition_failure
+from chalicelib.core.models import (ALERTS_DUE_PK, RULES_REEVALUATION_KEY, Alert, AlertDue, RulesReevaluation,
+                                    alert_period_prefix, alert_pk, alert_sk, is_condition_failure, transaction)
 from chalicelib.core.timeutil import iso
 
 
@@ -23,18 +27,35 @@ class AlertLedger:
         except PynamoDBException as e:
             raise StoreError(f"reading alerts of {service!r} failed: {e}") from e
 
-    def claim(self, claim: Alert, existing: Optional[Alert]) -> bool:
-        """Store ``claim`` unless someone changed ``existing`` (or created it) since it was read."""
+    def claim(self, claim: Alert, existing: Optional[Alert], higher: Iterable[float] = ()) -> bool:
+        """Store ``claim`` and its due-marker unless someone changed ``existing`` (or created it)
+        since it was read, or claimed or sent one of the ``higher`` thresholds of the period."""
         if existing is None:
             condition = Alert.pk.does_not_exist()
         else:
             condition = (Alert.status == existing.status) & (Alert.claimed_at == existing.claimed_at)
-        return self._save(claim, condition, f"claiming the {claim.ledger_key} alert of {claim.service!r}")
+        try:
+            with transaction() as tx:
+                tx.save(claim, condition=condition)
+                tx.save(AlertDue.of(claim))
+                for threshold in higher:
+                    tx.condition_check(Alert, claim.pk, alert_sk(int(claim.period_start), threshold),
+                                       condition=Alert.pk.does_not_exist())
+        except PynamoDBException as e:
+            if is_condition_failure(e):
+                return False
+            raise StoreError(f"claiming the {claim.ledger_key} alert of {claim.service!r} failed: {e}") from e
+        return True
 
     def record_covered(self, covered: Alert) -> bool:
         """Record a lower threshold as covered by a higher one, unless it is already settled."""
-        condition = Alert.pk.does_not_exist() | (Alert.status == "failed")
-        return self._save(covered, condition, f"recording the covered {covered.ledger_key} alert")
+        try:
+            covered.save(condition=Alert.pk.does_not_exist() | (Alert.status == "failed"))
+        except PutError as e:
+            if is_condition_failure(e):
+                return False
+            raise StoreError(f"recording the covered {covered.ledger_key} alert failed: {e}") from e
+        return True
 
     def mark_delivered(self, alert: Alert, channel: str, message_id: Optional[str] = None) -> None:
         actions = [Alert.delivered.set(list(alert.delivered or []) + [channel])]
@@ -43,10 +64,65 @@ class AlertLedger:
         self._update(alert, actions)
 
     def mark_sent(self, alert: Alert, at: float, status: str = "sent") -> None:
-        self._update(alert, [Alert.status.set(status), Alert.sent_at.set(at), Alert.error.remove()])
+        """Settle the alert and take it off the sweep's list, in one transaction."""
+        try:
+            with transaction() as tx:
+                tx.update(alert, actions=[Alert.status.set(status), Alert.sent_at.set(at), Alert.error.remove()])
+                tx.delete(AlertDue.of(alert))
+        except PynamoDBException as e:
+            raise StoreError(f"recording the {alert.ledger_key} alert of {alert.service!r} as {status} failed: "
+                             f"{e}") from e
+        alert.status, alert.sent_at, alert.error = status, at, None
 
     def mark_failed(self, alert: Alert, error: str) -> None:
         self._update(alert, [Alert.status.set("failed"), Alert.error.set(error[:500])])
+
+    def rearm(self, alert: Alert) -> bool:
+        """Forget a settled alert (the limit was raised above the usage), unless it changed since read."""
+        try:
+            alert.delete(condition=(Alert.status == alert.status) & (Alert.claimed_at == alert.claimed_at))
+        except PynamoDBException as e:
+            if is_condition_failure(e):
+                return False
+            raise StoreError(f"re-arming the {alert.ledger_key} alert of {alert.service!r} failed: {e}") from e
+        return True
+
+    def due(self, limit: int = 100) -> List[Alert]:
+        """Alerts claimed and not yet sent (oldest periods first), for the sweep."""
+        try:
+            markers = list(AlertDue.query(ALERTS_DUE_PK, limit=limit))
+            if not markers:
+                return []
+            found = {(a.pk, a.sk): a for a in Alert.batch_get([(alert_pk(m.service), m.alert_sk) for m in markers])}
+            alerts = []
+            for marker in markers:
+                alert = found.get((alert_pk(marker.service), marker.alert_sk))
+                if alert is None or alert.status not in ("pending", "failed"):
+                    marker.delete()  # settled (or gone) without its marker: nothing is due
+                else:
+                    alerts.append(alert)
+            return alerts
+        except PynamoDBException as e:
+            raise StoreError(f"reading the alerts due failed: {e}") from e
+
+    def request_reevaluation(self, after: Optional[str], at: float) -> None:
+        """Remember where an unfinished rules change resumes (after that service), or that none is left."""
+        try:
+            if after is None:
+                RulesReevaluation(*RULES_REEVALUATION_KEY).delete()
+            else:
+                RulesReevaluation(*RULES_REEVALUATION_KEY, after=after, requested_at=at).save()
+        except PynamoDBException as e:
+            raise StoreError(f"recording the rules re-evaluation failed: {e}") from e
+
+    def reevaluation_due(self) -> Optional[str]:
+        """The service an unfinished rules change resumes after, or None when there is none."""
+        try:
+            return RulesReevaluation.get(*RULES_REEVALUATION_KEY).after
+        except DoesNotExist:
+            return None
+        except PynamoDBException as e:
+            raise StoreError(f"reading the rules re-evaluation failed: {e}") from e
 
     def history(self, service: str, limit: int = 200) -> List[dict]:
         try:
@@ -56,16 +132,6 @@ class AlertLedger:
         return [as_history(a) for a in items]
 
     # -- helpers ---------------------------------------------------------------------------
-    @staticmethod
-    def _save(alert: Alert, condition, what: str) -> bool:
-        try:
-            alert.save(condition=condition)
-        except PutError as e:
-            if is_condition_failure(e):
-                return False
-            raise StoreError(f"{what} failed: {e}") from e
-        return True
-
     @staticmethod
     def _update(alert: Alert, actions) -> None:
         try:

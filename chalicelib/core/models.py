@@ -34,8 +34,10 @@ from pynamodb.attributes import (
     TTLAttribute,
     UnicodeAttribute,
 )
+from pynamodb.connection import Connection
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
 
 from chalicelib.core.errors import StoreError
 from chalicelib.core.timeutil import iso, iso_minute
@@ -47,6 +49,8 @@ QUOTA_PK = "QUOTA"
 RULES_KEY = ("RULES", "current")
 AUDIT_PK = "AUDIT"
 FORECAST = "forecast"  # the sort-key suffix of a forecast alert, in place of a threshold
+ALERTS_DUE_PK = "ALERTS_DUE"  # markers of alerts claimed but not yet sent (the sweep's work list)
+RULES_REEVALUATION_KEY = ("ALERTS_REEVALUATE", "rules")  # where an unfinished rules change resumes
 
 
 def usage_pk(service: str) -> str:
@@ -69,14 +73,30 @@ def alert_sk(period_start: int, threshold, forecast: bool = False) -> str:
     return alert_period_prefix(period_start) + (FORECAST if forecast else format(threshold, "09.3f"))
 
 
+def alert_due_sk(service: str, period_start: int, threshold, forecast: bool = False) -> str:
+    # The alert's own sort key first (time-ordered), then the service: a name may hold any character.
+    return f"{alert_sk(period_start, threshold, forecast)}#{service}"
+
+
 def audit_sk(at: float, unique: str) -> str:
     # Milliseconds since the epoch, zero-padded: the sort key orders entries in time.
     return f"{int(at * 1000):015d}#{unique}"
 
 
 def is_condition_failure(error: PynamoDBException) -> bool:
-    """Whether a write failed only because its condition did not hold (someone else won)."""
-    return getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
+    """Whether a write (or a transaction) failed only because a condition did not hold: someone else won."""
+    if getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException":
+        return True
+    reasons = getattr(error, "cancellation_reasons", None) or []
+    return any(r is not None and r.code == "ConditionalCheckFailed" for r in reasons)
+
+
+def transaction() -> TransactWrite:
+    """A write transaction on the bound table (the models must be bound)."""
+    meta = UsageBucket.Meta  # bind() sets every concrete model's Meta alike
+    if meta.table_name is None:
+        raise StoreError("the models are not bound to a table: chalicelib.bootstrap binds them (models.bind)")
+    return TransactWrite(connection=Connection(region=meta.region, host=meta.host))
 
 
 class _TableModel(Model):
@@ -237,6 +257,10 @@ class Alert(_TableModel):
     forecast = BooleanAttribute(default=False)
     forecast_eta = NumberAttribute(null=True)  # when the trend reaches 100 % (forecast alerts)
     delivered = ListAttribute(default=list)  # channels done ("email", "webhook"), so a retry resends none
+    # What a redelivery needs to render the same message again.
+    direction = UnicodeAttribute(null=True)
+    period_kind = UnicodeAttribute(null=True)
+    covers = ListAttribute(default=list)  # the lower thresholds this email also announces
 
     @classmethod
     def record(cls, service: str, period_start: int, threshold: float, forecast: bool = False, **fields) -> "Alert":
@@ -250,7 +274,33 @@ class Alert(_TableModel):
         return FORECAST if self.forecast else float(self.threshold)
 
 
-ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, Quota, QuotaRules, AuditEntry, Alert)
+class AlertDue(_TableModel):
+    """An alert claimed and not yet sent: kept until it is, so the sweep finds a lost one."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    service = UnicodeAttribute()
+    alert_sk = UnicodeAttribute()
+
+    @classmethod
+    def of(cls, alert: "Alert") -> "AlertDue":
+        return cls(ALERTS_DUE_PK, alert_due_sk(alert.service, int(alert.period_start), alert.threshold,
+                                               bool(alert.forecast)), service=alert.service, alert_sk=alert.sk)
+
+
+class RulesReevaluation(_TableModel):
+    """A rules change the alerts function has not finished judging: resume after ``after``."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    after = UnicodeAttribute(null=True)
+    requested_at = NumberAttribute()
+
+
+ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, Quota, QuotaRules, AuditEntry, Alert, AlertDue,
+              RulesReevaluation)
 
 
 def bind(table_name: str, region: str, host: str | None = None) -> None:

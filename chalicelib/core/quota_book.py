@@ -9,12 +9,11 @@ import time
 import uuid
 from typing import Callable, List, Optional
 
-from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
-from pynamodb.transactions import TransactWrite
 
 from chalicelib.core.errors import NotFound, StoreError
-from chalicelib.core.models import AUDIT_PK, QUOTA_PK, RULES_KEY, AuditEntry, Quota, QuotaRules, audit_sk
+from chalicelib.core.models import (AUDIT_PK, QUOTA_PK, RULES_KEY, AuditEntry, Quota, QuotaRules, audit_sk,
+                                    transaction)
 from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot, normalize_quota, normalize_rules
 from chalicelib.core.timeutil import iso
 
@@ -103,7 +102,7 @@ class QuotaBook:
     @staticmethod
     def _transact(save, delete, audit: AuditEntry) -> None:
         try:
-            with TransactWrite(connection=Connection(region=AuditEntry.Meta.region, host=AuditEntry.Meta.host)) as tx:
+            with transaction() as tx:
                 if save is not None:
                     tx.save(save)
                 if delete is not None:

@@ -16,6 +16,7 @@ from chalicelib.core.models import (SERVICES_PK, STATE_KEY, CollectorState, Serv
 from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS
 from chalicelib.core.usage import BucketUsage
 
+CHECKPOINT_ATTRIBUTES = ("checkpoint", "checkpoint_at", "previous_checkpoint", "previous_checkpoint_at")
 LEASE_SECONDS = 900  # longer than the Lambda timeout: a dead run's lease expires by itself
 
 def _plain(value):
@@ -102,9 +103,14 @@ class UsageStore:
         return result
 
     # -- services ------------------------------------------------------------------------
-    def list_services(self) -> List[ServiceUsage]:
+    def list_services(self, after: Optional[str] = None, checkpoints: bool = False):
+        """Every service item in name order (from after ``after``), read page by page. The
+        collector's checkpoints are left out unless asked for: only the collector needs them."""
+        condition = ServiceUsage.sk > after if after else None
+        attributes = None if checkpoints else [name for name in ServiceUsage.get_attributes()
+                                                if name not in CHECKPOINT_ATTRIBUTES]
         try:
-            return list(ServiceUsage.query(SERVICES_PK))
+            yield from ServiceUsage.query(SERVICES_PK, condition, attributes_to_get=attributes)
         except PynamoDBException as e:
             raise StoreError(f"listing services failed: {e}") from e
 

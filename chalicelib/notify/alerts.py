@@ -1,18 +1,31 @@
 """The alerts function: usage or quota changes on the stream -> one email per threshold.
 
-Exactly once per (service, period, threshold), although streams deliver at
-least once: the alert is claimed with a conditional write before sending,
-marked sent after, and marked failed (claimable again) if SES refuses, in which
-case the record fails so Lambda retries it. When one change crosses several
-thresholds, one email names the highest; the lower ones are recorded as covered.
+Exactly once per (service, period, threshold), although streams deliver at least once:
+
+1. the highest threshold crossed is **claimed** (a conditional write, with a due-marker, that
+   also fails once a higher threshold of the period is claimed: 90 % never follows 100 %);
+2. the lower thresholds the jump crossed are recorded as **covered**, before any email goes out;
+3. the email (and webhook) is **sent**, then the alert marked sent and its marker removed.
+
+An SES failure marks the alert failed and fails the record, so Lambda retries it; the
+**sweep** (each time a collector run finishes, about once a minute: the state item's stream
+record is the alerts function's clock tick) redelivers whatever is still due: a failed alert, or a claim whose
+sender died (older than CLAIM_TIMEOUT_SECONDS), so no alert waits for the service's next
+traffic. The one duplicate possible: SES accepted a message and every attempt to record that
+failed, then the claim timed out; the sweep counts and logs each such redelivery.
+
+Quota and rule changes are judged against the period containing now only (never one that
+ended); a raised limit re-arms the thresholds usage is now below, a lowered one alerts at once.
 """
 from __future__ import annotations
 
 import logging
-from typing import Iterable, List, Optional
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, List, Optional
 
 from chalicelib.core.errors import MailError
-from chalicelib.core.models import FORECAST, QUOTA_PK, RULES_KEY, SERVICES_PK, Alert, ServiceUsage
+from chalicelib.core.models import FORECAST, QUOTA_PK, RULES_KEY, SERVICES_PK, STATE_KEY, Alert, ServiceUsage
 from chalicelib.core.periods import Period
 from chalicelib.core.quotas import EffectiveQuota
 from chalicelib.core.usage import PeriodUsage, period_usage
@@ -21,10 +34,12 @@ from chalicelib.notify.webhook import NotifyError
 
 log = logging.getLogger(__name__)
 
-CLAIM_TIMEOUT_SECONDS = 300  # a claim older than this (its sender died) may be taken again
-
-
+# A claim older than this was made by an invocation that died (the alerts function's timeout is
+# 60 s), so the sweep may take it again: about two collector intervals at most.
+CLAIM_TIMEOUT_SECONDS = 90
 FORECAST_MIN_ELAPSED = 0.1  # judge a trend only after a tenth of the period
+SWEEP_LIMIT = 100  # due alerts redelivered per sweep
+SETTLED = ("sent", "covered", "no_recipients")
 
 
 def due_thresholds(usage: int, limit: int, thresholds: Iterable[float]) -> List[float]:
@@ -41,52 +56,78 @@ def forecast_eta(usage: int, limit: int, period: Period, at: int) -> Optional[in
     return eta if eta < period.end else None
 
 
+@dataclass
+class SweepReport:
+    redelivered: int = 0
+    possibly_duplicated: int = 0  # redeliveries of claims that had timed out (the sender may have sent)
+    failed: int = 0
+    rules_services: int = 0  # services re-evaluated for a rules change
+    errors: List[str] = field(default_factory=list)
+
+
 class AlertProcessor:
-    def __init__(self, store, ledger, quotas, mailer, public_url: str, webhook=None):
+    def __init__(self, store, ledger, quotas, mailer, public_url: str, webhook=None,
+                 rules_budget_seconds: float = 20, monotonic: Callable[[], float] = time.monotonic):
         self.store = store
         self.ledger = ledger
         self.quotas = quotas
         self.mailer = mailer
         self.webhook = webhook
         self.public_url = public_url
+        self.rules_budget_seconds = rules_budget_seconds
+        self.monotonic = monotonic
 
     # -- stream entry point ----------------------------------------------------------------
     def handle_batch(self, event, now: float) -> dict:
-        """Process records one by one; report the failed ones (ReportBatchItemFailures)."""
+        """Process records one by one; report the failed ones (ReportBatchItemFailures).
+        The quotas are read once per batch."""
         failures = []
+        snapshot = None
         for record in event:
             try:
-                self.handle_record(record, now)
+                snapshot = snapshot or self.quotas.load()
+                self.handle_record(record, now, snapshot)
             except Exception:  # one bad record fails alone; it is reported, never swallowed
                 log.exception("alerts: record %s failed", getattr(record, "sequence_number", "?"))
                 failures.append({"itemIdentifier": record.sequence_number})
         return {"batchItemFailures": failures}
 
-    def handle_record(self, record, now: float) -> None:
+    def handle_record(self, record, now: float, snapshot=None) -> None:
+        snapshot = snapshot or self.quotas.load()
         keys = record.keys or {}
         pk = keys.get("pk", {}).get("S", "")
         sk = keys.get("sk", {}).get("S", "")
         if pk == SERVICES_PK and record.new_image:
-            self.evaluate(sk, now, ServiceUsage.from_raw_data(record.new_image))
+            self.evaluate(sk, now, ServiceUsage.from_raw_data(record.new_image), snapshot.quota_for(sk))
         elif pk == QUOTA_PK:
-            self.evaluate(sk, now)
+            self.evaluate(sk, now, quota=snapshot.quota_for(sk), quota_changed=True)
         elif (pk, sk) == RULES_KEY:
-            for item in self.store.list_services():
-                self.evaluate(item.service, now, item)
+            self.reevaluate_rules(now, snapshot)
+        elif (pk, sk) == STATE_KEY and record.new_image and "running_since" not in record.new_image:
+            # A collector run has finished (about once a minute): the alerts function's clock tick.
+            report = self.sweep(now)
+            if report.redelivered or report.failed or report.rules_services:
+                log.info("alerts: sweep %s", report)
 
     # -- evaluation ------------------------------------------------------------------------
-    def evaluate(self, service: str, now: float, usage_item: Optional[ServiceUsage] = None) -> Optional[float]:
-        """Send the due alert for a service, if any; return the threshold notified."""
-        quota = self.quotas.quota_for(service)
+    def evaluate(self, service: str, now: float, usage_item: Optional[ServiceUsage] = None,
+                 quota: Optional[EffectiveQuota] = None, quota_changed: bool = False) -> Optional[float]:
+        """Send the due alert for a service, if any; return the threshold notified.
+
+        ``quota_changed``: the quota (or a rule) changed, not the usage: judge the period
+        containing ``now`` only, and re-arm the thresholds the usage is now below."""
+        quota = quota or self.quotas.quota_for(service)
         if quota.limit_bytes is None:
             return None
         item = usage_item or self.store.get_service(service)
         if item is None:
             return None
-        judged = self._usage(item, quota, now)
+        judged = self._usage(item, quota, now, quota_changed)
         period, usage = judged.period, judged.of(quota.direction)
-        crossed_at = int(item.through) if item.through is not None else int(now)
+        crossed_at = int(now) if quota_changed else (int(item.through) if item.through is not None else int(now))
         existing = self.ledger.for_period(service, period.start)
+        if quota_changed:
+            self._rearm(existing, usage, quota)
         sent = None
         due = due_thresholds(usage, quota.limit_bytes, quota.thresholds)
         pending = [t for t in due if self._claimable(existing.get(t), now)]
@@ -95,31 +136,37 @@ class AlertProcessor:
             alert = emails.ThresholdAlert(service, highest, usage, quota.limit_bytes, quota.direction,
                                           period.adjective, period.start, period.end, crossed_at,
                                           covered=tuple(pending[:-1]))
-            if self._notify(alert, quota, existing.get(highest), now):
-                sent = highest
-                for lower in pending[:-1]:
+            higher = [t for t in quota.thresholds if t > highest]
+            claim = self._claim(alert, quota, existing.get(highest), now, higher)
+            if claim is not None:
+                for lower in pending[:-1]:  # recorded before the email goes out
                     self._record_covered(alert, quota, lower, now)
+                self._send(claim, alert, list(quota.notify), quota.webhook_url, now)
+                sent = highest
         if quota.forecast and self._claimable(existing.get(FORECAST), now):
             eta = forecast_eta(usage, quota.limit_bytes, period, crossed_at)
             if eta is not None:
                 alert = emails.ThresholdAlert(service, 100, usage, quota.limit_bytes, quota.direction,
                                               period.adjective, period.start, period.end, crossed_at,
                                               forecast_eta=eta)
-                self._notify(alert, quota, existing.get(FORECAST), now)
+                claim = self._claim(alert, quota, existing.get(FORECAST), now)
+                if claim is not None:
+                    self._send(claim, alert, list(quota.notify), quota.webhook_url, now)
         return sent
 
-    def _notify(self, alert, quota: EffectiveQuota, existing: Optional[Alert], now: float) -> bool:
-        claim = self._claim(alert, quota, existing, now)
-        if claim is None:
-            return False  # another invocation holds it
-        self._send(claim, alert, quota, now)
-        return True
-
-    def _usage(self, item: ServiceUsage, quota: EffectiveQuota, now: float) -> PeriodUsage:
-        """The usage to judge: the stream image's own period when it counts the quota's cycle
-        (exact even if the record arrives after the period ended), else the period of now."""
-        own_period = item.counts_cycle(quota.period, quota.anchor_day) and int(item.period_end) > 0
+    def _usage(self, item: ServiceUsage, quota: EffectiveQuota, now: float, quota_changed: bool) -> PeriodUsage:
+        """The usage to judge: for a usage change, the stream image's own period when it counts the
+        quota's cycle (exact even if the record arrives after the period ended); else the period of now."""
+        own_period = (not quota_changed and item.counts_cycle(quota.period, quota.anchor_day)
+                      and int(item.period_end) > 0)
         return period_usage(self.store, item, quota, int(item.period_start) if own_period else now)
+
+    def _rearm(self, existing: dict, usage: int, quota: EffectiveQuota) -> None:
+        for key, alert in list(existing.items()):
+            if key != FORECAST and alert.status in SETTLED and usage * 100 < float(key) * quota.limit_bytes:
+                if self.ledger.rearm(alert):
+                    del existing[key]
+                    log.info("alerts: %s %g%% re-armed: usage is below it under the new limit", alert.service, key)
 
     @staticmethod
     def _claimable(alert: Optional[Alert], now: float) -> bool:
@@ -132,21 +179,25 @@ class AlertProcessor:
         return Alert.record(alert.service, alert.period_start, threshold, alert.forecast_eta is not None,
                             period_end=alert.period_end, status=status, usage_bytes=alert.usage_bytes,
                             limit_bytes=alert.limit_bytes, recipients=list(quota.notify),
-                            crossed_at=alert.crossed_at, claimed_at=now, forecast_eta=alert.forecast_eta)
+                            crossed_at=alert.crossed_at, claimed_at=now, forecast_eta=alert.forecast_eta,
+                            direction=alert.direction, period_kind=alert.period_kind, covers=list(alert.covered))
 
-    def _claim(self, alert, quota, existing: Optional[Alert], now: float) -> Optional[Alert]:
+    def _claim(self, alert, quota, existing: Optional[Alert], now: float, higher=()) -> Optional[Alert]:
         claim = self._new_alert(alert, quota, alert.threshold, "pending", now)
         if existing is not None:
             claim.delivered = list(existing.delivered or [])  # channels a failed attempt already served
-        return claim if self.ledger.claim(claim, existing) else None
+        if not self.ledger.claim(claim, existing, higher):
+            return None  # another invocation holds it, or a higher threshold is claimed already
+        return claim
 
-    def _send(self, claim: Alert, alert, quota: EffectiveQuota, now: float) -> None:
+    def _send(self, claim: Alert, alert: emails.ThresholdAlert, recipients: List[str], webhook_url: Optional[str],
+              now: float) -> None:
         """Deliver on every configured channel not yet served; a failure marks the alert failed
-        (claimable again) and fails the record, so the retry serves only what is left."""
-        if quota.webhook_url and self.webhook is None:
+        (claimable again, still due) and fails the record, so the retry serves only what is left."""
+        if webhook_url and self.webhook is None:
             log.warning("alerts: %s has a webhook_url but WEBHOOK_SECRET is not set; webhook skipped", alert.service)
-        channels = [c for c, on in (("email", bool(quota.notify)),
-                                    ("webhook", bool(quota.webhook_url and self.webhook))) if on]
+        channels = [c for c, on in (("email", bool(recipients)),
+                                    ("webhook", bool(webhook_url and self.webhook))) if on]
         if not channels:
             self.ledger.mark_sent(claim, now, status="no_recipients")
             log.warning("alerts: %s reached %g%% but its quota names no recipients", alert.service, alert.threshold)
@@ -157,9 +208,9 @@ class AlertProcessor:
             try:
                 if channel == "email":
                     subject, text, html = emails.render(alert, self.public_url)
-                    message_id = self.mailer.send(list(quota.notify), subject, text, html)
+                    message_id = self.mailer.send(recipients, subject, text, html)
                 else:
-                    self.webhook.send(quota.webhook_url, emails.payload(alert, self.public_url))
+                    self.webhook.send(webhook_url, emails.payload(alert, self.public_url))
                     message_id = None
             except (MailError, NotifyError) as e:
                 self.ledger.mark_failed(claim, str(e))
@@ -172,3 +223,60 @@ class AlertProcessor:
         covered = self._new_alert(alert, quota, threshold, "covered", now)
         covered.covered_by = alert.threshold
         self.ledger.record_covered(covered)
+
+    # -- a rules change: every service a rule now governs, within a time budget -------------------
+    def reevaluate_rules(self, now: float, snapshot=None, after: Optional[str] = None) -> Optional[str]:
+        """Judge the services whose quota comes from a rule, in name order from ``after``, until the
+        budget is spent; return the last service judged when stopped early (None when done)."""
+        snapshot = snapshot or self.quotas.load()
+        deadline = self.monotonic() + self.rules_budget_seconds
+        for item in self.store.list_services(after=after):
+            quota = snapshot.quota_for(item.service)
+            if quota.source.startswith("rule:"):
+                self.evaluate(item.service, now, item, quota, quota_changed=True)
+            if self.monotonic() > deadline:
+                self.ledger.request_reevaluation(after=item.service, at=now)
+                log.info("alerts: rules change re-evaluated up to %r; the sweep goes on from there", item.service)
+                return item.service
+        self.ledger.request_reevaluation(after=None, at=now)
+        return None
+
+    # -- the sweep: what the stream could not finish --------------------------------------------
+    def sweep(self, now: float) -> SweepReport:
+        """Redeliver due alerts (failed, or claimed by a sender that died) and continue an
+        unfinished rules change. Runs every minute."""
+        report = SweepReport()
+        for alert in self.ledger.due(limit=SWEEP_LIMIT):
+            if not self._claimable(alert, now):
+                continue  # a live claim: its sender is still at work
+            timed_out = alert.status == "pending"
+            try:
+                if self._redeliver(alert, now):
+                    report.redelivered += 1
+                    if timed_out and "email" not in (alert.delivered or []):
+                        report.possibly_duplicated += 1
+                        log.warning("alerts: %s %s redelivered after its claim timed out; if its sender had "
+                                    "sent before dying, this is a duplicate", alert.service, alert.ledger_key)
+            except (MailError, NotifyError) as e:
+                report.failed += 1
+                report.errors.append(f"{alert.service}: {e}"[:300])
+        resume = self.ledger.reevaluation_due()
+        if resume is not None:
+            report.rules_services += 1
+            self.reevaluate_rules(now, after=resume or None)
+        return report
+
+    def _redeliver(self, due: Alert, now: float) -> bool:
+        """Send a due alert again from what the ledger recorded at its claim."""
+        quota = self.quotas.quota_for(due.service)
+        alert = emails.ThresholdAlert(
+            due.service, float(due.threshold), int(due.usage_bytes), int(due.limit_bytes),
+            due.direction or quota.direction, due.period_kind or "monthly", int(due.period_start),
+            int(due.period_end), int(due.crossed_at), covered=tuple(float(t) for t in (due.covers or [])),
+            forecast_eta=int(due.forecast_eta) if due.forecast_eta else None)
+        claim = Alert.from_raw_data(due.serialize())
+        claim.status, claim.claimed_at = "pending", now
+        if not self.ledger.claim(claim, due):
+            return False
+        self._send(claim, alert, list(due.recipients or []), quota.webhook_url, now)
+        return True

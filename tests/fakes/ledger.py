@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 
 from chalicelib.core.alert_ledger import as_history
 from chalicelib.core.models import Alert
-from chalicelib.core.quotas import NO_QUOTA, EffectiveQuota, normalize_quota
+from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot, normalize_quota, normalize_rules
 from chalicelib.core.usage import BucketUsage
 
 
@@ -15,6 +15,8 @@ class InMemoryAlertLedger:
     def __init__(self):
         self.alerts: Dict[tuple, Alert] = {}
         self.writes: List[tuple] = []  # (operation, service, ledger key, status), in order
+        self.due_keys = set()  # claimed, not yet sent
+        self.reevaluation: Optional[str] = None
 
     def _key(self, alert: Alert):
         return alert.service, int(alert.period_start), alert.ledger_key
@@ -27,14 +29,16 @@ class InMemoryAlertLedger:
         return {key: copy.deepcopy(a) for (s, p, key), a in self.alerts.items()
                 if s == service and p == period_start}
 
-    def claim(self, claim: Alert, existing: Optional[Alert]) -> bool:
+    def claim(self, claim: Alert, existing: Optional[Alert], higher=()) -> bool:
         stored = self.alerts.get(self._key(claim))
         if existing is None:
             won = stored is None
         else:
             won = stored is not None and (stored.status, stored.claimed_at) == (existing.status, existing.claimed_at)
+        won = won and not any((claim.service, int(claim.period_start), float(t)) in self.alerts for t in higher)
         if won:
             self._store("claim", claim)
+            self.due_keys.add(self._key(claim))
         return won
 
     def record_covered(self, covered: Alert) -> bool:
@@ -53,6 +57,24 @@ class InMemoryAlertLedger:
     def mark_sent(self, alert: Alert, at: float, status: str = "sent") -> None:
         alert.status, alert.sent_at, alert.error = status, at, None
         self._store("sent", alert)
+        self.due_keys.discard(self._key(alert))
+
+    def rearm(self, alert: Alert) -> bool:
+        stored = self.alerts.get(self._key(alert))
+        if stored is None or (stored.status, stored.claimed_at) != (alert.status, alert.claimed_at):
+            return False
+        del self.alerts[self._key(alert)]
+        self.writes.append(("rearm", alert.service, alert.ledger_key, None))
+        return True
+
+    def due(self, limit: int = 100) -> List[Alert]:
+        return [copy.deepcopy(self.alerts[key]) for key in sorted(self.due_keys, key=str)[:limit]]
+
+    def request_reevaluation(self, after: Optional[str], at: float) -> None:
+        self.reevaluation = after
+
+    def reevaluation_due(self) -> Optional[str]:
+        return self.reevaluation
 
     def mark_failed(self, alert: Alert, error: str) -> None:
         alert.status, alert.error = "failed", error[:500]
@@ -68,14 +90,19 @@ class InMemoryAlertLedger:
 
 
 class InMemoryQuotaBook:
-    """Quotas by service (no rules), validated as the real book validates them."""
+    """Quotas by service and rules by pattern, validated as the real book validates them."""
 
-    def __init__(self, quotas: Optional[Dict[str, dict]] = None):
+    def __init__(self, quotas: Optional[Dict[str, dict]] = None, rules: Optional[List[dict]] = None):
         self.quotas = {service: normalize_quota(body) for service, body in (quotas or {}).items()}
+        self.rules = normalize_rules({"rules": rules}) if rules else []
+        self.loads = 0
+
+    def load(self) -> QuotaSnapshot:
+        self.loads += 1
+        return QuotaSnapshot(dict(self.quotas), list(self.rules))
 
     def quota_for(self, service: str) -> EffectiveQuota:
-        body = self.quotas.get(service)
-        return EffectiveQuota.from_body("service", body) if body else NO_QUOTA
+        return self.load().quota_for(service)
 
 
 class InMemoryUsageStore:
@@ -88,8 +115,8 @@ class InMemoryUsageStore:
     def get_service(self, service: str):
         return self.services.get(service)
 
-    def list_services(self):
-        return list(self.services.values())
+    def list_services(self, after: Optional[str] = None, checkpoints: bool = False):
+        return [self.services[name] for name in sorted(self.services) if after is None or name > after]
 
     def range_total(self, service: str, start: int, end: int) -> BucketUsage:
         total = BucketUsage(service, start)

@@ -101,7 +101,8 @@ def test_bootstrap_creates_the_table_and_writes_the_stage_config(moto_server, tm
     assert any(r.endswith(":identity/alerts@example.org") for r in resources)
     assert config["environment_variables"]["API_KEYS_PARAMETER_PATH"] == "/bandwidth-meter/dev/api-keys"
     writes = next(s for s in policy["Statement"] if s["Sid"] == "WriteAlerts")
-    assert writes["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ALERT#*"]}}
+    assert writes["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ALERT#*", "ALERTS_DUE",
+                                                                                       "ALERTS_REEVALUATE"]}}
     logs = next(s for s in policy["Statement"] if s["Sid"] == "OwnLogGroup")
     assert all(":log-group:/aws/lambda/bandwidth-meter-dev-alerts" in r for r in logs["Resource"])
 

@@ -128,6 +128,22 @@ def test_period_total_resets_at_month_rollover_inside_one_run(collector):
     assert item.through == DAY0 + 600
 
 
+def test_a_quota_that_changes_its_period_kind_realigns_an_idle_service_once(collector):
+    col, prom = collector
+    prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 600, 60, iter(lambda: 1000, None)))
+    col.run(now=T0 + 600 + 31)  # fifteen scrapes of 1000 B (the series is born in the window), counted monthly
+    deps = bootstrap.current()
+    deps.quotas.put("pay", {"limit_bytes": 10**9, "period": "day"})
+    ranges = []
+    total = deps.store.range_total
+    deps.store.range_total = lambda *a: ranges.append(a) or total(*a)
+    col.run(now=T0 + 1200 + 31)  # idle since; the item now counts today, summed once from storage
+    item = deps.store.get_service("pay")
+    assert (item.period_kind, item.period_start, item.total) == ("day", T0 - T0 % 86400, 15 * 1000)
+    col.run(now=T0 + 1800 + 31)
+    assert len(ranges) == 1
+
+
 def test_outage_longer_than_max_backfill_is_recorded_as_a_gap(collector, env):
     col, prom = collector
     env.setenv("MAX_BACKFILL_MINUTES", "30")
