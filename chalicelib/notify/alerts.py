@@ -13,6 +13,7 @@ from typing import Iterable, List, Optional
 
 from pynamodb.exceptions import PutError, PynamoDBException
 
+from chalicelib.core import observability
 from chalicelib.notify import emails
 from chalicelib.core.errors import MailError, StoreError
 from chalicelib.core.models import Alert, ServiceUsage
@@ -122,6 +123,7 @@ class AlertProcessor:
     def _notify(self, alert, quota: EffectiveQuota, existing: Optional[Alert], now: float) -> bool:
         claim = self._claim(alert, quota, existing, now)
         if claim is None:
+            observability.alert_event("duplicated", alert, logger=log)
             return False  # another invocation holds it
         self._send(claim, alert, quota, now)
         return True
@@ -195,10 +197,11 @@ class AlertProcessor:
                     update = []
             except (MailError, NotifyError) as e:
                 claim.update(actions=[Alert.status.set("failed"), Alert.error.set(str(e)[:500])])
+                observability.alert_event("failed", alert, logger=log, channel=channel, error=str(e)[:200])
                 raise
             claim.update(actions=[Alert.delivered.set((claim.delivered or []) + [channel]), *update])
         claim.update(actions=[Alert.status.set("sent"), Alert.sent_at.set(now), Alert.error.remove()])
-        log.info("alerts: %s notified (%s): %s", alert.service, ", ".join(channels), emails.subject(alert))
+        observability.alert_event("sent", alert, logger=log, channels=",".join(channels), recipients=len(quota.notify))
 
     def _record_covered(self, alert, quota, threshold: float, now: float) -> None:
         covered = self._new_alert(alert, quota, threshold, "covered", now)
@@ -208,6 +211,8 @@ class AlertProcessor:
         except PutError as e:
             if "ConditionalCheckFailed" not in str(e):
                 raise StoreError(f"recording the covered {threshold:g}% alert failed: {e}") from e
+            return
+        observability.alert_event("covered", alert, threshold=threshold, logger=log, covered_by=alert.threshold)
 
 
 def alert_history(service: str, limit: int = 200) -> List[dict]:
