@@ -46,7 +46,10 @@ SCHEMAS = {
         "last_duration_ms": NULLABLE_INT, "series_seen": NULLABLE_INT, "minutes_written": NULLABLE_INT,
         "items_written": NULLABLE_INT, "kong_schemas_seen": {"type": "array", "items": {"type": "string"}},
         "last_success": {"type": ["string", "null"]}, "last_error": {"type": ["string", "null"]},
-        "last_error_at": {"type": ["string", "null"]}}},
+        "last_error_at": {"type": ["string", "null"]},
+        "metrics": {"type": "object", "additionalProperties": {"type": "integer"},
+                    "description": "the last run's figures under their CloudWatch metric names"},
+        "summary": {"type": "string", "description": "the same figures in words"}}},
     "EffectiveQuota": {"type": ["object", "null"], "properties": {
         "source": {"type": "string", "description": "service, rule:<pattern>"},
         "limit_bytes": {"type": "integer"}, "period": {"enum": ["day", "week", "month"]},

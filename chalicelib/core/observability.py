@@ -146,9 +146,12 @@ def flush() -> Dict[str, List[float]]:
     return values
 
 
-def last_flushed() -> Dict[str, List[float]]:
-    """The metrics this thread flushed last (the local runtime prints them)."""
-    return getattr(_local, "last", {})
+def last_flushed(clear: bool = False) -> Dict[str, List[float]]:
+    """The metrics this thread flushed last (the local runtime prints them); ``clear`` forgets them."""
+    values = getattr(_local, "last", {})
+    if clear:
+        _local.last = {}
+    return values
 
 
 @contextmanager

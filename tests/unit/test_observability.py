@@ -140,3 +140,15 @@ def test_throttled_requests_are_counted_apart_from_other_refusals():
     observability.request_refused("GET", "/v1/services", 403, "forbidden", "key#1a2b3c4d")
     assert observability.flush() == {"ThrottledRequests": [1.0], "RefusedRequests": [1.0]}
     assert observability.readable(observability.last_flushed()) == "1 throttled, 1 refused"
+
+
+def test_collector_status_shows_the_last_runs_metrics_by_name_and_in_words(wired, monkeypatch):
+    app = wired
+    monkeypatch.setattr("time.time", lambda: T0 + 1830)
+    report = app.collect(SCHEDULED_EVENT, Context())
+    status = bootstrap.status_report(now=T0 + 1845)
+    metrics = status["metrics"]
+    assert metrics["CollectorLagSeconds"] == 45 and metrics["SeriesSeen"] == 1
+    assert metrics["ItemsWritten"] == report["items_written"] and metrics["CollectorRunDuration"] >= 0
+    assert status["summary"].startswith("lag 45 s, run ") and status["summary"].endswith(
+        f"1 series, {report['items_written']} items written")
