@@ -76,3 +76,49 @@ def test_bootstrap_creates_the_table_and_writes_the_stage_config(moto_server, tm
     resources = {r for s in policy["Statement"] for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
     assert stream.split("/stream/")[0] in resources
     assert any(r.endswith(":identity/alerts@example.org") for r in resources)
+
+
+# -- observability, VPC, log retention and PUBLIC_URL (issue 17) ------------------------------------
+def test_alarms_watch_lag_errors_alert_failures_and_the_failure_queue_and_notify_the_topic(template):
+    resources = template["Resources"]
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    watched = {(a["Namespace"], a["MetricName"]) for a in alarms.values()}
+    assert watched == {("BandwidthMeter", "CollectorLagSeconds"), ("AWS/Lambda", "Errors"),
+                       ("BandwidthMeter", "AlertsFailed"), ("AWS/SQS", "ApproximateNumberOfMessagesVisible")}
+    lag = alarms["CollectorLagAlarm"]
+    assert lag["Threshold"] == 300 and lag["ComparisonOperator"] == "GreaterThanThreshold"
+    assert lag["Dimensions"] == [{"Name": "service", "Value": {"Ref": "AWS::StackName"}}]
+    assert alarms["CollectorErrorsAlarm"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "Collect"}}]
+    assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
+    subscription = resources["AlarmSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def test_functions_emit_metrics_under_the_stacks_name_and_keep_logs_30_days(template):
+    resources = template["Resources"]
+    for function in ("Collect", "Alerts", "APIHandler"):
+        variables = resources[function]["Properties"]["Environment"]["Variables"]
+        assert variables["POWERTOOLS_SERVICE_NAME"] == {"Ref": "AWS::StackName"}
+    assert template["Parameters"]["LogRetentionDays"]["Default"] == 30
+    for group, function in (("CollectLogGroup", "Collect"), ("AlertsLogGroup", "Alerts"),
+                            ("ApiHandlerLogGroup", "APIHandler")):
+        properties = resources[group]["Properties"]
+        assert properties["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert properties["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${%s}" % function}
+
+
+def test_the_collector_joins_subnets_only_when_given(template):
+    collect = template["Resources"]["Collect"]["Properties"]["VpcConfig"]
+    assert collect["Fn::If"][0] == "CollectorInVpc"
+    assert collect["Fn::If"][1] == {"SubnetIds": {"Ref": "CollectorSubnetIds"},
+                                    "SecurityGroupIds": {"Ref": "CollectorSecurityGroupIds"}}
+    assert collect["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    role = template["Resources"]["CollectRole"]["Properties"]["ManagedPolicyArns"]
+    assert role["Fn::If"][0] == "CollectorInVpc" and "AWSLambdaVPCAccessExecutionRole" in json.dumps(role)
+
+
+def test_alert_links_point_at_the_deployed_api_or_the_custom_domain(template):
+    url = template["Resources"]["Alerts"]["Properties"]["Environment"]["Variables"]["PUBLIC_URL"]
+    assert url == {"Fn::If": ["HasPublicUrl", {"Ref": "PublicUrl"}, {
+        "Fn::Sub": "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api"}]}

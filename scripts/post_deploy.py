@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""After `chalice deploy`: bring the deployment to what the CloudFormation package creates.
+
+    .venv/bin/python scripts/post_deploy.py --stage prod [--alarm-email ops@example.com] \
+        [--public-url https://bandwidth.example.com]
+
+`make deploy STAGE=prod` runs it after `chalice deploy`. Chalice's ``on_dynamodb_record`` cannot
+set a stream mapping's partial-failure reporting, bisection, retry cap, on-failure destination
+or filter, and Chalice creates no alarms; without this step failed alerts are dropped, every
+table write invokes the alerts function, and a poison record blocks its shard for a day.
+It is idempotent, reads what Chalice deployed from ``.chalice/deployed/<stage>.json``, takes
+every setting from ``deploy/parity.py`` (as ``deploy/make_template.py`` does), and honours
+AWS_ENDPOINT_URL. In order:
+
+1. the failure queue ``<app>-<stage>-alerts-failures`` (created when absent), and the alerts
+   role's right to send to it (an inline policy ``failure-destination`` next to Chalice's);
+2. the alerts function's stream mapping: partial failures, bisection, retry cap, the queue
+   as on-failure destination, the filter;
+3. ``PUBLIC_URL`` on the alerts function (the deployed API's URL, or ``--public-url`` for a
+   custom domain) and ``POWERTOOLS_SERVICE_NAME`` = ``<app>-<stage>`` on every function,
+   written into the stage of ``.chalice/config.json`` as well, so the next `chalice deploy`
+   keeps them;
+4. the SNS topic ``<app>-<stage>-alarms``, an email subscription (``--alarm-email``), and the
+   alarms on collector lag, collector errors, alert failures and the failure queue.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from deploy import parity  # noqa: E402
+
+FAILURE_POLICY_NAME = "failure-destination"
+RETRY_SECONDS = 90  # IAM changes take a few seconds to reach Lambda; a function update in progress, too
+
+
+class PostDeployError(Exception):
+    """The deployment is not what this step expects (nothing deployed yet, a resource missing)."""
+
+
+class Deployed:
+    """What `chalice deploy` recorded for a stage: function ARNs, the stream mapping, the API's URL."""
+
+    def __init__(self, chalice_dir: Path, stage: str):
+        path = chalice_dir / "deployed" / f"{stage}.json"
+        if not path.exists():
+            raise PostDeployError(f"{path} does not exist: run `chalice deploy --stage {stage}` first")
+        self.resources = json.loads(path.read_text())["resources"]
+        config = json.loads((chalice_dir / "config.json").read_text())
+        self.prefix = f"{config['app_name']}-{stage}"
+
+    def _find(self, resource_type: str, name: Optional[str] = None, **match) -> dict:
+        for resource in self.resources:
+            if resource["resource_type"] == resource_type and name in (None, resource["name"]) \
+                    and all(resource.get(k) == v for k, v in match.items()):
+                return resource
+        raise PostDeployError(f"no {resource_type} {name or ''} in the deployed resources; was the deploy complete?")
+
+    def function_arn(self, name: str) -> str:
+        return self._find("lambda_function", name)["lambda_arn"]
+
+    def alerts_mapping_uuid(self) -> str:
+        return self._find("dynamodb_event", lambda_arn=self.function_arn("alerts"))["event_uuid"]
+
+    def api_url(self) -> str:
+        return self._find("rest_api")["rest_api_url"].rstrip("/")
+
+    def functions(self) -> Dict[str, str]:
+        return {r["name"]: r["lambda_arn"] for r in self.resources if r["resource_type"] == "lambda_function"}
+
+
+class PostDeploy:
+    def __init__(self, deployed: Deployed, clients: Dict[str, object], say: Callable[[str], None] = print,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+        self.deployed = deployed
+        self.aws = clients  # lambda, sqs, iam, sns, cloudwatch
+        self.say, self.sleep, self.clock = say, sleep, clock
+
+    def run(self, alarm_email: Optional[str] = None, public_url: Optional[str] = None) -> None:
+        queue_name, queue_arn = self.failure_queue()
+        self.grant_failure_destination(queue_arn)
+        self.configure_alerts_mapping(queue_arn)
+        self.set_environment(public_url or self.deployed.api_url())
+        topic = self.alarm_topic(alarm_email)
+        self.alarms(topic, queue_name)
+
+    # -- 1. the failure queue and the right to use it ------------------------------------------
+    def failure_queue(self):
+        sqs = self.aws["sqs"]
+        name = f"{self.deployed.prefix}-alerts-failures"
+        try:
+            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        except sqs.exceptions.QueueDoesNotExist:
+            url = sqs.create_queue(QueueName=name, Attributes={
+                "MessageRetentionPeriod": str(parity.FAILURE_QUEUE_RETENTION_SECONDS),
+                "SqsManagedSseEnabled": "true"})["QueueUrl"]
+            self.say(f"created the failure queue {name}")
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return name, arn
+
+    def grant_failure_destination(self, queue_arn: str) -> None:
+        role_arn = self.aws["lambda"].get_function_configuration(
+            FunctionName=self.deployed.function_arn("alerts"))["Role"]
+        self.aws["iam"].put_role_policy(RoleName=role_arn.rsplit("/", 1)[-1], PolicyName=FAILURE_POLICY_NAME,
+                                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+                                            "Sid": "FailureDestination", "Effect": "Allow",
+                                            "Action": ["sqs:SendMessage"], "Resource": [queue_arn]}]}))
+
+    # -- 2. the stream mapping -------------------------------------------------------------------
+    def configure_alerts_mapping(self, queue_arn: str) -> dict:
+        settings = parity.alerts_event_source(failure_destination=queue_arn)
+        uuid = self.deployed.alerts_mapping_uuid()
+        # Lambda checks the role may send to the destination; a fresh IAM policy takes a moment.
+        mapping = self._retrying(lambda: self.aws["lambda"].update_event_source_mapping(UUID=uuid, **settings),
+                                 "InvalidParameterValueException", "ResourceInUseException")
+        self.say(f"stream mapping {uuid}: partial failures, bisection, {settings['MaximumRetryAttempts']} retries, "
+                 f"failures to {queue_arn.rsplit(':', 1)[-1]}, filtered to service usage, quotas and rules")
+        return mapping
+
+    # -- 3. the functions' environment -------------------------------------------------------------
+    def set_environment(self, public_url: str) -> None:
+        service = self.deployed.prefix
+        for name, arn in self.deployed.functions().items():
+            wanted = {"POWERTOOLS_SERVICE_NAME": service}
+            if name == "alerts":  # the template gives PUBLIC_URL to the alerts function only
+                wanted["PUBLIC_URL"] = public_url
+            current = (self.aws["lambda"].get_function_configuration(FunctionName=arn)
+                       .get("Environment", {}).get("Variables", {}))
+            if any(current.get(k) != v for k, v in wanted.items()):
+                variables = {**current, **wanted}
+                self._retrying(lambda: self.aws["lambda"].update_function_configuration(
+                    FunctionName=arn, Environment={"Variables": variables}), "ResourceConflictException")
+        self.say(f"PUBLIC_URL={public_url} on the alerts function; metrics under service {service}")
+
+    # -- 4. alarms ---------------------------------------------------------------------------------
+    def alarm_topic(self, email: Optional[str]) -> str:
+        sns = self.aws["sns"]
+        topic = sns.create_topic(Name=f"{self.deployed.prefix}-alarms")["TopicArn"]
+        if email:
+            subscribed = {(s["Protocol"], s["Endpoint"])
+                          for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]}
+            if ("email", email) not in subscribed:
+                sns.subscribe(TopicArn=topic, Protocol="email", Endpoint=email)
+                self.say(f"subscribed {email} to {topic} (confirm the email SNS sends)")
+        return topic
+
+    def alarms(self, topic: str, queue_name: str) -> None:
+        values = {"service": self.deployed.prefix, "failure_queue": queue_name,
+                  "collector": self.deployed.function_arn("collect").rsplit(":", 1)[-1]}
+        for alarm in parity.ALARMS:
+            self.aws["cloudwatch"].put_metric_alarm(
+                AlarmName=f"{self.deployed.prefix}-{alarm['suffix']}",
+                **parity.alarm_properties(alarm, values[alarm["dimension"][1]], topic))
+        self.say(f"{len(parity.ALARMS)} alarms notify {topic}")
+
+    def _retrying(self, call, *codes: str):
+        from botocore.exceptions import ClientError
+
+        deadline = self.clock() + RETRY_SECONDS
+        while True:
+            try:
+                return call()
+            except ClientError as e:
+                if e.response["Error"]["Code"] not in codes or self.clock() > deadline:
+                    raise
+                self.sleep(5)
+
+
+def remember(chalice_dir: Path, stage: str, prefix: str, public_url: str) -> None:
+    """Keep the environment in the stage's configuration, so the next `chalice deploy` sets it too."""
+    path = chalice_dir / "config.json"
+    config = json.loads(path.read_text())
+    stage_config = config["stages"][stage]
+    stage_config.setdefault("environment_variables", {})["POWERTOOLS_SERVICE_NAME"] = prefix
+    alerts = stage_config.setdefault("lambda_functions", {}).setdefault("alerts", {})
+    alerts.setdefault("environment_variables", {})["PUBLIC_URL"] = public_url
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def clients(region: str) -> Dict[str, object]:
+    import boto3
+
+    session = boto3.session.Session(region_name=region)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    return {name: session.client(name, endpoint_url=endpoint)
+            for name in ("lambda", "sqs", "iam", "sns", "cloudwatch")}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--alarm-email", help="address the alarms notify (an SNS email subscription)")
+    parser.add_argument("--public-url", help="the API's public base URL, e.g. a custom domain "
+                                             "(default: the URL chalice deployed)")
+    parser.add_argument("--region", help="default: the region of the deployed functions")
+    parser.add_argument("--chalice-dir", default=str(ROOT / ".chalice"))
+    args = parser.parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    chalice_dir = Path(args.chalice_dir)
+    try:
+        deployed = Deployed(chalice_dir, args.stage)
+        region = args.region or deployed.function_arn("alerts").split(":")[3]
+        public_url = (args.public_url or deployed.api_url()).rstrip("/")
+        PostDeploy(deployed, clients(region)).run(alarm_email=args.alarm_email, public_url=public_url)
+    except PostDeployError as e:
+        print(f"post-deploy: {e}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as e:  # report, do not trace
+        print(f"post-deploy failed: {e}", file=sys.stderr)
+        return 1
+    remember(chalice_dir, args.stage, deployed.prefix, public_url)
+    print(f"stage {args.stage} matches the CloudFormation package; {chalice_dir}/config.json remembers "
+          f"PUBLIC_URL and POWERTOOLS_SERVICE_NAME for the next deploy.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
