@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration prometheus package bench clean
+.PHONY: run test test-unit test-integration prometheus package deploy bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ test-integration: $(STAMP) prometheus
 
 package: $(STAMP)
 	@bash scripts/package.sh
+
+# `chalice deploy`, then the post-deploy step that makes it match the CloudFormation package
+# (stream mapping, failure queue, alarms, PUBLIC_URL; see docs/deploy.md).
+# make deploy STAGE=prod [ALARM_EMAIL=ops@example.com] [PUBLIC_URL=https://bandwidth.example.com]
+STAGE ?= dev
+deploy: $(STAMP)
+	$(VENV)/bin/chalice deploy --stage $(STAGE)
+	$(PY) scripts/post_deploy.py --stage $(STAGE) $(if $(ALARM_EMAIL),--alarm-email $(ALARM_EMAIL)) \
+		$(if $(PUBLIC_URL),--public-url $(PUBLIC_URL))
 
 bench: $(STAMP) prometheus
 	$(PY) bench/collector_bench.py
