@@ -181,7 +181,7 @@ def middleware(event, get_response):
 def collector_run(report: dict, now: float, watermark: Optional[float], duration_seconds: float,
                   logger: logging.Logger = log) -> None:
     """One line and the run's metrics per collector run (``report`` is RunReport.as_dict())."""
-    quarantined = len(report.get("quarantined") or [])
+    quarantined = _count(report.get("series_quarantined", report.get("quarantined")))
     lag = max(0, int(now - watermark)) if watermark is not None else None
     if report.get("status") != "skipped":
         if lag is not None:
@@ -199,6 +199,13 @@ def collector_run(report: dict, now: float, watermark: Optional[float], duration
             f": {report['error']}" if report.get("error") else "",
             extra={"event": "collector_run", "report": report, "lag_seconds": lag,
                    "duration_ms": round(duration_seconds * 1000)})
+
+
+def _count(value) -> int:
+    """A report field that is either a count or the list of what it counts (None: 0)."""
+    if value is None:
+        return 0
+    return value if isinstance(value, int) else len(value)
 
 
 _ALERT_METRICS = {"sent": ALERTS_SENT, "failed": ALERTS_FAILED, "duplicated": ALERTS_DUPLICATED,

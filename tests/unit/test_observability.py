@@ -152,3 +152,10 @@ def test_collector_status_shows_the_last_runs_metrics_by_name_and_in_words(wired
     assert metrics["ItemsWritten"] == report["items_written"] and metrics["CollectorRunDuration"] >= 0
     assert status["summary"].startswith("lag 45 s, run ") and status["summary"].endswith(
         f"1 series, {report['items_written']} items written")
+
+
+@pytest.mark.parametrize("field", [{"series_quarantined": 2}, {"quarantined": [["pay", "bad sample"], ["x", "y"]]}])
+def test_quarantined_series_are_counted_from_the_report(field):
+    report = {"status": "ok", "minutes": 1, "end": "2026-11-30T22:30:00Z", "series_seen": 5, **field}
+    observability.collector_run(report, now=1000.0, watermark=940.0, duration_seconds=0.5)
+    assert observability.flush()["SeriesQuarantined"] == [2.0]
