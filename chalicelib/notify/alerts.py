@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable, List, Optional
 
+from chalicelib.core import observability
 from chalicelib.core.errors import MailError
 from chalicelib.core.models import FORECAST, QUOTA_PK, RULES_KEY, SERVICES_PK, Alert, ServiceUsage
 from chalicelib.core.periods import Period
@@ -111,6 +112,7 @@ class AlertProcessor:
     def _notify(self, alert, quota: EffectiveQuota, existing: Optional[Alert], now: float) -> bool:
         claim = self._claim(alert, quota, existing, now)
         if claim is None:
+            observability.alert_event("duplicated", alert, logger=log)
             return False  # another invocation holds it
         self._send(claim, alert, quota, now)
         return True
@@ -163,12 +165,14 @@ class AlertProcessor:
                     message_id = None
             except (MailError, NotifyError) as e:
                 self.ledger.mark_failed(claim, str(e))
+                observability.alert_event("failed", alert, logger=log, channel=channel, error=str(e)[:200])
                 raise
             self.ledger.mark_delivered(claim, channel, message_id)
         self.ledger.mark_sent(claim, now)
-        log.info("alerts: %s notified (%s): %s", alert.service, ", ".join(channels), emails.subject(alert))
+        observability.alert_event("sent", alert, logger=log, channels=",".join(channels), recipients=len(quota.notify))
 
     def _record_covered(self, alert, quota, threshold: float, now: float) -> None:
         covered = self._new_alert(alert, quota, threshold, "covered", now)
         covered.covered_by = alert.threshold
-        self.ledger.record_covered(covered)
+        if self.ledger.record_covered(covered):
+            observability.alert_event("covered", alert, threshold=threshold, logger=log, covered_by=alert.threshold)
