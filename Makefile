@@ -62,11 +62,14 @@ STAGE ?= prod
 package: $(STAMP)
 	@STAGE=$(STAGE) bash scripts/package.sh
 
-# chalice deploy, then what Chalice does not do (preflights to the function, gateway responses
-# with CORS, the usage plan): scripts/post_deploy.py
+# `chalice deploy`, then the post-deploy step (scripts/post_deploy.py) that makes it match the
+# CloudFormation package: preflights to the function, gateway responses with CORS, the usage
+# plan; the alerts stream mapping, its failure queue, PUBLIC_URL, the alarms (docs/deploy.md).
+# make deploy [STAGE=prod] [ALARM_EMAIL=ops@example.com] [PUBLIC_URL=https://bandwidth.example.com]
 deploy: $(STAMP)
 	$(VENV)/bin/chalice deploy --stage $(STAGE)
-	$(PY) scripts/post_deploy.py --stage $(STAGE)
+	$(PY) scripts/post_deploy.py --stage $(STAGE) $(if $(ALARM_EMAIL),--alarm-email $(ALARM_EMAIL)) \
+		$(if $(PUBLIC_URL),--public-url $(PUBLIC_URL))
 
 # API keys on either deploy path: make keys ARGS='add NAME --role read|admin --stage prod'
 keys: $(STAMP)

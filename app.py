@@ -12,10 +12,14 @@ from chalice import Chalice, Rate, Response
 from chalicelib import __version__, bootstrap
 from chalicelib.api import access, charts, legacy, overview, stats, status
 from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
+from chalicelib.core import observability
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
 
 app = Chalice(app_name="bandwidth-meter")
 app.api.cors = cors_config()
+# Outermost, around every handler: JSON logs with the invocation's context in Lambda, and the
+# invocation's metrics flushed once at its end (chalicelib/core/observability.py).
+app.register_middleware(observability.middleware, "all")
 
 # Chalice needs the stream ARN when it builds the deployment; `scripts/bootstrap_aws.py`
 # (or the CloudFormation template) provides the real one. The placeholder serves local runs.

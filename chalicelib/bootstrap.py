@@ -133,6 +133,10 @@ def override(settings: Optional[Settings] = None, clock: Callable[[], float] = t
 
 
 def reset() -> None:
-    """Forget everything built (the next ``current()`` reads the environment again)."""
+    """Forget everything built (the next ``current()`` reads the environment again), the
+    logging and metrics set up for it included."""
     global _current
     _current = None
+    from chalicelib.core import observability
+
+    observability.reset()

@@ -5,6 +5,7 @@ Kept as code so the IAM statements are the ones deploy/policies.py writes for th
 deploy` path too, with the ARNs replaced by references to the resources this template creates.
 Run: .venv/bin/python deploy/make_template.py
 """
+import copy
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ LOGS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::Account
 
 
 sys.path.insert(0, os.path.dirname(HERE))
-from deploy import policies  # noqa: E402  (run as a script from anywhere)
+from deploy import parity, policies  # noqa: E402  (run as a script from anywhere; parity: what both paths share)
 
 
 # -- safe by default (issue 16): names, keys, secrets, roles, CORS -------------------------------
@@ -44,6 +45,7 @@ RESOURCES = policies.Resources(
     log_group=_log_group,
     parameter=lambda sub: {"Fn::Sub": f"{PARAMETER_ARN}/{sub}"},
     amp_workspace={"Ref": "PrometheusWorkspaceArn"},
+    failure_queue={"Fn::GetAtt": ["AlertsFailures", "Arn"]},
 )
 
 
@@ -231,7 +233,20 @@ def environment() -> dict:
     }}}
 
 
+def alerts_event_source() -> dict:
+    """The stream mapping of deploy/parity.py (scripts/post_deploy.py applies the same after chalice deploy)."""
+    source = {"Stream": STREAM_ARN, "StartingPosition": parity.STREAM_STARTING_POSITION,
+              **parity.alerts_event_source(retry_attempts={"Ref": "StreamRetryAttempts"},
+                                           failure_destination={"Fn::GetAtt": ["AlertsFailures", "Arn"]})}
+    source["DestinationConfig"]["OnFailure"]["Type"] = "SQS"  # SAM wants the destination's type
+    return source
+
+
 def template() -> dict:
+    return merge(_base_template(), observability_template(), vpc_template(), public_url_template())
+
+
+def _base_template() -> dict:
     return {
         "Parameters": {
             "AlertSender": {"Type": "String", "Default": "alerts@example.com",
@@ -244,7 +259,8 @@ def template() -> dict:
                          "Description": "Per-key burst (THROTTLE_PER_KEY_PER_MINUTE)"},
             "ThrottlePerSecond": {"Type": "Number", "Default": 50, "MinValue": 1,
                                   "Description": "Whole-API rate and burst (THROTTLE_PER_SECOND)"},
-            "StreamRetryAttempts": {"Type": "Number", "Default": 10, "MinValue": 0, "MaxValue": 10000},
+            "StreamRetryAttempts": {"Type": "Number", "Default": parity.STREAM_RETRY_ATTEMPTS,
+                                    "MinValue": 0, "MaxValue": 10000},
             **safety_parameters(),
         },
         "Conditions": safety_conditions(),
@@ -267,31 +283,19 @@ def template() -> dict:
             },
             "AlertsFailures": {
                 "Type": "AWS::SQS::Queue",
-                "Properties": {"MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True},
+                "Properties": {"MessageRetentionPeriod": parity.FAILURE_QUEUE_RETENTION_SECONDS,
+                               "SqsManagedSseEnabled": True},
             },
             "Alerts": {"Properties": {
                 "FunctionName": function_name("alerts"),
                 **environment(),
-                "Events": {"AlertsDynamodbEventSource": {"Type": "DynamoDB", "Properties": {
-                    "Stream": STREAM_ARN,
-                    "StartingPosition": "TRIM_HORIZON",
-                    "BatchSize": 100,
-                    "FunctionResponseTypes": ["ReportBatchItemFailures"],
-                    "MaximumRetryAttempts": {"Ref": "StreamRetryAttempts"},
-                    "BisectBatchOnFunctionError": True,
-                    "DestinationConfig": {"OnFailure": {"Type": "SQS",
-                                                        "Destination": {"Fn::GetAtt": ["AlertsFailures", "Arn"]}}},
-                    # Only service usage, quotas and rules concern the alerts function.
-                    "FilterCriteria": {"Filters": [{"Pattern": json.dumps(
-                        {"dynamodb": {"Keys": {"pk": {"S": ["SERVICES", "QUOTA", "RULES", "STATE"]}}}})}]},
-                }}},
+                "Events": {"AlertsDynamodbEventSource": {"Type": "DynamoDB", "Properties": alerts_event_source()}},
             }},
             "Collect": {"Properties": {"FunctionName": function_name("collect"), **environment()}},
             "APIHandler": {"Properties": {"FunctionName": function_name("api"), **environment()}},
-            "AlertsRole": {"Properties": {"Policies": [{"PolicyName": "AlertsRolePolicy", "PolicyDocument": {
-                **policy("alerts"), "Statement": policy("alerts")["Statement"] + [{
-                    "Sid": "FailureDestination", "Effect": "Allow", "Action": ["sqs:SendMessage"],
-                    "Resource": [{"Fn::GetAtt": ["AlertsFailures", "Arn"]}]}]}}]}},
+            # The failure destination's sqs:SendMessage is in the alerts policy (deploy/policies.py).
+            "AlertsRole": {"Properties": {"Policies": [{"PolicyName": "AlertsRolePolicy",
+                                                        "PolicyDocument": policy("alerts")}]}},
             "CollectRole": {"Properties": {"Policies": [{"PolicyName": "CollectRolePolicy",
                                                          "PolicyDocument": policy("collect")}]}},
             "ApiHandlerRole": {"Properties": {"Policies": [{"PolicyName": "ApiHandlerRolePolicy",
@@ -325,6 +329,111 @@ def template() -> dict:
             "UsagePlanId": {"Value": {"Ref": "UsagePlan"}},
             "KeyRegistryPath": {"Value": {"Fn::Sub": "${ParameterPath}/api-keys"}},
         },
+    }
+
+
+# -- observability, VPC and the public URL (issue 17); merged into the template above ----------------
+API_URL = {"Fn::Sub": "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api"}
+# CloudWatch Logs accepts only these retention periods.
+RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                  2922, 3288, 3653]
+FUNCTIONS = tuple(FUNCTION_NAMES)
+# Chalice's log group resource for each function (log_retention_in_days in .chalice/config.json).
+LOG_GROUPS = {"Collect": "CollectLogGroup", "Alerts": "AlertsLogGroup", "APIHandler": "ApiHandlerLogGroup"}
+
+
+def merge(base: dict, *parts: dict) -> dict:
+    """Deep-merge template fragments (dicts merge key by key; anything else is replaced)."""
+    result = copy.deepcopy(base)
+    for part in parts:
+        _merge_into(result, part)
+    return result
+
+
+def _merge_into(target: dict, part: dict) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_into(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def observability_template() -> dict:
+    """Alarms (deploy/parity.py) notifying an SNS topic, the metrics' service name, log retention."""
+    dimension_values = {"service": {"Ref": "AWS::StackName"}, "collector": {"Ref": "Collect"},
+                        "failure_queue": {"Fn::GetAtt": ["AlertsFailures", "QueueName"]}}
+    alarms = {alarm["id"]: {"Type": "AWS::CloudWatch::Alarm", "Properties": {
+        "AlarmName": {"Fn::Sub": "${AWS::StackName}-" + alarm["suffix"]},
+        **parity.alarm_properties(alarm, dimension_values[alarm["dimension"][1]], {"Ref": "AlarmTopic"})}}
+        for alarm in parity.ALARMS}
+    return {
+        "Parameters": {
+            "AlarmEmail": {"Type": "String", "Default": "",
+                           "Description": "Address the alarms notify (SNS email subscription); empty: none"},
+            "LogRetentionDays": {"Type": "Number", "Default": parity.LOG_RETENTION_DAYS,
+                                 "AllowedValues": RETENTION_DAYS,
+                                 "Description": "Days the functions' logs are kept"},
+        },
+        "Conditions": {"HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}},
+        "Resources": {
+            # Metrics go out under the stack's name, so two stacks in one account do not mix.
+            **{name: {"Properties": {"Environment": {"Variables": {
+                "POWERTOOLS_SERVICE_NAME": {"Ref": "AWS::StackName"}}}}} for name in FUNCTIONS},
+            # Named after the functions' fixed names (not ${Collect}: Chalice 1.34 writes ${ApiHandler}
+            # for the API's, which is no resource), so a group never waits for its function and is
+            # the one each role's OwnLogGroup statement names.
+            **{group: {"Properties": {
+                "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{FUNCTION_NAMES[function]}"},
+                "RetentionInDays": {"Ref": "LogRetentionDays"}}} for function, group in LOG_GROUPS.items()},
+            # Not KMS-encrypted with aws/sns: CloudWatch alarms cannot publish to that key.
+            "AlarmTopic": {"Type": "AWS::SNS::Topic",
+                           "Properties": {"DisplayName": "Bandwidth Meter alarms"}},
+            "AlarmSubscription": {"Type": "AWS::SNS::Subscription", "Condition": "HasAlarmEmail",
+                                  "Properties": {"Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"},
+                                                 "TopicArn": {"Ref": "AlarmTopic"}}},
+            **alarms,
+        },
+        "Outputs": {"AlarmTopicArn": {"Description": "SNS topic the alarms notify; subscribe more to it",
+                                      "Value": {"Ref": "AlarmTopic"}}},
+    }
+
+
+def vpc_template() -> dict:
+    """The collector in the stage's subnets with its security groups (Prometheus is usually
+    private), when subnets are given; docs/deploy.md lists the VPC endpoints it then needs."""
+    in_vpc = "CollectorInVpc"
+    return {
+        "Parameters": {
+            "CollectorSubnetIds": {"Type": "CommaDelimitedList", "Default": "",
+                                   "Description": "Subnets for the collector (empty: not in a VPC)"},
+            "CollectorSecurityGroupIds": {"Type": "CommaDelimitedList", "Default": "",
+                                          "Description": "Security groups for the collector in its subnets"},
+        },
+        "Conditions": {in_vpc: {"Fn::Not": [{"Fn::Equals": [
+            {"Fn::Join": ["", {"Ref": "CollectorSubnetIds"}]}, ""]}]}},
+        "Resources": {
+            "Collect": {"Properties": {"VpcConfig": {"Fn::If": [in_vpc, {
+                "SubnetIds": {"Ref": "CollectorSubnetIds"},
+                "SecurityGroupIds": {"Ref": "CollectorSecurityGroupIds"}}, {"Ref": "AWS::NoValue"}]}}},
+            # The network interfaces Lambda creates in the subnets; AWS's managed policy for exactly that.
+            "CollectRole": {"Properties": {"ManagedPolicyArns": {"Fn::If": [in_vpc, [
+                {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}],
+                {"Ref": "AWS::NoValue"}]}}},
+        },
+    }
+
+
+def public_url_template() -> dict:
+    """PUBLIC_URL (the base of links in alert emails) is where the API is deployed: the
+    PublicUrl parameter for a custom domain, else the API Gateway stage's URL. Only the alerts
+    function gets it: the API function's own URL in its environment would be a cycle."""
+    return {
+        "Parameters": {"PublicUrl": {"Type": "String", "Default": "",
+                                     "Description": "The API's public base URL (a custom domain); "
+                                                    "empty: the API Gateway stage URL"}},
+        "Conditions": {"HasPublicUrl": {"Fn::Not": [{"Fn::Equals": [{"Ref": "PublicUrl"}, ""]}]}},
+        "Resources": {"Alerts": {"Properties": {"Environment": {"Variables": {
+            "PUBLIC_URL": {"Fn::If": ["HasPublicUrl", {"Ref": "PublicUrl"}, API_URL]}}}}}},
     }
 
 

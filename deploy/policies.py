@@ -12,7 +12,12 @@ fills in intrinsic functions. Each statement allows only the calls its function 
 - ``ssm:GetParameter*`` only under the project's parameter path, each function its own part:
   ``<path>/prometheus/*`` (collector), ``<path>/webhook/*`` (alerts), ``<path>/api-keys`` (API);
 - ``aps:QueryMetrics`` on the Amazon Managed Prometheus workspace, when the collector signs
-  its queries with SigV4.
+  its queries with SigV4;
+- ``sqs:SendMessage`` on the alerts failure queue: the stream mapping's on-failure destination,
+  which Lambda sends to with the alerts function's role. The template puts it in the alerts
+  policy; on the `chalice deploy` path the queue is made after the deploy, so
+  `scripts/post_deploy.py` attaches ``failure_destination_policy`` to the role.
+CloudWatch metrics need nothing: they are embedded in the log lines (EMF), not put by an API call.
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ class Resources:
     log_group: Callable[[str], List[Arn]]  # function -> [group ARN, group ARN + ":*"]
     parameter: Callable[[str], Arn]  # path below the project's parameter path -> ARN
     amp_workspace: Optional[Arn] = None
+    failure_queue: Optional[Arn] = None  # the alerts stream mapping's on-failure destination
+    collector_in_vpc: bool = False  # chalice deploy path; the template attaches AWS's managed VPC policy
 
 
 def _statement(sid: str, actions: List[str], resources: List[Arn], condition: Optional[dict] = None) -> dict:
@@ -70,6 +77,13 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
         ]
         if r.amp_workspace is not None:
             statements.append(_statement("QueryManagedPrometheus", ["aps:QueryMetrics"], [r.amp_workspace]))
+        if r.collector_in_vpc:
+            # The network interfaces Lambda makes in the collector's subnets; these EC2 actions
+            # have no resource-level form (AWSLambdaVPCAccessExecutionRole grants the same).
+            statements.append(_statement("VpcNetworkInterfaces", [
+                "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+                "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"],
+                ["*"]))
     elif function == "alerts":
         statements += [
             _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query",
@@ -84,6 +98,8 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
             _statement("SendAsSender", ["ses:SendEmail", "ses:SendRawEmail"], [r.sender]),
             _statement("WebhookSecret", ["ssm:GetParameter"], [r.parameter(SECRETS["alerts"])]),
         ]
+        if r.failure_queue is not None:
+            statements.append(failure_destination(r.failure_queue))
     elif function == "api":
         statements += [
             _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query",
@@ -99,6 +115,15 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+def failure_destination(queue: Arn) -> dict:
+    return _statement("FailureDestination", ["sqs:SendMessage"], [queue])
+
+
+def failure_destination_policy(queue_arn: str) -> Dict[str, Any]:
+    """The alerts role's extra policy on the `chalice deploy` path (scripts/post_deploy.py)."""
+    return {"Version": "2012-10-17", "Statement": [failure_destination(queue_arn)]}
+
+
 # -- the chalice deploy path: real ARNs ---------------------------------------------------------
 CHALICE_FUNCTION_NAMES = {"collect": "{app}-{stage}-collect", "alerts": "{app}-{stage}-alerts",
                           "api": "{app}-{stage}"}
@@ -106,7 +131,7 @@ CHALICE_FUNCTION_NAMES = {"collect": "{app}-{stage}-collect", "alerts": "{app}-{
 
 def arn_resources(region: str, account: str, app: str, stage: str, table_arn: str, stream_arn: str,
                   sender: str, parameter_path: str, amp_workspace_arn: Optional[str] = None,
-                  partition: str = "aws") -> Resources:
+                  partition: str = "aws", collector_in_vpc: bool = False) -> Resources:
     def log_group(function: str) -> List[str]:
         name = CHALICE_FUNCTION_NAMES[function].format(app=app, stage=stage)
         group = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/lambda/{name}"
@@ -119,4 +144,5 @@ def arn_resources(region: str, account: str, app: str, stage: str, table_arn: st
         log_group=log_group,
         parameter=lambda sub: f"arn:{partition}:ssm:{region}:{account}:parameter{parameter_path.rstrip('/')}/{sub}",
         amp_workspace=amp_workspace_arn,
+        collector_in_vpc=collector_in_vpc,
     )

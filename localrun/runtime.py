@@ -22,6 +22,8 @@ from typing import List
 
 import requests
 
+from chalicelib.core import observability
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 OUTBOX = ROOT / "outbox"
@@ -188,10 +190,11 @@ class Runtime:
             started = time.monotonic()
             try:
                 report = self.collect_handler(scheduled_event(), _Context("bandwidth-meter-local-collect"))
-                print(f"[collect] {report['status']}: {report['minutes']} minutes up to {report['end']}, "
-                      f"{report['series_seen']} series, {report['items_written']} items written", flush=True)
+                print(f"[collect] {report['status']}: {report['minutes']} minutes up to {report['end']}; "
+                      f"{observability.readable(observability.last_flushed(clear=True))}", flush=True)
             except Exception as e:  # Lambda would log the failure and run again next minute
-                print(f"[collect] failed: {e}", flush=True)
+                print(f"[collect] failed: {e}; {observability.readable(observability.last_flushed(clear=True))}",
+                      flush=True)
             self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def _stream_loop(self) -> None:
@@ -199,6 +202,9 @@ class Runtime:
             try:
                 if not self.poller.poll_once():
                     self.stop_event.wait(1)
+                alerts = observability.last_flushed(clear=True)
+                if alerts:  # the same counts the alerts function emits as metrics in AWS
+                    print(f"[alerts] {observability.readable(alerts)}", flush=True)
             except Exception as e:
                 print(f"[alerts] stream polling failed: {e}", flush=True)
                 self.stop_event.wait(2)

@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/bootstrap_aws.py --stage dev --table bandwidth-meter-dev \
         --sender alerts@example.com [--region eu-west-1] [--prometheus-url URL] \
-        [--parameter-path /bandwidth-meter/dev] [--amp-workspace-arn ARN]
+        [--parameter-path /bandwidth-meter/dev] [--amp-workspace-arn ARN] [--collector-in-vpc]
 
 Creates the usage table (stream NEW_AND_OLD_IMAGES, TTL on expires_at) unless it exists,
 asks SES to verify the sender, and writes TABLE_NAME, USAGE_STREAM_ARN, ALERT_FROM and
@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     parser.add_argument("--parameter-path", help="SSM path of the stage's secrets (default /bandwidth-meter/STAGE)")
     parser.add_argument("--amp-workspace-arn", help="Amazon Managed Prometheus workspace the collector queries "
                                                     "with SigV4 (grants aps:QueryMetrics on it)")
+    parser.add_argument("--collector-in-vpc", action="store_true",
+                        help="the stage puts the collector in subnets (subnet_ids in .chalice/config.json): "
+                             "grants the EC2 network-interface actions Lambda needs for that")
     parser.add_argument("--chalice-dir", default=str(ROOT / ".chalice"))
     args = parser.parse_args(argv)
     if not args.region:
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
     update_config(chalice_dir, args.stage, values)
     update_policies(chalice_dir, args.stage, policies.arn_resources(
         args.region, account, "bandwidth-meter", args.stage, table_arn, stream_arn, args.sender, parameter_path,
-        amp_workspace_arn=args.amp_workspace_arn))
+        amp_workspace_arn=args.amp_workspace_arn, collector_in_vpc=args.collector_in_vpc))
     print(f"table {args.table} ready (stream {stream_arn}); SES asked to verify {args.sender}.\n"
           f"Stage {args.stage} in {chalice_dir}/config.json and the policy files updated. "
           f"Next: confirm the SES verification email, `chalice deploy --stage {args.stage}`, then "

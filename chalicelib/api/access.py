@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from chalicelib.api.http import error_response
+from chalicelib.core import observability
 
 log = logging.getLogger(__name__)
 
@@ -303,12 +304,12 @@ class AccessGuard:
                 event.context[_CONTEXT_KEY] = caller
             return get_response(event)
         who = caller.name if caller else "no key"
+        observability.request_refused(event.method, route, denial.status, denial.code, who,
+                                      denial.retry_after if denial.status == 429 else None, logger=log,
+                                      reason=denial.message)
         if denial.status == 429:
-            log.info("access: %s %s throttled for %s (retry in %s s)", event.method, route, who, denial.retry_after)
             headers = {"Retry-After": str(denial.retry_after), "Access-Control-Expose-Headers": "Retry-After"}
         else:
-            log.warning("access: %s %s refused %s for %s: %s", event.method, route, denial.status, who,
-                        denial.message)
             headers = None
         return error_response(denial.status, denial.code, denial.message, headers=headers)
 

@@ -51,7 +51,10 @@ SCHEMAS = {
         "last_error_at": {"type": ["string", "null"]},
         "quarantined_count": {"type": "integer", "description": "Series the last run skipped as bad data"},
         "quarantined": {"type": "array", "description": "Up to 50 of them, with the reason",
-                        "items": _obj({"series": {"type": "string"}, "reason": {"type": "string"}})}}},
+                        "items": _obj({"series": {"type": "string"}, "reason": {"type": "string"}})},
+        "metrics": {"type": "object", "additionalProperties": {"type": "integer"},
+                    "description": "the last run's figures under their CloudWatch metric names"},
+        "summary": {"type": "string", "description": "the same figures in words"}}},
     "EffectiveQuota": {"type": ["object", "null"], "properties": {
         "source": {"type": "string", "description": "service, rule:<pattern>"},
         "limit_bytes": {"type": "integer"}, "period": {"enum": ["day", "week", "month"]},

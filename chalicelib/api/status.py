@@ -1,6 +1,7 @@
 """The collector's status as the API shows it."""
 from __future__ import annotations
 
+from chalicelib.core import observability
 from chalicelib.core.redact import redact
 from chalicelib.core.store import LEASE_SECONDS
 from chalicelib.core.timeutil import iso
@@ -13,9 +14,18 @@ def _t(value):
 def collector_status(state, settings, now: float) -> dict:
     watermark = int(state.watermark) if state.watermark is not None else None
     running = state.running_since is not None and state.running_since > now - LEASE_SECONDS
+    lag = int(now - watermark) if watermark is not None else None
+    # The last run's figures under the names its CloudWatch metrics have in AWS, and in words.
+    metrics = {name: int(value) for name, value in (
+        (observability.COLLECTOR_LAG, lag), (observability.RUN_DURATION, state.last_duration_ms),
+        (observability.SERIES_SEEN, state.last_series_seen), (observability.SERIES_QUARANTINED, state.quarantined_count),
+        (observability.ITEMS_WRITTEN, state.last_items_written),
+    ) if value is not None}
     return {
+        "metrics": metrics,
+        "summary": observability.readable({name: [value] for name, value in metrics.items()}),
         "watermark": _t(watermark),
-        "lag_seconds": int(now - watermark) if watermark is not None else None,
+        "lag_seconds": lag,
         "configured_lag_seconds": settings.collect_lag_seconds,
         "collection_start": _t(state.collection_start),
         "gaps": [{"start": iso(a), "end": iso(b)} for a, b in (state.gaps or [])],

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Set
 
 from chalicelib.collect import kong
 from chalicelib.collect.checkpoint import Checkpoint, Reading, baseline_for_chunk, series_id
+from chalicelib.core import observability
 from chalicelib.core.errors import BadSample, BandwidthMeterError
 from chalicelib.core.models import ServiceUsage
 from chalicelib.core.periods import period_at
@@ -74,6 +75,7 @@ class Collector:
         run_id = uuid.uuid4().hex
         if not self.store.acquire_lease(run_id, now, LEASE_SECONDS):
             log.info("collector: another run holds the lease; nothing to do")
+            observability.collector_run(RunReport(status="skipped").as_dict(), now, None, 0.0, logger=log)
             return RunReport(status="skipped")
         started = time.monotonic()
         writes_before, requests_before = self.store.writes, self.prometheus.requests_made
@@ -120,6 +122,8 @@ class Collector:
         report.prometheus_requests = self.prometheus.requests_made - requests_before
         finished = self.clock()
         self._finish(run_id, now, finished, started, report)
+        observability.collector_run(report.as_dict(), now, watermark=start + report.minutes * MINUTE,
+                                    duration_seconds=time.monotonic() - started, logger=log)
         if report.status == "failed":
             raise CollectorRunFailed(report.error)
         return report

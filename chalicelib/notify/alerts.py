@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional
 
+from chalicelib.core import observability
 from chalicelib.core.errors import MailError
 from chalicelib.core.models import FORECAST, QUOTA_PK, RULES_KEY, SERVICES_PK, STATE_KEY, Alert, ServiceUsage
 from chalicelib.core.periods import Period
@@ -214,15 +215,17 @@ class AlertProcessor:
                     message_id = None
             except (MailError, NotifyError) as e:
                 self.ledger.mark_failed(claim, str(e))
+                observability.alert_event("failed", alert, logger=log, channel=channel, error=str(e)[:200])
                 raise
             self.ledger.mark_delivered(claim, channel, message_id)
         self.ledger.mark_sent(claim, now)
-        log.info("alerts: %s notified (%s): %s", alert.service, ", ".join(channels), emails.subject(alert))
+        observability.alert_event("sent", alert, logger=log, channels=",".join(channels), recipients=len(recipients))
 
     def _record_covered(self, alert, quota, threshold: float, now: float) -> None:
         covered = self._new_alert(alert, quota, threshold, "covered", now)
         covered.covered_by = alert.threshold
-        self.ledger.record_covered(covered)
+        if self.ledger.record_covered(covered):
+            observability.alert_event("covered", alert, threshold=threshold, logger=log, covered_by=alert.threshold)
 
     # -- a rules change: every service a rule now governs, within a time budget -------------------
     def reevaluate_rules(self, now: float, snapshot=None, after: Optional[str] = None) -> Optional[str]:
@@ -257,6 +260,7 @@ class AlertProcessor:
                         report.possibly_duplicated += 1
                         log.warning("alerts: %s %s redelivered after its claim timed out; if its sender had "
                                     "sent before dying, this is a duplicate", alert.service, alert.ledger_key)
+                        observability.alert_event("duplicated", alert, logger=log)
             except (MailError, NotifyError) as e:
                 report.failed += 1
                 report.errors.append(f"{alert.service}: {e}"[:300])

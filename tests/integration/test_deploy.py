@@ -128,3 +128,68 @@ def test_no_stage_in_the_chalice_configuration_holds_a_secret_or_cors_star():
         variables = values.get("environment_variables", {})
         assert not {"API_KEYS", "PROMETHEUS_PASSWORD", "PROMETHEUS_BEARER_TOKEN", "WEBHOOK_SECRET"} & set(variables)
         assert "*" not in variables.get("CORS_ORIGINS", ""), stage
+
+
+# -- observability, VPC, log retention and PUBLIC_URL (issue 17) ------------------------------------
+def test_alarms_watch_lag_errors_alert_failures_and_the_failure_queue_and_notify_the_topic(template):
+    resources = template["Resources"]
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    watched = {(a["Namespace"], a["MetricName"]) for a in alarms.values()}
+    assert watched == {("BandwidthMeter", "CollectorLagSeconds"), ("AWS/Lambda", "Errors"),
+                       ("BandwidthMeter", "AlertsFailed"), ("AWS/SQS", "ApproximateNumberOfMessagesVisible")}
+    lag = alarms["CollectorLagAlarm"]
+    assert lag["Threshold"] == 300 and lag["ComparisonOperator"] == "GreaterThanThreshold"
+    assert lag["Dimensions"] == [{"Name": "service", "Value": {"Ref": "AWS::StackName"}}]
+    assert alarms["CollectorErrorsAlarm"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "Collect"}}]
+    assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
+    subscription = resources["AlarmSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def test_functions_emit_metrics_under_the_stacks_name_and_keep_logs_30_days(template):
+    resources = template["Resources"]
+    for function in ("Collect", "Alerts", "APIHandler"):
+        variables = resources[function]["Properties"]["Environment"]["Variables"]
+        assert variables["POWERTOOLS_SERVICE_NAME"] == {"Ref": "AWS::StackName"}
+    assert template["Parameters"]["LogRetentionDays"]["Default"] == 30
+    for group, function in (("CollectLogGroup", "Collect"), ("AlertsLogGroup", "Alerts"),
+                            ("ApiHandlerLogGroup", "APIHandler")):
+        properties = resources[group]["Properties"]
+        assert properties["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        # the function's fixed name, which its role's OwnLogGroup statement names too
+        name = resources[function]["Properties"]["FunctionName"]["Fn::Sub"]
+        assert properties["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/{name}"}
+        role = resources[group.replace("LogGroup", "Role")]["Properties"]["Policies"][0]["PolicyDocument"]
+        own = next(s for s in role["Statement"] if s.get("Sid") == "OwnLogGroup")
+        assert any(r["Fn::Sub"].endswith(f":log-group:/aws/lambda/{name}") for r in own["Resource"])
+
+
+def test_the_collector_joins_subnets_only_when_given(template):
+    collect = template["Resources"]["Collect"]["Properties"]["VpcConfig"]
+    assert collect["Fn::If"][0] == "CollectorInVpc"
+    assert collect["Fn::If"][1] == {"SubnetIds": {"Ref": "CollectorSubnetIds"},
+                                    "SecurityGroupIds": {"Ref": "CollectorSecurityGroupIds"}}
+    assert collect["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    role = template["Resources"]["CollectRole"]["Properties"]["ManagedPolicyArns"]
+    assert role["Fn::If"][0] == "CollectorInVpc" and "AWSLambdaVPCAccessExecutionRole" in json.dumps(role)
+
+
+def test_alert_links_point_at_the_deployed_api_or_the_custom_domain(template):
+    url = template["Resources"]["Alerts"]["Properties"]["Environment"]["Variables"]["PUBLIC_URL"]
+    assert url == {"Fn::If": ["HasPublicUrl", {"Ref": "PublicUrl"}, {
+        "Fn::Sub": "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api"}]}
+
+
+def test_a_collector_in_a_vpc_gets_the_network_interface_actions_only_when_asked():
+    from deploy import policies
+
+    def collect_actions(in_vpc):
+        resources = policies.arn_resources(
+            "eu-west-1", "123456789012", "bandwidth-meter", "prod",
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/t", "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/1",
+            "alerts@example.com", "/bandwidth-meter/prod", collector_in_vpc=in_vpc)
+        return {a for s in policies.policy("collect", resources)["Statement"] for a in s["Action"]}
+
+    assert "ec2:CreateNetworkInterface" in collect_actions(True)
+    assert not any(a.startswith("ec2:") for a in collect_actions(False))

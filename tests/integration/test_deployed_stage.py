@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import logging
 import os
 import time
 
@@ -216,17 +215,31 @@ def test_health_names_no_table_region_or_endpoint(world):
 
 
 # -- a stage with no keys refuses everything, and says why ----------------------------------------
-def test_with_an_empty_registry_everything_is_refused_and_the_log_says_why(world, caplog):
+def function_log(out: str) -> list:
+    """The JSON log lines a function wrote on stdout (in Lambda, Powertools' Logger), EMF blobs aside."""
+    records = []
+    for line in out.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "_aws" not in record:
+            records.append(record)
+    return records
+
+
+def test_with_an_empty_registry_everything_is_refused_and_the_log_says_why(world, capfd):
     ssm = world["ssm"]
     saved = {p["Name"]: p["Value"] for p in
              ssm.get_parameters_by_path(Path=f"{PARAMETERS}/api-keys", WithDecryption=True)["Parameters"]}
     for name in saved:
         ssm.delete_parameter(Name=name)
     try:
-        with caplog.at_level(logging.WARNING):
-            responses = [call_api(world, "GET", "/v1/services", key) for key in (world["admin"], world["read"], None)]
+        capfd.readouterr()
+        responses = [call_api(world, "GET", "/v1/services", key) for key in (world["admin"], world["read"], None)]
         assert [r["statusCode"] for r in responses] == [401, 401, 401]
-        assert "no API keys in SSM /bandwidth-meter/prod/api-keys" in caplog.text
+        warnings = [r["message"] for r in function_log(capfd.readouterr().out) if r["level"] == "WARNING"]
+        assert any("no API keys in SSM /bandwidth-meter/prod/api-keys" in m for m in warnings), warnings
     finally:
         for name, value in saved.items():
             ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
@@ -281,6 +294,9 @@ def test_alerts_email_and_sign_the_webhook_with_the_secret_from_ssm(world):
                               context=LambdaContext(env["AWS_LAMBDA_FUNCTION_NAME"]))
         while poller.poll_once():
             pass
+    # What still fails after the retries, the mapping sends to the failure queue with the same role.
+    queue = world["stacks"]["bearer"].resolve({"Fn::GetAtt": ["AlertsFailures", "Arn"]})
+    world["calls"]["Alerts"].append(IamRequest("sqs:SendMessage", queue))
     (headers, body), = world["receiver"].received
     expected = hmac.new(WEBHOOK_SECRET.encode(), headers["X-Bandwidth-Meter-Timestamp"].encode() + b"." + body,
                         hashlib.sha256).hexdigest()
@@ -306,6 +322,7 @@ def test_the_calls_cover_what_each_function_is_for(world):
     assert {("dynamodb:BatchWriteItem", "USAGE#payments"), ("aps:QueryMetrics", "")} <= made["Collect"]
     assert {("dynamodb:PutItem", "QUOTA"), ("dynamodb:PutItem", "AUDIT"), ("ssm:GetParametersByPath", "")} <= made["APIHandler"]
     assert ("dynamodb:PutItem", "ALERT#payments") in made["Alerts"]
+    assert ("sqs:SendMessage", "") in made["Alerts"]  # the stream mapping's failure destination
 
 
 TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
@@ -325,6 +342,9 @@ TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
     ("CollectRole", IamRequest("ses:SendRawEmail", f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/alerts@example.com")),
     ("CollectRole", IamRequest("ssm:GetParametersByPath", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{PARAMETERS}/api-keys")),
     ("CollectRole", IamRequest("ssm:GetParameter", "arn:aws:ssm:us-east-1:123456789012:parameter/other-app/secret")),
+    ("ApiHandlerRole", IamRequest("sqs:SendMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:failures")),
+    ("CollectRole", IamRequest("sqs:SendMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:failures")),
+    ("AlertsRole", IamRequest("sqs:SendMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:other-queue")),
 ])
 def test_roles_refuse_what_their_function_must_not_do(world, role, request_):
     assert not policy_allows(world["stacks"]["sigv4"].statements(role), request_)

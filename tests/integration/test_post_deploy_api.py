@@ -1,15 +1,15 @@
-"""scripts/post_deploy.py against a moto server: after `chalice deploy`, preflights go to the
-API function, API Gateway's refusals carry CORS, and the stage's usage plan exists."""
+"""scripts/post_deploy.py against a moto server, the API's part: after `chalice deploy`,
+preflights go to the API function, API Gateway's refusals carry CORS, and the stage's usage plan
+exists. (The stream mapping, alarms and PUBLIC_URL: test_post_deploy_parity.py.)"""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
-import requests
+
+from tests.support.chalice_deployment import chalice_deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -18,25 +18,14 @@ FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:bandwidth-meter-prod"
 
 @pytest.fixture
 def chalice_deployed(moto_server, tmp_path, monkeypatch):
-    """A REST API shaped like Chalice's (a route with a mock OPTIONS) and its deployment record."""
-    requests.post(f"{moto_server}/moto-api/reset", timeout=5)
+    """Stage prod as `chalice deploy` leaves it (tests/support/chalice_deployment.py): a REST API
+    with a route whose preflight is Chalice's mock, the functions, and the deployment record."""
     for name, value in {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
                         "AWS_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
-    apigw = boto3.client("apigateway", region_name=REGION, endpoint_url=moto_server)
-    api = apigw.create_rest_api(name="bandwidth-meter")["id"]
-    root = apigw.get_resources(restApiId=api)["items"][0]["id"]
-    v1 = apigw.create_resource(restApiId=api, parentId=root, pathPart="v1")["id"]
-    for method in ("GET", "OPTIONS"):
-        apigw.put_method(restApiId=api, resourceId=v1, httpMethod=method, authorizationType="NONE")
-    apigw.put_integration(restApiId=api, resourceId=v1, httpMethod="OPTIONS", type="MOCK")
-    chalice_dir = tmp_path / ".chalice"
-    shutil.copytree(ROOT / ".chalice", chalice_dir, ignore=shutil.ignore_patterns("deployments", "venv", "deployed"))
-    (chalice_dir / "deployed").mkdir()
-    (chalice_dir / "deployed" / "prod.json").write_text(json.dumps({"resources": [
-        {"name": "api_handler", "resource_type": "lambda_function", "lambda_arn": FUNCTION},
-        {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": api}]}))
-    return apigw, api, v1, chalice_dir
+    deployed = chalice_deploy(moto_server, tmp_path, "prod", REGION)
+    assert deployed["functions"]["api_handler"] == FUNCTION
+    return deployed["apigateway"], deployed["rest_api_id"], deployed["v1"], deployed["dir"]
 
 
 def post_deploy(chalice_dir, *extra):
