@@ -11,6 +11,8 @@ Key design (pk / sk):
 | QuotaRules         | RULES              | current                             |
 | AuditEntry         | AUDIT              | <ISO time>#<id>                     |
 | Alert              | ALERT#<service>    | <period start ISO>#<threshold>      |
+| EnforcementState   | STATE              | enforcement                         |
+| EnforcementNotice  | ENFORCE#<service>  | <period start ISO>#<block|unblock>  |
 
 Keys are deterministic and values absolute, so a retried or overlapping
 collector run writes the same items again (ARCHITECTURE.md, guarantee 2).
@@ -43,6 +45,7 @@ from chalicelib.core.timeutil import iso, iso_minute
 # -- keys ------------------------------------------------------------------------------------
 SERVICES_PK = "SERVICES"
 STATE_KEY = ("STATE", "collector")
+ENFORCEMENT_KEY = ("STATE", "enforcement")
 QUOTA_PK = "QUOTA"
 RULES_KEY = ("RULES", "current")
 AUDIT_PK = "AUDIT"
@@ -67,6 +70,10 @@ def alert_period_prefix(period_start: int) -> str:
 
 def alert_sk(period_start: int, threshold, forecast: bool = False) -> str:
     return alert_period_prefix(period_start) + (FORECAST if forecast else format(threshold, "09.3f"))
+
+
+def enforcement_notice_key(service: str, period_start: int, event: str) -> tuple:
+    return f"ENFORCE#{service}", f"{iso(period_start)}#{event}"
 
 
 def audit_sk(at: float, unique: str) -> str:
@@ -250,7 +257,37 @@ class Alert(_TableModel):
         return FORECAST if self.forecast else float(self.threshold)
 
 
-ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, Quota, QuotaRules, AuditEntry, Alert)
+class EnforcementState(_TableModel):
+    """What the last reconcile left at the gateway (chalicelib/enforce/reconcile.py)."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    last_reconcile_at = NumberAttribute(null=True)
+    # [{"service", "plugin_id", "period_start", "period_end", "usage_bytes", "limit_bytes", "reject_at", ...}]
+    blocked = JSONAttribute(null=True)
+    missing = JSONAttribute(null=True)  # services with a due block that the gateway does not know
+    last_error = UnicodeAttribute(null=True)
+    last_error_at = NumberAttribute(null=True)
+    last_success_at = NumberAttribute(null=True)
+
+
+class EnforcementNotice(_TableModel):
+    """One owner notice of a block starting or ending, per service and period: claimed before sending."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    service = UnicodeAttribute()
+    period_start = NumberAttribute()
+    event = UnicodeAttribute()  # block | unblock
+    claimed_at = NumberAttribute()
+    status = UnicodeAttribute()  # pending | sent | no_recipients
+    sent_at = NumberAttribute(null=True)
+
+
+ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, Quota, QuotaRules, AuditEntry, Alert, EnforcementState,
+              EnforcementNotice)
 
 
 def bind(table_name: str, region: str, host: str | None = None) -> None:
