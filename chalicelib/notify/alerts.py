@@ -94,7 +94,8 @@ class AlertProcessor:
             highest = pending[-1]
             alert = emails.ThresholdAlert(service, highest, usage, quota.limit_bytes, quota.direction,
                                           period.adjective, period.start, period.end, crossed_at,
-                                          covered=tuple(pending[:-1]))
+                                          covered=tuple(pending[:-1]),
+                                          reject_at=quota.reject_at if quota.rejects else None)
             if self._notify(alert, quota, existing.get(highest), now):
                 sent = highest
                 for lower in pending[:-1]:

@@ -110,3 +110,29 @@ def test_bad_kong_settings_fail_fast_naming_the_variable(env, named):
     with pytest.raises(ConfigError) as failed:
         from_env({**BASE, **env})
     assert named in str(failed.value)
+
+
+def test_a_threshold_email_of_a_reject_quota_says_the_service_is_blocked(aws):
+    from chalicelib import bootstrap
+    from tests.fakes.mailer import RecordingMailer
+
+    mailer = RecordingMailer()
+    deps = bootstrap.override(mailer=mailer)
+    deps.quotas.put("pay", {"limit_bytes": 1000, "action": "reject", "reject_at": 100, "thresholds": [80, 100],
+                            "notify": ["ops@example.com"]})
+    deps.alert_processor.evaluate("pay", DEC1 - 60, usage_item("pay", 800))
+    deps.alert_processor.evaluate("pay", DEC1 - 60, usage_item("pay", 1000))
+    first, second = mailer.sent
+    assert "refused (HTTP 429) from 100% of the quota until 2026-12-01T00:00:00Z" in first["text"]
+    assert "blocked now" not in first["text"] and "this service is blocked now" in second["text"]
+
+
+def test_a_threshold_email_of_a_warn_quota_says_nothing_of_blocking(aws):
+    from chalicelib import bootstrap
+    from tests.fakes.mailer import RecordingMailer
+
+    mailer = RecordingMailer()
+    deps = bootstrap.override(mailer=mailer)
+    deps.quotas.put("pay", {"limit_bytes": 1000, "notify": ["ops@example.com"]})
+    deps.alert_processor.evaluate("pay", DEC1 - 60, usage_item("pay", 1000))
+    assert "429" not in mailer.sent[0]["text"]
