@@ -112,7 +112,9 @@ class KongAdmin:
     def _service_name(self, service_id: str) -> str:
         answer = self._request("GET", f"/services/{quote(service_id, safe='')}", "reading a service",
                                accept=(200, 404))
-        return answer.json().get("name") or "" if answer.status_code == 200 else ""
+        if answer.status_code == 404:
+            return ""  # the service is gone (its plugins go with it in Kong)
+        return answer.json().get("name") or ""
 
     @staticmethod
     def _name(service: str) -> str:

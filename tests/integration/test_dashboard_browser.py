@@ -62,9 +62,11 @@ def seed(minutes, egress_per_minute):
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     with keyed_api(tmp_path_factory.mktemp("dashboard"), {}) as running:
-        end = seed(minutes=40, egress_per_minute={"payments-api": 1000, "search-api": 10})
+        end = seed(minutes=40, egress_per_minute={"payments-api": 1000, "search-api": 10, "media-cdn": 500})
         for service, limit in (("payments-api", 50_000), ("search-api", 1_000)):
             requests.put(f"{running.url}/v1/services/{service}/quota", json={"limit_bytes": limit}, timeout=10)
+        requests.put(f"{running.url}/v1/services/media-cdn/quota", json={"limit_bytes": 10_000, "action": "reject"},
+                     timeout=10)
         # Ten minutes in the middle were never collected (an outage beyond the backfill limit).
         CollectorState("STATE", "collector").update(actions=[CollectorState.gaps.set([[end - 1500, end - 900]])])
         bootstrap.reset()
@@ -96,3 +98,13 @@ def test_the_chart_has_a_point_per_minute_and_the_gap_breaks_the_line(api):
     assert int(points) in expected
     assert int(segments) == 2  # collected, gap, collected
     assert 'class="quota-line"' in dom
+
+
+def test_a_blocked_service_is_marked_in_the_overview_and_on_its_page(api):
+    overview = browse(f"{api.url}/dashboard", "--dump-dom")
+    assert re.search(r'>media-cdn</a> <span class="badge" title="answered 429 until [^"]+">blocked</span>', overview)
+    assert overview.count('class="badge"') == 1
+    page = browse(f"{api.url}/dashboard#service=media-cdn&range=1h", "--dump-dom")
+    banner = re.search(r'<p id="blocked" role="status">([^<]*)</p>', page)
+    assert banner and banner.group(1).startswith("Blocked at the gateway: requests are answered 429 until ")
+    assert "not applied at the gateway yet" in banner.group(1)  # no Kong Admin API in this run

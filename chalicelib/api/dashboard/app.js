@@ -2,7 +2,7 @@
 // Bandwidth Meter dashboard: the public API only, every value from it set as text (never HTML).
 const COLORS = ["#0969da", "#bc4c00", "#1a7f37", "#8250df", "#cf222e", "#9a6700"];
 const RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "365d": 365 * 86400};
-const state = {services: [], key: localStorage.getItem("bwm-key") || ""};
+const state = {services: [], blocked: {}, key: localStorage.getItem("bwm-key") || ""};
 const $ = (id) => document.getElementById(id);
 
 function human(bytes) {
@@ -51,6 +51,9 @@ function renderOverview() {
     const tr = el("tr");
     const name = el("td");
     name.append(el("a", s.service, {href: `#service=${encodeURIComponent(s.service)}&range=24h`}));
+    if (state.blocked[s.service]) {
+      name.append(" ", el("span", "blocked", {class: "badge", title: `answered 429 until ${state.blocked[s.service].period_end}`}));
+    }
     const percent = s.percent === null ? null : s.percent;
     const bar = el("div", null, {class: "bar", role: "img",
       "aria-label": percent === null ? "no quota" : `${percent}% of quota`});
@@ -143,11 +146,17 @@ async function renderService(name, range) {
   const start = end - RANGES[range];
   const split = $("split").checked ? "&split=route" : "";
   const encoded = encodeURIComponent(name);
-  const [chart, summary, alerts, stats] = await Promise.all([
+  const [chart, summary, alerts, stats, enforcement] = await Promise.all([
     api(`/v1/services/${encoded}/bandwidth?start=${start}&end=${end}&step=auto${split}`),
     api(`/v1/services/${encoded}`),
     api(`/v1/services/${encoded}/alerts`),
-    api(`/v1/services/${encoded}/stats?start=${start}&end=${end}`).catch(() => null)]);
+    api(`/v1/services/${encoded}/stats?start=${start}&end=${end}`).catch(() => null),
+    api("/v1/enforcement").catch(() => null)]);
+  const block = enforcement ? enforcement.blocked.find((b) => b.service === name) : null;
+  $("blocked").hidden = !block;
+  $("blocked").textContent = block ? `Blocked at the gateway: requests are answered 429 until ${block.period_end} `
+    + `(${human(block.usage_bytes)} used, ${block.reject_at}% of ${human(block.limit_bytes)} rejects)`
+    + (block.at_gateway ? "" : "; not applied at the gateway yet") : "";
   if (!chart) { showError(new Error(`unknown service ${name}`)); return; }
   $("step").textContent = chart.step;
   const markers = (alerts ? alerts.alerts : []).filter((a) => a.sent_at)
@@ -192,8 +201,10 @@ async function route() {
     } else {
       $("service").hidden = true;
       $("overview").hidden = false;
-      const page = await api("/v1/services?limit=1000");
+      const [page, enforcement] = await Promise.all([api("/v1/services?limit=1000"),
+        api("/v1/enforcement").catch(() => null)]);
       state.services = page ? page.services : [];
+      state.blocked = Object.fromEntries((enforcement ? enforcement.blocked : []).map((b) => [b.service, b]));
       renderOverview();
     }
   } catch (error) {
