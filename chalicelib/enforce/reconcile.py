@@ -80,6 +80,8 @@ class Reconciler:
                 continue
             except GatewayError as e:
                 report.errors.append(str(e))
+                if service in previous:  # most likely still in place: keep it (and its notice) on record
+                    blocked.append(previous[service])
                 continue
             entry = self._entry(block, plugin_id, snapshot)
             # Told once: a notice that failed is tried again by the next run; the ledger's claim
@@ -103,6 +105,8 @@ class Reconciler:
             report.lifted.append(service)
         # Owners of blocks that ended (lifted now, or gone from Kong by hand and no longer due).
         for service in sorted(set(previous) - set(due)):
+            if "period_start_ts" not in previous[service]:
+                continue  # kept on record through a failure only: its period is not known
             if service in report.lifted or service not in plugins:
                 self._notify("unblock", {**previous[service], "reason": _lift_reason(previous[service], snapshot, now)},
                              now, report)

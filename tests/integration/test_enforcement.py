@@ -89,6 +89,7 @@ def world(aws_server, env, kong):
         def posts():
             return [r for r in kong.state.requests if r[0] == "POST"]
 
+    World.prom = prom
     World.book.put("pay", {"limit_bytes": 10_000, "action": "reject", "notify": ["pay-owner@example.com"]})
     return World
 
@@ -143,6 +144,23 @@ def test_a_new_period_lifts_the_block_without_traffic(world):
     world.minute(18)  # the run at 23:59 on November 30th: still blocked
     assert len(world.ours("pay")) == 1
     world.minute(19)  # the run at 00:00 on December 1st
+    assert world.ours() == [] and world.proxy("/pay").status_code == 200
+
+
+def test_the_owners_hear_the_block_ended_because_a_new_period_began(world):
+    block_pay(world)
+    world.minute(19)
+    [lifted] = [m for m in world.sent if m["subject"] == "[Bandwidth Meter] pay is no longer blocked"]
+    assert "a new quota period began" in lifted["text"] and lifted["to"] == ["pay-owner@example.com"]
+
+
+def test_a_block_lifts_on_time_even_when_prometheus_is_down(world):
+    from chalicelib.collect.collector import CollectorRunFailed
+
+    block_pay(world)
+    world.prom.fail_with = "Prometheus unreachable"
+    with pytest.raises(CollectorRunFailed):
+        world.minute(19)
     assert world.ours() == [] and world.proxy("/pay").status_code == 200
 
 
