@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from chalice import Chalice, Rate, Response
 
 from chalicelib import __version__, bootstrap
-from chalicelib.api import access, charts, legacy, overview, stats, status
+from chalicelib.api import access, charts, enforcement, legacy, overview, stats, status
 from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
 from chalicelib.core import observability
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
@@ -77,7 +77,8 @@ def health():
 @endpoint
 def collector_status():
     deps = bootstrap.current()
-    return status.collector_status(deps.store.state(), deps.settings, deps.clock())
+    return status.collector_status(deps.store.state(), deps.settings, deps.clock(),
+                                   enforcement=deps.enforcement_book.state())
 
 
 @app.route("/v1/services", methods=["GET"], api_key_required=True)
@@ -193,6 +194,14 @@ def quota_schema():
 @endpoint
 def quota_rules_schema():
     return RULES_SCHEMA
+
+
+@app.route("/v1/enforcement", methods=["GET"], api_key_required=True)
+@endpoint
+def enforcement_listing():
+    deps = bootstrap.current()
+    return enforcement.listing(deps.store, deps.quotas.load(), deps.enforcement_book.state(), deps.settings,
+                               deps.clock())
 
 
 @app.route("/v1/services/{service}/alerts", methods=["GET"], api_key_required=True)

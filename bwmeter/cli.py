@@ -210,7 +210,8 @@ def cmd_stats(ctx: Context) -> int:
     return 0
 
 
-QUOTA_FLAGS = ("limit_bytes", "period", "anchor_day", "direction", "thresholds", "notify", "forecast", "webhook_url")
+QUOTA_FLAGS = ("limit_bytes", "period", "anchor_day", "direction", "thresholds", "notify", "forecast", "webhook_url",
+               "reject_at")
 
 
 def cmd_quota(ctx: Context) -> int:
@@ -226,6 +227,8 @@ def cmd_quota(ctx: Context) -> int:
         return 0
     else:
         changes = {k: getattr(a, k) for k in QUOTA_FLAGS if getattr(a, k, None) is not None}
+        if a.quota_action is not None:  # `action` is the command's own get/set/rm
+            changes["action"] = a.quota_action
         quota = {}
         if not a.replace:
             try:
@@ -234,6 +237,8 @@ def cmd_quota(ctx: Context) -> int:
                 if e.status != 404:
                     raise
         quota.update(changes)
+        if quota.get("action") == "warn":
+            quota.pop("reject_at", None)  # only a reject quota has a reject level
         if "limit_bytes" not in quota:
             raise BwmeterError(f"{a.service} has no quota yet: give --limit", exit_code=2)
         quota = client.put_quota(a.service, quota)
@@ -358,8 +363,40 @@ def cmd_status(ctx: Context) -> int:
         ("last error", f"{s['last_error']} (at {s.get('last_error_at')})" if s.get("last_error") else "none"),
         ("gaps", ", ".join(f"{g['start']} .. {g['end']}" for g in s.get("gaps") or []) or "none"),
     ]
+    enforcement = s.get("enforcement") or {}
+    if enforcement.get("enabled"):
+        lines.append(("enforcement", f"{enforcement.get('blocked_count', 0)} blocked at Kong"
+                      + (f", last error: {enforcement['last_error']}" if enforcement.get("last_error") else "")))
     for label, value in lines:
         ctx.print(f"  {label:<13} {'-' if value is None else value}")
+    return 0
+
+
+def cmd_enforcement(ctx: Context) -> int:
+    body = ctx.client.enforcement()
+    if ctx.args.json:
+        ctx.emit_json(body["deck"] if ctx.args.deck else body)
+        return 0
+    if ctx.args.deck:
+        ctx.print(json.dumps(body["deck"], indent=2))
+        return 0
+    blocked = body.get("blocked") or []
+    if blocked:
+        ctx.print(table(["SERVICE", "USED", "LIMIT", "USED %", "REJECT AT", "UNTIL", "AT GATEWAY"], [
+            [b["service"], human_bytes(b["usage_bytes"]), human_bytes(b["limit_bytes"]), _pct(b.get("percent")),
+             f"{b['reject_at']:g}%", b["period_end"], "yes" if b.get("at_gateway") else "no"] for b in blocked],
+            right=(1, 2, 3, 4)))
+    else:
+        ctx.print("No service is blocked.")
+    gateway = body.get("gateway") or {}
+    if body.get("mode") == "admin-api":
+        ctx.print(f"Kong Admin API: reconciled {gateway.get('last_reconcile') or 'not yet'}, "
+                  f"{gateway.get('blocked_count', 0)} blocked"
+                  + (f"; missing services: {', '.join(gateway['missing_services'])}"
+                     if gateway.get("missing_services") else "")
+                  + (f"; last error: {gateway['last_error']}" if gateway.get("last_error") else ""))
+    else:
+        ctx.print("No Kong Admin API configured: apply `bwmeter enforcement --deck` with decK (DB-less Kong, Konnect).")
     return 0
 
 
@@ -537,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forecast", action=argparse.BooleanOptionalAction, default=None,
                    help="also warn when the trend reaches 100 %% before the period ends")
     p.add_argument("--webhook-url")
+    p.add_argument("--action", dest="quota_action", choices=("warn", "reject"),
+                   help="warn: emails only; reject: also block the service at the gateway (429) from --reject-at")
+    p.add_argument("--reject-at", type=float, metavar="PERCENT",
+                   help="with --action reject: percent of the limit that blocks (default 100)")
     p.add_argument("--replace", action="store_true",
                    help="set: replace the whole quota (default: change only the options given)")
 
@@ -559,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("health", cmd_health, "the API's version and configured backends (needs no key)")
     command("status", cmd_status, "the collector: how far it has collected, its last run and last error")
     command("quotas", cmd_quotas, "every service's own quota, and the quota rules")
+    p = command("enforcement", cmd_enforcement, "services blocked at the gateway now (quotas with action reject), "
+                "and why")
+    p.add_argument("--deck", action="store_true", help="print the decK file of the blocks (for DB-less Kong, Konnect)")
 
     p = command("rules", cmd_rules, "show the quota rules, or replace them from a JSON file (set needs an admin key)")
     p.add_argument("action", choices=("get", "set"))

@@ -204,6 +204,10 @@ class Client:
     def collector_status(self) -> dict:
         return self.json("GET", "/v1/collector/status")
 
+    def enforcement(self) -> dict:
+        """Services blocked at the gateway now, why, and the decK file (GET /v1/enforcement)."""
+        return self.json("GET", "/v1/enforcement")
+
     def quotas(self) -> dict:
         """Every service's own quota and the rules: ``{"quotas": [...], "rules": [...]}``."""
         return self.json("GET", "/v1/quotas")

@@ -82,7 +82,43 @@ class Bootstrap:
     def collector(self):
         from chalicelib.collect.collector import Collector
 
-        return Collector(self.prometheus, self.store, self.settings, quotas=self.quotas, clock=self.clock)
+        return Collector(self.prometheus, self.store, self.settings, quotas=self.quotas, clock=self.clock,
+                         enforcer=self.enforcer)
+
+    # -- enforcement (run by the collector; the only part that gets the Kong Admin token) -----
+    @cached_property
+    def enforcement_book(self):
+        from chalicelib.core.enforcement_book import EnforcementBook
+
+        return EnforcementBook()
+
+    @cached_property
+    def kong_admin(self):
+        """The Kong Admin API adapter, or None: enforcement is off without KONG_ADMIN_URL."""
+        from chalicelib.enforce.kong_admin import KongAdmin
+
+        s = self.settings
+        if not s.kong_admin_url:
+            return None
+        token = self._with_secrets("kong_admin_token").kong_admin_token
+        return KongAdmin(s.kong_admin_url, token, s.kong_workspace, timeout=s.kong_admin_timeout_seconds)
+
+    @cached_property
+    def enforcement_notifier(self):
+        from chalicelib.notify.enforcement_mail import EnforcementNotifier
+
+        mailer = self.mailer if self.settings.alert_from or "mailer" in self.__dict__ else None
+        return EnforcementNotifier(self.enforcement_book, mailer, self.settings.public_url, webhook=self.webhook)
+
+    @cached_property
+    def enforcer(self):
+        """The reconcile that makes Kong's blocks match the quotas, or None when enforcement is off."""
+        from chalicelib.enforce.reconcile import Reconciler
+
+        if self.kong_admin is None:
+            return None
+        return Reconciler(self.kong_admin, self.store, self.quotas, self.enforcement_book,
+                          notifier=self.enforcement_notifier)
 
     # -- the alerts function -----------------------------------------------------------------
     @cached_property

@@ -81,6 +81,14 @@ def safety_parameters() -> dict:
         "WebhookSecretParameter": {"Type": "String", "Default": "", "AllowedPattern": "^$|^/.*/webhook/.+$",
                                    "Description": "SSM SecureString with the webhook signing secret, "
                                                   "under <ParameterPath>/webhook/"},
+        "KongAdminUrl": {"Type": "String", "Default": "",
+                         "Description": "Kong Admin API the collector blocks reject quotas through (empty: "
+                                        "enforcement off; GET /v1/enforcement still lists what is due)"},
+        "KongAdminTokenParameter": {"Type": "String", "Default": "", "AllowedPattern": "^$|^/.*/kong/.+$",
+                                    "Description": "SSM SecureString with the Kong-Admin-Token (RBAC), "
+                                                   "under <ParameterPath>/kong/; only the collector may read it"},
+        "KongWorkspace": {"Type": "String", "Default": "", "AllowedPattern": "^[A-Za-z0-9._~-]*$",
+                          "Description": "Kong workspace of the services (empty: the default)"},
     }
 
 
@@ -98,6 +106,9 @@ def safety_environment() -> dict:
         "PROMETHEUS_PASSWORD_PARAMETER": {"Ref": "PrometheusPasswordParameter"},
         "PROMETHEUS_BEARER_TOKEN_PARAMETER": {"Ref": "PrometheusBearerTokenParameter"},
         "WEBHOOK_SECRET_PARAMETER": {"Ref": "WebhookSecretParameter"},
+        "KONG_ADMIN_URL": {"Ref": "KongAdminUrl"},
+        "KONG_ADMIN_TOKEN_PARAMETER": {"Ref": "KongAdminTokenParameter"},
+        "KONG_WORKSPACE": {"Ref": "KongWorkspace"},
     }
 
 

@@ -10,7 +10,9 @@ fills in intrinsic functions. Each statement allows only the calls its function 
   Reads stay table-wide: the API answers about every item kind.
 - logs only to the function's own log group;
 - ``ssm:GetParameter*`` only under the project's parameter path, each function its own part:
-  ``<path>/prometheus/*`` (collector), ``<path>/webhook/*`` (alerts), ``<path>/api-keys`` (API);
+  ``<path>/prometheus/*`` and ``<path>/kong/*`` (collector: it alone gets the Kong Admin token),
+  ``<path>/webhook/*`` (alerts, and the collector's block notices), ``<path>/api-keys`` (API);
+- SES sending as the sender: the alerts function, and the collector for block notices;
 - ``aps:QueryMetrics`` on the Amazon Managed Prometheus workspace, when the collector signs
   its queries with SigV4;
 - ``sqs:SendMessage`` on the alerts failure queue: the stream mapping's on-failure destination,
@@ -32,6 +34,7 @@ WRITES = {
 }
 # The part of the parameter path each function reads.
 SECRETS = {"collect": "prometheus/*", "alerts": "webhook/*"}
+ENFORCEMENT_NOTICES = ["ENFORCE#*"]  # the collector's block/unblock notices (claimed, marked, released)
 FUNCTIONS = ("collect", "alerts", "api")
 
 Arn = Any  # a string, or a CloudFormation intrinsic that makes one
@@ -73,7 +76,12 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
                                      "dynamodb:BatchGetItem"], [r.table]),
             _statement("WriteUsageServicesState", ["dynamodb:PutItem", "dynamodb:UpdateItem",
                                                    "dynamodb:BatchWriteItem"], [r.table], _leading_keys("collect")),
+            _statement("EnforcementNotices", ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                       [r.table], {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ENFORCEMENT_NOTICES}}),
             _statement("PrometheusSecrets", ["ssm:GetParameter"], [r.parameter(SECRETS["collect"])]),
+            _statement("KongAdminToken", ["ssm:GetParameter"], [r.parameter("kong/*")]),
+            _statement("BlockNotices", ["ses:SendEmail", "ses:SendRawEmail"], [r.sender]),
+            _statement("WebhookSecret", ["ssm:GetParameter"], [r.parameter(SECRETS["alerts"])]),
         ]
         if r.amp_workspace is not None:
             statements.append(_statement("QueryManagedPrometheus", ["aps:QueryMetrics"], [r.amp_workspace]))

@@ -303,6 +303,22 @@ class _GatewayHandler(BaseHTTPRequestHandler):
             self._reply(status, text.encode(), {"Content-Type": "application/json"})
             gateway.stats.record(status, (time.monotonic() - started) * 1000)
             return
+        termination = gateway.admin.termination(route.service) if gateway.admin is not None else None
+        if termination is not None:
+            # Kong's request-termination: answered at the gateway, never proxied; the prometheus
+            # plugin still logs it, so the refusal's bytes are counted like any response.
+            if termination.get("body") is not None:
+                content = str(termination["body"]).encode()
+                content_type = termination.get("content_type") or "application/json; charset=utf-8"
+            else:
+                content = json.dumps({"message": termination.get("message") or "Service unavailable"}).encode()
+                content_type = "application/json; charset=utf-8"
+            status = int(termination.get("status_code", 503))
+            bytes_out = self._reply(status, content, {"Content-Type": content_type})
+            total_ms = (time.monotonic() - started) * 1000
+            gateway.metrics.record(route.service, route.route, status, bytes_in, bytes_out, total_ms, 0.0, total_ms)
+            gateway.stats.record(status, total_ms)
+            return
         rest = path[len(route.path_prefix):]
         query = urlsplit(self.path).query
         url = route.upstream + ("/" + rest.lstrip("/") if rest else "") + (f"?{query}" if query else "")
@@ -332,10 +348,15 @@ class DevGateway(_Server):
     handler_class = _GatewayHandler
 
     def __init__(self, config: GatewayConfig, stats: Optional[InMemoryStats] = None,
-                 metrics: Optional[KongMetrics] = None):
+                 metrics: Optional[KongMetrics] = None, admin=None):
         self.config = config
+        self.admin = admin  # localrun.kongadmin.AdminState: plugins the proxy honours (None: no Admin API)
         self.stats = stats or InMemoryStats()
         self.metrics = metrics or KongMetrics()
+
+    @property
+    def services(self) -> List[str]:
+        return sorted({r.service for r in self.config.routes})
 
     def match(self, path: str) -> Optional[Route]:
         matches = [r for r in self.config.routes if path.startswith(r.path_prefix)]

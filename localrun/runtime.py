@@ -69,6 +69,7 @@ class Runtime:
         self.moto = None
         self.prometheus = None
         self.gateway_url = None
+        self.admin_url = None
 
     # -- start-up ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -125,7 +126,17 @@ class Runtime:
 
         upstream = DemoUpstream().start()
         config = load_config(DEMO_CONFIG, {"UPSTREAM_URL": upstream.url})
-        gateway = DevGateway(config).start()
+        admin_state = None
+        if not self.env.get("KONG_ADMIN_URL"):
+            # The gateway's Admin API on its own port, as Kong's 8001: the collector's reconcile
+            # blocks services here and the gateway answers their requests 429.
+            from localrun.kongadmin import AdminServer, AdminState
+
+            admin_state = AdminState(sorted({r.service for r in config.routes}))
+            admin = AdminServer(admin_state).start()
+            self.closers.append(admin.stop)
+            self.env["KONG_ADMIN_URL"] = self.admin_url = admin.url
+        gateway = DevGateway(config, admin=admin_state).start()
         traffic = TrafficGenerator(gateway.url, config.traffic["mix"], config.traffic.get("rate_per_second", 4)).start()
         self.closers += [upstream.stop, gateway.stop, traffic.stop]
         self.gateway_url = gateway.url
@@ -181,6 +192,9 @@ class Runtime:
         ]
         if self.gateway_url:
             lines.append(f"  gateway      {self.gateway_url}/metrics (development gateway with demo traffic)")
+        if self.admin_url:
+            lines.append(f"  kong admin   {self.admin_url}/plugins (the gateway's Admin API: quotas with action "
+                         "reject block services here)")
         lines.append("Press Ctrl+C to stop.")
         print("\n".join(lines), flush=True)
 
@@ -192,10 +206,22 @@ class Runtime:
                 report = self.collect_handler(scheduled_event(), _Context("bandwidth-meter-local-collect"))
                 print(f"[collect] {report['status']}: {report['minutes']} minutes up to {report['end']}; "
                       f"{observability.readable(observability.last_flushed(clear=True))}", flush=True)
+                self._print_enforcement(report.get("enforcement"))
             except Exception as e:  # Lambda would log the failure and run again next minute
                 print(f"[collect] failed: {e}; {observability.readable(observability.last_flushed(clear=True))}",
                       flush=True)
             self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    @staticmethod
+    def _print_enforcement(enforcement) -> None:
+        if not enforcement:
+            return
+        for service in enforcement.get("added", []):
+            print(f"[enforce] {service} blocked at the gateway (429 until its quota period ends)", flush=True)
+        for service in enforcement.get("lifted", []):
+            print(f"[enforce] {service} unblocked", flush=True)
+        for problem in enforcement.get("errors", []) + [m["error"] for m in enforcement.get("missing", [])]:
+            print(f"[enforce] {problem}", flush=True)
 
     def _stream_loop(self) -> None:
         while not self.stop_event.is_set():

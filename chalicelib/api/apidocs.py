@@ -54,14 +54,40 @@ SCHEMAS = {
                         "items": _obj({"series": {"type": "string"}, "reason": {"type": "string"}})},
         "metrics": {"type": "object", "additionalProperties": {"type": "integer"},
                     "description": "the last run's figures under their CloudWatch metric names"},
-        "summary": {"type": "string", "description": "the same figures in words"}}},
+        "summary": {"type": "string", "description": "the same figures in words"},
+        "enforcement": ref("GatewayEnforcement")}},
+    "GatewayEnforcement": _obj({
+        "enabled": {"type": "boolean", "description": "KONG_ADMIN_URL is set: the collector reconciles Kong"},
+        "last_reconcile": {"type": ["string", "null"]}, "last_success": {"type": ["string", "null"]},
+        "blocked_count": {"type": "integer"}, "blocked": {"type": "array", "items": {"type": "string"}},
+        "missing_services": {"type": "array", "items": {"type": "string"},
+                             "description": "Due a block, but Kong has no service of that name"},
+        "last_error": {"type": ["string", "null"], "description": "The last reconcile's problems, if any"},
+        "last_error_at": {"type": ["string", "null"]}}),
+    "Enforcement": _obj({
+        "mode": {"enum": ["admin-api", "declarative"],
+                 "description": "admin-api: the collector applies the blocks through Kong's Admin API; "
+                                "declarative: apply `deck` yourself (DB-less Kong, Konnect)"},
+        "blocked": {"type": "array", "items": {"type": "object", "required": [
+            "service", "usage_bytes", "limit_bytes", "reject_at", "period_start", "period_end", "at_gateway"],
+            "properties": {
+                "service": {"type": "string"}, "usage_bytes": {"type": "integer"},
+                "limit_bytes": {"type": "integer"}, "reject_at": {"type": "number"},
+                "percent": {"type": "number"}, "direction": {"enum": ["total", "ingress", "egress"]},
+                "period_kind": {"enum": ["daily", "weekly", "monthly"]}, "period_start": TIME, "period_end": TIME,
+                "source": {"type": "string"}, "at_gateway": {"type": "boolean"},
+                "plugin_id": {"type": ["string", "null"]}}}},
+        "gateway": ref("GatewayEnforcement"),
+        "deck": {"type": "object", "description": "A decK state file (JSON is YAML) with exactly the "
+                                                  "request-termination plugins due, tagged bandwidth-meter"}}),
     "EffectiveQuota": {"type": ["object", "null"], "properties": {
         "source": {"type": "string", "description": "service, rule:<pattern>"},
         "limit_bytes": {"type": "integer"}, "period": {"enum": ["day", "week", "month"]},
         "anchor_day": {"type": "integer"}, "direction": {"enum": ["total", "ingress", "egress"]},
         "thresholds": {"type": "array", "items": {"type": "number"}},
         "notify": {"type": "array", "items": {"type": "string"}}, "forecast": {"type": "boolean"},
-        "webhook_url": {"type": ["string", "null"]}}},
+        "webhook_url": {"type": ["string", "null"]}, "action": {"enum": ["warn", "reject"]},
+        "reject_at": {"type": "number", "description": "With action reject: percent of the limit that blocks"}}},
     "ServiceSummary": _obj({
         "service": {"type": "string"}, "usage": ref("Usage"),
         "period": _obj({"kind": {"enum": ["day", "week", "month"]}, "start": TIME, "end": TIME}),
@@ -231,6 +257,9 @@ def openapi_spec() -> dict:
                                                 tag="quotas")},
         "/v1/schemas/quota-rules": {"get": _operation("JSON Schema of the rules body", _json({"type": "object"}),
                                                       tag="quotas")},
+        "/v1/enforcement": {"get": _operation(
+            "Services blocked at the gateway now (quota action reject), why, and a decK file for DB-less "
+            "Kong or Konnect", _json(ref("Enforcement")), tag="alerts")},
         "/v1/services/{service}/alerts": {"get": _operation("Alert history", _json(ref("Alerts")),
                                                             params=[SERVICE], tag="alerts")},
         "/openapi.json": {"get": _operation("This document", _json({"type": "object"}), errors=("500",),

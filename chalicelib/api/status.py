@@ -11,7 +11,22 @@ def _t(value):
     return iso(value) if value is not None else None
 
 
-def collector_status(state, settings, now: float) -> dict:
+def enforcement_status(state, settings) -> dict:
+    """The reconcile's last outcome (chalicelib/enforce/reconcile.py), from its state item."""
+    return {
+        "enabled": bool(settings.kong_admin_url),
+        "last_reconcile": _t(state.last_reconcile_at),
+        "last_success": _t(state.last_success_at),
+        "blocked_count": len(state.blocked or []),
+        "blocked": sorted(entry["service"] for entry in (state.blocked or [])),
+        "missing_services": [m["service"] for m in (state.missing or [])],
+        "last_error": redact(state.last_error) if state.last_error and state.last_error_at == state.last_reconcile_at
+        else None,
+        "last_error_at": _t(state.last_error_at),
+    }
+
+
+def collector_status(state, settings, now: float, enforcement=None) -> dict:
     watermark = int(state.watermark) if state.watermark is not None else None
     running = state.running_since is not None and state.running_since > now - LEASE_SECONDS
     lag = int(now - watermark) if watermark is not None else None
@@ -43,4 +58,5 @@ def collector_status(state, settings, now: float) -> dict:
         "last_error_at": _t(state.last_error_at),
         "quarantined_count": int(state.quarantined_count or 0),
         "quarantined": list(state.quarantined or []),
+        **({"enforcement": enforcement_status(enforcement, settings)} if enforcement is not None else {}),
     }

@@ -42,6 +42,7 @@ class RunReport:
     schemas: List[str] = field(default_factory=list)
     prometheus_requests: int = 0
     error: Optional[str] = None
+    enforcement: Optional[dict] = None  # the reconcile's report (chalicelib/enforce), when enforcing
     gaps: List[List[int]] = field(default_factory=list)
     quarantined: List[dict] = field(default_factory=list)  # series skipped, with the reason
     _quarantined_series: Set[str] = field(default_factory=set, repr=False)
@@ -62,7 +63,8 @@ class RunReport:
 
 class Collector:
     def __init__(self, prometheus: PrometheusClient, store: UsageStore, settings, quotas: QuotaBook,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, enforcer=None):
+        self.enforcer = enforcer  # anything with reconcile(now) -> report with as_dict(); None: off
         self.prometheus = prometheus
         self.store = store
         self.settings = settings
@@ -122,11 +124,24 @@ class Collector:
         report.prometheus_requests = self.prometheus.requests_made - requests_before
         finished = self.clock()
         self._finish(run_id, now, finished, started, report)
+        # After the chunks, and even when they failed: a block must lift at a period's end
+        # whether or not Prometheus answers, and no traffic will come to prompt it.
+        report.enforcement = self._enforce(now)
         observability.collector_run(report.as_dict(), now, watermark=start + report.minutes * MINUTE,
                                     duration_seconds=time.monotonic() - started, logger=log)
         if report.status == "failed":
             raise CollectorRunFailed(report.error)
         return report
+
+    def _enforce(self, now: float) -> Optional[dict]:
+        """Run the reconcile; its failures are reported (in its state and here), never the run's."""
+        if self.enforcer is None:
+            return None
+        try:
+            return self.enforcer.reconcile(now).as_dict()
+        except BandwidthMeterError as e:
+            log.error("collector: the enforcement reconcile failed: %s", e)
+            return {"errors": [str(e)]}
 
     def _finish(self, run_id: str, now: float, finished: float, started: float, report: RunReport) -> None:
         fields = dict(

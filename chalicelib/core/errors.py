@@ -36,3 +36,11 @@ class StoreError(BandwidthMeterError):
 
 class MailError(BandwidthMeterError):
     """The mailer (SES) did not accept a message."""
+
+
+class GatewayError(BandwidthMeterError):
+    """The gateway's Admin API (Kong) could not be reached or refused a change (after retries)."""
+
+
+class GatewayServiceNotFound(GatewayError):
+    """The gateway has no service of that name (Kong answered 404): it cannot be blocked there."""

@@ -11,11 +11,15 @@ Key design (pk / sk):
 | QuotaRules         | RULES              | current                             |
 | AuditEntry         | AUDIT              | <ISO time>#<id>                     |
 | Alert              | ALERT#<service>    | <period start ISO>#<threshold>      |
+| AlertDue           | ALERTS_DUE         | <period start ISO>#<threshold>#<service> |
+| RulesReevaluation  | ALERTS_REEVALUATE  | rules                               |
+| EnforcementState   | STATE              | enforcement                         |
+| EnforcementNotice  | ENFORCE#<service>  | <period start ISO>#<block|unblock>  |
 
 Keys are deterministic and values absolute, so a retried or overlapping
 collector run writes the same items again (ARCHITECTURE.md, guarantee 2).
 The key builders below are the only place these strings are spelled; the
-adapters (store.py, quota_book.py, alert_ledger.py) are the only code that
+adapters (store.py, quota_book.py, alert_ledger.py, enforcement_book.py) are the only code that
 reads or writes the models.
 
 The models carry no table of their own: ``bind`` points them at the configured
@@ -45,6 +49,7 @@ from chalicelib.core.timeutil import iso, iso_minute
 # -- keys ------------------------------------------------------------------------------------
 SERVICES_PK = "SERVICES"
 STATE_KEY = ("STATE", "collector")
+ENFORCEMENT_KEY = ("STATE", "enforcement")
 QUOTA_PK = "QUOTA"
 RULES_KEY = ("RULES", "current")
 AUDIT_PK = "AUDIT"
@@ -76,6 +81,10 @@ def alert_sk(period_start: int, threshold, forecast: bool = False) -> str:
 def alert_due_sk(service: str, period_start: int, threshold, forecast: bool = False) -> str:
     # The alert's own sort key first (time-ordered), then the service: a name may hold any character.
     return f"{alert_sk(period_start, threshold, forecast)}#{service}"
+
+
+def enforcement_notice_key(service: str, period_start: int, event: str) -> tuple:
+    return f"ENFORCE#{service}", f"{iso(period_start)}#{event}"
 
 
 def audit_sk(at: float, unique: str) -> str:
@@ -299,8 +308,37 @@ class RulesReevaluation(_TableModel):
     requested_at = NumberAttribute()
 
 
+class EnforcementState(_TableModel):
+    """What the last reconcile left at the gateway (chalicelib/enforce/reconcile.py)."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    last_reconcile_at = NumberAttribute(null=True)
+    # [{"service", "plugin_id", "period_start", "period_end", "usage_bytes", "limit_bytes", "reject_at", ...}]
+    blocked = JSONAttribute(null=True)
+    missing = JSONAttribute(null=True)  # services with a due block that the gateway does not know
+    last_error = UnicodeAttribute(null=True)
+    last_error_at = NumberAttribute(null=True)
+    last_success_at = NumberAttribute(null=True)
+
+
+class EnforcementNotice(_TableModel):
+    """One owner notice of a block starting or ending, per service and period: claimed before sending."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    service = UnicodeAttribute()
+    period_start = NumberAttribute()
+    event = UnicodeAttribute()  # block | unblock
+    claimed_at = NumberAttribute()
+    status = UnicodeAttribute()  # pending | sent | no_recipients
+    sent_at = NumberAttribute(null=True)
+
+
 ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, Quota, QuotaRules, AuditEntry, Alert, AlertDue,
-              RulesReevaluation)
+              RulesReevaluation, EnforcementState, EnforcementNotice)
 
 
 def bind(table_name: str, region: str, host: str | None = None) -> None:

@@ -17,7 +17,9 @@ import jsonschema
 from chalicelib.core.errors import BadRequest
 
 QUOTA_SCHEMA: dict = json.loads((Path(__file__).parent / "schemas" / "quota.json").read_text())
-DEFAULTS = {"period": "month", "anchor_day": 1, "direction": "total", "thresholds": [80, 90, 100], "notify": []}
+DEFAULTS = {"period": "month", "anchor_day": 1, "direction": "total", "thresholds": [80, 90, 100], "notify": [],
+            "action": "warn"}
+REJECT_AT_DEFAULT = 100
 
 
 def _rules_schema() -> dict:
@@ -74,16 +76,22 @@ def _validate(validator: jsonschema.Validator, body) -> None:
         raise BadRequest(f"invalid quota: {fields}", parameter=fields, details=details)
 
 
+def _with_defaults(body: dict) -> dict:
+    quota = {**DEFAULTS, **body, "thresholds": sorted(body.get("thresholds", DEFAULTS["thresholds"]))}
+    if quota["action"] == "reject":
+        quota.setdefault("reject_at", REJECT_AT_DEFAULT)
+    return quota
+
+
 def normalize_quota(body) -> dict:
     """Validate a quota body and fill in its defaults."""
     _validate(_QUOTA_VALIDATOR, body)
-    return {**DEFAULTS, **body, "thresholds": sorted(body.get("thresholds", DEFAULTS["thresholds"]))}
+    return _with_defaults(body)
 
 
 def normalize_rules(body) -> List[dict]:
     _validate(_RULES_VALIDATOR, body)
-    return [{**DEFAULTS, **rule, "thresholds": sorted(rule.get("thresholds", DEFAULTS["thresholds"]))}
-            for rule in body["rules"]]
+    return [_with_defaults(rule) for rule in body["rules"]]
 
 
 @dataclass(frozen=True)
@@ -99,12 +107,24 @@ class EffectiveQuota:
     notify: Tuple[str, ...] = ()
     forecast: bool = False
     webhook_url: Optional[str] = None
+    action: str = "warn"  # "warn": emails only; "reject": also blocked at the gateway from reject_at
+    reject_at: float = REJECT_AT_DEFAULT
 
     @classmethod
     def from_body(cls, source: str, body: dict) -> "EffectiveQuota":
+        # Quotas stored before enforcement existed have no action: they warn, as they always did.
         return cls(source, int(body["limit_bytes"]), body["period"], int(body.get("anchor_day", 1)),
                    body["direction"], tuple(body["thresholds"]), tuple(body.get("notify", ())),
-                   bool(body.get("forecast", False)), body.get("webhook_url"))
+                   bool(body.get("forecast", False)), body.get("webhook_url"),
+                   body.get("action", "warn"), body.get("reject_at", REJECT_AT_DEFAULT))
+
+    @property
+    def rejects(self) -> bool:
+        return self.action == "reject" and self.limit_bytes is not None
+
+    def rejects_at(self, usage: int) -> bool:
+        """Whether ``usage`` in the period is enough to block the service at the gateway."""
+        return self.rejects and usage * 100 >= self.reject_at * self.limit_bytes
 
     def as_dict(self) -> Optional[dict]:
         if self.limit_bytes is None:
@@ -112,7 +132,8 @@ class EffectiveQuota:
         return {"source": self.source, "limit_bytes": self.limit_bytes, "period": self.period,
                 "anchor_day": self.anchor_day, "direction": self.direction,
                 "thresholds": list(self.thresholds), "notify": list(self.notify), "forecast": self.forecast,
-                "webhook_url": self.webhook_url}
+                "webhook_url": self.webhook_url, "action": self.action,
+                **({"reject_at": self.reject_at} if self.action == "reject" else {})}
 
 
 NO_QUOTA = EffectiveQuota("none")

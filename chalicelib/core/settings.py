@@ -86,6 +86,7 @@ PLAIN_SECRETS = {
     "PROMETHEUS_PASSWORD": "PROMETHEUS_PASSWORD_PARAMETER",
     "PROMETHEUS_BEARER_TOKEN": "PROMETHEUS_BEARER_TOKEN_PARAMETER",
     "WEBHOOK_SECRET": "WEBHOOK_SECRET_PARAMETER",
+    "KONG_ADMIN_TOKEN": "KONG_ADMIN_TOKEN_PARAMETER",
 }
 
 
@@ -106,6 +107,23 @@ def _parameter_name(env: Mapping[str, str], name: str) -> Optional[str]:
     value = _get(env, name)
     if value is not None and not value.startswith("/"):
         raise ConfigError(f"{name} must be an SSM parameter name starting with '/', got {value!r}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str) -> Optional[str]:
+    value = _get(env, name)
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _workspace(env: Mapping[str, str]) -> Optional[str]:
+    """KONG_WORKSPACE becomes a path segment of every Admin API call: a name, nothing to escape."""
+    value = _get(env, "KONG_WORKSPACE")
+    if value is not None and not all(c.isalnum() or c in "-_.~" for c in value):
+        raise ConfigError(f"KONG_WORKSPACE must be a workspace name (letters, digits, - _ . ~), got {value!r}")
     return value
 
 
@@ -138,6 +156,11 @@ class Settings:
     alert_from: Optional[str] = None
     public_url: str = "http://127.0.0.1:8000"
     webhook_secret: Optional[str] = None
+    # Enforcement (chalicelib/enforce/): off unless the Kong Admin API URL is set
+    kong_admin_url: Optional[str] = None
+    kong_admin_token: Optional[str] = field(default=None, repr=False)
+    kong_workspace: Optional[str] = None
+    kong_admin_timeout_seconds: int = 5
     # API
     cors_origins: Tuple[str, ...] = field(default_factory=tuple)
     # API access (chalicelib/api/access.py): (SHA-256 hex digest of a key, role) pairs
@@ -152,6 +175,7 @@ class Settings:
     prometheus_password_parameter: Optional[str] = None
     prometheus_bearer_token_parameter: Optional[str] = None
     webhook_secret_parameter: Optional[str] = None
+    kong_admin_token_parameter: Optional[str] = None
     secrets_max_age_seconds: int = 300
 
     @property
@@ -185,6 +209,7 @@ class Settings:
             ),
             "kong_schema": self.kong_schema,
             "alerts_sender": bool(self.alert_from),
+            "kong_admin": bool(self.kong_admin_url),
         }
 
 
@@ -231,6 +256,10 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         alert_from=_get(env, "ALERT_FROM"),
         public_url=(_get(env, "PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/"),
         webhook_secret=_get(env, "WEBHOOK_SECRET"),
+        kong_admin_url=_url(env, "KONG_ADMIN_URL"),
+        kong_admin_token=_get(env, "KONG_ADMIN_TOKEN"),
+        kong_workspace=_workspace(env),
+        kong_admin_timeout_seconds=_int(env, "KONG_ADMIN_TIMEOUT_SECONDS", 5, minimum=1),
         cors_origins=cors or (("*",) if local_dev else ()),
         api_keys=_api_keys(env),
         # In Lambda, API Gateway's usage plan throttles; a per-instance count would be partial.
@@ -242,5 +271,6 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         prometheus_password_parameter=_parameter_name(env, "PROMETHEUS_PASSWORD_PARAMETER"),
         prometheus_bearer_token_parameter=_parameter_name(env, "PROMETHEUS_BEARER_TOKEN_PARAMETER"),
         webhook_secret_parameter=_parameter_name(env, "WEBHOOK_SECRET_PARAMETER"),
+        kong_admin_token_parameter=_parameter_name(env, "KONG_ADMIN_TOKEN_PARAMETER"),
         secrets_max_age_seconds=_int(env, "SECRETS_MAX_AGE_SECONDS", 300, minimum=1),
     )

@@ -136,7 +136,8 @@ class AlertProcessor:
             highest = pending[-1]
             alert = emails.ThresholdAlert(service, highest, usage, quota.limit_bytes, quota.direction,
                                           period.adjective, period.start, period.end, crossed_at,
-                                          covered=tuple(pending[:-1]))
+                                          covered=tuple(pending[:-1]),
+                                          reject_at=quota.reject_at if quota.rejects else None)
             higher = [t for t in quota.thresholds if t > highest]
             claim = self._claim(alert, quota, existing.get(highest), now, higher)
             if claim is not None:
@@ -277,7 +278,8 @@ class AlertProcessor:
             due.service, float(due.threshold), int(due.usage_bytes), int(due.limit_bytes),
             due.direction or quota.direction, due.period_kind or "monthly", int(due.period_start),
             int(due.period_end), int(due.crossed_at), covered=tuple(float(t) for t in (due.covers or [])),
-            forecast_eta=int(due.forecast_eta) if due.forecast_eta else None)
+            forecast_eta=int(due.forecast_eta) if due.forecast_eta else None,
+            reject_at=quota.reject_at if quota.rejects else None)
         claim = Alert.from_raw_data(due.serialize())
         claim.status, claim.claimed_at = "pending", now
         if not self.ledger.claim(claim, due):

@@ -35,6 +35,7 @@ class ThresholdAlert:
     crossed_at: int
     covered: tuple = ()
     forecast_eta: Optional[int] = None  # set for a forecast: when the trend reaches 100 %
+    reject_at: Optional[float] = None  # set when the quota blocks the service at the gateway from this percent
 
     @property
     def percent(self) -> float:
@@ -79,6 +80,10 @@ def render(alert: ThresholdAlert, public_url: str) -> tuple[str, str, str]:
         ("Period", f"{iso(alert.period_start)} to {iso(alert.period_end)} ({alert.period_kind})"),
         ("Crossed at", iso(alert.crossed_at)),
     ]
+    if alert.reject_at is not None:
+        blocked = alert.usage_bytes * 100 >= alert.reject_at * alert.limit_bytes
+        facts.append(("Gateway", (f"requests are refused (HTTP 429) from {alert.reject_at:g}% of the quota until "
+                                  f"{iso(alert.period_end)}") + ("; this service is blocked now" if blocked else "")))
     text = "\n".join([f"{subject(alert)}", ""] + [f"{k}: {v}" for k, v in facts]
                      + ["", f"Chart: {link}", "", "-- Bandwidth Meter"])
     rows = "".join(f"<tr><th align=\"left\">{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"

@@ -34,7 +34,7 @@ with Client(app.app, stage_name="local") as client:
     answer = client.http.request(method, path, body=body.encode() if body else b"", headers=headers)
 print(json.dumps({"status": answer.status_code, "body": answer.body.decode("utf-8", "replace")}))
 """
-QUOTA = json.dumps({"limit_bytes": 1000, "notify": ["owner@example.com"]})
+QUOTA = json.dumps({"limit_bytes": 1000, "notify": ["owner@example.com"], "action": "reject", "reject_at": 50})
 RULES = json.dumps({"rules": [{"pattern": "pay*", "limit_bytes": 5000}]})
 
 # (method, route, path, body, what the answer must hold to prove it read the seeded table)
@@ -60,6 +60,8 @@ CASES = [
     ("GET", "/v1/schemas/quota-rules", "/v1/schemas/quota-rules", "", lambda b: "rules" in b["properties"]),
     ("GET", "/v1/services/{service}/alerts", "/v1/services/pay/alerts", "",
      lambda b: [a["threshold"] for a in b["alerts"]] == [80.0]),
+    ("GET", "/v1/enforcement", "/v1/enforcement", "",
+     lambda b: [x["service"] for x in b["blocked"]] == ["pay"] and b["deck"]["plugins"][0]["service"] == "pay"),
     ("GET", "/openapi.json", "/openapi.json", "", lambda b: b["openapi"].startswith("3.")),
     ("GET", "/docs", "/docs", "", None),
     ("GET", "/docs/{asset}", "/docs/swagger-ui.css", "", None),

@@ -584,3 +584,23 @@ def test_the_page_fits_360_px_without_horizontal_overflow(api, page, view):
     assert p.evaluate("document.documentElement.scrollWidth") <= 360
     if view:
         assert p.evaluate("charts.chart.width") <= 360 and p.legend("chart") == ["Time", "ingress", "egress"]
+
+
+def test_a_blocked_service_is_marked_in_the_overview_and_on_its_page(api, page):
+    quota = {"limit_bytes": QUOTAS["search-api"], "notify": ["owner@example.test"]}
+    path = f"{api.url}/v1/services/search-api/quota"
+    blocked = requests.put(path, json={**quota, "limit_bytes": 1, "action": "reject"},
+                           headers={"x-api-key": ADMIN_KEY}, timeout=10)
+    assert blocked.ok, blocked.text
+    try:
+        p = page(f"{api.url}/dashboard")
+        p.wait("!!document.querySelector('#services .badge')")
+        badges = p.evaluate("[...document.querySelectorAll('#services tbody tr')].map((tr) => "
+                            "[tr.cells[0].querySelector('a').textContent, !!tr.querySelector('.badge')])")
+        assert badges == [["payments-api", False], ["search-api", True]]
+        p = page(f"{api.url}/dashboard#service=search-api&range=1h")
+        banner = p.wait("!document.getElementById('blocked').hidden && document.getElementById('blocked').textContent")
+        assert banner.startswith("Blocked at the gateway: requests are answered 429 until ")
+        assert "not applied at the gateway yet" in banner  # no Kong Admin API in this run
+    finally:
+        requests.put(path, json=quota, headers={"x-api-key": ADMIN_KEY}, timeout=10)

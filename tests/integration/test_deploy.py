@@ -66,7 +66,10 @@ def test_iam_is_narrowed_to_the_table_stream_and_sender(template):
     alerts = template["Resources"]["AlertsRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert {"ses:SendEmail", "ses:SendRawEmail"} <= {a for s in alerts for a in s["Action"]}
     collect = template["Resources"]["CollectRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-    assert not any(a.startswith("ses:") for s in collect for a in s.get("Action", []))
+    # The collector sends only the block / unblock notices of enforcement, only as the sender.
+    sends = [s for s in collect if any(a.startswith("ses:") for a in s.get("Action", []))]
+    assert [s["Sid"] for s in sends] == ["BlockNotices"]
+    assert sends[0]["Resource"] == [next(s for s in alerts if s["Sid"] == "SendAsSender")["Resource"][0]]
 
 
 def test_preflights_go_to_the_function_and_gateway_refusals_carry_cors(template):

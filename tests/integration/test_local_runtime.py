@@ -1,6 +1,7 @@
 """`python -m localrun` (what `make run` starts) as a user runs it: it comes up on embedded
 defaults, collects, turns a quota crossing into an email in ./outbox, and stops cleanly."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -62,7 +63,7 @@ def test_it_serves_the_api_and_says_what_runs_where(runtime):
     health = requests.get(f"{api}/v1/health", timeout=5).json()
     assert health["status"] == "ok" and health["backends"]["prometheus"] is True
     text = log.read_text()
-    for part in ("API ", "Prometheus ", "AWS ", "embedded moto server", "gateway "):
+    for part in ("API ", "Prometheus ", "AWS ", "embedded moto server", "gateway ", "kong admin "):
         assert part in text
 
 
@@ -96,6 +97,31 @@ def test_a_quota_crossing_reaches_the_stream_handler_and_lands_in_the_outbox(run
     assert new, log.read_text()[-2000:]
     assert f"{service} reached 100%" in next(iter(new)).read_text()
     assert "[email]" in log.read_text()
+
+
+def test_a_reject_quota_blocks_the_service_at_the_development_gateway(runtime):
+    _, api, log, _ = runtime
+    gateway = re.search(r"gateway +(http://127\.0\.0\.1:\d+)/metrics", log.read_text()).group(1)
+    service = requests.get(f"{api}/v1/services", timeout=5).json()["services"][-1]["service"]
+    path = {"payments-api": "/pay/checkout", "search-api": "/search", "media-cdn": "/media"}[service]
+    response = requests.put(f"{api}/v1/services/{service}/quota", json={
+        "limit_bytes": 1, "action": "reject", "thresholds": [100], "notify": ["owner@example.com"]}, timeout=5)
+    assert response.status_code == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answer = requests.get(f"{gateway}{path}", timeout=5)
+        if answer.status_code == 429:
+            break
+        time.sleep(1)
+    assert answer.status_code == 429, log.read_text()[-2000:]
+    assert f"{service} reached 100%" in answer.json()["message"]
+    deadline = time.monotonic() + 15  # the run prints after it returns; the outbox is polled each second
+    while time.monotonic() < deadline and f"{service} is blocked" not in log.read_text():
+        time.sleep(0.5)
+    assert f"[enforce] {service} blocked" in log.read_text()
+    assert f"[Bandwidth Meter] {service} is blocked" in log.read_text()
+    listing = requests.get(f"{api}/v1/enforcement", timeout=5).json()
+    assert [b["service"] for b in listing["blocked"]] == [service] and listing["blocked"][0]["at_gateway"]
 
 
 def test_a_busy_api_port_is_a_clear_error(runtime):

@@ -535,3 +535,40 @@ def test_zsh_completion_is_a_compdef_script_naming_every_command(api):
     for command in ("services", "usage", "stats", "quota", "quotas", "alerts", "export", "watch", "health",
                     "status", "rules", "audit", "completion"):
         assert f"\n    {command}:'" in out, command
+
+
+def test_quota_set_reject_sends_the_action_and_level(api):
+    api.respond = lambda r: (200, r["body"], {})
+    code, _, _ = run(api, "quota", "set", "pay", "--limit", "1000", "--replace", "--action", "reject",
+                     "--reject-at", "90")
+    assert code == 0 and api.requests[0]["body"] == {"limit_bytes": 1000, "action": "reject", "reject_at": 90.0}
+
+
+def test_quota_set_action_warn_drops_the_reject_level(api):
+    stored = {"limit_bytes": 100, "action": "reject", "reject_at": 90}
+    api.respond = lambda r: (200, stored if r["method"] == "GET" else r["body"], {})
+    code, _, _ = run(api, "quota", "set", "pay", "--action", "warn")
+    assert code == 0 and api.requests[1]["body"] == {"limit_bytes": 100, "action": "warn"}
+
+
+ENFORCEMENT = {"mode": "admin-api", "blocked": [
+    {"service": "pay", "usage_bytes": 2_000_000, "limit_bytes": 1_000_000, "percent": 200.0, "reject_at": 100,
+     "period_end": "2026-12-01T00:00:00Z", "at_gateway": True, "plugin_id": "p1"}],
+    "gateway": {"enabled": True, "last_reconcile": "2026-11-25T10:00:00Z", "blocked_count": 1,
+                "missing_services": ["ghost"], "last_error": None},
+    "deck": {"_format_version": "3.0", "plugins": [{"name": "request-termination", "service": "pay"}]}}
+
+
+def test_enforcement_lists_blocked_services(api):
+    api.respond = lambda r: (200, ENFORCEMENT, {})
+    code, out, _ = run(api, "enforcement")
+    assert code == 0 and api.requests[0]["path"] == "/v1/enforcement"
+    row = next(line for line in out.splitlines() if line.startswith("pay"))
+    assert "2 MB" in row and "200.0 %" in row and "2026-12-01T00:00:00Z" in row and row.endswith("yes")
+    assert "missing services: ghost" in out
+
+
+def test_enforcement_json_and_deck(api):
+    api.respond = lambda r: (200, ENFORCEMENT, {})
+    assert json.loads(run(api, "enforcement", "--json")[1]) == ENFORCEMENT
+    assert json.loads(run(api, "enforcement", "--deck")[1]) == ENFORCEMENT["deck"]

@@ -8,7 +8,7 @@ const RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "3
 const STEPS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400};
 const UNITS = {B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12};
 const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
-const state = {services: [], key: localStorage.getItem("bwm-key") || "", admin: null, csv: null};
+const state = {services: [], blocked: {}, key: localStorage.getItem("bwm-key") || "", admin: null, csv: null};
 const charts = {};  // uPlot instances by container id (also handy from the console)
 const $ = (id) => document.getElementById(id);
 
@@ -171,10 +171,16 @@ async function renderService(name, params) {
   const encoded = encodeURIComponent(name);
   const path = `v1/services/${encoded}/bandwidth?start=${start}&end=${end}&step=auto`
     + (split ? "&direction=total&split=route" : "");
-  const [chart, summary, alerts, stats] = await Promise.all([
+  const [chart, summary, alerts, stats, enforcement] = await Promise.all([
     api(path), api(`v1/services/${encoded}`), api(`v1/services/${encoded}/alerts`),
-    api(`v1/services/${encoded}/stats?start=${start}&end=${end}`).catch(() => null)]);
+    api(`v1/services/${encoded}/stats?start=${start}&end=${end}`).catch(() => null),
+    api("v1/enforcement").catch(() => null)]);
   if (!chart || !summary) throw new Error(`unknown service ${name}`);
+  const block = enforcement ? enforcement.blocked.find((b) => b.service === name) : null;
+  $("blocked").hidden = !block;
+  $("blocked").textContent = block ? `Blocked at the gateway: requests are answered 429 until ${block.period_end} `
+    + `(${human(block.usage_bytes)} used, ${block.reject_at}% of ${human(block.limit_bytes)} rejects)`
+    + (block.at_gateway ? "" : "; not applied at the gateway yet") : "";
   state.csv = {path: `${path}&format=csv`, file: `${name}-${start}-${end}.csv`};
   $("step").textContent = chart.step;
   if (!chart.series.length) {
@@ -243,6 +249,9 @@ function renderOverview() {
     const tr = el("tr");
     const name = el("td");
     name.append(el("a", s.service, {href: `#service=${encodeURIComponent(s.service)}&range=24h`}));
+    if (state.blocked[s.service]) {
+      name.append(" ", el("span", "blocked", {class: "badge", title: `answered 429 until ${state.blocked[s.service].period_end}`}));
+    }
     const percent = s.percent;
     const bar = el("div", null, {class: "bar", role: "img",
       "aria-label": percent === null ? "no quota" : `${percent}% of quota`});
@@ -318,8 +327,10 @@ async function route() {
     } else {
       $("service").hidden = true;
       $("overview").hidden = false;
-      const page = await api("v1/services?limit=1000");
+      const [page, enforcement] = await Promise.all([api("v1/services?limit=1000"),
+        api("v1/enforcement").catch(() => null)]);
       state.services = page ? page.services : [];
+      state.blocked = Object.fromEntries((enforcement ? enforcement.blocked : []).map((b) => [b.service, b]));
       renderOverview();
       $("quota-form").hidden = !(await isAdmin());
     }

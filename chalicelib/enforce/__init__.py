@@ -1,0 +1,1 @@
+"""Enforcement: quotas with action reject, applied at the gateway (Kong Admin API)."""
