@@ -112,6 +112,8 @@ class WebhookSender:
             raise NotifyError(f"webhook refused: its host resolves to an internal address ({e})") from None
         pinned = f"[{addresses[0]}]" if addresses[0].version == 6 else str(addresses[0])
         headers["Host"] = parts.netloc
-        if self.session is None:
-            session.mount("https://", _PinnedTLS(parts.hostname))
-        return urlunsplit((parts.scheme, f"{pinned}:{port}", parts.path or "/", parts.query, "")), session
+        target = urlunsplit((parts.scheme, f"{pinned}:{port}", parts.path or "/", parts.query, ""))
+        # Mounted for this address only (the longest prefix wins), so a session that is passed in
+        # keeps its own adapters for anything else.
+        session.mount(f"https://{pinned}:{port}/", _PinnedTLS(parts.hostname))
+        return target, session

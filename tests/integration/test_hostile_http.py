@@ -154,6 +154,11 @@ def test_a_3000_character_service_name_is_400_on_every_service_route(api, method
     refused_and_unchanged(api, method, path.format(s=LONG_NAME), body, parameter="service")
 
 
+def test_a_3000_character_service_name_is_400_on_the_older_frontends_endpoint(api):
+    assert_refused(requests.get(f"{api.url}/metrics/bandwidth_used", params={"service": LONG_NAME}, headers=READ,
+                                timeout=30), parameter="service")
+
+
 # -- webhook URLs --------------------------------------------------------------------------------
 INTERNAL_URLS = ["https://169.254.169.254/latest/meta-data/", "http://example.com/hook", "https://127.0.0.1/hook",
                  "https://127.1/hook", "https://2130706433/hook", "https://0x7f000001/hook",

@@ -117,7 +117,8 @@ def requests_for(draw, route):
         path = path.replace("{service}", quote(draw(services), safe=""))
     if "{asset}" in path:
         path = path.replace("{asset}", quote(draw(texts | st.just("swagger-ui.css")), safe=""))
-    params = draw(st.dictionaries(st.sampled_from(names), query_values, max_size=len(names))) if names else {}
+    values = half(services, query_values) if "service" in names else query_values
+    params = draw(st.dictionaries(st.sampled_from(names), values, max_size=len(names))) if names else {}
     body = draw(bodies[body_kind]) if body_kind else None
     return method, path, params, body
 
