@@ -167,3 +167,36 @@ def test_the_first_matching_rule_applies():
 @pytest.mark.parametrize("name", ["pay\n", "s" * 201, "", "a\x00b"])
 def test_service_names_are_bounded_and_free_of_control_characters(name):
     assert not is_service_name(name)
+
+
+# -- what read keys see ------------------------------------------------------------------------------
+READ_KEY, ADMIN_KEY = "read-key-hostile", "admin-key-hostile"
+
+
+@pytest.fixture
+def keyed_app(aws, env):
+    from chalice.test import Client
+
+    from chalicelib import bootstrap
+
+    env.setenv("API_KEYS", f"{READ_KEY}:read,{ADMIN_KEY}:admin")
+    bootstrap.reset()
+    from app import app
+
+    with Client(app) as client:
+        yield client.http
+
+
+def test_read_keys_see_that_an_alert_failed_but_not_the_error_text(keyed_app):
+    import json
+
+    from chalicelib.core.models import Alert
+
+    error = "webhook https://hooks.example.com/x?token=s3cret answered HTTP 500"
+    Alert.record("pay", 1_800_000_000, 80.0, period_end=1_800_086_400, status="failed", usage_bytes=800,
+                 limit_bytes=1000, recipients=["ops@example.com"], crossed_at=1_800_000_060,
+                 claimed_at=1_800_000_060, error=error).save()
+    as_read = json.loads(keyed_app.get("/v1/services/pay/alerts", headers={"x-api-key": READ_KEY}).body)
+    as_admin = json.loads(keyed_app.get("/v1/services/pay/alerts", headers={"x-api-key": ADMIN_KEY}).body)
+    assert as_read["alerts"][0]["status"] == "failed" and "s3cret" not in json.dumps(as_read)
+    assert as_admin["alerts"][0]["error"] == error
