@@ -13,7 +13,7 @@ from chalicelib import __version__, bootstrap
 from chalicelib.api import access, charts, enforcement, legacy, overview, stats, status
 from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
 from chalicelib.core import observability
-from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name
+from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name, without_webhook
 
 app = Chalice(app_name="bandwidth-meter")
 app.api.cors = cors_config()
@@ -139,7 +139,7 @@ def legacy_bandwidth_used():
 @app.route("/v1/services/{service}/quota", methods=["GET"], api_key_required=True)
 @endpoint
 def get_quota(service):
-    return bootstrap.current().quotas.get(validate_service_name(service))
+    return _as_caller_may_see(bootstrap.current().quotas.get(validate_service_name(service)))
 
 
 @app.route("/v1/services/{service}/quota", methods=["PUT"], content_types=["application/json"],
@@ -157,17 +157,24 @@ def delete_quota(service):
     return Response(body="", status_code=204)
 
 
+def _as_caller_may_see(body: dict) -> dict:
+    """Quotas and rules are readable with a read key, but webhook URLs (often holding a token)
+    only with an admin key."""
+    return body if access.is_admin(app.current_request) else without_webhook(body)
+
+
 @app.route("/v1/quotas", methods=["GET"], api_key_required=True)
 @endpoint
 def list_quotas():
     snapshot = bootstrap.current().quotas.load()
-    return {"quotas": [{"service": s, **q} for s, q in sorted(snapshot.quotas.items())], "rules": snapshot.rules}
+    return {"quotas": [{"service": s, **_as_caller_may_see(q)} for s, q in sorted(snapshot.quotas.items())],
+            "rules": [_as_caller_may_see(r) for r in snapshot.rules]}
 
 
 @app.route("/v1/quota-rules", methods=["GET"], api_key_required=True)
 @endpoint
 def get_quota_rules():
-    return {"rules": bootstrap.current().quotas.get_rules()}
+    return {"rules": [_as_caller_may_see(r) for r in bootstrap.current().quotas.get_rules()]}
 
 
 @app.route("/v1/quota-rules", methods=["PUT"], content_types=["application/json"],
@@ -207,7 +214,11 @@ def enforcement_listing():
 @app.route("/v1/services/{service}/alerts", methods=["GET"], api_key_required=True)
 @endpoint
 def service_alerts(service):
-    return {"service": service, "alerts": bootstrap.current().ledger.history(validate_service_name(service))}
+    history = bootstrap.current().ledger.history(validate_service_name(service))
+    if not access.is_admin(app.current_request):  # a delivery error may name the webhook URL
+        history = [{**a, "error": "delivery failed (details for admin keys)" if a.get("error") else None}
+                   for a in history]
+    return {"service": service, "alerts": history}
 
 
 # -- documentation and the dashboard -----------------------------------------------------------

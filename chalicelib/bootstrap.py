@@ -63,7 +63,13 @@ class Bootstrap:
     def quotas(self):
         from chalicelib.core.quota_book import QuotaBook
 
-        return QuotaBook(clock=self.clock)
+        return QuotaBook(clock=self.clock, webhook_policy=self.webhook_policy)
+
+    @cached_property
+    def webhook_policy(self):
+        from chalicelib.core.webhook_targets import WebhookTargetPolicy
+
+        return WebhookTargetPolicy.from_settings(self.settings)
 
     @cached_property
     def ledger(self):
@@ -132,7 +138,7 @@ class Bootstrap:
         from chalicelib.notify.webhook import WebhookSender
 
         secret = self._with_secrets("webhook_secret").webhook_secret
-        return WebhookSender(secret, clock=self.clock) if secret else None
+        return WebhookSender(secret, clock=self.clock, policy=self.webhook_policy) if secret else None
 
     @cached_property
     def alert_processor(self):

@@ -328,6 +328,13 @@ def actor(request) -> Optional[str]:
     return caller.name if caller and caller.digest else None
 
 
+def is_admin(request) -> bool:
+    """Whether the request came with an admin key (or the open dev stage, where all are admin).
+    Routes open to read keys use it to leave out what only admins may see (webhook URLs)."""
+    caller = ((getattr(request, "context", None) or {}).get(_CONTEXT_KEY))
+    return caller is not None and caller.role == ADMIN
+
+
 def preflight_response():
     """The answer to a CORS preflight. In AWS the template routes OPTIONS to this function
     (Chalice's mock integration can name only one origin); the CORS middleware then adds

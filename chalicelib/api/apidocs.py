@@ -86,7 +86,9 @@ SCHEMAS = {
         "anchor_day": {"type": "integer"}, "direction": {"enum": ["total", "ingress", "egress"]},
         "thresholds": {"type": "array", "items": {"type": "number"}},
         "notify": {"type": "array", "items": {"type": "string"}}, "forecast": {"type": "boolean"},
-        "webhook_url": {"type": ["string", "null"]}, "action": {"enum": ["warn", "reject"]},
+        "webhook": {"type": "boolean", "description": "whether alerts are also POSTed to a webhook "
+                                                      "(its URL: GET /v1/services/{service}/quota, admin keys)"},
+        "action": {"enum": ["warn", "reject"]},
         "reject_at": {"type": "number", "description": "With action reject: percent of the limit that blocks"}}},
     "ServiceSummary": _obj({
         "service": {"type": "string"}, "usage": ref("Usage"),
@@ -168,8 +170,9 @@ def _param(name: str, where: str, schema: dict, description: str, required: bool
             "description": description}
 
 
-SERVICE = _param("service", "path", {"type": "string", "minLength": 1}, "Service name as Kong labels it")
-TIME_PARAM = {"type": "string", "pattern": r"^(|-?\d{1,12}(\.\d+)?|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))$"}
+SERVICE = _param("service", "path", {"type": "string", "minLength": 1, "maxLength": 200},
+                 "Service name as Kong labels it (at most 200 characters, no control characters)")
+TIME_PARAM = {"type": "string", "pattern": r"^(|-?\d{1,12}(\.\d{1,9})?|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2}))$"}
 START = _param("start", "query", TIME_PARAM,
                "RFC 3339 time or epoch seconds; empty or absent: end - 1 h; must be before end")
 END = _param("end", "query", TIME_PARAM, "RFC 3339 time or epoch seconds; empty or absent: now")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from chalicelib.core.errors import BadRequest, NotFound
+from chalicelib.core.quotas import validate_service_name
 from chalicelib.core.timeutil import LEVELS, TimeFormatError, floor, iso, parse_time
 
 STEPS = LEVELS  # chart steps are exactly the stored levels
@@ -59,15 +60,26 @@ class Coverage:
         return not any(a < end and start < b for a, b in self.gaps)
 
 
+MAX_TIME_CHARS = 40  # the longest RFC 3339 time with fractions and an offset fits well within
+
+
+def _instant(params, name: str, default: int) -> int:
+    """A time parameter, bounded before parsing: a 400-digit epoch would overflow float()."""
+    raw = params.get(name)
+    if not raw:
+        return default
+    if len(raw) > MAX_TIME_CHARS:
+        raise BadRequest(f"{name} must be an RFC 3339 time or epoch seconds (at most {MAX_TIME_CHARS} "
+                         "characters)", parameter=name)
+    try:
+        return parse_time(raw)
+    except (TimeFormatError, OverflowError, ValueError) as e:
+        raise BadRequest(f"{name}: {e}", parameter=name) from None
+
+
 def parse_range(params, now: float) -> Tuple[int, int]:
-    try:
-        end = parse_time(params["end"]) if params.get("end") else int(now)
-    except TimeFormatError as e:
-        raise BadRequest(f"end: {e}", parameter="end") from None
-    try:
-        start = parse_time(params["start"]) if params.get("start") else end - 3600
-    except TimeFormatError as e:
-        raise BadRequest(f"start: {e}", parameter="start") from None
+    end = _instant(params, "end", int(now))
+    start = _instant(params, "start", end - 3600)
     if start >= end:
         raise BadRequest("start must be before end", parameter="start")
     return start, end
@@ -149,7 +161,7 @@ def service_coverage(store, service: str, now: float) -> Coverage:
 
 
 def require_service(store, service: str):
-    item = store.get_service(service)
+    item = store.get_service(validate_service_name(service))
     if item is None:
         raise NotFound(f"unknown service {service!r}: no usage has been collected for it")
     return item

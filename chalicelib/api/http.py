@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import re
 from typing import Callable, Mapping, Optional, Sequence
 
 from chalice import CORSConfig, Response
@@ -18,6 +19,10 @@ from chalicelib.core.settings import ConfigError
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_DEPTH = 32  # a quota body is three levels deep; nothing we accept comes near this
+# The largest integer every JSON client holds exactly (JavaScript's Number.MAX_SAFE_INTEGER);
+# DynamoDB numbers hold 38 digits, so this bound serves both.
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 class PayloadTooLarge(BadRequest):
@@ -64,16 +69,76 @@ def endpoint(view: Callable) -> Callable:
     return wrapper
 
 
+class _Refused(ValueError):
+    """A JSON value we refuse even though Python's json module would accept it."""
+
+
+def _refuse_constant(name: str):
+    raise _Refused(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _Refused(f"the number {text[:40]} is too large")
+    return value
+
+
+def _safe_int(text: str) -> int:
+    if len(text.lstrip("-")) > 16:  # refuse before converting: a 4,000-digit integer costs
+        raise _Refused(f"the integer {text[:40]}... is beyond ±{MAX_SAFE_INTEGER}")
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise _Refused(f"the integer {text} is beyond ±{MAX_SAFE_INTEGER}")
+    return value
+
+
+def nesting_depth(raw: bytes) -> int:
+    """The deepest bracket nesting of a JSON text, outside strings: a linear scan, so a hostile
+    body is measured before the recursive parser could overflow the stack on it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 def json_body(raw: Optional[bytes]) -> object:
-    """Parse a request body as JSON, with the errors a caller can act on."""
+    """Parse a request body as strict JSON, with the errors a caller can act on.
+
+    Stricter than ``json.loads``: no NaN / Infinity (browsers' JSON.parse would then fail on
+    our answers), no number that overflows to infinity, no integer beyond ±(2^53 - 1), no
+    nesting deeper than MAX_BODY_DEPTH, and no text that is not valid Unicode (a lone
+    surrogate could not be stored or mailed)."""
     if raw is None or raw == b"":
         raise BadRequest("a JSON body is required", parameter="body")
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes", parameter="body")
+    if nesting_depth(raw) > MAX_BODY_DEPTH:
+        raise BadRequest(f"the body is nested more than {MAX_BODY_DEPTH} levels deep", parameter="body")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"the body is not valid JSON: {e}", parameter="body") from None
+        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_safe_int)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates ("\ud800") fail here
+    except _Refused as e:
+        raise BadRequest(f"the body is not acceptable JSON: {e}", parameter="body") from None
+    except (ValueError, UnicodeError, RecursionError) as e:
+        raise BadRequest(f"the body is not valid JSON: {str(e)[:200]}", parameter="body") from None
+    return value
 
 
 def choice(params: Mapping[str, str], name: str, allowed: Sequence[str], default: Optional[str]) -> Optional[str]:
@@ -83,14 +148,18 @@ def choice(params: Mapping[str, str], name: str, allowed: Sequence[str], default
     return value
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
 def integer(params: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    """A bounded integer parameter: plain ASCII digits only (``int`` would also take "1_000",
+    Arabic-Indic digits and 4,000-digit numbers, each costing or surprising)."""
     raw = params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer", parameter=name) from None
+    if not _INTEGER.fullmatch(raw):
+        raise BadRequest(f"{name} must be an integer between {minimum} and {maximum}", parameter=name)
+    value = int(raw)
     if not minimum <= value <= maximum:
         raise BadRequest(f"{name} must be between {minimum} and {maximum}", parameter=name)
     return value

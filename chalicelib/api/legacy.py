@@ -21,6 +21,7 @@ from typing import List, Optional
 
 from chalicelib.api.charts import Coverage, bucket_bytes
 from chalicelib.core.errors import BadRequest
+from chalicelib.core.quotas import validate_service_name
 from chalicelib.core.timeutil import MINUTE
 
 MAX_LOOKBACK_MS = 7 * 86400 * 1000
@@ -62,6 +63,7 @@ class LegacyQuery:
         service = params.get("service")
         if not service:
             raise BadRequest("service is required", parameter="service")
+        validate_service_name(service)  # a name no service can have is refused, not looked up
         kind = params.get("type", "egress")
         if kind not in TYPES:
             raise BadRequest("type must be ingress or egress", parameter="type")

@@ -35,14 +35,22 @@ def _cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
 
 
+MAX_CURSOR_CHARS = 64  # ours are about 20; a forged one is refused before decoding
+MAX_OFFSET = 10**9
+
+
 def _offset(cursor: Optional[str]) -> int:
+    """The offset a cursor of ours holds; anything else (garbage, ``1e999``, a float, a huge or
+    negative number) is refused as a 400, never a 500."""
     if not cursor:
         return 0
     try:
-        offset = int(json.loads(base64.urlsafe_b64decode(cursor.encode()))["o"])
-    except (ValueError, KeyError, TypeError):
-        raise BadRequest("cursor is not one this API returned", parameter="cursor") from None
-    if offset < 0:
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError("too long")
+        offset = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))["o"]
+    except (ValueError, KeyError, TypeError, UnicodeError, RecursionError):
+        offset = None
+    if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:  # bool and float are not offsets
         raise BadRequest("cursor is not one this API returned", parameter="cursor")
     return offset
 

@@ -16,13 +16,15 @@ from chalicelib.core.models import (AUDIT_PK, QUOTA_PK, RULES_KEY, AuditEntry, Q
                                     transaction)
 from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot, normalize_quota, normalize_rules
 from chalicelib.core.timeutil import iso
+from chalicelib.core.webhook_targets import STRICT, WebhookTargetPolicy
 
 
 class QuotaBook:
     """Reads and changes quotas and rules; every change is audited in the same transaction."""
 
-    def __init__(self, clock: Callable[[], float] = time.time):
+    def __init__(self, clock: Callable[[], float] = time.time, webhook_policy: WebhookTargetPolicy = STRICT):
         self.clock = clock
+        self.webhook_policy = webhook_policy
 
     def load(self) -> QuotaSnapshot:
         try:
@@ -42,7 +44,7 @@ class QuotaBook:
         return body
 
     def put(self, service: str, body, actor: Optional[str] = None) -> dict:
-        quota = normalize_quota(body)
+        quota = normalize_quota(body, self.webhook_policy)
         old = self._quota_body(service)
         now = self.clock()
         self._transact(Quota(QUOTA_PK, service, body=quota, updated_at=now), None,
@@ -61,7 +63,7 @@ class QuotaBook:
         return item.rules if item else []
 
     def put_rules(self, body, actor: Optional[str] = None) -> List[dict]:
-        rules = normalize_rules(body)
+        rules = normalize_rules(body, self.webhook_policy)
         old = self._rules_item()
         now = self.clock()
         self._transact(QuotaRules(*RULES_KEY, rules=rules, updated_at=now), None,

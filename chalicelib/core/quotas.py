@@ -2,10 +2,18 @@
 
 Every body is validated against a JSON Schema (served at /v1/schemas/quota) before
 anything is stored; quota_book.py stores them, each change with its audit entry.
+Beyond the schema: recipients are checked and normalised with ``email-validator`` (the
+normalised, ASCII form is what is stored and mailed), and a webhook URL must pass the
+stage's target policy (core/webhook_targets.py).
+
+Rule patterns are globs (``*``, ``?``, ``[abc]``) matched against the whole service name
+with ``fnmatch.fnmatchcase``: unlike a regular expression, no pattern can make matching
+take more than linear-ish time, so no rule can hang the alerts function or the API.
 """
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import re
 from dataclasses import dataclass, field
@@ -13,8 +21,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import jsonschema
+from email_validator import EmailNotValidError, validate_email
 
 from chalicelib.core.errors import BadRequest
+from chalicelib.core.webhook_targets import STRICT, UnsafeWebhookTarget, WebhookTargetPolicy
 
 QUOTA_SCHEMA: dict = json.loads((Path(__file__).parent / "schemas" / "quota.json").read_text())
 DEFAULTS = {"period": "month", "anchor_day": 1, "direction": "total", "thresholds": [80, 90, 100], "notify": [],
@@ -26,8 +36,10 @@ def _rules_schema() -> dict:
     rule = copy.deepcopy(QUOTA_SCHEMA)
     for key in ("$schema", "$id", "title", "description"):
         rule.pop(key, None)
-    rule["properties"]["pattern"] = {"type": "string", "format": "regex", "minLength": 1, "maxLength": 256,
-                                     "description": "Python regular expression matched against the whole service name."}
+    rule["properties"]["pattern"] = {
+        "type": "string", "minLength": 1, "maxLength": 256, "not": {"pattern": "[\\x00-\\x1f\\x7f]"},
+        "description": "Glob matched against the whole service name (case-sensitive): * any run of "
+                       "characters, ? one character, [abc] one of a set; e.g. pay-* or *-api."}
     rule["required"] = ["pattern", "limit_bytes"]
     return {
         "$schema": QUOTA_SCHEMA["$schema"],
@@ -41,14 +53,31 @@ def _rules_schema() -> dict:
 
 RULES_SCHEMA = _rules_schema()
 _FORMATS = jsonschema.FormatChecker()
+
+
+def email_address(address: str) -> str:
+    """The normalised ASCII form of a recipient (what SES is given), or EmailNotValidError.
+
+    Deliverability is not checked (no DNS from the API); SMTPUTF8 local parts are refused
+    because SES cannot send to them; an internationalised domain is stored as punycode."""
+    return validate_email(address, check_deliverability=False, allow_smtputf8=False).ascii_email
+
+
+@_FORMATS.checks("email", raises=EmailNotValidError)
+def _is_email(instance) -> bool:
+    if isinstance(instance, str):
+        email_address(instance)
+    return True
+
+
 _QUOTA_VALIDATOR = jsonschema.Draft202012Validator(QUOTA_SCHEMA, format_checker=_FORMATS)
 _RULES_VALIDATOR = jsonschema.Draft202012Validator(RULES_SCHEMA, format_checker=_FORMATS)
-_SERVICE_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+_SERVICE_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 
 
 def is_service_name(service: str) -> bool:
     """Whether a name can be a service here (what the API can address and keys can hold)."""
-    return bool(_SERVICE_NAME.match(service or ""))
+    return bool(_SERVICE_NAME.fullmatch(service or ""))  # fullmatch: "$" would let a final "\n" in
 
 
 def validate_service_name(service: str) -> str:
@@ -68,30 +97,63 @@ def _field_path(error: jsonschema.ValidationError) -> str:
     return path or "(body)"
 
 
-def _validate(validator: jsonschema.Validator, body) -> None:
+def _message(error: jsonschema.ValidationError) -> str:
+    if error.validator == "format" and error.cause is not None:
+        return f"{error.instance!r} is not a valid {error.validator_value}: {error.cause}"
+    return error.message
+
+
+def _webhook_details(body, policy: WebhookTargetPolicy, prefix: str) -> List[dict]:
+    url = body.get("webhook_url") if isinstance(body, dict) else None
+    if not isinstance(url, str):
+        return []
+    try:
+        policy.check_url(url)
+    except UnsafeWebhookTarget as e:
+        return [{"field": f"{prefix}webhook_url", "message": str(e)}]
+    return []
+
+
+def _validate(validator: jsonschema.Validator, body, extra: List[dict]) -> None:
     errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
-    if errors:
-        details = [{"field": _field_path(e), "message": e.message} for e in errors]
+    details = [{"field": _field_path(e), "message": _message(e)} for e in errors] + extra
+    if details:
         fields = ", ".join(sorted({d["field"] for d in details}))
         raise BadRequest(f"invalid quota: {fields}", parameter=fields, details=details)
 
 
-def _with_defaults(body: dict) -> dict:
-    quota = {**DEFAULTS, **body, "thresholds": sorted(body.get("thresholds", DEFAULTS["thresholds"]))}
+def _normalized(body: dict) -> dict:
+    """Defaults filled in, recipients in their normalised form (and once each)."""
+    recipients = list(dict.fromkeys(email_address(a) for a in body.get("notify", ())))
+    quota = {**DEFAULTS, **body, "notify": recipients,
+             "thresholds": sorted(body.get("thresholds", DEFAULTS["thresholds"]))}
     if quota["action"] == "reject":
         quota.setdefault("reject_at", REJECT_AT_DEFAULT)
     return quota
 
 
-def normalize_quota(body) -> dict:
-    """Validate a quota body and fill in its defaults."""
-    _validate(_QUOTA_VALIDATOR, body)
-    return _with_defaults(body)
+def normalize_quota(body, policy: WebhookTargetPolicy = STRICT) -> dict:
+    """Validate a quota body and fill in its defaults (recipients in their normalised form)."""
+    _validate(_QUOTA_VALIDATOR, body, _webhook_details(body, policy, ""))
+    return _normalized(body)
 
 
-def normalize_rules(body) -> List[dict]:
-    _validate(_RULES_VALIDATOR, body)
-    return [_with_defaults(rule) for rule in body["rules"]]
+def normalize_rules(body, policy: WebhookTargetPolicy = STRICT) -> List[dict]:
+    rules = body.get("rules") if isinstance(body, dict) else None
+    extra = [d for i, rule in enumerate(rules if isinstance(rules, list) else [])
+             for d in _webhook_details(rule, policy, f"rules/{i}/")]
+    _validate(_RULES_VALIDATOR, body, extra)
+    return [_normalized(rule) for rule in body["rules"]]
+
+
+def without_webhook(body: dict) -> dict:
+    """A quota or rule as a read key may see it: the webhook URL is a secret of sorts (it often
+    carries a token), so only admin keys are shown it."""
+    return {k: v for k, v in body.items() if k != "webhook_url"}
+
+
+def matches(pattern: str, service: str) -> bool:
+    return fnmatch.fnmatchcase(service, pattern)
 
 
 @dataclass(frozen=True)
@@ -132,7 +194,8 @@ class EffectiveQuota:
         return {"source": self.source, "limit_bytes": self.limit_bytes, "period": self.period,
                 "anchor_day": self.anchor_day, "direction": self.direction,
                 "thresholds": list(self.thresholds), "notify": list(self.notify), "forecast": self.forecast,
-                "webhook_url": self.webhook_url, "action": self.action,
+                "webhook": self.webhook_url is not None,  # whether one is set; the URL only to admins
+                "action": self.action,
                 **({"reject_at": self.reject_at} if self.action == "reject" else {})}
 
 
@@ -148,6 +211,6 @@ class QuotaSnapshot:
         if service in self.quotas:
             return EffectiveQuota.from_body("service", self.quotas[service])
         for rule in self.rules:
-            if re.fullmatch(rule["pattern"], service):
+            if matches(rule["pattern"], service):
                 return EffectiveQuota.from_body(f"rule:{rule['pattern']}", rule)
         return NO_QUOTA

@@ -41,6 +41,19 @@ def _list(env: Mapping[str, str], name: str) -> Tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _networks(env: Mapping[str, str], name: str) -> Tuple[str, ...]:
+    """CIDRs, checked now so a typo fails at start-up rather than when an alert is sent."""
+    import ipaddress
+
+    networks = _list(env, name)
+    for cidr in networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name} must be comma-separated CIDRs such as 10.1.0.0/16, got {cidr!r}") from None
+    return networks
+
+
 KONG_SCHEMAS = ("auto", "2", "3.0", "3.7")
 API_ROLES = ("read", "admin")
 _HASHED_KEY = "sha256:"
@@ -161,6 +174,8 @@ class Settings:
     kong_admin_token: Optional[str] = field(default=None, repr=False)
     kong_workspace: Optional[str] = None
     kong_admin_timeout_seconds: int = 5
+    # internal networks the operator lets webhooks reach outside the dev stage (core/webhook_targets.py)
+    webhook_allowed_networks: Tuple[str, ...] = ()
     # API
     cors_origins: Tuple[str, ...] = field(default_factory=tuple)
     # API access (chalicelib/api/access.py): (SHA-256 hex digest of a key, role) pairs
@@ -260,6 +275,7 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         kong_admin_token=_get(env, "KONG_ADMIN_TOKEN"),
         kong_workspace=_workspace(env),
         kong_admin_timeout_seconds=_int(env, "KONG_ADMIN_TIMEOUT_SECONDS", 5, minimum=1),
+        webhook_allowed_networks=_networks(env, "WEBHOOK_ALLOWED_NETWORKS"),
         cors_origins=cors or (("*",) if local_dev else ()),
         api_keys=_api_keys(env),
         # In Lambda, API Gateway's usage plan throttles; a per-instance count would be partial.

@@ -116,7 +116,9 @@ def as_lambda(world, function: str, stack: str = "bearer", extra=None):
         if name.startswith(("PROMETHEUS_", "API_KEYS", "WEBHOOK_", "CORS_", "STAGE", "TABLE_NAME", "ALERT_FROM",
                             "USAGE_STREAM", "AWS_LAMBDA", "INITIAL_BACKFILL", "MAX_BACKFILL", "COLLECT_")):
             patch.delenv(name)
-    for name, value in {**env, **(extra or {})}.items():
+    # The webhook receiver is on loopback, an internal address a deployed stage refuses unless
+    # the operator allows its network (core/webhook_targets.py).
+    for name, value in {**env, "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32", **(extra or {})}.items():
         patch.setenv(name, value)
     bootstrap.reset()
     recorder = CallRecorder(world["table_arn"], world["stream_arn"])

@@ -381,7 +381,7 @@ STATUS = {"watermark": "2026-12-01T00:00:00Z", "lag_seconds": 75, "configured_la
           "series_seen": 40, "minutes_written": 1, "items_written": 3, "kong_schemas_seen": ["3.7"],
           "last_success": "2026-12-01T00:01:01Z", "last_error": "Prometheus answered 503",
           "last_error_at": "2026-11-30T23:00:00Z"}
-RULE = {"pattern": "pay.*", "limit_bytes": 10**9, "period": "month", "anchor_day": 1, "direction": "total",
+RULE = {"pattern": "pay*", "limit_bytes": 10**9, "period": "month", "anchor_day": 1, "direction": "total",
         "thresholds": [80, 90, 100], "notify": ["ops@example.com"]}
 
 
@@ -415,7 +415,7 @@ def test_quotas_lists_service_quotas_then_rules(api):
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == ["SERVICE", "LIMIT", "PERIOD", "DIRECTION", "THRESHOLDS", "NOTIFY"]
     assert lines[1].split() == ["search", "1", "GB", "month", "total", "80,90,100", "ops@example.com"]
-    assert lines[-1].split()[:3] == ["pay.*", "1", "GB"]
+    assert lines[-1].split()[:3] == ["pay*", "1", "GB"]
 
 
 def test_rules_set_puts_the_file_and_a_bare_list_is_wrapped(api, tmp_path):

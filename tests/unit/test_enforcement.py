@@ -45,7 +45,7 @@ def test_a_bad_action_or_reject_level_is_refused(body):
 
 
 def test_a_rule_can_reject_too():
-    [rule] = normalize_rules({"rules": [{"pattern": "pay.*", "limit_bytes": 10, "action": "reject", "reject_at": 80}]})
+    [rule] = normalize_rules({"rules": [{"pattern": "pay*", "limit_bytes": 10, "action": "reject", "reject_at": 80}]})
     snapshot = QuotaSnapshot({}, [rule])
     quota = snapshot.quota_for("payments")
     assert quota.rejects_at(8) and not quota.rejects_at(7)
