@@ -82,7 +82,9 @@ def health():
 @endpoint
 def collector_status():
     deps = bootstrap.current()
-    return status.collector_status(deps.store.state(), deps.settings, deps.clock())
+    count = deps.settings.shard_count
+    return status.collector_status(deps.store.state(), deps.settings, deps.clock(),
+                                   deps.store.states(count) if count > 1 else None)
 
 
 @app.route("/v1/services", methods=["GET"], api_key_required=True)

@@ -185,8 +185,13 @@ class UsageStore:
         return [self.state(shard) for shard in range(shard_count)]
 
     def state_of_service(self, item: Optional[ServiceUsage]) -> CollectorState:
-        """The state of the shard that counts this service: its watermark and gaps apply to it."""
-        return self.state(int(item.shard) if item is not None and item.shard is not None else 0)
+        """What was collected for this service: the watermark of the shard that counts it, and
+        the gaps of that shard and of the catch-all (which counted it before the hand-over)."""
+        shard = int(item.shard) if item is not None and item.shard is not None else 0
+        state = self.state(shard)
+        if shard != 0:
+            state.gaps = sorted([list(g) for g in (state.gaps or [])] + [list(g) for g in (self.state(0).gaps or [])])
+        return state
 
     # -- shard assignments -----------------------------------------------------------------
     def assignments(self, shard_count: int) -> Dict[int, ShardAssignment]:

@@ -128,3 +128,61 @@ def test_one_shard_is_the_default_and_sends_the_unsharded_selector(prom, env):
     collect(env, prom, 1, [(T0 + 600 + 31, [0])], "unsharded")
     assert seen and set(seen) == {'{__name__=~"kong_bandwidth|kong_bandwidth_bytes"}'}
     assert bootstrap.current().settings.shard_count == 1
+
+
+def test_status_shows_every_shard_and_the_slowest_watermark(prom, env):
+    from chalicelib.api.status import collector_status
+
+    collect(env, prom, 4, [(T0 + 600 + 31, [0, 1, 2, 3]), (T0 + 900 + 31, [0, 1, 3])], "sharded")
+    deps = bootstrap.current()
+    status = collector_status(deps.store.state(), deps.settings, T0 + 960, deps.store.states(4))
+    assert [one["shard"] for one in status["shards"]] == [0, 1, 2, 3]
+    assert status["shards"][2]["watermark"] == "2026-11-30T23:10:00Z"
+    assert status["watermark"] == "2026-11-30T23:10:00Z"  # shard 2 is behind: the whole fleet is not later
+    assert status["series_seen"] == sum(one["series_seen"] for one in status["shards"])
+
+
+def test_the_schedule_fans_out_one_asynchronous_invoke_per_shard(aws, env):
+    import boto3
+    from botocore.stub import Stubber
+
+    import app
+    from localrun.runtime import scheduled_event
+
+    env.setenv("SHARD_COUNT", "3")
+    env.setenv("COLLECT_SHARD_FUNCTION", "bandwidth-meter-prod-collect_shard")
+    bootstrap.reset()
+    client = boto3.client("lambda", region_name="us-east-1")
+    stub = Stubber(client)
+    for shard in range(3):
+        stub.add_response("invoke", {"StatusCode": 202},
+                          {"FunctionName": "bandwidth-meter-prod-collect_shard", "InvocationType": "Event",
+                           "Payload": f'{{"shard": {shard}}}'.encode()})
+    from chalicelib.collect.fanout import LambdaShardInvoker
+
+    bootstrap.override(shard_invoker=LambdaShardInvoker(client, "bandwidth-meter-prod-collect_shard"))
+    with stub:
+        assert app.collect(scheduled_event(), None) == {"status": "fanned_out", "shards": [0, 1, 2]}
+        stub.assert_no_pending_responses()
+
+
+def test_a_worker_event_naming_no_shard_is_refused(aws, env):
+    import app
+    from chalicelib.collect.shards import ShardEventError
+
+    env.setenv("SHARD_COUNT", "2")
+    bootstrap.reset()
+    with pytest.raises(ShardEventError):
+        app.collect_shard({"shard": 2}, None)
+
+
+def test_parallel_batch_writes_store_every_item(aws, env):
+    from chalicelib.core.usage import BucketUsage
+
+    env.setenv("COLLECT_WRITE_WORKERS", "8")
+    bootstrap.reset()
+    store = bootstrap.current().store
+    buckets = [BucketUsage(f"svc-{n}", T0, {"r": {"ingress": n, "egress": 2 * n}}) for n in range(300)]
+    assert store.put_buckets("1m", buckets) == 300
+    found = store.get_buckets("1m", [(f"svc-{n}", T0) for n in range(300)])
+    assert sorted(b.egress for b in found.values()) == sorted(2 * n for n in range(300))
