@@ -22,12 +22,13 @@ from typing import Any, Callable, Dict, List, Optional
 # The item partition keys each function may write (see chalicelib/core/models.py).
 WRITES = {
     "collect": ["USAGE#*", "SERVICES", "STATE"],
+    "collect_shard": ["USAGE#*", "SERVICES", "STATE"],
     "api": ["QUOTA", "RULES", "AUDIT"],
     "alerts": ["ALERT#*"],
 }
 # The part of the parameter path each function reads.
-SECRETS = {"collect": "prometheus/*", "alerts": "webhook/*"}
-FUNCTIONS = ("collect", "alerts", "api")
+SECRETS = {"collect": "prometheus/*", "collect_shard": "prometheus/*", "alerts": "webhook/*"}
+FUNCTIONS = ("collect", "collect_shard", "alerts", "api")
 
 Arn = Any  # a string, or a CloudFormation intrinsic that makes one
 
@@ -42,6 +43,7 @@ class Resources:
     log_group: Callable[[str], List[Arn]]  # function -> [group ARN, group ARN + ":*"]
     parameter: Callable[[str], Arn]  # path below the project's parameter path -> ARN
     amp_workspace: Optional[Arn] = None
+    shard_worker: Optional[Arn] = None  # the collect_shard function the schedule invokes (SHARD_COUNT > 1)
 
 
 def _statement(sid: str, actions: List[str], resources: List[Arn], condition: Optional[dict] = None) -> dict:
@@ -60,16 +62,17 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
         _statement("OwnLogGroup", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
                    r.log_group(function)),
     ]
-    if function == "collect":
+    if function in ("collect", "collect_shard"):
         statements += [
             _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query",
                                      "dynamodb:BatchGetItem"], [r.table]),
             _statement("WriteUsageServicesState", ["dynamodb:PutItem", "dynamodb:UpdateItem",
-                                                   "dynamodb:BatchWriteItem"], [r.table], _leading_keys("collect")),
-            _statement("PrometheusSecrets", ["ssm:GetParameter"], [r.parameter(SECRETS["collect"])]),
+                                                   "dynamodb:BatchWriteItem"], [r.table], _leading_keys(function)),
+            _statement("PrometheusSecrets", ["ssm:GetParameter"], [r.parameter(SECRETS[function])]),
         ]
         if r.amp_workspace is not None:
             statements.append(_statement("QueryManagedPrometheus", ["aps:QueryMetrics"], [r.amp_workspace]))
+        statements += fan_out_statements(function, r)
     elif function == "alerts":
         statements += [
             _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query"], [r.table]),
@@ -96,9 +99,17 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+# -- collector shards (issue 20): the schedule invokes the worker, and nothing else -------------
+def fan_out_statements(function: str, r: Resources) -> List[dict]:
+    """The scheduled collector may start the shard worker (asynchronous invoke), only that one."""
+    if function != "collect" or r.shard_worker is None:
+        return []
+    return [_statement("InvokeShardWorker", ["lambda:InvokeFunction"], [r.shard_worker])]
+
+
 # -- the chalice deploy path: real ARNs ---------------------------------------------------------
-CHALICE_FUNCTION_NAMES = {"collect": "{app}-{stage}-collect", "alerts": "{app}-{stage}-alerts",
-                          "api": "{app}-{stage}"}
+CHALICE_FUNCTION_NAMES = {"collect": "{app}-{stage}-collect", "collect_shard": "{app}-{stage}-collect_shard",
+                          "alerts": "{app}-{stage}-alerts", "api": "{app}-{stage}"}
 
 
 def arn_resources(region: str, account: str, app: str, stage: str, table_arn: str, stream_arn: str,
@@ -116,4 +127,6 @@ def arn_resources(region: str, account: str, app: str, stage: str, table_arn: st
         log_group=log_group,
         parameter=lambda sub: f"arn:{partition}:ssm:{region}:{account}:parameter{parameter_path.rstrip('/')}/{sub}",
         amp_workspace=amp_workspace_arn,
+        shard_worker=f"arn:{partition}:lambda:{region}:{account}:function:"
+                     + CHALICE_FUNCTION_NAMES["collect_shard"].format(app=app, stage=stage),
     )

@@ -186,3 +186,36 @@ def test_parallel_batch_writes_store_every_item(aws, env):
     assert store.put_buckets("1m", buckets) == 300
     found = store.get_buckets("1m", [(f"svc-{n}", T0) for n in range(300)])
     assert sorted(b.egress for b in found.values()) == sorted(2 * n for n in range(300))
+
+
+def test_only_the_scheduled_collector_may_invoke_and_only_the_shard_worker():
+    from deploy import policies
+
+    resources = policies.arn_resources("us-east-1", "123456789012", "bandwidth-meter", "prod",
+                                       "arn:aws:dynamodb:us-east-1:123456789012:table/t",
+                                       "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/x",
+                                       "a@example.com", "/bandwidth-meter/prod")
+    invoke = [s for s in policies.policy("collect", resources)["Statement"] if "lambda:InvokeFunction" in s["Action"]]
+    assert invoke == [{"Sid": "InvokeShardWorker", "Effect": "Allow", "Action": ["lambda:InvokeFunction"],
+                       "Resource": ["arn:aws:lambda:us-east-1:123456789012:function:bandwidth-meter-prod-collect_shard"]}]
+    worker = policies.policy("collect_shard", resources)["Statement"]
+    assert not any(a.startswith("lambda:") for s in worker for a in s["Action"])
+
+
+def test_make_run_runs_the_shards_as_parallel_workers():
+    import threading
+
+    from localrun.runtime import Runtime
+
+    runtime = Runtime(env={})
+    calls, gate = [], threading.Barrier(3, timeout=5)  # every worker must be running at once
+
+    def handler(event, context):
+        gate.wait()
+        calls.append((event["shard"], threading.current_thread().name))
+        return {"status": "ok", "minutes": 1, "end": "-", "series_seen": 0, "items_written": 0}
+
+    runtime.shard_handler, runtime.shard_count = handler, 3
+    runtime._run_shards()
+    assert sorted(shard for shard, _ in calls) == [0, 1, 2]
+    assert len({name for _, name in calls}) == 3
