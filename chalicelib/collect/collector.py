@@ -113,7 +113,7 @@ class Collector:
             book = self.quotas.load()
             for chunk_start in range(start, end, chunk):
                 chunk_end = min(chunk_start + chunk, end)
-                matchers = self._plan_chunk(chunk_start, services, book, report)
+                matchers = self._plan_chunk(chunk_start, chunk_end, services, book, report)
                 unobserved = self._collect_chunk(chunk_start, chunk_end, services, book, report, matchers)
                 self._hand_over(chunk_end, services)
                 if unobserved:
@@ -154,19 +154,17 @@ class Collector:
         return {item.service: item for item in self.store.get_services(names)}
 
     def _assignment(self):
-        return self.store.assignments(self.settings.shard_count)[self.shard]
+        return self.store.assignment(self.shard)
 
-    def _plan_chunk(self, start: int, services: Dict[str, ServiceUsage], book, report: "RunReport") -> List[str]:
+    def _plan_chunk(self, start: int, end: int, services: Dict[str, ServiceUsage], book,
+                    report: "RunReport") -> List[str]:
         """The label matchers of this chunk's queries ([""]: every series). A fixed shard first
         takes over the services handed to it by now, counting the minutes from their hand-over
         to ``start`` for them alone, so none is counted twice or missed."""
         if not self.sharded:
             return [""]
         if self.shard == 0:
-            assigned = shards.assigned_names(self.store.assignments(self.settings.shard_count))
-            for name in assigned & set(services):
-                del services[name]  # taken by a fixed shard since the run began
-            return [shards.excluding_matcher(assigned)]
+            return self._catch_all_matchers(start, end, services)
         due = [(at, name) for at, name in shards.parse_incoming(self._assignment().incoming or ()) if at <= start]
         if due:
             newcomers = {item.service: item for item in self.store.get_services({name for _, name in due})}
@@ -182,6 +180,20 @@ class Collector:
             self.store.take_over(self.shard, [f"{at}:{name}" for at, name in due])
             services.update(newcomers)
         return shards.owned_matchers(services)
+
+    def _catch_all_matchers(self, start: int, end: int, services: Dict[str, ServiceUsage]) -> List[str]:
+        """The catch-all's queries: the unassigned services it knows and those Prometheus names
+        in the window, by name, in bounded groups (a fleet met all at once, as on a first
+        deployment, is read a group at a time too), and the traffic that matched no service."""
+        assigned = shards.assigned_names(self.store.assignments(self.settings.shard_count))
+        for name in assigned & set(services):
+            del services[name]  # taken by a fixed shard since the run began
+        read_from = start - self.settings.late_sample_seconds if services else start
+        named = self.prometheus.label_values("service", kong.bandwidth_selector(self.settings.kong_schema),
+                                             read_from, end - 0.001)
+        unassigned = (set(named) - assigned) | set(services)
+        unassigned.discard(kong.UNMATCHED_SERVICE)
+        return shards.owned_matchers(unassigned) + [shards.UNMATCHED_MATCHER]
 
     def _hand_over(self, at: int, services: Dict[str, ServiceUsage]) -> None:
         """The catch-all gives every service it counted up to ``at`` to its fixed shard."""

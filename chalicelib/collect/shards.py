@@ -4,8 +4,9 @@ With ``SHARD_COUNT`` = N > 1, shard 0 is the catch-all: it counts every service 
 has, and hands each service it has counted to a fixed shard (1..N-1) at a chunk boundary. A
 fixed shard reads only its own services' series, by name, ``SERVICE_GROUP`` names a query:
 Prometheus matches an alternation of at most 256 literals as a set (an index lookup), and a
-query's answer is bounded by the group, not by the fleet. The catch-all excludes every assigned
-name with one ``service!~`` matcher per group, AND-ed in one selector.
+query's answer is bounded by the group, not by the fleet. The catch-all asks Prometheus for the
+service names in the window (names only), and reads the unassigned ones by name in the same
+groups, plus the series without a service label; so no query's answer grows with the fleet.
 
 The hand-over keeps totals exact: the catch-all counts a service up to a chunk end H and writes
 its item (checkpoint and period usage inside), then records "H:service" as incoming for the
@@ -20,6 +21,7 @@ from typing import Dict, Iterable, List, Set, Tuple
 
 from chalicelib.collect.kong import UNMATCHED_SERVICE
 
+UNMATCHED_MATCHER = 'service=""'  # series without a service label: Kong's traffic that matched none
 SERVICE_GROUP = 256  # Prometheus' FastRegexMatcher turns up to 256 alternatives into a set lookup
 _PUNCTUATION = frozenset(string.punctuation)
 
@@ -73,11 +75,6 @@ def _alternation(names: List[str]) -> str:
 def owned_matchers(services: Iterable[str]) -> List[str]:
     """One label matcher per query, together selecting exactly these services."""
     return [f"service=~{_alternation(group)}" for group in _groups(services)]
-
-
-def excluding_matcher(excluded: Iterable[str]) -> str:
-    """One label matcher list selecting every series whose service is none of these."""
-    return ",".join(f"service!~{_alternation(group)}" for group in _groups(excluded))
 
 
 def with_matcher(selector: str, matcher: str) -> str:

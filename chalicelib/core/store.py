@@ -206,6 +206,15 @@ class UsageStore:
             raise StoreError(f"reading the shard assignments failed: {e}") from e
         return found
 
+    def assignment(self, shard: int) -> ShardAssignment:
+        """One fixed shard's assignment (what it reads at each chunk; the others are not its business)."""
+        try:
+            return ShardAssignment.get(*shard_assignment_key(shard))
+        except DoesNotExist:
+            return ShardAssignment(*shard_assignment_key(shard))
+        except PynamoDBException as e:
+            raise StoreError(f"reading shard {shard}'s assignment failed: {e}") from e
+
     def hand_over(self, shard: int, at: int, services: Iterable[str]) -> None:
         """The catch-all shard gives these services to ``shard``, counted by it from ``at``."""
         entries = {f"{at}:{service}" for service in services}

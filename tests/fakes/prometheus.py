@@ -58,6 +58,11 @@ class FakePrometheus:
                 out.append(Series(labels, inside))
         return out
 
+    def label_values(self, label: str, selector: str, start: float, end: float):
+        self._check()
+        return sorted({labels[label] for labels, samples in self._matching(selector)
+                       if label in labels and any(start <= t <= end for t, _ in samples)})
+
     def last_values(self, selector: str, at: float, lookback_seconds: int):
         self._check()
         out = {}

@@ -76,8 +76,10 @@ def every(minutes, start, end):
     return [start + m * 60 for m in range(0, (end - start) // 60 + 1, minutes)]
 
 
-def test_four_shards_count_what_one_collector_counts(prom, env):
-    instants = every(5, T0 + 600 + 31, T0 + 6600 + 31)
+@pytest.mark.parametrize("group", [shards.SERVICE_GROUP, 3])
+def test_four_shards_count_what_one_collector_counts(prom, env, monkeypatch, group):
+    monkeypatch.setattr(shards, "SERVICE_GROUP", group)  # 3: every shard's services take several queries
+    instants = every(10, T0 + 600 + 31, T0 + 6600 + 31)
     unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
     sharded = collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
     assert sharded == unsharded
@@ -116,9 +118,23 @@ def test_the_moved_service_is_owned_by_one_fixed_shard_and_excluded_from_the_cat
 def test_the_catch_all_reads_only_unassigned_services(prom, env):
     collect(env, prom, 4, [(T0 + 600 + 31, [0])], "sharded")  # hands every service over
     deps = bootstrap.current()
-    before = prom.requests_made
+    seen = []
+    original = prom.raw_samples
+    prom.raw_samples = lambda selector, start, end: seen.append(selector) or original(selector, start, end)
     report = deps.collector_for(0).run(now=T0 + 660 + 31)
-    assert report.series_seen == 0 and prom.requests_made - before == 1
+    assert report.series_seen == 0
+    assert seen == ['{__name__=~"kong_bandwidth|kong_bandwidth_bytes",service=""}']  # only unmatched traffic
+
+
+def test_no_query_selects_more_than_a_group_of_services(prom, env, monkeypatch):
+    monkeypatch.setattr(shards, "SERVICE_GROUP", 2)
+    seen = []
+    original = prom.raw_samples
+    prom.raw_samples = lambda selector, start, end: seen.append(selector) or original(selector, start, end)
+    collect(env, prom, 3, [(T0 + 600 + 31, [0, 1, 2]), (T0 + 660 + 31, [0, 1, 2])], "sharded")
+    named = [s for s in seen if "service=~" in s]
+    assert named and all(len({labels["service"] for labels, _ in prom._matching(s)}) <= 2 for s in named)
+    assert not [s for s in seen if "service" not in s]  # none reads the whole fleet
 
 
 def test_one_shard_is_the_default_and_sends_the_unsharded_selector(prom, env):
