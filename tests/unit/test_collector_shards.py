@@ -235,3 +235,15 @@ def test_make_run_runs_the_shards_as_parallel_workers():
     runtime._run_shards()
     assert sorted(shard for shard, _ in calls) == [0, 1, 2]
     assert len({name for _, name in calls}) == 3
+
+
+def test_charts_read_the_watermark_of_the_shard_that_counts_the_service(prom, env):
+    from chalicelib.api.charts import service_coverage
+
+    collect(env, prom, 4, [(T0 + 2460 + 31, [0, 1, 2, 3])], "sharded")
+    deps = bootstrap.current()
+    owner = shards.shard_of("late-service", 4)
+    deps.collector_for(owner).run(now=T0 + 2580 + 31)  # only the owner moves on
+    coverage = service_coverage(deps.store, "late-service", T0 + 2600)
+    assert coverage.watermark == T0 + 2580
+    assert coverage.collection_start == deps.store.state(0).collection_start
