@@ -11,6 +11,7 @@ from chalice import Chalice, Rate, Response
 
 from chalicelib import __version__, bootstrap
 from chalicelib.api import access, charts, enforcement, legacy, overview, stats, status
+from chalicelib.collect.shards import shard_number
 from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
 from chalicelib.core import observability
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name, without_webhook
@@ -33,7 +34,15 @@ USAGE_STREAM_ARN = os.environ.get(
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="collect")
 def collect(event):
     deps = bootstrap.current()
+    if deps.settings.shard_count > 1:  # one worker per shard (chalicelib/collect/fanout.py)
+        return {"status": "fanned_out", "shards": deps.shard_invoker.start_all(deps.settings.shard_count)}
     return deps.collector.run(now=deps.clock()).as_dict()
+
+
+@app.lambda_function(name="collect_shard")
+def collect_shard(event, context):
+    deps = bootstrap.current()
+    return deps.collector_for(shard_number(event, deps.settings.shard_count)).run(now=deps.clock()).as_dict()
 
 
 @app.on_dynamodb_record(stream_arn=USAGE_STREAM_ARN, name="alerts", batch_size=100,
@@ -77,7 +86,9 @@ def health():
 @endpoint
 def collector_status():
     deps = bootstrap.current()
+    count = deps.settings.shard_count
     return status.collector_status(deps.store.state(), deps.settings, deps.clock(),
+                                   deps.store.states(count) if count > 1 else None,
                                    enforcement=deps.enforcement_book.state())
 
 

@@ -57,7 +57,7 @@ class Bootstrap:
     def store(self):
         from chalicelib.core.store import UsageStore
 
-        return UsageStore(minute_ttl_days=self.settings.minute_ttl_days)
+        return UsageStore(minute_ttl_days=self.settings.minute_ttl_days, write_workers=self.settings.write_workers)
 
     @cached_property
     def quotas(self):
@@ -125,6 +125,31 @@ class Bootstrap:
             return None
         return Reconciler(self.kong_admin, self.store, self.quotas, self.enforcement_book,
                           notifier=self.enforcement_notifier)
+
+    def collector_for(self, shard: int):
+        """Shard ``shard``'s collector. Shards may run at once in one process (`make run`), so each
+        has its own store and Prometheus client (their counters feed its run report); a
+        Prometheus passed in (a test's fake) is shared."""
+        from chalicelib.collect.collector import Collector
+        from chalicelib.collect.prometheus import PrometheusClient
+        from chalicelib.core.store import UsageStore
+
+        if shard == 0:
+            return self.collector
+        built = self.__dict__.setdefault("_shard_collectors", {})
+        if shard not in built:
+            prometheus = self.__dict__.get("prometheus") or PrometheusClient.from_settings(
+                self._with_secrets("prometheus_password", "prometheus_bearer_token"))
+            store = UsageStore(minute_ttl_days=self.settings.minute_ttl_days, write_workers=self.settings.write_workers)
+            built[shard] = Collector(prometheus, store, self.settings, quotas=self.quotas, clock=self.clock, shard=shard)
+        return built[shard]
+
+    @cached_property
+    def shard_invoker(self):
+        """Starts the collector's shards: asynchronous invokes of the worker function."""
+        from chalicelib.collect.fanout import LambdaShardInvoker
+
+        return LambdaShardInvoker(self.aws_client("lambda"), self.settings.require("collect_shard_function"))
 
     # -- the alerts function -----------------------------------------------------------------
     @cached_property

@@ -25,7 +25,7 @@ from deploy import parity, policies  # noqa: E402  (run as a script from anywher
 # -- safe by default (issue 16): names, keys, secrets, roles, CORS -------------------------------
 # Explicit function names, so each role's log statement can name its own log group without a
 # reference cycle (function -> role -> function).
-FUNCTION_NAMES = {"Collect": "collect", "Alerts": "alerts", "APIHandler": "api"}
+FUNCTION_NAMES = {"Collect": "collect", "CollectShard": "collect-shard", "Alerts": "alerts", "APIHandler": "api"}
 PARAMETER_ARN = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${ParameterPath}"
 
 
@@ -46,6 +46,8 @@ RESOURCES = policies.Resources(
     parameter=lambda sub: {"Fn::Sub": f"{PARAMETER_ARN}/{sub}"},
     amp_workspace={"Ref": "PrometheusWorkspaceArn"},
     failure_queue={"Fn::GetAtt": ["AlertsFailures", "Arn"]},
+    shard_worker={"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:"
+                             "${AWS::StackName}-collect-shard"},
 )
 
 
@@ -236,11 +238,32 @@ def preflight_to_function(sam: dict) -> dict:
     return sam
 
 
+# -- collector shards (issue 20): the worker function, its role and the fan-out ------------------
+def shard_parameters() -> dict:
+    return {"ShardCount": {"Type": "Number", "Default": 1, "MinValue": 1, "MaxValue": 64,
+                           "Description": "Collector shards (SHARD_COUNT): raise it when one invocation cannot "
+                                          "collect a minute within the minute (README, Scaling out)"}}
+
+
+def shard_environment() -> dict:
+    return {"SHARD_COUNT": {"Ref": "ShardCount"}, "COLLECT_SHARD_FUNCTION": function_name("collect-shard")}
+
+
+def shard_resources() -> dict:
+    """The worker's name, environment and role policy (Chalice's package makes the function and role)."""
+    return {
+        "CollectShard": {"Properties": {"FunctionName": function_name("collect-shard"), **environment()}},
+        "CollectShardRole": {"Properties": {"Policies": [{"PolicyName": "CollectShardRolePolicy",
+                                                          "PolicyDocument": policy("collect_shard")}]}},
+    }
+
+
 def environment() -> dict:
     return {"Environment": {"Variables": {
         "TABLE_NAME": {"Ref": "UsageTable"}, "USAGE_STREAM_ARN": STREAM_ARN,
         "ALERT_FROM": {"Ref": "AlertSender"}, "PROMETHEUS_URL": {"Ref": "PrometheusUrl"},
         **safety_environment(),
+        **shard_environment(),
     }}}
 
 
@@ -273,6 +296,7 @@ def _base_template() -> dict:
             "StreamRetryAttempts": {"Type": "Number", "Default": parity.STREAM_RETRY_ATTEMPTS,
                                     "MinValue": 0, "MaxValue": 10000},
             **safety_parameters(),
+            **shard_parameters(),
         },
         "Conditions": safety_conditions(),
         "Resources": {
@@ -328,6 +352,7 @@ def _base_template() -> dict:
                 },
             },
             **key_resources(),
+            **shard_resources(),
         },
         "Outputs": {
             "ApiUrl": {"Description": "Base URL of the API",

@@ -29,13 +29,14 @@ from typing import Any, Callable, Dict, List, Optional
 # The item partition keys each function may write (see chalicelib/core/models.py).
 WRITES = {
     "collect": ["USAGE#*", "SERVICES", "STATE"],
+    "collect_shard": ["USAGE#*", "SERVICES", "STATE"],
     "api": ["QUOTA", "RULES", "AUDIT"],
     "alerts": ["ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE"],
 }
 # The part of the parameter path each function reads.
-SECRETS = {"collect": "prometheus/*", "alerts": "webhook/*"}
+SECRETS = {"collect": "prometheus/*", "collect_shard": "prometheus/*", "alerts": "webhook/*"}
 ENFORCEMENT_NOTICES = ["ENFORCE#*"]  # the collector's block/unblock notices (claimed, marked, released)
-FUNCTIONS = ("collect", "alerts", "api")
+FUNCTIONS = ("collect", "collect_shard", "alerts", "api")
 
 Arn = Any  # a string, or a CloudFormation intrinsic that makes one
 
@@ -52,6 +53,7 @@ class Resources:
     amp_workspace: Optional[Arn] = None
     failure_queue: Optional[Arn] = None  # the alerts stream mapping's on-failure destination
     collector_in_vpc: bool = False  # chalice deploy path; the template attaches AWS's managed VPC policy
+    shard_worker: Optional[Arn] = None  # the collect_shard function the schedule invokes (SHARD_COUNT > 1)
 
 
 def _statement(sid: str, actions: List[str], resources: List[Arn], condition: Optional[dict] = None) -> dict:
@@ -70,21 +72,22 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
         _statement("OwnLogGroup", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
                    r.log_group(function)),
     ]
-    if function == "collect":
+    if function in ("collect", "collect_shard"):
         statements += [
             _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query",
                                      "dynamodb:BatchGetItem"], [r.table]),
             _statement("WriteUsageServicesState", ["dynamodb:PutItem", "dynamodb:UpdateItem",
-                                                   "dynamodb:BatchWriteItem"], [r.table], _leading_keys("collect")),
+                                                   "dynamodb:BatchWriteItem"], [r.table], _leading_keys(function)),
             _statement("EnforcementNotices", ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
                        [r.table], {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ENFORCEMENT_NOTICES}}),
-            _statement("PrometheusSecrets", ["ssm:GetParameter"], [r.parameter(SECRETS["collect"])]),
+            _statement("PrometheusSecrets", ["ssm:GetParameter"], [r.parameter(SECRETS[function])]),
             _statement("KongAdminToken", ["ssm:GetParameter"], [r.parameter("kong/*")]),
             _statement("BlockNotices", ["ses:SendEmail", "ses:SendRawEmail"], [r.sender]),
             _statement("WebhookSecret", ["ssm:GetParameter"], [r.parameter(SECRETS["alerts"])]),
         ]
         if r.amp_workspace is not None:
             statements.append(_statement("QueryManagedPrometheus", ["aps:QueryMetrics"], [r.amp_workspace]))
+        statements += fan_out_statements(function, r)
         if r.collector_in_vpc:
             # The network interfaces Lambda makes in the collector's subnets; these EC2 actions
             # have no resource-level form (AWSLambdaVPCAccessExecutionRole grants the same).
@@ -132,9 +135,17 @@ def failure_destination_policy(queue_arn: str) -> Dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": [failure_destination(queue_arn)]}
 
 
+# -- collector shards (issue 20): the schedule invokes the worker, and nothing else -------------
+def fan_out_statements(function: str, r: Resources) -> List[dict]:
+    """The scheduled collector may start the shard worker (asynchronous invoke), only that one."""
+    if function != "collect" or r.shard_worker is None:
+        return []
+    return [_statement("InvokeShardWorker", ["lambda:InvokeFunction"], [r.shard_worker])]
+
+
 # -- the chalice deploy path: real ARNs ---------------------------------------------------------
-CHALICE_FUNCTION_NAMES = {"collect": "{app}-{stage}-collect", "alerts": "{app}-{stage}-alerts",
-                          "api": "{app}-{stage}"}
+CHALICE_FUNCTION_NAMES = {"collect": "{app}-{stage}-collect", "collect_shard": "{app}-{stage}-collect_shard",
+                          "alerts": "{app}-{stage}-alerts", "api": "{app}-{stage}"}
 
 
 def arn_resources(region: str, account: str, app: str, stage: str, table_arn: str, stream_arn: str,
@@ -153,4 +164,6 @@ def arn_resources(region: str, account: str, app: str, stage: str, table_arn: st
         parameter=lambda sub: f"arn:{partition}:ssm:{region}:{account}:parameter{parameter_path.rstrip('/')}/{sub}",
         amp_workspace=amp_workspace_arn,
         collector_in_vpc=collector_in_vpc,
+        shard_worker=f"arn:{partition}:lambda:{region}:{account}:function:"
+                     + CHALICE_FUNCTION_NAMES["collect_shard"].format(app=app, stage=stage),
     )

@@ -170,6 +170,8 @@ class Runtime:
         self.poller = StreamPoller(self.streams, stream_arn, app.alerts, failed_dir=str(RUN_DIR / "failed-batches"),
                                    context=_Context("bandwidth-meter-local-alerts"))
         self.collect_handler = app.collect
+        self.shard_handler = app.collect_shard
+        self.shard_count = bootstrap.current().settings.shard_count
         for target in (self._schedule_loop, self._stream_loop, self._outbox_loop):
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
 
@@ -202,15 +204,34 @@ class Runtime:
     def _schedule_loop(self) -> None:
         while not self.stop_event.is_set():
             started = time.monotonic()
-            try:
-                report = self.collect_handler(scheduled_event(), _Context("bandwidth-meter-local-collect"))
-                print(f"[collect] {report['status']}: {report['minutes']} minutes up to {report['end']}; "
-                      f"{observability.readable(observability.last_flushed(clear=True))}", flush=True)
-                self._print_enforcement(report.get("enforcement"))
-            except Exception as e:  # Lambda would log the failure and run again next minute
-                print(f"[collect] failed: {e}; {observability.readable(observability.last_flushed(clear=True))}",
-                      flush=True)
+            if self.shard_count > 1:
+                self._run_shards()
+            else:
+                self._run_collect(lambda: self.collect_handler(scheduled_event(),
+                                                               _Context("bandwidth-meter-local-collect")), "collect")
             self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def _run_shards(self) -> None:
+        """SHARD_COUNT > 1: what the schedule's fan-out does in AWS, as parallel local workers
+        (threads calling the worker handler, each with its payload)."""
+        workers = [threading.Thread(target=self._run_collect, name=f"collect-shard-{shard}", args=(
+            lambda shard=shard: self.shard_handler({"shard": shard}, _Context("bandwidth-meter-local-collect_shard")),
+            f"collect {shard}")) for shard in range(self.shard_count)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    @staticmethod
+    def _run_collect(handler, label: str) -> None:
+        try:
+            report = handler()
+            print(f"[{label}] {report['status']}: {report['minutes']} minutes up to {report['end']}; "
+                  f"{observability.readable(observability.last_flushed(clear=True))}", flush=True)
+            Runtime._print_enforcement(report.get("enforcement"))
+        except Exception as e:  # Lambda would log the failure and run again next minute
+            print(f"[{label}] failed: {e}; {observability.readable(observability.last_flushed(clear=True))}",
+                  flush=True)
 
     @staticmethod
     def _print_enforcement(enforcement) -> None:

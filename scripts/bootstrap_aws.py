@@ -34,7 +34,7 @@ def update_config(chalice_dir: Path, stage: str, values: dict) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-FUNCTIONS = {"collect": "collect", "alerts": "alerts", "api_handler": "api"}
+FUNCTIONS = {"collect": "collect", "collect_shard": "collect_shard", "alerts": "alerts", "api_handler": "api"}
 
 
 def update_policies(chalice_dir: Path, stage: str, resources) -> None:

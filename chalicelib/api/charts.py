@@ -156,8 +156,8 @@ def csv_safe(value: str) -> str:
 
 def service_coverage(store, service: str, now: float) -> Coverage:
     """What is collected for a known service (NotFound for an unknown one), as of ``now``."""
-    return Coverage.from_state(store.state(), int(require_service(store, service).first_seen),
-                               store.retained_from(now))
+    item = require_service(store, service)
+    return Coverage.from_state(store.state_of_service(item), int(item.first_seen), store.retained_from(now))
 
 
 def require_service(store, service: str):

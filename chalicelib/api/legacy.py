@@ -99,7 +99,7 @@ def bandwidth_used(store, query: LegacyQuery, now: datetime) -> List[dict]:
     service = store.get_service(query.service) if minutes else None
     used: dict = {}
     if service is not None:
-        coverage = Coverage.from_state(store.state(), int(service.first_seen), store.retained_from(now.timestamp()))
+        coverage = Coverage.from_state(store.state_of_service(service), int(service.first_seen), store.retained_from(now.timestamp()))
         buckets = {b.start: b for b in store.query_buckets(query.service, "1m", minutes[0], minutes[-1] + MINUTE)}
         # A route is known when the service carried it during the window; one it never carried
         # is answered like an unknown service (all null), not as a run of zeros.

@@ -26,7 +26,35 @@ def enforcement_status(state, settings) -> dict:
     }
 
 
-def collector_status(state, settings, now: float, enforcement=None) -> dict:
+def collector_status(state, settings, now: float, shard_states=None, enforcement=None) -> dict:
+    """Shard 0's state at the top level (what unsharded clients read); with shards, the watermark
+    and lag are the slowest shard's, counts add up, and ``shards`` lists every shard. With
+    ``enforcement`` (its state item), what the last reconcile left at the gateway."""
+    report = shard_status(state, settings, now)
+    if enforcement is not None:
+        report["enforcement"] = enforcement_status(enforcement, settings)
+    if not shard_states or len(shard_states) < 2:
+        return report
+    each = [dict(shard_status(one, settings, now), shard=n) for n, one in enumerate(shard_states)]
+    watermarks = [one["watermark"] for one in each]
+    if all(watermarks):
+        slowest = min(each, key=lambda one: one["watermark"])
+        report.update(watermark=slowest["watermark"], lag_seconds=slowest["lag_seconds"])
+    else:
+        report.update(watermark=None, lag_seconds=None)
+    for name in ("series_seen", "minutes_written", "items_written", "quarantined_count"):
+        report[name] = sum(one[name] or 0 for one in each)
+    report["running"] = any(one["running"] for one in each)
+    report["quarantined"] = [entry for one in each for entry in one["quarantined"]]
+    errors = [one for one in each if one["last_error"]]
+    if errors:
+        report.update(last_error=f"shard {errors[0]['shard']}: {errors[0]['last_error']}",
+                      last_error_at=errors[0]["last_error_at"])
+    report["shards"] = each
+    return report
+
+
+def shard_status(state, settings, now: float) -> dict:
     watermark = int(state.watermark) if state.watermark is not None else None
     running = state.running_since is not None and state.running_since > now - LEASE_SECONDS
     lag = int(now - watermark) if watermark is not None else None
@@ -58,5 +86,4 @@ def collector_status(state, settings, now: float, enforcement=None) -> dict:
         "last_error_at": _t(state.last_error_at),
         "quarantined_count": int(state.quarantined_count or 0),
         "quarantined": list(state.quarantined or []),
-        **({"enforcement": enforcement_status(enforcement, settings)} if enforcement is not None else {}),
     }

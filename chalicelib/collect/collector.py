@@ -13,9 +13,9 @@ import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
-from chalicelib.collect import kong
+from chalicelib.collect import kong, shards
 from chalicelib.collect.checkpoint import Checkpoint, Reading, baseline_for_chunk, series_id
 from chalicelib.core import observability
 from chalicelib.core.errors import BadSample, BandwidthMeterError
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunReport:
     status: str  # "ok" | "skipped" | "idle" | "failed"
+    shard: int = 0
     start: Optional[str] = None
     end: Optional[str] = None
     minutes: int = 0
@@ -63,8 +64,11 @@ class RunReport:
 
 class Collector:
     def __init__(self, prometheus: PrometheusClient, store: UsageStore, settings, quotas: QuotaBook,
-                 clock: Callable[[], float] = time.time, enforcer=None):
+                 clock: Callable[[], float] = time.time, enforcer=None, shard: int = 0):
+        if not 0 <= shard < settings.shard_count:
+            raise ValueError(f"shard {shard} is not one of 0..{settings.shard_count - 1} (SHARD_COUNT)")
         self.enforcer = enforcer  # anything with reconcile(now) -> report with as_dict(); None: off
+        self.shard = shard
         self.prometheus = prometheus
         self.store = store
         self.settings = settings
@@ -74,24 +78,31 @@ class Collector:
     # -- the run -------------------------------------------------------------------------
     def run(self, now: float) -> RunReport:
         s = self.settings
+        shard = self.shard
         run_id = uuid.uuid4().hex
-        if not self.store.acquire_lease(run_id, now, LEASE_SECONDS):
-            log.info("collector: another run holds the lease; nothing to do")
-            observability.collector_run(RunReport(status="skipped").as_dict(), now, None, 0.0, logger=log)
-            return RunReport(status="skipped")
+        if not self.store.acquire_lease(run_id, now, LEASE_SECONDS, shard=shard):
+            log.info("collector: another run of shard %s holds the lease; nothing to do", shard)
+            skipped = RunReport(status="skipped", shard=shard)
+            observability.collector_run(skipped.as_dict(), now, None, 0.0, logger=log)
+            return skipped
         started = time.monotonic()
         writes_before, requests_before = self.store.writes, self.prometheus.requests_made
-        state = self.store.state()
+        state = self.store.state(shard)
         end = floor_minute(now - s.collect_lag_seconds)
         if state.watermark is None:
             start = end - s.initial_backfill_minutes * MINUTE
             collection_start = start
+            if shard != 0:
+                # A fixed shard counts services the catch-all counted before: their history
+                # begins where the catch-all's does.
+                first = self.store.state(0).collection_start
+                collection_start = min(start, int(first)) if first is not None else start
         else:
             start = int(state.watermark)
             collection_start = int(state.collection_start)
         gaps = [list(g) for g in (state.gaps or [])]
         earliest = end - s.max_backfill_minutes * MINUTE
-        report = RunReport(status="idle", start=iso(start), end=iso(end))
+        report = RunReport(status="idle", start=iso(start), end=iso(end), shard=shard)
         if start < earliest:
             # Longer than Prometheus keeps (or than we may backfill): record the hole honestly.
             log.warning("collector: skipping %s..%s, beyond MAX_BACKFILL_MINUTES", iso(start), iso(earliest))
@@ -100,33 +111,38 @@ class Collector:
             start = earliest
         try:
             if state.watermark is None or report.gaps:
-                self.store.update_state(run_id, watermark=start, collection_start=collection_start, gaps=gaps)
+                self.store.update_state(run_id, shard=shard, watermark=start, collection_start=collection_start,
+                                        gaps=gaps)
             chunk = s.chunk_minutes * MINUTE
-            services = {item.service: item for item in self.store.list_services(checkpoints=True)}
+            services = self._load_services()
             book = self.quotas.load()
             self._align_periods(services, book, start)
             for chunk_start in range(start, end, chunk):
                 chunk_end = min(chunk_start + chunk, end)
-                unobserved = self._collect_chunk(chunk_start, chunk_end, services, book, report)
+                matchers = self._plan_chunk(chunk_start, chunk_end, services, book, report)
+                unobserved = self._collect_chunk(chunk_start, chunk_end, services, book, report, matchers)
+                self._hand_over(chunk_end, services)
                 if unobserved:
                     gaps = merge_gaps(gaps + unobserved)
                     report.gaps.extend(unobserved)
-                    self.store.update_state(run_id, watermark=chunk_end, gaps=gaps)
+                    self.store.update_state(run_id, shard=shard, watermark=chunk_end, gaps=gaps)
                 else:
-                    self.store.update_state(run_id, watermark=chunk_end)
+                    self.store.update_state(run_id, shard=shard, watermark=chunk_end)
                 report.minutes += (chunk_end - chunk_start) // MINUTE
             if report.minutes:
                 report.status = "ok"
         except BandwidthMeterError as e:
             report.status, report.error = "failed", str(e)
-            log.error("collector: run failed at watermark %s: %s", iso(start), e)
+            log.error("collector: shard %s failed at watermark %s: %s", shard, iso(start), e)
         report.items_written = self.store.writes - writes_before
         report.prometheus_requests = self.prometheus.requests_made - requests_before
         finished = self.clock()
         self._finish(run_id, now, finished, started, report)
         # After the chunks, and even when they failed: a block must lift at a period's end
-        # whether or not Prometheus answers, and no traffic will come to prompt it.
-        report.enforcement = self._enforce(now)
+        # whether or not Prometheus answers, and no traffic will come to prompt it. One shard
+        # (the catch-all) reconciles for the whole fleet.
+        if shard == 0:
+            report.enforcement = self._enforce(now)
         observability.collector_run(report.as_dict(), now, watermark=start + report.minutes * MINUTE,
                                     duration_seconds=time.monotonic() - started, logger=log)
         if report.status == "failed":
@@ -142,6 +158,79 @@ class Collector:
         except BandwidthMeterError as e:
             log.error("collector: the enforcement reconcile failed: %s", e)
             return {"errors": [str(e)]}
+
+    # -- shards (collect/shards.py) --------------------------------------------------------
+    @property
+    def sharded(self) -> bool:
+        return self.settings.shard_count > 1
+
+    def _load_services(self) -> Dict[str, ServiceUsage]:
+        """The services this shard counts, with their checkpoints: the fleet unsharded, else only
+        the shard's own (the catch-all reads names first, then only the unassigned items)."""
+        if not self.sharded:
+            return {item.service: item for item in self.store.list_services(checkpoints=True)}
+        if self.shard == 0:
+            assigned = shards.assigned_names(self.store.assignments(self.settings.shard_count))
+            names = [name for name in self.store.service_names() if name not in assigned]
+        else:
+            names = sorted(self._assignment().services or ())
+        return {item.service: item for item in self.store.get_services(names)}
+
+    def _assignment(self):
+        return self.store.assignment(self.shard)
+
+    def _plan_chunk(self, start: int, end: int, services: Dict[str, ServiceUsage], book,
+                    report: "RunReport") -> List[str]:
+        """The label matchers of this chunk's queries ([""]: every series). A fixed shard first
+        takes over the services handed to it by now, counting the minutes from their hand-over
+        to ``start`` for them alone, so none is counted twice or missed."""
+        if not self.sharded:
+            return [""]
+        if self.shard == 0:
+            return self._catch_all_matchers(start, end, services)
+        due = [(at, name) for at, name in shards.parse_incoming(self._assignment().incoming or ()) if at <= start]
+        if due:
+            newcomers = {item.service: item for item in self.store.get_services({name for _, name in due})}
+            for item in newcomers.values():
+                item.shard = self.shard
+            for at in sorted({at for at, _ in due}):
+                group = {name: newcomers[name] for t, name in due if t == at and name in newcomers}
+                chunk = self.settings.chunk_minutes * MINUTE
+                for catch_up in range(at, start, chunk):
+                    self._collect_chunk(catch_up, min(catch_up + chunk, start), group, book, report,
+                                        shards.owned_matchers(group), record_gaps=False)
+            self.store.put_services(list(newcomers.values()))
+            self.store.take_over(self.shard, [f"{at}:{name}" for at, name in due])
+            services.update(newcomers)
+        return shards.owned_matchers(services)
+
+    def _catch_all_matchers(self, start: int, end: int, services: Dict[str, ServiceUsage]) -> List[str]:
+        """The catch-all's queries: the unassigned services it knows and those Prometheus names
+        in the window, by name, in bounded groups (a fleet met all at once, as on a first
+        deployment, is read a group at a time too), and the traffic that matched no service."""
+        assigned = shards.assigned_names(self.store.assignments(self.settings.shard_count))
+        for name in assigned & set(services):
+            del services[name]  # taken by a fixed shard since the run began
+        read_from = start - self.settings.late_sample_seconds if services else start
+        named = self.prometheus.label_values("service", kong.bandwidth_selector(self.settings.kong_schema),
+                                             read_from, end - 0.001)
+        unassigned = (set(named) - assigned) | set(services)
+        unassigned.discard(kong.UNMATCHED_SERVICE)
+        return shards.owned_matchers(unassigned) + [shards.UNMATCHED_MATCHER]
+
+    def _hand_over(self, at: int, services: Dict[str, ServiceUsage]) -> None:
+        """The catch-all gives every service it counted up to ``at`` to its fixed shard."""
+        if not self.sharded or self.shard != 0:
+            return
+        by_shard: Dict[int, List[str]] = {}
+        for name in list(services):
+            if not shards.stays_in_catch_all(name):
+                by_shard.setdefault(shards.shard_of(name, self.settings.shard_count), []).append(name)
+        for target, names in sorted(by_shard.items()):
+            self.store.hand_over(target, at, names)
+            for name in names:
+                del services[name]
+            log.info("collector: %d services handed to shard %d from %s", len(names), target, iso(at))
 
     def _finish(self, run_id: str, now: float, finished: float, started: float, report: RunReport) -> None:
         fields = dict(
@@ -161,14 +250,14 @@ class Collector:
             fields.update(last_error=report.error, last_error_at=now)
         else:
             fields.update(last_error=None, last_success_at=now)
-        self.store.update_state(run_id, **fields)
+        self.store.update_state(run_id, shard=self.shard, **fields)
 
     # -- one chunk -----------------------------------------------------------------------
     def _collect_chunk(self, start: int, end: int, services: Dict[str, ServiceUsage], book,
-                       report: RunReport) -> List[List[int]]:
+                       report: RunReport, matchers: Sequence[str] = ("",), record_gaps: bool = True) -> List[List[int]]:
         """Collect [start, end): minutes, rollups, period usage and checkpoints. Returns the
         stretches of the window in which Prometheus observed none of the known series."""
-        window = self.read_window(start, end, services, report)
+        window = self.read_window(start, end, services, report, matchers)
         minutes = window.usage.minutes()
         report.minutes_written += self.store.put_buckets("1m", minutes)
         by_service: Dict[str, List[BucketUsage]] = {}
@@ -193,19 +282,37 @@ class Collector:
             if checkpoint is not None:
                 item.previous_checkpoint, item.previous_checkpoint_at = window.baselines[service].pack(), start
                 item.checkpoint, item.checkpoint_at = checkpoint.pack(), end
+            if self.sharded:
+                item.shard = self.shard
             changed.append(item)
         self.store.put_services(changed)
+        if not record_gaps:
+            return []
         return window.unobserved(start, end, bool(services), self.settings.unobserved_gap_minutes)
 
-    def read_window(self, start: int, end: int, services: Dict[str, ServiceUsage], report: RunReport) -> "Window":
+    def read_window(self, start: int, end: int, services: Dict[str, ServiceUsage], report: RunReport,
+                    matchers: Sequence[str] = ("",)) -> "Window":
         """Exact per-minute bytes (and traffic statistics) in [start, end), with each service's
-        checkpoint after the window where it changed."""
+        checkpoint after the window where it changed. One query per label matcher (a shard's
+        group of services), each answer processed and dropped before the next is read."""
         s = self.settings
         window = Window()
         # Samples that arrived after their minute was final are looked for this far back (they
         # count in the window's first minute); not before collection began, which nothing precedes.
         read_from = start - s.late_sample_seconds if services else start
-        selector = kong.bandwidth_selector(s.kong_schema)
+        seen = 0
+        for matcher in matchers:
+            selector = shards.with_matcher(kong.bandwidth_selector(s.kong_schema), matcher)
+            seen += self._read_bandwidth(selector, read_from, start, end, services, window, report)
+        report.series_seen = max(report.series_seen, seen)
+        if s.collect_traffic_stats:
+            for matcher in matchers:
+                self._read_stats(start, end, window.usage, report, matcher)
+        return window
+
+    def _read_bandwidth(self, selector: str, read_from: int, start: int, end: int,
+                        services: Dict[str, ServiceUsage], window: "Window", report: RunReport) -> int:
+        s = self.settings
         unknown = []  # series the collector has no checkpoint of: first seen now
         seen = 0
         for one in self._dedupe_replicas(self.prometheus.raw_samples(selector, read_from, end)):
@@ -242,19 +349,18 @@ class Collector:
                                                   "not a byte counter")
                     continue
                 window.count(key, sid, previous, samples, start, one.labels, report)
-        report.series_seen = max(report.series_seen, seen)
-        if s.collect_traffic_stats:
-            self._read_stats(start, end, window.usage, report)
-        return window
+        return seen
 
-    def _read_stats(self, start: int, end: int, acc: MinuteAccumulator, report: RunReport) -> None:
+    def _read_stats(self, start: int, end: int, acc: MinuteAccumulator, report: RunReport, matcher: str = "") -> None:
         """Request counts and latency histograms; approximate by nature, so baselined on
         Prometheus history rather than on the checkpoint."""
-        for labels, per_minute in self._deltas(kong.REQUESTS_SELECTOR, start, end, report):
+        requests = shards.with_matcher(kong.REQUESTS_SELECTOR, matcher)
+        for labels, per_minute in self._deltas(requests, start, end, report):
             if labels.get("service") and labels.get("code"):
                 acc.add_status(labels["service"], labels["code"], per_minute)
         for selector, part in ((kong.LATENCY_BUCKET_SELECTOR, "buckets"), (kong.LATENCY_SUM_SELECTOR, "sum"),
                                (kong.LATENCY_COUNT_SELECTOR, "count")):
+            selector = shards.with_matcher(selector, matcher)
             for labels, per_minute in self._deltas(selector, start, end, report, integer=part != "sum"):
                 if labels.get("service") and (part != "buckets" or labels.get("le")):
                     acc.add_latency(labels["service"], part, per_minute, labels.get("le"))

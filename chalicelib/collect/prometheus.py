@@ -89,11 +89,28 @@ class PrometheusClient:
 
     def query(self, promql: str, at: float) -> Tuple[str, list]:
         """Run an instant query; return (resultType, result)."""
+        data = self._call("POST", "/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
+        try:
+            return data["resultType"], data["result"]
+        except (KeyError, TypeError) as e:
+            raise PrometheusError("Prometheus answered without data.result") from e
+
+    def label_values(self, label: str, selector: str, start: float, end: float) -> List[str]:
+        """The values ``label`` takes in series of ``selector`` with samples in [start, end]:
+        names only, so the catch-all shard learns which services are new without their samples."""
+        data = self._call("GET", f"/api/v1/label/{label}/values",
+                          {"match[]": selector, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+        if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+            raise PrometheusError(f"Prometheus answered label values that are not a list of strings: {data!r:.200}")
+        return data
+
+    def _call(self, method: str, path: str, params: dict):
         self.requests_made += 1
         try:
-            response = self.session.post(f"{self.base_url}/api/v1/query",
-                                         data={"query": promql, "time": f"{at:.3f}"},
-                                         timeout=self.timeout)
+            if method == "POST":
+                response = self.session.post(f"{self.base_url}{path}", data=params, timeout=self.timeout)
+            else:
+                response = self.session.get(f"{self.base_url}{path}", params=params, timeout=self.timeout)
         except requests.RequestException as e:
             # The URL may carry user:password@ and the error may quote it: neither reaches a log or last_error.
             raise PrometheusError(redact(f"Prometheus at {self.base_url} unreachable: {e}")) from e
@@ -102,14 +119,14 @@ class PrometheusClient:
         except ValueError as e:
             raise PrometheusError(
                 f"Prometheus answered HTTP {response.status_code} with a body that is not JSON") from e
-        if response.status_code != 200 or body.get("status") != "success":
+        if response.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
+            body = body if isinstance(body, dict) else {}
             raise PrometheusError(
                 f"Prometheus refused the query (HTTP {response.status_code}): "
                 f"{body.get('errorType', '')} {body.get('error', '')}".strip())
-        try:
-            return body["data"]["resultType"], body["data"]["result"]
-        except (KeyError, TypeError) as e:
-            raise PrometheusError("Prometheus answered without data.result") from e
+        if "data" not in body:
+            raise PrometheusError("Prometheus answered without data.result")
+        return body["data"]
 
     def raw_samples(self, selector: str, start: float, end: float) -> List[Series]:
         """Every stored sample of ``selector`` with start <= timestamp < end."""

@@ -6,7 +6,8 @@ Key design (pk / sk):
 |--------------------|--------------------|-------------------------------------|
 | UsageBucket        | USAGE#<service>    | <level>#<bucket start, ISO minute>  |
 | ServiceUsage       | SERVICES           | <service>                           |
-| CollectorState     | STATE              | collector                           |
+| CollectorState     | STATE              | collector, collector#<shard> (1..N-1) |
+| ShardAssignment    | STATE              | shard#<shard> (1..N-1)              |
 | Quota              | QUOTA              | <service>                           |
 | QuotaRules         | RULES              | current                             |
 | AuditEntry         | AUDIT              | <ISO time>#<id>                     |
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from pynamodb.attributes import (
     BinaryAttribute,
+    UnicodeSetAttribute,
     BooleanAttribute,
     JSONAttribute,
     ListAttribute,
@@ -48,14 +50,25 @@ from chalicelib.core.timeutil import iso, iso_minute
 
 # -- keys ------------------------------------------------------------------------------------
 SERVICES_PK = "SERVICES"
-STATE_KEY = ("STATE", "collector")
-ENFORCEMENT_KEY = ("STATE", "enforcement")
+STATE_PK = "STATE"
+STATE_KEY = (STATE_PK, "collector")  # shard 0's state: the key an unsharded collector always used
+ENFORCEMENT_KEY = (STATE_PK, "enforcement")
 QUOTA_PK = "QUOTA"
 RULES_KEY = ("RULES", "current")
 AUDIT_PK = "AUDIT"
 FORECAST = "forecast"  # the sort-key suffix of a forecast alert, in place of a threshold
 ALERTS_DUE_PK = "ALERTS_DUE"  # markers of alerts claimed but not yet sent (the sweep's work list)
 RULES_REEVALUATION_KEY = ("ALERTS_REEVALUATE", "rules")  # where an unfinished rules change resumes
+
+
+def collector_state_key(shard: int = 0) -> tuple:
+    """Each shard's lease, watermark, gaps and quarantine; shard 0 keeps the unsharded key."""
+    return STATE_KEY if shard == 0 else (STATE_PK, f"collector#{shard}")
+
+
+def shard_assignment_key(shard: int) -> tuple:
+    """The services a fixed shard (1..N-1) collects; shard 0 collects every service not listed."""
+    return (STATE_PK, f"shard#{shard}")
 
 
 def usage_pk(service: str) -> str:
@@ -173,6 +186,9 @@ class ServiceUsage(_TableModel):
     checkpoint_at = NumberAttribute(null=True)
     previous_checkpoint = BinaryAttribute(legacy_encoding=False, null=True)
     previous_checkpoint_at = NumberAttribute(null=True)
+    # The collector shard that counts this service (None: shard 0, the catch-all), so the API
+    # reads the watermark and gaps that apply to it.
+    shard = NumberAttribute(null=True)
 
     @classmethod
     def first_seen_at(cls, service: str, minute: int, last_active: int) -> "ServiceUsage":
@@ -215,6 +231,22 @@ class CollectorState(_TableModel):
     # Series the last run skipped, with the reason: [{"series", "reason"}], at most QUARANTINE_SHOWN.
     quarantined = JSONAttribute(null=True)
     quarantined_count = NumberAttribute(null=True)
+
+
+class ShardAssignment(_TableModel):
+    """The services one fixed shard collects (chalicelib/collect/shards.py).
+
+    ``services`` it has taken over; ``incoming`` ones the catch-all shard handed to it, as
+    ``"<minute>:<service>"``: the catch-all counted them up to that minute and the shard counts
+    them from it. String sets, so the catch-all adding and the shard taking over are atomic
+    ADD/DELETE updates that never lose each other's change. An item holds up to 400 KB: about
+    15,000 service names per shard."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    services = UnicodeSetAttribute(default=set)
+    incoming = UnicodeSetAttribute(default=set)
 
 
 class Quota(_TableModel):
@@ -337,8 +369,8 @@ class EnforcementNotice(_TableModel):
     sent_at = NumberAttribute(null=True)
 
 
-ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, Quota, QuotaRules, AuditEntry, Alert, AlertDue,
-              RulesReevaluation, EnforcementState, EnforcementNotice)
+ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, ShardAssignment, Quota, QuotaRules, AuditEntry, Alert,
+              AlertDue, RulesReevaluation, EnforcementState, EnforcementNotice)
 
 
 def bind(table_name: str, region: str, host: str | None = None) -> None:

@@ -165,6 +165,10 @@ class Settings:
     unobserved_gap_minutes: int = 5
     minute_ttl_days: int = 35
     collect_traffic_stats: bool = True
+    # Scaling out (chalicelib/collect/shards.py): shards, and batch writes in flight per invocation
+    shard_count: int = 1
+    write_workers: int = 4
+    collect_shard_function: Optional[str] = None  # the worker function the schedule invokes, N > 1
     # Alerts
     alert_from: Optional[str] = None
     public_url: str = "http://127.0.0.1:8000"
@@ -268,6 +272,9 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         unobserved_gap_minutes=_int(env, "UNOBSERVED_GAP_MINUTES", 5, minimum=1),
         minute_ttl_days=_int(env, "MINUTE_TTL_DAYS", 35, minimum=1),
         collect_traffic_stats=_bool(env, "COLLECT_TRAFFIC_STATS", True),
+        shard_count=_int(env, "SHARD_COUNT", 1, minimum=1),
+        write_workers=_int(env, "COLLECT_WRITE_WORKERS", 4, minimum=1),
+        collect_shard_function=_get(env, "COLLECT_SHARD_FUNCTION"),
         alert_from=_get(env, "ALERT_FROM"),
         public_url=(_get(env, "PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/"),
         webhook_secret=_get(env, "WEBHOOK_SECRET"),

@@ -5,19 +5,22 @@ computation twice leaves the table unchanged.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, UpdateError
 
 from chalicelib.core.errors import StoreError
-from chalicelib.core.models import (SERVICES_PK, STATE_KEY, CollectorState, ServiceUsage, UsageBucket, bucket_sk,
-                                    is_condition_failure, usage_pk)
+from chalicelib.core.models import (SERVICES_PK, CollectorState, ServiceUsage, ShardAssignment, UsageBucket, bucket_sk,
+                                    collector_state_key, is_condition_failure, shard_assignment_key, usage_pk)
 from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS
 from chalicelib.core.usage import BucketUsage
 
 CHECKPOINT_ATTRIBUTES = ("checkpoint", "checkpoint_at", "previous_checkpoint", "previous_checkpoint_at")
 LEASE_SECONDS = 900  # longer than the Lambda timeout: a dead run's lease expires by itself
+BATCH = 25  # items in one BatchWriteItem request
+BATCH_GET = 100  # keys in one BatchGetItem request
 
 def _plain(value):
     """DynamoDB maps come back as MapAttribute/Decimal; the domain wants dicts, ints and floats."""
@@ -36,8 +39,12 @@ def _to_domain(item: UsageBucket) -> BucketUsage:
 
 
 class UsageStore:
-    def __init__(self, minute_ttl_days: int = 35):
+    def __init__(self, minute_ttl_days: int = 35, write_workers: int = 1):
         self.minute_ttl_days = minute_ttl_days
+        # Batch writes in flight at once: DynamoDB answers each in a few ms, so a minute of a
+        # large shard is mostly waiting; botocore clients are thread-safe (PynamoDB shares one
+        # client per model and keeps its botocore session per thread).
+        self.write_workers = max(1, write_workers)
         # Finer rollups outlive minutes long enough to serve any chart that may ask for them.
         self._ttl_seconds = {"1m": minute_ttl_days * 86400, "5m": 4 * minute_ttl_days * 86400,
                              "15m": 4 * minute_ttl_days * 86400}
@@ -57,24 +64,51 @@ class UsageStore:
             expires_at=datetime.fromtimestamp(bucket.start + ttl, tz=timezone.utc) if ttl else None,
         )
 
-    def put_buckets(self, level: str, buckets: Sequence[BucketUsage]) -> int:
+    def _write_batches(self, model, items: Sequence, make: Callable, what: str) -> None:
+        """BatchWriteItem in requests of 25 items, up to ``write_workers`` requests at once."""
+        def write(part):
+            with model.batch_write() as batch:
+                for item in part:
+                    batch.save(make(item))
+
+        parts = [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
         try:
-            with UsageBucket.batch_write() as batch:
-                for bucket in buckets:
-                    batch.save(self._bucket_item(level, bucket))
+            if self.write_workers == 1 or len(parts) <= 1:
+                for part in parts:
+                    write(part)
+            else:
+                model._get_connection().connection.client  # made once here: creating clients is not thread-safe
+                with ThreadPoolExecutor(max_workers=min(self.write_workers, len(parts))) as pool:
+                    for done in [pool.submit(write, part) for part in parts]:
+                        done.result()
         except PynamoDBException as e:
-            raise StoreError(f"writing {len(buckets)} {level} usage items failed: {e}") from e
+            raise StoreError(f"writing {len(items)} {what} failed: {e}") from e
+
+    def put_buckets(self, level: str, buckets: Sequence[BucketUsage]) -> int:
+        self._write_batches(UsageBucket, list(buckets), lambda b: self._bucket_item(level, b), f"{level} usage items")
         self.writes += len(buckets)
         return len(buckets)
 
     def get_buckets(self, level: str, keys: Iterable[Tuple[str, int]]) -> Dict[Tuple[str, int], BucketUsage]:
         wanted = [(usage_pk(service), bucket_sk(level, start)) for service, start in keys]
+
+        def read(part):
+            return [_to_domain(item) for item in UsageBucket.batch_get(part)]
+
+        parts = [wanted[i:i + BATCH_GET] for i in range(0, len(wanted), BATCH_GET)]
         found = {}
         try:
-            for item in UsageBucket.batch_get(wanted):
-                found[(item.service, int(item.start))] = _to_domain(item)
+            if self.write_workers == 1 or len(parts) <= 1:
+                results = [read(part) for part in parts]
+            else:
+                UsageBucket._get_connection().connection.client
+                with ThreadPoolExecutor(max_workers=min(self.write_workers, len(parts))) as pool:
+                    results = list(pool.map(read, parts))
         except PynamoDBException as e:
             raise StoreError(f"reading {len(wanted)} {level} usage items failed: {e}") from e
+        for result in results:
+            for bucket in result:
+                found[(bucket.service, bucket.start)] = bucket
         return found
 
     def query_buckets(self, service: str, level: str, start: int, end: int) -> List[BucketUsage]:
@@ -114,6 +148,21 @@ class UsageStore:
         except PynamoDBException as e:
             raise StoreError(f"listing services failed: {e}") from e
 
+    def service_names(self) -> List[str]:
+        """Every service's name, without reading its usage or checkpoint into memory."""
+        try:
+            return [item.sk for item in ServiceUsage.query(SERVICES_PK, attributes_to_get=["sk"])]
+        except PynamoDBException as e:
+            raise StoreError(f"listing service names failed: {e}") from e
+
+    def get_services(self, names: Iterable[str]) -> List[ServiceUsage]:
+        """These services' items (those that exist)."""
+        keys = [(SERVICES_PK, name) for name in names]
+        try:
+            return [item for i in range(0, len(keys), BATCH_GET) for item in ServiceUsage.batch_get(keys[i:i + BATCH_GET])]
+        except PynamoDBException as e:
+            raise StoreError(f"reading {len(keys)} services failed: {e}") from e
+
     def get_service(self, service: str) -> Optional[ServiceUsage]:
         try:
             return ServiceUsage.get(SERVICES_PK, service)
@@ -123,27 +172,78 @@ class UsageStore:
             raise StoreError(f"reading service {service!r} failed: {e}") from e
 
     def put_services(self, items: Sequence[ServiceUsage]) -> int:
-        try:
-            with ServiceUsage.batch_write() as batch:
-                for item in items:
-                    batch.save(item)
-        except PynamoDBException as e:
-            raise StoreError(f"writing {len(items)} service usage items failed: {e}") from e
+        self._write_batches(ServiceUsage, list(items), lambda item: item, "service usage items")
         self.writes += len(items)
         return len(items)
 
-    # -- collector state -----------------------------------------------------------------
-    def state(self) -> CollectorState:
+    # -- collector state (one per shard) ---------------------------------------------------
+    def state(self, shard: int = 0) -> CollectorState:
+        key = collector_state_key(shard)
         try:
-            return CollectorState.get(*STATE_KEY)
+            return CollectorState.get(*key)
         except DoesNotExist:
-            return CollectorState(*STATE_KEY)
+            return CollectorState(*key)
         except PynamoDBException as e:
             raise StoreError(f"reading collector state failed: {e}") from e
 
-    def acquire_lease(self, run_id: str, now: float, lease_seconds: int) -> bool:
+    def states(self, shard_count: int) -> List[CollectorState]:
+        """Every shard's state, shard 0 first."""
+        return [self.state(shard) for shard in range(shard_count)]
+
+    def state_of_service(self, item: Optional[ServiceUsage]) -> CollectorState:
+        """What was collected for this service: the watermark of the shard that counts it, and
+        the gaps of that shard and of the catch-all (which counted it before the hand-over)."""
+        shard = int(item.shard) if item is not None and item.shard is not None else 0
+        state = self.state(shard)
+        if shard != 0:
+            state.gaps = sorted([list(g) for g in (state.gaps or [])] + [list(g) for g in (self.state(0).gaps or [])])
+        return state
+
+    # -- shard assignments -----------------------------------------------------------------
+    def assignments(self, shard_count: int) -> Dict[int, ShardAssignment]:
+        """The fixed shards' (1..N-1) assignments; a shard with none yet has an empty one."""
+        found = {shard: ShardAssignment(*shard_assignment_key(shard)) for shard in range(1, shard_count)}
+        if not found:
+            return found
+        try:
+            for item in ShardAssignment.batch_get([shard_assignment_key(shard) for shard in found]):
+                found[int(item.sk.split("#", 1)[1])] = item
+        except PynamoDBException as e:
+            raise StoreError(f"reading the shard assignments failed: {e}") from e
+        return found
+
+    def assignment(self, shard: int) -> ShardAssignment:
+        """One fixed shard's assignment (what it reads at each chunk; the others are not its business)."""
+        try:
+            return ShardAssignment.get(*shard_assignment_key(shard))
+        except DoesNotExist:
+            return ShardAssignment(*shard_assignment_key(shard))
+        except PynamoDBException as e:
+            raise StoreError(f"reading shard {shard}'s assignment failed: {e}") from e
+
+    def hand_over(self, shard: int, at: int, services: Iterable[str]) -> None:
+        """The catch-all shard gives these services to ``shard``, counted by it from ``at``."""
+        entries = {f"{at}:{service}" for service in services}
+        if entries:
+            self._update_assignment(shard, [ShardAssignment.incoming.add(entries)])
+
+    def take_over(self, shard: int, entries: Iterable[str]) -> None:
+        """``shard`` now counts these handed-over services (entries as in ``incoming``)."""
+        entries = set(entries)
+        if entries:
+            names = {entry.split(":", 1)[1] for entry in entries}
+            self._update_assignment(shard, [ShardAssignment.incoming.delete(entries),
+                                            ShardAssignment.services.add(names)])
+
+    def _update_assignment(self, shard: int, actions) -> None:
+        try:
+            ShardAssignment(*shard_assignment_key(shard)).update(actions=actions)
+        except PynamoDBException as e:
+            raise StoreError(f"updating shard {shard}'s assignment failed: {e}") from e
+
+    def acquire_lease(self, run_id: str, now: float, lease_seconds: int, shard: int = 0) -> bool:
         """Mark a run in progress unless another live run holds the lease."""
-        state = self.state()
+        state = self.state(shard)
         if state.running_since is not None and state.running_since > now - lease_seconds:
             return False
         condition = CollectorState.run_id.does_not_exist() if state.run_id is None \
@@ -159,12 +259,12 @@ class UsageStore:
             raise StoreError(f"taking the collector lease failed: {e}") from e
         return True
 
-    def update_state(self, run_id: str, **fields) -> None:
+    def update_state(self, run_id: str, shard: int = 0, **fields) -> None:
         """Set state fields, only while this run holds the lease."""
         actions = [getattr(CollectorState, name).set(value) if value is not None
                    else getattr(CollectorState, name).remove() for name, value in fields.items()]
         try:
-            CollectorState(*STATE_KEY).update(actions=actions, condition=CollectorState.run_id == run_id)
+            CollectorState(*collector_state_key(shard)).update(actions=actions, condition=CollectorState.run_id == run_id)
         except UpdateError as e:
             if is_condition_failure(e):
                 raise StoreError("the collector lease was lost to another run") from e

@@ -10,6 +10,18 @@ from chalicelib.core.errors import PrometheusError
 from chalicelib.collect.prometheus import Series, series_key
 
 
+_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _matches(value: str, op: str, expected: str) -> bool:
+    if op == "=":
+        return value == expected
+    if op == "!=":
+        return value != expected
+    found = re.fullmatch(expected, value) is not None
+    return found if op == "=~" else not found
+
+
 class FakePrometheus:
     def __init__(self):
         self.series: Dict[tuple, Tuple[dict, List[Tuple[float, float]]]] = {}
@@ -23,14 +35,14 @@ class FakePrometheus:
         entry[1].sort()
 
     def _matching(self, selector: str):
-        """Understands the selectors the collector sends: a bare name, or a name regex
-        alternation with an optional ``type=~"request|"`` matcher."""
-        match = re.search(r'__name__=~"([^"]+)"', selector)
-        names = set(match.group(1).split("|")) if match else {selector}
-        type_match = re.search(r'type=~"([^"]*)"', selector)
-        types = set(type_match.group(1).split("|")) if type_match else None
+        """Understands the selectors the collector sends: a bare metric name or ``{...}``, with
+        label matchers (=, !=, =~, !~; regexes anchored as in PromQL, strings unescaped)."""
+        name, _, body = selector.partition("{")
+        matchers = [("__name__", "=", name)] if name else []
+        for label, op, raw in _MATCHER.findall(body):
+            matchers.append((label, op, re.sub(r"\\(.)", r"\1", raw)))
         return [(labels, samples) for labels, samples in self.series.values()
-                if labels.get("__name__") in names and (types is None or labels.get("type", "") in types)]
+                if all(_matches(labels.get(label, ""), op, value) for label, op, value in matchers)]
 
     def _check(self):
         self.requests_made += 1
@@ -45,6 +57,11 @@ class FakePrometheus:
             if inside:
                 out.append(Series(labels, inside))
         return out
+
+    def label_values(self, label: str, selector: str, start: float, end: float):
+        self._check()
+        return sorted({labels[label] for labels, samples in self._matching(selector)
+                       if label in labels and any(start <= t <= end for t, _ in samples)})
 
     def last_values(self, selector: str, at: float, lookback_seconds: int):
         self._check()

@@ -196,3 +196,20 @@ def test_a_collector_in_a_vpc_gets_the_network_interface_actions_only_when_asked
 
     assert "ec2:CreateNetworkInterface" in collect_actions(True)
     assert not any(a.startswith("ec2:") for a in collect_actions(False))
+
+
+def test_the_package_fans_the_collector_out_to_its_shard_worker(template):
+    resources = template["Resources"]
+    worker = resources["CollectShard"]
+    assert worker["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function")
+    assert worker["Properties"]["FunctionName"] == {"Fn::Sub": "${AWS::StackName}-collect-shard"}
+    for function in ("Collect", "CollectShard"):
+        variables = resources[function]["Properties"]["Environment"]["Variables"]
+        assert variables["SHARD_COUNT"] == {"Ref": "ShardCount"}
+        assert variables["COLLECT_SHARD_FUNCTION"] == {"Fn::Sub": "${AWS::StackName}-collect-shard"}
+    collect = resources["CollectRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    invoke = [s for s in collect if "lambda:InvokeFunction" in s.get("Action", [])]
+    assert [s["Resource"] for s in invoke] == [[{"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:"
+                                                            "${AWS::AccountId}:function:${AWS::StackName}-collect-shard"}]]
+    worker_policy = resources["CollectShardRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert not any(a.startswith("lambda:") for s in worker_policy for a in s.get("Action", []))

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Sharded collector benchmark (issue 20). Prints figures; not a timed test.
+
+    .venv/bin/python bench/shard_bench.py --services 10000 --shards 8
+
+History for N services x 5 routes x 2 directions is built with promtool (as in
+collector_bench.py) and served by the Prometheus binary; DynamoDB is a moto server process.
+Each shard runs as its own invocation would, one after the other in this process, so that
+its wall time, peak Python memory (tracemalloc), Prometheus requests and time waiting on
+DynamoDB and Prometheus are its own. Minutes: a warm-up minute in which the catch-all hands
+every service to the fixed shards, ordinary minutes, and a minute that completes the 5-minute,
+15-minute and hour buckets.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.collector_bench import STEP, WriteMeter, configure  # noqa: E402
+from localrun.prometheus import PrometheusServer, build_tsdb  # noqa: E402
+from tests.support.openmetrics import History, counter_samples  # noqa: E402
+from tests.support.servers import start_moto_server, stop_process  # noqa: E402
+
+STORE_CALLS = ("put_buckets", "put_services", "get_buckets", "get_services", "service_names", "list_services",
+               "state", "update_state", "acquire_lease", "assignments", "hand_over", "take_over", "query_buckets")
+
+
+class Timer:
+    """Adds up the wall time spent inside some methods of an object (waiting on a backend)."""
+
+    def __init__(self, target, names):
+        self.seconds = 0.0
+        for name in names:
+            setattr(target, name, self._wrap(getattr(target, name)))
+
+    def _wrap(self, method):
+        @functools.wraps(method)
+        def timed(*args, **kwargs):
+            t = time.monotonic()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.monotonic() - t
+        return timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--services", type=int, default=200)
+    parser.add_argument("--shards", type=int, default=8)
+    args = parser.parse_args()
+    routes, services = 5, args.services
+    base = int(time.time() // 3600 * 3600) - 3600  # an hour boundary: the last minute completes 5m, 15m and 1h
+    history = History()
+    for s in range(services):
+        for r in range(routes):
+            for direction in ("ingress", "egress"):
+                history.add("kong_bandwidth_bytes", {
+                    "service": f"svc-{s:05d}", "route": f"route-{r}", "direction": direction, "consumer": "",
+                    "workspace": "default", "instance": "kong-1:8001"},
+                    counter_samples(base - 900, base + 120, STEP, iter(lambda: 100 + s % 7, None)))
+    data_dir = tempfile.mkdtemp(prefix="bench-shards-")
+    t0 = time.monotonic()
+    build_tsdb(history.render(), data_dir)
+    del history
+    print(f"Sharded collector: {services:,} services x {routes} routes x 2 directions = {services * routes * 2:,} "
+          f"series, {args.shards} shards (history built in {time.monotonic() - t0:.0f} s)")
+    moto, moto_url = start_moto_server()
+    try:
+        with PrometheusServer(data_dir=data_dir) as prom:
+            os.environ["SHARD_COUNT"] = str(args.shards)
+            bootstrap = configure(moto_url, prom.url, 1)
+            deps = bootstrap.current()
+            collectors = [deps.collector_for(n) for n in range(args.shards)]
+            meters = [WriteMeter(c.store) for c in collectors]
+            dynamo = [Timer(c.store, STORE_CALLS) for c in collectors]
+            promwait = [Timer(c.prometheus, ("query",)) for c in collectors]
+            minutes = [("warm-up: hand-over", base - 240), ("ordinary", base - 180), ("ordinary", base - 120),
+                       ("ordinary", base - 60), ("completes 5m+15m+1h", base)]
+            print(f"  {'minute':<20} {'shard':>5} {'services':>8} {'wall s':>7} {'peak MB':>7} {'prom req':>8} "
+                  f"{'WCU/svc-min':>11} {'DynamoDB %':>10} {'Prometheus %':>12} {'own CPU %':>9}")
+            for label, end in minutes:
+                total_wall, total_units, active_total, total_req = 0.0, 0, 0, 0
+                for n, collector in enumerate(collectors):
+                    units, dyn, pw = meters[n].units, dynamo[n].seconds, promwait[n].seconds
+                    tracemalloc.start()
+                    cpu, t = time.process_time(), time.monotonic()
+                    report = collector.run(now=end + 31)
+                    wall = time.monotonic() - t
+                    peak = tracemalloc.get_traced_memory()[1] / 2**20
+                    tracemalloc.stop()
+                    active = report.series_seen // (routes * 2) * max(report.minutes, 1)
+                    d, p = dynamo[n].seconds - dyn, promwait[n].seconds - pw
+                    wcu = (meters[n].units - units) / active if active else 0.0
+                    total_wall = max(total_wall, wall)
+                    total_units += meters[n].units - units
+                    active_total += active
+                    total_req += report.prometheus_requests
+                    print(f"  {label:<20} {n:>5} {report.series_seen // (routes * 2):>8} {wall:>7.2f} {peak:>7.1f} "
+                          f"{report.prometheus_requests:>8} {wcu:>11.3f} {100 * d / wall:>10.0f} {100 * p / wall:>12.0f} "
+                          f"{100 * max(0.0, wall - d - p) / wall:>9.0f}")
+                print(f"  {label:<20} {'all':>5} {active_total:>8} {total_wall:>7.2f} {'':>7} {total_req:>8} "
+                      f"{(total_units / active_total if active_total else 0):>11.3f}   (wall: the slowest shard, "
+                      f"as concurrent invocations)")
+    finally:
+        stop_process(moto)
+
+
+if __name__ == "__main__":
+    main()

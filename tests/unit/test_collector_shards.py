@@ -1,0 +1,249 @@
+"""Sharded collection counts exactly what unsharded collection counts (moto in-process, an
+in-memory Prometheus): the same minute items, rollups and period totals with N=1 and N=4,
+including services that move from the catch-all shard to a fixed one in the middle of a period."""
+import pytest
+
+from chalicelib import bootstrap
+from chalicelib.collect import shards
+from chalicelib.core import tables
+from chalicelib.core.models import SERVICES_PK, ServiceUsage, UsageBucket
+from tests.fakes.prometheus import FakePrometheus
+
+DAY0 = 1_796_083_200  # 2026-12-01T00:00Z
+T0 = DAY0 - 3600  # the month's last hour: the period rolls over during the test
+
+
+def kong3(service, route, direction, instance="node-a:8001"):
+    return {"__name__": "kong_bandwidth_bytes", "service": service, "route": route, "direction": direction,
+            "consumer": "", "workspace": "default", "instance": instance, "job": "kong"}
+
+
+# Names that need escaping in a PromQL regex, and one that is a prefix of another.
+FLEET = ["pay", "pay.v2", "search (beta)", 'quote"d|pipe', "cdn", "a+b", "ünïcode", "x"]
+
+
+def traffic(prom, born_late="late-service"):
+    """Deterministic counters: every service on two nodes, a reset, and one service born
+    40 minutes in (it first shows up in the catch-all shard, which then hands it over)."""
+    for n, service in enumerate(FLEET):
+        for direction in ("ingress", "egress"):
+            for node in ("node-a:8001", "node-b:8001"):
+                step = 10 + n * 7 + (3 if direction == "egress" else 0) + (1 if node == "node-b:8001" else 0)
+                samples, total = [], 1_000_000 * (n + 1)
+                for i, t in enumerate(range(T0 - 900, T0 + 7200, 15)):
+                    total = 5 if (node == "node-b:8001" and t == T0 + 1800) else total + step * (1 + i % 3)
+                    samples.append((t, total))
+                prom.add(kong3(service, f"r{n % 3}", direction, node), samples)
+    prom.add(kong3(born_late, "r", "egress"), [(t, (t - T0 - 2400) * 3 + 77) for t in range(T0 + 2400, T0 + 7200, 15)])
+
+
+def use_table(env, name):
+    env.setenv("TABLE_NAME", name)
+    bootstrap.reset()
+
+
+def collect(env, prom, shard_count, schedule, table):
+    """Run the shards at each instant of ``schedule`` (shard order given per instant)."""
+    env.setenv("SHARD_COUNT", str(shard_count))
+    use_table(env, table)
+    deps = bootstrap.override(prometheus=prom)
+    tables.ensure_table()
+    for now, order in schedule:
+        for shard in order:
+            deps.collector_for(shard).run(now=now)
+    return usage_snapshot()
+
+
+def usage_snapshot():
+    buckets = sorted((i.pk, i.sk, int(i.ingress), int(i.egress), str(i.routes.as_dict() if i.routes else {}))
+                     for i in UsageBucket.scan(UsageBucket.pk.startswith("USAGE#")))
+    services = sorted((i.service, int(i.period_start), int(i.ingress), int(i.egress), int(i.total),
+                       int(i.first_seen), int(i.last_active)) for i in ServiceUsage.query(SERVICES_PK))
+    return buckets, services
+
+
+@pytest.fixture
+def prom(aws, env):
+    env.setenv("COLLECT_LAG_SECONDS", "30")
+    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
+    env.setenv("COLLECT_TRAFFIC_STATS", "false")
+    fake = FakePrometheus()
+    traffic(fake)
+    return fake
+
+
+def every(minutes, start, end):
+    return [start + m * 60 for m in range(0, (end - start) // 60 + 1, minutes)]
+
+
+@pytest.mark.parametrize("group", [shards.SERVICE_GROUP, 3])
+def test_four_shards_count_what_one_collector_counts(prom, env, monkeypatch, group):
+    monkeypatch.setattr(shards, "SERVICE_GROUP", group)  # 3: every shard's services take several queries
+    instants = every(10, T0 + 600 + 31, T0 + 6600 + 31)
+    unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    sharded = collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
+    assert sharded == unsharded
+    assert any(service == "late-service" for service, *_ in unsharded[1])
+
+
+def test_fixed_shards_running_before_the_catch_all_still_count_exactly(prom, env):
+    """A fixed shard that passed the hand-over minute counts the newcomer's minutes since then."""
+    instants = every(1, T0 + 2300 + 31, T0 + 3000 + 31)
+    unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    sharded = collect(env, prom, 4, [(t, [3, 2, 1, 0]) for t in instants], "sharded")
+    assert sharded == unsharded
+
+
+def test_a_shard_that_was_down_catches_up_from_its_watermark(prom, env):
+    instants = every(3, T0 + 600 + 31, T0 + 4200 + 31)
+    unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    # Shard 2 misses half an hour (its lease elsewhere, a failed invoke); shard 0 runs late once.
+    schedule = [(t, [s for s in (1, 2, 3, 0) if not (s == 2 and T0 + 1800 < t < T0 + 3600)]) for t in instants]
+    sharded = collect(env, prom, 4, schedule, "sharded")
+    assert sharded == unsharded
+
+
+def test_the_moved_service_is_owned_by_one_fixed_shard_and_excluded_from_the_catch_all(prom, env):
+    collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in every(1, T0 + 2400 + 31, T0 + 2520 + 31)], "sharded")
+    store = bootstrap.current().store
+    assignments = store.assignments(4)
+    owners = [shard for shard, item in assignments.items() if "late-service" in (item.services or ())]
+    assert owners == [shards.shard_of("late-service", 4)]
+    assert all(not item.incoming for item in assignments.values())
+    assert int(store.get_service("late-service").shard) == owners[0]
+    owned = set().union(*(item.services or set() for item in assignments.values()))
+    assert owned == set(FLEET) | {"late-service"}
+
+
+def test_the_catch_all_reads_only_unassigned_services(prom, env):
+    collect(env, prom, 4, [(T0 + 600 + 31, [0])], "sharded")  # hands every service over
+    deps = bootstrap.current()
+    seen = []
+    original = prom.raw_samples
+    prom.raw_samples = lambda selector, start, end: seen.append(selector) or original(selector, start, end)
+    report = deps.collector_for(0).run(now=T0 + 660 + 31)
+    assert report.series_seen == 0
+    assert seen == ['{__name__=~"kong_bandwidth|kong_bandwidth_bytes",service=""}']  # only unmatched traffic
+
+
+def test_no_query_selects_more_than_a_group_of_services(prom, env, monkeypatch):
+    monkeypatch.setattr(shards, "SERVICE_GROUP", 2)
+    seen = []
+    original = prom.raw_samples
+    prom.raw_samples = lambda selector, start, end: seen.append(selector) or original(selector, start, end)
+    collect(env, prom, 3, [(T0 + 600 + 31, [0, 1, 2]), (T0 + 660 + 31, [0, 1, 2])], "sharded")
+    named = [s for s in seen if "service=~" in s]
+    assert named and all(len({labels["service"] for labels, _ in prom._matching(s)}) <= 2 for s in named)
+    assert not [s for s in seen if "service" not in s]  # none reads the whole fleet
+
+
+def test_one_shard_is_the_default_and_sends_the_unsharded_selector(prom, env):
+    seen = []
+    original = prom.raw_samples
+    prom.raw_samples = lambda selector, start, end: seen.append(selector) or original(selector, start, end)
+    collect(env, prom, 1, [(T0 + 600 + 31, [0])], "unsharded")
+    assert seen and set(seen) == {'{__name__=~"kong_bandwidth|kong_bandwidth_bytes"}'}
+    assert bootstrap.current().settings.shard_count == 1
+
+
+def test_status_shows_every_shard_and_the_slowest_watermark(prom, env):
+    from chalicelib.api.status import collector_status
+
+    collect(env, prom, 4, [(T0 + 600 + 31, [0, 1, 2, 3]), (T0 + 900 + 31, [0, 1, 3])], "sharded")
+    deps = bootstrap.current()
+    status = collector_status(deps.store.state(), deps.settings, T0 + 960, deps.store.states(4))
+    assert [one["shard"] for one in status["shards"]] == [0, 1, 2, 3]
+    assert status["shards"][2]["watermark"] == "2026-11-30T23:10:00Z"
+    assert status["watermark"] == "2026-11-30T23:10:00Z"  # shard 2 is behind: the whole fleet is not later
+    assert status["series_seen"] == sum(one["series_seen"] for one in status["shards"])
+
+
+def test_the_schedule_fans_out_one_asynchronous_invoke_per_shard(aws, env):
+    import boto3
+    from botocore.stub import Stubber
+
+    import app
+    from localrun.runtime import scheduled_event
+
+    env.setenv("SHARD_COUNT", "3")
+    env.setenv("COLLECT_SHARD_FUNCTION", "bandwidth-meter-prod-collect_shard")
+    bootstrap.reset()
+    client = boto3.client("lambda", region_name="us-east-1")
+    stub = Stubber(client)
+    for shard in range(3):
+        stub.add_response("invoke", {"StatusCode": 202},
+                          {"FunctionName": "bandwidth-meter-prod-collect_shard", "InvocationType": "Event",
+                           "Payload": f'{{"shard": {shard}}}'.encode()})
+    from chalicelib.collect.fanout import LambdaShardInvoker
+
+    bootstrap.override(shard_invoker=LambdaShardInvoker(client, "bandwidth-meter-prod-collect_shard"))
+    with stub:
+        assert app.collect(scheduled_event(), None) == {"status": "fanned_out", "shards": [0, 1, 2]}
+        stub.assert_no_pending_responses()
+
+
+def test_a_worker_event_naming_no_shard_is_refused(aws, env):
+    import app
+    from chalicelib.collect.shards import ShardEventError
+
+    env.setenv("SHARD_COUNT", "2")
+    bootstrap.reset()
+    with pytest.raises(ShardEventError):
+        app.collect_shard({"shard": 2}, None)
+
+
+def test_parallel_batch_writes_store_every_item(aws, env):
+    from chalicelib.core.usage import BucketUsage
+
+    env.setenv("COLLECT_WRITE_WORKERS", "8")
+    bootstrap.reset()
+    store = bootstrap.current().store
+    buckets = [BucketUsage(f"svc-{n}", T0, {"r": {"ingress": n, "egress": 2 * n}}) for n in range(300)]
+    assert store.put_buckets("1m", buckets) == 300
+    found = store.get_buckets("1m", [(f"svc-{n}", T0) for n in range(300)])
+    assert sorted(b.egress for b in found.values()) == sorted(2 * n for n in range(300))
+
+
+def test_only_the_scheduled_collector_may_invoke_and_only_the_shard_worker():
+    from deploy import policies
+
+    resources = policies.arn_resources("us-east-1", "123456789012", "bandwidth-meter", "prod",
+                                       "arn:aws:dynamodb:us-east-1:123456789012:table/t",
+                                       "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/x",
+                                       "a@example.com", "/bandwidth-meter/prod")
+    invoke = [s for s in policies.policy("collect", resources)["Statement"] if "lambda:InvokeFunction" in s["Action"]]
+    assert invoke == [{"Sid": "InvokeShardWorker", "Effect": "Allow", "Action": ["lambda:InvokeFunction"],
+                       "Resource": ["arn:aws:lambda:us-east-1:123456789012:function:bandwidth-meter-prod-collect_shard"]}]
+    worker = policies.policy("collect_shard", resources)["Statement"]
+    assert not any(a.startswith("lambda:") for s in worker for a in s["Action"])
+
+
+def test_make_run_runs_the_shards_as_parallel_workers():
+    import threading
+
+    from localrun.runtime import Runtime
+
+    runtime = Runtime(env={})
+    calls, gate = [], threading.Barrier(3, timeout=5)  # every worker must be running at once
+
+    def handler(event, context):
+        gate.wait()
+        calls.append((event["shard"], threading.current_thread().name))
+        return {"status": "ok", "minutes": 1, "end": "-", "series_seen": 0, "items_written": 0}
+
+    runtime.shard_handler, runtime.shard_count = handler, 3
+    runtime._run_shards()
+    assert sorted(shard for shard, _ in calls) == [0, 1, 2]
+    assert len({name for _, name in calls}) == 3
+
+
+def test_charts_read_the_watermark_of_the_shard_that_counts_the_service(prom, env):
+    from chalicelib.api.charts import service_coverage
+
+    collect(env, prom, 4, [(T0 + 2460 + 31, [0, 1, 2, 3])], "sharded")
+    deps = bootstrap.current()
+    owner = shards.shard_of("late-service", 4)
+    deps.collector_for(owner).run(now=T0 + 2580 + 31)  # only the owner moves on
+    coverage = service_coverage(deps.store, "late-service", T0 + 2600)
+    assert coverage.watermark == T0 + 2580
+    assert coverage.collection_start == deps.store.state(0).collection_start
