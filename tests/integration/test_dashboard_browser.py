@@ -302,7 +302,7 @@ def api(tmp_path_factory):
             EmailAddress=os.environ["ALERT_FROM"])
         for service, limit in QUOTAS.items():
             answer = requests.put(f"{running.url}/v1/services/{service}/quota",
-                                  json={"limit_bytes": limit, "notify": ["owner@example.test"]},
+                                  json={"limit_bytes": limit, "notify": ["owner@example.com"]},
                                   headers={"x-api-key": ADMIN_KEY}, timeout=10)
             assert answer.ok, answer.text
         deliver_alerts(running.aws_url)
@@ -587,7 +587,7 @@ def test_the_page_fits_360_px_without_horizontal_overflow(api, page, view):
 
 
 def test_a_blocked_service_is_marked_in_the_overview_and_on_its_page(api, page):
-    quota = {"limit_bytes": QUOTAS["search-api"], "notify": ["owner@example.test"]}
+    quota = {"limit_bytes": QUOTAS["search-api"], "notify": ["owner@example.com"]}
     path = f"{api.url}/v1/services/search-api/quota"
     blocked = requests.put(path, json={**quota, "limit_bytes": 1, "action": "reject"},
                            headers={"x-api-key": ADMIN_KEY}, timeout=10)
