@@ -2,12 +2,14 @@
 moto server process, with API keys and tight limits (10 per minute per key, 2 per second)."""
 import itertools
 import json
+import re
 import subprocess
 import sys
 import time
 
 import pytest
 
+from chalicelib.core.timeutil import parse_time
 from tests.support.keyed_api import ROOT, keyed_api, seed_usage
 
 
@@ -64,11 +66,15 @@ def test_usage_shows_a_table_and_sparklines(api):
     result = bwmeter(api, "usage", "pay", "--range", "1h", "--step", "1m", key=fresh_key())
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("pay: ") and "step 1m, 61 points" in lines[0]  # the hour, from its first minute
+    # The hour from its first minute: 61 points, or 60 when the request lands on a whole minute.
+    match = re.fullmatch(r"pay: (\S+) to (\S+), step 1m, (\d+) points", lines[0])
+    assert match, lines[0]
+    start, end, points = parse_time(match.group(1)), parse_time(match.group(2)), int(match.group(3))
+    assert points == (end - start) // 60 and points in (60, 61)
     rows = {line.split()[0]: line for line in lines[2:5]}
     assert set(rows) == {"ingress", "egress", "total"}
     assert rows["egress"].split()[1:3] == ["30", "KB"] and rows["ingress"].split()[1:3] == ["300", "B"]
-    assert f"{MINUTES}/61" in rows["egress"] or f"{MINUTES + 1}/61" in rows["egress"]
+    assert f"{MINUTES}/{points}" in rows["egress"] or f"{MINUTES + 1}/{points}" in rows["egress"]
     assert "█" in rows["egress"] and " █" in rows["egress"]  # blanks before the service was first seen
 
 
