@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional
 
-from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException
+from pynamodb.exceptions import PutError, PynamoDBException
 
 from chalicelib.core.errors import StoreError
 from chalicelib.core.models import (ALERTS_DUE_PK, RULES_REEVALUATION_KEY, Alert, AlertDue, RulesReevaluation,
-                                    alert_period_prefix, alert_pk, alert_sk, is_condition_failure, transaction)
+                                    alert_period_prefix, alert_pk, alert_sk, is_condition_failure, read_item,
+                                    transaction)
 from chalicelib.core.timeutil import iso
 
 
@@ -117,12 +118,8 @@ class AlertLedger:
 
     def reevaluation_due(self) -> Optional[str]:
         """The service an unfinished rules change resumes after, or None when there is none."""
-        try:
-            return RulesReevaluation.get(*RULES_REEVALUATION_KEY).after
-        except DoesNotExist:
-            return None
-        except PynamoDBException as e:
-            raise StoreError(f"reading the rules re-evaluation failed: {e}") from e
+        item = read_item(RulesReevaluation, RULES_REEVALUATION_KEY, "the rules re-evaluation")
+        return item.after if item is not None else None
 
     def history(self, service: str, limit: int = 200) -> List[dict]:
         try:

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, PynamoDBException, UpdateError
+from pynamodb.exceptions import DeleteError, PutError, PynamoDBException, UpdateError
 
 from chalicelib.core.errors import StoreError
 from chalicelib.core.models import (ENFORCEMENT_KEY, EnforcementNotice, EnforcementState, enforcement_notice_key,
-                                    is_condition_failure)
+                                    is_condition_failure, read_item)
 
 
 class EnforcementBook:
     # -- the reconcile's state -------------------------------------------------------------
     def state(self) -> EnforcementState:
-        try:
-            return EnforcementState.get(*ENFORCEMENT_KEY)
-        except DoesNotExist:
-            return EnforcementState(*ENFORCEMENT_KEY)
-        except PynamoDBException as e:
-            raise StoreError(f"reading the enforcement state failed: {e}") from e
+        return read_item(EnforcementState, ENFORCEMENT_KEY, "the enforcement state",
+                         missing=EnforcementState(*ENFORCEMENT_KEY))
 
     def record(self, at: float, blocked: List[dict], missing: List[dict], error: Optional[str]) -> None:
         """Replace the state with one reconcile's outcome (absolute, like every write here)."""

@@ -41,7 +41,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.exceptions import PynamoDBException
+from pynamodb.exceptions import DoesNotExist, PynamoDBException
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -111,6 +111,17 @@ def is_condition_failure(error: PynamoDBException) -> bool:
         return True
     reasons = getattr(error, "cancellation_reasons", None) or []
     return any(r is not None and r.code == "ConditionalCheckFailed" for r in reasons)
+
+
+def read_item(model, key: tuple, what: str, missing=None):
+    """The item of ``model`` at ``key``; ``missing`` when there is none; a StoreError naming
+    ``what`` when the read fails (the adapters' one get-or-default)."""
+    try:
+        return model.get(*key)
+    except DoesNotExist:
+        return missing
+    except PynamoDBException as e:
+        raise StoreError(f"reading {what} failed: {e}") from e
 
 
 def transaction() -> TransactWrite:

@@ -9,10 +9,10 @@ import time
 import uuid
 from typing import Callable, List, Optional
 
-from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
+from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
 from chalicelib.core.errors import NotFound, StoreError
-from chalicelib.core.models import (AUDIT_PK, QUOTA_PK, RULES_KEY, AuditEntry, Quota, QuotaRules, audit_sk,
+from chalicelib.core.models import (AUDIT_PK, QUOTA_PK, RULES_KEY, AuditEntry, Quota, QuotaRules, audit_sk, read_item,
                                     transaction)
 from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot, normalize_quota, normalize_rules
 from chalicelib.core.timeutil import iso
@@ -80,21 +80,12 @@ class QuotaBook:
 
     # -- helpers ---------------------------------------------------------------------------
     def _quota_body(self, service: str) -> Optional[dict]:
-        try:
-            return Quota.get(QUOTA_PK, service).body
-        except DoesNotExist:
-            return None
-        except PynamoDBException as e:
-            raise StoreError(f"reading the quota of {service!r} failed: {e}") from e
+        item = read_item(Quota, (QUOTA_PK, service), f"the quota of {service!r}")
+        return item.body if item is not None else None
 
     @staticmethod
     def _rules_item() -> Optional[QuotaRules]:
-        try:
-            return QuotaRules.get(*RULES_KEY)
-        except DoesNotExist:
-            return None
-        except PynamoDBException as e:
-            raise StoreError(f"reading the quota rules failed: {e}") from e
+        return read_item(QuotaRules, RULES_KEY, "the quota rules")
 
     @staticmethod
     def _audit(now: float, key: str, action: str, old, new, actor) -> AuditEntry:

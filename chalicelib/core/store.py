@@ -9,11 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, UpdateError
+from pynamodb.exceptions import PutError, PynamoDBException, UpdateError
 
 from chalicelib.core.errors import StoreError
 from chalicelib.core.models import (SERVICES_PK, CollectorState, ServiceUsage, ShardAssignment, UsageBucket, bucket_sk,
-                                    collector_state_key, is_condition_failure, shard_assignment_key, usage_pk)
+                                    collector_state_key, is_condition_failure, read_item, shard_assignment_key,
+                                    usage_pk)
 from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS
 from chalicelib.core.usage import BucketUsage
 
@@ -164,12 +165,7 @@ class UsageStore:
             raise StoreError(f"reading {len(keys)} services failed: {e}") from e
 
     def get_service(self, service: str) -> Optional[ServiceUsage]:
-        try:
-            return ServiceUsage.get(SERVICES_PK, service)
-        except DoesNotExist:
-            return None
-        except PynamoDBException as e:
-            raise StoreError(f"reading service {service!r} failed: {e}") from e
+        return read_item(ServiceUsage, (SERVICES_PK, service), f"service {service!r}")
 
     def put_services(self, items: Sequence[ServiceUsage]) -> int:
         self._write_batches(ServiceUsage, list(items), lambda item: item, "service usage items")
@@ -179,12 +175,7 @@ class UsageStore:
     # -- collector state (one per shard) ---------------------------------------------------
     def state(self, shard: int = 0) -> CollectorState:
         key = collector_state_key(shard)
-        try:
-            return CollectorState.get(*key)
-        except DoesNotExist:
-            return CollectorState(*key)
-        except PynamoDBException as e:
-            raise StoreError(f"reading collector state failed: {e}") from e
+        return read_item(CollectorState, key, "collector state", missing=CollectorState(*key))
 
     def states(self, shard_count: int) -> List[CollectorState]:
         """Every shard's state, shard 0 first."""
@@ -214,12 +205,8 @@ class UsageStore:
 
     def assignment(self, shard: int) -> ShardAssignment:
         """One fixed shard's assignment (what it reads at each chunk; the others are not its business)."""
-        try:
-            return ShardAssignment.get(*shard_assignment_key(shard))
-        except DoesNotExist:
-            return ShardAssignment(*shard_assignment_key(shard))
-        except PynamoDBException as e:
-            raise StoreError(f"reading shard {shard}'s assignment failed: {e}") from e
+        key = shard_assignment_key(shard)
+        return read_item(ShardAssignment, key, f"shard {shard}'s assignment", missing=ShardAssignment(*key))
 
     def hand_over(self, shard: int, at: int, services: Iterable[str]) -> None:
         """The catch-all shard gives these services to ``shard``, counted by it from ``at``."""
