@@ -52,8 +52,26 @@ def _day(ts: int) -> str:
     return f"{day}{suffix}"
 
 
+def display_name(service: str) -> str:
+    """A service name fit for a subject line: control characters blanked, at most 120 characters."""
+    return _CONTROL.sub(" ", service)[:120]
+
+
+def compose(title: str, facts: list, link: str, link_name: str) -> tuple[str, str, str]:
+    """(subject, plain text, HTML) of a message: a title, a table of facts and one link, every
+    value escaped in the HTML. Alert emails and block notices share it."""
+    text = "\n".join([title, ""] + [f"{k}: {v}" for k, v in facts]
+                     + ["", f"{link_name.capitalize()}: {link}", "", "-- Bandwidth Meter"])
+    rows = "".join(f"<tr><th align=\"left\">{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in facts)
+    body = (f"<!doctype html><html><body><h2>{html.escape(title)}</h2>"
+            f"<table>{rows}</table><p><a href=\"{html.escape(link, quote=True)}\">Open the {link_name}</a></p>"
+            f"<p style=\"color:#666\">Bandwidth Meter</p></body></html>")
+    return title, text, body
+
+
 def subject(alert: ThresholdAlert) -> str:
-    name = _CONTROL.sub(" ", alert.service)[:120]
+    name = display_name(alert.service)
     if alert.forecast_eta is not None:
         return (f"[Bandwidth Meter] at this rate {name} reaches 100% of its {alert.period_kind} quota "
                 f"on the {_day(alert.forecast_eta)}")
@@ -84,14 +102,7 @@ def render(alert: ThresholdAlert, public_url: str) -> tuple[str, str, str]:
         blocked = alert.usage_bytes * 100 >= alert.reject_at * alert.limit_bytes
         facts.append(("Gateway", (f"requests are refused (HTTP 429) from {alert.reject_at:g}% of the quota until "
                                   f"{iso(alert.period_end)}") + ("; this service is blocked now" if blocked else "")))
-    text = "\n".join([f"{subject(alert)}", ""] + [f"{k}: {v}" for k, v in facts]
-                     + ["", f"Chart: {link}", "", "-- Bandwidth Meter"])
-    rows = "".join(f"<tr><th align=\"left\">{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in facts)
-    body = (f"<!doctype html><html><body><h2>{html.escape(subject(alert))}</h2>"
-            f"<table>{rows}</table><p><a href=\"{html.escape(link, quote=True)}\">Open the chart</a></p>"
-            f"<p style=\"color:#666\">Bandwidth Meter</p></body></html>")
-    return subject(alert), text, body
+    return compose(subject(alert), facts, link, "chart")
 
 
 def payload(alert: ThresholdAlert, public_url: str) -> dict:

@@ -6,19 +6,18 @@ failed delivery gives the claim back, so the next reconcile sends it.
 """
 from __future__ import annotations
 
-import html
 import logging
 from urllib.parse import quote
 
 from chalicelib.core.errors import MailError
-from chalicelib.notify.emails import _CONTROL, human_bytes
+from chalicelib.notify.emails import compose, display_name, human_bytes
 from chalicelib.notify.webhook import NotifyError
 
 log = logging.getLogger(__name__)
 
 
 def subject(event: str, entry: dict) -> str:
-    name = _CONTROL.sub(" ", entry["service"])[:120]
+    name = display_name(entry["service"])
     if event == "block":
         return f"[Bandwidth Meter] {name} is blocked: it reached {entry.get('reject_at', 100):g}% of its quota"
     return f"[Bandwidth Meter] {name} is no longer blocked"
@@ -48,15 +47,7 @@ def facts(event: str, entry: dict) -> list:
 def render(event: str, entry: dict, public_url: str) -> tuple[str, str, str]:
     """(subject, plain text, HTML) of a block or unblock notice; every outside value escaped."""
     link = f"{public_url}/dashboard#service={quote(entry['service'], safe='')}"
-    rows = facts(event, entry)
-    text = "\n".join([subject(event, entry), ""] + [f"{k}: {v}" for k, v in rows]
-                     + ["", f"Dashboard: {link}", "", "-- Bandwidth Meter"])
-    cells = "".join(f"<tr><th align=\"left\">{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                    for k, v in rows)
-    body = (f"<!doctype html><html><body><h2>{html.escape(subject(event, entry))}</h2><table>{cells}</table>"
-            f"<p><a href=\"{html.escape(link, quote=True)}\">Open the dashboard</a></p>"
-            f"<p style=\"color:#666\">Bandwidth Meter</p></body></html>")
-    return subject(event, entry), text, body
+    return compose(subject(event, entry), facts(event, entry), link, "dashboard")
 
 
 class EnforcementNotifier:
