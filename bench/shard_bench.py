@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import os
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from localrun.prometheus import PrometheusServer, build_tsdb  # noqa: E402
 from tests.support.openmetrics import History, counter_samples  # noqa: E402
 from tests.support.servers import start_moto_server, stop_process  # noqa: E402
 
-STORE_CALLS = ("put_buckets", "put_services", "get_buckets", "get_services", "service_names", "list_services",
+STORE_CALLS = ("put_buckets", "put_services", "get_buckets", "get_services", "list_services",
                "state", "update_state", "acquire_lease", "assignments", "hand_over", "take_over", "query_buckets")
 
 
@@ -92,7 +91,7 @@ def main() -> None:
                 for n, collector in enumerate(collectors):
                     units, dyn, pw = meters[n].units, dynamo[n].seconds, promwait[n].seconds
                     tracemalloc.start()
-                    cpu, t = time.process_time(), time.monotonic()
+                    t = time.monotonic()
                     report = collector.run(now=end + 31)
                     wall = time.monotonic() - t
                     peak = tracemalloc.get_traced_memory()[1] / 2**20

@@ -166,15 +166,13 @@ class Collector:
 
     def _load_services(self) -> Dict[str, ServiceUsage]:
         """The services this shard counts, with their checkpoints: the fleet unsharded, else only
-        the shard's own (the catch-all reads names first, then only the unassigned items)."""
+        the shard's own. The catch-all starts with none: chunk by chunk it loads the unassigned
+        services Prometheus names (_catch_all_matchers), never the whole table."""
         if not self.sharded:
             return {item.service: item for item in self.store.list_services(checkpoints=True)}
         if self.shard == 0:
-            assigned = shards.assigned_names(self.store.assignments(self.settings.shard_count))
-            names = [name for name in self.store.service_names() if name not in assigned]
-        else:
-            names = sorted(self._assignment().services or ())
-        return {item.service: item for item in self.store.get_services(names)}
+            return {}
+        return {item.service: item for item in self.store.get_services(sorted(self._assignment().services or ()))}
 
     def _assignment(self):
         return self.store.assignment(self.shard)
@@ -187,7 +185,7 @@ class Collector:
         if not self.sharded:
             return [""]
         if self.shard == 0:
-            return self._catch_all_matchers(start, end, services)
+            return self._catch_all_matchers(start, end, services, book)
         due = [(at, name) for at, name in shards.parse_incoming(self._assignment().incoming or ()) if at <= start]
         if due:
             newcomers = {item.service: item for item in self.store.get_services({name for _, name in due})}
@@ -204,18 +202,24 @@ class Collector:
             services.update(newcomers)
         return shards.owned_matchers(services)
 
-    def _catch_all_matchers(self, start: int, end: int, services: Dict[str, ServiceUsage]) -> List[str]:
-        """The catch-all's queries: the unassigned services it knows and those Prometheus names
-        in the window, by name, in bounded groups (a fleet met all at once, as on a first
-        deployment, is read a group at a time too), and the traffic that matched no service."""
+    def _catch_all_matchers(self, start: int, end: int, services: Dict[str, ServiceUsage], book) -> List[str]:
+        """The catch-all's queries: the unassigned services Prometheus names in the window, by
+        name, in bounded groups (a fleet met all at once, as on a first deployment, is read a
+        group at a time too), and the traffic that matched no service. Their items (checkpoints
+        included) are loaded first: new services have none; services of a shard that was
+        removed (SHARD_COUNT lowered) and those counted before sharding began have theirs."""
         assigned = shards.assigned_names(self.store.assignments(self.settings.shard_count))
         for name in assigned & set(services):
             del services[name]  # taken by a fixed shard since the run began
-        read_from = start - self.settings.late_sample_seconds if services else start
         named = self.prometheus.label_values("service", kong.bandwidth_selector(self.settings.kong_schema),
-                                             read_from, end - 0.001)
+                                             start - self.settings.late_sample_seconds, end - 0.001)
         unassigned = (set(named) - assigned) | set(services)
         unassigned.discard(kong.UNMATCHED_SERVICE)
+        unloaded = (unassigned | {kong.UNMATCHED_SERVICE}) - set(services)
+        if unloaded:
+            loaded = {item.service: item for item in self.store.get_services(sorted(unloaded))}
+            self._align_periods(loaded, book, start)
+            services.update(loaded)
         return shards.owned_matchers(unassigned) + [shards.UNMATCHED_MATCHER]
 
     def _hand_over(self, at: int, services: Dict[str, ServiceUsage]) -> None:

@@ -149,13 +149,6 @@ class UsageStore:
         except PynamoDBException as e:
             raise StoreError(f"listing services failed: {e}") from e
 
-    def service_names(self) -> List[str]:
-        """Every service's name, without reading its usage or checkpoint into memory."""
-        try:
-            return [item.sk for item in ServiceUsage.query(SERVICES_PK, attributes_to_get=["sk"])]
-        except PynamoDBException as e:
-            raise StoreError(f"listing service names failed: {e}") from e
-
     def get_services(self, names: Iterable[str]) -> List[ServiceUsage]:
         """These services' items (those that exist)."""
         keys = [(SERVICES_PK, name) for name in names]

@@ -126,6 +126,34 @@ def test_the_catch_all_reads_only_unassigned_services(prom, env):
     assert seen == ['{__name__=~"kong_bandwidth|kong_bandwidth_bytes",service=""}']  # only unmatched traffic
 
 
+def test_turning_sharding_on_and_lowering_the_shard_count_keep_the_totals(prom, env):
+    """SHARD_COUNT 1 -> 4 -> 2 on a running table: the catch-all loads the services counted
+    before (their checkpoints) by name, and those of removed shards come back to it and are
+    handed over again, so the totals are still what one collector counts."""
+    phases = [(1, every(5, T0 + 600 + 31, T0 + 1800 + 31)), (4, every(5, T0 + 1860 + 31, T0 + 3600 + 31)),
+              (2, every(5, T0 + 3660 + 31, T0 + 6600 + 31))]
+    unsharded = collect(env, prom, 1, [(t, [0]) for _, instants in phases for t in instants], "unsharded")
+    for count, instants in phases:
+        sharded = collect(env, prom, count, [(t, list(range(count))) for t in instants], "changing")
+    assert sharded == unsharded
+    owners = bootstrap.current().store.assignments(2)[1].services
+    assert set(owners) == set(FLEET) | {"late-service"}  # shards 2 and 3 gave theirs back to shard 1
+
+
+def test_the_catch_all_loads_only_the_services_prometheus_names(prom, env, monkeypatch):
+    """A minute of the catch-all costs what it counts, not the size of the table: it never
+    reads the services' partition whole."""
+    collect(env, prom, 4, [(T0 + 600 + 31, [0, 1, 2, 3])], "sharded")  # every service handed over
+    deps = bootstrap.current()
+    loaded, queried = [], []
+    get_services = deps.store.get_services
+    deps.store.get_services = lambda names: loaded.append(set(names)) or get_services(names)
+    query = ServiceUsage.query
+    monkeypatch.setattr(ServiceUsage, "query", lambda *a, **k: queried.append(a) or query(*a, **k))
+    deps.collector_for(0).run(now=T0 + 660 + 31)
+    assert not queried and loaded == [{"(unmatched)"}]
+
+
 def test_no_query_selects_more_than_a_group_of_services(prom, env, monkeypatch):
     monkeypatch.setattr(shards, "SERVICE_GROUP", 2)
     seen = []
