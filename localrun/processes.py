@@ -96,11 +96,13 @@ def start_moto_server(log: Optional[Path] = None) -> Tuple[subprocess.Popen, str
 
 
 def start_chalice_local(port: int, env: Mapping[str, str], log: Optional[Path] = None, host: str = "127.0.0.1",
-                        timeout: float = 60) -> Tuple[subprocess.Popen, str]:
-    """The API on `chalice local --stage local` (the environment says which AWS and table): (process, url)."""
+                        timeout: float = 60, project: Optional[Path] = None) -> Tuple[subprocess.Popen, str]:
+    """The API on `chalice local --stage local` (the environment says which AWS and table): (process, url).
+    ``project``: another Chalice project directory than the working one."""
     chalice = Path(sys.executable).with_name("chalice")
     url = f"http://127.0.0.1:{port}"
-    process = start_server([str(chalice), "local", "--stage", "local", "--host", host, "--port", str(port),
+    where = ["--project-dir", str(project)] if project is not None else []
+    process = start_server([str(chalice), *where, "local", "--stage", "local", "--host", host, "--port", str(port),
                             "--no-autoreload"], f"{url}/v1/health", "chalice local",
-                           env={**env, "PYTHONUNBUFFERED": "1"}, log=log, timeout=timeout)
+                           env={**env, "PYTHONUNBUFFERED": "1"}, log=log, timeout=timeout, cwd=project or ROOT)
     return process, url

@@ -40,19 +40,21 @@ class KeyedApi:
 
 
 @contextlib.contextmanager
-def keyed_api(log_dir: Path, api_env: Dict[str, str]) -> Iterator[KeyedApi]:
-    """moto server + `chalice local --stage local` with ``api_env`` (API_KEYS, THROTTLE_*).
-    While it runs, this process's environment points at the same table (for seeding)."""
+def keyed_api(log_dir: Path, api_env: Dict[str, str], project: Optional[Path] = None) -> Iterator[KeyedApi]:
+    """moto server + `chalice local --stage local` with ``api_env`` (API_KEYS, THROTTLE_*), from
+    this project or from ``project``. While it runs, this process's environment points at the
+    same table (for seeding)."""
     from chalicelib import bootstrap
     from chalicelib.core import tables
 
-    _ensure_chalice_config()
+    if project is None:
+        _ensure_chalice_config()
     moto, aws_url = start_moto_server()
     patch = pytest.MonkeyPatch()
     api = None
     try:
         for name in list(os.environ):
-            if name.startswith(("AWS_", "API_KEYS", "THROTTLE_", "BWMETER_")):
+            if name.startswith(("AWS_", "API_KEYS", "THROTTLE_", "BWMETER_", "WEBHOOK_", "CORS_")):
                 patch.delenv(name)
         env = {**BASE_ENV, "AWS_ENDPOINT_URL": aws_url, "COLLECT_LAG_SECONDS": "0",
                "INITIAL_BACKFILL_MINUTES": "60"}
@@ -63,7 +65,7 @@ def keyed_api(log_dir: Path, api_env: Dict[str, str]) -> Iterator[KeyedApi]:
         tables.ensure_table()
 
         log = log_dir / "chalice-local.log"
-        api, api_url = start_chalice_local(free_port(), {**os.environ, **api_env}, log)
+        api, api_url = start_chalice_local(free_port(), {**os.environ, **api_env}, log, project=project)
         yield KeyedApi(api_url, aws_url, log)
     finally:
         if api is not None:
