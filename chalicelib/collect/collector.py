@@ -278,7 +278,7 @@ class Collector:
                 item = services[service]
                 item.last_active = max(int(item.last_active), buckets[-1].start)
                 item.first_seen = min(int(item.first_seen), buckets[0].start)
-        self._write_rollups(start, end, services)
+        self._write_rollups(start, end, services, minutes)
         changed = []
         for service in touched:
             item = self._period_usage(services[service], by_service.get(service, []), book, start, end)
@@ -408,8 +408,11 @@ class Collector:
         if changed:
             self.store.put_services(changed)
 
-    def _write_rollups(self, start: int, end: int, services: Dict[str, ServiceUsage]) -> None:
-        """Recompute every coarser rollup this chunk completed, from the next finer level."""
+    def _write_rollups(self, start: int, end: int, services: Dict[str, ServiceUsage],
+                       minutes: List[BucketUsage]) -> None:
+        """Recompute every coarser rollup this chunk completed, from the next finer level: the
+        parts this chunk just wrote from memory, the others read back from the table."""
+        written = {("1m", b.service, b.start): b for b in minutes}
         for finer, level in zip(LEVEL_ORDER, LEVEL_ORDER[1:]):
             size, finer_size = LEVELS[level], LEVELS[finer]
             bucket_end = floor(start, size) + size
@@ -419,7 +422,8 @@ class Collector:
                           and int(item.first_seen) < bucket_end]
                 if active:
                     keys = [(name, t) for name in active for t in range(bucket_start, bucket_end, finer_size)]
-                    parts = self.store.get_buckets(finer, keys)
+                    parts = self.store.get_buckets(finer, [k for k in keys if (finer, *k) not in written])
+                    parts.update({k: written[(finer, *k)] for k in keys if (finer, *k) in written})
                     rollups = []
                     for name in active:
                         found = [parts[(name, t)] for t in range(bucket_start, bucket_end, finer_size)
@@ -427,6 +431,7 @@ class Collector:
                         if found:
                             rollups.append(sum_buckets(name, bucket_start, found))
                     self.store.put_buckets(level, rollups)
+                    written.update({(level, b.service, b.start): b for b in rollups})
                 bucket_end += size
 
     def _period_usage(self, item: ServiceUsage, buckets: List[BucketUsage], book, start: int, end: int):
