@@ -54,6 +54,23 @@ def configure(moto_url: str, prometheus_url: str, backfill_minutes: int):
     return bootstrap
 
 
+def fleet_tsdb(services: int, routes: int, start: int, end: int, prefix: str) -> tuple:
+    """A Prometheus data directory holding ``services`` x ``routes`` x 2 directions of steady
+    counters from ``start`` to ``end`` (one node), built with promtool: (directory, seconds taken)."""
+    history = History()
+    for s in range(services):
+        for r in range(routes):
+            for direction in ("ingress", "egress"):
+                history.add("kong_bandwidth_bytes", {
+                    "service": f"svc-{s:05d}", "route": f"route-{r}", "direction": direction, "consumer": "",
+                    "workspace": "default", "instance": "kong-1:8001"},
+                    counter_samples(start, end, STEP, iter(lambda: 100 + s % 7, None)))
+    data_dir = tempfile.mkdtemp(prefix=prefix)
+    t0 = time.monotonic()
+    build_tsdb(history.render(), data_dir)
+    return data_dir, time.monotonic() - t0
+
+
 def item_size(raw: dict) -> int:
     """DynamoDB's item size: attribute names plus values (numbers ~ digits/2 + 1, maps/lists +3 per element)."""
     def value_size(v: dict) -> int:
@@ -137,20 +154,9 @@ def accuracy(moto_url: str) -> None:
 
 def scale(moto_url: str, services: int, runs: int) -> None:
     routes, base = 5, int(time.time() // 60 * 60) - 3600
-    history = History()
-    start, end = base - 600, base + (runs + 1) * 60
-    for s in range(services):
-        for r in range(routes):
-            for direction in ("ingress", "egress"):
-                history.add("kong_bandwidth_bytes", {
-                    "service": f"svc-{s:05d}", "route": f"route-{r}", "direction": direction, "consumer": "",
-                    "workspace": "default", "instance": "kong-1:8001"},
-                    counter_samples(start, end, STEP, iter(lambda: 100 + s % 7, None)))
-    data_dir = tempfile.mkdtemp(prefix="bench-scale-")
-    t0 = time.monotonic()
-    build_tsdb(history.render(), data_dir)
+    data_dir, took = fleet_tsdb(services, routes, base - 600, base + (runs + 1) * 60, "bench-scale-")
     print(f"\nScale: {services} services x {routes} routes x 2 directions = {services * routes * 2:,} series "
-          f"(history built in {time.monotonic() - t0:.1f} s)")
+          f"(history built in {took:.1f} s)")
     with PrometheusServer(data_dir=data_dir) as prom:
         bootstrap = configure(moto_url, prom.url, 1)
         collector = bootstrap.current().collector

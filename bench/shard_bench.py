@@ -16,16 +16,16 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-from bench.collector_bench import STEP, WriteMeter, configure  # noqa: E402
-from localrun.prometheus import PrometheusServer, build_tsdb  # noqa: E402
-from tests.support.openmetrics import History, counter_samples  # noqa: E402
+from bench.collector_bench import WriteMeter, configure, fleet_tsdb  # noqa: E402
+from localrun.prometheus import PrometheusServer  # noqa: E402
 from tests.support.servers import start_moto_server, stop_process  # noqa: E402
 
 STORE_CALLS = ("put_buckets", "put_services", "get_buckets", "get_services", "list_services",
@@ -51,6 +51,14 @@ class Timer:
         return timed
 
 
+def cold_rss_mb() -> float:
+    """Peak resident memory of a fresh process that imports the app, as a Lambda cold start does."""
+    code = "import resource, app; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    env = {**os.environ, "TABLE_NAME": "bench", "AWS_REGION": "us-east-1", "STAGE": "dev"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--services", type=int, default=200)
@@ -58,20 +66,11 @@ def main() -> None:
     args = parser.parse_args()
     routes, services = 5, args.services
     base = int(time.time() // 3600 * 3600) - 3600  # an hour boundary: the last minute completes 5m, 15m and 1h
-    history = History()
-    for s in range(services):
-        for r in range(routes):
-            for direction in ("ingress", "egress"):
-                history.add("kong_bandwidth_bytes", {
-                    "service": f"svc-{s:05d}", "route": f"route-{r}", "direction": direction, "consumer": "",
-                    "workspace": "default", "instance": "kong-1:8001"},
-                    counter_samples(base - 900, base + 120, STEP, iter(lambda: 100 + s % 7, None)))
-    data_dir = tempfile.mkdtemp(prefix="bench-shards-")
-    t0 = time.monotonic()
-    build_tsdb(history.render(), data_dir)
-    del history
+    data_dir, took = fleet_tsdb(services, routes, base - 900, base + 120, "bench-shards-")
     print(f"Sharded collector: {services:,} services x {routes} routes x 2 directions = {services * routes * 2:,} "
-          f"series, {args.shards} shards (history built in {time.monotonic() - t0:.0f} s)")
+          f"series, {args.shards} shards (history built in {took:.0f} s)")
+    print(f"  A cold collector process (Python, app.py and its libraries imported) holds {cold_rss_mb():.0f} MB "
+          "resident; a shard's Lambda needs that plus its peak below.")
     moto, moto_url = start_moto_server()
     try:
         with PrometheusServer(data_dir=data_dir) as prom:
