@@ -55,6 +55,17 @@ def env(monkeypatch):
     bootstrap.reset()
 
 
+def configure(env, **values):
+    """Set these configuration values (on top of ``env``) and start the app from them, its
+    models bound to the table: the parts the test then uses."""
+    for name, value in values.items():
+        env.setenv(name, str(value))
+    bootstrap.reset()
+    deps = bootstrap.current()
+    deps.store  # binds the models
+    return deps
+
+
 @pytest.fixture
 def aws(env):
     """moto in-process with the usage table created (unit tier)."""

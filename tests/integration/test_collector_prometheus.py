@@ -7,6 +7,7 @@ import pytest
 
 from chalicelib import bootstrap
 from chalicelib.core.models import CollectorState, UsageBucket
+from tests.conftest import configure
 from tests.support.snapshot import table_snapshot
 from tests.support.openmetrics import History, counter_samples
 
@@ -62,13 +63,8 @@ def prometheus(prometheus_factory):
 @pytest.fixture
 def collector_env(aws_server, env, prometheus):
     server, truth = prometheus
-    env.setenv("PROMETHEUS_URL", server.url)
-    env.setenv("COLLECT_LAG_SECONDS", "30")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
-    env.setenv("MAX_BACKFILL_MINUTES", "600")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
-    bootstrap.reset()
-    bootstrap.current().store
+    configure(env, PROMETHEUS_URL=server.url, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=60,
+              MAX_BACKFILL_MINUTES=600, COLLECT_TRAFFIC_STATS="false")
     return truth
 
 

@@ -10,6 +10,7 @@ import pytest
 from chalicelib import bootstrap
 from chalicelib.collect import shards
 from chalicelib.core.models import UsageBucket
+from tests.conftest import configure
 from tests.support.openmetrics import History, counter_samples
 
 BASE = int(time.time() // 3600 * 3600) - 3 * 3600
@@ -47,11 +48,8 @@ def prometheus(prometheus_factory):
 @pytest.fixture
 def sharded(aws_server, env, prometheus):
     server, truth = prometheus
-    for name, value in {"PROMETHEUS_URL": server.url, "COLLECT_LAG_SECONDS": "30", "INITIAL_BACKFILL_MINUTES": "0",
-                        "COLLECT_TRAFFIC_STATS": "false", "SHARD_COUNT": "4"}.items():
-        env.setenv(name, value)
-    bootstrap.reset()
-    bootstrap.current().store
+    configure(env, PROMETHEUS_URL=server.url, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=0,
+              COLLECT_TRAFFIC_STATS="false", SHARD_COUNT=4)
     return truth
 
 

@@ -162,3 +162,30 @@ def test_sigint_stops_a_fresh_runtime_cleanly():
     assert [p for p in pids if alive(p)] == []
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # the API port is free again
+
+
+def test_with_shards_make_run_collects_every_shard_in_parallel_workers():
+    """SHARD_COUNT=2: the catch-all hands the demo services to shard 1, which then counts them."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "localrun"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               env=clean_env(API_PORT=str(port), COLLECT_INTERVAL="2", SHARD_COUNT="2"))
+    try:
+        for line in process.stdout:
+            if "Press Ctrl+C" in line:
+                break
+        api, deadline, status = f"http://127.0.0.1:{port}", time.monotonic() + 150, {}
+        while time.monotonic() < deadline:
+            status = requests.get(f"{api}/v1/collector/status", timeout=5).json()
+            shards = status.get("shards") or []
+            if len(shards) == 2 and all(one["last_success"] for one in shards) and shards[1]["series_seen"]:
+                break
+            time.sleep(2)
+        assert [one["shard"] for one in status["shards"]] == [0, 1], status
+        assert status["shards"][1]["series_seen"] > 0 and status["last_error"] is None, status
+        services = requests.get(f"{api}/v1/services", timeout=5).json()["services"]
+        assert {s["service"] for s in services} <= {"payments-api", "search-api", "media-cdn"} and services
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
