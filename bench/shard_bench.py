@@ -78,8 +78,8 @@ def main() -> None:
     data_dir, took = fleet_tsdb(services, routes, base - 900, base + 120, "bench-shards-")
     print(f"Sharded collector: {services:,} services x {routes} routes x 2 directions = {services * routes * 2:,} "
           f"series, {args.shards} shards (history built in {took:.0f} s)")
-    print(f"  A cold collector process (the app imported, a collector and its DynamoDB client built) holds {cold_rss_mb():.0f} MB "
-          "resident; a shard's Lambda needs that plus its peak below.")
+    print(f"  A cold collector process (the app imported, a collector and its DynamoDB client built) holds "
+          f"{cold_rss_mb():.0f} MB resident; a shard's Lambda needs that plus its peak below.")
     moto, moto_url = start_moto_server()
     try:
         with PrometheusServer(data_dir=data_dir) as prom:
