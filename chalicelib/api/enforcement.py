@@ -7,11 +7,11 @@ those it reconciles through the Admin API; ``gateway`` says what the last reconc
 from __future__ import annotations
 
 from chalicelib.api.status import enforcement_status
-from chalicelib.core.enforcement import blocked_listing, deck_snippet, due_blocks
+from chalicelib.core.enforcement import block_candidates, blocked_listing, deck_snippet, due_blocks
 
 
 def listing(store, snapshot, state, settings, now: float) -> dict:
-    due = due_blocks(store, store.list_services(), snapshot, now)
+    due = due_blocks(store, block_candidates(store, snapshot), snapshot, now)
     applied = {entry["service"]: entry.get("plugin_id") for entry in (state.blocked or [])}
     blocked = [{**entry, "at_gateway": entry["service"] in applied, "plugin_id": applied.get(entry["service"])}
                for entry in blocked_listing(due)]

@@ -47,6 +47,15 @@ class Block:
                 "percent": round(100.0 * self.usage_bytes / self.limit_bytes, 1)}
 
 
+def block_candidates(store, snapshot: QuotaSnapshot) -> List:
+    """The service items a block may be due for: none while no quota rejects, only those with
+    a rejecting quota of their own while no rule rejects, else every service (read whole)."""
+    names = snapshot.rejecting_services()
+    if names is None:
+        return store.list_services()
+    return store.get_services(sorted(names)) if names else []
+
+
 def due_blocks(store, services: Iterable, snapshot: QuotaSnapshot, now: float) -> Dict[str, Block]:
     """The blocks due now, by service, from each service's usage item and the quotas."""
     due = {}

@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import jsonschema
 from email_validator import EmailNotValidError, validate_email
@@ -206,6 +206,13 @@ NO_QUOTA = EffectiveQuota("none")
 class QuotaSnapshot:
     quotas: Dict[str, dict] = field(default_factory=dict)
     rules: List[dict] = field(default_factory=list)
+
+    def rejecting_services(self) -> Optional[Set[str]]:
+        """The services a quota may block at the gateway: their names while only services' own
+        quotas reject; None once a rule rejects (a pattern may match any service)."""
+        if any(EffectiveQuota.from_body("rule", rule).rejects for rule in self.rules):
+            return None
+        return {name for name, body in self.quotas.items() if EffectiveQuota.from_body("service", body).rejects}
 
     def quota_for(self, service: str) -> EffectiveQuota:
         if service in self.quotas:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List
 
-from chalicelib.core.enforcement import Block, due_blocks
+from chalicelib.core.enforcement import Block, block_candidates, due_blocks
 from chalicelib.core.errors import BandwidthMeterError, GatewayError, GatewayServiceNotFound
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Reconciler:
         report = ReconcileReport()
         previous = {entry["service"]: entry for entry in (self.book.state().blocked or [])}
         snapshot = self.quotas.load()
-        due = due_blocks(self.store, self.store.list_services(), snapshot, now)
+        due = due_blocks(self.store, block_candidates(self.store, snapshot), snapshot, now)
         try:
             ours = self.kong.list_our_plugins()
         except GatewayError as e:

@@ -60,6 +60,35 @@ def test_blocks_are_due_from_reject_at_for_reject_quotas_only():
     assert due["pay"].usage_bytes == 900 and due["pay"].period_end == DEC1
 
 
+class CountingStore:
+    """Which reads the block candidates cost: a whole listing, or some services by name."""
+
+    def __init__(self, items):
+        self.items, self.listed, self.named = items, 0, []
+
+    def list_services(self):
+        self.listed += 1
+        return list(self.items)
+
+    def get_services(self, names):
+        self.named.append(list(names))
+        return [item for item in self.items if item.service in names]
+
+
+def test_the_reconcile_reads_only_services_a_quota_may_block():
+    from chalicelib.core.enforcement import block_candidates
+
+    fleet = [usage_item(name, 10) for name in ("pay", "media", "search")]
+    warn_only = QuotaSnapshot({"media": normalize_quota({"limit_bytes": 1000})}, [])
+    store = CountingStore(fleet)
+    assert block_candidates(store, warn_only) == [] and (store.listed, store.named) == (0, [])
+    own = QuotaSnapshot({"pay": normalize_quota({"limit_bytes": 1000, "action": "reject"}),
+                         "media": normalize_quota({"limit_bytes": 1000})}, [])
+    assert [i.service for i in block_candidates(store, own)] == ["pay"] and store.listed == 0
+    [rule] = normalize_rules({"rules": [{"pattern": "s*", "limit_bytes": 10, "action": "reject"}]})
+    assert len(block_candidates(store, QuotaSnapshot({}, [rule]))) == 3 and store.listed == 1
+
+
 def test_no_block_is_due_in_a_new_period():
     snapshot = QuotaSnapshot({"pay": normalize_quota({"limit_bytes": 1000, "action": "reject"})}, [])
     assert due_blocks(None, [usage_item("pay", 5000)], snapshot, DEC1) == {}
