@@ -20,9 +20,10 @@ define make_venv
 	  $(PYTHON) -m venv $(VENV); }
 endef
 
+# pip below 26.3: Chalice's packager (chalice package / deploy) requires it.
 $(STAMP): requirements.txt requirements-run.txt requirements-dev.txt pyproject.toml
 	$(make_venv)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade "pip<26.3"
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
@@ -43,18 +44,22 @@ run: $(RUN_STAMP)
 	@echo "==> Starting Bandwidth Meter (Prometheus is installed from Debian's package first if absent)."
 	$(PY) -m localrun
 
+# Parallel pytest-xdist workers, a test file at a time (a module's servers start once); 1: one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(STAMP) prometheus
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-unit: $(STAMP)
-	$(PY) -m pytest -m unit
+	$(PYTEST) -m unit
 
 test-integration: $(STAMP) prometheus
-	$(PY) -m pytest -m "integration and not e2e"
+	$(PYTEST) -m "integration and not e2e"
 
 # The slow end-to-end checks: a real browser, schemathesis, benchmarks, the whole local runtime.
 test-e2e: $(STAMP) prometheus
-	$(PY) -m pytest -m e2e
+	$(PYTEST) -m e2e
 
 # A package or a deployment is for a real stage: prod unless STAGE says otherwise.
 STAGE ?= prod
