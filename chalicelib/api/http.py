@@ -10,6 +10,7 @@ import logging
 import os
 import re
 from typing import Callable, Mapping, Optional, Sequence
+from urllib.parse import unquote
 
 from chalice import CORSConfig, Response
 
@@ -41,10 +42,13 @@ def error_response(status: int, code: str, message: str, parameter: Optional[str
 
 
 def endpoint(view: Callable) -> Callable:
-    """Translate the project's exceptions into HTTP answers; never leak a stack trace."""
+    """Translate the project's exceptions into HTTP answers; never leak a stack trace. Path
+    parameters arrive percent-encoded (API Gateway and `chalice local` pass them as sent), so
+    they are decoded here once: ``/v1/services/search%20api`` names the service ``search api``."""
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
+        kwargs = {name: unquote(value) if isinstance(value, str) else value for name, value in kwargs.items()}
         try:
             return view(*args, **kwargs)
         except PayloadTooLarge as e:

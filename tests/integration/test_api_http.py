@@ -86,3 +86,13 @@ def test_each_read_endpoint_answers(api):
     for path in ("/docs", "/dashboard"):
         assert get(api, path).headers["Content-Type"].startswith("text/html")
     assert get(api, "/", allow_redirects=False).headers["Location"] == "dashboard"  # relative: prefix-safe
+
+
+def test_path_parameters_are_percent_decoded(api):
+    """A service name as clients encode it (encodeURIComponent, urllib's quote) is that name."""
+    assert get(api, "/v1/services/payments%2Dapi").json()["service"] == "payments-api"
+    url = f"{api.url}/v1/services/search%20%28beta%29/quota"
+    assert requests.put(url, json={"limit_bytes": 1000}, timeout=20).status_code == 200
+    assert [q["service"] for q in get(api, "/v1/quotas").json()["quotas"]] == ["search (beta)"]
+    assert get(api, "/v1/services/search (beta)/quota".replace(" ", "%20")).json()["limit_bytes"] == 1000
+    assert requests.delete(url, timeout=20).status_code == 204
