@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from localrun.processes import free_port
+from localrun.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,8 +54,12 @@ def runtime(tmp_path_factory):
         pytest.fail("the runtime did not start:\n" + log.read_text())
     pids = [int(p) for p in (ROOT / ".run" / "pids").read_text().split()]
     yield process, api, log, pids
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+    # The runtime stops its servers on SIGTERM; they run in sessions of their own, so a
+    # runtime killed outright would leave them behind: kill what is left of them too.
+    stop_process(process, grace=30)
+    for pid in pids:
+        if pid != process.pid and alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_it_serves_the_api_and_says_what_runs_where(runtime):
