@@ -17,9 +17,11 @@ class EnforcementBook:
         return read_item(EnforcementState, ENFORCEMENT_KEY, "the enforcement state",
                          missing=EnforcementState(*ENFORCEMENT_KEY))
 
-    def record(self, at: float, blocked: List[dict], missing: List[dict], error: Optional[str]) -> None:
+    def record(self, at: float, blocked: List[dict], missing: List[dict], error: Optional[str],
+               unsent: Optional[List[dict]] = None) -> None:
         """Replace the state with one reconcile's outcome (absolute, like every write here)."""
-        item = EnforcementState(*ENFORCEMENT_KEY, last_reconcile_at=at, blocked=blocked, missing=missing or None)
+        item = EnforcementState(*ENFORCEMENT_KEY, last_reconcile_at=at, blocked=blocked, missing=missing or None,
+                                unsent=unsent or None)
         previous = self.state()
         if error:
             item.last_error, item.last_error_at = error[:1000], at

@@ -361,6 +361,7 @@ class EnforcementState(_TableModel):
     # [{"service", "plugin_id", "period_start", "period_end", "usage_bytes", "limit_bytes", "reject_at", ...}]
     blocked = JSONAttribute(null=True)
     missing = JSONAttribute(null=True)  # services with a due block that the gateway does not know
+    unsent = JSONAttribute(null=True)  # block-ended notices whose delivery failed: tried again each run
     last_error = UnicodeAttribute(null=True)
     last_error_at = NumberAttribute(null=True)
     last_success_at = NumberAttribute(null=True)

@@ -45,7 +45,11 @@ class Reconciler:
 
     def reconcile(self, now: float) -> ReconcileReport:
         report = ReconcileReport()
-        previous = {entry["service"]: entry for entry in (self.book.state().blocked or [])}
+        state = self.book.state()
+        previous = {entry["service"]: entry for entry in (state.blocked or [])}
+        # Block-ended notices a failed delivery left behind go out first (a lifted block is
+        # not in ``previous`` any more, so nothing else would tell its owners).
+        unsent = [entry for entry in (state.unsent or []) if not self._notify("unblock", entry, now, report)]
         snapshot = self.quotas.load()
         due = due_blocks(self.store, block_candidates(self.store, snapshot), snapshot, now)
         try:
@@ -54,7 +58,7 @@ class Reconciler:
             # Nothing is known of the gateway: keep what the last run recorded, report the failure.
             report.errors.append(str(e))
             report.blocked = sorted(previous)
-            self._record(now, list(previous.values()), [], report)
+            self._record(now, list(previous.values()), [], report, unsent)
             return report
         plugins: Dict[str, List] = {}
         for plugin in ours:
@@ -108,10 +112,11 @@ class Reconciler:
             if "period_start_ts" not in previous[service]:
                 continue  # kept on record through a failure only: its period is not known
             if service in report.lifted or service not in plugins:
-                self._notify("unblock", {**previous[service], "reason": _lift_reason(previous[service], snapshot, now)},
-                             now, report)
+                ended = {**previous[service], "reason": _lift_reason(previous[service], snapshot, now)}
+                if not self._notify("unblock", ended, now, report):
+                    unsent.append(ended)
         report.blocked = sorted(entry["service"] for entry in blocked)
-        self._record(now, blocked, report.missing, report)
+        self._record(now, blocked, report.missing, report, unsent)
         if report.added or report.lifted or report.errors or report.missing:
             log.info("enforcement: blocked %s, added %s, lifted %s, missing %s, errors %s", report.blocked,
                      report.added, report.lifted, [m["service"] for m in report.missing], report.errors)
@@ -139,9 +144,10 @@ class Reconciler:
             report.errors.append(f"telling the owners of {entry['service']!r} ({event}) failed: {e}")
             return False
 
-    def _record(self, now: float, blocked: List[dict], missing: List[dict], report: ReconcileReport) -> None:
+    def _record(self, now: float, blocked: List[dict], missing: List[dict], report: ReconcileReport,
+                unsent: List[dict]) -> None:
         problems = report.errors + [m["error"] for m in missing]
-        self.book.record(now, blocked, missing, "; ".join(problems)[:1000] if problems else None)
+        self.book.record(now, blocked, missing, "; ".join(problems)[:1000] if problems else None, unsent)
 
 
 def _lift_reason(entry: dict, snapshot, now: float) -> str:

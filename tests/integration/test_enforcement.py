@@ -89,7 +89,7 @@ def world(aws_server, env, kong):
         def posts():
             return [r for r in kong.state.requests if r[0] == "POST"]
 
-    World.prom = prom
+    World.prom, World.mailer = prom, mailer
     World.book.put("pay", {"limit_bytes": 10_000, "action": "reject", "notify": ["pay-owner@example.com"]})
     return World
 
@@ -201,6 +201,18 @@ def test_owners_are_told_once_when_the_block_starts_and_once_when_it_ends(world)
                         "[Bandwidth Meter] pay is no longer blocked"]
     assert "429" in world.sent[[m["subject"] for m in world.sent].index(subjects[0])]["text"]
     assert "the limit was raised" in world.sent[-1]["text"]
+
+
+def test_a_block_ended_notice_that_failed_goes_out_at_a_later_run_once(world):
+    block_pay(world)
+    world.book.put("pay", {"limit_bytes": 100_000, "action": "reject", "notify": ["pay-owner@example.com"]})
+    world.mailer.failures_left = 1  # SES refuses the notice once
+    report = world.minute(2)
+    assert world.ours("pay") == [] and any("(unblock) failed" in e for e in report.enforcement["errors"])
+    world.minute(3)
+    world.minute(4)
+    ended = [m for m in world.sent if m["subject"] == "[Bandwidth Meter] pay is no longer blocked"]
+    assert len(ended) == 1 and "the limit was raised" in ended[0]["text"]
 
 
 def test_kong_answering_5xx_is_retried_without_duplicates(world):
