@@ -237,19 +237,18 @@ class Collector:
             log.info("collector: %d services handed to shard %d from %s", len(names), target, iso(at))
 
     def _finish(self, run_id: str, now: float, finished: float, started: float, report: RunReport) -> None:
-        fields = dict(
-            running_since=None,
-            last_run_end=finished,
-            last_duration_ms=int((time.monotonic() - started) * 1000),
-            last_series_seen=report.series_seen,
-            last_minutes_written=report.minutes_written,
-            last_items_written=report.items_written,
-        )
+        fields = dict(running_since=None, last_run_end=finished)
+        if report.status != "idle":
+            # The figures (and the quarantine) are those of the last run that had a minute to
+            # collect: a run on a schedule faster than the minute (make run's COLLECT_INTERVAL)
+            # finds none most of the time, and "0 series" then would say nothing of the fleet.
+            fields.update(last_duration_ms=int((time.monotonic() - started) * 1000),
+                          last_series_seen=report.series_seen, last_minutes_written=report.minutes_written,
+                          last_items_written=report.items_written,
+                          quarantined=report.quarantined[:QUARANTINE_SHOWN] or None,
+                          quarantined_count=len(report.quarantined))
         if report.schemas:
             fields["schema_seen"] = ",".join(sorted(report.schemas))
-        if report.status != "skipped":
-            fields.update(quarantined=report.quarantined[:QUARANTINE_SHOWN] or None,
-                          quarantined_count=len(report.quarantined))
         if report.status == "failed":
             fields.update(last_error=report.error, last_error_at=now)
         else:

@@ -184,7 +184,7 @@ def test_with_shards_make_run_collects_every_shard_in_parallel_workers():
             shards = status.get("shards") or []
             if len(shards) == 2 and all(one["last_success"] for one in shards) and shards[1]["series_seen"]:
                 break
-            time.sleep(2)
+            time.sleep(1)
         assert [one["shard"] for one in status["shards"]] == [0, 1], status
         assert status["shards"][1]["series_seen"] > 0 and status["last_error"] is None, status
         services = requests.get(f"{api}/v1/services", timeout=5).json()["services"]

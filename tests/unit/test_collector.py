@@ -106,6 +106,18 @@ def test_a_nan_series_is_quarantined_and_the_others_are_collected(collector):
     assert "service='pay'" in state.quarantined[0]["series"] and state.watermark == T0 + 120
 
 
+def test_a_run_with_no_minute_to_collect_keeps_the_last_runs_figures(collector):
+    """make run collects every COLLECT_INTERVAL seconds; most of those runs find no whole minute."""
+    col, prom = collector
+    prom.add(kong3("pay", "r", "egress"), [(T0 - 30, 10), (T0 + 10, float("nan"))])
+    prom.add(kong3("ok", "r", "egress"), [(T0 - 30, 10), (T0 + 10, 25)])
+    col.run(now=T0 + 120 + 31)
+    idle = col.run(now=T0 + 120 + 45)
+    state = bootstrap.current().store.state()
+    assert idle.status == "idle" and state.last_run_end is not None
+    assert (state.last_series_seen, state.last_minutes_written, state.quarantined_count) == (2, 2, 1)
+
+
 def test_rollups_equal_the_sum_of_their_minutes(collector):
     col, prom = collector
     prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 3600, 20, iter(lambda: 9, None)))
