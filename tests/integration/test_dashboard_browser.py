@@ -496,6 +496,9 @@ def test_the_cumulative_chart_rises_to_the_period_total_under_the_quota_and_its_
     period = [int(datetime.fromisoformat(summary["period"][k].replace("Z", "+00:00")).timestamp())
               for k in ("start", "end")]
     assert [times[0], times[-1]] == period
+    first_seen = int(datetime.fromisoformat(summary["first_seen"].replace("Z", "+00:00")).timestamp())
+    if first_seen >= period[0]:  # the line starts at 0 where the service was first seen
+        assert used[times.index(first_seen)] == 0 and times == sorted(set(times))
 
 
 def test_traffic_stats_show_the_apis_counts_for_the_range(api, page):

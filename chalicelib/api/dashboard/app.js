@@ -118,7 +118,9 @@ function drawStackedRoutes(chart) {
 // entirely collected is null, so hour steps would leave the start of a period (and the current
 // hour) empty. The line ends at the period's counted total (what the quota is checked against),
 // which also holds the bytes of buckets that are not final or not wholly collected yet; a running
-// total only rises, so the line spans gaps. The x axis spans the whole period.
+// total only rises, so the line spans gaps. It starts at 0 where the service was first seen in
+// the period (nothing was counted for it before), so a new service has a line from its first
+// minute, not a lone point at "now". The x axis spans the whole period.
 function cumulativeStep(elapsed) {
   return Object.keys(STEPS).find((step) => elapsed / STEPS[step] <= 3000) || "1d";
 }
@@ -133,12 +135,22 @@ async function drawCumulative(name, summary) {
   const size = STEPS[chart.step];
   let running = 0;
   const times = [periodStart], usage = [null];  // the axis starts with the period, the line with the data
+  const firstSeen = summary.first_seen ? epoch(summary.first_seen) : null;
+  let begun = firstSeen === null || firstSeen < periodStart;
+  const begin = (until) => {  // the line's 0 at first sight, before the first total at or after it
+    if (begun || firstSeen > until) return;
+    begun = true;
+    if (firstSeen === times[times.length - 1]) usage[usage.length - 1] = 0;
+    else { times.push(firstSeen); usage.push(0); }
+  };
   for (const p of chart.series[0].points) {
     const end = epoch(p.time) + size;  // a bucket's bytes are all in by its end
     if (end >= now) break;
+    if (p.bytes !== null) begin(end);
     times.push(end);
     usage.push(p.bytes === null ? null : (running += p.bytes));
   }
+  begin(now);
   times.push(now);
   usage.push(summary.usage[direction]);
   if (periodEnd > now) { times.push(periodEnd); usage.push(null); }
