@@ -20,6 +20,7 @@ LOGS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::Account
 
 sys.path.insert(0, os.path.dirname(HERE))
 from deploy import parity, policies  # noqa: E402  (run as a script from anywhere; parity: what both paths share)
+from chalicelib.core.settings import MAX_SHARDS  # noqa: E402  (SHARD_COUNT's bound, one for both paths)
 
 
 # -- safe by default (issue 16): names, keys, secrets, roles, CORS -------------------------------
@@ -240,7 +241,7 @@ def preflight_to_function(sam: dict) -> dict:
 
 # -- collector shards (issue 20): the worker function, its role and the fan-out ------------------
 def shard_parameters() -> dict:
-    return {"ShardCount": {"Type": "Number", "Default": 1, "MinValue": 1, "MaxValue": 64,
+    return {"ShardCount": {"Type": "Number", "Default": 1, "MinValue": 1, "MaxValue": MAX_SHARDS,
                            "Description": "Collector shards (SHARD_COUNT): raise it when one invocation cannot "
                                           "collect a minute within the minute (README, Scaling out)"}}
 

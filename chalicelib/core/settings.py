@@ -23,7 +23,7 @@ def _get(env: Mapping[str, str], name: str, default: Optional[str] = None) -> Op
     return value.strip()
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: Optional[int] = None) -> int:
     raw = _get(env, name)
     if raw is None:
         return default
@@ -33,6 +33,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -55,6 +57,7 @@ def _networks(env: Mapping[str, str], name: str) -> Tuple[str, ...]:
 
 
 KONG_SCHEMAS = ("auto", "2", "3.0", "3.7")
+MAX_SHARDS = 64  # collector shards; about 1,000-1,500 services each (README, Scaling out)
 API_ROLES = ("read", "admin")
 _HASHED_KEY = "sha256:"
 
@@ -272,8 +275,10 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         unobserved_gap_minutes=_int(env, "UNOBSERVED_GAP_MINUTES", 5, minimum=1),
         minute_ttl_days=_int(env, "MINUTE_TTL_DAYS", 35, minimum=1),
         collect_traffic_stats=_bool(env, "COLLECT_TRAFFIC_STATS", True),
-        shard_count=_int(env, "SHARD_COUNT", 1, minimum=1),
-        write_workers=_int(env, "COLLECT_WRITE_WORKERS", 4, minimum=1),
+        # Each shard is a Lambda invocation a minute: a typo must not start thousands (the
+        # template's ShardCount has the same bound).
+        shard_count=_int(env, "SHARD_COUNT", 1, minimum=1, maximum=MAX_SHARDS),
+        write_workers=_int(env, "COLLECT_WRITE_WORKERS", 4, minimum=1, maximum=32),
         collect_shard_function=_get(env, "COLLECT_SHARD_FUNCTION"),
         alert_from=_get(env, "ALERT_FROM"),
         public_url=(_get(env, "PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/"),

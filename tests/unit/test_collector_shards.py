@@ -210,6 +210,16 @@ def test_the_schedule_fans_out_one_asynchronous_invoke_per_shard(aws, env):
         stub.assert_no_pending_responses()
 
 
+@pytest.mark.parametrize("value, message", [("0", "at least 1"), ("65", "at most 64"), ("1000000", "at most 64"),
+                                            ("eight", "an integer")])
+def test_a_shard_count_out_of_bounds_is_refused_before_anything_runs(value, message):
+    """Each shard is an invocation a minute: a typo must not fan out to thousands."""
+    from chalicelib.core.settings import ConfigError, from_env
+
+    with pytest.raises(ConfigError, match=f"SHARD_COUNT must be {message}"):
+        from_env({"TABLE_NAME": "t", "AWS_REGION": "us-east-1", "SHARD_COUNT": value})
+
+
 def test_a_worker_event_naming_no_shard_is_refused(aws, env):
     import app
     from chalicelib.collect.shards import ShardEventError
