@@ -45,6 +45,7 @@ class RunReport:
     error: Optional[str] = None
     enforcement: Optional[dict] = None  # the reconcile's report (chalicelib/enforce), when enforcing
     gaps: List[List[int]] = field(default_factory=list)
+    deferred: int = 0  # the catch-all: unassigned services left for its next run of the same window
     quarantined: List[dict] = field(default_factory=list)  # series skipped, with the reason
     _quarantined_series: Set[str] = field(default_factory=set, repr=False)
 
@@ -120,8 +121,18 @@ class Collector:
             for chunk_start in range(start, end, chunk):
                 chunk_end = min(chunk_start + chunk, end)
                 matchers = self._plan_chunk(chunk_start, chunk_end, services, book, report)
-                unobserved = self._collect_chunk(chunk_start, chunk_end, services, book, report, matchers)
+                unobserved = self._collect_chunk(chunk_start, chunk_end, services, book, report, matchers,
+                                                 record_gaps=not report.deferred)
                 self._hand_over(chunk_end, services)
+                if report.deferred:
+                    # More unassigned services than one invocation counts (a first deployment,
+                    # sharding turned on): those counted are handed over; the next run counts this
+                    # same window again for the rest (idempotent: absolute writes from the same
+                    # checkpoints), and the watermark waits until none is left.
+                    log.info("collector: %d unassigned services wait for the next run of %s..%s",
+                             report.deferred, iso(chunk_start), iso(chunk_end))
+                    report.status = "ok"
+                    break
                 if unobserved:
                     gaps = merge_gaps(gaps + unobserved)
                     report.gaps.extend(unobserved)
@@ -185,7 +196,7 @@ class Collector:
         if not self.sharded:
             return [""]
         if self.shard == 0:
-            return self._catch_all_matchers(start, end, services, book)
+            return self._catch_all_matchers(start, end, services, book, report)
         due = [(at, name) for at, name in shards.parse_incoming(self._assignment().incoming or ()) if at <= start]
         if due:
             newcomers = {item.service: item for item in self.store.get_services({name for _, name in due})}
@@ -202,7 +213,8 @@ class Collector:
             services.update(newcomers)
         return shards.owned_matchers(services)
 
-    def _catch_all_matchers(self, start: int, end: int, services: Dict[str, ServiceUsage], book) -> List[str]:
+    def _catch_all_matchers(self, start: int, end: int, services: Dict[str, ServiceUsage], book,
+                            report: "RunReport") -> List[str]:
         """The catch-all's queries: the unassigned services Prometheus names in the window, by
         name, in bounded groups (a fleet met all at once, as on a first deployment, is read a
         group at a time too), and the traffic that matched no service. Their items (checkpoints
@@ -213,8 +225,11 @@ class Collector:
             del services[name]  # taken by a fixed shard since the run began
         named = self.prometheus.label_values("service", kong.bandwidth_selector(self.settings.kong_schema),
                                              start - self.settings.late_sample_seconds, end - 0.001)
-        unassigned = (set(named) - assigned) | set(services)
-        unassigned.discard(kong.UNMATCHED_SERVICE)
+        unassigned = sorted(((set(named) - assigned) | set(services)) - {kong.UNMATCHED_SERVICE})
+        # An invocation counts at most CATCH_ALL_BATCH of them, so its time and memory stay
+        # bounded when a whole fleet is new at once; the rest wait for the next run (run()).
+        report.deferred = max(0, len(unassigned) - CATCH_ALL_BATCH)
+        unassigned = set(unassigned[:CATCH_ALL_BATCH])
         unloaded = (unassigned | {kong.UNMATCHED_SERVICE}) - set(services)
         if unloaded:
             loaded = {item.service: item for item in self.store.get_services(sorted(unloaded))}
@@ -470,6 +485,7 @@ class CollectorRunFailed(BandwidthMeterError):
 
 
 QUARANTINE_SHOWN = 50  # entries kept in the collector state; the count covers them all
+CATCH_ALL_BATCH = 1000  # unassigned services one catch-all invocation counts (about a fixed shard's load)
 
 
 def quarantine_entry(labels: Dict[str, str]) -> str:

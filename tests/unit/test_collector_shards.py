@@ -76,14 +76,35 @@ def every(minutes, start, end):
     return [start + m * 60 for m in range(0, (end - start) // 60 + 1, minutes)]
 
 
-@pytest.mark.parametrize("group", [shards.SERVICE_GROUP, 3])
-def test_four_shards_count_what_one_collector_counts(prom, env, monkeypatch, group):
+@pytest.mark.parametrize("group, batch", [(shards.SERVICE_GROUP, 1000), (3, 1000), (shards.SERVICE_GROUP, 3)])
+def test_four_shards_count_what_one_collector_counts(prom, env, monkeypatch, group, batch):
+    from chalicelib.collect import collector
+
     monkeypatch.setattr(shards, "SERVICE_GROUP", group)  # 3: every shard's services take several queries
+    # 3: the catch-all meets more new services than it counts in one run, and hands them over
+    # a batch a run, counting the same window again for the rest.
+    monkeypatch.setattr(collector, "CATCH_ALL_BATCH", batch)
     instants = every(10, T0 + 600 + 31, T0 + 6600 + 31)
     unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
     sharded = collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
     assert sharded == unsharded
     assert any(service == "late-service" for service, *_ in unsharded[1])
+
+
+def test_a_fleet_new_all_at_once_is_handed_over_a_bounded_batch_a_run(prom, env, monkeypatch):
+    """A first deployment: the catch-all counts 3 services a run (of 8), hands them over and runs
+    the same window again for the rest; its watermark moves once none is left."""
+    from chalicelib.collect import collector
+
+    monkeypatch.setattr(collector, "CATCH_ALL_BATCH", 3)
+    env.setenv("INITIAL_BACKFILL_MINUTES", "0")
+    collect(env, prom, 4, [], "sharded")
+    deps = bootstrap.current()
+    reports = [deps.collector_for(0).run(now=T0 + 600 + 31 + 60 * n) for n in range(4)]
+    assert [r.status for r in reports] == ["idle", "ok", "ok", "ok"]  # the first only sets the watermark
+    assert [r.deferred for r in reports] == [0, 5, 2, 0]
+    assert [r.minutes for r in reports] == [0, 0, 0, 3]  # the last collects the three minutes since
+    assert shards.assigned_names(deps.store.assignments(4)) == set(FLEET)
 
 
 def test_fixed_shards_running_before_the_catch_all_still_count_exactly(prom, env):
