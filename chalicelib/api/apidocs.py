@@ -52,6 +52,8 @@ SCHEMAS = {
         "quarantined_count": {"type": "integer", "description": "Series the last run skipped as bad data"},
         "quarantined": {"type": "array", "description": "Up to 50 of them, with the reason",
                         "items": _obj({"series": {"type": "string"}, "reason": {"type": "string"}})},
+        "services_waiting": {"type": "integer", "description": "New services the catch-all shard has "
+                             "yet to count and hand over (a first deployment: at most 1,000 a run)"},
         "metrics": {"type": "object", "additionalProperties": {"type": "integer"},
                     "description": "the last run's figures under their CloudWatch metric names"},
         "summary": {"type": "string", "description": "the same figures in words"},

@@ -42,7 +42,7 @@ def collector_status(state, settings, now: float, shard_states=None, enforcement
         report.update(watermark=slowest["watermark"], lag_seconds=slowest["lag_seconds"])
     else:
         report.update(watermark=None, lag_seconds=None)
-    for name in ("series_seen", "minutes_written", "items_written", "quarantined_count"):
+    for name in ("series_seen", "minutes_written", "items_written", "quarantined_count", "services_waiting"):
         report[name] = sum(one[name] or 0 for one in each)
     report["running"] = any(one["running"] for one in each)
     report["quarantined"] = [entry for one in each for entry in one["quarantined"]]
@@ -86,4 +86,5 @@ def shard_status(state, settings, now: float) -> dict:
         "last_error_at": _t(state.last_error_at),
         "quarantined_count": int(state.quarantined_count or 0),
         "quarantined": list(state.quarantined or []),
+        "services_waiting": int(state.services_waiting or 0),
     }

@@ -261,7 +261,7 @@ class Collector:
                           last_series_seen=report.series_seen, last_minutes_written=report.minutes_written,
                           last_items_written=report.items_written,
                           quarantined=report.quarantined[:QUARANTINE_SHOWN] or None,
-                          quarantined_count=len(report.quarantined))
+                          quarantined_count=len(report.quarantined), services_waiting=report.deferred or None)
         if report.schemas:
             fields["schema_seen"] = ",".join(sorted(report.schemas))
         if report.status == "failed":

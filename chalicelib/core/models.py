@@ -242,7 +242,7 @@ class CollectorState(_TableModel):
     # Series the last run skipped, with the reason: [{"series", "reason"}], at most QUARANTINE_SHOWN.
     quarantined = JSONAttribute(null=True)
     quarantined_count = NumberAttribute(null=True)
-
+    services_waiting = NumberAttribute(null=True)  # the catch-all: new services its next run counts
 
 class ShardAssignment(_TableModel):
     """The services one fixed shard collects (chalicelib/collect/shards.py).

@@ -107,6 +107,22 @@ def test_a_fleet_new_all_at_once_is_handed_over_a_bounded_batch_a_run(prom, env,
     assert shards.assigned_names(deps.store.assignments(4)) == set(FLEET)
 
 
+def test_the_status_says_how_many_new_services_wait_for_the_catch_all(prom, env, monkeypatch):
+    from chalicelib.api.status import collector_status
+    from chalicelib.collect import collector
+
+    monkeypatch.setattr(collector, "CATCH_ALL_BATCH", 3)
+    env.setenv("INITIAL_BACKFILL_MINUTES", "0")
+    collect(env, prom, 4, [], "sharded")
+    deps = bootstrap.current()
+    waiting = []
+    for n in range(4):
+        deps.collector_for(0).run(now=T0 + 600 + 31 + 60 * n)
+        status = collector_status(deps.store.state(), deps.settings, T0 + 700 + 60 * n, deps.store.states(4))
+        waiting.append((status["services_waiting"], status["shards"][0]["services_waiting"]))
+    assert waiting == [(0, 0), (5, 5), (2, 2), (0, 0)]
+
+
 def test_fixed_shards_running_before_the_catch_all_still_count_exactly(prom, env):
     """A fixed shard that passed the hand-over minute counts the newcomer's minutes since then."""
     instants = every(1, T0 + 2300 + 31, T0 + 3000 + 31)
