@@ -17,6 +17,7 @@ from chalicelib.core.enforcement import Block, block_candidates, due_blocks
 from chalicelib.core.errors import BandwidthMeterError, GatewayError, GatewayServiceNotFound
 
 log = logging.getLogger(__name__)
+UNSENT_RETRY_SECONDS = 86400  # how long a block-ended notice that fails is tried again
 
 MAX_CHANGES = 50  # Kong writes per reconcile; more wait a minute, so one run stays bounded
 
@@ -48,8 +49,9 @@ class Reconciler:
         state = self.book.state()
         previous = {entry["service"]: entry for entry in (state.blocked or [])}
         # Block-ended notices a failed delivery left behind go out first (a lifted block is
-        # not in ``previous`` any more, so nothing else would tell its owners).
-        unsent = [entry for entry in (state.unsent or []) if not self._notify("unblock", entry, now, report)]
+        # not in ``previous`` any more, so nothing else would tell its owners); for a day at most.
+        unsent = [entry for entry in (state.unsent or []) if not self._notify("unblock", entry, now, report)
+                  and not self._give_up(entry, now, report)]
         snapshot = self.quotas.load()
         due = due_blocks(self.store, block_candidates(self.store, snapshot), snapshot, now)
         try:
@@ -58,7 +60,7 @@ class Reconciler:
             # Nothing is known of the gateway: keep what the last run recorded, report the failure.
             report.errors.append(str(e))
             report.blocked = sorted(previous)
-            self._record(now, list(previous.values()), [], report, unsent)
+            self._record(now, list(previous.values()), [], report, unsent, state)
             return report
         plugins: Dict[str, List] = {}
         for plugin in ours:
@@ -112,11 +114,12 @@ class Reconciler:
             if "period_start_ts" not in previous[service]:
                 continue  # kept on record through a failure only: its period is not known
             if service in report.lifted or service not in plugins:
-                ended = {**previous[service], "reason": _lift_reason(previous[service], snapshot, now)}
+                ended = {**previous[service], "reason": _lift_reason(previous[service], snapshot, now),
+                         "ended_at": now}
                 if not self._notify("unblock", ended, now, report):
                     unsent.append(ended)
         report.blocked = sorted(entry["service"] for entry in blocked)
-        self._record(now, blocked, report.missing, report, unsent)
+        self._record(now, blocked, report.missing, report, unsent, state)
         if report.added or report.lifted or report.errors or report.missing:
             log.info("enforcement: blocked %s, added %s, lifted %s, missing %s, errors %s", report.blocked,
                      report.added, report.lifted, [m["service"] for m in report.missing], report.errors)
@@ -144,10 +147,21 @@ class Reconciler:
             report.errors.append(f"telling the owners of {entry['service']!r} ({event}) failed: {e}")
             return False
 
+    @staticmethod
+    def _give_up(entry: dict, now: float, report: ReconcileReport) -> bool:
+        """Whether a block-ended notice has failed for longer than UNSENT_RETRY_SECONDS (then it
+        is dropped, and said so: a recipient refused for a day will not be reached by a retry)."""
+        if now - float(entry.get("ended_at") or now) <= UNSENT_RETRY_SECONDS:
+            return False
+        report.errors.append(f"gave up telling the owners of {entry['service']!r} that its block ended")
+        log.error("enforcement: gave up the block-ended notice of %s after a day of failures", entry["service"])
+        return True
+
     def _record(self, now: float, blocked: List[dict], missing: List[dict], report: ReconcileReport,
-                unsent: List[dict]) -> None:
+                unsent: List[dict], previous) -> None:
         problems = report.errors + [m["error"] for m in missing]
-        self.book.record(now, blocked, missing, "; ".join(problems)[:1000] if problems else None, unsent)
+        self.book.record(now, blocked, missing, "; ".join(problems)[:1000] if problems else None, unsent,
+                         previous=previous)
 
 
 def _lift_reason(entry: dict, snapshot, now: float) -> str:
