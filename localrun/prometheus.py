@@ -82,6 +82,7 @@ class PrometheusServer:
         self.targets = list(targets)
         self.scrape_interval = scrape_interval
         self.port = port or free_port()
+        self._own_port = port is None  # chosen here: another may be chosen if it is taken meanwhile
         self._own_dir = data_dir is None
         self.workdir = tempfile.mkdtemp(prefix="bwm-prometheus-")
         self.data_dir = data_dir or os.path.join(self.workdir, "data")
@@ -103,7 +104,7 @@ class PrometheusServer:
         ensure_installed()
         if port_in_use(self.port):
             raise PrometheusUnavailable(f"port {self.port} on 127.0.0.1 is already in use")
-        config = os.path.join(self.workdir, "prometheus.yml")
+        config = self.config_path = os.path.join(self.workdir, "prometheus.yml")
         Path(config).write_text(self._config())
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -117,15 +118,30 @@ class PrometheusServer:
     def wait_ready(self, timeout: float = 30) -> "PrometheusServer":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise PrometheusUnavailable(f"Prometheus exited with {self.process.returncode}: {self.log_tail()}")
+            exited = self.process.poll() is not None
             try:
-                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
+                served = requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+                ours = served and not exited and self._answers_as_itself()
             except requests.RequestException:
-                pass
+                served = ours = False
+            if ours:
+                return self
+            if served and self._own_port:
+                # Another Prometheus took the free port between its choice and our bind (this
+                # one then fails to bind): start again on another port.
+                stop_process(self.process)
+                self.port = free_port()
+                self.start()
+                continue
+            if exited:
+                raise PrometheusUnavailable(f"Prometheus exited with {self.process.returncode}: {self.log_tail()}")
             time.sleep(0.2)
         raise PrometheusUnavailable(f"Prometheus not ready after {timeout}s: {self.log_tail()}")
+
+    def _answers_as_itself(self) -> bool:
+        """Whether the Prometheus on our port is this one (it reads our configuration file)."""
+        flags = requests.get(f"{self.url}/api/v1/status/flags", timeout=2).json().get("data", {})
+        return flags.get("config.file") == self.config_path
 
     def wait_for_samples(self, promql: str, minimum: int = 1, timeout: float = 30) -> list:
         deadline = time.monotonic() + timeout

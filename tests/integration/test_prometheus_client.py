@@ -92,3 +92,20 @@ def test_a_timeout_raises_prometheus_error():
     with pytest.raises(PrometheusError, match="unreachable"):
         PrometheusClient(url, timeout=0.5, retries=0).raw_samples("m", 0, 60)
     listener.close()
+
+
+def test_a_test_prometheus_whose_port_another_took_starts_again_on_another(monkeypatch):
+    """Parallel test workers start many Prometheus servers: one may take the free port another
+    chose before that one binds it. The late one must not mistake the other for itself."""
+    from localrun import prometheus as local
+
+    with local.PrometheusServer() as first:
+        second = local.PrometheusServer()
+        second.port = first.port  # as if the port was taken between the choice and the bind
+        monkeypatch.setattr(local, "port_in_use", lambda port: False)
+        try:
+            second.start().wait_ready()
+            assert second.port != first.port and second.process.poll() is None
+            assert second._answers_as_itself() and first._answers_as_itself()
+        finally:
+            second.stop()
