@@ -14,8 +14,8 @@ from chalicelib import bootstrap
 from chalicelib.core.errors import MailError
 from chalicelib.notify.alerts import CLAIM_TIMEOUT_SECONDS
 from chalicelib.notify.mailer import SesMailer
-from localrun.streams import StreamPoller
 from tests.fakes.prometheus import FakePrometheus
+from tests.support.streams import alerts_poller, drain
 
 DEC1 = 1_796_083_200
 T0 = DEC1 - 30 * 60
@@ -57,8 +57,6 @@ class Clock:
 
 @pytest.fixture
 def world(aws_server, env, moto_server):
-    import app
-
     env.setenv("COLLECT_LAG_SECONDS", "0")
     env.setenv("INITIAL_BACKFILL_MINUTES", "1")
     bootstrap.reset()
@@ -70,10 +68,7 @@ def world(aws_server, env, moto_server):
     prom.add(labels, [(T0 - 30, 0)])
     deps = bootstrap.override(prometheus=prom, clock=clock, mailer=mailer)
     deps.quotas.put("pay", {"limit_bytes": 10_000, "notify": ["owner@example.com"]})
-    arn = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server).describe_table(
-        TableName=aws_server.table_name)["Table"]["LatestStreamArn"]
-    poller = StreamPoller(boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=moto_server), arn,
-                          app.alerts, sleep=lambda s: None)
+    poller = alerts_poller(moto_server, aws_server.table_name)
 
     class World:
         total = 0
@@ -85,8 +80,7 @@ def world(aws_server, env, moto_server):
             prom.add(labels, [(T0 + 60 * n + 30, World.total)])
             clock.now = T0 + 60 * (n + 1)
             deps.collector.run(now=clock.now)
-            while poller.poll_once():
-                pass
+            drain(poller)
 
         @staticmethod
         def subjects():

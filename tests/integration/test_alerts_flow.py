@@ -8,6 +8,7 @@ import requests
 from chalicelib import bootstrap
 from localrun.streams import StreamPoller
 from tests.fakes.prometheus import FakePrometheus
+from tests.support.streams import alerts_poller, drain
 
 DEC1 = 1_796_083_200  # 2026-12-01T00:00Z
 T0 = DEC1 - 20 * 60
@@ -20,8 +21,6 @@ def labels(service):
 
 @pytest.fixture
 def flow(aws_server, env, moto_server):
-    import app
-
     env.setenv("COLLECT_LAG_SECONDS", "0")
     env.setenv("INITIAL_BACKFILL_MINUTES", "1")
     bootstrap.reset()
@@ -29,12 +28,9 @@ def flow(aws_server, env, moto_server):
     ses.verify_email_identity(EmailAddress="alerts@bandwidth-meter.test")
     prom = FakePrometheus()
     collector = bootstrap.override(prometheus=prom).collector
-    streams = boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=moto_server)
-    arn = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_server).describe_table(
-        TableName=aws_server.table_name)["Table"]["LatestStreamArn"]
 
     class Flow:
-        poller = StreamPoller(streams, arn, app.alerts, sleep=lambda s: None)
+        poller = alerts_poller(moto_server, aws_server.table_name)
 
         @staticmethod
         def minute(n, per_service):
@@ -44,8 +40,7 @@ def flow(aws_server, env, moto_server):
                 total = series[1][-1][1] if series else 0
                 prom.add(labels(service), [(T0 + 60 * n + 30, total + nbytes)])
             collector.run(now=T0 + 60 * (n + 1))
-            while Flow.poller.poll_once():
-                pass
+            drain(Flow.poller)
 
         @staticmethod
         def subjects():

@@ -35,6 +35,7 @@ from chalicelib import bootstrap
 from chalicelib.core.models import CollectorState
 from localrun.prometheus import free_port
 from tests.support.keyed_api import keyed_api
+from tests.support.streams import alerts_poller, drain
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 READ_KEY, ADMIN_KEY = "dashboard-read-key", "dashboard-admin-key"
@@ -272,15 +273,7 @@ def seed(end: int) -> None:
 
 def deliver_alerts(aws_url: str) -> None:
     """Play the table's stream to the alerts function, as Lambda's event-source mapping does."""
-    import app
-    from localrun.streams import StreamPoller
-
-    table = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=aws_url).describe_table(
-        TableName=bootstrap.current().settings.table_name)["Table"]
-    streams = boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=aws_url)
-    poller = StreamPoller(streams, table["LatestStreamArn"], app.alerts, sleep=lambda s: None)
-    while poller.poll_once():
-        pass
+    drain(alerts_poller(aws_url, bootstrap.current().settings.table_name))
 
 
 class Seeded:
