@@ -18,13 +18,11 @@ class EnforcementBook:
                          missing=EnforcementState(*ENFORCEMENT_KEY))
 
     def record(self, at: float, blocked: List[dict], missing: List[dict], error: Optional[str],
-               unsent: Optional[List[dict]] = None, previous: Optional[EnforcementState] = None) -> None:
+               unsent: Optional[List[dict]], previous: EnforcementState) -> None:
         """Replace the state with one reconcile's outcome (absolute, like every write here);
-        ``previous``: the state the reconcile began from (read here when not given)."""
+        ``previous``: the state the reconcile began from."""
         item = EnforcementState(*ENFORCEMENT_KEY, last_reconcile_at=at, blocked=blocked, missing=missing or None,
                                 unsent=unsent or None)
-        if previous is None:
-            previous = self.state()
         if error:
             item.last_error, item.last_error_at = error[:1000], at
             item.last_success_at = previous.last_success_at

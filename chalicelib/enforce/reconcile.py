@@ -160,8 +160,7 @@ class Reconciler:
     def _record(self, now: float, blocked: List[dict], missing: List[dict], report: ReconcileReport,
                 unsent: List[dict], previous) -> None:
         problems = report.errors + [m["error"] for m in missing]
-        self.book.record(now, blocked, missing, "; ".join(problems)[:1000] if problems else None, unsent,
-                         previous=previous)
+        self.book.record(now, blocked, missing, "; ".join(problems)[:1000] if problems else None, unsent, previous)
 
 
 def _lift_reason(entry: dict, snapshot, now: float) -> str:
