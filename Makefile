@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e prometheus package deploy keys bench clean
+.PHONY: run test test-unit test-integration test-e2e test-dates prometheus package deploy keys bench clean
 
 RUN_STAMP := $(VENV)/.installed-run
 
@@ -50,6 +50,20 @@ PYTEST := $(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS
 
 test: $(STAMP) prometheus
 	$(PYTEST)
+	@$(MAKE) --no-print-directory test-dates
+
+# The tests that keep data at fixed times, run as if today were a month end, a year end and a
+# leap day (tests/support/timetravel.py): a test that reads such data with the wall clock fails.
+DATE_TESTS ?= tests/unit/test_periods.py tests/unit/test_alerts.py tests/unit/test_alert_logic.py \
+	tests/unit/test_enforcement.py tests/unit/test_retention.py tests/unit/test_api.py \
+	tests/unit/test_legacy_endpoint.py tests/unit/test_handlers.py tests/integration/test_enforcement.py
+TEST_DATES ?= 2027-04-30T23:58:00Z 2027-12-31T23:58:00Z 2028-02-29T23:58:00Z
+
+test-dates: $(STAMP) prometheus
+	@for date in $(TEST_DATES); do \
+	  echo "==> The date-sensitive tests as if it were $$date"; \
+	  BWMETER_TEST_DATE=$$date $(PYTEST) -q -p tests.support.timetravel $(DATE_TESTS) || exit 1; \
+	done
 
 test-unit: $(STAMP)
 	$(PYTEST) -m unit
