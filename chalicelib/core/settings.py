@@ -294,7 +294,7 @@ class Settings:
     kong_workspace: Optional[str] = None
     kong_admin_timeout_seconds: int = 5
     kong_admin_allow_http: bool = False
-    # internal networks the operator lets webhooks reach outside the dev stage (core/webhook_targets.py)
+    # internal networks the operator lets webhooks reach where they are strict (in AWS) (core/webhook_targets.py)
     webhook_allowed_networks: Tuple[str, ...] = ()
     # API
     cors_origins: Tuple[str, ...] = field(default_factory=tuple)
