@@ -12,7 +12,7 @@ import email.utils
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
@@ -20,6 +20,7 @@ from bwmeter import __version__
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_BACKOFF = 60.0
+MAX_REDIRECTS = 5
 
 
 class BwmeterError(Exception):
@@ -108,8 +109,9 @@ class Client:
         self.timeout = timeout
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"bwmeter/{__version__}"
-        if api_key:
-            self.session.headers["x-api-key"] = api_key
+        # Sent per request, never as a session default: a redirect to another origin must not
+        # carry it (requests strips Authorization there, but not a custom header).
+        self.api_key = api_key or None
         self.sleep = sleep
         self.retries = retries
         self.max_wait = max_wait
@@ -125,8 +127,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                response = self.session.request(method, url, params=params, json=body, timeout=self.timeout,
-                                                headers={"Accept": accept})
+                response = self._send(method, url, params, body, accept)
             except requests.Timeout as e:
                 raise NetworkError(f"{self.base_url} did not answer within {self.timeout:g} s") from e
             except requests.ConnectionError as e:
@@ -145,6 +146,27 @@ class Client:
                     attempt += 1
                     continue
             raise error
+
+    def _send(self, method: str, url: str, params: dict, body: Any, accept: str) -> requests.Response:
+        """One request, following redirects here: the API key goes only to the origin (scheme,
+        host, port) it was meant for, so a redirect elsewhere (a proxy's, a hijacked route's)
+        never receives it."""
+        origin = _origin(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            headers = {"Accept": accept}
+            if self.api_key and _origin(url) == origin:
+                headers["x-api-key"] = self.api_key
+            response = self.session.request(method, url, params=params, json=body, timeout=self.timeout,
+                                            headers=headers, allow_redirects=False)
+            if not response.is_redirect:
+                return response
+            url = urljoin(response.url, response.headers["location"])
+            params = None  # the new location carries its own query
+            # as requests (and browsers) do: 303 and 302 become GET, 301 too for a POST
+            status = response.status_code
+            if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
+                method, body = "GET", None
+        raise NetworkError(f"{self.base_url} redirected more than {MAX_REDIRECTS} times")
 
     def json(self, method: str, path: str, **kwargs) -> Any:
         response = self.call(method, path, **kwargs)
@@ -220,6 +242,12 @@ class Client:
 
     def audit(self, limit: Optional[int] = None) -> dict:
         return self.json("GET", "/v1/quota-audit", params={"limit": limit})
+
+
+def _origin(url: str):
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
 def _seg(value: str) -> str:

@@ -27,7 +27,18 @@ from chalicelib.core.settings import MAX_SHARDS  # noqa: E402  (SHARD_COUNT's bo
 # Explicit function names, so each role's log statement can name its own log group without a
 # reference cycle (function -> role -> function).
 FUNCTION_NAMES = {"Collect": "collect", "CollectShard": "collect-shard", "Alerts": "alerts", "APIHandler": "api"}
-PARAMETER_ARN = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${ParameterPath}"
+# deploy/policies.py's function names -> the suffix of each function's name in this template
+POLICY_FUNCTIONS = {"collect": "Collect", "collect_shard": "CollectShard", "alerts": "Alerts", "api": "APIHandler"}
+PARAMETER_ARN = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${StackParameterPath}"
+# The secrets' SSM path: the ParameterPath parameter, else one of this stack's own, so that a
+# second stack in the account never overwrites the first one's keys (scripts/keys.py --stack).
+DEFAULT_PARAMETER_PATH = "/bandwidth-meter/${AWS::StackName}"
+PARAMETER_PATH = {"Fn::If": ["HasParameterPath", {"Ref": "ParameterPath"}, {"Fn::Sub": DEFAULT_PARAMETER_PATH}]}
+
+
+def with_parameter_path(text: str) -> dict:
+    """Fn::Sub of ``text``, in which ${StackParameterPath} is the stack's secrets path."""
+    return {"Fn::Sub": [text, {"StackParameterPath": PARAMETER_PATH}]}
 
 
 def function_name(function: str) -> dict:
@@ -35,7 +46,10 @@ def function_name(function: str) -> dict:
 
 
 def _log_group(function: str) -> list:
-    group = f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{AWS::StackName}}-{function}"
+    """The log group Lambda writes ``function``'s logs to (a deploy/policies.py name, or one of
+    this template's own functions): named after the function's real name."""
+    name = FUNCTION_NAMES[POLICY_FUNCTIONS[function]] if function in POLICY_FUNCTIONS else function
+    group = f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{AWS::StackName}}-{name}"
     return [{"Fn::Sub": group}, {"Fn::Sub": group + ":*"}]
 
 
@@ -44,7 +58,7 @@ RESOURCES = policies.Resources(
     stream=STREAM_ARN,
     sender=SENDER_ARN,
     log_group=_log_group,
-    parameter=lambda sub: {"Fn::Sub": f"{PARAMETER_ARN}/{sub}"},
+    parameter=lambda sub: with_parameter_path(f"{PARAMETER_ARN}/{sub}"),
     amp_workspace={"Ref": "PrometheusWorkspaceArn"},
     failure_queue={"Fn::GetAtt": ["AlertsFailures", "Arn"]},
     shard_worker={"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:"
@@ -63,10 +77,18 @@ def policy(function: str) -> dict:
 
 def safety_parameters() -> dict:
     return {
-        "ParameterPath": {"Type": "String", "Default": "/bandwidth-meter/prod",
-                          "AllowedPattern": "^(/[A-Za-z0-9_.-]+)+$",
+        "ParameterPath": {"Type": "String", "Default": "",
+                          "AllowedPattern": "^$|^(/[A-Za-z0-9_.-]+)+$",
                           "Description": "SSM path of this deployment's secrets: <path>/api-keys/<name>, "
-                                         "<path>/prometheus/..., <path>/webhook/..."},
+                                         "<path>/prometheus/..., <path>/webhook/...; empty: "
+                                         "/bandwidth-meter/<stack name>, this stack's own"},
+        "PrometheusSeriesSelector": {"Type": "String", "Default": "",
+                                     "Description": "PROMETHEUS_SERIES_SELECTOR: label matchers that pick your "
+                                                    "gateways' series, e.g. {job=\"kong\"} (empty: every series "
+                                                    "with Kong's metric names counts, whoever published it)"},
+        "KongAdminAllowHttp": {"Type": "String", "Default": "false", "AllowedValues": ["true", "false"],
+                               "Description": "KONG_ADMIN_ALLOW_HTTP: accept an http:// KongAdminUrl (a "
+                                              "private network path); otherwise the collector refuses it"},
         "CorsOrigins": {"Type": "CommaDelimitedList",
                         "Description": "The frontend origins allowed to call the API (never *), "
                                        "e.g. https://bandwidth.example.com"},
@@ -96,13 +118,16 @@ def safety_parameters() -> dict:
 
 
 def safety_conditions() -> dict:
-    return {"SignsWithSigV4": {"Fn::Not": [{"Fn::Equals": [{"Ref": "PrometheusWorkspaceArn"}, ""]}]}}
+    return {"SignsWithSigV4": {"Fn::Not": [{"Fn::Equals": [{"Ref": "PrometheusWorkspaceArn"}, ""]}]},
+            "HasParameterPath": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ParameterPath"}, ""]}]}}
 
 
 def safety_environment() -> dict:
     """Parameter names and origins; never a secret value."""
     return {
-        "API_KEYS_PARAMETER_PATH": {"Fn::Sub": "${ParameterPath}/api-keys"},
+        "API_KEYS_PARAMETER_PATH": with_parameter_path("${StackParameterPath}/api-keys"),
+        "PROMETHEUS_SERIES_SELECTOR": {"Ref": "PrometheusSeriesSelector"},
+        "KONG_ADMIN_ALLOW_HTTP": {"Ref": "KongAdminAllowHttp"},
         "CORS_ORIGINS": {"Fn::Join": [",", {"Ref": "CorsOrigins"}]},
         "PROMETHEUS_SIGV4_REGION": {"Ref": "PrometheusSigV4Region"},
         "PROMETHEUS_USERNAME": {"Ref": "PrometheusUsername"},
@@ -154,7 +179,7 @@ def key_resources() -> dict:
                  "Resource": [{"Fn::Sub": key_arn % logical} for logical in STACK_KEYS]},
                 {"Sid": "WriteTheRegistry", "Effect": "Allow",
                  "Action": ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:GetParameter"],
-                 "Resource": [{"Fn::Sub": f"{PARAMETER_ARN}/api-keys/*"}]},
+                 "Resource": [with_parameter_path(f"{PARAMETER_ARN}/api-keys/*")]},
             ]}}],
         },
     }
@@ -173,7 +198,7 @@ def key_resources() -> dict:
         "DependsOn": [f"{logical}InPlan" for logical in STACK_KEYS],
         "Properties": {
             "ServiceToken": {"Fn::GetAtt": ["KeyRegistryFunction", "Arn"]},
-            "Path": {"Fn::Sub": "${ParameterPath}/api-keys"},
+            "Path": with_parameter_path("${StackParameterPath}/api-keys"),
             "Keys": [{"Name": name, "Role": role, "ApiKeyId": {"Ref": logical}}
                      for logical, (name, role, _) in STACK_KEYS.items()],
         },
@@ -292,7 +317,7 @@ def _base_template() -> dict:
                                  "Description": "Per-key steady rate (THROTTLE_PER_KEY_PER_MINUTE / 60)"},
             "KeyBurst": {"Type": "Number", "Default": 600, "MinValue": 1,
                          "Description": "Per-key burst (THROTTLE_PER_KEY_PER_MINUTE)"},
-            "ThrottlePerSecond": {"Type": "Number", "Default": 50, "MinValue": 1,
+            "ThrottlePerSecond": {"Type": "Number", "Default": parity.API_THROTTLE_PER_SECOND, "MinValue": 1,
                                   "Description": "Whole-API rate and burst (THROTTLE_PER_SECOND)"},
             "StreamRetryAttempts": {"Type": "Number", "Default": parity.STREAM_RETRY_ATTEMPTS,
                                     "MinValue": 0, "MaxValue": 10000},
@@ -364,7 +389,7 @@ def _base_template() -> dict:
             "DashboardApiKeyId": {"Value": {"Ref": "DashboardKey"}},
             "AdminApiKeyId": {"Value": {"Ref": "AdminKey"}},
             "UsagePlanId": {"Value": {"Ref": "UsagePlan"}},
-            "KeyRegistryPath": {"Value": {"Fn::Sub": "${ParameterPath}/api-keys"}},
+            "KeyRegistryPath": {"Value": with_parameter_path("${StackParameterPath}/api-keys")},
         },
     }
 
@@ -376,7 +401,8 @@ RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
                   2922, 3288, 3653]
 FUNCTIONS = tuple(FUNCTION_NAMES)
 # Chalice's log group resource for each function (log_retention_in_days in .chalice/config.json).
-LOG_GROUPS = {"Collect": "CollectLogGroup", "Alerts": "AlertsLogGroup", "APIHandler": "ApiHandlerLogGroup"}
+LOG_GROUPS = {"Collect": "CollectLogGroup", "CollectShard": "CollectShardLogGroup", "Alerts": "AlertsLogGroup",
+              "APIHandler": "ApiHandlerLogGroup"}
 
 
 def merge(base: dict, *parts: dict) -> dict:
@@ -436,9 +462,18 @@ def observability_template() -> dict:
 
 
 def vpc_template() -> dict:
-    """The collector in the stage's subnets with its security groups (Prometheus is usually
-    private), when subnets are given; docs/deploy.md lists the VPC endpoints it then needs."""
+    """The collector and its shard worker in the stage's subnets with their security groups
+    (Prometheus is usually private), when subnets are given; docs/deploy.md lists the VPC
+    endpoints they then need. The worker reads the same Prometheus, so it sits where the
+    collector does."""
     in_vpc = "CollectorInVpc"
+    vpc_config = {"VpcConfig": {"Fn::If": [in_vpc, {
+        "SubnetIds": {"Ref": "CollectorSubnetIds"},
+        "SecurityGroupIds": {"Ref": "CollectorSecurityGroupIds"}}, {"Ref": "AWS::NoValue"}]}}
+    # The network interfaces Lambda creates in the subnets; AWS's managed policy for exactly that.
+    vpc_access = {"ManagedPolicyArns": {"Fn::If": [in_vpc, [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}],
+        {"Ref": "AWS::NoValue"}]}}
     return {
         "Parameters": {
             "CollectorSubnetIds": {"Type": "CommaDelimitedList", "Default": "",
@@ -449,13 +484,10 @@ def vpc_template() -> dict:
         "Conditions": {in_vpc: {"Fn::Not": [{"Fn::Equals": [
             {"Fn::Join": ["", {"Ref": "CollectorSubnetIds"}]}, ""]}]}},
         "Resources": {
-            "Collect": {"Properties": {"VpcConfig": {"Fn::If": [in_vpc, {
-                "SubnetIds": {"Ref": "CollectorSubnetIds"},
-                "SecurityGroupIds": {"Ref": "CollectorSecurityGroupIds"}}, {"Ref": "AWS::NoValue"}]}}},
-            # The network interfaces Lambda creates in the subnets; AWS's managed policy for exactly that.
-            "CollectRole": {"Properties": {"ManagedPolicyArns": {"Fn::If": [in_vpc, [
-                {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}],
-                {"Ref": "AWS::NoValue"}]}}},
+            "Collect": {"Properties": vpc_config},
+            "CollectShard": {"Properties": vpc_config},
+            "CollectRole": {"Properties": vpc_access},
+            "CollectShardRole": {"Properties": vpc_access},
         },
     }
 

@@ -18,6 +18,15 @@ from chalicelib.core import observability as obs
 STREAM_BATCH_SIZE = 100
 STREAM_STARTING_POSITION = "TRIM_HORIZON"
 STREAM_RETRY_ATTEMPTS = 10
+# The whole API's rate and burst (requests/s) at the API Gateway stage (THROTTLE_PER_SECOND): the
+# template's ThrottlePerSecond default, and scripts/post_deploy.py's on the `chalice deploy` path.
+API_THROTTLE_PER_SECOND = 50
+
+
+def stage_throttle_operations(per_second: int) -> list:
+    """The stage's method settings for every method (``/*/*``), as the template's MethodSettings."""
+    return [{"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(float(per_second))},
+            {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(int(per_second))}]
 # Only service usage, quotas, quota rules and the collector's state (its finished run is the alerts
 # function's clock tick for the sweep) concern the alerts function: minute items, rollups and
 # alerts would otherwise invoke it on every write.

@@ -13,8 +13,9 @@ fills in intrinsic functions. Each statement allows only the calls its function 
   ``<path>/prometheus/*`` and ``<path>/kong/*`` (collector: it alone gets the Kong Admin token),
   ``<path>/webhook/*`` (alerts, and the collector's block notices), ``<path>/api-keys`` (API);
 - SES sending as the sender: the alerts function, and the collector for block notices;
-- ``aps:QueryMetrics`` on the Amazon Managed Prometheus workspace, when the collector signs
-  its queries with SigV4;
+- ``aps:QueryMetrics``, ``aps:GetSeries`` and ``aps:GetLabels`` on the Amazon Managed Prometheus
+  workspace, when the collector signs its queries with SigV4 (queries, series, and the label
+  values the catch-all shard asks for: ``/api/v1/label/service/values``);
 - ``sqs:SendMessage`` on the alerts failure queue: the stream mapping's on-failure destination,
   which Lambda sends to with the alerts function's role. The template puts it in the alerts
   policy; on the `chalice deploy` path the queue is made after the deploy, so
@@ -37,6 +38,9 @@ WRITES = {
 SECRETS = {"collect": "prometheus/*", "collect_shard": "prometheus/*", "alerts": "webhook/*"}
 ENFORCEMENT_NOTICES = ["ENFORCE#*"]  # the collector's block/unblock notices (claimed, marked, released)
 FUNCTIONS = ("collect", "collect_shard", "alerts", "api")
+# What chalicelib/collect/prometheus.py calls on an AMP workspace: /api/v1/query (QueryMetrics),
+# /api/v1/series (GetSeries), /api/v1/label/<name>/values (GetLabels)
+AMP_ACTIONS = ("aps:QueryMetrics", "aps:GetSeries", "aps:GetLabels")
 
 Arn = Any  # a string, or a CloudFormation intrinsic that makes one
 
@@ -86,7 +90,7 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
             _statement("WebhookSecret", ["ssm:GetParameter"], [r.parameter(SECRETS["alerts"])]),
         ]
         if r.amp_workspace is not None:
-            statements.append(_statement("QueryManagedPrometheus", ["aps:QueryMetrics"], [r.amp_workspace]))
+            statements.append(_statement("QueryManagedPrometheus", list(AMP_ACTIONS), [r.amp_workspace]))
         statements += fan_out_statements(function, r)
         if r.collector_in_vpc:
             # The network interfaces Lambda makes in the collector's subnets; these EC2 actions

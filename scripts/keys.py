@@ -14,10 +14,13 @@ gateway admits it and applies its limits) and an entry in the SSM key registry,
 Gateway id (the function decides its role). The key itself is printed once, by ``add`` and
 ``rotate``, and stored nowhere else but API Gateway.
 
-The usage plan is ``bandwidth-meter-<stage>`` unless ``--usage-plan`` names another (by name
-or id): on the CloudFormation path it is named after the stack, so a stack called
-``bandwidth-meter-prod`` needs no option. ``plan`` creates it for the ``chalice deploy`` path
-(the REST API id comes from ``.chalice/deployed/<stage>.json`` or ``--rest-api-id``).
+On the ``chalice deploy`` path (``--stage``) the usage plan is ``bandwidth-meter-<stage>`` and
+the registry ``/bandwidth-meter/<stage>/api-keys``. On the CloudFormation path name the stack
+(``--stack``): its usage plan is named after it and its registry is
+``/bandwidth-meter/<stack>/api-keys`` (the template's ``ParameterPath`` default, so two stacks
+never share keys). ``--usage-plan`` (name or id) and ``--parameter-path`` override either.
+``plan`` creates the plan for the ``chalice deploy`` path (the REST API id comes from
+``.chalice/deployed/<stage>.json`` or ``--rest-api-id``).
 
 The API function re-reads the registry every ``SECRETS_MAX_AGE_SECONDS`` (5 minutes), and
 after 30 seconds when it meets a key it does not know: a new or rotated key works within half
@@ -41,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from chalicelib.core.secrets import key_entry, parse_key_entry  # noqa: E402
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STACK = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")  # CloudFormation stack names
 API_STAGE = "api"  # .chalice/config.json api_gateway_stage
 
 
@@ -181,8 +185,10 @@ def main(argv=None) -> int:
     parser.add_argument("name", nargs="?")
     parser.add_argument("--role", choices=("read", "admin"))
     parser.add_argument("--stage", default="prod")
-    parser.add_argument("--parameter-path", help="SSM path of the stage's secrets (default /bandwidth-meter/STAGE)")
-    parser.add_argument("--usage-plan", help="usage plan name or id (default bandwidth-meter-STAGE)")
+    parser.add_argument("--stack", help="a CloudFormation stack: its usage plan and /bandwidth-meter/STACK")
+    parser.add_argument("--parameter-path", help="SSM path of the secrets (default /bandwidth-meter/STAGE, "
+                                                 "or /bandwidth-meter/STACK with --stack)")
+    parser.add_argument("--usage-plan", help="usage plan name or id (default bandwidth-meter-STAGE, or STACK)")
     parser.add_argument("--rest-api-id", help="plan: the REST API (default: from .chalice/deployed/STAGE.json)")
     parser.add_argument("--rate", type=float, default=10.0, help="plan: per-key requests per second")
     parser.add_argument("--burst", type=int, default=600, help="plan: per-key burst")
@@ -196,8 +202,13 @@ def main(argv=None) -> int:
         parser.error("add needs --role read or --role admin")
     if not args.region:
         parser.error("--region (or AWS_REGION) is required")
-    path = (args.parameter_path or f"/bandwidth-meter/{args.stage}").rstrip("/") + "/api-keys"
-    plan = args.usage_plan or f"bandwidth-meter-{args.stage}"
+    if args.stack is not None and not STACK.match(args.stack):
+        parser.error("--stack must be a CloudFormation stack name (a letter, then letters, digits or '-')")
+    if args.stack and args.command == "plan":
+        parser.error("the stack made its usage plan; plan is for the chalice deploy path (--stage)")
+    scope = args.stack or args.stage
+    path = (args.parameter_path or f"/bandwidth-meter/{scope}").rstrip("/") + "/api-keys"
+    plan = args.usage_plan or args.stack or f"bandwidth-meter-{args.stage}"
 
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError

@@ -18,7 +18,9 @@ The API (safe by default, issue 16):
    the API's error format with CORS headers for the first allowed origin (the stage's
    ``CORS_ORIGINS`` in ``.chalice/config.json``).
 3. The stage's usage plan exists (``bandwidth-meter-<stage>``, per-key limits), so that
-   `scripts/keys.py add` can put keys in it; then the API stage is redeployed.
+   `scripts/keys.py add` can put keys in it; then the API stage is redeployed, and its method
+   settings throttle the whole API (``--throttle-per-second``, else the stage's
+   ``THROTTLE_PER_SECOND``, else the template's default) as the template's ``ThrottlePerSecond``.
 
 The alerts stream and what watches the deployment (issue 17). Chalice's ``on_dynamodb_record``
 cannot set partial-failure reporting, bisection, a retry cap, an on-failure destination or a
@@ -35,7 +37,10 @@ write invokes the alerts function, and a poison record blocks its shard for a da
    written into the stage of ``.chalice/config.json`` as well, so the next `chalice deploy`
    keeps them;
 7. the SNS topic ``<app>-<stage>-alarms``, an email subscription (``--alarm-email``), and the
-   alarms on collector lag, collector errors, alert failures and the failure queue.
+   alarms on collector lag, collector errors, alert failures and the failure queue;
+8. the shard worker (``collect_shard``) in the collector's subnets and security groups when the
+   collector has a VPC configuration: it reads the same Prometheus. Written into the stage of
+   ``.chalice/config.json`` too.
 
 Exit codes: 0 done, 1 AWS refused, 2 usage (nothing deployed, CORS_ORIGINS unset or '*').
 """
@@ -137,7 +142,8 @@ def put_gateway_responses(apigateway, rest_api_id: str, origin: str) -> None:
 
 
 def configure_api(apigateway, rest_api_id: str, function_arn: str, region: str, origin: str, stage: str,
-                  rate: float, burst: int, say: Callable[[str], None] = print) -> None:
+                  rate: float, burst: int, say: Callable[[str], None] = print,
+                  per_second: int = parity.API_THROTTLE_PER_SECOND) -> None:
     from scripts.keys import KeyAdmin
 
     routed = route_preflights(apigateway, rest_api_id, function_arn, region)
@@ -146,8 +152,11 @@ def configure_api(apigateway, rest_api_id: str, function_arn: str, region: str, 
     plan_id = KeyAdmin(apigateway, None, plan, "/unused", plan).ensure_plan(rest_api_id, rate, burst)
     apigateway.create_deployment(restApiId=rest_api_id, stageName=API_STAGE,
                                  description="post_deploy.py: preflights, gateway responses")
+    # Without it only the per-key plan limits: the stage-wide cap the template sets (ThrottlePerSecond).
+    apigateway.update_stage(restApiId=rest_api_id, stageName=API_STAGE,
+                            patchOperations=parity.stage_throttle_operations(per_second))
     say(f"{routed} preflights routed to the API function, gateway responses with CORS for {origin}, "
-        f"usage plan {plan} ({plan_id})")
+        f"usage plan {plan} ({plan_id}), the API throttled at {per_second} requests/s")
 
 
 # -- 4-7. the alerts stream, the environment, the alarms --------------------------------------------
@@ -157,6 +166,7 @@ class StreamAndAlarms:
         self.deployed = deployed
         self.aws = clients  # lambda, sqs, iam, sns, cloudwatch
         self.say, self.sleep, self.clock = say, sleep, clock
+        self.worker_vpc: Optional[dict] = None
 
     def run(self, public_url: str, alarm_email: Optional[str] = None) -> None:
         queue_name, queue_arn = self.failure_queue()
@@ -165,6 +175,7 @@ class StreamAndAlarms:
         self.set_environment(public_url)
         topic = self.alarm_topic(alarm_email)
         self.alarms(topic, queue_name)
+        self.worker_vpc = self.worker_network()
 
     # 4. the failure queue and the right to use it
     def failure_queue(self):
@@ -233,6 +244,23 @@ class StreamAndAlarms:
                 **parity.alarm_properties(alarm, values[alarm["dimension"][1]], topic))
         self.say(f"{len(parity.ALARMS)} alarms notify {topic}")
 
+    # 8. the shard worker where the collector is
+    def worker_network(self) -> Optional[dict]:
+        """Give collect_shard the collector's subnets and security groups; returns them (None
+        when the collector is not in a VPC or no worker is deployed)."""
+        functions = self.deployed.functions()
+        if "collect" not in functions or "collect_shard" not in functions:
+            return None
+        lam = self.aws["lambda"]
+        wanted = _vpc(lam.get_function_configuration(FunctionName=functions["collect"]))
+        if not wanted["SubnetIds"]:
+            return None
+        if _vpc(lam.get_function_configuration(FunctionName=functions["collect_shard"])) != wanted:
+            self._retrying(lambda: lam.update_function_configuration(
+                FunctionName=functions["collect_shard"], VpcConfig=wanted), "ResourceConflictException")
+        self.say(f"the shard worker is in the collector's subnets {', '.join(wanted['SubnetIds'])}")
+        return wanted
+
     def _retrying(self, call, *codes: str):
         from botocore.exceptions import ClientError
 
@@ -246,7 +274,19 @@ class StreamAndAlarms:
                 self.sleep(5)
 
 
-def remember(chalice_dir: Path, stage: str, prefix: str, public_url: str) -> None:
+def _vpc(configuration: dict) -> dict:
+    vpc = configuration.get("VpcConfig") or {}
+    return {"SubnetIds": sorted(vpc.get("SubnetIds") or []), "SecurityGroupIds": sorted(vpc.get("SecurityGroupIds") or [])}
+
+
+def stage_throttle(chalice_dir: Path, stage: str) -> int:
+    """The stage's THROTTLE_PER_SECOND (.chalice/config.json), else the template's default."""
+    config = json.loads((chalice_dir / "config.json").read_text())
+    raw = config["stages"].get(stage, {}).get("environment_variables", {}).get("THROTTLE_PER_SECOND")
+    return int(raw) if raw else parity.API_THROTTLE_PER_SECOND
+
+
+def remember(chalice_dir: Path, stage: str, prefix: str, public_url: str, worker_vpc: Optional[dict] = None) -> None:
     """Keep the environment in the stage's configuration, so the next `chalice deploy` sets it too."""
     path = chalice_dir / "config.json"
     config = json.loads(path.read_text())
@@ -254,6 +294,9 @@ def remember(chalice_dir: Path, stage: str, prefix: str, public_url: str) -> Non
     stage_config.setdefault("environment_variables", {})["POWERTOOLS_SERVICE_NAME"] = prefix
     alerts = stage_config.setdefault("lambda_functions", {}).setdefault("alerts", {})
     alerts.setdefault("environment_variables", {})["PUBLIC_URL"] = public_url
+    if worker_vpc:
+        worker = stage_config["lambda_functions"].setdefault("collect_shard", {})
+        worker.update(subnet_ids=worker_vpc["SubnetIds"], security_group_ids=worker_vpc["SecurityGroupIds"])
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -275,6 +318,9 @@ def main(argv=None) -> int:
     parser.add_argument("--api-function-arn", help="default: the API function chalice deployed")
     parser.add_argument("--rate", type=float, default=10.0, help="per-key requests per second")
     parser.add_argument("--burst", type=int, default=600, help="per-key burst")
+    parser.add_argument("--throttle-per-second", type=int,
+                        help="the whole API's rate and burst (default: the stage's THROTTLE_PER_SECOND, else "
+                             f"{parity.API_THROTTLE_PER_SECOND})")
     parser.add_argument("--alarm-email", help="address the alarms notify (an SNS email subscription)")
     parser.add_argument("--public-url", help="the API's public base URL, e.g. a custom domain "
                                              "(default: the URL chalice deployed)")
@@ -301,15 +347,16 @@ def main(argv=None) -> int:
     try:
         public_url = (args.public_url or deployed.api_url()).rstrip("/")
         configure_api(aws["apigateway"], rest_api_id, function_arn, region, origins[0], args.stage,
-                      args.rate, args.burst)
-        StreamAndAlarms(deployed, aws).run(public_url, alarm_email=args.alarm_email)
+                      args.rate, args.burst, per_second=args.throttle_per_second or stage_throttle(chalice_dir, args.stage))
+        steps = StreamAndAlarms(deployed, aws)
+        steps.run(public_url, alarm_email=args.alarm_email)
     except PostDeployError as e:
         print(f"post_deploy: {e}", file=sys.stderr)
         return 2
     except (BotoCoreError, ClientError) as e:  # report, do not trace
         print(f"post_deploy: AWS refused: {e}", file=sys.stderr)
         return 1
-    remember(chalice_dir, args.stage, deployed.prefix, public_url)
+    remember(chalice_dir, args.stage, deployed.prefix, public_url, worker_vpc=steps.worker_vpc)
     print(f"stage {args.stage} matches the CloudFormation package; {chalice_dir}/config.json remembers "
           f"PUBLIC_URL and POWERTOOLS_SERVICE_NAME for the next deploy. Next: make keys ARGS='add admin "
           f"--role admin --stage {args.stage}'")

@@ -57,6 +57,12 @@ SCHEMAS = {
         "metrics": {"type": "object", "additionalProperties": {"type": "integer"},
                     "description": "the last run's figures under their CloudWatch metric names"},
         "summary": {"type": "string", "description": "the same figures in words"},
+        "series_selector": _obj({
+            "in_force": {"type": ["string", "null"], "examples": ['{job="kong"}'],
+                         "description": "PROMETHEUS_SERIES_SELECTOR: the label matchers every collector query "
+                                        "carries; null: every series with Kong's metric names counts"},
+            "warning": {"type": ["string", "null"],
+                        "description": "Set in AWS when no selector is configured"}}, required=["in_force", "warning"]),
         "enforcement": ref("GatewayEnforcement")}},
     "GatewayEnforcement": _obj({
         "enabled": {"type": "boolean", "description": "KONG_ADMIN_URL is set: the collector reconciles Kong"},

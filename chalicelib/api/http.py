@@ -15,7 +15,7 @@ from urllib.parse import unquote
 from chalice import CORSConfig, Response
 
 from chalicelib.core.errors import BadRequest, BandwidthMeterError, NotFound, PrometheusError, StoreError
-from chalicelib.core.settings import ConfigError
+from chalicelib.core.settings import ConfigError, running_in_aws
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +169,14 @@ def integer(params: Mapping[str, str], name: str, default: int, minimum: int, ma
     return value
 
 
-def cors_config() -> CORSConfig:
+def cors_config(env: Mapping[str, str] = os.environ) -> CORSConfig:
     """CORS for API Gateway's preflight answers, decided when the app is loaded.
 
     Read straight from the environment because Chalice needs it at import time
     (the stage's variables are loaded before app.py is imported); the per-request
     allow-list check lives in ``allowed_origin``."""
-    origins = [o.strip() for o in os.environ.get("CORS_ORIGINS", "").split(",") if o.strip()]
-    dev = os.environ.get("STAGE", "dev") == "dev"
+    origins = [o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()]
+    dev = env.get("STAGE", "dev") == "dev" and not running_in_aws(env)  # '*' only in a local dev run
     allow = origins[0] if origins and "*" not in origins else ("*" if dev else "null")
     return CORSConfig(allow_origin=allow, allow_headers=["x-api-key", "Content-Type", "Accept"],
                       max_age=600, expose_headers=["Retry-After"])

@@ -26,11 +26,23 @@ def enforcement_status(state, settings) -> dict:
     }
 
 
+def series_selector_status(settings) -> dict:
+    """Which series count (PROMETHEUS_SERIES_SELECTOR), and a warning where none is set in AWS:
+    then every target of a shared Prometheus can publish bandwidth series that count."""
+    matchers = getattr(settings, "prometheus_series_selector", None)
+    warning = None
+    if not matchers and getattr(settings, "in_lambda", False):
+        warning = ("PROMETHEUS_SERIES_SELECTOR is not set: every series named like Kong's counts, whichever "
+                   "target published it; set it to your gateways' scrape job, e.g. {job=\"kong\"}")
+    return {"in_force": f"{{{matchers}}}" if matchers else None, "warning": warning}
+
+
 def collector_status(state, settings, now: float, shard_states=None, enforcement=None) -> dict:
     """Shard 0's state at the top level (what unsharded clients read); with shards, the watermark
     and lag are the slowest shard's, counts add up, and ``shards`` lists every shard. With
     ``enforcement`` (its state item), what the last reconcile left at the gateway."""
     report = shard_status(state, settings, now)
+    report["series_selector"] = series_selector_status(settings)
     if enforcement is not None:
         report["enforcement"] = enforcement_status(enforcement, settings)
     if not shard_states or len(shard_states) < 2:

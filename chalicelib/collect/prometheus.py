@@ -3,6 +3,12 @@
 Only raw samples are read: ``selector[range]`` evaluated at an instant returns
 every stored sample in the range, so the collector can compute exact deltas
 itself instead of trusting ``increase()``'s extrapolation.
+
+A shared Prometheus scrapes more than Kong, and any of its targets can publish a
+``kong_bandwidth_bytes{service="victim"}`` series. ``series_matchers``
+(``PROMETHEUS_SERIES_SELECTOR``, checked and re-rendered by core/settings.py) are added here
+to every selector the client is given, raw samples, last values and label values alike, so
+no caller can forget them and only the configured gateways' series count.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from chalicelib.collect.shards import with_matcher
 from chalicelib.core.errors import PrometheusError
 from chalicelib.core.redact import redact
 
@@ -63,8 +70,10 @@ def _number(raw: str) -> float:
 
 class PrometheusClient:
     def __init__(self, base_url: str, timeout: float = 10, auth=None, headers=None,
-                 session: Optional[requests.Session] = None, retries: int = 3, backoff: float = 0.5):
+                 session: Optional[requests.Session] = None, retries: int = 3, backoff: float = 0.5,
+                 series_matchers: Optional[str] = None):
         self.base_url = base_url.rstrip("/")
+        self.series_matchers = series_matchers or None
         self.timeout = timeout
         self.session = session or requests.Session()
         retry = Retry(total=retries, backoff_factor=backoff, status_forcelist=(429, 502, 503, 504),
@@ -85,7 +94,12 @@ class PrometheusClient:
             headers["Authorization"] = f"Bearer {settings.prometheus_bearer_token}"
         elif settings.prometheus_username:
             auth = (settings.prometheus_username, settings.prometheus_password or "")
-        return cls(url, timeout=settings.prometheus_timeout_seconds, auth=auth, headers=headers)
+        return cls(url, timeout=settings.prometheus_timeout_seconds, auth=auth, headers=headers,
+                   series_matchers=settings.prometheus_series_selector)
+
+    def scoped(self, selector: str) -> str:
+        """``selector`` narrowed to the configured gateways' series (PROMETHEUS_SERIES_SELECTOR)."""
+        return with_matcher(selector, self.series_matchers or "")
 
     def query(self, promql: str, at: float) -> Tuple[str, list]:
         """Run an instant query; return (resultType, result)."""
@@ -99,7 +113,7 @@ class PrometheusClient:
         """The values ``label`` takes in series of ``selector`` with samples in [start, end]:
         names only, so the catch-all shard learns which services are new without their samples."""
         data = self._call("GET", f"/api/v1/label/{label}/values",
-                          {"match[]": selector, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+                          {"match[]": self.scoped(selector), "start": f"{start:.3f}", "end": f"{end:.3f}"})
         if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
             raise PrometheusError(f"Prometheus answered label values that are not a list of strings: {data!r:.200}")
         return data
@@ -132,7 +146,7 @@ class PrometheusClient:
         """Every stored sample of ``selector`` with start <= timestamp < end."""
         # Evaluate 1 ms before `end` so a sample exactly at `end` belongs to the next window.
         span_ms = max(1, int(round((end - start) * 1000)))
-        result_type, result = self.query(f"{selector}[{span_ms}ms]", at=end - 0.001)
+        result_type, result = self.query(f"{self.scoped(selector)}[{span_ms}ms]", at=end - 0.001)
         if result_type != "matrix":
             raise PrometheusError(f"expected a matrix for raw samples, got {result_type}")
         series = []
@@ -146,7 +160,7 @@ class PrometheusClient:
 
     def last_values(self, selector: str, at: float, lookback_seconds: int) -> Dict[Labels, float]:
         """The last value of each series in the ``lookback_seconds`` before ``at`` (exclusive)."""
-        result_type, result = self.query(f"last_over_time({selector}[{int(lookback_seconds)}s])", at=at - 0.001)
+        result_type, result = self.query(f"last_over_time({self.scoped(selector)}[{int(lookback_seconds)}s])", at=at - 0.001)
         if result_type != "vector":
             raise PrometheusError(f"expected a vector for last values, got {result_type}")
         values = {}

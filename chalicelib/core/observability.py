@@ -57,7 +57,9 @@ _state = {"logger": None, "metrics": None, "cold": True}
 
 
 def in_lambda(env: Mapping[str, str] = os.environ) -> bool:
-    return bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+    from chalicelib.core.settings import running_in_aws  # the one test of where the code runs
+
+    return running_in_aws(env)
 
 
 def service_name(env: Mapping[str, str] = os.environ) -> str:

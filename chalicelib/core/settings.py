@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
@@ -135,6 +136,114 @@ def _url(env: Mapping[str, str], name: str) -> Optional[str]:
     return value.rstrip("/")
 
 
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_MATCH_OPS = ("=~", "!~", "!=", "=")  # two-character operators first
+_ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t"}
+
+
+def parse_series_selector(text: str, name: str = "PROMETHEUS_SERIES_SELECTOR") -> Tuple[Tuple[str, str, str], ...]:
+    """Label matchers ``name op "value"`` (op = != =~ !~), comma-separated, optionally in braces,
+    as (label, op, value) triples. The text is spliced into every Prometheus query, so nothing
+    else is accepted: no metric name, no ``__name__`` (the collector picks its metrics), no
+    functions, single quotes or backticks; regular expressions must compile."""
+    body = text.strip()
+    if body.startswith("{") and body.endswith("}"):
+        body = body[1:-1]
+    matchers, i = [], 0
+
+    def fail(why: str):
+        raise ConfigError(f"{name} must be PromQL label matchers such as {{job=\"kong\"}} or "
+                          f"job=\"kong\",env=~\"prod|eu\": {why}")
+
+    def skip_space(at: int) -> int:
+        while at < len(body) and body[at] in " \t":
+            at += 1
+        return at
+
+    while True:
+        i = skip_space(i)
+        found = _LABEL_NAME.match(body, i)
+        if not found:
+            fail(f"expected a label name at character {i + 1}")
+        label, i = found.group(0), skip_space(found.end())
+        if label.startswith("__"):
+            fail(f"{label} is reserved (the collector chooses the metric names)")
+        op = next((o for o in _MATCH_OPS if body.startswith(o, i)), None)
+        if op is None:
+            fail(f"expected =, !=, =~ or !~ after {label}")
+        i = skip_space(i + len(op))
+        if i >= len(body) or body[i] != '"':
+            fail(f"the value of {label} must be in double quotes")
+        value, i = [], i + 1
+        while True:
+            if i >= len(body):
+                fail(f"the value of {label} has no closing quote")
+            c = body[i]
+            if c == '"':
+                i += 1
+                break
+            if c == "\\":
+                escaped = body[i + 1:i + 2]
+                if escaped not in _ESCAPES:
+                    fail(f"the value of {label} has an unknown escape \\{escaped}; use \\\\ for a backslash")
+                value.append(_ESCAPES[escaped])
+                i += 2
+                continue
+            if ord(c) < 32:
+                fail(f"the value of {label} holds a control character")
+            value.append(c)
+            i += 1
+        value = "".join(value)
+        if op in ("=~", "!~"):
+            try:
+                re.compile(value)
+            except re.error as e:
+                fail(f"the regular expression of {label} does not compile ({e})")
+        matchers.append((label, op, value))
+        i = skip_space(i)
+        if i == len(body):
+            break
+        if body[i] != ",":
+            fail(f"expected a comma or the end at character {i + 1}")
+        i += 1
+        if skip_space(i) == len(body):
+            break  # a trailing comma, as PromQL allows
+    return tuple(matchers)
+
+
+def render_matchers(matchers: Tuple[Tuple[str, str, str], ...]) -> str:
+    """Matchers as PromQL text (without braces), every value re-quoted here: nothing of the
+    operator's text but a checked label name and an escaped string reaches a query."""
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+
+    return ",".join(f"{label}{op}{quoted(value)}" for label, op, value in matchers)
+
+
+def _series_selector(env: Mapping[str, str]) -> Optional[str]:
+    raw = _get(env, "PROMETHEUS_SERIES_SELECTOR")
+    if raw is None:
+        return None
+    return render_matchers(parse_series_selector(raw)) or None
+
+
+def running_in_aws(env: Mapping[str, str] = os.environ) -> bool:
+    """The one test of where the code runs: Lambda sets AWS_LAMBDA_FUNCTION_NAME. Every
+    dev-only relaxation depends on this being false, never on a stage's name."""
+    return _get(env, "AWS_LAMBDA_FUNCTION_NAME") is not None
+
+
+def _kong_admin_url(env: Mapping[str, str], in_lambda: bool) -> Optional[str]:
+    """The Admin API carries the Kong-Admin-Token and changes the gateway: in AWS it is reached
+    over TLS unless the operator says plain HTTP is intended (a sidecar, a private link)."""
+    url = _url(env, "KONG_ADMIN_URL")
+    if url is not None and in_lambda and url.startswith("http://") and not _bool(env, "KONG_ADMIN_ALLOW_HTTP", False):
+        raise ConfigError("KONG_ADMIN_URL is http:// in a deployed function: the Admin token and the blocks would "
+                          "travel in clear text; use https://, or set KONG_ADMIN_ALLOW_HTTP=true if the network "
+                          "path is private (docs/deploy.md)")
+    return url
+
+
 def _workspace(env: Mapping[str, str]) -> Optional[str]:
     """KONG_WORKSPACE becomes a path segment of every Admin API call: a name, nothing to escape."""
     value = _get(env, "KONG_WORKSPACE")
@@ -158,6 +267,9 @@ class Settings:
     prometheus_timeout_seconds: int = 10
     kong_schema: str = "auto"
     replica_labels: Tuple[str, ...] = ()
+    # PROMETHEUS_SERIES_SELECTOR, checked and re-rendered: label matchers (no braces) that every
+    # query the collector makes carries, so only the configured gateways' series count
+    prometheus_series_selector: Optional[str] = None
     # Collection windows
     collect_lag_seconds: int = 60
     initial_backfill_minutes: int = 0
@@ -181,7 +293,8 @@ class Settings:
     kong_admin_token: Optional[str] = field(default=None, repr=False)
     kong_workspace: Optional[str] = None
     kong_admin_timeout_seconds: int = 5
-    # internal networks the operator lets webhooks reach outside the dev stage (core/webhook_targets.py)
+    kong_admin_allow_http: bool = False
+    # internal networks the operator lets webhooks reach where they are strict (in AWS) (core/webhook_targets.py)
     webhook_allowed_networks: Tuple[str, ...] = ()
     # API
     cors_origins: Tuple[str, ...] = field(default_factory=tuple)
@@ -246,7 +359,7 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
     if schema not in KONG_SCHEMAS:
         raise ConfigError(f"KONG_SCHEMA must be one of {', '.join(KONG_SCHEMAS)}, got {schema!r}")
     stage = _get(env, "STAGE", "dev")
-    in_lambda = _get(env, "AWS_LAMBDA_FUNCTION_NAME") is not None
+    in_lambda = running_in_aws(env)
     local_dev = stage == "dev" and not in_lambda
     cors = _list(env, "CORS_ORIGINS")
     if "*" in cors and not local_dev:
@@ -266,6 +379,7 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         prometheus_timeout_seconds=_int(env, "PROMETHEUS_TIMEOUT_SECONDS", 10, minimum=1),
         kong_schema=schema,
         replica_labels=_list(env, "PROMETHEUS_REPLICA_LABELS"),
+        prometheus_series_selector=_series_selector(env),
         collect_lag_seconds=_int(env, "COLLECT_LAG_SECONDS", 60),
         initial_backfill_minutes=_int(env, "INITIAL_BACKFILL_MINUTES", 0),
         max_backfill_minutes=_int(env, "MAX_BACKFILL_MINUTES", 1440, minimum=1),
@@ -283,15 +397,16 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
         alert_from=_get(env, "ALERT_FROM"),
         public_url=(_get(env, "PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/"),
         webhook_secret=_get(env, "WEBHOOK_SECRET"),
-        kong_admin_url=_url(env, "KONG_ADMIN_URL"),
+        kong_admin_url=_kong_admin_url(env, in_lambda),
         kong_admin_token=_get(env, "KONG_ADMIN_TOKEN"),
         kong_workspace=_workspace(env),
         kong_admin_timeout_seconds=_int(env, "KONG_ADMIN_TIMEOUT_SECONDS", 5, minimum=1),
+        kong_admin_allow_http=_bool(env, "KONG_ADMIN_ALLOW_HTTP", False),
         webhook_allowed_networks=_networks(env, "WEBHOOK_ALLOWED_NETWORKS"),
         cors_origins=cors or (("*",) if local_dev else ()),
         api_keys=_api_keys(env),
         # In Lambda, API Gateway's usage plan throttles; a per-instance count would be partial.
-        throttle_enabled=_bool(env, "THROTTLE_ENABLED", _get(env, "AWS_LAMBDA_FUNCTION_NAME") is None),
+        throttle_enabled=_bool(env, "THROTTLE_ENABLED", not in_lambda),
         throttle_per_key_per_minute=_int(env, "THROTTLE_PER_KEY_PER_MINUTE", 600, minimum=1),
         throttle_per_second=_int(env, "THROTTLE_PER_SECOND", 50, minimum=1),
         in_lambda=in_lambda,

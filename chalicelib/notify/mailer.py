@@ -6,6 +6,7 @@ from typing import List, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.core.errors import MailError
+from chalicelib.core.redact import redact
 
 
 class Mailer(Protocol):
@@ -30,5 +31,8 @@ class SesMailer:
                 },
             )
         except (ClientError, BotoCoreError) as e:
-            raise MailError(f"SES did not accept the message to {', '.join(to)}: {e}") from e
+            # Recipients are counted, never named: this text reaches logs and the alert's stored error,
+            # and SES's own message may quote an address (redacted); not chained, so a traceback
+            # does not print SES's text unredacted.
+            raise MailError(redact(f"SES did not accept the message to {len(to)} recipient(s): {e}")) from None
         return answer["MessageId"]

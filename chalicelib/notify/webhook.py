@@ -4,7 +4,7 @@ The signature header is ``X-Bandwidth-Meter-Signature: sha256=<hex>``, an HMAC-S
 of ``<timestamp>.<body>`` with WEBHOOK_SECRET; ``X-Bandwidth-Meter-Timestamp`` carries
 the timestamp so receivers can refuse replays.
 
-Outside the dev stage the target is checked again when sending (core/webhook_targets.py):
+The target is checked again when sending (core/webhook_targets.py), in every mode:
 the host is resolved here, every address it resolves to must be allowed, and the request goes
 to the first of those very addresses (the name still sent as Host and, for https, as the TLS
 server name checked against the certificate), so a name that resolves to a public address for
@@ -88,15 +88,13 @@ class WebhookSender:
             raise NotifyError(f"webhook answered HTTP {response.status_code}")
 
     def _target(self, url: str, headers: dict):
-        """The URL to post to and the session to post with: in strict stages, pinned to an
-        address that passed the policy just now."""
+        """The URL to post to and the session to post with, pinned to an address that passed
+        the policy just now (locally too: a name may resolve to a metadata address)."""
         try:
             self.policy.check_url(url)  # a URL stored before the policy existed, or in another stage
         except UnsafeWebhookTarget as e:
             raise NotifyError(f"webhook refused: {e}") from None
         session = self.session or requests.Session()
-        if not self.policy.strict:
-            return url, session
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:

@@ -25,7 +25,7 @@ from tests.support.openmetrics import History
 
 ORIGINS = ["https://bandwidth.example.com", "https://ops.example.com"]
 TABLE = "bandwidth-meter-prod-UsageTable-1TEST"
-PARAMETERS = "/bandwidth-meter/prod"
+PARAMETERS = "/bandwidth-meter/bandwidth-meter-prod"  # ParameterPath's default: the stack's own path
 BEARER = "prom-bearer-0123456789"
 WEBHOOK_SECRET = "whsec-0123456789abcdef"
 WORKSPACE = "ws-0123abcd"
@@ -241,7 +241,7 @@ def test_with_an_empty_registry_everything_is_refused_and_the_log_says_why(world
         responses = [call_api(world, "GET", "/v1/services", key) for key in (world["admin"], world["read"], None)]
         assert [r["statusCode"] for r in responses] == [401, 401, 401]
         warnings = [r["message"] for r in function_log(capfd.readouterr().out) if r["level"] == "WARNING"]
-        assert any("no API keys in SSM /bandwidth-meter/prod/api-keys" in m for m in warnings), warnings
+        assert any(f"no API keys in SSM {PARAMETERS}/api-keys" in m for m in warnings), warnings
     finally:
         for name, value in saved.items():
             ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
@@ -282,6 +282,39 @@ def test_the_collector_signs_its_queries_for_managed_prometheus(world):
         IamRequest("aps:QueryMetrics", f"arn:aws:aps:{REGION}:{ACCOUNT}:workspace/{WORKSPACE}") for _ in seen)
 
 
+AMP_ACTIONS = {"/api/v1/query": "aps:QueryMetrics", "/api/v1/series": "aps:GetSeries",
+               "/api/v1/label/": "aps:GetLabels"}
+
+
+def amp_action(path: str) -> str:
+    """The IAM action Amazon Managed Prometheus authorises a Prometheus API path with."""
+    api = path.split(f"/workspaces/{WORKSPACE}", 1)[1]
+    return next(action for prefix, action in AMP_ACTIONS.items() if api.startswith(prefix))
+
+
+def test_the_shard_worker_runs_the_catch_all_with_signed_queries_and_label_values(world):
+    """A sharded stack: the worker (its own function, role and log group) runs shard 0, which
+    also asks Prometheus for the service names in the window (label values)."""
+    import app as application
+    from chalicelib.core.models import CollectorState
+
+    models.bind(TABLE, REGION, os.environ["AWS_ENDPOINT_URL"])
+    CollectorState("STATE", "collector").delete()
+    before = len(world["amp_proxy"].seen)
+    with as_lambda(world, "CollectShard", "sigv4", {**TUNING, "SHARD_COUNT": "2"}) as env:
+        report = application.collect_shard({"shard": 0}, LambdaContext(env["AWS_LAMBDA_FUNCTION_NAME"]))
+    assert report["status"] == "ok", report
+    seen = world["amp_proxy"].seen[before:]
+    actions = [amp_action(path) for _, path, _ in seen]
+    assert {"aps:QueryMetrics", "aps:GetLabels"} <= set(actions)
+    world["calls"].setdefault("CollectShard", []).extend(
+        IamRequest(action, f"arn:aws:aps:{REGION}:{ACCOUNT}:workspace/{WORKSPACE}") for action in actions)
+    # Lambda writes the function's logs to the group named after it, with the function's role.
+    world["calls"]["CollectShard"].append(IamRequest(
+        "logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{env['AWS_LAMBDA_FUNCTION_NAME']}"
+                             ":log-stream:2026/12/04/[$LATEST]0"))
+
+
 def test_alerts_email_and_sign_the_webhook_with_the_secret_from_ssm(world):
     import app as application
     from localrun.streams import StreamPoller
@@ -307,10 +340,11 @@ def test_alerts_email_and_sign_the_webhook_with_the_secret_from_ssm(world):
 
 
 # -- least privilege: each function's calls against its own role ---------------------------------
-ROLES = {"APIHandler": "ApiHandlerRole", "Collect": "CollectRole", "Alerts": "AlertsRole"}
+ROLES = {"APIHandler": "ApiHandlerRole", "Collect": "CollectRole", "Alerts": "AlertsRole",
+         "CollectShard": "CollectShardRole"}
 
 
-@pytest.mark.parametrize("function", ["APIHandler", "Collect", "Alerts"])
+@pytest.mark.parametrize("function", sorted(ROLES))
 def test_every_call_a_function_made_is_allowed_by_its_role(world, function):
     made = world["calls"].get(function)
     assert made, f"no calls recorded for {function}: run the whole module"

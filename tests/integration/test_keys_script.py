@@ -111,3 +111,21 @@ def test_usage_errors_exit_2_and_a_missing_plan_exits_1_with_the_way_out(aws):
     assert keys("add", "bad name!", "--role", "read", "--stage", "prod")[0] == 2
     code, _, err = keys("add", "ops", "--role", "read", "--stage", "prod")
     assert code == 1 and "keys.py plan" in err
+
+
+def test_a_stack_keeps_its_keys_under_its_own_path_and_plan(aws):
+    """--stack: the CloudFormation stack's usage plan (named after it) and the template's default
+    ParameterPath, /bandwidth-meter/<stack>; a second stack's keys stay apart."""
+    apigw, ssm, rest_api_id = aws
+    for stack in ("bandwidth-meter-prod", "bandwidth-meter-eu"):  # what each stack creates
+        apigw.create_usage_plan(name=stack, apiStages=[{"apiId": rest_api_id, "stage": "api"}])
+    for stack in ("bandwidth-meter-prod", "bandwidth-meter-eu"):
+        code, key, _ = keys("add", "ops", "--role", "admin", "--stack", stack)
+        assert code == 0, key
+        stored = json.loads(ssm.get_parameter(Name=f"/bandwidth-meter/{stack}/api-keys/ops",
+                                              WithDecryption=True)["Parameter"]["Value"])
+        assert stored["sha256"] == hashlib.sha256(key.encode()).hexdigest()
+        plan = next(p for p in apigw.get_usage_plans()["items"] if p["name"] == stack)
+        assert {k["id"] for k in apigw.get_usage_plan_keys(usagePlanId=plan["id"])["items"]} == {stored["api_key_id"]}
+    assert keys("add", "x", "--role", "read", "--stack", "bad name")[0] == 2
+    assert keys("plan", "--stack", "bandwidth-meter-eu")[0] == 2

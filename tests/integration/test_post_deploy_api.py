@@ -70,3 +70,16 @@ def test_cors_star_or_no_deployment_is_a_usage_error(chalice_deployed, tmp_path)
     assert result.returncode == 2 and "'*' is not allowed" in result.stderr
     result = post_deploy(chalice_dir, "--stage", "staging")
     assert result.returncode == 2 and "chalice deploy --stage staging" in result.stderr
+
+
+def test_the_whole_api_is_throttled_at_the_stage_as_the_template_does(chalice_deployed):
+    from deploy import parity
+
+    apigw, api, _, chalice_dir = chalice_deployed
+    assert post_deploy(chalice_dir).returncode == 0
+    settings = apigw.get_stage(restApiId=api, stageName="api")["methodSettings"]["*/*"]
+    assert settings["throttlingRateLimit"] == float(parity.API_THROTTLE_PER_SECOND)
+    assert settings["throttlingBurstLimit"] == parity.API_THROTTLE_PER_SECOND
+    assert post_deploy(chalice_dir, "--throttle-per-second", "7").returncode == 0
+    settings = apigw.get_stage(restApiId=api, stageName="api")["methodSettings"]["*/*"]
+    assert (settings["throttlingRateLimit"], settings["throttlingBurstLimit"]) == (7.0, 7)

@@ -124,3 +124,27 @@ def test_without_a_chalice_deploy_it_says_what_to_do(chalice_deployed):
     result = post_deploy(chalice_deployed)
     assert result.returncode == 2
     assert "run `chalice deploy --stage dev` first" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_shard_worker_joins_the_collectors_subnets_and_the_config_remembers_it(chalice_deployed):
+    lam = client("lambda", chalice_deployed["url"])
+    functions = chalice_deployed["functions"]
+    lam.update_function_configuration(FunctionName=functions["collect"], VpcConfig={
+        "SubnetIds": ["subnet-b", "subnet-a"], "SecurityGroupIds": ["sg-1"]})
+    for _ in range(2):
+        result = post_deploy(chalice_deployed)
+        assert result.returncode == 0, result.stdout + result.stderr
+    vpc = lam.get_function_configuration(FunctionName=functions["collect_shard"])["VpcConfig"]
+    assert sorted(vpc["SubnetIds"]) == ["subnet-a", "subnet-b"] and vpc["SecurityGroupIds"] == ["sg-1"]
+    config = json.loads((chalice_deployed["dir"] / "config.json").read_text())
+    worker = config["stages"]["dev"]["lambda_functions"]["collect_shard"]
+    assert (worker["subnet_ids"], worker["security_group_ids"]) == (["subnet-a", "subnet-b"], ["sg-1"])
+
+
+def test_a_collector_outside_a_vpc_leaves_the_worker_alone(chalice_deployed):
+    assert post_deploy(chalice_deployed).returncode == 0
+    lam = client("lambda", chalice_deployed["url"])
+    vpc = lam.get_function_configuration(FunctionName=chalice_deployed["functions"]["collect_shard"]).get("VpcConfig")
+    assert not (vpc or {}).get("SubnetIds")
+    config = json.loads((chalice_deployed["dir"] / "config.json").read_text())
+    assert "subnet_ids" not in config["stages"]["dev"]["lambda_functions"].get("collect_shard", {})

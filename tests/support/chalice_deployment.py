@@ -46,8 +46,8 @@ def chalice_deploy(moto_server: str, tmp_path: Path, stage: str, region: str) ->
     with zipfile.ZipFile(code, "w") as z:
         z.writestr("app.py", "def handler(event, context):\n    return None\n")
     functions = {}
-    for name, function_name in (("collect", f"{prefix}-collect"), ("alerts", f"{prefix}-alerts"),
-                                ("api_handler", prefix)):
+    for name, function_name in (("collect", f"{prefix}-collect"), ("collect_shard", f"{prefix}-collect_shard"),
+                                ("alerts", f"{prefix}-alerts"), ("api_handler", prefix)):
         role = iam.create_role(RoleName=function_name if name != "api_handler" else f"{prefix}-api_handler",
                                AssumeRolePolicyDocument="{}")["Role"]["Arn"]
         functions[name] = lam.create_function(
