@@ -18,8 +18,8 @@ from chalicelib.core import observability as obs
 STREAM_BATCH_SIZE = 100
 STREAM_STARTING_POSITION = "TRIM_HORIZON"
 STREAM_RETRY_ATTEMPTS = 10
-# Only service usage, quotas, quota rules and the collector's state (its finished run is the alerts
-# function's clock tick for the sweep) concern the alerts function: minute items, rollups and
+# Only service usage, quotas, quota rules and the STATE items (the schedule's tick among them: the
+# alerts function's clock for the sweep) concern the alerts function: minute items, rollups and
 # alerts would otherwise invoke it on every write.
 STREAM_FILTER = {"Filters": [{"Pattern": json.dumps(
     {"dynamodb": {"Keys": {"pk": {"S": ["SERVICES", "QUOTA", "RULES", "STATE"]}}}})}]}
