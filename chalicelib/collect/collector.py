@@ -65,13 +65,13 @@ class Collector:
             report.gaps = [list(span.skipped)] if span.skipped else []
             record.open(state, span)
             self._collect(span, record, report)
-        except Exception as e:  # recorded, and the lease released, before it goes on up
-            report.status = "failed"
-            report.error = str(e) if isinstance(e, BandwidthMeterError) else f"unexpected {type(e).__name__}: {e}"
-            log.log(logging.ERROR, "collector: shard %s failed at watermark %s: %s", self.shard,
-                    iso(span.start) if span else "?", e, exc_info=not isinstance(e, BandwidthMeterError))
+        except Exception as e:  # any failure (a bug too) is recorded and the lease released first
+            expected = isinstance(e, BandwidthMeterError)
+            report.status, report.error = "failed", str(e) if expected else f"unexpected {type(e).__name__}: {e}"
+            log.error("collector: shard %s failed at watermark %s: %s", self.shard, iso(span.start) if span else "?",
+                      e, exc_info=not expected)
             self._finish(record, report, now, started, span, counters)
-            if isinstance(e, BandwidthMeterError):
+            if expected:
                 raise CollectorRunFailed(report.error) from e
             raise
         self._finish(record, report, now, started, span, counters)

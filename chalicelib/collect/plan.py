@@ -1,4 +1,5 @@
-"""Which services a run counts, and with which queries: the shard's role (collect/shards.py).
+"""A run's plan: which minutes it collects (``run_span``, in chunks) and, chunk by chunk, which
+services it counts with which queries, from the shard's role (collect/shards.py).
 
 Three roles, one interface, so the run itself has no shard branches:
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from chalicelib.collect.plan import RunSpan
 from chalicelib.collect.report import QUARANTINE_SHOWN, RunReport
@@ -52,7 +52,7 @@ class RunRecord:
 
     def close(self, report: RunReport, now: float, finished: float, duration_ms: int) -> None:
         """Release the lease and leave the run's figures (and error, if any) in the state."""
-        fields = dict(running_since=None, last_run_end=finished)
+        fields: Dict[str, Any] = dict(running_since=None, last_run_end=finished)
         if report.status != "idle":
             # The figures (and the quarantine) are those of the last run that had a minute to
             # collect: a run on a schedule faster than the minute (make run's COLLECT_INTERVAL)

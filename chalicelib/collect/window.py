@@ -175,7 +175,7 @@ class WindowReader:
         """With HA Prometheus pairs, keep one replica's copy of each series (the first by name)."""
         if not self.settings.replica_labels:
             return series
-        chosen = {}
+        chosen: Dict[tuple, object] = {}
         for one in sorted(series, key=lambda s: s.key):
             chosen.setdefault(self._strip_replicas(one.key), one)
         return list(chosen.values())
