@@ -1,6 +1,7 @@
 """Bandwidth Meter's three Lambda functions. Wiring only: the logic lives in chalicelib/.
 
-- ``collect``: every minute (EventBridge), raw Prometheus samples -> exact usage in DynamoDB.
+- ``collect``: every minute (EventBridge), raw Prometheus samples -> exact usage in DynamoDB, then
+  the alerts' tick and the enforcement reconcile (chalicelib/schedule.py).
 - ``alerts``: DynamoDB stream of the usage table -> quota thresholds -> SES email.
 - the API (``api_handler``): REST routes below, reading DynamoDB only.
 """
@@ -9,7 +10,7 @@ from datetime import datetime, timezone
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import __version__, bootstrap
+from chalicelib import __version__, bootstrap, schedule
 from chalicelib.api import access, charts, enforcement, legacy, overview, stats, status
 from chalicelib.collect.shards import shard_number
 from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
@@ -36,13 +37,13 @@ def collect(event):
     deps = bootstrap.current()
     if deps.settings.shard_count > 1:  # one worker per shard (chalicelib/collect/fanout.py)
         return {"status": "fanned_out", "shards": deps.shard_invoker.start_all(deps.settings.shard_count)}
-    return deps.collector.run(now=deps.clock()).as_dict()
+    return schedule.scheduled_run(deps, shard=0)  # collect, then the tick and the reconcile
 
 
 @app.lambda_function(name="collect_shard")
 def collect_shard(event, context):
     deps = bootstrap.current()
-    return deps.collector_for(shard_number(event, deps.settings.shard_count)).run(now=deps.clock()).as_dict()
+    return schedule.scheduled_run(deps, shard_number(event, deps.settings.shard_count))
 
 
 @app.on_dynamodb_record(stream_arn=USAGE_STREAM_ARN, name="alerts", batch_size=100,

@@ -88,10 +88,9 @@ class Bootstrap:
     def collector(self):
         from chalicelib.collect.collector import Collector
 
-        return Collector(self.prometheus, self.store, self.settings, quotas=self.quotas, clock=self.clock,
-                         enforcer=self.enforcer)
+        return Collector(self.prometheus, self.store, self.settings, quotas=self.quotas, clock=self.clock)
 
-    # -- enforcement (run by the collector; the only part that gets the Kong Admin token) -----
+    # -- enforcement (the schedule's reconcile; the only part that gets the Kong Admin token) --
     @cached_property
     def enforcement_book(self):
         from chalicelib.core.enforcement_book import EnforcementBook

@@ -27,8 +27,8 @@ def stage_throttle_operations(per_second: int) -> list:
     """The stage's method settings for every method (``/*/*``), as the template's MethodSettings."""
     return [{"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(float(per_second))},
             {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(int(per_second))}]
-# Only service usage, quotas, quota rules and the collector's state (its finished run is the alerts
-# function's clock tick for the sweep) concern the alerts function: minute items, rollups and
+# Only service usage, quotas, quota rules and the STATE items (the schedule's tick among them: the
+# alerts function's clock for the sweep) concern the alerts function: minute items, rollups and
 # alerts would otherwise invoke it on every write.
 STREAM_FILTER = {"Filters": [{"Pattern": json.dumps(
     {"dynamodb": {"Keys": {"pk": {"S": ["SERVICES", "QUOTA", "RULES", "STATE"]}}}})}]}

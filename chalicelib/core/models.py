@@ -15,6 +15,7 @@ Key design (pk / sk):
 | AlertDue           | ALERTS_DUE         | <period start ISO>#<threshold>#<service> |
 | RulesReevaluation  | ALERTS_REEVALUATE  | rules                               |
 | EnforcementState   | STATE              | enforcement                         |
+| ScheduleTick       | STATE              | tick                                |
 | EnforcementNotice  | ENFORCE#<service>  | <period start ISO>#<block|unblock>  |
 
 Keys are deterministic and values absolute, so a retried or overlapping
@@ -53,6 +54,7 @@ SERVICES_PK = "SERVICES"
 STATE_PK = "STATE"
 STATE_KEY = (STATE_PK, "collector")  # shard 0's state: the key an unsharded collector always used
 ENFORCEMENT_KEY = (STATE_PK, "enforcement")
+TICK_KEY = (STATE_PK, "tick")  # rewritten each scheduled minute: its stream record is the alerts' sweep clock
 QUOTA_PK = "QUOTA"
 RULES_KEY = ("RULES", "current")
 AUDIT_PK = "AUDIT"
@@ -244,6 +246,17 @@ class CollectorState(_TableModel):
     quarantined_count = NumberAttribute(null=True)
     services_waiting = NumberAttribute(null=True)  # the catch-all: new services its next run counts
 
+
+class ScheduleTick(_TableModel):
+    """The scheduled minute happened (chalicelib/schedule.py writes it whatever the collector
+    did): on the stream, the alerts function's clock tick for its sweep."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    at = NumberAttribute()
+
+
 class ShardAssignment(_TableModel):
     """The services one fixed shard collects (chalicelib/collect/shards.py).
 
@@ -381,8 +394,8 @@ class EnforcementNotice(_TableModel):
     sent_at = NumberAttribute(null=True)
 
 
-ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, ShardAssignment, Quota, QuotaRules, AuditEntry, Alert,
-              AlertDue, RulesReevaluation, EnforcementState, EnforcementNotice)
+ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, ScheduleTick, ShardAssignment, Quota, QuotaRules, AuditEntry,
+              Alert, AlertDue, RulesReevaluation, EnforcementState, EnforcementNotice)
 
 
 def bind(table_name: str, region: str, host: str | None = None) -> None:

@@ -12,9 +12,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from pynamodb.exceptions import PutError, PynamoDBException, UpdateError
 
 from chalicelib.core.errors import StoreError
-from chalicelib.core.models import (SERVICES_PK, CollectorState, ServiceUsage, ShardAssignment, UsageBucket, bucket_sk,
-                                    collector_state_key, is_condition_failure, read_item, shard_assignment_key,
-                                    usage_pk)
+from chalicelib.core.models import (SERVICES_PK, TICK_KEY, CollectorState, ScheduleTick, ServiceUsage, ShardAssignment,
+                                    UsageBucket, bucket_sk, collector_state_key, is_condition_failure, read_item,
+                                    shard_assignment_key, usage_pk)
 from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS
 from chalicelib.core.usage import BucketUsage
 
@@ -182,6 +182,14 @@ class UsageStore:
         if shard != 0:
             state.gaps = sorted([list(g) for g in (state.gaps or [])] + [list(g) for g in (self.state(0).gaps or [])])
         return state
+
+    def tick(self, now: float) -> None:
+        """Mark a scheduled minute (its stream record drives the alerts' sweep); a changed value,
+        so the stream carries a record for each."""
+        try:
+            ScheduleTick(*TICK_KEY, at=now).save()
+        except PynamoDBException as e:
+            raise StoreError(f"writing the schedule's tick failed: {e}") from e
 
     # -- shard assignments -----------------------------------------------------------------
     def assignments(self, shard_count: int) -> Dict[int, ShardAssignment]:

@@ -8,11 +8,12 @@ Exactly once per (service, period, threshold), although streams deliver at least
 3. the email (and webhook) is **sent**, then the alert marked sent and its marker removed.
 
 An SES failure marks the alert failed and fails the record, so Lambda retries it; the
-**sweep** (each time a collector run finishes, about once a minute: the state item's stream
-record is the alerts function's clock tick) redelivers whatever is still due: a failed alert, or a claim whose
-sender died (older than CLAIM_TIMEOUT_SECONDS), so no alert waits for the service's next
-traffic. The one duplicate possible: SES accepted a message and every attempt to record that
-failed, then the claim timed out; the sweep counts and logs each such redelivery.
+**sweep** (once a scheduled minute: the stream record of the tick item the schedule writes,
+whatever the collector did, is the alerts function's clock) redelivers whatever is still due:
+a failed alert, or a claim whose sender died (older than CLAIM_TIMEOUT_SECONDS), so no alert
+waits for the service's next traffic. The one duplicate possible: SES accepted a message and
+every attempt to record that failed, then the claim timed out; the sweep counts and logs each
+such redelivery.
 
 Quota and rule changes are judged against the period containing now only (never one that
 ended); a raised limit re-arms the thresholds usage is now below, a lowered one alerts at once.
@@ -26,7 +27,7 @@ from typing import Callable, Iterable, List, Optional
 
 from chalicelib.core import observability
 from chalicelib.core.errors import MailError
-from chalicelib.core.models import FORECAST, QUOTA_PK, RULES_KEY, SERVICES_PK, STATE_KEY, Alert, ServiceUsage
+from chalicelib.core.models import FORECAST, QUOTA_PK, RULES_KEY, SERVICES_PK, TICK_KEY, Alert, ServiceUsage
 from chalicelib.core.periods import Period
 from chalicelib.core.quotas import EffectiveQuota
 from chalicelib.core.usage import PeriodUsage, period_usage
@@ -104,8 +105,8 @@ class AlertProcessor:
             self.evaluate(sk, now, quota=snapshot.quota_for(sk), quota_changed=True)
         elif (pk, sk) == RULES_KEY:
             self.reevaluate_rules(now, snapshot)
-        elif (pk, sk) == STATE_KEY and record.new_image and "running_since" not in record.new_image:
-            # A collector run has finished (about once a minute): the alerts function's clock tick.
+        elif (pk, sk) == TICK_KEY and record.new_image:
+            # The scheduled minute's tick (chalicelib/schedule.py): the alerts function's clock.
             report = self.sweep(now)
             if report.redelivered or report.failed or report.rules_services:
                 log.info("alerts: sweep %s", report)

@@ -3,14 +3,14 @@
 The whole path runs as in AWS: the collector writes usage, the table's stream is read by the
 stream poller (the event-source mapping) into app.alerts, SES is the moto server's. A fake clock
 drives both functions; traffic stops after the crossing, so only the sweep (triggered by the
-collector's own state record, once a run) can deliver what was lost."""
+schedule's tick record, once a run) can deliver what was lost."""
 from __future__ import annotations
 
 import boto3
 import pytest
 import requests
 
-from chalicelib import bootstrap
+from chalicelib import bootstrap, schedule
 from chalicelib.core.errors import MailError
 from chalicelib.notify.alerts import CLAIM_TIMEOUT_SECONDS
 from chalicelib.notify.mailer import SesMailer
@@ -75,11 +75,11 @@ def world(aws_server, env, moto_server):
 
         @staticmethod
         def minute(n: int, nbytes: int = 0) -> None:
-            """Traffic in minute T0+n, the collector's run after it, and the stream drained."""
+            """Traffic in minute T0+n, the scheduled run after it, and the stream drained."""
             World.total += nbytes
             prom.add(labels, [(T0 + 60 * n + 30, World.total)])
             clock.now = T0 + 60 * (n + 1)
-            deps.collector.run(now=clock.now)
+            schedule.scheduled_run(deps, shard=0)
             drain(poller)
 
         @staticmethod

@@ -1,13 +1,14 @@
-"""Enforcement end to end over real HTTP: the collector's run reconciles the development gateway's
-Kong Admin API (its own port) against the quotas in a moto server, and the gateway honours the
-request-termination plugin it is given. The clock is fixed (each run's ``now``)."""
+"""Enforcement end to end over real HTTP: the scheduled run (collect, then reconcile) reconciles
+the development gateway's Kong Admin API (its own port) against the quotas in a moto server, and
+the gateway honours the request-termination plugin it is given. The clock is fixed (each run's
+``now``)."""
 import json
 
 import pytest
 import requests
 from chalice.test import Client
 
-from chalicelib import bootstrap
+from chalicelib import bootstrap, schedule
 from chalicelib.enforce.kong_admin import KongAdmin
 from localrun.devgateway import DemoUpstream, DevGateway, GatewayConfig, Route
 from localrun.kongadmin import AdminServer, AdminState
@@ -59,12 +60,12 @@ def world(aws_server, env, kong):
 
         @staticmethod
         def minute(n, per_service=None):
-            """Traffic in minute T0+n (bytes per service), then a collector run (which reconciles)."""
+            """Traffic in minute T0+n (bytes per service), then the scheduled run: collect, then reconcile."""
             for service, nbytes in (per_service or {}).items():
                 World.totals[service] = World.totals.get(service, 0) + nbytes
                 prom.add(labels(service), [(T0 + 60 * n + 30, World.totals[service])])
             now["t"] = T0 + 60 * (n + 1)
-            return deps.collector.run(now=now["t"])
+            return schedule.scheduled_run(deps, shard=0)
 
         @staticmethod
         def ours(service=None):
@@ -210,7 +211,7 @@ def test_a_block_ended_notice_that_failed_goes_out_at_a_later_run_once(world):
     world.book.put("pay", {"limit_bytes": 100_000, "action": "reject", "notify": ["pay-owner@example.com"]})
     world.mailer.failures_left = 1  # SES refuses the notice once
     report = world.minute(2)
-    assert world.ours("pay") == [] and any("(unblock) failed" in e for e in report.enforcement["errors"])
+    assert world.ours("pay") == [] and any("(unblock) failed" in e for e in report["enforcement"]["errors"])
     world.minute(3)
     world.minute(4)
     ended = [m for m in world.sent if m["subject"] == "[Bandwidth Meter] pay is no longer blocked"]
@@ -242,7 +243,7 @@ def test_kong_down_is_shown_in_the_status_and_never_fails_the_run(world):
     world.state.fail_next(50, status=500)
     world.minute(0, {"pay": 6_000})
     report = world.minute(1, {"pay": 5_000})
-    assert report.status == "ok" and report.enforcement["errors"]
+    assert report["status"] == "ok" and report["enforcement"]["errors"]
     status = world.api("/v1/collector/status")["enforcement"]
     assert "HTTP 500" in status["last_error"] and status["blocked_count"] == 0
     world.state.clear_faults()
@@ -255,8 +256,8 @@ def test_a_kong_service_that_does_not_exist_is_reported_not_fatal(world):
     world.book.put("ghost", {"limit_bytes": 1_000, "action": "reject"})
     world.minute(0, {"ghost": 5_000, "pay": 6_000})
     report = world.minute(1, {"pay": 5_000})
-    assert report.status == "ok"
-    assert report.enforcement["missing"][0]["service"] == "ghost"
+    assert report["status"] == "ok"
+    assert report["enforcement"]["missing"][0]["service"] == "ghost"
     assert len(world.ours("pay")) == 1
     status = world.api("/v1/collector/status")["enforcement"]
     assert status["missing_services"] == ["ghost"] and "ghost" in status["last_error"]

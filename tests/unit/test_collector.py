@@ -239,3 +239,43 @@ def test_a_run_landing_exactly_on_a_minute_boundary_counts_a_boundary_sample_onc
     assert stored_minutes("pay") == {T0 - 60: (0, 100)}
     col.run(now=T0 + 60 + 30)
     assert stored_minutes("pay") == {T0 - 60: (0, 100), T0: (0, 200)}
+
+
+def test_an_unexpected_exception_releases_the_lease_and_the_next_run_is_not_skipped(collector):
+    """A bug (not a BandwidthMeterError) mid-run: recorded, the lease released, raised as it is."""
+    col, prom = collector
+    prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 600, 15, iter(lambda: 10, None)))
+    col.run(now=T0 + 300 + 31)
+    watermark = bootstrap.current().store.state().watermark
+    healthy = prom.raw_samples
+
+    def broken(selector, start, end):
+        raise KeyError("instance")
+
+    prom.raw_samples = broken
+    with pytest.raises(KeyError):
+        col.run(now=T0 + 600 + 31)
+    state = bootstrap.current().store.state()
+    assert state.running_since is None and state.watermark == watermark
+    assert state.last_error == "unexpected KeyError: 'instance'" and state.last_error_at == T0 + 600 + 31
+    prom.raw_samples = healthy
+    report = col.run(now=T0 + 600 + 60)  # within LEASE_SECONDS of the failed run
+    assert report.status == "ok" and report.minutes == 5
+    assert bootstrap.current().store.state().last_error is None
+    assert sum(e for _, e in stored_minutes("pay").values()) == 60 * 10
+
+
+def test_a_store_failing_mid_run_with_an_unexpected_exception_releases_the_lease(collector):
+    col, prom = collector
+    prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 600, 15, iter(lambda: 10, None)))
+    store = bootstrap.current().store
+
+    def broken(level, buckets):
+        raise TypeError("an item the model cannot serialize")
+
+    store.put_buckets = broken
+    with pytest.raises(TypeError):
+        col.run(now=T0 + 300 + 31)
+    del store.put_buckets  # the class's own again
+    assert store.state().running_since is None
+    assert col.run(now=T0 + 300 + 45).status == "ok"

@@ -78,12 +78,12 @@ def every(minutes, start, end):
 
 @pytest.mark.parametrize("group, batch", [(shards.SERVICE_GROUP, 1000), (3, 1000), (shards.SERVICE_GROUP, 3)])
 def test_four_shards_count_what_one_collector_counts(prom, env, monkeypatch, group, batch):
-    from chalicelib.collect import collector
+    from chalicelib.collect import plan
 
     monkeypatch.setattr(shards, "SERVICE_GROUP", group)  # 3: every shard's services take several queries
     # 3: the catch-all meets more new services than it counts in one run, and hands them over
     # a batch a run, counting the same window again for the rest.
-    monkeypatch.setattr(collector, "CATCH_ALL_BATCH", batch)
+    monkeypatch.setattr(plan, "CATCH_ALL_BATCH", batch)
     instants = every(10, T0 + 600 + 31, T0 + 6600 + 31)
     unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
     sharded = collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
@@ -94,9 +94,9 @@ def test_four_shards_count_what_one_collector_counts(prom, env, monkeypatch, gro
 def test_a_fleet_new_all_at_once_is_handed_over_a_bounded_batch_a_run(prom, env, monkeypatch):
     """A first deployment: the catch-all counts 3 services a run (of 8), hands them over and runs
     the same window again for the rest; its watermark moves once none is left."""
-    from chalicelib.collect import collector
+    from chalicelib.collect import plan
 
-    monkeypatch.setattr(collector, "CATCH_ALL_BATCH", 3)
+    monkeypatch.setattr(plan, "CATCH_ALL_BATCH", 3)
     env.setenv("INITIAL_BACKFILL_MINUTES", "0")
     collect(env, prom, 4, [], "sharded")
     deps = bootstrap.current()
@@ -109,9 +109,9 @@ def test_a_fleet_new_all_at_once_is_handed_over_a_bounded_batch_a_run(prom, env,
 
 def test_the_status_says_how_many_new_services_wait_for_the_catch_all(prom, env, monkeypatch):
     from chalicelib.api.status import collector_status
-    from chalicelib.collect import collector
+    from chalicelib.collect import plan
 
-    monkeypatch.setattr(collector, "CATCH_ALL_BATCH", 3)
+    monkeypatch.setattr(plan, "CATCH_ALL_BATCH", 3)
     env.setenv("INITIAL_BACKFILL_MINUTES", "0")
     collect(env, prom, 4, [], "sharded")
     deps = bootstrap.current()

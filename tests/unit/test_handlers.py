@@ -91,3 +91,49 @@ def test_unverified_sender_fails_the_record_and_marks_the_alert_failed(wired, en
     assert result["batchItemFailures"]
     assert bootstrap.current().ledger.history("pay")[0]["status"] == "failed"
     assert sent_messages() == []
+
+
+def records_of(settings, sk):
+    """The stream's records of the STATE item ``sk`` (``collector``: the collector's state)."""
+    return {"Records": [r for r in stream_event(settings)["Records"]
+                        if r["dynamodb"]["Keys"]["pk"]["S"] == "STATE" and r["dynamodb"]["Keys"]["sk"]["S"] == sk]}
+
+
+def test_the_sweep_runs_on_the_schedules_tick_not_on_the_collectors_state(wired):
+    from tests.fakes.mailer import RecordingMailer
+
+    app, mailer = wired, RecordingMailer()
+    deps = bootstrap.override(prometheus=fake_prometheus(), clock=clock, mailer=mailer)
+    settings = deps.settings
+    deps.quotas.put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
+    mailer.failures_left = 1  # SES refuses the alert once: only the sweep can deliver it now
+    deps.collector.run(now=clock())  # the collector alone: usage and its state, no tick
+    usage = {"Records": [r for r in stream_event(settings)["Records"]
+                         if r["dynamodb"]["Keys"]["pk"]["S"] == "SERVICES"]}
+    assert app.alerts(usage, Context())["batchItemFailures"] and mailer.sent == []
+    state = records_of(settings, "collector")
+    assert state["Records"] and "running_since" not in state["Records"][-1]["dynamodb"]["NewImage"]
+    assert app.alerts(state, Context()) == {"batchItemFailures": []}
+    assert mailer.sent == []  # a finished run's state record is no clock any more
+    assert records_of(settings, "tick")["Records"] == []
+
+    app.collect(SCHEDULED_EVENT, Context())  # the scheduled run writes the tick, whatever it collected
+    tick = records_of(settings, "tick")
+    assert len(tick["Records"]) == 1 and tick["Records"][0]["dynamodb"]["NewImage"]["at"]["N"] == str(clock())
+    assert app.alerts(tick, Context()) == {"batchItemFailures": []}
+    assert [m["subject"] for m in mailer.sent] == ["[Bandwidth Meter] pay reached 100% of its monthly quota"]
+
+
+def test_the_scheduled_run_ticks_and_reports_enforcement_off_even_when_collecting_fails(wired):
+    from chalicelib.collect.collector import CollectorRunFailed
+
+    app = wired
+    prom = fake_prometheus()
+    prom.fail_with = "Prometheus unreachable"
+    deps = bootstrap.override(prometheus=prom, clock=clock)
+    with pytest.raises(CollectorRunFailed, match="unreachable"):
+        app.collect(SCHEDULED_EVENT, Context())
+    assert len(records_of(deps.settings, "tick")["Records"]) == 1
+    prom.fail_with = None
+    report = app.collect(SCHEDULED_EVENT, Context())
+    assert report["status"] == "ok" and report["enforcement"] is None
