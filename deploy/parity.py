@@ -27,6 +27,8 @@ def stage_throttle_operations(per_second: int) -> list:
     """The stage's method settings for every method (``/*/*``), as the template's MethodSettings."""
     return [{"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(float(per_second))},
             {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(int(per_second))}]
+
+
 # Only service usage, quotas, quota rules and the STATE items (the schedule's tick among them: the
 # alerts function's clock for the sweep) concern the alerts function: minute items, rollups and
 # alerts would otherwise invoke it on every write.
