@@ -15,6 +15,7 @@ from typing import Dict, List
 
 from chalicelib.core.enforcement import Block, block_candidates, due_blocks
 from chalicelib.core.errors import BandwidthMeterError, GatewayError, GatewayServiceNotFound
+from chalicelib.enforce.kong_plugin import block_message
 
 log = logging.getLogger(__name__)
 UNSENT_RETRY_SECONDS = 86400  # how long a block-ended notice that fails is tried again
@@ -55,7 +56,7 @@ class Reconciler:
         snapshot = self.quotas.load()
         due = due_blocks(self.store, block_candidates(self.store, snapshot), snapshot, now)
         try:
-            ours = self.kong.list_our_plugins()
+            ours = self.kong.list_our_plugins().blocks
         except GatewayError as e:
             # Nothing is known of the gateway: keep what the last run recorded, report the failure.
             report.errors.append(str(e))
@@ -79,7 +80,7 @@ class Reconciler:
                         self.kong.unblock(extra.id)
                 else:
                     changes += 1
-                    plugin_id = self.kong.block(service, block.message)
+                    plugin_id = self.kong.block(service, block_message(block))
                     report.added.append(service)
             except GatewayServiceNotFound as e:
                 report.missing.append({"service": service, "error": str(e)})
@@ -133,7 +134,7 @@ class Reconciler:
         quota = snapshot.quota_for(block.service)
         return {**block.as_dict(), "period_start_ts": block.period_start, "period_end_ts": block.period_end,
                 "plugin_id": plugin_id,
-                "notify": list(quota.notify), "webhook_url": quota.webhook_url, "message": block.message}
+                "notify": list(quota.notify), "webhook_url": quota.webhook_url, "message": block_message(block)}
 
     def _notify(self, event: str, entry: dict, now: float, report: ReconcileReport) -> bool:
         """Whether the owners are told (now, or before: the ledger holds the notice already)."""
