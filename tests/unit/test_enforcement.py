@@ -166,13 +166,3 @@ def test_a_threshold_email_of_a_warn_quota_says_nothing_of_blocking(aws):
     deps.quotas.put("pay", {"limit_bytes": 1000, "notify": ["ops@example.com"]})
     deps.alert_processor.evaluate("pay", DEC1 - 60, usage_item("pay", 1000))
     assert "429" not in mailer.sent[0]["text"]
-
-
-def test_a_block_ended_notice_is_retried_for_a_day_then_given_up_and_said_so():
-    from chalicelib.enforce.reconcile import UNSENT_RETRY_SECONDS, ReconcileReport, Reconciler
-
-    entry = {"service": "pay", "ended_at": DEC1}
-    report = ReconcileReport()
-    assert not Reconciler._give_up(entry, DEC1 + UNSENT_RETRY_SECONDS, report) and not report.errors
-    assert Reconciler._give_up(entry, DEC1 + UNSENT_RETRY_SECONDS + 60, report)
-    assert report.errors == ["gave up telling the owners of 'pay' that its block ended"]
