@@ -8,8 +8,9 @@ put into a path that addresses anything but the service it names:
   exactly the name asked for (else: Kong has no such service) and its ``id`` is a UUID;
 - every later path addresses the service by that id only (``/services/{id}/plugins``);
 - names that a client, a proxy or Kong's router would normalize into another path (empty, ``.``,
-  ``..``, anything with ``/``, ``\\``, ``%``, ``?``, ``#``, whitespace or control characters) are
-  refused before any request: "not a Kong service name".
+  ``..``, anything with ``/``, ``\\``, ``%``, ``?``, ``#``, whitespace or control characters: any
+  ASCII character Kong does not allow in a name) are refused before any request: "not a Kong
+  service name".
 Without this, ``POST /services/../plugins`` is ``POST /plugins``: a global plugin that blocks
 the whole gateway.
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 from urllib.parse import quote, urlsplit
@@ -44,8 +46,10 @@ from chalicelib.enforce.kong_plugin import PLUGIN, TAG, plugin_body
 RETRIES = 3  # attempts per request; a reconcile runs again a minute later anyway
 PAGE_SIZE = 1000  # Kong's maximum
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-# Characters a URL parser, a proxy or Kong's router may decode, cut at or fold into another path.
-_UNSAFE = re.compile(r"[/\\%?#;\s\x00-\x1f\x7f]")
+# What Kong accepts in a service name (typedefs.utf8_name): ASCII letters, digits, ``.-_~``, and
+# non-ASCII characters. Anything else (``/``, ``\``, ``%``, ``?``, ``#``, spaces, controls...) is a
+# character a URL parser, a proxy or Kong's router may decode, cut at or fold into another path.
+_KONG_NAME = re.compile(r"^(?:[A-Za-z0-9._~-]|[^\x00-\x7f])+$")
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,8 @@ class NotAServiceName(GatewayServiceNotFound):
 
 def check_service_name(name: str) -> str:
     """The name, if it may be sent as one path segment; NotAServiceName otherwise."""
-    if not isinstance(name, str) or name in ("", ".", "..") or _UNSAFE.search(name):
+    if (not isinstance(name, str) or name in (".", "..") or not _KONG_NAME.match(name)
+            or any(unicodedata.category(c)[0] in "CZ" for c in name)):  # invisible or spacing: refused too
         raise NotAServiceName(f"{name!r} is not a Kong service name (refused, never sent to Kong)")
     return name
 
@@ -108,10 +113,11 @@ class KongAdmin:
         """The id of the Kong service named exactly ``service``; GatewayServiceNotFound when Kong
         has none (or answers with another entity: ``service`` was some other entity's id)."""
         check_service_name(service)
+        # 400: Kong refused the key itself (not a name it could hold): no such service either.
         answer = self._request("GET", f"/services/{quote(service, safe='')}", f"looking up {service!r}",
-                               accept=(200, 404))
+                               accept=(200, 400, 404))
         entity = _json(answer) if answer.status_code == 200 else {}
-        if answer.status_code == 404 or entity.get("name") != service:
+        if answer.status_code != 200 or entity.get("name") != service:
             raise GatewayServiceNotFound(f"Kong has no service named {service!r}")
         if not is_uuid(entity.get("id")):
             raise GatewayError(f"Kong answered service {service!r} with an id that is not a UUID; nothing was sent")

@@ -121,7 +121,8 @@ def test_a_service_named_dot_or_dot_dot_is_refused_unsent_and_never_makes_a_glob
     assert state.requests == [] and state.plugins == {}
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "a\\b", "a%2e", "a?b", "a#b", "a b", "a\nb", "a\x00b"])
+@pytest.mark.parametrize("name", ["", "a/b", "a\\b", "a%2e", "a?b", "a#b", "a b", "a\nb", "a\x00b", "a;b", "a:b",
+                                  "a'b", "a\u2028b", "a\u200bb", "a\u00a0b"])
 def test_names_a_url_or_proxy_would_rewrite_are_never_sent(admin, name):
     state, url = admin(["pay"])
     with pytest.raises(NotAServiceName):
@@ -210,3 +211,19 @@ def test_a_global_request_termination_blocks_every_service_at_the_dev_gateway(ad
     finally:
         gateway.stop()
         upstream.stop()
+
+
+def test_a_non_ascii_name_kong_allows_is_looked_up_percent_encoded_and_blocked(admin):
+    state, url = admin(["zahlung-ü"])
+    client(url).block("zahlung-ü", "over")
+    assert state.requests[0] == ("GET", "/services/zahlung-%C3%BC")
+    [plugin] = state.plugins.values()
+    assert plugin["service"] == {"id": state.service("zahlung-ü")["id"]}
+
+
+def test_a_lookup_kong_refuses_as_a_bad_key_is_not_found_and_not_a_failure(admin):
+    state, url = admin(["pay"])
+    state.fail_next(1, status=400)
+    with pytest.raises(GatewayServiceNotFound):
+        client(url).block("pay", "over")
+    assert len(state.requests) == 1 and state.plugins == {}
