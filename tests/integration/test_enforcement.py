@@ -289,3 +289,11 @@ def test_the_listing_shows_what_is_blocked_why_and_a_deck_file(world):
     [plugin] = listing["deck"]["plugins"]
     assert plugin == {"name": "request-termination", "service": "pay", "tags": [TAG],
                       "config": {"status_code": 429, "message": world.ours("pay")[0]["config"]["message"]}}
+
+
+def test_the_reconcile_sends_nothing_itself_the_alerts_function_tells_the_owners(world, alerts):
+    block_pay(world)
+    assert not [m for m in world.sent if "blocked" in m["subject"]]  # the collector's role sends no email
+    alerts()
+    [started] = [m for m in world.sent if m["subject"] == "[Bandwidth Meter] pay is blocked: it reached 100% of its quota"]
+    assert started["to"] == ["pay-owner@example.com"] and "429" in started["text"]
