@@ -109,21 +109,13 @@ class Bootstrap:
         return KongAdmin(s.kong_admin_url, token, s.kong_workspace, timeout=s.kong_admin_timeout_seconds)
 
     @cached_property
-    def enforcement_notifier(self):
-        from chalicelib.notify.enforcement_mail import EnforcementNotifier
-
-        mailer = self.mailer if self.settings.alert_from or "mailer" in self.__dict__ else None
-        return EnforcementNotifier(self.enforcement_book, mailer, self.settings.public_url, webhook=self.webhook)
-
-    @cached_property
     def enforcer(self):
         """The reconcile that makes Kong's blocks match the quotas, or None when enforcement is off."""
         from chalicelib.enforce.reconcile import Reconciler
 
         if self.kong_admin is None:
             return None
-        return Reconciler(self.kong_admin, self.store, self.quotas, self.enforcement_book,
-                          notifier=self.enforcement_notifier)
+        return Reconciler(self.kong_admin, self.store, self.quotas, self.enforcement_book)
 
     def collector_for(self, shard: int):
         """Shard ``shard``'s collector. Shards may run at once in one process (`make run`), so each
@@ -169,7 +161,15 @@ class Bootstrap:
         from chalicelib.notify.alerts import AlertProcessor
 
         return AlertProcessor(self.store, self.ledger, self.quotas, self.mailer,
-                              public_url=self.settings.public_url, webhook=self.webhook)
+                              public_url=self.settings.public_url, webhook=self.webhook,
+                              enforcement_notifier=self.enforcement_notifier)
+
+    @cached_property
+    def enforcement_notifier(self):
+        """Block started / ended notices: sent by the alerts function (the only one with SES rights)."""
+        from chalicelib.notify.enforcement_mail import EnforcementNotifier
+
+        return EnforcementNotifier(self.enforcement_book, self.mailer, self.settings.public_url, webhook=self.webhook)
 
     # -- the API -----------------------------------------------------------------------------
     @cached_property

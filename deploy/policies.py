@@ -6,13 +6,15 @@ fills in intrinsic functions. Each statement allows only the calls its function 
 
 - DynamoDB writes are narrowed with ``dynamodb:LeadingKeys`` to the partition keys the function
   owns (chalicelib/core/models.py): the collector writes usage buckets, the service list and its
-  state; the API writes quotas, rules and audit entries; the alerts function writes alerts.
+  state; the API writes quotas, rules and audit entries; the alerts function writes alerts and
+  the block / unblock notice claims.
   Reads stay table-wide: the API answers about every item kind.
 - logs only to the function's own log group;
 - ``ssm:GetParameter*`` only under the project's parameter path, each function its own part:
   ``<path>/prometheus/*`` and ``<path>/kong/*`` (collector: it alone gets the Kong Admin token),
-  ``<path>/webhook/*`` (alerts, and the collector's block notices), ``<path>/api-keys`` (API);
-- SES sending as the sender: the alerts function, and the collector for block notices;
+  ``<path>/webhook/*`` (alerts), ``<path>/api-keys`` (API);
+- SES sending as the sender: the alerts function only (threshold alerts, and the block / unblock
+  notices the reconcile records in the enforcement state);
 - ``aps:QueryMetrics``, ``aps:GetSeries`` and ``aps:GetLabels`` on the Amazon Managed Prometheus
   workspace, when the collector signs its queries with SigV4 (queries, series, and the label
   values the catch-all shard asks for: ``/api/v1/label/service/values``);
@@ -32,11 +34,10 @@ WRITES = {
     "collect": ["USAGE#*", "SERVICES", "STATE"],
     "collect_shard": ["USAGE#*", "SERVICES", "STATE"],
     "api": ["QUOTA", "RULES", "AUDIT"],
-    "alerts": ["ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE"],
+    "alerts": ["ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE", "ENFORCE#*"],
 }
 # The part of the parameter path each function reads.
 SECRETS = {"collect": "prometheus/*", "collect_shard": "prometheus/*", "alerts": "webhook/*"}
-ENFORCEMENT_NOTICES = ["ENFORCE#*"]  # the collector's block/unblock notices (claimed, marked, released)
 FUNCTIONS = ("collect", "collect_shard", "alerts", "api")
 # What chalicelib/collect/prometheus.py calls on an AMP workspace: /api/v1/query (QueryMetrics),
 # /api/v1/series (GetSeries), /api/v1/label/<name>/values (GetLabels)
@@ -82,12 +83,8 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
                                      "dynamodb:BatchGetItem"], [r.table]),
             _statement("WriteUsageServicesState", ["dynamodb:PutItem", "dynamodb:UpdateItem",
                                                    "dynamodb:BatchWriteItem"], [r.table], _leading_keys(function)),
-            _statement("EnforcementNotices", ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
-                       [r.table], {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ENFORCEMENT_NOTICES}}),
             _statement("PrometheusSecrets", ["ssm:GetParameter"], [r.parameter(SECRETS[function])]),
             _statement("KongAdminToken", ["ssm:GetParameter"], [r.parameter("kong/*")]),
-            _statement("BlockNotices", ["ses:SendEmail", "ses:SendRawEmail"], [r.sender]),
-            _statement("WebhookSecret", ["ssm:GetParameter"], [r.parameter(SECRETS["alerts"])]),
         ]
         if r.amp_workspace is not None:
             statements.append(_statement("QueryManagedPrometheus", list(AMP_ACTIONS), [r.amp_workspace]))

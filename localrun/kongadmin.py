@@ -1,18 +1,29 @@
 """The subset of Kong's Admin API (3.x, DB mode) that enforcement uses, for the development gateway.
 
-Served on its own port like Kong's (8001), with Kong's shapes: services by name or id, a
-service's plugins (list, create with tags; 409 when the service already has a plugin of that
-name), ``GET /plugins?tags=`` paged with ``size`` / ``offset``, ``DELETE /plugins/{id}`` (204
-even when it is gone), an optional ``/{workspace}`` prefix and an optional ``Kong-Admin-Token``.
-The gateway honours an enabled request-termination plugin on a service (``termination``).
+Served on its own port like Kong's (8001), with Kong's shapes:
+- ``GET /services/{name or id}``: a UUID-shaped key is read as an id only (as Kong's endpoints
+  do), anything else as a name; 404 ``{"message": "Not found"}``;
+- the request path is percent-decoded and its dot segments resolved before routing, as nginx
+  does in front of Kong: ``/services/../plugins`` *is* ``/plugins``;
+- plugins scoped to a service, a route, a consumer, or global (none of them): ``POST /plugins``
+  (global unless the body names a scope) and ``POST /services/{name or id}/plugins``; 409 when
+  the same scope already has a plugin of that name;
+- ``GET /plugins`` and ``GET /services/{..}/plugins``, ``tags=`` (``a,b`` all of, ``a/b`` any
+  of), paged with ``size`` / ``offset``; ``DELETE /plugins/{id}`` (204 even when it is gone);
+- an optional ``/{workspace}`` prefix and an optional ``Kong-Admin-Token``.
+The gateway honours enabled request-termination plugins as Kong does (``termination``): the one
+on the route, else the service's, else a global one, which blocks every request.
 
 Tests inject faults: ``fail_next(n, status=500)`` answers the next n requests with that status,
-``fail_next(n, delay=2)`` answers them late (a client timeout), and ``lose_next_create()``
-carries the next create out and then answers 500, as when Kong's answer is lost on the way.
+``fail_next(n, delay=2)`` answers them late (a client timeout), ``redirect_next(url)`` answers the
+next request with a 307 to ``url``, and ``lose_next_create()`` carries the next create out and
+then answers 500, as when Kong's answer is lost on the way.
 """
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 import threading
 import time
 import uuid
@@ -23,6 +34,15 @@ from localrun.devgateway import _Server
 from http.server import BaseHTTPRequestHandler
 
 NOT_FOUND = {"message": "Not found"}
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+SCOPES = ("service", "route", "consumer")
+
+
+def routing_path(raw_path: str) -> str:
+    """The path Kong routes: percent-decoded, dot segments resolved, slashes merged (nginx)."""
+    decoded = unquote(raw_path)
+    resolved = posixpath.normpath("/" + decoded.lstrip("/")) if decoded else "/"
+    return "/" if resolved in (".", "//") else resolved.replace("//", "/")
 
 
 class AdminState:
@@ -32,20 +52,37 @@ class AdminState:
         self._lock = threading.Lock()
         self.services: Dict[str, dict] = {}
         for name in services:
-            sid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"kong-service:{name}"))
-            self.services[sid] = {"id": sid, "name": name, "protocol": "http", "host": "upstream", "port": 80,
-                                  "tags": None, "enabled": True}
+            self.add_service(name)
         self.plugins: Dict[str, dict] = {}  # in creation order
         self.workspace = workspace
         self.token = token
-        self.requests: List[Tuple[str, str]] = []  # (method, path) received, for tests
+        self.requests: List[Tuple[str, str]] = []  # (method, path as sent) received, for tests
+        self.headers: List[dict] = []  # each request's headers, for tests
         self._faults: List[Tuple[Optional[int], float]] = []
+        self._redirects: List[str] = []
         self._lose_creates = 0
+
+    def add_service(self, name: str) -> dict:
+        """A service named ``name`` (any name Kong accepts, ``..`` included), with a stable id."""
+        sid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"kong-service:{name}"))
+        service = {"id": sid, "name": name, "protocol": "http", "host": "upstream", "port": 80, "tags": None,
+                   "enabled": True}
+        with self._lock:
+            self.services[sid] = service
+        return service
 
     # -- faults -----------------------------------------------------------------------------
     def fail_next(self, n: int = 1, status: Optional[int] = 500, delay: float = 0.0) -> None:
         with self._lock:
             self._faults += [(status if not delay else None, delay)] * n
+
+    def redirect_next(self, location: str) -> None:
+        with self._lock:
+            self._redirects.append(location)
+
+    def _take_redirect(self) -> Optional[str]:
+        with self._lock:
+            return self._redirects.pop(0) if self._redirects else None
 
     def lose_next_create(self) -> None:
         with self._lock:
@@ -54,6 +91,7 @@ class AdminState:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._redirects.clear()
             self._lose_creates = 0
 
     def _take_fault(self):
@@ -69,16 +107,23 @@ class AdminState:
 
     # -- entities ---------------------------------------------------------------------------
     def service(self, name_or_id: str) -> Optional[dict]:
+        """As Kong's endpoints: a UUID-shaped key is an id (never a name), anything else a name."""
         with self._lock:
-            if name_or_id in self.services:
-                return self.services[name_or_id]
+            if _UUID.match(name_or_id):
+                return self.services.get(name_or_id.lower())
             return next((s for s in self.services.values() if s["name"] == name_or_id), None)
 
     def plugins_of(self, service_id: str) -> List[dict]:
         with self._lock:
             return [p for p in self.plugins.values() if (p.get("service") or {}).get("id") == service_id]
 
-    def create_plugin(self, service: dict, body: dict) -> Tuple[int, dict]:
+    def global_plugins(self) -> List[dict]:
+        with self._lock:
+            return [p for p in self.plugins.values() if not any(p.get(scope) for scope in SCOPES)]
+
+    def create_plugin(self, service: Optional[dict], body: dict, route: Optional[str] = None,
+                      consumer: Optional[str] = None) -> Tuple[int, dict]:
+        """A plugin on ``service`` (an entity), or scoped by ``route`` / ``consumer`` ids, or global."""
         name = body.get("name")
         if not isinstance(name, str) or not name:
             return 400, {"code": 2, "name": "schema violation", "message": "schema violation (name: required field missing)",
@@ -96,16 +141,17 @@ class AdminState:
             if config.get("message") is not None and config.get("body") is not None:
                 return 400, {"code": 2, "name": "schema violation",
                              "message": "schema violation (message and body are mutually exclusive)"}
+        scope = {"service": {"id": service["id"]} if service else None, "route": {"id": route} if route else None,
+                 "consumer": {"id": consumer} if consumer else None}
         with self._lock:
             for plugin in self.plugins.values():
-                if plugin["name"] == name and (plugin.get("service") or {}).get("id") == service["id"]:
+                if plugin["name"] == name and all(plugin.get(k) == v for k, v in scope.items()):
                     return 409, {"code": 5, "name": "unique constraint violation",
-                                 "message": f"UNIQUE violation detected on '{{consumer=null,name=\"{name}\","
-                                            f"route=null,service={{id=\"{service['id']}\"}}}}'",
-                                 "fields": {"consumer": None, "name": name, "route": None,
-                                            "service": {"id": service["id"]}}}
+                                 "message": f"UNIQUE violation detected on '{{consumer={scope['consumer']},"
+                                            f"name=\"{name}\",route={scope['route']},service={scope['service']}}}'",
+                                 "fields": {"name": name, **scope}}
             plugin = {"id": str(uuid.uuid4()), "name": name, "config": config, "tags": tags,
-                      "service": {"id": service["id"]}, "route": None, "consumer": None, "enabled": True,
+                      **scope, "enabled": True,
                       "protocols": ["grpc", "grpcs", "http", "https"], "created_at": int(time.time()),
                       "instance_name": None}
             self.plugins[plugin["id"]] = plugin
@@ -115,30 +161,32 @@ class AdminState:
         with self._lock:
             self.plugins.pop(plugin_id, None)
 
-    def tagged(self, tags: List[str], any_of: bool) -> List[dict]:
+    def termination(self, service_name: str, route_name: Optional[str] = None) -> Optional[dict]:
+        """The enabled request-termination config the proxy honours for a request to this service
+        (and route), if any: as Kong, the most specific wins (route, then service), and a global
+        one (no service, route or consumer) applies to every request."""
         with self._lock:
-            plugins = list(self.plugins.values())
-        match = (lambda p: any(t in (p["tags"] or []) for t in tags)) if any_of \
-            else (lambda p: all(t in (p["tags"] or []) for t in tags))
-        return [p for p in plugins if match(p)]
-
-    def termination(self, service_name: str) -> Optional[dict]:
-        """The enabled request-termination config on this service, if any (what the proxy honours)."""
-        service = self.service(service_name)
-        if service is None:
-            return None
-        for plugin in self.plugins_of(service["id"]):
-            if plugin["name"] == "request-termination" and plugin["enabled"]:
-                return plugin["config"]
+            service = next((s for s in self.services.values() if s["name"] == service_name), None)
+            enabled = [p for p in self.plugins.values() if p["name"] == "request-termination" and p["enabled"]
+                       and not p.get("consumer")]
+        on_route = [p for p in enabled if route_name and (p.get("route") or {}).get("id") == route_name]
+        on_service = [p for p in enabled if service and not p.get("route")
+                      and (p.get("service") or {}).get("id") == service["id"]]
+        everywhere = [p for p in enabled if not p.get("route") and not p.get("service")]
+        for plugins in (on_route, on_service, everywhere):
+            if plugins:
+                return plugins[0]["config"]
         return None
 
 
 class _AdminHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def _send(self, status: int, body: Optional[dict]) -> None:
+    def _send(self, status: int, body: Optional[dict], headers: Optional[dict] = None) -> None:
         data = json.dumps(body).encode() if body is not None else b""
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if body is not None:
             self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -150,13 +198,17 @@ class _AdminHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         parts = urlsplit(self.path)
-        segments = [unquote(s) for s in parts.path.split("/") if s]
+        segments = [s for s in routing_path(parts.path).split("/") if s]
         query = parse_qs(parts.query)
         state.requests.append((self.command, parts.path))
+        state.headers.append(dict(self.headers.items()))
         if state.token is not None and self.headers.get("Kong-Admin-Token") != state.token:
             return self._send(401, {"message": "Invalid credentials. Token or User credentials required"})
         if state.workspace and segments[:1] == [state.workspace]:
             segments = segments[1:]
+        location = state._take_redirect()
+        if location is not None:
+            return self._send(307, {"message": "moved"}, {"Location": location})
         fault = state._take_fault()
         if fault is not None:
             status, delay = fault
@@ -177,38 +229,60 @@ class _AdminHandler(BaseHTTPRequestHandler):
             if len(segments) == 2 and method == "GET":
                 return 200, service
             if segments[2:] == ["plugins"] and method == "GET":
-                return 200, {"data": state.plugins_of(service["id"]), "next": None}
+                return 200, self._page(state.plugins_of(service["id"]), query, segments)
             if segments[2:] == ["plugins"] and method == "POST":
-                try:
-                    body = json.loads(raw or b"{}")
-                except ValueError:
+                body = _body(raw)
+                if body is None:
                     return 400, {"message": "Cannot parse JSON body"}
-                return state.create_plugin(service, body if isinstance(body, dict) else {})
+                return state.create_plugin(service, body)
         if segments == ["plugins"] and method == "GET":
-            return 200, self._page(state, query)
+            with state._lock:
+                plugins = list(state.plugins.values())
+            return 200, self._page(plugins, query, segments)
+        if segments == ["plugins"] and method == "POST":
+            # Global unless the body names a scope: what ``POST /services/../plugins`` becomes.
+            body = _body(raw)
+            if body is None:
+                return 400, {"message": "Cannot parse JSON body"}
+            service = None
+            if (body.get("service") or {}).get("id"):
+                service = state.service(str(body["service"]["id"]))
+                if service is None:
+                    return 400, {"code": 4, "name": "foreign key violation", "message": "service not found"}
+            return state.create_plugin(service, body, route=(body.get("route") or {}).get("id"),
+                                       consumer=(body.get("consumer") or {}).get("id"))
         if segments[:1] == ["plugins"] and len(segments) == 2 and method == "DELETE":
             state.delete_plugin(segments[1])
             return 204, None
         return 404, NOT_FOUND
 
     @staticmethod
-    def _page(state: AdminState, query) -> dict:
+    def _page(plugins: List[dict], query, segments: List[str]) -> dict:
         tags = query.get("tags", [None])[0]
-        plugins = list(state.plugins.values())
         if tags:
-            any_of = "/" in tags
-            plugins = state.tagged(tags.replace("/", ",").split(","), any_of)
+            wanted = tags.replace("/", ",").split(",")
+            pick = any if "/" in tags else all
+            plugins = [p for p in plugins if pick(t in (p["tags"] or []) for t in wanted)]
         size = min(int(query.get("size", ["100"])[0]), 1000)
         start = int(query.get("offset", ["0"])[0])
         page = plugins[start:start + size]
         more = start + size < len(plugins)
+        path = "/" + "/".join(segments)
         return {"data": page, "offset": str(start + size) if more else None,
-                "next": f"/plugins?offset={start + size}" if more else None}
+                "next": f"{path}?offset={start + size}" + (f"&tags={tags}" if tags else "") if more else None}
 
     do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _handle
 
     def log_message(self, *args):
         pass
+
+
+def _body(raw: bytes) -> Optional[dict]:
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else {}
 
 
 class AdminServer(_Server):

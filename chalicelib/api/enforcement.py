@@ -7,7 +7,8 @@ those it reconciles through the Admin API; ``gateway`` says what the last reconc
 from __future__ import annotations
 
 from chalicelib.api.status import enforcement_status
-from chalicelib.core.enforcement import block_candidates, blocked_listing, deck_snippet, due_blocks
+from chalicelib.core.enforcement import block_candidates, blocked_listing, due_blocks
+from chalicelib.enforce.kong_plugin import deck_snippet
 
 
 def listing(store, snapshot, state, settings, now: float) -> dict:

@@ -1,5 +1,6 @@
-"""The enforcement book: what the last reconcile left at the gateway, and the owner notices
-of blocks starting and ending (claimed with a conditional write, so each goes out once)."""
+"""The enforcement book: what the last reconcile left at the gateway (and the block notices it
+has not seen settled), and the owner notices themselves, each claimed with a conditional write
+so it goes out once."""
 from __future__ import annotations
 
 from typing import List, Optional
@@ -10,6 +11,11 @@ from chalicelib.core.errors import StoreError
 from chalicelib.core.models import (ENFORCEMENT_KEY, EnforcementNotice, EnforcementState, enforcement_notice_key,
                                     is_condition_failure, read_item)
 
+# A claim older than this was made by an alerts invocation that died (its timeout is 60 s).
+CLAIM_TIMEOUT_SECONDS = 90
+NOTICE_RETRY_SECONDS = 86400  # how long a block started / ended notice is offered again, then given up
+SETTLED = ("sent", "no_recipients", "gave_up")
+
 
 class EnforcementBook:
     # -- the reconcile's state -------------------------------------------------------------
@@ -18,11 +24,11 @@ class EnforcementBook:
                          missing=EnforcementState(*ENFORCEMENT_KEY))
 
     def record(self, at: float, blocked: List[dict], missing: List[dict], error: Optional[str],
-               unsent: Optional[List[dict]], previous: EnforcementState) -> None:
+               notices: Optional[List[dict]], previous: EnforcementState) -> None:
         """Replace the state with one reconcile's outcome (absolute, like every write here);
         ``previous``: the state the reconcile began from."""
         item = EnforcementState(*ENFORCEMENT_KEY, last_reconcile_at=at, blocked=blocked, missing=missing or None,
-                                unsent=unsent or None)
+                                notices=notices or None)
         if error:
             item.last_error, item.last_error_at = error[:1000], at
             item.last_success_at = previous.last_success_at
@@ -34,17 +40,28 @@ class EnforcementBook:
             raise StoreError(f"recording the enforcement state failed: {e}") from e
 
     # -- owner notices ----------------------------------------------------------------------
-    def claim_notice(self, service: str, period_start: int, event: str, now: float) -> Optional[EnforcementNotice]:
-        """Claim the (service, period, event) notice; None when it was claimed before."""
+    def claim_notice(self, service: str, period_start: int, event: str, now: float,
+                     status: str = "pending") -> Optional[EnforcementNotice]:
+        """Claim the (service, period, event) notice; None when it is claimed already (settled,
+        or pending with a live sender). A pending claim older than CLAIM_TIMEOUT_SECONDS is taken
+        over: its sender died before it could send or give the claim back."""
         notice = EnforcementNotice(*enforcement_notice_key(service, period_start, event), service=service,
-                                   period_start=period_start, event=event, claimed_at=now, status="pending")
+                                   period_start=period_start, event=event, claimed_at=now, status=status)
+        stale = (EnforcementNotice.status == "pending") & (EnforcementNotice.claimed_at < now - CLAIM_TIMEOUT_SECONDS)
         try:
-            notice.save(condition=EnforcementNotice.pk.does_not_exist())
+            notice.save(condition=EnforcementNotice.pk.does_not_exist() | stale)
         except PutError as e:
             if is_condition_failure(e):
                 return None
             raise StoreError(f"claiming the {event} notice of {service!r} failed: {e}") from e
         return notice
+
+    def notice_settled(self, service: str, period_start: int, event: str) -> bool:
+        """Whether the (service, period, event) notice went out (or had nobody to go to, or was
+        given up); a pending claim is not settled."""
+        notice = read_item(EnforcementNotice, enforcement_notice_key(service, period_start, event),
+                           f"the {event} notice of {service!r}")
+        return notice is not None and notice.status in SETTLED
 
     def mark_sent(self, notice: EnforcementNotice, at: float, status: str = "sent") -> None:
         try:
@@ -53,15 +70,8 @@ class EnforcementBook:
             raise StoreError(f"marking the {notice.event} notice of {notice.service!r} sent failed: {e}") from e
 
     def release(self, notice: EnforcementNotice) -> None:
-        """Give a claim back after a failed delivery, so the next reconcile sends it."""
+        """Give a claim back after a failed delivery, so a retry sends it."""
         try:
             notice.delete()
         except DeleteError as e:
             raise StoreError(f"releasing the {notice.event} notice of {notice.service!r} failed: {e}") from e
-
-    def notices(self, service: str) -> List[dict]:
-        try:
-            items = EnforcementNotice.query(enforcement_notice_key(service, 0, "")[0])
-            return [{"period_start": int(n.period_start), "event": n.event, "status": n.status} for n in items]
-        except PynamoDBException as e:
-            raise StoreError(f"reading the enforcement notices of {service!r} failed: {e}") from e

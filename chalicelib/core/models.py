@@ -374,7 +374,9 @@ class EnforcementState(_TableModel):
     # [{"service", "plugin_id", "period_start", "period_end", "usage_bytes", "limit_bytes", "reject_at", ...}]
     blocked = JSONAttribute(null=True)
     missing = JSONAttribute(null=True)  # services with a due block that the gateway does not know
-    unsent = JSONAttribute(null=True)  # block-ended notices whose delivery failed: tried again each run
+    # Blocks started / ended that the alerts function has not settled yet (it tells the owners;
+    # the stream brings it this item): [{"event": "block"|"unblock", "at", "service", ...}], a day at most
+    notices = JSONAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
     last_error_at = NumberAttribute(null=True)
     last_success_at = NumberAttribute(null=True)
@@ -390,7 +392,7 @@ class EnforcementNotice(_TableModel):
     period_start = NumberAttribute()
     event = UnicodeAttribute()  # block | unblock
     claimed_at = NumberAttribute()
-    status = UnicodeAttribute()  # pending | sent | no_recipients
+    status = UnicodeAttribute()  # pending | sent | no_recipients | gave_up
     sent_at = NumberAttribute(null=True)
 
 

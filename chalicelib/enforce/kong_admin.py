@@ -1,15 +1,29 @@
 """The Kong Admin API adapter (Kong Gateway 3.x, DB mode): block a service with the bundled
 ``request-termination`` plugin, find our plugins again by tag, lift a block.
 
-Requests, as Kong's Admin API reference has them:
-- ``GET  /services/{name}/plugins``            the service's plugins (404: no such service)
-- ``POST /services/{name}/plugins``            ``{"name": "request-termination", "config": {"status_code":
+Service names come from Prometheus labels, i.e. from whoever configures Kong, so a name is never
+put into a path that addresses anything but the service it names:
+- a name is first **resolved** with ``GET /services/{name}`` (Kong takes a name or an id there,
+  and a UUID-shaped key is always read as an id) and the answer is used only if its ``name`` is
+  exactly the name asked for (else: Kong has no such service) and its ``id`` is a UUID;
+- every later path addresses the service by that id only (``/services/{id}/plugins``);
+- names that a client, a proxy or Kong's router would normalize into another path (empty, ``.``,
+  ``..``, anything with ``/``, ``\\``, ``%``, ``?``, ``#``, whitespace or control characters: any
+  ASCII character Kong does not allow in a name) are refused before any request: "not a Kong
+  service name".
+Without this, ``POST /services/../plugins`` is ``POST /plugins``: a global plugin that blocks
+the whole gateway.
+
+Requests, as Kong's Admin API has them:
+- ``GET  /services/{name or id}``               the service (404 ``{"message": "Not found"}``)
+- ``GET  /services/{id}/plugins``               the service's plugins
+- ``POST /services/{id}/plugins``               ``{"name": "request-termination", "config": {"status_code":
   429, "message": ...}, "tags": ["bandwidth-meter"]}`` -> 201; 409 when the service already has one
-- ``GET  /plugins?tags=bandwidth-meter``       ours, paged (``offset`` / ``next``)
-- ``GET  /services/{id}``                      a plugin names its service by id only
-- ``DELETE /plugins/{id}``                     204 (also when it is already gone)
+- ``GET  /plugins?tags=bandwidth-meter``        tagged ours, paged (``offset`` / ``next``)
+- ``DELETE /plugins/{id}``                      204 (also when it is already gone)
 With ``KONG_WORKSPACE`` every path is prefixed with ``/{workspace}``; ``KONG_ADMIN_TOKEN`` is
-sent as ``Kong-Admin-Token`` (Kong Enterprise RBAC).
+sent as ``Kong-Admin-Token`` (Kong Enterprise RBAC) and redirects are never followed, so the
+token never goes to another host.
 
 Retries (5xx, timeouts, refused connections) never create a second plugin: ``block`` looks for
 its own plugin before creating one, and a 409 after a create whose answer was lost means it
@@ -17,18 +31,25 @@ is there.
 """
 from __future__ import annotations
 
+import re
 import time
-from dataclasses import dataclass
-from typing import Callable, List, Optional
-from urllib.parse import quote
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+from urllib.parse import quote, urlsplit
 
 import requests
 
-from chalicelib.core.enforcement import BLOCK_STATUS, PLUGIN, TAG
 from chalicelib.core.errors import GatewayError, GatewayServiceNotFound
+from chalicelib.enforce.kong_plugin import PLUGIN, TAG, plugin_body
 
 RETRIES = 3  # attempts per request; a reconcile runs again a minute later anyway
 PAGE_SIZE = 1000  # Kong's maximum
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# What Kong accepts in a service name (typedefs.utf8_name): ASCII letters, digits, ``.-_~``, and
+# non-ASCII characters. Anything else (``/``, ``\``, ``%``, ``?``, ``#``, spaces, controls...) is a
+# character a URL parser, a proxy or Kong's router may decode, cut at or fold into another path.
+_KONG_NAME = re.compile(r"^(?:[A-Za-z0-9._~-]|[^\x00-\x7f])+$")
 
 
 @dataclass(frozen=True)
@@ -41,9 +62,38 @@ class BlockPlugin:
     message: Optional[str] = None
 
 
-def plugin_body(message: str) -> dict:
-    """What ``block`` posts (also the shape of the decK listing)."""
-    return {"name": PLUGIN, "config": {"status_code": BLOCK_STATUS, "message": message}, "tags": [TAG]}
+@dataclass(frozen=True)
+class Drift:
+    """A plugin tagged ours that is not exactly one of ours: removed, never kept or counted."""
+
+    id: str
+    name: str
+    why: str  # e.g. "global (no service)", "scoped to a route"
+
+    def as_dict(self) -> dict:
+        return {"plugin_id": self.id, "name": self.name, "why": self.why}
+
+
+@dataclass
+class OurPlugins:
+    blocks: List[BlockPlugin] = field(default_factory=list)
+    drift: List[Drift] = field(default_factory=list)
+
+
+class NotAServiceName(GatewayServiceNotFound):
+    """A name that cannot be a Kong service name: refused before any request is sent."""
+
+
+def check_service_name(name: str) -> str:
+    """The name, if it may be sent as one path segment; NotAServiceName otherwise."""
+    if (not isinstance(name, str) or name in (".", "..") or not _KONG_NAME.match(name)
+            or any(unicodedata.category(c)[0] in "CZ" for c in name)):  # invisible or spacing: refused too
+        raise NotAServiceName(f"{name!r} is not a Kong service name (refused, never sent to Kong)")
+    return name
+
+
+def is_uuid(value) -> bool:
+    return isinstance(value, str) and bool(_UUID.match(value))
 
 
 class KongAdmin:
@@ -59,69 +109,89 @@ class KongAdmin:
         self.requests_made = 0
 
     # -- the operations ------------------------------------------------------------------------
-    def list_our_plugins(self) -> List[BlockPlugin]:
-        """Every request-termination plugin tagged ours, with its service's name."""
-        plugins, names = [], {}
+    def service_id(self, service: str) -> str:
+        """The id of the Kong service named exactly ``service``; GatewayServiceNotFound when Kong
+        has none (or answers with another entity: ``service`` was some other entity's id)."""
+        check_service_name(service)
+        # 400: Kong refused the key itself (not a name it could hold): no such service either.
+        answer = self._request("GET", f"/services/{quote(service, safe='')}", f"looking up {service!r}",
+                               accept=(200, 400, 404))
+        entity = _json(answer) if answer.status_code == 200 else {}
+        if answer.status_code != 200 or entity.get("name") != service:
+            raise GatewayServiceNotFound(f"Kong has no service named {service!r}")
+        if not is_uuid(entity.get("id")):
+            raise GatewayError(f"Kong answered service {service!r} with an id that is not a UUID; nothing was sent")
+        return entity["id"]
+
+    def list_our_plugins(self) -> OurPlugins:
+        """Every plugin tagged ours: our blocks (with their service's name), and drift: anything
+        tagged ours that is not a request-termination plugin on exactly one service."""
+        found, names = OurPlugins(), {}
         path: Optional[str] = f"/plugins?tags={TAG}&size={PAGE_SIZE}"
         while path:
-            page = self._request("GET", path, "listing our plugins").json()
-            for plugin in page.get("data", []):
-                if plugin.get("name") != PLUGIN or TAG not in (plugin.get("tags") or []):
+            page = _json(self._request("GET", path, "listing our plugins"))
+            for plugin in page.get("data") or []:
+                if TAG not in (plugin.get("tags") or []):
+                    continue  # Kong filtered by tag; never trust a page further than that
+                drift = _drift(plugin)
+                if drift is not None:
+                    found.drift.append(drift)
                     continue
-                service_id = (plugin.get("service") or {}).get("id")
-                if not service_id:
-                    continue  # not on a service: not one of ours, whatever its tag
+                service_id = plugin["service"]["id"]
                 if service_id not in names:
                     names[service_id] = self._service_name(service_id)
-                plugins.append(BlockPlugin(plugin["id"], names[service_id], service_id,
-                                           (plugin.get("config") or {}).get("message")))
+                found.blocks.append(BlockPlugin(plugin["id"], names[service_id], service_id,
+                                                (plugin.get("config") or {}).get("message")))
             offset = page.get("offset")
             path = f"/plugins?tags={TAG}&size={PAGE_SIZE}&offset={quote(str(offset), safe='')}" if offset else None
-        return plugins
+        return found
 
     def block(self, service: str, message: str) -> str:
         """Make sure the service has our request-termination plugin; return its id."""
-        existing = self._own_plugin(service)
+        service_id = self.service_id(service)
+        existing = self._own_plugin(service, service_id)
         if existing:
             return existing
-        answer = self._request("POST", f"/services/{self._name(service)}/plugins", f"blocking {service!r}",
-                               json=plugin_body(message), accept=(201, 409), service=service)
+        answer = self._request("POST", f"/services/{service_id}/plugins", f"blocking {service!r}",
+                               json=plugin_body(message), accept=(201, 404, 409))
+        if answer.status_code == 404:
+            raise GatewayServiceNotFound(f"Kong service {service!r} went away while it was being blocked")
         if answer.status_code == 201:
-            return answer.json()["id"]
+            return _json(answer)["id"]
         # 409: the service already has a request-termination plugin: ours (an earlier attempt whose
         # answer was lost) or one an operator added, which we leave alone and report.
-        existing = self._own_plugin(service)
+        existing = self._own_plugin(service, service_id)
         if existing:
             return existing
         raise GatewayError(f"Kong service {service!r} already has a request-termination plugin that is not "
                            f"tagged {TAG}; it was left as it is")
 
     def unblock(self, plugin_id: str) -> None:
-        self._request("DELETE", f"/plugins/{quote(plugin_id, safe='')}", f"lifting block {plugin_id}",
-                      accept=(204, 404))
+        """Delete one of our plugins (or a drifted one) by its id; gone already is fine."""
+        if not is_uuid(plugin_id):
+            raise GatewayError(f"plugin id {plugin_id!r} is not a UUID; nothing was sent")
+        self._request("DELETE", f"/plugins/{plugin_id}", f"removing plugin {plugin_id}", accept=(204, 404))
 
     # -- helpers -----------------------------------------------------------------------------
-    def _own_plugin(self, service: str) -> Optional[str]:
-        page = self._request("GET", f"/services/{self._name(service)}/plugins?size={PAGE_SIZE}",
-                             f"reading the plugins of {service!r}", service=service).json()
-        for plugin in page.get("data", []):
-            if plugin.get("name") == PLUGIN and TAG in (plugin.get("tags") or []):
+    def _own_plugin(self, service: str, service_id: str) -> Optional[str]:
+        answer = self._request("GET", f"/services/{service_id}/plugins?size={PAGE_SIZE}",
+                               f"reading the plugins of {service!r}", accept=(200, 404))
+        if answer.status_code == 404:
+            raise GatewayServiceNotFound(f"Kong service {service!r} went away while it was being blocked")
+        for plugin in _json(answer).get("data") or []:
+            if plugin.get("name") == PLUGIN and TAG in (plugin.get("tags") or []) and _drift(plugin) is None:
                 return plugin["id"]
         return None
 
     def _service_name(self, service_id: str) -> str:
-        answer = self._request("GET", f"/services/{quote(service_id, safe='')}", "reading a service",
-                               accept=(200, 404))
-        if answer.status_code == 404:
+        answer = self._request("GET", f"/services/{service_id}", "reading a service", accept=(200, 404))
+        entity = _json(answer) if answer.status_code == 200 else {}
+        if entity.get("id") != service_id:
             return ""  # the service is gone (its plugins go with it in Kong)
-        return answer.json().get("name") or ""
-
-    @staticmethod
-    def _name(service: str) -> str:
-        return quote(service, safe="")
+        return entity.get("name") or ""
 
     def _request(self, method: str, path: str, what: str, json: Optional[dict] = None,
-                 accept=(200,), service: Optional[str] = None) -> requests.Response:
+                 accept=(200,)) -> requests.Response:
         url = self.base_url + path
         last: Optional[str] = None
         for attempt in range(self.retries):
@@ -129,14 +199,18 @@ class KongAdmin:
                 self.sleep(min(0.5 * 2 ** (attempt - 1), 2.0))
             self.requests_made += 1
             try:
-                answer = self.session.request(method, url, json=json, headers=self.headers, timeout=self.timeout)
+                # Never follow a redirect: requests would carry the Kong-Admin-Token to its host.
+                answer = self.session.request(method, url, json=json, headers=self.headers, timeout=self.timeout,
+                                              allow_redirects=False)
             except requests.RequestException as e:
                 last = f"{type(e).__name__}"
                 continue
             if answer.status_code in accept:
                 return answer
-            if answer.status_code == 404 and service is not None:
-                raise GatewayServiceNotFound(f"Kong has no service {service!r} (404)")
+            if 300 <= answer.status_code < 400:
+                host = urlsplit(answer.headers.get("Location") or "").hostname or "an unnamed place"
+                raise GatewayError(f"Kong Admin API answered {what} with a redirect (HTTP {answer.status_code}) to "
+                                   f"{host}; redirects are not followed (the token would go along)")
             if answer.status_code >= 500 or answer.status_code == 429:
                 last = f"HTTP {answer.status_code}"
                 continue
@@ -144,8 +218,39 @@ class KongAdmin:
         raise GatewayError(f"Kong Admin API failed {what} after {self.retries} attempts: {last}")
 
 
+def _drift(plugin: dict) -> Optional[Drift]:
+    """Why a plugin tagged ours is not one of ours (None when it is)."""
+    plugin_id, name = str(plugin.get("id")), str(plugin.get("name"))
+    service_id = (plugin.get("service") or {}).get("id")
+    if not is_uuid(plugin.get("id")):
+        why = "an id that is not a UUID"
+    elif name != PLUGIN:
+        why = f"a {name} plugin"
+    elif plugin.get("route"):
+        why = "scoped to a route"
+    elif plugin.get("consumer") or plugin.get("consumer_group"):
+        why = "scoped to a consumer"
+    elif not service_id:
+        why = "global (no service): it blocks the whole gateway"
+    elif not is_uuid(service_id):
+        why = "on a service whose id is not a UUID"
+    else:
+        return None
+    return Drift(plugin_id, name, why)
+
+
+def _json(answer: requests.Response) -> Dict:
+    try:
+        body = answer.json()
+    except ValueError as e:
+        raise GatewayError(f"Kong Admin API answered HTTP {answer.status_code} without JSON") from e
+    if not isinstance(body, dict):
+        raise GatewayError(f"Kong Admin API answered HTTP {answer.status_code} with JSON that is not an object")
+    return body
+
+
 def _message(answer: requests.Response) -> str:
     try:
         return str(answer.json().get("message", ""))[:200]
-    except ValueError:
+    except (ValueError, AttributeError):
         return answer.text[:200]

@@ -1,25 +1,39 @@
 """The reconcile: make the gateway's blocks match the blocks due (ARCHITECTURE.md, guarantee 7).
 
-Every minute (from the collector's run, after its chunks) the blocks due are computed from the
-stored usage and quotas, compared with the request-termination plugins tagged ours in Kong,
-and Kong is changed to match: missing blocks added (also one deleted by hand), blocks no longer
-due lifted (a new period, a raised limit, a deleted quota, ``action: warn``), duplicates removed.
-It never waits for traffic, which a block stops. Kong failing is recorded and reported, never
-raised: the next minute tries again. Owners hear once when a block starts and once when it ends.
+Every minute the blocks due are computed from the stored usage and quotas, compared with the
+plugins tagged ours in Kong, and Kong is changed to match, in this order:
+1. **drift** removed: a plugin tagged ours that is not exactly one of ours (global, scoped to a
+   route or consumer, another plugin) hurts more than the one service a block means; always,
+   whatever else is due;
+2. blocks no longer due **lifted** (a new period, a raised limit, a deleted quota, ``action:
+   warn``), duplicates removed: never waiting behind an add;
+3. missing blocks **added** (also one deleted by hand).
+Only changes made count against the per-run budgets (one for lifts, one for adds): a service
+Kong does not know (deleted, renamed, another workspace, a name that is not a Kong service
+name) is reported under ``missing`` and costs nothing, so it cannot starve the others. Kong
+failing is recorded and reported, never raised; after MAX_FAILURES failures in one run the rest
+waits a minute (a Kong that times out must not hold the run for long). The next minute tries again.
+
+The reconcile sends nothing to owners: it records in the enforcement state which blocks started
+and ended (``notices``), the state item's stream record takes them to the alerts function, which
+tells the owners once each (chalicelib/notify/enforcement_mail.py). A notice stays in the state
+until the book shows it settled, for a day at most (then it is given up, and said so).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from chalicelib.core.enforcement import Block, block_candidates, due_blocks
-from chalicelib.core.errors import BandwidthMeterError, GatewayError, GatewayServiceNotFound
+from chalicelib.core.enforcement_book import NOTICE_RETRY_SECONDS
+from chalicelib.core.errors import GatewayError, GatewayServiceNotFound, StoreError
+from chalicelib.enforce.kong_plugin import block_message
 
 log = logging.getLogger(__name__)
-UNSENT_RETRY_SECONDS = 86400  # how long a block-ended notice that fails is tried again
-
-MAX_CHANGES = 50  # Kong writes per reconcile; more wait a minute, so one run stays bounded
+MAX_CHANGES = 50  # Kong writes per reconcile, for lifts and for adds each; more wait a minute
+MAX_FAILURES = 5  # Kong failures per reconcile before the rest waits for the next run
+MAX_NOTICES = 200  # notices the state carries at most (the item stays far below DynamoDB's 400 KB)
 
 
 @dataclass
@@ -29,29 +43,38 @@ class ReconcileReport:
     lifted: List[str] = field(default_factory=list)
     missing: List[dict] = field(default_factory=list)  # due, but Kong has no such service
     errors: List[str] = field(default_factory=list)
-    notices: List[str] = field(default_factory=list)  # "block:<service>" / "unblock:<service>" sent
+    drift: List[dict] = field(default_factory=list)  # plugins tagged ours but not ours, removed
+    notices: List[str] = field(default_factory=list)  # "block:<service>" / "unblock:<service>" recorded
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+class _Budget:
+    """Changes made and failures met in one run: only what was done counts."""
+
+    def __init__(self, max_changes: int, max_failures: int):
+        self.max_changes, self.max_failures = max_changes, max_failures
+        self.lifts = self.adds = self.failures = 0
+
+    def failing(self) -> bool:
+        return self.failures >= self.max_failures
+
+
 class Reconciler:
-    def __init__(self, kong, store, quotas, book, notifier=None, max_changes: int = MAX_CHANGES):
+    def __init__(self, kong, store, quotas, book, max_changes: int = MAX_CHANGES, max_failures: int = MAX_FAILURES):
         self.kong = kong
         self.store = store
         self.quotas = quotas
         self.book = book
-        self.notifier = notifier
         self.max_changes = max_changes
+        self.max_failures = max_failures
 
     def reconcile(self, now: float) -> ReconcileReport:
         report = ReconcileReport()
         state = self.book.state()
         previous = {entry["service"]: entry for entry in (state.blocked or [])}
-        # Block-ended notices a failed delivery left behind go out first (a lifted block is
-        # not in ``previous`` any more, so nothing else would tell its owners); for a day at most.
-        unsent = [entry for entry in (state.unsent or []) if not self._notify("unblock", entry, now, report)
-                  and not self._give_up(entry, now, report)]
+        notices = self._pending_notices(state.notices or [], now, report)
         snapshot = self.quotas.load()
         due = due_blocks(self.store, block_candidates(self.store, snapshot), snapshot, now)
         try:
@@ -60,70 +83,92 @@ class Reconciler:
             # Nothing is known of the gateway: keep what the last run recorded, report the failure.
             report.errors.append(str(e))
             report.blocked = sorted(previous)
-            self._record(now, list(previous.values()), [], report, unsent, state)
+            self._record(now, list(previous.values()), [], report, notices, state)
             return report
+        budget = _Budget(self.max_changes, self.max_failures)
+        self._remove_drift(ours.drift, report)
         plugins: Dict[str, List] = {}
-        for plugin in ours:
+        for plugin in ours.blocks:
             plugins.setdefault(plugin.service, []).append(plugin)
-        changes = 0
         blocked: List[dict] = []
+        gone = self._lift(sorted(set(plugins) - set(due)), plugins, previous, budget, blocked, report)
         for service in sorted(due):
-            block, found = due[service], plugins.pop(service, [])
-            if not found and changes >= self.max_changes:
-                report.errors.append(f"more than {self.max_changes} changes due; {service!r} waits for the next run")
-                continue
+            entry = self._apply(due[service], plugins.get(service, []), previous, snapshot, budget, report)
+            if entry is not None:
+                blocked.append(entry)
+                if service not in previous:
+                    notices.append(self._notice("block", entry, now, report))
+        # Owners of blocks that ended (lifted now, or gone from Kong by hand and no longer due).
+        for service in sorted(set(previous) - set(due)):
+            if "period_start_ts" in previous[service] and service in gone:
+                ended = {**previous[service], "reason": _lift_reason(previous[service], snapshot, now), "ended_at": now}
+                notices.append(self._notice("unblock", ended, now, report))
+        report.blocked = sorted(entry["service"] for entry in blocked)
+        self._record(now, blocked, report.missing, report, notices, state)
+        if report.added or report.lifted or report.errors or report.missing or report.drift:
+            log.info("enforcement: blocked %s, added %s, lifted %s, missing %s, drift %s, errors %s", report.blocked,
+                     report.added, report.lifted, [m["service"] for m in report.missing], report.drift, report.errors)
+        return report
+
+    # -- the steps ---------------------------------------------------------------------------
+    def _remove_drift(self, drift, report: ReconcileReport) -> None:
+        """Plugins tagged ours that are not ours: removed first and always (a global one blocks
+        the whole gateway), each reported."""
+        for plugin in drift:
             try:
-                if found:
-                    plugin_id = found[0].id
-                    for extra in found[1:]:  # a duplicate (added by hand, or by an older version)
-                        self.kong.unblock(extra.id)
-                else:
-                    changes += 1
-                    plugin_id = self.kong.block(service, block.message)
-                    report.added.append(service)
-            except GatewayServiceNotFound as e:
-                report.missing.append({"service": service, "error": str(e)})
-                continue
+                self.kong.unblock(plugin.id)
             except GatewayError as e:
-                report.errors.append(str(e))
-                if service in previous:  # most likely still in place: keep it (and its notice) on record
-                    blocked.append(previous[service])
+                report.errors.append(f"removing drifted plugin {plugin.id} ({plugin.why}) failed: {e}")
                 continue
-            entry = self._entry(block, plugin_id, snapshot)
-            # Told once: a notice that failed is tried again by the next run; the ledger's claim
-            # keeps a restored (hand-deleted) block from telling anyone twice.
-            entry["notified"] = bool(previous.get(service, {}).get("notified")) \
-                or self._notify("block", entry, now, report)
-            blocked.append(entry)
-        for service in sorted(plugins):
-            if changes >= self.max_changes:
-                report.errors.append(f"more than {self.max_changes} changes due; lifting {service!r} waits")
+            report.drift.append(plugin.as_dict())
+            log.warning("enforcement: removed plugin %s tagged ours but %s", plugin.id, plugin.why)
+
+    def _lift(self, services: List[str], plugins: Dict[str, List], previous: Dict[str, dict], budget: _Budget,
+              blocked: List[dict], report: ReconcileReport) -> set:
+        """Lift blocks no longer due; return the services whose block is gone from the gateway."""
+        gone = set(previous) - set(plugins)  # deleted by hand: gone already
+        for service in services:
+            if budget.lifts >= budget.max_changes or budget.failing():
+                report.errors.append(f"lifting {service!r} waits for the next run (this run's Kong budget is spent)")
                 blocked.append(previous.get(service, {"service": service}))
                 continue
             try:
                 for plugin in plugins[service]:
-                    changes += 1
                     self.kong.unblock(plugin.id)
+                    budget.lifts += 1
             except GatewayError as e:
+                budget.failures += 1
                 report.errors.append(str(e))
                 blocked.append(previous.get(service, {"service": service}))
                 continue
             report.lifted.append(service)
-        # Owners of blocks that ended (lifted now, or gone from Kong by hand and no longer due).
-        for service in sorted(set(previous) - set(due)):
-            if "period_start_ts" not in previous[service]:
-                continue  # kept on record through a failure only: its period is not known
-            if service in report.lifted or service not in plugins:
-                ended = {**previous[service], "reason": _lift_reason(previous[service], snapshot, now),
-                         "ended_at": now}
-                if not self._notify("unblock", ended, now, report):
-                    unsent.append(ended)
-        report.blocked = sorted(entry["service"] for entry in blocked)
-        self._record(now, blocked, report.missing, report, unsent, state)
-        if report.added or report.lifted or report.errors or report.missing:
-            log.info("enforcement: blocked %s, added %s, lifted %s, missing %s, errors %s", report.blocked,
-                     report.added, report.lifted, [m["service"] for m in report.missing], report.errors)
-        return report
+            gone.add(service)
+        return gone
+
+    def _apply(self, block: Block, found: List, previous: Dict[str, dict], snapshot, budget: _Budget,
+               report: ReconcileReport) -> Optional[dict]:
+        """Make one due block be at the gateway; its state entry, or None when it is not there."""
+        service = block.service
+        if not found and (budget.adds >= budget.max_changes or budget.failing()):
+            report.errors.append(f"blocking {service!r} waits for the next run (this run's Kong budget is spent)")
+            return previous.get(service)
+        try:
+            if found:
+                plugin_id = found[0].id
+                for extra in found[1:]:  # a duplicate (added by hand, or by an older version)
+                    self.kong.unblock(extra.id)
+            else:
+                plugin_id = self.kong.block(service, block_message(block))
+                budget.adds += 1
+                report.added.append(service)
+        except GatewayServiceNotFound as e:  # impossible, not failed: costs nothing, retried next run
+            report.missing.append({"service": service, "error": str(e)})
+            return None
+        except GatewayError as e:
+            budget.failures += 1
+            report.errors.append(str(e))
+            return previous.get(service)  # most likely still in place: keep it on record
+        return self._entry(block, plugin_id, snapshot)
 
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod
@@ -133,34 +178,38 @@ class Reconciler:
         quota = snapshot.quota_for(block.service)
         return {**block.as_dict(), "period_start_ts": block.period_start, "period_end_ts": block.period_end,
                 "plugin_id": plugin_id,
-                "notify": list(quota.notify), "webhook_url": quota.webhook_url, "message": block.message}
-
-    def _notify(self, event: str, entry: dict, now: float, report: ReconcileReport) -> bool:
-        """Whether the owners are told (now, or before: the ledger holds the notice already)."""
-        if self.notifier is None:
-            return True
-        try:
-            if self.notifier.notify(event, entry, now):
-                report.notices.append(f"{event}:{entry['service']}")
-            return True
-        except BandwidthMeterError as e:
-            report.errors.append(f"telling the owners of {entry['service']!r} ({event}) failed: {e}")
-            return False
+                "notify": list(quota.notify), "webhook_url": quota.webhook_url, "message": block_message(block)}
 
     @staticmethod
-    def _give_up(entry: dict, now: float, report: ReconcileReport) -> bool:
-        """Whether a block-ended notice has failed for longer than UNSENT_RETRY_SECONDS (then it
-        is dropped, and said so: a recipient refused for a day will not be reached by a retry)."""
-        if now - float(entry.get("ended_at") or now) <= UNSENT_RETRY_SECONDS:
-            return False
-        report.errors.append(f"gave up telling the owners of {entry['service']!r} that its block ended")
-        log.error("enforcement: gave up the block-ended notice of %s after a day of failures", entry["service"])
-        return True
+    def _notice(event: str, entry: dict, now: float, report: ReconcileReport) -> dict:
+        report.notices.append(f"{event}:{entry['service']}")
+        return {**entry, "event": event, "at": now}
+
+    def _pending_notices(self, notices: List[dict], now: float, report: ReconcileReport) -> List[dict]:
+        """The notices of earlier runs the alerts function has not settled yet, for a day at most
+        (then given up, and said so: a recipient refused for a day will not be reached by a retry)."""
+        pending = []
+        for notice in notices:
+            try:
+                if self.book.notice_settled(notice["service"], int(notice.get("period_start_ts") or 0),
+                                            notice["event"]):
+                    continue
+            except StoreError as e:
+                report.errors.append(str(e))  # unknown: offer it again; the claim keeps it to one
+            if now - float(notice.get("at") or now) > NOTICE_RETRY_SECONDS:
+                report.errors.append(f"gave up telling the owners of {notice['service']!r} that its block "
+                                     f"{'started' if notice['event'] == 'block' else 'ended'}")
+                log.error("enforcement: gave up the %s notice of %s after a day unsent", notice["event"],
+                          notice["service"])
+                continue
+            pending.append(notice)
+        return pending
 
     def _record(self, now: float, blocked: List[dict], missing: List[dict], report: ReconcileReport,
-                unsent: List[dict], previous) -> None:
+                notices: List[dict], previous) -> None:
         problems = report.errors + [m["error"] for m in missing]
-        self.book.record(now, blocked, missing, "; ".join(problems)[:1000] if problems else None, unsent, previous)
+        self.book.record(now, blocked, missing, "; ".join(problems)[:1000] if problems else None,
+                         notices[-MAX_NOTICES:], previous)
 
 
 def _lift_reason(entry: dict, snapshot, now: float) -> str:

@@ -27,7 +27,8 @@ from typing import Callable, Iterable, List, Optional
 
 from chalicelib.core import observability
 from chalicelib.core.errors import MailError
-from chalicelib.core.models import FORECAST, QUOTA_PK, RULES_KEY, SERVICES_PK, TICK_KEY, Alert, ServiceUsage
+from chalicelib.core.models import (ENFORCEMENT_KEY, FORECAST, QUOTA_PK, RULES_KEY, SERVICES_PK, TICK_KEY, Alert,
+                                    EnforcementState, ServiceUsage)
 from chalicelib.core.periods import Period
 from chalicelib.core.quotas import EffectiveQuota
 from chalicelib.core.usage import PeriodUsage, period_usage
@@ -69,8 +70,10 @@ class SweepReport:
 
 class AlertProcessor:
     def __init__(self, store, ledger, quotas, mailer, public_url: str, webhook=None,
-                 rules_budget_seconds: float = 20, monotonic: Callable[[], float] = time.monotonic):
+                 rules_budget_seconds: float = 20, monotonic: Callable[[], float] = time.monotonic,
+                 enforcement_notifier=None):
         self.store = store
+        self.enforcement_notifier = enforcement_notifier  # block started / ended notices; None: not enforcing
         self.ledger = ledger
         self.quotas = quotas
         self.mailer = mailer
@@ -105,6 +108,11 @@ class AlertProcessor:
             self.evaluate(sk, now, quota=snapshot.quota_for(sk), quota_changed=True)
         elif (pk, sk) == RULES_KEY:
             self.reevaluate_rules(now, snapshot)
+        elif (pk, sk) == ENFORCEMENT_KEY and record.new_image and self.enforcement_notifier is not None:
+            # The reconcile recorded blocks that started or ended: tell their owners (raises, so
+            # the record is retried, when a delivery fails).
+            state = EnforcementState.from_raw_data(record.new_image)
+            self.enforcement_notifier.deliver(state.notices or [], now)
         elif (pk, sk) == TICK_KEY and record.new_image:
             # The scheduled minute's tick (chalicelib/schedule.py): the alerts function's clock.
             report = self.sweep(now)

@@ -1,14 +1,19 @@
 """Owners told when a block starts and when it ends: an email (and the signed webhook), once each.
 
-Once per (service, period, "block" | "unblock"): the notice is claimed in the enforcement book
-with a conditional write before anything is sent, so a repeated reconcile sends nothing; a
-failed delivery gives the claim back, so the next reconcile sends it.
+The alerts function sends them (it alone holds SES rights): the reconcile records the blocks
+that started and ended in the enforcement state (``notices``), whose stream record reaches
+``AlertProcessor.handle_record`` and then ``deliver`` here. Once per (service, period, "block" |
+"unblock"): the notice is claimed in the enforcement book with a conditional write before
+anything is sent, so the same notice in later state records (or a redelivered record) sends
+nothing; a failed delivery gives the claim back and fails the record, so the stream's retry, or
+the next minute's state record, sends it. A notice older than a day is given up, and said so.
 """
 from __future__ import annotations
 
 import logging
 from urllib.parse import quote
 
+from chalicelib.core.enforcement_book import NOTICE_RETRY_SECONDS
 from chalicelib.core.errors import MailError
 from chalicelib.notify.emails import compose, display_name, human_bytes
 from chalicelib.notify.webhook import NotifyError
@@ -56,6 +61,32 @@ class EnforcementNotifier:
         self.mailer = mailer
         self.public_url = public_url
         self.webhook = webhook
+
+    def deliver(self, notices: list, now: float) -> list:
+        """Send every notice of an enforcement state record that is not sent yet; return the
+        "event:service" sent. Every notice is tried; then a MailError names those that failed."""
+        sent, failed = [], []
+        for notice in notices:
+            event, service = notice.get("event"), notice.get("service")
+            if event not in ("block", "unblock") or not isinstance(service, str):
+                continue
+            if now - float(notice.get("at") or now) > NOTICE_RETRY_SECONDS:
+                self.give_up(event, notice, now)
+                continue
+            try:
+                if self.notify(event, notice, now):
+                    sent.append(f"{event}:{service}")
+            except (MailError, NotifyError) as e:
+                failed.append(f"the {event} notice of {service!r}: {e}")
+        if failed:
+            raise MailError("; ".join(failed)[:1000])
+        return sent
+
+    def give_up(self, event: str, entry: dict, now: float) -> None:
+        """A notice that has failed for a day: recorded as given up (once), and said so."""
+        period_start = int(entry.get("period_start_ts") or 0)
+        if self.book.claim_notice(entry["service"], period_start, event, now, status="gave_up") is not None:
+            log.error("enforcement: gave up the %s notice of %s after a day of failures", event, entry["service"])
 
     def notify(self, event: str, entry: dict, now: float) -> bool:
         """Tell the owners of ``entry['service']`` that its block started or ended; False when

@@ -66,10 +66,10 @@ def test_iam_is_narrowed_to_the_table_stream_and_sender(template):
     alerts = template["Resources"]["AlertsRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert {"ses:SendEmail", "ses:SendRawEmail"} <= {a for s in alerts for a in s["Action"]}
     collect = template["Resources"]["CollectRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-    # The collector sends only the block / unblock notices of enforcement, only as the sender.
-    sends = [s for s in collect if any(a.startswith("ses:") for a in s.get("Action", []))]
-    assert [s["Sid"] for s in sends] == ["BlockNotices"]
-    assert sends[0]["Resource"] == [next(s for s in alerts if s["Sid"] == "SendAsSender")["Resource"][0]]
+    # Block / unblock notices go out from the alerts function: the collector sends no email and
+    # reads no webhook secret.
+    assert not [s for s in collect if any(a.startswith("ses:") for a in s.get("Action", []))]
+    assert "WebhookSecret" not in [s.get("Sid") for s in collect]
 
 
 def test_preflights_go_to_the_function_and_gateway_refusals_carry_cors(template):
@@ -105,7 +105,7 @@ def test_bootstrap_creates_the_table_and_writes_the_stage_config(moto_server, tm
     assert config["environment_variables"]["API_KEYS_PARAMETER_PATH"] == "/bandwidth-meter/dev/api-keys"
     writes = next(s for s in policy["Statement"] if s["Sid"] == "WriteAlerts")
     assert writes["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ALERT#*", "ALERTS_DUE",
-                                                                                       "ALERTS_REEVALUATE"]}}
+                                                                                       "ALERTS_REEVALUATE", "ENFORCE#*"]}}
     logs = next(s for s in policy["Statement"] if s["Sid"] == "OwnLogGroup")
     assert all(":log-group:/aws/lambda/bandwidth-meter-dev-alerts" in r for r in logs["Resource"])
 
@@ -213,3 +213,17 @@ def test_the_package_fans_the_collector_out_to_its_shard_worker(template):
                                                             "${AWS::AccountId}:function:${AWS::StackName}-collect-shard"}]]
     worker_policy = resources["CollectShardRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert not any(a.startswith("lambda:") for s in worker_policy for a in s.get("Action", []))
+
+
+def test_only_the_alerts_function_claims_block_notices(template):
+    def write_keys(role):
+        statements = template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        keys = []
+        for statement in statements:
+            statement = statement.get("Fn::If", [None, statement])[1]
+            if "dynamodb:PutItem" in statement["Action"]:
+                keys += statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+        return keys
+
+    assert "ENFORCE#*" in write_keys("AlertsRole")
+    assert "ENFORCE#*" not in write_keys("CollectRole")

@@ -375,8 +375,10 @@ TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
     ("AlertsRole", IamRequest("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{PARAMETERS}/prometheus/bearer-token")),
     ("CollectRole", IamRequest("dynamodb:PutItem", TABLE_ARN, ("QUOTA",))),
     ("CollectRole", IamRequest("dynamodb:BatchWriteItem", TABLE_ARN, ("USAGE#a", "AUDIT"))),
-    # The collector sends block notices as the sender (enforcement), and as nobody else.
+    # The collector sends no email at all: block notices go out from the alerts function.
     ("CollectRole", IamRequest("ses:SendRawEmail", f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/someone-else@example.com")),
+    ("CollectRole", IamRequest("ses:SendEmail", f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/alerts@example.com")),
+    ("CollectRole", IamRequest("dynamodb:PutItem", TABLE_ARN, ("ENFORCE#payments",))),
     ("CollectRole", IamRequest("dynamodb:DeleteItem", TABLE_ARN, ("USAGE#a",))),
     ("CollectRole", IamRequest("ssm:GetParametersByPath", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{PARAMETERS}/api-keys")),
     ("CollectRole", IamRequest("ssm:GetParameter", "arn:aws:ssm:us-east-1:123456789012:parameter/other-app/secret")),

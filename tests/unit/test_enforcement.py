@@ -2,12 +2,13 @@
 text and the settings. The reconcile against a real Admin API is in tests/integration/test_enforcement.py."""
 import pytest
 
-from chalicelib.core.enforcement import Block, deck_snippet, due_blocks
+from chalicelib.core.enforcement import Block, due_blocks
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.models import SERVICES_PK, ServiceUsage
 from chalicelib.core.periods import period_at
 from chalicelib.core.quotas import QuotaSnapshot, normalize_quota, normalize_rules
 from chalicelib.core.settings import ConfigError, from_env
+from chalicelib.enforce.kong_plugin import block_message, deck_snippet
 from chalicelib.notify.enforcement_mail import render
 
 DEC1 = 1_796_083_200  # 2026-12-01T00:00Z
@@ -97,9 +98,9 @@ def test_no_block_is_due_in_a_new_period():
 def test_the_message_names_the_quota_and_when_it_resets_and_stays_the_same_all_period():
     one = Block("pay", 1000, 1000, 100, "total", "monthly", NOV.start, NOV.end, "service")
     later = Block("pay", 5000, 1000, 100, "total", "monthly", NOV.start, NOV.end, "service")
-    assert one.message == later.message
-    assert "pay reached 100% of its monthly quota of 1000 bytes" in one.message
-    assert "until 2026-12-01T00:00:00Z" in one.message
+    assert block_message(one) == block_message(later)
+    assert "pay reached 100% of its monthly quota of 1000 bytes" in block_message(one)
+    assert "until 2026-12-01T00:00:00Z" in block_message(one)
 
 
 def test_the_deck_file_holds_exactly_our_plugins_by_service_name():
@@ -107,7 +108,7 @@ def test_the_deck_file_holds_exactly_our_plugins_by_service_name():
     deck = deck_snippet([block])
     assert deck["_format_version"] == "3.0" and deck["_info"] == {"select_tags": ["bandwidth-meter"]}
     assert deck["plugins"] == [{"name": "request-termination", "service": "pay", "tags": ["bandwidth-meter"],
-                                "config": {"status_code": 429, "message": block.message}}]
+                                "config": {"status_code": 429, "message": block_message(block)}}]
 
 
 def test_notices_escape_the_service_name_in_html():
@@ -165,13 +166,3 @@ def test_a_threshold_email_of_a_warn_quota_says_nothing_of_blocking(aws):
     deps.quotas.put("pay", {"limit_bytes": 1000, "notify": ["ops@example.com"]})
     deps.alert_processor.evaluate("pay", DEC1 - 60, usage_item("pay", 1000))
     assert "429" not in mailer.sent[0]["text"]
-
-
-def test_a_block_ended_notice_is_retried_for_a_day_then_given_up_and_said_so():
-    from chalicelib.enforce.reconcile import UNSENT_RETRY_SECONDS, ReconcileReport, Reconciler
-
-    entry = {"service": "pay", "ended_at": DEC1}
-    report = ReconcileReport()
-    assert not Reconciler._give_up(entry, DEC1 + UNSENT_RETRY_SECONDS, report) and not report.errors
-    assert Reconciler._give_up(entry, DEC1 + UNSENT_RETRY_SECONDS + 60, report)
-    assert report.errors == ["gave up telling the owners of 'pay' that its block ended"]
