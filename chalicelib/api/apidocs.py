@@ -99,7 +99,10 @@ SCHEMAS = {
     "ServicesPage": _obj({"services": {"type": "array", "items": ref("ServiceSummary")},
                           "total_count": {"type": "integer"}, "next_cursor": {"type": ["string", "null"]}}),
     "Point": _obj({"time": TIME, "bytes": {**NULLABLE_INT, "description":
-                                           "bytes in [time, time + step); 0: no traffic; null: not collected"}}),
+                                           "bytes in [time, time + step); 0: no traffic; null: not collected"},
+                   "partial": {"type": "boolean", "description": "only part of [time, time + step) is collected "
+                               "(collection began in it, it is still filling, or a gap cuts it): bytes are "
+                               "what was collected so far"}}),
     "Series": _obj({"direction": {"enum": ["ingress", "egress", "total"]}, "route": {"type": ["string", "null"]},
                     "points": {"type": "array", "items": ref("Point")}, "total_bytes": {"type": "integer"}}),
     "Chart": _obj({"service": {"type": "string"}, "start": TIME, "end": TIME, "step": {"enum": list(STEPS)},
@@ -115,7 +118,8 @@ SCHEMAS = {
         "service": {"type": "string"}, "start": TIME, "end": TIME, "collected_until": TIME,
         "step": {"enum": list(STEPS)},
         "series": {"type": "array", "items": {"allOf": [ref("TrafficFigures"),
-                                                        _obj({"time": TIME}, additional=True)]}}}}]},
+                                                        _obj({"time": TIME, "partial": {"type": "boolean"}},
+                                                             additional=True)]}}}}]},
     "LegacyBandwidth": {"type": "array", "items": _obj({
         "time": {"type": "string", "format": "date-time", "examples": ["2022-02-17T18:39:41.043080+00:00"],
                  "description": "Python isoformat(): +00:00, microseconds when the instant has them"},

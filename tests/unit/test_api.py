@@ -72,8 +72,8 @@ def test_csv_has_a_row_per_point(collected):
     response = collected.http.get(f"/v1/services/pay/bandwidth?start={T0}&end={T0 + 300}&step=1m&direction=total",
                                   headers={"Accept": "text/csv"})
     lines = response.body.decode().splitlines()
-    assert lines[0] == "time,service,direction,route,bytes"
-    assert lines[1] == "2026-11-30T23:00:00Z,pay,total,,1010" and len(lines) == 6
+    assert lines[0] == "time,service,direction,route,bytes,partial"
+    assert lines[1] == "2026-11-30T23:00:00Z,pay,total,,1010,false" and len(lines) == 6
 
 
 @pytest.mark.parametrize("query, parameter", [
