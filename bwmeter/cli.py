@@ -159,7 +159,7 @@ def cmd_usage(ctx: Context) -> int:
     series = list(chart["series"])
     if ctx.args.direction == "all" and len(series) == 2:
         points = [{"time": a["time"], "bytes": None if a["bytes"] is None and b["bytes"] is None
-                   else (a["bytes"] or 0) + (b["bytes"] or 0)}
+                   else (a["bytes"] or 0) + (b["bytes"] or 0), "partial": bool(a.get("partial") or b.get("partial"))}
                   for a, b in zip(series[0]["points"], series[1]["points"])]
         series.append({"direction": "total", "route": ctx.args.route, "points": points,
                        "total_bytes": sum(p["bytes"] for p in points if p["bytes"] is not None)})
@@ -171,11 +171,17 @@ def cmd_usage(ctx: Context) -> int:
     for s in series:
         values = [p["bytes"] for p in s["points"]]
         known = [v for v in values if v is not None]
+        partial = sum(1 for p in s["points"] if p.get("partial"))
         rows.append([s["direction"], human_bytes(s["total_bytes"]), human_bytes(max(known) if known else None),
-                     human_bytes(sum(known) / len(known) if known else None), f"{len(known)}/{len(values)}",
+                     human_bytes(sum(known) / len(known) if known else None),
+                     f"{len(known)}/{len(values)}" + (f" ({partial} partial)" if partial else ""),
                      sparkline(values, ctx.args.width)])
     ctx.print(table(["DIRECTION", "TOTAL", f"PEAK/{step}", f"AVG/{step}", "COLLECTED", "TREND"], rows,
                     right=(1, 2, 3, 4)))
+    partial_times = [p["time"] for p in (series[0]["points"] if series else []) if p.get("partial")]
+    if partial_times:
+        ctx.print(f"(partial: {', '.join(partial_times)} {'is' if len(partial_times) == 1 else 'are'} only partly "
+                  "collected (collection began in it, a gap, or still filling); the bytes are what was collected)")
     if any(p["bytes"] is None for s in series for p in s["points"]):
         ctx.print("(a blank in the trend is time not collected: before the service was seen, a gap, or not final yet)")
     return 0
@@ -586,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("export", cmd_export, "a service's bandwidth as CSV (default) or, with --json, JSON")
     chart_options(p)
-    p.add_argument("--csv", action="store_true", help="CSV: time,service,direction,route,bytes (the default)")
+    p.add_argument("--csv", action="store_true", help="CSV: time,service,direction,route,bytes,partial (the default)")
     p.add_argument("--direction", choices=("all", "ingress", "egress", "total"), default="all")
     p.add_argument("--route", help="only this route")
     p.add_argument("-o", "--output", help="write to this file instead of standard output").complete = shtab.FILE

@@ -206,6 +206,19 @@ def test_usage_prints_a_table_with_a_sparkline_per_direction(api):
     assert "3/4" in rows["total"] and "blank in the trend" in out
 
 
+def test_usage_marks_partly_collected_points_and_counts_their_bytes(api):
+    body = chart([5, 10, 3], [50, 100, 30], "1h")
+    for s in body["series"]:
+        s["points"][0]["partial"] = s["points"][2]["partial"] = True
+        s["points"][1]["partial"] = False
+    api.respond = lambda r: (200, body, {})
+    code, out, _ = run(api, "usage", "pay", "--range", "3h", "--step", "1h")
+    rows = {line.split()[0]: line for line in out.splitlines()[2:5]}
+    assert code == 0 and "198 B" in rows["total"] and "3/3 (2 partial)" in rows["total"]
+    assert ("(partial: 2026-12-01T00:00:00Z, 2026-12-01T00:02:00Z are only partly collected" in out
+            and "blank in the trend" not in out)
+
+
 def test_step_auto_leaves_the_choice_to_the_api(api):
     api.respond = lambda r: (200, chart([1], [1], "5m"), {})
     run(api, "usage", "pay")

@@ -91,11 +91,26 @@ window.addEventListener("resize", () => {
 const timesOf = (points) => points.map((p) => epoch(p.time));
 const bytesOf = (points) => points.map((p) => p.bytes);
 
+// A point only partly collected (collection began in it, or it is still filling) holds what was
+// collected so far: drawn dashed and lighter, as its own series, so a low last hour or day does not
+// read as a drop. The solid line leaves it out; the dashed one joins it to its neighbours.
+const partialOf = (points) => points.map((p, i) => (p.bytes !== null && (p.partial
+  || (points[i - 1] && points[i - 1].partial) || (points[i + 1] && points[i + 1].partial)) ? p.bytes : null));
+const wholeOf = (points) => points.map((p) => (p.partial ? null : p.bytes));
+
 function drawBandwidth(chart) {
   const step = `bytes per ${chart.step}`;
-  const series = chart.series.map((s) => ({label: s.direction, stroke: DIRECTION_COLORS[s.direction],
-    width: 1.5, value: atCursor}));
-  draw("chart", series, [timesOf(chart.series[0].points), ...chart.series.map((s) => bytesOf(s.points))], step);
+  const series = [], data = [timesOf(chart.series[0].points)];
+  for (const s of chart.series) {
+    series.push({label: s.direction, stroke: DIRECTION_COLORS[s.direction], width: 1.5, value: atCursor});
+    data.push(wholeOf(s.points));
+  }
+  for (const s of chart.series.filter((x) => x.points.some((p) => p.partial))) {
+    series.push({label: `${s.direction} (partly collected)`, stroke: DIRECTION_COLORS[s.direction] + "99",
+      width: 1.5, dash: [6, 4], points: {show: true, size: 6}, value: atCursor});
+    data.push(partialOf(s.points));
+  }
+  draw("chart", series, data, step);
 }
 
 // Per route, stacked: each route's band sits on the ones below it; null (not collected) stays a gap.
@@ -114,9 +129,8 @@ function drawStackedRoutes(chart) {
 }
 
 // The quota period so far, summed. The step is the finest that keeps the elapsed part under
-// about 3,000 points (1m up to two days, at most 15m for a month): a coarse bucket that is not
-// entirely collected is null, so hour steps would leave the start of a period (and the current
-// hour) empty. The line ends at the period's counted total (what the quota is checked against),
+// about 3,000 points (1m up to two days, at most 15m for a month), so the line follows the
+// traffic closely. The line ends at the period's counted total (what the quota is checked against),
 // which also holds the bytes of buckets that are not final or not wholly collected yet; a running
 // total only rises, so the line spans gaps. It starts at 0 where the service was first seen in
 // the period (nothing was counted for it before), so a new service has a line from its first
