@@ -99,7 +99,14 @@ def test_a_quota_crossing_reaches_the_stream_handler_and_lands_in_the_outbox(run
             break
         time.sleep(1)
     assert new, log.read_text()[-2000:]
-    assert f"{service} reached 100%" in next(iter(new)).read_text()
+    import email
+    from email import policy
+
+    saved = email.message_from_bytes(next(iter(new)).read_bytes(), policy=policy.default)
+    assert f"{service} reached 100%" in saved["Subject"] and saved.get_content_type() == "multipart/alternative"
+    parts = {part.get_content_type(): part.get_content() for part in saved.iter_parts()}
+    assert set(parts) == {"text/plain", "text/html"} and "<" not in parts["text/plain"]
+    assert f"{service} reached 100%" in parts["text/plain"] and "</" in parts["text/html"]
     assert "[email]" in log.read_text()
 
 
@@ -119,7 +126,7 @@ def test_a_reject_quota_blocks_the_service_at_the_development_gateway(runtime):
         time.sleep(1)
     assert answer.status_code == 429, log.read_text()[-2000:]
     assert f"{service} reached 100%" in answer.json()["message"]
-    deadline = time.monotonic() + 15  # the run prints after it returns; the outbox is polled each second
+    deadline = time.monotonic() + 15  # the run prints after it returns
     while time.monotonic() < deadline and f"{service} is blocked" not in log.read_text():
         time.sleep(0.5)
     assert f"[enforce] {service} blocked" in log.read_text()
