@@ -17,6 +17,7 @@ The endpoint and key come from ``--url`` / ``--api-key`` or ``BWMETER_URL`` /
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, TextIO
 import shtab
 
 from bwmeter import __version__
-from bwmeter.client import DEFAULT_URL, ApiError, BwmeterError, Client, watch
+from bwmeter.client import DEFAULT_URL, ApiError, BwmeterError, Client, NetworkError, watch
 
 EXIT_CODES = """exit codes:
   0  success
@@ -216,6 +217,19 @@ def cmd_stats(ctx: Context) -> int:
     return 0
 
 
+def unseen(ctx: "Context", service: str) -> Optional[str]:
+    """None when the API has seen ``service``; else what to tell the user, with the closest
+    names it has seen (a typo such as media-cnd for media-cdn)."""
+    try:
+        ctx.client.service(service)
+        return None
+    except ApiError as e:
+        if e.status != 404:
+            raise
+    close = difflib.get_close_matches(service, [r["service"] for r in ctx.client.services()], n=3, cutoff=0.6)
+    return f"{service} has never been seen" + (f"; did you mean {' or '.join(close)}?" if close else "")
+
+
 QUOTA_FLAGS = ("limit_bytes", "period", "anchor_day", "direction", "thresholds", "notify", "forecast", "webhook_url",
                "reject_at")
 
@@ -235,6 +249,10 @@ def cmd_quota(ctx: Context) -> int:
         changes = {k: getattr(a, k) for k in QUOTA_FLAGS if getattr(a, k, None) is not None}
         if a.quota_action is not None:  # `action` is the command's own get/set/rm
             changes["action"] = a.quota_action
+        problem = unseen(ctx, a.service)
+        if problem and not a.force:
+            raise BwmeterError(f"{problem}{'' if problem.endswith('?') else '.'} Check the name, or pass --force to store a quota for a service "
+                               "that has not carried traffic yet.", exit_code=2)
         quota = {}
         if not a.replace:
             try:
@@ -248,6 +266,8 @@ def cmd_quota(ctx: Context) -> int:
         if "limit_bytes" not in quota:
             raise BwmeterError(f"{a.service} has no quota yet: give --limit", exit_code=2)
         quota = client.put_quota(a.service, quota)
+        for warning in quota.pop("warnings", None) or []:  # the API's own, e.g. never seen
+            print(f"bwmeter: warning: {warning}", file=ctx.err, flush=True)
     if a.json:
         ctx.emit_json(quota)
         return 0
@@ -269,6 +289,10 @@ def cmd_alerts(ctx: Context) -> int:
         return 0
     alerts = body.get("alerts", [])
     if not alerts:
+        problem = unseen(ctx, ctx.args.service)
+        if problem:  # a typo would otherwise read as "no alerts"
+            raise BwmeterError(f"{problem}{'' if problem.endswith('?') else '.'} So it has no alerts.",
+                               exit_code=4)
         ctx.print(f"No alerts for {ctx.args.service}.")
         return 0
     ctx.print(table(
@@ -586,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --action reject: percent of the limit that blocks (default 100)")
     p.add_argument("--replace", action="store_true",
                    help="set: replace the whole quota (default: change only the options given)")
+    p.add_argument("--force", action="store_true",
+                   help="set: store a quota for a service the API has never seen (it may start later)")
 
     p = command("alerts", cmd_alerts, "alerts sent (or due) for a service")
     p.add_argument("service")
@@ -638,7 +664,10 @@ def _positive(kind):
     return convert
 
 
-def _describe(error: BwmeterError) -> str:
+def _describe(error: BwmeterError, url_source: str = "") -> str:
+    if isinstance(error, NetworkError) and url_source:
+        return (f"{error.message} [bwmeter called {url_source}; point it at the API with "
+                "BWMETER_URL=http://HOST:PORT or --url (`make run` prints the `export BWMETER_URL=...` line to paste)]")
     if isinstance(error, ApiError):
         text = f"the API answered {error.status} ({error.code}): {error.message}"
         if error.status == 401:
@@ -659,6 +688,8 @@ def main(argv: Optional[List[str]] = None, *, env: Mapping[str, str] = os.enviro
     except SystemExit as e:  # argparse has printed the problem (2) or the help (0)
         return int(e.code or 0)
     url = args.url or env.get("BWMETER_URL") or DEFAULT_URL
+    url_source = (f"{url} (from --url)" if args.url else f"{url} (from BWMETER_URL)" if env.get("BWMETER_URL")
+                  else f"the default {url}, as BWMETER_URL is not set")
     key = args.api_key or env.get("BWMETER_API_KEY") or None
 
     def announce_wait(wait: float, error: ApiError) -> None:
@@ -672,7 +703,7 @@ def main(argv: Optional[List[str]] = None, *, env: Mapping[str, str] = os.enviro
             detail = e.as_dict() if isinstance(e, ApiError) else {"message": e.message}
             print(json.dumps({"error": detail}), file=stderr, flush=True)
         else:
-            print(f"bwmeter: {_describe(e)}", file=stderr, flush=True)
+            print(f"bwmeter: {_describe(e, url_source)}", file=stderr, flush=True)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

@@ -203,6 +203,9 @@ class Runtime:
         if self.admin_url:
             lines.append(f"  kong admin   {self.admin_url}/plugins (the gateway's Admin API: quotas with action "
                          "reject block services here)")
+        # The command line's default is port 8000: say how to point it here, whatever API_PORT is.
+        lines.append(f"  command line export BWMETER_URL={api}   (paste in another terminal, then: "
+                     ".venv/bin/bwmeter services)")
         lines.append("Press Ctrl+C to stop.")
         print("\n".join(lines), flush=True)
 

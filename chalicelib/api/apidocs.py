@@ -129,7 +129,11 @@ SCHEMAS = {
                                                                   "null: not collected (and the request instant)"}})},
     "Quota": {k: v for k, v in QUOTA_SCHEMA.items() if not k.startswith("$")},
     "QuotaRules": {k: v for k, v in RULES_SCHEMA.items() if not k.startswith("$")},
-    "StoredQuota": {"type": "object", "required": ["limit_bytes", "period", "direction", "thresholds", "notify"]},
+    "StoredQuota": {"type": "object", "required": ["limit_bytes", "period", "direction", "thresholds", "notify"],
+                    "properties": {"warnings": {
+                        "type": "array", "items": {"type": "string"},
+                        "description": "PUT only, when the service has never been seen (a typo?), with the closest "
+                                       "known names; the quota is stored all the same"}}},
     "QuotaList": _obj({"quotas": {"type": "array", "items": {"type": "object"}},
                        "rules": {"type": "array", "items": {"type": "object"}}}),
     "RuleList": _obj({"rules": {"type": "array", "items": {"type": "object"}}}),

@@ -67,8 +67,24 @@ def test_it_serves_the_api_and_says_what_runs_where(runtime):
     health = requests.get(f"{api}/v1/health", timeout=5).json()
     assert health["status"] == "ok" and health["backends"]["prometheus"] is True
     text = log.read_text()
-    for part in ("API ", "Prometheus ", "AWS ", "embedded moto server", "gateway ", "kong admin "):
+    for part in ("API ", "Prometheus ", "AWS ", "embedded moto server", "gateway ", "kong admin ",
+                 f"export BWMETER_URL={api}   "):
         assert part in text
+
+
+def test_the_banners_export_line_points_the_command_line_at_this_port(runtime):
+    """The README's walkthrough, unchanged, on a port other than 8000: paste the banner's
+    `export BWMETER_URL=...` line, then run bwmeter."""
+    _, api, log, _ = runtime
+    assert not api.endswith(":8000")
+    line = re.search(r"export (BWMETER_URL=\S+)", log.read_text()).group(1)
+    script = f"export {line}; {sys.executable} -m bwmeter health"
+    env = {k: v for k, v in clean_env().items() if not k.startswith("BWMETER_")}
+    result = subprocess.run(["sh", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "ok: Bandwidth Meter" in result.stdout and api in result.stdout, result.stderr
+    without = subprocess.run([sys.executable, "-m", "bwmeter", "health", "--url", "http://127.0.0.1:9"], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert without.returncode == 3 and "BWMETER_URL" in without.stderr
 
 
 def test_the_collector_runs_on_schedule_and_demo_services_appear(runtime):

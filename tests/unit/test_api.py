@@ -131,6 +131,21 @@ def test_quota_changes_are_audited(collected):
             for e in entries] == [("delete", 200, None), ("put", 100, 200), ("put", None, 100)]
 
 
+def test_a_quota_for_a_service_never_seen_is_stored_with_a_warning_naming_the_closest(collected):
+    put = collected.http.put("/v1/services/pya/quota", headers={"Content-Type": "application/json"},
+                             body=json.dumps({"limit_bytes": 100}))
+    body = json.loads(put.body)
+    assert put.status_code == 200 and body["limit_bytes"] == 100
+    assert body["warnings"] == ["service 'pya' has not been seen; did you mean 'pay'?"]
+    assert get(collected, "/v1/services/pya/quota")[1]["limit_bytes"] == 100  # stored: it may start tomorrow
+    far = json.loads(collected.http.put("/v1/services/zzz-new/quota", headers={"Content-Type": "application/json"},
+                                        body=json.dumps({"limit_bytes": 100})).body)
+    assert far["warnings"] == ["service 'zzz-new' has not been seen; the quota applies once it carries traffic"]
+    seen = json.loads(collected.http.put("/v1/services/pay/quota", headers={"Content-Type": "application/json"},
+                                         body=json.dumps({"limit_bytes": 100})).body)
+    assert "warnings" not in seen
+
+
 def test_quota_rules_apply_by_pattern_and_own_quota_wins(collected):
     rules = {"rules": [{"pattern": "pa*", "limit_bytes": 1000, "period": "day"}]}
     assert collected.http.put("/v1/quota-rules", headers={"Content-Type": "application/json"},

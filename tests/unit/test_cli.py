@@ -112,6 +112,25 @@ def chart(ingress, egress, step="1m"):
             "step": step, "series": [series("ingress", ingress), series("egress", egress)]}
 
 
+def seen(respond, services=("pay",)):
+    """``respond``, with GET /v1/services/NAME answering 200 for the services seen (404 otherwise)
+    and GET /v1/services listing them: what `quota set` and `alerts` ask before acting."""
+    def answer(r):
+        if r["method"] == "GET" and r["path"] == "/v1/services":
+            return 200, {"services": [summary(name) for name in services], "next_cursor": None}, {}
+        if r["method"] == "GET" and r["path"].count("/") == 3 and r["path"].startswith("/v1/services/"):
+            name = r["path"].rsplit("/", 1)[1]
+            return (200, summary(name), {}) if name in services else (
+                404, {"error": {"code": "not_found", "message": f"unknown service {name!r}"}}, {})
+        return respond(r)
+
+    return answer
+
+
+def quota_calls(api):
+    return [r for r in api.requests if r["path"].endswith("/quota")]
+
+
 # -- formatting -----------------------------------------------------------------------------
 def test_sparkline_scales_from_zero_to_the_peak_and_leaves_missing_points_blank():
     assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
@@ -248,19 +267,46 @@ def test_stats_of_an_unknown_service_says_so(api):
 
 def test_quota_set_changes_only_the_options_given(api):
     stored = {"limit_bytes": 100, "period": "month", "notify": ["a@example.com"], "thresholds": [80, 90, 100]}
-    api.respond = lambda r: (200, stored if r["method"] == "GET" else r["body"], {})
+    api.respond = seen(lambda r: (200, stored if r["method"] == "GET" else r["body"], {}))
     code, out, _ = run(api, "quota", "set", "pay", "--limit", "2GB", "--thresholds", "50,100")
-    put = api.requests[1]
+    put = quota_calls(api)[1]
     assert code == 0 and put["method"] == "PUT" and put["path"] == "/v1/services/pay/quota"
     assert put["body"] == {**stored, "limit_bytes": 2 * 10**9, "thresholds": [50, 100]}
     assert "2,000,000,000 (2 GB)" in out
 
 
 def test_quota_set_replace_sends_only_the_options_given(api):
-    api.respond = lambda r: (200, r["body"], {})
+    api.respond = seen(lambda r: (200, r["body"], {}))
     code, _, _ = run(api, "quota", "set", "pay", "--limit", "1000", "--replace", "--notify", "x@example.com")
-    assert code == 0 and [r["method"] for r in api.requests] == ["PUT"]
-    assert api.requests[0]["body"] == {"limit_bytes": 1000, "notify": ["x@example.com"]}
+    assert code == 0 and [r["method"] for r in quota_calls(api)] == ["PUT"]
+    assert quota_calls(api)[0]["body"] == {"limit_bytes": 1000, "notify": ["x@example.com"]}
+
+
+def test_quota_set_for_a_service_never_seen_names_the_closest_and_needs_force(api):
+    def quota(r):
+        if r["method"] == "PUT":
+            return 200, {**r["body"], "warnings": ["service 'media-cnd' has not been seen; did you mean 'media-cdn'?"]}, {}
+        return 404, {"error": {"code": "not_found", "message": "no quota"}}, {}
+
+    api.respond = seen(quota, services=("media-cdn", "pay"))
+    code, out, err = run(api, "quota", "set", "media-cnd", "--limit", "1GB")
+    assert code == 2 and "media-cnd has never been seen; did you mean media-cdn?" in err and "--force" in err
+    assert quota_calls(api) == []  # nothing stored
+    code, out, err = run(api, "quota", "set", "media-cnd", "--limit", "1GB", "--force")
+    assert code == 0 and [r["method"] for r in quota_calls(api)] == ["GET", "PUT"]
+    assert "warning: service 'media-cnd' has not been seen; did you mean 'media-cdn'?" in err
+    assert "warnings" not in out and "1,000,000,000 (1 GB)" in out
+
+
+def test_alerts_for_a_service_never_seen_says_so_with_the_closest_names(api):
+    api.respond = seen(lambda r: (200, {"service": "serch-api", "alerts": []}, {}),
+                       services=("search-api", "media-cdn"))
+    code, out, err = run(api, "alerts", "serch-api")
+    assert code == 4 and "No alerts" not in out
+    assert "serch-api has never been seen; did you mean search-api?, so it has no alerts." not in err
+    assert "serch-api has never been seen; did you mean search-api? So it has no alerts." in err
+    code, out, _ = run(api, "alerts", "media-cdn")
+    assert code == 0 and "No alerts for media-cdn." in out
 
 
 def test_quota_rm(api):
@@ -300,6 +346,28 @@ def test_an_unreachable_api_exits_3():
     out, err = io.StringIO(), io.StringIO()
     code = main(["services"], env={"BWMETER_URL": f"http://127.0.0.1:{port}"}, stdout=out, stderr=err)
     assert code == 3 and "cannot connect" in err.getvalue()
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again before the request
+
+
+@pytest.mark.parametrize("how", ["default", "env", "flag"])
+def test_a_connection_error_names_the_url_tried_and_how_to_change_it(how, monkeypatch):
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}"
+    if how == "default":  # as when `API_PORT=8123 make run` runs and BWMETER_URL is not set
+        monkeypatch.setattr("bwmeter.cli.DEFAULT_URL", url)
+    argv = ["services"] + (["--url", url] if how == "flag" else [])
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, env={"BWMETER_URL": url} if how == "env" else {}, stdout=out, stderr=err)
+    text = err.getvalue()
+    assert code == 3 and f"cannot connect to {url}" in text
+    assert {"default": f"bwmeter called the default {url}, as BWMETER_URL is not set",
+            "env": f"bwmeter called {url} (from BWMETER_URL)", "flag": f"bwmeter called {url} (from --url)"}[how] in text
+    assert "BWMETER_URL=http://HOST:PORT or --url" in text and "export BWMETER_URL=" in text
 
 
 def test_an_answer_that_is_not_json_exits_1(api):
@@ -551,17 +619,17 @@ def test_zsh_completion_is_a_compdef_script_naming_every_command(api):
 
 
 def test_quota_set_reject_sends_the_action_and_level(api):
-    api.respond = lambda r: (200, r["body"], {})
+    api.respond = seen(lambda r: (200, r["body"], {}))
     code, _, _ = run(api, "quota", "set", "pay", "--limit", "1000", "--replace", "--action", "reject",
                      "--reject-at", "90")
-    assert code == 0 and api.requests[0]["body"] == {"limit_bytes": 1000, "action": "reject", "reject_at": 90.0}
+    assert code == 0 and quota_calls(api)[0]["body"] == {"limit_bytes": 1000, "action": "reject", "reject_at": 90.0}
 
 
 def test_quota_set_action_warn_drops_the_reject_level(api):
     stored = {"limit_bytes": 100, "action": "reject", "reject_at": 90}
-    api.respond = lambda r: (200, stored if r["method"] == "GET" else r["body"], {})
+    api.respond = seen(lambda r: (200, stored if r["method"] == "GET" else r["body"], {}))
     code, _, _ = run(api, "quota", "set", "pay", "--action", "warn")
-    assert code == 0 and api.requests[1]["body"] == {"limit_bytes": 100, "action": "warn"}
+    assert code == 0 and quota_calls(api)[1]["body"] == {"limit_bytes": 100, "action": "warn"}
 
 
 ENFORCEMENT = {"mode": "admin-api", "blocked": [

@@ -335,7 +335,8 @@ async function saveQuota(event) {
     const limit = Math.round(Number($("quota-limit").value) * UNITS[$("quota-unit").value]);
     const saved = await api(path, {method: "PUT", body: {...current, limit_bytes: limit, period}});
     result.className = "ok-text";
-    result.textContent = `Saved: ${service} may use ${human(saved.limit_bytes)} per ${saved.period}.`;
+    result.textContent = `Saved: ${service} may use ${human(saved.limit_bytes)} per ${saved.period}.`
+      + (saved.warnings || []).map((w) => ` Note: ${w}.`).join("");  // e.g. never seen: a typo?
     await route();
   } catch (error) {
     result.className = "refused";
