@@ -410,18 +410,30 @@ def cmd_enforcement(ctx: Context) -> int:
     if ctx.args.deck:
         ctx.print(json.dumps(body["deck"], indent=2))
         return 0
-    blocked = body.get("blocked") or []
-    if blocked:
-        ctx.print(table(["SERVICE", "USED", "LIMIT", "USED %", "REJECT AT", "UNTIL", "AT GATEWAY"], [
+    blocked, lifting = body.get("blocked") or [], body.get("lift_pending") or []
+    admin_api = body.get("mode") == "admin-api"
+
+    def state(entry: dict) -> str:  # desired vs applied: a reconcile (each collector run) closes the gap
+        name = entry.get("state") or ("blocked" if entry.get("at_gateway") else "block pending")
+        return name + (" (next run)" if name in ("block pending", "lift pending") else "")
+
+    if blocked or lifting:
+        ctx.print(table(["SERVICE", "USED", "LIMIT", "USED %", "REJECT AT", "UNTIL", "STATE"], [
             [b["service"], human_bytes(b["usage_bytes"]), human_bytes(b["limit_bytes"]), _pct(b.get("percent")),
-             f"{b['reject_at']:g}%", b["period_end"], "yes" if b.get("at_gateway") else "no"] for b in blocked],
+             f"{b['reject_at']:g}%", b["period_end"], state(b)] for b in blocked] + [
+            [b["service"], None, None, None, None, b.get("period_end"), state(b)] for b in lifting],
             right=(1, 2, 3, 4)))
+        if any(b.get("state") == "block pending" for b in blocked):
+            ctx.print("block pending: due now; the collector's next run (within a minute) blocks it at the gateway.")
+        if lifting:
+            ctx.print("lift pending: no longer due, but the gateway answers 429 until the collector's next run "
+                      "lifts the block.")
     else:
-        ctx.print("No service is blocked.")
+        ctx.print("No service is blocked" + (", at the gateway or due." if admin_api else "."))
     gateway = body.get("gateway") or {}
-    if body.get("mode") == "admin-api":
+    if admin_api:
         ctx.print(f"Kong Admin API: reconciled {gateway.get('last_reconcile') or 'not yet'}, "
-                  f"{gateway.get('blocked_count', 0)} blocked"
+                  f"{gateway.get('blocked_count', 0)} blocked there"
                   + (f"; missing services: {', '.join(gateway['missing_services'])}"
                      if gateway.get("missing_services") else "")
                   + (f"; last error: {gateway['last_error']}" if gateway.get("last_error") else ""))

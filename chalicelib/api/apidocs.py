@@ -78,7 +78,16 @@ SCHEMAS = {
                 "percent": {"type": "number"}, "direction": {"enum": ["total", "ingress", "egress"]},
                 "period_kind": {"enum": ["daily", "weekly", "monthly"]}, "period_start": TIME, "period_end": TIME,
                 "source": {"type": "string"}, "at_gateway": {"type": "boolean"},
-                "plugin_id": {"type": ["string", "null"]}}}},
+                "plugin_id": {"type": ["string", "null"]},
+                "state": {"enum": ["blocked", "block pending", "missing at gateway", "apply with decK"],
+                          "description": "blocked: applied at the gateway; block pending: due, the collector's "
+                                         "next run applies it; missing at gateway: Kong has no service of that "
+                                         "name; apply with decK: declarative mode"}}}},
+        "lift_pending": {"type": "array", "description": "Blocks no longer due that the gateway still applies "
+                         "(it answers 429) until the collector's next run lifts them", "items": _obj({
+                             "service": {"type": "string"}, "plugin_id": {"type": ["string", "null"]},
+                             "period_end": {"type": ["string", "null"]}, "at_gateway": {"const": True},
+                             "state": {"const": "lift pending"}})},
         "gateway": ref("GatewayEnforcement"),
         "deck": {"type": "object", "description": "A decK state file (JSON is YAML) with exactly the "
                                                   "request-termination plugins due, tagged bandwidth-meter"}}),

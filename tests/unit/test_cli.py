@@ -645,8 +645,27 @@ def test_enforcement_lists_blocked_services(api):
     code, out, _ = run(api, "enforcement")
     assert code == 0 and api.requests[0]["path"] == "/v1/enforcement"
     row = next(line for line in out.splitlines() if line.startswith("pay"))
-    assert "2 MB" in row and "200.0 %" in row and "2026-12-01T00:00:00Z" in row and row.endswith("yes")
-    assert "missing services: ghost" in out
+    assert "2 MB" in row and "200.0 %" in row and "2026-12-01T00:00:00Z" in row and row.endswith("blocked")
+    assert "missing services: ghost" in out and "1 blocked there" in out
+
+
+def test_enforcement_right_after_a_lift_says_lift_pending_not_nothing_blocked(api):
+    """Issue 28: 'No service is blocked' next to '1 blocked at Kong' while the gateway still 429s."""
+    api.respond = lambda r: (200, {**ENFORCEMENT, "blocked": [], "lift_pending": [
+        {"service": "pay", "plugin_id": "p1", "period_end": "2026-12-01T00:00:00Z", "at_gateway": True,
+         "state": "lift pending"}]}, {})
+    code, out, _ = run(api, "enforcement")
+    row = next(line for line in out.splitlines() if line.startswith("pay"))
+    assert code == 0 and row.endswith("lift pending (next run)") and "No service is blocked" not in out
+    assert "the gateway answers 429 until the collector's next run lifts the block" in out
+
+
+def test_enforcement_of_a_block_not_applied_yet_says_block_pending(api):
+    pending = {**ENFORCEMENT["blocked"][0], "at_gateway": False, "plugin_id": None, "state": "block pending"}
+    api.respond = lambda r: (200, {**ENFORCEMENT, "blocked": [pending], "lift_pending": []}, {})
+    code, out, _ = run(api, "enforcement")
+    row = next(line for line in out.splitlines() if line.startswith("pay"))
+    assert code == 0 and row.endswith("block pending (next run)") and "within a minute" in out
 
 
 def test_enforcement_json_and_deck(api):

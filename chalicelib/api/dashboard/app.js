@@ -185,6 +185,30 @@ async function drawCumulative(name, summary) {
 }
 
 // -- the service page ---------------------------------------------------------------------------
+// What is due and what the gateway applies differ until the collector's next run (each minute)
+// reconciles them; the banner says which, so it never reads "not blocked" while requests get 429.
+function blockText(block) {
+  const why = block.usage_bytes === undefined ? ""
+    : ` (${human(block.usage_bytes)} used, ${block.reject_at}% of ${human(block.limit_bytes)} rejects)`;
+  switch (block.state) {
+    case "lift pending":
+      return "Lift pending: no longer over its quota, but the gateway answers 429 until the collector's next run "
+        + "(within a minute) lifts the block.";
+    case "block pending":
+      return `Block pending: the collector's next run (within a minute) blocks it at the gateway, answering 429 `
+        + `until ${block.period_end}${why}.`;
+    case "missing at gateway":
+      return `Block due, but the gateway has no service of this name${why}.`;
+    case "apply with decK":
+      return `Block due until ${block.period_end}${why}: apply it at the gateway with decK (bwmeter enforcement --deck).`;
+    default:
+      return `Blocked at the gateway: requests are answered 429 until ${block.period_end}${why}`;
+  }
+}
+
+const BADGES = {"lift pending": "lift pending", "block pending": "block pending", "missing at gateway": "block due",
+  "apply with decK": "block due"};
+
 async function renderService(name, params) {
   $("overview").hidden = true;
   $("service").hidden = false;
@@ -202,11 +226,10 @@ async function renderService(name, params) {
     api(`v1/services/${encoded}/stats?start=${start}&end=${end}`).catch(() => null),
     api("v1/enforcement").catch(() => null)]);
   if (!chart || !summary) throw new Error(`unknown service ${name}`);
-  const block = enforcement ? enforcement.blocked.find((b) => b.service === name) : null;
+  const block = enforcement ? enforcement.blocked.find((b) => b.service === name)
+    || (enforcement.lift_pending || []).find((b) => b.service === name) : null;
   $("blocked").hidden = !block;
-  $("blocked").textContent = block ? `Blocked at the gateway: requests are answered 429 until ${block.period_end} `
-    + `(${human(block.usage_bytes)} used, ${block.reject_at}% of ${human(block.limit_bytes)} rejects)`
-    + (block.at_gateway ? "" : "; not applied at the gateway yet") : "";
+  $("blocked").textContent = block ? blockText(block) : "";
   state.csv = {path: `${path}&format=csv`, file: `${name}-${start}-${end}.csv`};
   $("step").textContent = chart.step;
   if (!chart.series.length) {
@@ -275,8 +298,9 @@ function renderOverview() {
     const tr = el("tr");
     const name = el("td");
     name.append(el("a", s.service, {href: `#service=${encodeURIComponent(s.service)}&range=24h`}));
-    if (state.blocked[s.service]) {
-      name.append(" ", el("span", "blocked", {class: "badge", title: `answered 429 until ${state.blocked[s.service].period_end}`}));
+    const block = state.blocked[s.service];
+    if (block) {
+      name.append(" ", el("span", BADGES[block.state] || "blocked", {class: "badge", title: blockText(block)}));
     }
     const percent = s.percent;
     const bar = el("div", null, {class: "bar", role: "img",
@@ -357,7 +381,8 @@ async function route() {
       const [page, enforcement] = await Promise.all([api("v1/services?limit=1000"),
         api("v1/enforcement").catch(() => null)]);
       state.services = page ? page.services : [];
-      state.blocked = Object.fromEntries((enforcement ? enforcement.blocked : []).map((b) => [b.service, b]));
+      state.blocked = Object.fromEntries((enforcement ? [...enforcement.blocked, ...(enforcement.lift_pending || [])]
+        : []).map((b) => [b.service, b]));
       renderOverview();
       $("quota-form").hidden = !(await isAdmin());
     }
