@@ -111,6 +111,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Seque
     return "\n".join(lines)
 
 
+def counted(n: int, word: str, plural: Optional[str] = None) -> str:
+    """``1 minute``, ``2 minutes``: a count with its noun in the right number."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
 def _pct(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.1f} %"
 
@@ -386,7 +391,7 @@ def cmd_status(ctx: Context) -> int:
         ("last run", f"{s.get('last_run_start')} .. {s.get('last_run_end')}, {s.get('last_duration_ms')} ms"
          if s.get("last_run_start") else None),
         ("series seen", s.get("series_seen")),
-        ("written", f"{s.get('minutes_written')} minutes, {s.get('items_written')} items"
+        ("written", f"{counted(s.get('minutes_written'), 'minute')}, {counted(s.get('items_written') or 0, 'item')}"
          if s.get("minutes_written") is not None else None),
         ("kong schemas", ", ".join(s.get("kong_schemas_seen") or []) or None),
         ("last success", s.get("last_success")),
@@ -510,7 +515,7 @@ def cmd_rules(ctx: Context) -> int:
         ctx.emit_json(body)
         return 0
     if a.action == "set":
-        ctx.print(f"Saved {len(body.get('rules') or [])} quota rule(s).")
+        ctx.print(f"Saved {counted(len(body.get('rules') or []), 'quota rule')}.")
     _print_rules(ctx, body.get("rules") or [])
     return 0
 
@@ -518,14 +523,26 @@ def cmd_rules(ctx: Context) -> int:
 def _change(entry: dict) -> str:
     old, new = entry.get("old"), entry.get("new")
     if entry.get("key") == "quota-rules":
-        count = lambda rules: "none" if not rules else f"{len(rules)} rule(s)"  # noqa: E731
+        count = lambda rules: "none" if not rules else counted(len(rules), "rule")  # noqa: E731
         return f"{count(old)} -> {count(new)}"
     if entry.get("action") == "delete" or new is None:
         return f"removed (was {human_bytes(old.get('limit_bytes'))})" if isinstance(old, dict) else "removed"
     if not isinstance(old, dict):
         return f"set: {human_bytes(new.get('limit_bytes'))} per {new.get('period')}"
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return "changed: " + (", ".join(changed) or "nothing")
+    return "changed: " + (", ".join(f"{k} {_shown(k, old.get(k))} -> {_shown(k, new.get(k))}" for k in changed)
+                          or "nothing")
+
+
+def _shown(key: str, value) -> str:
+    """A quota field's value as the audit shows it: sizes readable, lists joined, absent as -."""
+    if value is None:
+        return "-"
+    if key == "limit_bytes" and isinstance(value, int):
+        return human_bytes(value)
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
+    return str(value)
 
 
 def cmd_audit(ctx: Context) -> int:

@@ -235,7 +235,8 @@ class Runtime:
     def _run_collect(handler, label: str) -> None:
         try:
             report = handler()
-            print(f"[{label}] {report['status']}: {report['minutes']} minutes up to {report['end']}; "
+            minutes = f"{report['minutes']} minute" + ("" if report["minutes"] == 1 else "s")
+            print(f"[{label}] {report['status']}: {minutes} up to {report['end']}; "
                   f"{observability.readable(observability.last_flushed(clear=True))}", flush=True)
             Runtime._print_enforcement(report.get("enforcement"))
         except Exception as e:  # Lambda would log the failure and run again next minute

@@ -213,7 +213,7 @@ def test_rules_set_from_a_file_then_get_round_trips(api, tmp_path):
     path.write_text(json.dumps({"rules": [{"pattern": "batch-*", "limit_bytes": 5000000, "period": "week"}]}))
     result = bwmeter(api, "rules", "set", str(path), key=admin)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Saved 1 quota rule(s).") and "batch-*" in result.stdout
+    assert result.stdout.startswith("Saved 1 quota rule.") and "batch-*" in result.stdout
     got = bwmeter(api, "rules", "get", "--json", key=admin)
     assert json.loads(got.stdout)["rules"][0]["pattern"] == "batch-*"
     path.write_text(got.stdout)  # what `rules get --json` prints is what `rules set` takes

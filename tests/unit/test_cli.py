@@ -504,7 +504,7 @@ def test_rules_set_puts_the_file_and_a_bare_list_is_wrapped(api, tmp_path):
     path = tmp_path / "rules.json"
     path.write_text(json.dumps([RULE]))
     code, out, _ = run(api, "rules", "set", str(path))
-    assert code == 0 and out.startswith("Saved 1 quota rule(s).")
+    assert code == 0 and out.startswith("Saved 1 quota rule.")
     (request,) = api.requests
     assert request["method"] == "PUT" and request["path"] == "/v1/quota-rules" and request["body"] == {"rules": [RULE]}
 
@@ -561,8 +561,18 @@ def test_audit_summarises_each_change(api):
     code, out, _ = run(api, "audit", "--limit", "3")
     lines = out.splitlines()
     assert code == 0 and api.requests[0]["query"] == {"limit": ["3"]}
-    assert lines[1].endswith("none -> 1 rule(s)") and lines[2].endswith("changed: limit_bytes")
+    assert lines[1].endswith("none -> 1 rule") and lines[2].endswith("changed: limit_bytes 1 B -> 2 B")
     assert lines[3].endswith("removed (was 5 KB)") and "key#1a2b3c4d" in lines[1]
+
+
+def test_audit_shows_each_changed_field_old_to_new(api):
+    entry = {"at": "2026-12-01T00:01:00Z", "key": "quota/pay", "action": "put", "actor": "key#1a2b3c4d",
+             "old": {"limit_bytes": 10**9, "period": "month", "thresholds": [80, 90], "notify": ["a@x.io"]},
+             "new": {"limit_bytes": 2 * 10**9, "period": "day", "thresholds": [80, 90], "notify": ["a@x.io"],
+                     "action": "reject"}}
+    api.respond = lambda r: (200, {"entries": [entry]}, {})
+    out = run(api, "audit")[1]
+    assert out.splitlines()[1].endswith("changed: action - -> reject, limit_bytes 1 GB -> 2 GB, period month -> day")
 
 
 def test_audit_limit_must_be_positive(api):
