@@ -40,7 +40,7 @@ EXIT_CODES = """exit codes:
   5  the API failed (5xx)
 """
 SPARKS = "▁▂▃▄▅▆▇█"
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -68,7 +68,7 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: unknown unit")
     value = int(float(match.group(1)) * _UNITS[unit])
     if value <= 0:
-        raise argparse.ArgumentTypeError("a limit must be more than 0 bytes")
+        raise argparse.ArgumentTypeError(f"limit must be positive (more than 0 bytes), not {text!r}")
     return value
 
 
@@ -241,9 +241,13 @@ QUOTA_FLAGS = ("limit_bytes", "period", "anchor_day", "direction", "thresholds",
 
 def cmd_quota(ctx: Context) -> int:
     a, client = ctx.args, ctx.client
-    if a.action == "get":
+    if a.operation is None or a.service is None:
+        print(a.usage_help(), file=ctx.err, end="")
+        missing = "get, set or rm and a SERVICE" if a.operation is None else "a SERVICE"
+        raise BwmeterError(f"quota needs {missing}, e.g. bwmeter quota get media-cdn", exit_code=2)
+    if a.operation == "get":
         quota = client.quota(a.service)
-    elif a.action == "rm":
+    elif a.operation == "rm":
         client.delete_quota(a.service)
         if a.json:
             ctx.emit_json({"service": a.service, "deleted": True})
@@ -252,7 +256,7 @@ def cmd_quota(ctx: Context) -> int:
         return 0
     else:
         changes = {k: getattr(a, k) for k in QUOTA_FLAGS if getattr(a, k, None) is not None}
-        if a.quota_action is not None:  # `action` is the command's own get/set/rm
+        if a.quota_action is not None:  # --action: the quota's warn|reject
             changes["action"] = a.quota_action
         problem = unseen(ctx, a.service)
         if problem and not a.force:
@@ -276,7 +280,7 @@ def cmd_quota(ctx: Context) -> int:
     if a.json:
         ctx.emit_json(quota)
         return 0
-    shown = dict(quota)
+    shown = without_meaningless(quota)
     shown["limit_bytes"] = f"{quota['limit_bytes']:,} ({human_bytes(quota['limit_bytes'])})"
     ctx.print(f"Quota of {a.service}:")
     for key in sorted(shown):
@@ -447,8 +451,25 @@ def cmd_enforcement(ctx: Context) -> int:
     return 0
 
 
+def without_meaningless(quota: dict) -> dict:
+    """A quota without the fields that mean nothing for it: anchor_day is a monthly period's
+    billing-cycle day (a day or week period ignores it), reject_at only applies to action reject."""
+    return {k: v for k, v in quota.items()
+            if not (k == "anchor_day" and quota.get("period", "month") != "month")
+            and not (k == "reject_at" and quota.get("action") != "reject")}
+
+
+def _action(q: dict) -> str:
+    if q.get("action") == "reject":
+        return f"reject at {q.get('reject_at', 100):g}%"
+    return q.get("action") or "warn"
+
+
+LIMIT_COLUMNS = ["LIMIT", "PERIOD", "DIRECTION", "ACTION", "THRESHOLDS", "NOTIFY"]
+
+
 def _limit_rows(quotas: Sequence[dict], first: str) -> List[list]:
-    return [[q.get(first), human_bytes(q.get("limit_bytes")), q.get("period"), q.get("direction"),
+    return [[q.get(first), human_bytes(q.get("limit_bytes")), q.get("period"), q.get("direction"), _action(q),
              ",".join(f"{t:g}" for t in q.get("thresholds") or []) or None,
              ", ".join(q.get("notify") or []) or None] for q in quotas]
 
@@ -458,8 +479,7 @@ def _print_rules(ctx: Context, rules: Sequence[dict]) -> None:
         ctx.print("No quota rules.")
         return
     ctx.print("Rules, in order (the first whose pattern matches a service without its own quota applies):")
-    ctx.print(table(["PATTERN", "LIMIT", "PERIOD", "DIRECTION", "THRESHOLDS", "NOTIFY"],
-                    _limit_rows(rules, "pattern"), right=(1,)))
+    ctx.print(table(["PATTERN", *LIMIT_COLUMNS], _limit_rows(rules, "pattern"), right=(1,)))
 
 
 def cmd_quotas(ctx: Context) -> int:
@@ -469,8 +489,7 @@ def cmd_quotas(ctx: Context) -> int:
         return 0
     quotas = body.get("quotas") or []
     if quotas:
-        ctx.print(table(["SERVICE", "LIMIT", "PERIOD", "DIRECTION", "THRESHOLDS", "NOTIFY"],
-                        _limit_rows(quotas, "service"), right=(1,)))
+        ctx.print(table(["SERVICE", *LIMIT_COLUMNS], _limit_rows(quotas, "service"), right=(1,)))
     else:
         ctx.print("No service has its own quota.")
     ctx.print()
@@ -621,8 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
     chart_options(p, "1h")
 
     p = command("quota", cmd_quota, "show, set or remove a service's quota (set and rm need an admin key)")
-    p.add_argument("action", choices=("get", "set", "rm"))
-    p.add_argument("service")
+    # Not "action": --action is the quota's own warn|reject, and argparse would say "required: action".
+    p.add_argument("operation", choices=("get", "set", "rm"), nargs="?", metavar="get|set|rm")
+    p.add_argument("service", nargs="?", metavar="SERVICE")
+    p.set_defaults(usage_help=p.format_help)
     p.add_argument("--limit", dest="limit_bytes", type=parse_size, metavar="SIZE", help="bytes per period: 500GB, 1.5TiB, 1000000")
     p.add_argument("--period", choices=("day", "week", "month"))
     p.add_argument("--anchor-day", type=int, help="billing-cycle day for monthly periods")
@@ -707,13 +728,28 @@ def _describe(error: BwmeterError, url_source: str = "") -> str:
     return error.message
 
 
+_NEGATIVE = re.compile(r"^-\d")
+
+
+def _attach_negative_values(argv: List[str]) -> List[str]:
+    """``--limit -5MB`` as ``--limit=-5MB``: argparse takes a value starting with - for an option
+    (and says "expected one argument"); attached, the value reaches its check, which explains."""
+    out: List[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Optional[List[str]] = None, *, env: Mapping[str, str] = os.environ, stdout: TextIO = None,
          stderr: TextIO = None, stdin: TextIO = None, sleep: Callable[[float], None] = time.sleep,
          clock: Callable[[], float] = time.monotonic, now: Callable[[], float] = time.time) -> int:
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as e:  # argparse has printed the problem (2) or the help (0)
         return int(e.code or 0)
     url = args.url or env.get("BWMETER_URL") or DEFAULT_URL

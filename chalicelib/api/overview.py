@@ -19,6 +19,15 @@ def percent(usage: PeriodUsage, quota: EffectiveQuota) -> Optional[float]:
     return round(100.0 * usage.of(quota.direction) / quota.limit_bytes, 2)
 
 
+def shown_quota(quota: EffectiveQuota) -> Optional[dict]:
+    """The quota as the overview shows it: anchor_day (a monthly billing-cycle day) only for a
+    monthly period, where it means something."""
+    body = quota.as_dict()
+    if body is not None and body["period"] != "month":
+        body.pop("anchor_day", None)
+    return body
+
+
 def service_summary(store, item, quota: EffectiveQuota, now: float) -> dict:
     usage = period_usage(store, item, quota, now)
     period = usage.period
@@ -26,7 +35,7 @@ def service_summary(store, item, quota: EffectiveQuota, now: float) -> dict:
         "service": item.service,
         "usage": usage.as_dict(),
         "period": {"kind": period.kind, "start": iso(period.start), "end": iso(period.end)},
-        "quota": quota.as_dict(),
+        "quota": shown_quota(quota),
         "percent": percent(usage, quota),
         "first_seen": iso(item.first_seen),
         "last_active": iso(item.last_active),

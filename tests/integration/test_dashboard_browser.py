@@ -391,7 +391,9 @@ def test_an_admin_key_sets_a_quota_and_sees_the_apis_refusal(api, page):
     assert refusal.status_code == 400
     assert submit("-5") == f"Refused: {refusal.json()['error']['message']}"
     assert api.get("/v1/services/reports-api/quota").status_code == 404  # nothing stored on refusal
-    assert submit("1.5") == "Saved: reports-api may use 1.5 GB per month."
+    # Stored, with the API's warning: reports-api carried no traffic yet (a typo of payments-api?).
+    assert submit("1.5") == ("Saved: reports-api may use 1.5 GB per month. Note: service 'reports-api' has not "
+                             "been seen; did you mean 'payments-api'?")
     assert api.get("/v1/services/reports-api/quota").json()["limit_bytes"] == 1_500_000_000
 
 

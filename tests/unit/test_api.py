@@ -146,6 +146,15 @@ def test_a_quota_for_a_service_never_seen_is_stored_with_a_warning_naming_the_cl
     assert "warnings" not in seen
 
 
+@pytest.mark.parametrize("period, anchor", [("day", None), ("week", None), ("month", 15)])
+def test_the_overview_shows_anchor_day_only_for_a_monthly_quota(collected, period, anchor):
+    body = {"limit_bytes": 100, "period": period, **({"anchor_day": anchor} if anchor else {})}
+    assert collected.http.put("/v1/services/pay/quota", headers={"Content-Type": "application/json"},
+                              body=json.dumps(body)).status_code == 200
+    for quota in (get(collected, "/v1/services/pay")[1]["quota"], get(collected, "/v1/services")[1]["services"][0]["quota"]):
+        assert quota["period"] == period and quota.get("anchor_day") == anchor
+
+
 def test_quota_rules_apply_by_pattern_and_own_quota_wins(collected):
     rules = {"rules": [{"pattern": "pa*", "limit_bytes": 1000, "period": "day"}]}
     assert collected.http.put("/v1/quota-rules", headers={"Content-Type": "application/json"},

@@ -1,5 +1,6 @@
 """bwmeter's client and commands against a tiny scripted HTTP server on loopback (no API, no
 AWS), with the clock and sleep injected so waits take no time."""
+import argparse
 import io
 import json
 import socket
@@ -146,6 +147,8 @@ def test_sizes_parse_decimal_and_binary_units():
     assert parse_size("1000") == 1000
     assert parse_size("500GB") == 500 * 10**9 and parse_size("1.5 TiB") == int(1.5 * 2**40)
     assert parse_size("2m") == 2_000_000
+    with pytest.raises(argparse.ArgumentTypeError, match="limit must be positive"):
+        parse_size("-5MB")
     assert human_bytes(999) == "999 B" and human_bytes(1234567) == "1.23 MB" and human_bytes(None) == "-"
 
 
@@ -494,9 +497,50 @@ def test_quotas_lists_service_quotas_then_rules(api):
     api.respond = lambda r: (200, {"quotas": [own], "rules": [RULE]}, {})
     code, out, _ = run(api, "quotas")
     lines = out.splitlines()
-    assert code == 0 and lines[0].split() == ["SERVICE", "LIMIT", "PERIOD", "DIRECTION", "THRESHOLDS", "NOTIFY"]
-    assert lines[1].split() == ["search", "1", "GB", "month", "total", "80,90,100", "ops@example.com"]
+    assert code == 0 and lines[0].split() == ["SERVICE", "LIMIT", "PERIOD", "DIRECTION", "ACTION", "THRESHOLDS",
+                                              "NOTIFY"]
+    assert lines[1].split() == ["search", "1", "GB", "month", "total", "warn", "80,90,100", "ops@example.com"]
     assert lines[-1].split()[:3] == ["pay*", "1", "GB"]
+
+
+def test_quotas_show_the_action_and_the_reject_level(api):
+    own = {"service": "media", "limit_bytes": 10**6, "period": "day", "direction": "total", "thresholds": [100],
+           "notify": [], "action": "reject", "reject_at": 90}
+    api.respond = lambda r: (200, {"quotas": [own], "rules": [{**RULE, "action": "warn"}]}, {})
+    lines = run(api, "quotas")[1].splitlines()
+    assert lines[1].split()[:7] == ["media", "1", "MB", "day", "total", "reject", "at"] and "90%" in lines[1]
+    assert lines[-1].split()[5] == "warn"
+
+
+def test_quota_get_hides_anchor_day_for_a_daily_quota_and_shows_it_for_a_monthly(api):
+    daily = {"limit_bytes": 10**6, "period": "day", "anchor_day": 1, "direction": "total", "action": "warn"}
+    api.respond = lambda r: (200, daily, {})
+    out = run(api, "quota", "get", "pay")[1]
+    assert "anchor_day" not in out and "period       day" in out
+    api.respond = lambda r: (200, {**daily, "period": "month", "anchor_day": 15}, {})
+    assert "anchor_day   15" in run(api, "quota", "get", "pay")[1]
+
+
+@pytest.mark.parametrize("argv", [["quota", "set", "pay", "--limit", "-5MB"], ["quota", "set", "pay", "--limit=-5MB"]])
+def test_a_negative_limit_is_a_clear_error_not_expected_one_argument(api, argv, capsys):
+    code, _, _ = run(api, *argv)
+    err = capsys.readouterr().err  # argparse's own message
+    assert code == 2 and "limit must be positive" in err and "expected one argument" not in err
+    assert api.requests == []
+
+
+def test_negative_values_of_other_options_reach_their_check_too(api, capsys):
+    code, _, _ = run(api, "audit", "--limit", "-3")
+    err = capsys.readouterr().err
+    assert code == 2 and "must be more than 0" in err and "expected one argument" not in err
+
+
+@pytest.mark.parametrize("argv, missing", [(["quota"], "get, set or rm and a SERVICE"), (["quota", "get"], "a SERVICE")])
+def test_quota_without_arguments_prints_its_help_and_what_is_missing(api, argv, missing):
+    code, _, err = run(api, *argv)
+    assert code == 2 and f"quota needs {missing}" in err and "required: action" not in err
+    assert "usage: bwmeter quota [-h]" in err and "get|set|rm" in err and "--action {warn,reject}" in err
+    assert api.requests == []
 
 
 def test_rules_set_puts_the_file_and_a_bare_list_is_wrapped(api, tmp_path):

@@ -360,7 +360,7 @@ async function saveQuota(event) {
     const saved = await api(path, {method: "PUT", body: {...current, limit_bytes: limit, period}});
     result.className = "ok-text";
     result.textContent = `Saved: ${service} may use ${human(saved.limit_bytes)} per ${saved.period}.`
-      + (saved.warnings || []).map((w) => ` Note: ${w}.`).join("");  // e.g. never seen: a typo?
+      + (saved.warnings || []).map((w) => ` Note: ${w}${/[.?!]$/.test(w) ? "" : "."}`).join("");  // never seen: a typo?
     await route();
   } catch (error) {
     result.className = "refused";
