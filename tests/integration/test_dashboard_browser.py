@@ -545,6 +545,29 @@ def test_the_query_string_works_too_and_a_preset_then_replaces_its_range(api, pa
     assert p.evaluate("location.hash") == "#service=payments-api&range=1h"
 
 
+def test_the_7d_view_shows_what_was_collected_with_partial_buckets_dashed(api, page):
+    """Issue 28: at 15m steps the bucket where collection began, those the gap cuts and the one
+    still filling held data but were drawn as not collected, so a 7 d view of a new service was
+    empty. They are drawn, dashed and lighter, and nothing is drawn twice."""
+    p = page(service_url(api, range="7d"))
+    assert p.text("#step") == "15m"
+    assert p.legend("chart") == ["Time", "ingress", "egress", "ingress (partly collected)",
+                                 "egress (partly collected)"]
+    assert p.evaluate("charts.chart.series[4].dash") == [6, 4] and p.evaluate("charts.chart.series[2].dash") is None
+    times, whole, partial = p.evaluate("[charts.chart.data[0], charts.chart.data[2], charts.chart.data[4]]")
+    chart = api.get(f"/v1/services/payments-api/bandwidth?start={times[0]}&end={times[-1] + 900}&step=15m"
+                    "&direction=egress").json()
+    points = chart["series"][0]["points"]
+    assert [int(datetime.fromisoformat(x["time"].replace("Z", "+00:00")).timestamp()) for x in points] == times
+    assert [w if w is not None else (v if pt["partial"] else None) for w, v, pt in zip(whole, partial, points)] == [
+        pt["bytes"] for pt in points]
+    assert all(w is None for w, pt in zip(whole, points) if pt["partial"])  # a partial point is not drawn solid
+    assert sum(pt["partial"] for pt in points) >= 2 and any(pt["bytes"] for pt in points[-2:])  # the latest shown
+    drawn = sum(x for x in whole if x is not None) + sum(v for v, pt in zip(partial, points) if pt["partial"])
+    assert drawn == chart["series"][0]["total_bytes"] > 0
+    p.screenshot("dashboard-7d.png")
+
+
 def test_csv_download_holds_what_the_chart_shows(api, page, browser, tmp_path):
     start, end = api.end - 3600, api.end
     browser.call("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(tmp_path))
