@@ -395,12 +395,20 @@ def test_an_admin_key_sets_a_quota_and_sees_the_apis_refusal(api, page):
     assert submit("1.5") == ("Saved: reports-api may use 1.5 GB per month. Note: service 'reports-api' has not "
                              "been seen; did you mean 'payments-api'?")
     assert api.get("/v1/services/reports-api/quota").json()["limit_bytes"] == 1_500_000_000
+    # The audit shows what changed, old -> new (as bwmeter audit does).
+    first_change = "document.querySelector('#audit tbody tr') && document.querySelector('#audit tbody tr').textContent"
+    shown = p.wait(f"({first_change} || '').includes('quota/reports-api') && {first_change}")
+    assert "quota/reports-api (put)" in shown and shown.endswith("set: 1.5 GB per month")
+    assert submit("2").startswith("Saved: reports-api may use 2 GB per month.")
+    assert p.wait(f"({first_change} || '').includes('limit_bytes 1.5 GB -> 2 GB') && {first_change}").startswith(
+        f"{datetime.now(timezone.utc):%Y-%m-%d}")
 
 
 def test_a_read_key_is_not_offered_the_quota_form(api, page):
     p = page(f"{api.url}/dashboard", key=READ_KEY)
     assert p.evaluate("document.querySelectorAll('#services tbody tr').length") == 2
     assert p.evaluate("document.getElementById('quota-form').hidden") is True
+    assert p.evaluate("document.getElementById('audit').hidden") is True
 
 
 # -- the service page -----------------------------------------------------------------------------

@@ -340,6 +340,39 @@ async function renderCollector() {
   $("quarantine").querySelector("ul").replaceChildren(...quarantined.map((q) => el("li", describe(q))));
 }
 
+// The audit as bwmeter audit shows it: each changed field, old -> new.
+function shownValue(key, value) {
+  if (value === null || value === undefined) return "-";
+  if (key === "limit_bytes" && typeof value === "number") return human(value);
+  if (Array.isArray(value)) return value.join(",") || "none";
+  return String(value);
+}
+
+function auditChange(entry) {
+  const {old, new: now} = entry;
+  const rules = (list) => (!list || !list.length ? "none" : `${list.length} rule${list.length === 1 ? "" : "s"}`);
+  if (entry.key === "quota-rules") return `${rules(old)} -> ${rules(now)}`;
+  if (entry.action === "delete" || !now) return old ? `removed (was ${human(old.limit_bytes)})` : "removed";
+  if (!old) return `set: ${human(now.limit_bytes)} per ${now.period}`;
+  const keys = [...new Set([...Object.keys(old), ...Object.keys(now)])].sort()
+    .filter((k) => JSON.stringify(old[k]) !== JSON.stringify(now[k]));
+  return keys.length ? keys.map((k) => `${k} ${shownValue(k, old[k])} -> ${shownValue(k, now[k])}`).join(", ")
+    : "nothing";
+}
+
+async function renderAudit() {
+  const body = await api("v1/quota-audit?limit=20");
+  const rows = $("audit").querySelector("tbody");
+  rows.replaceChildren();
+  for (const e of (body && body.entries) || []) {
+    const tr = el("tr");
+    tr.append(el("td", utc(epoch(e.at))), el("td", `${e.key} (${e.action})`), el("td", e.actor || "—"),
+      el("td", auditChange(e)));
+    rows.append(tr);
+  }
+  $("audit").hidden = !rows.children.length;
+}
+
 // Only admin keys may read the quota audit, so reading one entry tells whether to offer the form.
 async function isAdmin() {
   if (state.admin === null) state.admin = await api("v1/quota-audit?limit=1").then(() => true, () => false);
@@ -384,7 +417,9 @@ async function route() {
       state.blocked = Object.fromEntries((enforcement ? [...enforcement.blocked, ...(enforcement.lift_pending || [])]
         : []).map((b) => [b.service, b]));
       renderOverview();
-      $("quota-form").hidden = !(await isAdmin());
+      const admin = await isAdmin();
+      $("quota-form").hidden = !admin;
+      if (admin) await renderAudit(); else $("audit").hidden = true;
     }
     await collector;
   } catch (error) {
