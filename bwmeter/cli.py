@@ -231,7 +231,9 @@ def unseen(ctx: "Context", service: str) -> Optional[str]:
     except ApiError as e:
         if e.status != 404:
             raise
-    close = difflib.get_close_matches(service, [r["service"] for r in ctx.client.services()], n=3, cutoff=0.6)
+    # One page of names is enough for a suggestion (the API's own check reads as many).
+    page = ctx.client.json("GET", "/v1/services", params={"sort": "name", "limit": 1000})
+    close = difflib.get_close_matches(service, [r["service"] for r in page.get("services") or []], n=3, cutoff=0.6)
     return f"{service} has never been seen" + (f"; did you mean {' or '.join(close)}?" if close else "")
 
 
