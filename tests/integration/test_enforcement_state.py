@@ -5,7 +5,7 @@ development gateway, fixed clock) is the one tests/integration/test_enforcement.
 from tests.integration.test_enforcement import block_pay, kong, world  # noqa: F401  (fixtures)
 
 
-def test_right_after_a_lift_the_listing_says_lift_pending_while_the_gateway_still_429s(world):
+def test_right_after_a_lift_the_listing_says_lift_pending_while_the_gateway_still_429s(world):  # noqa: F811 (the fixture)
     block_pay(world)
     listing = world.api("/v1/enforcement")
     assert [(b["service"], b["state"], b["at_gateway"]) for b in listing["blocked"]] == [("pay", "blocked", True)]
@@ -23,7 +23,7 @@ def test_right_after_a_lift_the_listing_says_lift_pending_while_the_gateway_stil
     assert listing["blocked"] == [] and listing["lift_pending"] == [] and listing["gateway"]["blocked"] == []
 
 
-def test_a_block_due_before_the_next_run_is_block_pending(world):
+def test_a_block_due_before_the_next_run_is_block_pending(world):  # noqa: F811
     world.minute(0, {"pay": 6_000})
     world.book.put("pay", {"limit_bytes": 5_000, "action": "reject"})  # due now, applied at the next run
     [pending] = world.api("/v1/enforcement")["blocked"]
