@@ -158,8 +158,10 @@ def get_quota(service):
            api_key_required=True)
 @endpoint
 def put_quota(service):
-    return bootstrap.current().quotas.put(validate_service_name(service), json_body(app.current_request.raw_body),
-                                      actor=access.actor(app.current_request))
+    deps = bootstrap.current()
+    quota = deps.quotas.put(validate_service_name(service), json_body(app.current_request.raw_body),
+                            actor=access.actor(app.current_request))
+    return overview.with_warnings(quota, deps.store, service)
 
 
 @app.route("/v1/services/{service}/quota", methods=["DELETE"], api_key_required=True)

@@ -17,6 +17,7 @@ The endpoint and key come from ``--url`` / ``--api-key`` or ``BWMETER_URL`` /
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, TextIO
 import shtab
 
 from bwmeter import __version__
-from bwmeter.client import DEFAULT_URL, ApiError, BwmeterError, Client, watch
+from bwmeter.client import DEFAULT_URL, ApiError, BwmeterError, Client, NetworkError, watch
 
 EXIT_CODES = """exit codes:
   0  success
@@ -39,7 +40,7 @@ EXIT_CODES = """exit codes:
   5  the API failed (5xx)
 """
 SPARKS = "▁▂▃▄▅▆▇█"
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -67,7 +68,7 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: unknown unit")
     value = int(float(match.group(1)) * _UNITS[unit])
     if value <= 0:
-        raise argparse.ArgumentTypeError("a limit must be more than 0 bytes")
+        raise argparse.ArgumentTypeError(f"limit must be positive (more than 0 bytes), not {text!r}")
     return value
 
 
@@ -108,6 +109,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Seque
         parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
+
+
+def counted(n: int, word: str, plural: Optional[str] = None) -> str:
+    """``1 minute``, ``2 minutes``: a count with its noun in the right number."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def _pct(value: Optional[float]) -> str:
@@ -159,7 +165,7 @@ def cmd_usage(ctx: Context) -> int:
     series = list(chart["series"])
     if ctx.args.direction == "all" and len(series) == 2:
         points = [{"time": a["time"], "bytes": None if a["bytes"] is None and b["bytes"] is None
-                   else (a["bytes"] or 0) + (b["bytes"] or 0)}
+                   else (a["bytes"] or 0) + (b["bytes"] or 0), "partial": bool(a.get("partial") or b.get("partial"))}
                   for a, b in zip(series[0]["points"], series[1]["points"])]
         series.append({"direction": "total", "route": ctx.args.route, "points": points,
                        "total_bytes": sum(p["bytes"] for p in points if p["bytes"] is not None)})
@@ -171,11 +177,17 @@ def cmd_usage(ctx: Context) -> int:
     for s in series:
         values = [p["bytes"] for p in s["points"]]
         known = [v for v in values if v is not None]
+        partial = sum(1 for p in s["points"] if p.get("partial"))
         rows.append([s["direction"], human_bytes(s["total_bytes"]), human_bytes(max(known) if known else None),
-                     human_bytes(sum(known) / len(known) if known else None), f"{len(known)}/{len(values)}",
+                     human_bytes(sum(known) / len(known) if known else None),
+                     f"{len(known)}/{len(values)}" + (f" ({partial} partial)" if partial else ""),
                      sparkline(values, ctx.args.width)])
     ctx.print(table(["DIRECTION", "TOTAL", f"PEAK/{step}", f"AVG/{step}", "COLLECTED", "TREND"], rows,
                     right=(1, 2, 3, 4)))
+    partial_times = [p["time"] for p in (series[0]["points"] if series else []) if p.get("partial")]
+    if partial_times:
+        ctx.print(f"(partial: {', '.join(partial_times)} {'is' if len(partial_times) == 1 else 'are'} only partly "
+                  "collected (collection began in it, a gap, or still filling); the bytes are what was collected)")
     if any(p["bytes"] is None for s in series for p in s["points"]):
         ctx.print("(a blank in the trend is time not collected: before the service was seen, a gap, or not final yet)")
     return 0
@@ -210,15 +222,34 @@ def cmd_stats(ctx: Context) -> int:
     return 0
 
 
+def unseen(ctx: "Context", service: str) -> Optional[str]:
+    """None when the API has seen ``service``; else what to tell the user, with the closest
+    names it has seen (a typo such as media-cnd for media-cdn)."""
+    try:
+        ctx.client.service(service)
+        return None
+    except ApiError as e:
+        if e.status != 404:
+            raise
+    # One page of names is enough for a suggestion (the API's own check reads as many).
+    page = ctx.client.json("GET", "/v1/services", params={"sort": "name", "limit": 1000})
+    close = difflib.get_close_matches(service, [r["service"] for r in page.get("services") or []], n=3, cutoff=0.6)
+    return f"{service} has never been seen" + (f"; did you mean {' or '.join(close)}?" if close else "")
+
+
 QUOTA_FLAGS = ("limit_bytes", "period", "anchor_day", "direction", "thresholds", "notify", "forecast", "webhook_url",
                "reject_at")
 
 
 def cmd_quota(ctx: Context) -> int:
     a, client = ctx.args, ctx.client
-    if a.action == "get":
+    if a.operation is None or a.service is None:
+        print(a.usage_help(), file=ctx.err, end="")
+        missing = "get, set or rm and a SERVICE" if a.operation is None else "a SERVICE"
+        raise BwmeterError(f"quota needs {missing}, e.g. bwmeter quota get media-cdn", exit_code=2)
+    if a.operation == "get":
         quota = client.quota(a.service)
-    elif a.action == "rm":
+    elif a.operation == "rm":
         client.delete_quota(a.service)
         if a.json:
             ctx.emit_json({"service": a.service, "deleted": True})
@@ -227,8 +258,12 @@ def cmd_quota(ctx: Context) -> int:
         return 0
     else:
         changes = {k: getattr(a, k) for k in QUOTA_FLAGS if getattr(a, k, None) is not None}
-        if a.quota_action is not None:  # `action` is the command's own get/set/rm
+        if a.quota_action is not None:  # --action: the quota's warn|reject
             changes["action"] = a.quota_action
+        problem = unseen(ctx, a.service)
+        if problem and not a.force:
+            raise BwmeterError(f"{problem}{'' if problem.endswith('?') else '.'} Check the name, or pass --force to store a quota for a service "
+                               "that has not carried traffic yet.", exit_code=2)
         quota = {}
         if not a.replace:
             try:
@@ -242,10 +277,12 @@ def cmd_quota(ctx: Context) -> int:
         if "limit_bytes" not in quota:
             raise BwmeterError(f"{a.service} has no quota yet: give --limit", exit_code=2)
         quota = client.put_quota(a.service, quota)
+        for warning in quota.pop("warnings", None) or []:  # the API's own, e.g. never seen
+            print(f"bwmeter: warning: {warning}", file=ctx.err, flush=True)
     if a.json:
         ctx.emit_json(quota)
         return 0
-    shown = dict(quota)
+    shown = without_meaningless(quota)
     shown["limit_bytes"] = f"{quota['limit_bytes']:,} ({human_bytes(quota['limit_bytes'])})"
     ctx.print(f"Quota of {a.service}:")
     for key in sorted(shown):
@@ -263,6 +300,10 @@ def cmd_alerts(ctx: Context) -> int:
         return 0
     alerts = body.get("alerts", [])
     if not alerts:
+        problem = unseen(ctx, ctx.args.service)
+        if problem:  # a typo would otherwise read as "no alerts"
+            raise BwmeterError(f"{problem}{'' if problem.endswith('?') else '.'} So it has no alerts.",
+                               exit_code=4)
         ctx.print(f"No alerts for {ctx.args.service}.")
         return 0
     ctx.print(table(
@@ -356,7 +397,7 @@ def cmd_status(ctx: Context) -> int:
         ("last run", f"{s.get('last_run_start')} .. {s.get('last_run_end')}, {s.get('last_duration_ms')} ms"
          if s.get("last_run_start") else None),
         ("series seen", s.get("series_seen")),
-        ("written", f"{s.get('minutes_written')} minutes, {s.get('items_written')} items"
+        ("written", f"{counted(s.get('minutes_written'), 'minute')}, {counted(s.get('items_written') or 0, 'item')}"
          if s.get("minutes_written") is not None else None),
         ("kong schemas", ", ".join(s.get("kong_schemas_seen") or []) or None),
         ("last success", s.get("last_success")),
@@ -380,18 +421,30 @@ def cmd_enforcement(ctx: Context) -> int:
     if ctx.args.deck:
         ctx.print(json.dumps(body["deck"], indent=2))
         return 0
-    blocked = body.get("blocked") or []
-    if blocked:
-        ctx.print(table(["SERVICE", "USED", "LIMIT", "USED %", "REJECT AT", "UNTIL", "AT GATEWAY"], [
+    blocked, lifting = body.get("blocked") or [], body.get("lift_pending") or []
+    admin_api = body.get("mode") == "admin-api"
+
+    def state(entry: dict) -> str:  # desired vs applied: a reconcile (each collector run) closes the gap
+        name = entry.get("state") or ("blocked" if entry.get("at_gateway") else "block pending")
+        return name + (" (next run)" if name in ("block pending", "lift pending") else "")
+
+    if blocked or lifting:
+        ctx.print(table(["SERVICE", "USED", "LIMIT", "USED %", "REJECT AT", "UNTIL", "STATE"], [
             [b["service"], human_bytes(b["usage_bytes"]), human_bytes(b["limit_bytes"]), _pct(b.get("percent")),
-             f"{b['reject_at']:g}%", b["period_end"], "yes" if b.get("at_gateway") else "no"] for b in blocked],
+             f"{b['reject_at']:g}%", b["period_end"], state(b)] for b in blocked] + [
+            [b["service"], None, None, None, None, b.get("period_end"), state(b)] for b in lifting],
             right=(1, 2, 3, 4)))
+        if any(b.get("state") == "block pending" for b in blocked):
+            ctx.print("block pending: due now; the collector's next run (within a minute) blocks it at the gateway.")
+        if lifting:
+            ctx.print("lift pending: no longer due, but the gateway answers 429 until the collector's next run "
+                      "lifts the block.")
     else:
-        ctx.print("No service is blocked.")
+        ctx.print("No service is blocked" + (", at the gateway or due." if admin_api else "."))
     gateway = body.get("gateway") or {}
-    if body.get("mode") == "admin-api":
+    if admin_api:
         ctx.print(f"Kong Admin API: reconciled {gateway.get('last_reconcile') or 'not yet'}, "
-                  f"{gateway.get('blocked_count', 0)} blocked"
+                  f"{gateway.get('blocked_count', 0)} blocked there"
                   + (f"; missing services: {', '.join(gateway['missing_services'])}"
                      if gateway.get("missing_services") else "")
                   + (f"; last error: {gateway['last_error']}" if gateway.get("last_error") else ""))
@@ -400,8 +453,25 @@ def cmd_enforcement(ctx: Context) -> int:
     return 0
 
 
+def without_meaningless(quota: dict) -> dict:
+    """A quota without the fields that mean nothing for it: anchor_day is a monthly period's
+    billing-cycle day (a day or week period ignores it), reject_at only applies to action reject."""
+    return {k: v for k, v in quota.items()
+            if not (k == "anchor_day" and quota.get("period", "month") != "month")
+            and not (k == "reject_at" and quota.get("action") != "reject")}
+
+
+def _action(q: dict) -> str:
+    if q.get("action") == "reject":
+        return f"reject at {q.get('reject_at', 100):g}%"
+    return q.get("action") or "warn"
+
+
+LIMIT_COLUMNS = ["LIMIT", "PERIOD", "DIRECTION", "ACTION", "THRESHOLDS", "NOTIFY"]
+
+
 def _limit_rows(quotas: Sequence[dict], first: str) -> List[list]:
-    return [[q.get(first), human_bytes(q.get("limit_bytes")), q.get("period"), q.get("direction"),
+    return [[q.get(first), human_bytes(q.get("limit_bytes")), q.get("period"), q.get("direction"), _action(q),
              ",".join(f"{t:g}" for t in q.get("thresholds") or []) or None,
              ", ".join(q.get("notify") or []) or None] for q in quotas]
 
@@ -411,8 +481,7 @@ def _print_rules(ctx: Context, rules: Sequence[dict]) -> None:
         ctx.print("No quota rules.")
         return
     ctx.print("Rules, in order (the first whose pattern matches a service without its own quota applies):")
-    ctx.print(table(["PATTERN", "LIMIT", "PERIOD", "DIRECTION", "THRESHOLDS", "NOTIFY"],
-                    _limit_rows(rules, "pattern"), right=(1,)))
+    ctx.print(table(["PATTERN", *LIMIT_COLUMNS], _limit_rows(rules, "pattern"), right=(1,)))
 
 
 def cmd_quotas(ctx: Context) -> int:
@@ -422,8 +491,7 @@ def cmd_quotas(ctx: Context) -> int:
         return 0
     quotas = body.get("quotas") or []
     if quotas:
-        ctx.print(table(["SERVICE", "LIMIT", "PERIOD", "DIRECTION", "THRESHOLDS", "NOTIFY"],
-                        _limit_rows(quotas, "service"), right=(1,)))
+        ctx.print(table(["SERVICE", *LIMIT_COLUMNS], _limit_rows(quotas, "service"), right=(1,)))
     else:
         ctx.print("No service has its own quota.")
     ctx.print()
@@ -468,7 +536,7 @@ def cmd_rules(ctx: Context) -> int:
         ctx.emit_json(body)
         return 0
     if a.action == "set":
-        ctx.print(f"Saved {len(body.get('rules') or [])} quota rule(s).")
+        ctx.print(f"Saved {counted(len(body.get('rules') or []), 'quota rule')}.")
     _print_rules(ctx, body.get("rules") or [])
     return 0
 
@@ -476,14 +544,26 @@ def cmd_rules(ctx: Context) -> int:
 def _change(entry: dict) -> str:
     old, new = entry.get("old"), entry.get("new")
     if entry.get("key") == "quota-rules":
-        count = lambda rules: "none" if not rules else f"{len(rules)} rule(s)"  # noqa: E731
+        count = lambda rules: "none" if not rules else counted(len(rules), "rule")  # noqa: E731
         return f"{count(old)} -> {count(new)}"
     if entry.get("action") == "delete" or new is None:
         return f"removed (was {human_bytes(old.get('limit_bytes'))})" if isinstance(old, dict) else "removed"
     if not isinstance(old, dict):
         return f"set: {human_bytes(new.get('limit_bytes'))} per {new.get('period')}"
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return "changed: " + (", ".join(changed) or "nothing")
+    return "changed: " + (", ".join(f"{k} {_shown(k, old.get(k))} -> {_shown(k, new.get(k))}" for k in changed)
+                          or "nothing")
+
+
+def _shown(key: str, value) -> str:
+    """A quota field's value as the audit shows it: sizes readable, lists joined, absent as -."""
+    if value is None:
+        return "-"
+    if key == "limit_bytes" and isinstance(value, int):
+        return human_bytes(value)
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
+    return str(value)
 
 
 def cmd_audit(ctx: Context) -> int:
@@ -562,8 +642,10 @@ def build_parser() -> argparse.ArgumentParser:
     chart_options(p, "1h")
 
     p = command("quota", cmd_quota, "show, set or remove a service's quota (set and rm need an admin key)")
-    p.add_argument("action", choices=("get", "set", "rm"))
-    p.add_argument("service")
+    # Not "action": --action is the quota's own warn|reject, and argparse would say "required: action".
+    p.add_argument("operation", choices=("get", "set", "rm"), nargs="?", metavar="get|set|rm")
+    p.add_argument("service", nargs="?", metavar="SERVICE")
+    p.set_defaults(usage_help=p.format_help)
     p.add_argument("--limit", dest="limit_bytes", type=parse_size, metavar="SIZE", help="bytes per period: 500GB, 1.5TiB, 1000000")
     p.add_argument("--period", choices=("day", "week", "month"))
     p.add_argument("--anchor-day", type=int, help="billing-cycle day for monthly periods")
@@ -580,13 +662,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --action reject: percent of the limit that blocks (default 100)")
     p.add_argument("--replace", action="store_true",
                    help="set: replace the whole quota (default: change only the options given)")
+    p.add_argument("--force", action="store_true",
+                   help="set: store a quota for a service the API has never seen (it may start later)")
 
     p = command("alerts", cmd_alerts, "alerts sent (or due) for a service")
     p.add_argument("service")
 
     p = command("export", cmd_export, "a service's bandwidth as CSV (default) or, with --json, JSON")
     chart_options(p)
-    p.add_argument("--csv", action="store_true", help="CSV: time,service,direction,route,bytes (the default)")
+    p.add_argument("--csv", action="store_true", help="CSV: time,service,direction,route,bytes,partial (the default)")
     p.add_argument("--direction", choices=("all", "ingress", "egress", "total"), default="all")
     p.add_argument("--route", help="only this route")
     p.add_argument("-o", "--output", help="write to this file instead of standard output").complete = shtab.FILE
@@ -632,7 +716,10 @@ def _positive(kind):
     return convert
 
 
-def _describe(error: BwmeterError) -> str:
+def _describe(error: BwmeterError, url_source: str = "") -> str:
+    if isinstance(error, NetworkError) and url_source:
+        return (f"{error.message} [bwmeter called {url_source}; point it at the API with "
+                "BWMETER_URL=http://HOST:PORT or --url (`make run` prints the `export BWMETER_URL=...` line to paste)]")
     if isinstance(error, ApiError):
         text = f"the API answered {error.status} ({error.code}): {error.message}"
         if error.status == 401:
@@ -643,16 +730,33 @@ def _describe(error: BwmeterError) -> str:
     return error.message
 
 
+_NEGATIVE = re.compile(r"^-\d")
+
+
+def _attach_negative_values(argv: List[str]) -> List[str]:
+    """``--limit -5MB`` as ``--limit=-5MB``: argparse takes a value starting with - for an option
+    (and says "expected one argument"); attached, the value reaches its check, which explains."""
+    out: List[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Optional[List[str]] = None, *, env: Mapping[str, str] = os.environ, stdout: TextIO = None,
          stderr: TextIO = None, stdin: TextIO = None, sleep: Callable[[float], None] = time.sleep,
          clock: Callable[[], float] = time.monotonic, now: Callable[[], float] = time.time) -> int:
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as e:  # argparse has printed the problem (2) or the help (0)
         return int(e.code or 0)
     url = args.url or env.get("BWMETER_URL") or DEFAULT_URL
+    url_source = (f"{url} (from --url)" if args.url else f"{url} (from BWMETER_URL)" if env.get("BWMETER_URL")
+                  else f"the default {url}, as BWMETER_URL is not set")
     key = args.api_key or env.get("BWMETER_API_KEY") or None
 
     def announce_wait(wait: float, error: ApiError) -> None:
@@ -666,7 +770,7 @@ def main(argv: Optional[List[str]] = None, *, env: Mapping[str, str] = os.enviro
             detail = e.as_dict() if isinstance(e, ApiError) else {"message": e.message}
             print(json.dumps({"error": detail}), file=stderr, flush=True)
         else:
-            print(f"bwmeter: {_describe(e)}", file=stderr, flush=True)
+            print(f"bwmeter: {_describe(e, url_source)}", file=stderr, flush=True)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

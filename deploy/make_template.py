@@ -240,9 +240,16 @@ def gateway_responses(origin=FIRST_ORIGIN) -> dict:
                       "ResponseTemplates": _error("throttled", "too many requests")},
         "QUOTA_EXCEEDED": {"StatusCode": "429", "ResponseParameters": {"Headers": {**cors, "Retry-After": "'60'"}},
                            "ResponseTemplates": _error("throttled", "request quota exceeded")},
-        "DEFAULT_4XX": {"ResponseParameters": {"Headers": cors}},
-        "DEFAULT_5XX": {"ResponseParameters": {"Headers": cors}},
+        # Every other refusal of the gateway's own (a body too large, a bad media type, ...) in the
+        # same {"error": ...} shape, with the gateway's message (a JSON string already).
+        "DEFAULT_4XX": {"ResponseParameters": {"Headers": cors}, "ResponseTemplates": _gateway_error("refused")},
+        "DEFAULT_5XX": {"ResponseParameters": {"Headers": cors},
+                        "ResponseTemplates": _gateway_error("gateway_error")},
     }
+
+
+def _gateway_error(code: str) -> dict:
+    return {"application/json": '{"error": {"code": "%s", "message": $context.error.messageString}}' % code}
 
 
 def preflight_to_function(sam: dict) -> dict:

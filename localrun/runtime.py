@@ -5,7 +5,7 @@ an embedded moto server (unless AWS_ENDPOINT_URL is set), the Prometheus binary
 scraping a development gateway with demo traffic (unless PROMETHEUS_URL is set), a
 scheduler for the collector (EventBridge), a stream poller for the alerts function
 (Lambda's event-source mapping), `chalice local` for the API, and an outbox that
-prints and saves every email the emulator accepted.
+prints and saves every email sent (both parts, as sent).
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import List
 
-import requests
 
 from chalicelib.core import observability
 
@@ -166,13 +165,20 @@ class Runtime:
         from localrun.streams import StreamPoller
 
         bootstrap.reset()  # the settings now include the Prometheus this runtime started
+        # The handlers run in this process: their mailer hands each message it sent to the outbox,
+        # both parts as sent (the SES emulators keep only one of them).
+        from chalicelib.notify.mailer import CopyingMailer
+
+        deps = bootstrap.current()
+        bootstrap.override(deps.settings, mailer=CopyingMailer(deps.mailer, deps.settings.alert_from,
+                                                               self._save_email))
 
         self.poller = StreamPoller(self.streams, stream_arn, app.alerts, failed_dir=str(RUN_DIR / "failed-batches"),
                                    context=_Context("bandwidth-meter-local-alerts"))
         self.collect_handler = app.collect
         self.shard_handler = app.collect_shard
         self.shard_count = bootstrap.current().settings.shard_count
-        for target in (self._schedule_loop, self._stream_loop, self._outbox_loop):
+        for target in (self._schedule_loop, self._stream_loop):
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
 
     def _write_pids(self) -> None:
@@ -197,6 +203,9 @@ class Runtime:
         if self.admin_url:
             lines.append(f"  kong admin   {self.admin_url}/plugins (the gateway's Admin API: quotas with action "
                          "reject block services here)")
+        # The command line's default is port 8000: say how to point it here, whatever API_PORT is.
+        lines.append(f"  command line export BWMETER_URL={api}   (paste in another terminal, then: "
+                     ".venv/bin/bwmeter services)")
         lines.append("Press Ctrl+C to stop.")
         print("\n".join(lines), flush=True)
 
@@ -226,7 +235,8 @@ class Runtime:
     def _run_collect(handler, label: str) -> None:
         try:
             report = handler()
-            print(f"[{label}] {report['status']}: {report['minutes']} minutes up to {report['end']}; "
+            minutes = f"{report['minutes']} minute" + ("" if report["minutes"] == 1 else "s")
+            print(f"[{label}] {report['status']}: {minutes} up to {report['end']}; "
                   f"{observability.readable(observability.last_flushed(clear=True))}", flush=True)
             Runtime._print_enforcement(report.get("enforcement"))
         except Exception as e:  # Lambda would log the failure and run again next minute
@@ -256,44 +266,14 @@ class Runtime:
                 print(f"[alerts] stream polling failed: {e}", flush=True)
                 self.stop_event.wait(2)
 
-    def _outbox_loop(self) -> None:
-        seen = 0
-        while not self.stop_event.is_set():
-            messages = self._sent_messages()
-            for message in messages[seen:]:
-                self._save_email(message)
-            seen = len(messages)
-            self.stop_event.wait(1)
-
-    def _sent_messages(self) -> list:
-        if self.moto is not None:
-            from moto.core import DEFAULT_ACCOUNT_ID
-            from moto.ses.models import ses_backends
-
-            return [{"id": m.id, "from": m.source, "to": m.destinations.get("ToAddresses", []),
-                     "subject": m.subject, "body": m.body, "html": getattr(m, "html_body", None)}
-                    for m in ses_backends[DEFAULT_ACCOUNT_ID][self.env["AWS_REGION"]].sent_messages
-                    if hasattr(m, "subject")]
-        try:  # LocalStack keeps what SES accepted at /_aws/ses
-            answer = requests.get(f"{self.env['AWS_ENDPOINT_URL']}/_aws/ses", timeout=2).json()
-            return [{"id": m.get("Id"), "from": m.get("Source"), "to": m.get("Destination", {}).get("ToAddresses", []),
-                     "subject": m.get("Subject"), "body": (m.get("Body") or {}).get("text_part"),
-                     "html": (m.get("Body") or {}).get("html_part")} for m in answer.get("messages", [])]
-        except (requests.RequestException, ValueError):
-            return []
-
-    def _save_email(self, message: dict) -> None:
+    def _save_email(self, email: EmailMessage) -> None:
+        """Save a message the mailer sent, as sent (multipart/alternative: text and HTML)."""
         OUTBOX.mkdir(exist_ok=True)
-        email = EmailMessage()
-        email["From"], email["To"], email["Subject"] = message["from"], ", ".join(message["to"]), message["subject"]
-        email["Message-ID"] = f"<{message['id']}@local>"
-        email.set_content(message["body"] or "")
-        if message.get("html"):
-            email.add_alternative(message["html"], subtype="html")
-        path = OUTBOX / f"{time.strftime('%Y%m%dT%H%M%S')}-{message['id']}.eml"
+        message_id = email["Message-ID"].strip("<>").split("@")[0]
+        path = OUTBOX / f"{time.strftime('%Y%m%dT%H%M%S')}-{message_id}.eml"
         path.write_bytes(bytes(email))
-        print(f"[email] {time.strftime('%H:%M:%S')} to {', '.join(message['to'])}: {message['subject']} "
-              f"({path.relative_to(ROOT)})", flush=True)
+        print(f"[email] {time.strftime('%H:%M:%S')} to {email['To']}: {email['Subject']} "
+              f"({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})", flush=True)
 
     # -- running and stopping ------------------------------------------------------------------
     def wait(self) -> int:

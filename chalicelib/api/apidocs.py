@@ -84,7 +84,16 @@ SCHEMAS = {
                 "percent": {"type": "number"}, "direction": {"enum": ["total", "ingress", "egress"]},
                 "period_kind": {"enum": ["daily", "weekly", "monthly"]}, "period_start": TIME, "period_end": TIME,
                 "source": {"type": "string"}, "at_gateway": {"type": "boolean"},
-                "plugin_id": {"type": ["string", "null"]}}}},
+                "plugin_id": {"type": ["string", "null"]},
+                "state": {"enum": ["blocked", "block pending", "missing at gateway", "apply with decK"],
+                          "description": "blocked: applied at the gateway; block pending: due, the collector's "
+                                         "next run applies it; missing at gateway: Kong has no service of that "
+                                         "name; apply with decK: declarative mode"}}}},
+        "lift_pending": {"type": "array", "description": "Blocks no longer due that the gateway still applies "
+                         "(it answers 429) until the collector's next run lifts them", "items": _obj({
+                             "service": {"type": "string"}, "plugin_id": {"type": ["string", "null"]},
+                             "period_end": {"type": ["string", "null"]}, "at_gateway": {"const": True},
+                             "state": {"const": "lift pending"}})},
         "gateway": ref("GatewayEnforcement"),
         "deck": {"type": "object", "description": "A decK state file (JSON is YAML) with exactly the "
                                                   "request-termination plugins due, tagged bandwidth-meter"}}),
@@ -105,7 +114,10 @@ SCHEMAS = {
     "ServicesPage": _obj({"services": {"type": "array", "items": ref("ServiceSummary")},
                           "total_count": {"type": "integer"}, "next_cursor": {"type": ["string", "null"]}}),
     "Point": _obj({"time": TIME, "bytes": {**NULLABLE_INT, "description":
-                                           "bytes in [time, time + step); 0: no traffic; null: not collected"}}),
+                                           "bytes in [time, time + step); 0: no traffic; null: not collected"},
+                   "partial": {"type": "boolean", "description": "only part of [time, time + step) is collected "
+                               "(collection began in it, it is still filling, or a gap cuts it): bytes are "
+                               "what was collected so far"}}),
     "Series": _obj({"direction": {"enum": ["ingress", "egress", "total"]}, "route": {"type": ["string", "null"]},
                     "points": {"type": "array", "items": ref("Point")}, "total_bytes": {"type": "integer"}}),
     "Chart": _obj({"service": {"type": "string"}, "start": TIME, "end": TIME, "step": {"enum": list(STEPS)},
@@ -121,7 +133,8 @@ SCHEMAS = {
         "service": {"type": "string"}, "start": TIME, "end": TIME, "collected_until": TIME,
         "step": {"enum": list(STEPS)},
         "series": {"type": "array", "items": {"allOf": [ref("TrafficFigures"),
-                                                        _obj({"time": TIME}, additional=True)]}}}}]},
+                                                        _obj({"time": TIME, "partial": {"type": "boolean"}},
+                                                             additional=True)]}}}}]},
     "LegacyBandwidth": {"type": "array", "items": _obj({
         "time": {"type": "string", "format": "date-time", "examples": ["2022-02-17T18:39:41.043080+00:00"],
                  "description": "Python isoformat(): +00:00, microseconds when the instant has them"},
@@ -131,7 +144,11 @@ SCHEMAS = {
                                                                   "null: not collected (and the request instant)"}})},
     "Quota": {k: v for k, v in QUOTA_SCHEMA.items() if not k.startswith("$")},
     "QuotaRules": {k: v for k, v in RULES_SCHEMA.items() if not k.startswith("$")},
-    "StoredQuota": {"type": "object", "required": ["limit_bytes", "period", "direction", "thresholds", "notify"]},
+    "StoredQuota": {"type": "object", "required": ["limit_bytes", "period", "direction", "thresholds", "notify"],
+                    "properties": {"warnings": {
+                        "type": "array", "items": {"type": "string"},
+                        "description": "PUT only, when the service has never been seen (a typo?), with the closest "
+                                       "known names; the quota is stored all the same"}}},
     "QuotaList": _obj({"quotas": {"type": "array", "items": {"type": "object"}},
                        "rules": {"type": "array", "items": {"type": "object"}}}),
     "RuleList": _obj({"rules": {"type": "array", "items": {"type": "object"}}}),

@@ -1,10 +1,13 @@
 """Chart-ready usage: time series from stored buckets, with coverage made explicit.
 
 A point at time T covers [T, T + step). Its bytes are an integer (0 for a
-collected period without traffic) or None for a period not collected: before
-collection or the service was first seen, inside a gap, or not final yet.
+collected period without traffic) or None for a period with nothing collected:
+before collection or the service was first seen, inside a gap, or not final yet.
+A point whose period is only partly collected (collection began inside it, it is
+still filling, or a gap cuts it) holds what was collected and says ``partial``, so
+a chart adds up to the same bytes at every step and to the period usage.
 A chart of N points reads the N buckets of the matching level, never minutes
-for long ranges.
+for long ranges; only a point still filling is summed from finer levels.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from typing import List, Optional, Tuple
 
 from chalicelib.core.errors import BadRequest, NotFound
 from chalicelib.core.quotas import validate_service_name
-from chalicelib.core.timeutil import LEVELS, TimeFormatError, floor, iso, parse_time
+from chalicelib.core.timeutil import LEVELS, MINUTE, TimeFormatError, floor, iso, parse_time
+from chalicelib.core.usage import BucketUsage, sum_buckets
 
 STEPS = LEVELS  # chart steps are exactly the stored levels
 AUTO_TARGET_POINTS = 1500
@@ -58,6 +62,21 @@ class Coverage:
         if self.first_seen is not None and end <= self.first_seen:
             return False
         return not any(a < end and start < b for a, b in self.gaps)
+
+    def collected(self, start: int, end: int, level: Optional[str] = None) -> List[Tuple[int, int]]:
+        """The parts of [start, end) that hold final data, in time order ([] for none): the
+        range clipped to [collection start, watermark), less the gaps."""
+        if self.watermark is None or self.collection_start is None:
+            return []
+        kept_from = self.kept_from(level) if level else None
+        if kept_from is not None and start < kept_from:
+            return []  # this level's bucket has expired; finer ones went before it
+        if self.first_seen is not None and end <= self.first_seen:
+            return []
+        parts = [(max(start, self.collection_start), min(end, self.watermark))]
+        for a, b in sorted(self.gaps):
+            parts = [piece for lo, hi in parts for piece in ((lo, min(hi, a)), (max(lo, b), hi))]
+        return [(lo, hi) for lo, hi in parts if lo < hi]
 
 
 MAX_TIME_CHARS = 40  # the longest RFC 3339 time with fractions and an offset fits well within
@@ -114,38 +133,69 @@ def bucket_bytes(bucket, direction: str, route: Optional[str]) -> int:
     return sum(e.get(direction, 0) for e in entries)
 
 
+@dataclass(frozen=True)
+class Slot:
+    """One point's period: what was collected in it (None: nothing), and whether only partly."""
+
+    time: int
+    usage: Optional[BucketUsage]
+    partial: bool
+
+
+def slots(store, coverage: Coverage, service: str, first: int, end: int, step: str) -> List[Slot]:
+    """The step's buckets from ``first`` to ``end``, each with what was collected in it.
+
+    A whole bucket with final data is its stored rollup (none stored: no traffic). A bucket cut by
+    the collection start or a gap but complete has its rollup too, summed from the minutes that
+    were collected. A bucket still filling (past the watermark) has no rollup yet: its collected
+    part is summed from the finer levels (store.range_total), one such bucket per chart."""
+    size = STEPS[step]
+    times = list(range(first, end, size))
+    buckets = {b.start: b for b in store.query_buckets(service, step, first, times[-1] + size)}
+    result = []
+    for t in times:
+        parts = coverage.collected(t, t + size, step)
+        if not parts:
+            result.append(Slot(t, None, False))
+        elif parts == [(t, t + size)] or t + size <= (coverage.watermark or 0):
+            result.append(Slot(t, buckets.get(t) or BucketUsage(service, t), parts != [(t, t + size)]))
+        else:
+            minutes = [(-(-lo // MINUTE) * MINUTE, floor(hi, MINUTE)) for lo, hi in parts]
+            result.append(Slot(t, sum_buckets(service, t, (store.range_total(service, lo, hi)
+                                                            for lo, hi in minutes if lo < hi)), True))
+    return result
+
+
 def build_series(store, coverage: Coverage, service: str, start: int, end: int, step: str,
                  direction: str = "all", route: Optional[str] = None, split: bool = False) -> dict:
     size = STEPS[step]
     first = floor(start, size)
-    times = list(range(first, end, size))
-    buckets = {b.start: b for b in store.query_buckets(service, step, first, times[-1] + size)}
-    covered = [coverage.covers(t, t + size, step) for t in times]
+    found = slots(store, coverage, service, first, end, step)
     directions = ["ingress", "egress"] if direction == "all" else [direction]
     if split:
         routes: List[Optional[str]] = [route] if route is not None else sorted(
-            {r for b in buckets.values() for r in b.routes})
+            {r for s in found if s.usage is not None for r in s.usage.routes})
     else:
         routes = [route]
     series = []
     for r in routes:
         for d in directions:
-            points = [{"time": iso(t), "bytes": bucket_bytes(buckets[t], d, r) if t in buckets else 0}
-                      if ok else {"time": iso(t), "bytes": None} for t, ok in zip(times, covered)]
+            points = [{"time": iso(s.time), "bytes": None if s.usage is None else bucket_bytes(s.usage, d, r),
+                       "partial": s.partial} for s in found]
             series.append({"direction": d, "route": r, "points": points,
                            "total_bytes": sum(p["bytes"] for p in points if p["bytes"] is not None)})
-    return {"service": service, "start": iso(first), "end": iso(times[-1] + size), "step": step,
+    return {"service": service, "start": iso(first), "end": iso(found[-1].time + size), "step": step,
             "series": series}
 
 
 def series_csv(chart: dict) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["time", "service", "direction", "route", "bytes"])
+    writer.writerow(["time", "service", "direction", "route", "bytes", "partial"])
     for s in chart["series"]:
         for p in s["points"]:
             writer.writerow([p["time"], csv_safe(chart["service"]), s["direction"], csv_safe(s["route"] or ""),
-                             "" if p["bytes"] is None else p["bytes"]])
+                             "" if p["bytes"] is None else p["bytes"], "true" if p.get("partial") else "false"])
     return out.getvalue()
 
 

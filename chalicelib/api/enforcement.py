@@ -1,8 +1,14 @@
-"""``GET /v1/enforcement``: what is blocked now and why, and the same as a decK file.
+"""``GET /v1/enforcement``: what is blocked and why, what the gateway has applied, and the same as
+a decK file.
 
 The blocks due are computed here from the stored usage and quotas (chalicelib/core/enforcement.py),
 so the listing serves gateways the product cannot write to (DB-less Kong, Konnect) as well as
 those it reconciles through the Admin API; ``gateway`` says what the last reconcile left there.
+
+Desired and applied state differ for up to a collector run: a block due now is applied at the
+next reconcile, and a block no longer due (quota raised, action warn, quota removed) is lifted at
+the next reconcile, the gateway answering 429 until then. Each entry says which (``state``), so
+the listing never reads "nothing blocked" while the gateway still refuses requests.
 """
 from __future__ import annotations
 
@@ -10,15 +16,37 @@ from chalicelib.api.status import enforcement_status
 from chalicelib.core.enforcement import block_candidates, blocked_listing, due_blocks
 from chalicelib.enforce.kong_plugin import deck_snippet
 
+APPLIED = "blocked"  # due, and the gateway refuses requests
+BLOCK_PENDING = "block pending"  # due, the next reconcile applies it
+LIFT_PENDING = "lift pending"  # not due any more, the gateway refuses requests until the next reconcile
+BLOCK_MISSING = "missing at gateway"  # due, but the gateway has no service of that name
+DECLARATIVE = "apply with decK"  # no Admin API: the deck file below is what to apply
+
 
 def listing(store, snapshot, state, settings, now: float) -> dict:
     due = due_blocks(store, block_candidates(store, snapshot), snapshot, now)
-    applied = {entry["service"]: entry.get("plugin_id") for entry in (state.blocked or [])}
-    blocked = [{**entry, "at_gateway": entry["service"] in applied, "plugin_id": applied.get(entry["service"])}
+    admin_api = bool(settings.kong_admin_url)
+    applied = {entry["service"]: entry for entry in (state.blocked or [])}
+    missing = {m["service"] for m in (state.missing or [])}
+
+    def desired_state(service: str) -> str:
+        if not admin_api:
+            return DECLARATIVE
+        if service in applied:
+            return APPLIED
+        return BLOCK_MISSING if service in missing else BLOCK_PENDING
+
+    blocked = [{**entry, "at_gateway": entry["service"] in applied,
+                "plugin_id": applied.get(entry["service"], {}).get("plugin_id"),
+                "state": desired_state(entry["service"])}
                for entry in blocked_listing(due)]
+    lifting = [{"service": name, "plugin_id": entry.get("plugin_id"), "period_end": entry.get("period_end"),
+                "at_gateway": True, "state": LIFT_PENDING}
+               for name, entry in sorted(applied.items()) if name not in due] if admin_api else []
     return {
-        "mode": "admin-api" if settings.kong_admin_url else "declarative",
+        "mode": "admin-api" if admin_api else "declarative",
         "blocked": blocked,
+        "lift_pending": lifting,
         "gateway": enforcement_status(state, settings),
         "deck": deck_snippet(due.values()),
     }

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import base64
+import difflib
+import itertools
 import json
-from typing import Optional
+from typing import List, Optional
 
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.quotas import EffectiveQuota
@@ -17,6 +19,15 @@ def percent(usage: PeriodUsage, quota: EffectiveQuota) -> Optional[float]:
     return round(100.0 * usage.of(quota.direction) / quota.limit_bytes, 2)
 
 
+def shown_quota(quota: EffectiveQuota) -> Optional[dict]:
+    """The quota as the overview shows it: anchor_day (a monthly billing-cycle day) only for a
+    monthly period, where it means something."""
+    body = quota.as_dict()
+    if body is not None and body["period"] != "month":
+        body.pop("anchor_day", None)
+    return body
+
+
 def service_summary(store, item, quota: EffectiveQuota, now: float) -> dict:
     usage = period_usage(store, item, quota, now)
     period = usage.period
@@ -24,7 +35,7 @@ def service_summary(store, item, quota: EffectiveQuota, now: float) -> dict:
         "service": item.service,
         "usage": usage.as_dict(),
         "period": {"kind": period.kind, "start": iso(period.start), "end": iso(period.end)},
-        "quota": quota.as_dict(),
+        "quota": shown_quota(quota),
         "percent": percent(usage, quota),
         "first_seen": iso(item.first_seen),
         "last_active": iso(item.last_active),
@@ -67,3 +78,31 @@ def list_services(store, snapshot, now: float, sort: str, order: str, limit: int
     page = rows[offset:offset + limit]
     more = offset + limit < len(rows)
     return {"services": page, "total_count": len(rows), "next_cursor": _cursor(offset + limit) if more else None}
+
+
+MAX_KNOWN_NAMES = 1000  # the names a suggestion is drawn from: one page of the services query
+
+
+def close_names(name: str, known: List[str], n: int = 3) -> List[str]:
+    """The known names closest to ``name`` (difflib), best first."""
+    return difflib.get_close_matches(name, known, n=n, cutoff=0.6)
+
+
+def unseen_warnings(store, service: str) -> List[str]:
+    """Why a quota for ``service`` may be a typo: it has never been seen, with the closest names
+    that have. A quota for a service not seen yet is legitimate (it may start tomorrow), so this
+    warns and refuses nothing. One read for a seen service; for an unseen one, one bounded read
+    of the known names (the first MAX_KNOWN_NAMES, enough for a suggestion)."""
+    if store.get_service(service) is not None:
+        return []
+    known = [item.service for item in itertools.islice(store.list_services(), MAX_KNOWN_NAMES)]
+    close = close_names(service, known)
+    hint = "; did you mean " + " or ".join(repr(n) for n in close) + "?" if close else \
+        "; the quota applies once it carries traffic"
+    return [f"service {service!r} has not been seen{hint}"]
+
+
+def with_warnings(answer: dict, store, service: str) -> dict:
+    """A PUT answer with ``warnings`` when the subject has never been seen (else unchanged)."""
+    warnings = unseen_warnings(store, service)
+    return {**answer, "warnings": warnings} if warnings else answer

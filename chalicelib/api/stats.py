@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Dict, Optional
 
-from chalicelib.api.charts import STEPS, Coverage
+from chalicelib.api.charts import STEPS, Coverage, slots
 from chalicelib.core.store import decompose
 from chalicelib.core.timeutil import MINUTE, floor, iso
 from chalicelib.core.usage import BucketUsage
@@ -63,14 +63,13 @@ def service_stats(store, coverage: Coverage, service: str, start: int, end: int,
     result = {"service": service, "start": iso(start), "end": iso(end), "collected_until": iso(final_end),
               **summarize(total)}
     if step:
-        size = STEPS[step]
-        first = floor(start, size)
-        buckets = {b.start: b for b in store.query_buckets(service, step, first, end)}
+        # A point partly collected (collection began in it, it is still filling, a gap cuts it)
+        # holds what was collected and says so, as the bandwidth chart's points do.
         result["step"] = step
         result["series"] = [
-            {"time": iso(t), **(summarize(buckets.get(t, BucketUsage(service, t)))
-                                if coverage.covers(t, t + size, step) else {"requests_count": None, "latency_ms": None,
-                                                                      "by_status": None})}
-            for t in range(first, end, size)
+            {"time": iso(s.time), "partial": s.partial,
+             **(summarize(s.usage) if s.usage is not None else {"requests_count": None, "latency_ms": None,
+                                                                "by_status": None})}
+            for s in slots(store, coverage, service, floor(start, STEPS[step]), end, step)
         ]
     return result

@@ -255,6 +255,11 @@ _READABLE = [
 ]
 
 
+# One of these, said in the singular ("1 alert sent", not "1 alerts sent").
+_SINGULAR = {ITEMS_WRITTEN: "{:g} item written", PROMETHEUS_REQUESTS: "{:g} Prometheus request",
+             ALERTS_SENT: "{:g} alert sent"}
+
+
 def readable(values: Mapping[str, List[float]]) -> str:
     """The metrics as a person reads them: ``lag 75 s, run 420 ms, 12 series, ...``."""
     parts = []
@@ -262,6 +267,6 @@ def readable(values: Mapping[str, List[float]]) -> str:
         if name in values:
             counts = values[name]
             total = max(counts) if UNITS[name] != "Count" else sum(counts)
-            parts.append(text.format(total))
+            parts.append((_SINGULAR.get(name, text) if total == 1 else text).format(total))
     return ", ".join(parts)
 

@@ -99,9 +99,13 @@ def render(alert: ThresholdAlert, public_url: str) -> tuple[str, str, str]:
         ("Crossed at", iso(alert.crossed_at)),
     ]
     if alert.reject_at is not None:
-        blocked = alert.usage_bytes * 100 >= alert.reject_at * alert.limit_bytes
+        # Said as it is when sent: this email follows the usage write, and the block is applied by
+        # the collector's reconcile, which may not have run yet (its own email says when it has).
+        due = alert.usage_bytes * 100 >= alert.reject_at * alert.limit_bytes
         facts.append(("Gateway", (f"requests are refused (HTTP 429) from {alert.reject_at:g}% of the quota until "
-                                  f"{iso(alert.period_end)}") + ("; this service is blocked now" if blocked else "")))
+                                  f"{iso(alert.period_end)}")
+                      + ("; the usage has reached that, so this service will be blocked at the gateway within a "
+                         "minute (at the collector's next run, if not already)" if due else "")))
     return compose(subject(alert), facts, link, "chart")
 
 

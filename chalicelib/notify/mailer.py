@@ -1,7 +1,8 @@
 """The mailer adapter: SES (v1 API, as LocalStack and moto serve it too)."""
 from __future__ import annotations
 
-from typing import List, Protocol
+from email.message import EmailMessage
+from typing import Callable, List, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -36,3 +37,30 @@ class SesMailer:
             # does not print SES's text unredacted.
             raise MailError(redact(f"SES did not accept the message to {len(to)} recipient(s): {e}")) from None
         return answer["MessageId"]
+
+
+def mime_message(sender: str, to: List[str], subject: str, text: str, html: str,
+                 message_id: str) -> EmailMessage:
+    """The message as SES builds it from send_email: multipart/alternative, the plain text first
+    and the HTML second (a mail client shows the last part it can render)."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, ", ".join(to), subject
+    message["Message-ID"] = f"<{message_id}@local>"
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+class CopyingMailer:
+    """Sends through ``mailer`` and hands a copy of each message it sent, as sent, to ``keep``.
+
+    For the local runtime's outbox: SES emulators keep only one body of a message (moto the HTML,
+    labelled as the text), so the copy is taken here, where both parts are still at hand."""
+
+    def __init__(self, mailer: Mailer, sender: str, keep: Callable[[EmailMessage], None]):
+        self.mailer, self.sender, self.keep = mailer, sender, keep
+
+    def send(self, to: List[str], subject: str, text: str, html: str) -> str:
+        message_id = self.mailer.send(to, subject, text, html)
+        self.keep(mime_message(self.sender, to, subject, text, html, message_id))
+        return message_id

@@ -71,8 +71,8 @@ def test_csv_by_accept_header_and_by_format(api):
     by_param = get(api, f"/v1/services/payments-api/bandwidth?{query}&format=csv")
     assert by_header.headers["Content-Type"].startswith("text/csv") and by_header.text == by_param.text
     lines = by_header.text.splitlines()
-    assert lines[0] == "time,service,direction,route,bytes"
-    assert [line.split(",")[-1] for line in lines[1:]] == ["5000", "5000"]
+    assert lines[0] == "time,service,direction,route,bytes,partial"
+    assert [line.split(",")[-2:] for line in lines[1:]] == [["5000", "false"], ["5000", "false"]]
 
 
 def test_each_read_endpoint_answers(api):
@@ -96,3 +96,18 @@ def test_path_parameters_are_percent_decoded(api):
     assert [q["service"] for q in get(api, "/v1/quotas").json()["quotas"]] == ["search (beta)"]
     assert get(api, "/v1/services/search (beta)/quota".replace(" ", "%20")).json()["limit_bytes"] == 1000
     assert requests.delete(url, timeout=20).status_code == 204
+
+
+@pytest.mark.parametrize("step", ["5m", "15m", "1h", "1d"])
+def test_every_step_adds_up_to_the_overview_period_usage(api, step):
+    """Collection began inside the 15m, 1h and 1d buckets and the last one is still filling:
+    those points hold what was collected and say partial, so every step sums to the same bytes."""
+    from chalicelib.core.timeutil import parse_time
+
+    summary = get(api, "/v1/services/payments-api").json()
+    start, end = parse_time(summary["period"]["start"]), parse_time(summary["period"]["end"])
+    body = get(api, f"/v1/services/payments-api/bandwidth?start={start}&end={end}&step={step}").json()
+    totals = {s["direction"]: sum(p["bytes"] for p in s["points"] if p["bytes"] is not None) for s in body["series"]}
+    assert totals == {"ingress": 200, "egress": 20_000} == {d: summary["usage"][d] for d in ("ingress", "egress")}
+    partial = [p for p in body["series"][0]["points"] if p["partial"]]
+    assert all(p["bytes"] is not None for p in partial) and (step == "5m" or partial)

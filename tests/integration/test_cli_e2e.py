@@ -129,15 +129,15 @@ def test_export_csv_to_stdout_and_to_a_file(api, tmp_path):
     key = fresh_key()
     result = bwmeter(api, "export", "pay", "--csv", "--range", "1h", "--step", "1m", key=key)
     lines = result.stdout.splitlines()
-    assert result.returncode == 0 and lines[0] == "time,service,direction,route,bytes"
+    assert result.returncode == 0 and lines[0] == "time,service,direction,route,bytes,partial"
     egress = [line.split(",") for line in lines[1:] if ",egress," in line]
     # The hour from its first minute, one row a minute: 61, or 60 when the export lands on a whole minute.
     start, end = parse_time(egress[0][0]), parse_time(egress[-1][0]) + 60
     assert len(egress) == (end - start) // 60 and len(egress) in (60, 61)
-    assert sum(int(row[-1]) for row in egress if row[-1]) == MINUTES * 1000
+    assert sum(int(row[4]) for row in egress if row[4]) == MINUTES * 1000
     target = tmp_path / "pay.csv"
     result = bwmeter(api, "export", "pay", "--csv", "--range", "1h", "-o", str(target), key=key)
-    assert result.returncode == 0 and target.read_text().startswith("time,service,direction,route,bytes\n")
+    assert result.returncode == 0 and target.read_text().startswith("time,service,direction,route,bytes,partial\n")
 
 
 def test_without_a_key_the_command_exits_4_and_says_what_to_set(api):
@@ -196,7 +196,8 @@ def test_status_says_how_far_the_collector_has_collected(api):
 
 def test_quotas_lists_each_service_quota(api):
     admin = fresh_key("admin")
-    assert bwmeter(api, "quota", "set", "listed-svc", "--limit", "3GB", "--period", "day", key=admin).returncode == 0
+    assert bwmeter(api, "quota", "set", "listed-svc", "--limit", "3GB", "--period", "day", "--force",
+                   key=admin).returncode == 0
     result = bwmeter(api, "quotas", key=fresh_key())
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("listed-svc "))
@@ -212,7 +213,7 @@ def test_rules_set_from_a_file_then_get_round_trips(api, tmp_path):
     path.write_text(json.dumps({"rules": [{"pattern": "batch-*", "limit_bytes": 5000000, "period": "week"}]}))
     result = bwmeter(api, "rules", "set", str(path), key=admin)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Saved 1 quota rule(s).") and "batch-*" in result.stdout
+    assert result.stdout.startswith("Saved 1 quota rule.") and "batch-*" in result.stdout
     got = bwmeter(api, "rules", "get", "--json", key=admin)
     assert json.loads(got.stdout)["rules"][0]["pattern"] == "batch-*"
     path.write_text(got.stdout)  # what `rules get --json` prints is what `rules set` takes
@@ -235,7 +236,7 @@ def test_rules_set_with_a_file_that_is_not_json_exits_2(api, tmp_path):
 
 def test_audit_shows_who_changed_a_quota(api):
     admin = fresh_key("admin")
-    assert bwmeter(api, "quota", "set", "audited-svc", "--limit", "1GB", key=admin).returncode == 0
+    assert bwmeter(api, "quota", "set", "audited-svc", "--limit", "1GB", "--force", key=admin).returncode == 0
     result = bwmeter(api, "audit", "--limit", "50", key=admin)
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if " quota/audited-svc " in line)
@@ -258,3 +259,14 @@ def test_completion_prints_a_script_bash_can_source(api, tmp_path):
     assert check.returncode == 0, check.stderr
     wrong = bwmeter(api, "completion", "fish")
     assert wrong.returncode == 2 and "invalid choice: 'fish'" in wrong.stderr
+
+
+def test_a_quota_for_a_name_never_seen_needs_force_and_alerts_names_the_closest(api):
+    admin = fresh_key("admin")
+    refused = bwmeter(api, "quota", "set", "pya", "--limit", "1GB", key=admin)
+    assert refused.returncode == 2 and "pya has never been seen; did you mean pay?" in refused.stderr
+    assert bwmeter(api, "quota", "get", "pya", key=admin).returncode == 4  # nothing stored
+    forced = bwmeter(api, "quota", "set", "pya", "--limit", "1GB", "--force", key=admin)
+    assert forced.returncode == 0 and "warning: service 'pya' has not been seen; did you mean 'pay'?" in forced.stderr
+    alerts = bwmeter(api, "alerts", "pya", key=fresh_key())
+    assert alerts.returncode == 4 and "did you mean pay?" in alerts.stderr and "No alerts" not in alerts.stdout

@@ -391,14 +391,24 @@ def test_an_admin_key_sets_a_quota_and_sees_the_apis_refusal(api, page):
     assert refusal.status_code == 400
     assert submit("-5") == f"Refused: {refusal.json()['error']['message']}"
     assert api.get("/v1/services/reports-api/quota").status_code == 404  # nothing stored on refusal
-    assert submit("1.5") == "Saved: reports-api may use 1.5 GB per month."
+    # Stored, with the API's warning: reports-api carried no traffic yet (a typo of payments-api?).
+    assert submit("1.5") == ("Saved: reports-api may use 1.5 GB per month. Note: service 'reports-api' has not "
+                             "been seen; did you mean 'payments-api'?")
     assert api.get("/v1/services/reports-api/quota").json()["limit_bytes"] == 1_500_000_000
+    # The audit shows what changed, old -> new (as bwmeter audit does).
+    first_change = "document.querySelector('#audit tbody tr') && document.querySelector('#audit tbody tr').textContent"
+    shown = p.wait(f"({first_change} || '').includes('quota/reports-api') && {first_change}")
+    assert "quota/reports-api (put)" in shown and shown.endswith("set: 1.5 GB per month")
+    assert submit("2").startswith("Saved: reports-api may use 2 GB per month.")
+    assert p.wait(f"({first_change} || '').includes('limit_bytes 1.5 GB -> 2 GB') && {first_change}").startswith(
+        f"{datetime.now(timezone.utc):%Y-%m-%d}")
 
 
 def test_a_read_key_is_not_offered_the_quota_form(api, page):
     p = page(f"{api.url}/dashboard", key=READ_KEY)
     assert p.evaluate("document.querySelectorAll('#services tbody tr').length") == 2
     assert p.evaluate("document.getElementById('quota-form').hidden") is True
+    assert p.evaluate("document.getElementById('audit').hidden") is True
 
 
 # -- the service page -----------------------------------------------------------------------------
@@ -543,6 +553,29 @@ def test_the_query_string_works_too_and_a_preset_then_replaces_its_range(api, pa
     assert p.evaluate("location.hash") == "#service=payments-api&range=1h"
 
 
+def test_the_7d_view_shows_what_was_collected_with_partial_buckets_dashed(api, page):
+    """Issue 28: at 15m steps the bucket where collection began, those the gap cuts and the one
+    still filling held data but were drawn as not collected, so a 7 d view of a new service was
+    empty. They are drawn, dashed and lighter, and nothing is drawn twice."""
+    p = page(service_url(api, range="7d"))
+    assert p.text("#step") == "15m"
+    assert p.legend("chart") == ["Time", "ingress", "egress", "ingress (partly collected)",
+                                 "egress (partly collected)"]
+    assert p.evaluate("charts.chart.series[4].dash") == [6, 4] and p.evaluate("charts.chart.series[2].dash") is None
+    times, whole, partial = p.evaluate("[charts.chart.data[0], charts.chart.data[2], charts.chart.data[4]]")
+    chart = api.get(f"/v1/services/payments-api/bandwidth?start={times[0]}&end={times[-1] + 900}&step=15m"
+                    "&direction=egress").json()
+    points = chart["series"][0]["points"]
+    assert [int(datetime.fromisoformat(x["time"].replace("Z", "+00:00")).timestamp()) for x in points] == times
+    assert [w if w is not None else (v if pt["partial"] else None) for w, v, pt in zip(whole, partial, points)] == [
+        pt["bytes"] for pt in points]
+    assert all(w is None for w, pt in zip(whole, points) if pt["partial"])  # a partial point is not drawn solid
+    assert sum(pt["partial"] for pt in points) >= 2 and any(pt["bytes"] for pt in points[-2:])  # the latest shown
+    drawn = sum(x for x in whole if x is not None) + sum(v for v, pt in zip(partial, points) if pt["partial"])
+    assert drawn == chart["series"][0]["total_bytes"] > 0
+    p.screenshot("dashboard-7d.png")
+
+
 def test_csv_download_holds_what_the_chart_shows(api, page, browser, tmp_path):
     start, end = api.end - 3600, api.end
     browser.call("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(tmp_path))
@@ -596,7 +629,7 @@ def test_a_blocked_service_is_marked_in_the_overview_and_on_its_page(api, page):
         assert badges == [["payments-api", False], ["search-api", True]]
         p = page(f"{api.url}/dashboard#service=search-api&range=1h")
         banner = p.wait("!document.getElementById('blocked').hidden && document.getElementById('blocked').textContent")
-        assert banner.startswith("Blocked at the gateway: requests are answered 429 until ")
-        assert "not applied at the gateway yet" in banner  # no Kong Admin API in this run
+        # No Kong Admin API in this run: the block is due, for decK to apply (not "blocked" yet).
+        assert banner.startswith("Block due until ") and "apply it at the gateway with decK" in banner
     finally:
         requests.put(path, json=quota, headers={"x-api-key": ADMIN_KEY}, timeout=10)

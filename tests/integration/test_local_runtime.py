@@ -67,8 +67,24 @@ def test_it_serves_the_api_and_says_what_runs_where(runtime):
     health = requests.get(f"{api}/v1/health", timeout=5).json()
     assert health["status"] == "ok" and health["backends"]["prometheus"] is True
     text = log.read_text()
-    for part in ("API ", "Prometheus ", "AWS ", "embedded moto server", "gateway ", "kong admin "):
+    for part in ("API ", "Prometheus ", "AWS ", "embedded moto server", "gateway ", "kong admin ",
+                 f"export BWMETER_URL={api}   "):
         assert part in text
+
+
+def test_the_banners_export_line_points_the_command_line_at_this_port(runtime):
+    """The README's walkthrough, unchanged, on a port other than 8000: paste the banner's
+    `export BWMETER_URL=...` line, then run bwmeter."""
+    _, api, log, _ = runtime
+    assert not api.endswith(":8000")
+    line = re.search(r"export (BWMETER_URL=\S+)", log.read_text()).group(1)
+    script = f"export {line}; {sys.executable} -m bwmeter health"
+    env = {k: v for k, v in clean_env().items() if not k.startswith("BWMETER_")}
+    result = subprocess.run(["sh", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "ok: Bandwidth Meter" in result.stdout and api in result.stdout, result.stderr
+    without = subprocess.run([sys.executable, "-m", "bwmeter", "health", "--url", "http://127.0.0.1:9"], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert without.returncode == 3 and "BWMETER_URL" in without.stderr
 
 
 def test_the_collector_runs_on_schedule_and_demo_services_appear(runtime):
@@ -85,6 +101,41 @@ def test_the_collector_runs_on_schedule_and_demo_services_appear(runtime):
     assert status["last_error"] is None
 
 
+def test_on_make_run_data_every_step_adds_up_to_the_one_minute_chart_and_the_overview(runtime):
+    """Issue 28: the demo traffic, collected as `make run` collects it, charted at every step over
+    the quota period, sums to the overview's period usage (and the 1-minute chart over what was
+    collected); the bucket where collection began and the one still filling are partial, not null."""
+    _, api, _, _ = runtime
+    from chalicelib.core.timeutil import parse_time
+
+    def total(path):
+        body = requests.get(f"{api}{path}", timeout=30).json()
+        return body, sum(p["bytes"] for s in body["series"] for p in s["points"] if p["bytes"] is not None)
+
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        before = requests.get(f"{api}/v1/services", timeout=5).json()["services"]
+        if not any(s["usage"]["total"] for s in before):
+            time.sleep(2)
+            continue
+        start = parse_time(requests.get(f"{api}/v1/collector/status", timeout=5).json()["collection_start"])
+        sums = {}
+        for s in before:
+            name, lo, hi = s["service"], parse_time(s["period"]["start"]), parse_time(s["period"]["end"])
+            for step in ("5m", "15m", "1h", "1d"):
+                body, sums[(name, step)] = total(f"/v1/services/{name}/bandwidth?start={lo}&end={hi}&step={step}")
+                if step != "5m" and s["usage"]["total"]:
+                    assert any(p["partial"] and p["bytes"] for x in body["series"] for p in x["points"]), (name, step)
+            _, sums[(name, "1m")] = total(f"/v1/services/{name}/bandwidth?start={start}&end={int(time.time()) + 120}"
+                                          "&step=1m")
+        if requests.get(f"{api}/v1/services", timeout=5).json()["services"] == before:  # no run counted meanwhile
+            for s in before:
+                assert {step: sums[(s["service"], step)] for step in ("1m", "5m", "15m", "1h", "1d")} == dict.fromkeys(
+                    ("1m", "5m", "15m", "1h", "1d"), s["usage"]["total"]), s["service"]
+            return
+    pytest.fail("no usage collected, or every reading raced a collector run")
+
+
 def test_a_quota_crossing_reaches_the_stream_handler_and_lands_in_the_outbox(runtime):
     _, api, log, _ = runtime
     before = set((ROOT / "outbox").glob("*.eml")) if (ROOT / "outbox").exists() else set()
@@ -99,7 +150,14 @@ def test_a_quota_crossing_reaches_the_stream_handler_and_lands_in_the_outbox(run
             break
         time.sleep(1)
     assert new, log.read_text()[-2000:]
-    assert f"{service} reached 100%" in next(iter(new)).read_text()
+    import email
+    from email import policy
+
+    saved = email.message_from_bytes(next(iter(new)).read_bytes(), policy=policy.default)
+    assert f"{service} reached 100%" in saved["Subject"] and saved.get_content_type() == "multipart/alternative"
+    parts = {part.get_content_type(): part.get_content() for part in saved.iter_parts()}
+    assert set(parts) == {"text/plain", "text/html"} and "<" not in parts["text/plain"]
+    assert f"{service} reached 100%" in parts["text/plain"] and "</" in parts["text/html"]
     assert "[email]" in log.read_text()
 
 
@@ -119,7 +177,7 @@ def test_a_reject_quota_blocks_the_service_at_the_development_gateway(runtime):
         time.sleep(1)
     assert answer.status_code == 429, log.read_text()[-2000:]
     assert f"{service} reached 100%" in answer.json()["message"]
-    deadline = time.monotonic() + 15  # the run prints after it returns; the outbox is polled each second
+    deadline = time.monotonic() + 15  # the run prints after it returns
     while time.monotonic() < deadline and f"{service} is blocked" not in log.read_text():
         time.sleep(0.5)
     assert f"[enforce] {service} blocked" in log.read_text()

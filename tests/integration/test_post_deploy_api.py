@@ -52,6 +52,10 @@ def test_gateway_refusals_carry_the_first_allowed_origin(chalice_deployed):
     assert unknown_key["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"] == f"'{origin}'"
     throttled = apigw.get_gateway_response(restApiId=api, responseType="THROTTLED")
     assert throttled["statusCode"] == "429" and "gatewayresponse.header.Retry-After" in throttled["responseParameters"]
+    unknown_path = apigw.get_gateway_response(restApiId=api, responseType="MISSING_AUTHENTICATION_TOKEN")
+    assert unknown_path["statusCode"] == "404" and '"not_found"' in unknown_path["responseTemplates"]["application/json"]
+    other = apigw.get_gateway_response(restApiId=api, responseType="DEFAULT_4XX")["responseTemplates"]
+    assert other["application/json"].startswith('{"error": {"code": "refused", "message": $context.error.')
 
 
 def test_the_usage_plan_is_made_once(chalice_deployed):

@@ -72,8 +72,8 @@ def test_csv_has_a_row_per_point(collected):
     response = collected.http.get(f"/v1/services/pay/bandwidth?start={T0}&end={T0 + 300}&step=1m&direction=total",
                                   headers={"Accept": "text/csv"})
     lines = response.body.decode().splitlines()
-    assert lines[0] == "time,service,direction,route,bytes"
-    assert lines[1] == "2026-11-30T23:00:00Z,pay,total,,1010" and len(lines) == 6
+    assert lines[0] == "time,service,direction,route,bytes,partial"
+    assert lines[1] == "2026-11-30T23:00:00Z,pay,total,,1010,false" and len(lines) == 6
 
 
 @pytest.mark.parametrize("query, parameter", [
@@ -129,6 +129,30 @@ def test_quota_changes_are_audited(collected):
     entries = get(collected, "/v1/quota-audit")[1]["entries"]
     assert [(e["action"], (e["old"] or {}).get("limit_bytes"), (e["new"] or {}).get("limit_bytes"))
             for e in entries] == [("delete", 200, None), ("put", 100, 200), ("put", None, 100)]
+
+
+def test_a_quota_for_a_service_never_seen_is_stored_with_a_warning_naming_the_closest(collected):
+    put = collected.http.put("/v1/services/pya/quota", headers={"Content-Type": "application/json"},
+                             body=json.dumps({"limit_bytes": 100}))
+    body = json.loads(put.body)
+    assert put.status_code == 200 and body["limit_bytes"] == 100
+    assert body["warnings"] == ["service 'pya' has not been seen; did you mean 'pay'?"]
+    assert get(collected, "/v1/services/pya/quota")[1]["limit_bytes"] == 100  # stored: it may start tomorrow
+    far = json.loads(collected.http.put("/v1/services/zzz-new/quota", headers={"Content-Type": "application/json"},
+                                        body=json.dumps({"limit_bytes": 100})).body)
+    assert far["warnings"] == ["service 'zzz-new' has not been seen; the quota applies once it carries traffic"]
+    seen = json.loads(collected.http.put("/v1/services/pay/quota", headers={"Content-Type": "application/json"},
+                                         body=json.dumps({"limit_bytes": 100})).body)
+    assert "warnings" not in seen
+
+
+@pytest.mark.parametrize("period, anchor", [("day", None), ("week", None), ("month", 15)])
+def test_the_overview_shows_anchor_day_only_for_a_monthly_quota(collected, period, anchor):
+    body = {"limit_bytes": 100, "period": period, **({"anchor_day": anchor} if anchor else {})}
+    assert collected.http.put("/v1/services/pay/quota", headers={"Content-Type": "application/json"},
+                              body=json.dumps(body)).status_code == 200
+    for quota in (get(collected, "/v1/services/pay")[1]["quota"], get(collected, "/v1/services")[1]["services"][0]["quota"]):
+        assert quota["period"] == period and quota.get("anchor_day") == anchor
 
 
 def test_quota_rules_apply_by_pattern_and_own_quota_wins(collected):

@@ -1,5 +1,6 @@
 """bwmeter's client and commands against a tiny scripted HTTP server on loopback (no API, no
 AWS), with the clock and sleep injected so waits take no time."""
+import argparse
 import io
 import json
 import socket
@@ -112,6 +113,25 @@ def chart(ingress, egress, step="1m"):
             "step": step, "series": [series("ingress", ingress), series("egress", egress)]}
 
 
+def seen(respond, services=("pay",)):
+    """``respond``, with GET /v1/services/NAME answering 200 for the services seen (404 otherwise)
+    and GET /v1/services listing them: what `quota set` and `alerts` ask before acting."""
+    def answer(r):
+        if r["method"] == "GET" and r["path"] == "/v1/services":
+            return 200, {"services": [summary(name) for name in services], "next_cursor": None}, {}
+        if r["method"] == "GET" and r["path"].count("/") == 3 and r["path"].startswith("/v1/services/"):
+            name = r["path"].rsplit("/", 1)[1]
+            return (200, summary(name), {}) if name in services else (
+                404, {"error": {"code": "not_found", "message": f"unknown service {name!r}"}}, {})
+        return respond(r)
+
+    return answer
+
+
+def quota_calls(api):
+    return [r for r in api.requests if r["path"].endswith("/quota")]
+
+
 # -- formatting -----------------------------------------------------------------------------
 def test_sparkline_scales_from_zero_to_the_peak_and_leaves_missing_points_blank():
     assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
@@ -127,6 +147,8 @@ def test_sizes_parse_decimal_and_binary_units():
     assert parse_size("1000") == 1000
     assert parse_size("500GB") == 500 * 10**9 and parse_size("1.5 TiB") == int(1.5 * 2**40)
     assert parse_size("2m") == 2_000_000
+    with pytest.raises(argparse.ArgumentTypeError, match="limit must be positive"):
+        parse_size("-5MB")
     assert human_bytes(999) == "999 B" and human_bytes(1234567) == "1.23 MB" and human_bytes(None) == "-"
 
 
@@ -206,6 +228,19 @@ def test_usage_prints_a_table_with_a_sparkline_per_direction(api):
     assert "3/4" in rows["total"] and "blank in the trend" in out
 
 
+def test_usage_marks_partly_collected_points_and_counts_their_bytes(api):
+    body = chart([5, 10, 3], [50, 100, 30], "1h")
+    for s in body["series"]:
+        s["points"][0]["partial"] = s["points"][2]["partial"] = True
+        s["points"][1]["partial"] = False
+    api.respond = lambda r: (200, body, {})
+    code, out, _ = run(api, "usage", "pay", "--range", "3h", "--step", "1h")
+    rows = {line.split()[0]: line for line in out.splitlines()[2:5]}
+    assert code == 0 and "198 B" in rows["total"] and "3/3 (2 partial)" in rows["total"]
+    assert ("(partial: 2026-12-01T00:00:00Z, 2026-12-01T00:02:00Z are only partly collected" in out
+            and "blank in the trend" not in out)
+
+
 def test_step_auto_leaves_the_choice_to_the_api(api):
     api.respond = lambda r: (200, chart([1], [1], "5m"), {})
     run(api, "usage", "pay")
@@ -235,19 +270,46 @@ def test_stats_of_an_unknown_service_says_so(api):
 
 def test_quota_set_changes_only_the_options_given(api):
     stored = {"limit_bytes": 100, "period": "month", "notify": ["a@example.com"], "thresholds": [80, 90, 100]}
-    api.respond = lambda r: (200, stored if r["method"] == "GET" else r["body"], {})
+    api.respond = seen(lambda r: (200, stored if r["method"] == "GET" else r["body"], {}))
     code, out, _ = run(api, "quota", "set", "pay", "--limit", "2GB", "--thresholds", "50,100")
-    put = api.requests[1]
+    put = quota_calls(api)[1]
     assert code == 0 and put["method"] == "PUT" and put["path"] == "/v1/services/pay/quota"
     assert put["body"] == {**stored, "limit_bytes": 2 * 10**9, "thresholds": [50, 100]}
     assert "2,000,000,000 (2 GB)" in out
 
 
 def test_quota_set_replace_sends_only_the_options_given(api):
-    api.respond = lambda r: (200, r["body"], {})
+    api.respond = seen(lambda r: (200, r["body"], {}))
     code, _, _ = run(api, "quota", "set", "pay", "--limit", "1000", "--replace", "--notify", "x@example.com")
-    assert code == 0 and [r["method"] for r in api.requests] == ["PUT"]
-    assert api.requests[0]["body"] == {"limit_bytes": 1000, "notify": ["x@example.com"]}
+    assert code == 0 and [r["method"] for r in quota_calls(api)] == ["PUT"]
+    assert quota_calls(api)[0]["body"] == {"limit_bytes": 1000, "notify": ["x@example.com"]}
+
+
+def test_quota_set_for_a_service_never_seen_names_the_closest_and_needs_force(api):
+    def quota(r):
+        if r["method"] == "PUT":
+            return 200, {**r["body"], "warnings": ["service 'media-cnd' has not been seen; did you mean 'media-cdn'?"]}, {}
+        return 404, {"error": {"code": "not_found", "message": "no quota"}}, {}
+
+    api.respond = seen(quota, services=("media-cdn", "pay"))
+    code, out, err = run(api, "quota", "set", "media-cnd", "--limit", "1GB")
+    assert code == 2 and "media-cnd has never been seen; did you mean media-cdn?" in err and "--force" in err
+    assert quota_calls(api) == []  # nothing stored
+    code, out, err = run(api, "quota", "set", "media-cnd", "--limit", "1GB", "--force")
+    assert code == 0 and [r["method"] for r in quota_calls(api)] == ["GET", "PUT"]
+    assert "warning: service 'media-cnd' has not been seen; did you mean 'media-cdn'?" in err
+    assert "warnings" not in out and "1,000,000,000 (1 GB)" in out
+
+
+def test_alerts_for_a_service_never_seen_says_so_with_the_closest_names(api):
+    api.respond = seen(lambda r: (200, {"service": "serch-api", "alerts": []}, {}),
+                       services=("search-api", "media-cdn"))
+    code, out, err = run(api, "alerts", "serch-api")
+    assert code == 4 and "No alerts" not in out
+    assert "serch-api has never been seen; did you mean search-api?, so it has no alerts." not in err
+    assert "serch-api has never been seen; did you mean search-api? So it has no alerts." in err
+    code, out, _ = run(api, "alerts", "media-cdn")
+    assert code == 0 and "No alerts for media-cdn." in out
 
 
 def test_quota_rm(api):
@@ -287,6 +349,28 @@ def test_an_unreachable_api_exits_3():
     out, err = io.StringIO(), io.StringIO()
     code = main(["services"], env={"BWMETER_URL": f"http://127.0.0.1:{port}"}, stdout=out, stderr=err)
     assert code == 3 and "cannot connect" in err.getvalue()
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again before the request
+
+
+@pytest.mark.parametrize("how", ["default", "env", "flag"])
+def test_a_connection_error_names_the_url_tried_and_how_to_change_it(how, monkeypatch):
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}"
+    if how == "default":  # as when `API_PORT=8123 make run` runs and BWMETER_URL is not set
+        monkeypatch.setattr("bwmeter.cli.DEFAULT_URL", url)
+    argv = ["services"] + (["--url", url] if how == "flag" else [])
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, env={"BWMETER_URL": url} if how == "env" else {}, stdout=out, stderr=err)
+    text = err.getvalue()
+    assert code == 3 and f"cannot connect to {url}" in text
+    assert {"default": f"bwmeter called the default {url}, as BWMETER_URL is not set",
+            "env": f"bwmeter called {url} (from BWMETER_URL)", "flag": f"bwmeter called {url} (from --url)"}[how] in text
+    assert "BWMETER_URL=http://HOST:PORT or --url" in text and "export BWMETER_URL=" in text
 
 
 def test_an_answer_that_is_not_json_exits_1(api):
@@ -413,9 +497,50 @@ def test_quotas_lists_service_quotas_then_rules(api):
     api.respond = lambda r: (200, {"quotas": [own], "rules": [RULE]}, {})
     code, out, _ = run(api, "quotas")
     lines = out.splitlines()
-    assert code == 0 and lines[0].split() == ["SERVICE", "LIMIT", "PERIOD", "DIRECTION", "THRESHOLDS", "NOTIFY"]
-    assert lines[1].split() == ["search", "1", "GB", "month", "total", "80,90,100", "ops@example.com"]
+    assert code == 0 and lines[0].split() == ["SERVICE", "LIMIT", "PERIOD", "DIRECTION", "ACTION", "THRESHOLDS",
+                                              "NOTIFY"]
+    assert lines[1].split() == ["search", "1", "GB", "month", "total", "warn", "80,90,100", "ops@example.com"]
     assert lines[-1].split()[:3] == ["pay*", "1", "GB"]
+
+
+def test_quotas_show_the_action_and_the_reject_level(api):
+    own = {"service": "media", "limit_bytes": 10**6, "period": "day", "direction": "total", "thresholds": [100],
+           "notify": [], "action": "reject", "reject_at": 90}
+    api.respond = lambda r: (200, {"quotas": [own], "rules": [{**RULE, "action": "warn"}]}, {})
+    lines = run(api, "quotas")[1].splitlines()
+    assert lines[1].split()[:7] == ["media", "1", "MB", "day", "total", "reject", "at"] and "90%" in lines[1]
+    assert lines[-1].split()[5] == "warn"
+
+
+def test_quota_get_hides_anchor_day_for_a_daily_quota_and_shows_it_for_a_monthly(api):
+    daily = {"limit_bytes": 10**6, "period": "day", "anchor_day": 1, "direction": "total", "action": "warn"}
+    api.respond = lambda r: (200, daily, {})
+    out = run(api, "quota", "get", "pay")[1]
+    assert "anchor_day" not in out and "period       day" in out
+    api.respond = lambda r: (200, {**daily, "period": "month", "anchor_day": 15}, {})
+    assert "anchor_day   15" in run(api, "quota", "get", "pay")[1]
+
+
+@pytest.mark.parametrize("argv", [["quota", "set", "pay", "--limit", "-5MB"], ["quota", "set", "pay", "--limit=-5MB"]])
+def test_a_negative_limit_is_a_clear_error_not_expected_one_argument(api, argv, capsys):
+    code, _, _ = run(api, *argv)
+    err = capsys.readouterr().err  # argparse's own message
+    assert code == 2 and "limit must be positive" in err and "expected one argument" not in err
+    assert api.requests == []
+
+
+def test_negative_values_of_other_options_reach_their_check_too(api, capsys):
+    code, _, _ = run(api, "audit", "--limit", "-3")
+    err = capsys.readouterr().err
+    assert code == 2 and "must be more than 0" in err and "expected one argument" not in err
+
+
+@pytest.mark.parametrize("argv, missing", [(["quota"], "get, set or rm and a SERVICE"), (["quota", "get"], "a SERVICE")])
+def test_quota_without_arguments_prints_its_help_and_what_is_missing(api, argv, missing):
+    code, _, err = run(api, *argv)
+    assert code == 2 and f"quota needs {missing}" in err and "required: action" not in err
+    assert "usage: bwmeter quota [-h]" in err and "get|set|rm" in err and "--action {warn,reject}" in err
+    assert api.requests == []
 
 
 def test_rules_set_puts_the_file_and_a_bare_list_is_wrapped(api, tmp_path):
@@ -423,7 +548,7 @@ def test_rules_set_puts_the_file_and_a_bare_list_is_wrapped(api, tmp_path):
     path = tmp_path / "rules.json"
     path.write_text(json.dumps([RULE]))
     code, out, _ = run(api, "rules", "set", str(path))
-    assert code == 0 and out.startswith("Saved 1 quota rule(s).")
+    assert code == 0 and out.startswith("Saved 1 quota rule.")
     (request,) = api.requests
     assert request["method"] == "PUT" and request["path"] == "/v1/quota-rules" and request["body"] == {"rules": [RULE]}
 
@@ -480,8 +605,18 @@ def test_audit_summarises_each_change(api):
     code, out, _ = run(api, "audit", "--limit", "3")
     lines = out.splitlines()
     assert code == 0 and api.requests[0]["query"] == {"limit": ["3"]}
-    assert lines[1].endswith("none -> 1 rule(s)") and lines[2].endswith("changed: limit_bytes")
+    assert lines[1].endswith("none -> 1 rule") and lines[2].endswith("changed: limit_bytes 1 B -> 2 B")
     assert lines[3].endswith("removed (was 5 KB)") and "key#1a2b3c4d" in lines[1]
+
+
+def test_audit_shows_each_changed_field_old_to_new(api):
+    entry = {"at": "2026-12-01T00:01:00Z", "key": "quota/pay", "action": "put", "actor": "key#1a2b3c4d",
+             "old": {"limit_bytes": 10**9, "period": "month", "thresholds": [80, 90], "notify": ["a@x.io"]},
+             "new": {"limit_bytes": 2 * 10**9, "period": "day", "thresholds": [80, 90], "notify": ["a@x.io"],
+                     "action": "reject"}}
+    api.respond = lambda r: (200, {"entries": [entry]}, {})
+    out = run(api, "audit")[1]
+    assert out.splitlines()[1].endswith("changed: action - -> reject, limit_bytes 1 GB -> 2 GB, period month -> day")
 
 
 def test_audit_limit_must_be_positive(api):
@@ -538,17 +673,17 @@ def test_zsh_completion_is_a_compdef_script_naming_every_command(api):
 
 
 def test_quota_set_reject_sends_the_action_and_level(api):
-    api.respond = lambda r: (200, r["body"], {})
+    api.respond = seen(lambda r: (200, r["body"], {}))
     code, _, _ = run(api, "quota", "set", "pay", "--limit", "1000", "--replace", "--action", "reject",
                      "--reject-at", "90")
-    assert code == 0 and api.requests[0]["body"] == {"limit_bytes": 1000, "action": "reject", "reject_at": 90.0}
+    assert code == 0 and quota_calls(api)[0]["body"] == {"limit_bytes": 1000, "action": "reject", "reject_at": 90.0}
 
 
 def test_quota_set_action_warn_drops_the_reject_level(api):
     stored = {"limit_bytes": 100, "action": "reject", "reject_at": 90}
-    api.respond = lambda r: (200, stored if r["method"] == "GET" else r["body"], {})
+    api.respond = seen(lambda r: (200, stored if r["method"] == "GET" else r["body"], {}))
     code, _, _ = run(api, "quota", "set", "pay", "--action", "warn")
-    assert code == 0 and api.requests[1]["body"] == {"limit_bytes": 100, "action": "warn"}
+    assert code == 0 and quota_calls(api)[1]["body"] == {"limit_bytes": 100, "action": "warn"}
 
 
 ENFORCEMENT = {"mode": "admin-api", "blocked": [
@@ -564,8 +699,27 @@ def test_enforcement_lists_blocked_services(api):
     code, out, _ = run(api, "enforcement")
     assert code == 0 and api.requests[0]["path"] == "/v1/enforcement"
     row = next(line for line in out.splitlines() if line.startswith("pay"))
-    assert "2 MB" in row and "200.0 %" in row and "2026-12-01T00:00:00Z" in row and row.endswith("yes")
-    assert "missing services: ghost" in out
+    assert "2 MB" in row and "200.0 %" in row and "2026-12-01T00:00:00Z" in row and row.endswith("blocked")
+    assert "missing services: ghost" in out and "1 blocked there" in out
+
+
+def test_enforcement_right_after_a_lift_says_lift_pending_not_nothing_blocked(api):
+    """Issue 28: 'No service is blocked' next to '1 blocked at Kong' while the gateway still 429s."""
+    api.respond = lambda r: (200, {**ENFORCEMENT, "blocked": [], "lift_pending": [
+        {"service": "pay", "plugin_id": "p1", "period_end": "2026-12-01T00:00:00Z", "at_gateway": True,
+         "state": "lift pending"}]}, {})
+    code, out, _ = run(api, "enforcement")
+    row = next(line for line in out.splitlines() if line.startswith("pay"))
+    assert code == 0 and row.endswith("lift pending (next run)") and "No service is blocked" not in out
+    assert "the gateway answers 429 until the collector's next run lifts the block" in out
+
+
+def test_enforcement_of_a_block_not_applied_yet_says_block_pending(api):
+    pending = {**ENFORCEMENT["blocked"][0], "at_gateway": False, "plugin_id": None, "state": "block pending"}
+    api.respond = lambda r: (200, {**ENFORCEMENT, "blocked": [pending], "lift_pending": []}, {})
+    code, out, _ = run(api, "enforcement")
+    row = next(line for line in out.splitlines() if line.startswith("pay"))
+    assert code == 0 and row.endswith("block pending (next run)") and "within a minute" in out
 
 
 def test_enforcement_json_and_deck(api):

@@ -154,7 +154,8 @@ def test_a_threshold_email_of_a_reject_quota_says_the_service_is_blocked(aws):
     deps.alert_processor.evaluate("pay", DEC1 - 60, usage_item("pay", 1000))
     first, second = mailer.sent
     assert "refused (HTTP 429) from 100% of the quota until 2026-12-01T00:00:00Z" in first["text"]
-    assert "blocked now" not in first["text"] and "this service is blocked now" in second["text"]
+    assert "will be blocked" not in first["text"] and "blocked now" not in second["text"]
+    assert "this service will be blocked at the gateway within a minute" in second["text"]
 
 
 def test_a_threshold_email_of_a_warn_quota_says_nothing_of_blocking(aws):

@@ -45,7 +45,7 @@ def test_csv_cells_that_could_be_formulas_are_quoted_as_text(collected):
     chart = charts.build_series(store, charts.service_coverage(store, name, T0 + 600), name, T0, T0 + 60, "1m",
                                 direction="egress", split=True)
     row = charts.series_csv(chart).splitlines()[1]
-    assert row == '2026-11-30T23:00:00Z,"\'=HYPERLINK(""http://evil"")",egress,"\'=HYPERLINK(""http://evil"")",100'
+    assert row == '2026-11-30T23:00:00Z,"\'=HYPERLINK(""http://evil"")",egress,"\'=HYPERLINK(""http://evil"")",100,false'
 
 
 def test_email_escapes_markup_and_strips_control_characters():

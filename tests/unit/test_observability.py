@@ -165,6 +165,13 @@ def test_collector_status_shows_the_last_runs_metrics_by_name_and_in_words(wired
         f"1 series, 0 quarantined, {report['items_written']} items written")
 
 
+def test_one_of_a_count_is_said_in_the_singular():
+    assert observability.readable({observability.ALERTS_SENT: [1], observability.ITEMS_WRITTEN: [1],
+                                   observability.PROMETHEUS_REQUESTS: [1]}) == \
+        "1 item written, 1 Prometheus request, 1 alert sent"
+    assert observability.readable({observability.ALERTS_SENT: [1, 1]}) == "2 alerts sent"
+
+
 @pytest.mark.parametrize("field", [{"series_quarantined": 2}, {"quarantined": [["pay", "bad sample"], ["x", "y"]]}])
 def test_quarantined_series_are_counted_from_the_report(field):
     report = {"status": "ok", "minutes": 1, "end": "2026-11-30T22:30:00Z", "series_seen": 5, **field}

@@ -91,11 +91,26 @@ window.addEventListener("resize", () => {
 const timesOf = (points) => points.map((p) => epoch(p.time));
 const bytesOf = (points) => points.map((p) => p.bytes);
 
+// A point only partly collected (collection began in it, or it is still filling) holds what was
+// collected so far: drawn dashed and lighter, as its own series, so a low last hour or day does not
+// read as a drop. The solid line leaves it out; the dashed one joins it to its neighbours.
+const partialOf = (points) => points.map((p, i) => (p.bytes !== null && (p.partial
+  || (points[i - 1] && points[i - 1].partial) || (points[i + 1] && points[i + 1].partial)) ? p.bytes : null));
+const wholeOf = (points) => points.map((p) => (p.partial ? null : p.bytes));
+
 function drawBandwidth(chart) {
   const step = `bytes per ${chart.step}`;
-  const series = chart.series.map((s) => ({label: s.direction, stroke: DIRECTION_COLORS[s.direction],
-    width: 1.5, value: atCursor}));
-  draw("chart", series, [timesOf(chart.series[0].points), ...chart.series.map((s) => bytesOf(s.points))], step);
+  const series = [], data = [timesOf(chart.series[0].points)];
+  for (const s of chart.series) {
+    series.push({label: s.direction, stroke: DIRECTION_COLORS[s.direction], width: 1.5, value: atCursor});
+    data.push(wholeOf(s.points));
+  }
+  for (const s of chart.series.filter((x) => x.points.some((p) => p.partial))) {
+    series.push({label: `${s.direction} (partly collected)`, stroke: DIRECTION_COLORS[s.direction] + "99",
+      width: 1.5, dash: [6, 4], points: {show: true, size: 6}, value: atCursor});
+    data.push(partialOf(s.points));
+  }
+  draw("chart", series, data, step);
 }
 
 // Per route, stacked: each route's band sits on the ones below it; null (not collected) stays a gap.
@@ -114,9 +129,8 @@ function drawStackedRoutes(chart) {
 }
 
 // The quota period so far, summed. The step is the finest that keeps the elapsed part under
-// about 3,000 points (1m up to two days, at most 15m for a month): a coarse bucket that is not
-// entirely collected is null, so hour steps would leave the start of a period (and the current
-// hour) empty. The line ends at the period's counted total (what the quota is checked against),
+// about 3,000 points (1m up to two days, at most 15m for a month), so the line follows the
+// traffic closely. The line ends at the period's counted total (what the quota is checked against),
 // which also holds the bytes of buckets that are not final or not wholly collected yet; a running
 // total only rises, so the line spans gaps. It starts at 0 where the service was first seen in
 // the period (nothing was counted for it before), so a new service has a line from its first
@@ -171,6 +185,30 @@ async function drawCumulative(name, summary) {
 }
 
 // -- the service page ---------------------------------------------------------------------------
+// What is due and what the gateway applies differ until the collector's next run (each minute)
+// reconciles them; the banner says which, so it never reads "not blocked" while requests get 429.
+function blockText(block) {
+  const why = block.usage_bytes === undefined ? ""
+    : ` (${human(block.usage_bytes)} used, ${block.reject_at}% of ${human(block.limit_bytes)} rejects)`;
+  switch (block.state) {
+    case "lift pending":
+      return "Lift pending: no longer over its quota, but the gateway answers 429 until the collector's next run "
+        + "(within a minute) lifts the block.";
+    case "block pending":
+      return `Block pending: the collector's next run (within a minute) blocks it at the gateway, answering 429 `
+        + `until ${block.period_end}${why}.`;
+    case "missing at gateway":
+      return `Block due, but the gateway has no service of this name${why}.`;
+    case "apply with decK":
+      return `Block due until ${block.period_end}${why}: apply it at the gateway with decK (bwmeter enforcement --deck).`;
+    default:
+      return `Blocked at the gateway: requests are answered 429 until ${block.period_end}${why}`;
+  }
+}
+
+const BADGES = {"lift pending": "lift pending", "block pending": "block pending", "missing at gateway": "block due",
+  "apply with decK": "block due"};
+
 async function renderService(name, params) {
   $("overview").hidden = true;
   $("service").hidden = false;
@@ -188,11 +226,10 @@ async function renderService(name, params) {
     api(`v1/services/${encoded}/stats?start=${start}&end=${end}`).catch(() => null),
     api("v1/enforcement").catch(() => null)]);
   if (!chart || !summary) throw new Error(`unknown service ${name}`);
-  const block = enforcement ? enforcement.blocked.find((b) => b.service === name) : null;
+  const block = enforcement ? enforcement.blocked.find((b) => b.service === name)
+    || (enforcement.lift_pending || []).find((b) => b.service === name) : null;
   $("blocked").hidden = !block;
-  $("blocked").textContent = block ? `Blocked at the gateway: requests are answered 429 until ${block.period_end} `
-    + `(${human(block.usage_bytes)} used, ${block.reject_at}% of ${human(block.limit_bytes)} rejects)`
-    + (block.at_gateway ? "" : "; not applied at the gateway yet") : "";
+  $("blocked").textContent = block ? blockText(block) : "";
   state.csv = {path: `${path}&format=csv`, file: `${name}-${start}-${end}.csv`};
   $("step").textContent = chart.step;
   if (!chart.series.length) {
@@ -261,8 +298,9 @@ function renderOverview() {
     const tr = el("tr");
     const name = el("td");
     name.append(el("a", s.service, {href: `#service=${encodeURIComponent(s.service)}&range=24h`}));
-    if (state.blocked[s.service]) {
-      name.append(" ", el("span", "blocked", {class: "badge", title: `answered 429 until ${state.blocked[s.service].period_end}`}));
+    const block = state.blocked[s.service];
+    if (block) {
+      name.append(" ", el("span", BADGES[block.state] || "blocked", {class: "badge", title: blockText(block)}));
     }
     const percent = s.percent;
     const bar = el("div", null, {class: "bar", role: "img",
@@ -302,6 +340,39 @@ async function renderCollector() {
   $("quarantine").querySelector("ul").replaceChildren(...quarantined.map((q) => el("li", describe(q))));
 }
 
+// The audit as bwmeter audit shows it: each changed field, old -> new.
+function shownValue(key, value) {
+  if (value === null || value === undefined) return "-";
+  if (key === "limit_bytes" && typeof value === "number") return human(value);
+  if (Array.isArray(value)) return value.join(",") || "none";
+  return String(value);
+}
+
+function auditChange(entry) {
+  const {old, new: now} = entry;
+  const rules = (list) => (!list || !list.length ? "none" : `${list.length} rule${list.length === 1 ? "" : "s"}`);
+  if (entry.key === "quota-rules") return `${rules(old)} -> ${rules(now)}`;
+  if (entry.action === "delete" || !now) return old ? `removed (was ${human(old.limit_bytes)})` : "removed";
+  if (!old) return `set: ${human(now.limit_bytes)} per ${now.period}`;
+  const keys = [...new Set([...Object.keys(old), ...Object.keys(now)])].sort()
+    .filter((k) => JSON.stringify(old[k]) !== JSON.stringify(now[k]));
+  return keys.length ? keys.map((k) => `${k} ${shownValue(k, old[k])} -> ${shownValue(k, now[k])}`).join(", ")
+    : "nothing";
+}
+
+async function renderAudit() {
+  const body = await api("v1/quota-audit?limit=20");
+  const rows = $("audit").querySelector("tbody");
+  rows.replaceChildren();
+  for (const e of (body && body.entries) || []) {
+    const tr = el("tr");
+    tr.append(el("td", utc(epoch(e.at))), el("td", `${e.key} (${e.action})`), el("td", e.actor || "—"),
+      el("td", auditChange(e)));
+    rows.append(tr);
+  }
+  $("audit").hidden = !rows.children.length;
+}
+
 // Only admin keys may read the quota audit, so reading one entry tells whether to offer the form.
 async function isAdmin() {
   if (state.admin === null) state.admin = await api("v1/quota-audit?limit=1").then(() => true, () => false);
@@ -321,7 +392,8 @@ async function saveQuota(event) {
     const limit = Math.round(Number($("quota-limit").value) * UNITS[$("quota-unit").value]);
     const saved = await api(path, {method: "PUT", body: {...current, limit_bytes: limit, period}});
     result.className = "ok-text";
-    result.textContent = `Saved: ${service} may use ${human(saved.limit_bytes)} per ${saved.period}.`;
+    result.textContent = `Saved: ${service} may use ${human(saved.limit_bytes)} per ${saved.period}.`
+      + (saved.warnings || []).map((w) => ` Note: ${w}${/[.?!]$/.test(w) ? "" : "."}`).join("");  // never seen: a typo?
     await route();
   } catch (error) {
     result.className = "refused";
@@ -342,9 +414,12 @@ async function route() {
       const [page, enforcement] = await Promise.all([api("v1/services?limit=1000"),
         api("v1/enforcement").catch(() => null)]);
       state.services = page ? page.services : [];
-      state.blocked = Object.fromEntries((enforcement ? enforcement.blocked : []).map((b) => [b.service, b]));
+      state.blocked = Object.fromEntries((enforcement ? [...enforcement.blocked, ...(enforcement.lift_pending || [])]
+        : []).map((b) => [b.service, b]));
       renderOverview();
-      $("quota-form").hidden = !(await isAdmin());
+      const admin = await isAdmin();
+      $("quota-form").hidden = !admin;
+      if (admin) await renderAudit(); else $("audit").hidden = true;
     }
     await collector;
   } catch (error) {
