@@ -7,6 +7,7 @@ import os
 import pytest
 
 from chalicelib import bootstrap
+from chalicelib.core import settings as configuration
 
 pytest_plugins = ["tests.support.servers"]
 
@@ -41,13 +42,19 @@ BASE_ENV = {
 }
 
 
+def configuration_variables() -> set:
+    """Every variable that configures Bandwidth Meter (from the settings' declarations, so a new
+    setting is cleared without editing this file), and boto's own AWS_* variables (credentials,
+    profile), which would otherwise reach a real account."""
+    return (set(configuration.variables()) | set(configuration.OTHER_VARIABLES)
+            | {name for name in os.environ if name.startswith("AWS_")})
+
+
 @pytest.fixture
 def env(monkeypatch):
     """A complete, isolated configuration; tests override single values with monkeypatch."""
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "PROMETHEUS_", "COLLECT_", "KONG_", "MAX_BACKFILL", "INITIAL_BACKFILL",
-                            "API_KEYS", "THROTTLE_", "BWMETER_", "WEBHOOK_", "CORS_")):
-            monkeypatch.delenv(name, raising=False)
+    for name in configuration_variables():
+        monkeypatch.delenv(name, raising=False)
     for name, value in BASE_ENV.items():
         monkeypatch.setenv(name, value)
     bootstrap.reset()

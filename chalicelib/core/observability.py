@@ -57,7 +57,10 @@ _state = {"logger": None, "metrics": None, "cold": True}
 
 
 def in_lambda(env: Mapping[str, str] = os.environ) -> bool:
-    return bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+    # Logging is set up before (and without) the settings; the decision is still theirs.
+    from chalicelib.core.settings import running_in_lambda
+
+    return running_in_lambda(env)
 
 
 def service_name(env: Mapping[str, str] = os.environ) -> str:
