@@ -41,11 +41,26 @@ def error_response(status: int, code: str, message: str, parameter: Optional[str
                     headers={"Content-Type": "application/json", **(headers or {})})
 
 
-def endpoint(view: Callable) -> Callable:
-    """Translate the project's exceptions into HTTP answers; never leak a stack trace. Path
-    parameters arrive percent-encoded (API Gateway and `chalice local` pass them as sent), so
-    they are decoded here once: ``/v1/services/search%20api`` names the service ``search api``."""
+# Who may call a route, declared where the route is declared (``@endpoint(role=READ)``); the
+# access guard (chalicelib/api/access.py) reads it. Undeclared: GET needs read, anything else admin.
+PUBLIC, READ, ADMIN = "public", "read", "admin"
+ROLES = (PUBLIC, READ, ADMIN)
 
+
+def endpoint(view: Optional[Callable] = None, *, role: Optional[str] = None) -> Callable:
+    """``@endpoint`` or ``@endpoint(role=...)``: translate the project's exceptions into HTTP
+    answers and never leak a stack trace; ``role`` is who may call it (PUBLIC, READ or ADMIN),
+    kept on the view as ``view.role`` for the access guard. Path parameters arrive
+    percent-encoded (API Gateway and `chalice local` pass them as sent), so they are decoded
+    here once: ``/v1/services/search%20api`` names the service ``search api``."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    if view is None:
+        return functools.partial(endpoint, role=role)
+    return _translated(view, role)
+
+
+def _translated(view: Callable, role: Optional[str]) -> Callable:
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         kwargs = {name: unquote(value) if isinstance(value, str) else value for name, value in kwargs.items()}
@@ -70,6 +85,7 @@ def endpoint(view: Callable) -> Callable:
             log.exception("unhandled error in %s", view.__name__)
             return error_response(500, "internal", "internal error; the log has details")
 
+    wrapper.role = role  # type: ignore[attr-defined]
     return wrapper
 
 
