@@ -11,21 +11,17 @@ from chalicelib.core import settings as configuration
 
 pytest_plugins = ["tests.support.servers"]
 
-# Tiers by directory (pytest.ini describes them); `e2e` marks the slow end-to-end files inside the
-# integration tier: a real browser, schemathesis, benchmarks and the whole local runtime.
-TIERS = {"unit": "unit", "integration": "integration", "localstack": "localstack"}
-E2E_FILES = {"test_dashboard_browser.py", "test_docs_browser.py", "test_schemathesis.py", "test_benchmarks.py",
-             "test_local_runtime.py", "test_property_http.py"}
+# Tiers by directory (pytest.ini describes them): a test's folder is its marker, so moving a file
+# between tests/integration and tests/e2e (the slow tier: browser, local runtime, CLI
+# subprocess, property tests, benchmarks) is all it takes to change its tier.
+TIERS = ("unit", "integration", "e2e", "localstack")
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        path = item.path
-        tier = TIERS.get(path.parent.name)
-        if tier:
+        tier = item.path.parent.name
+        if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
-        if path.name in E2E_FILES:
-            item.add_marker(pytest.mark.e2e)
 
 BASE_ENV = {
     "TABLE_NAME": "bandwidth-meter-test",

@@ -195,7 +195,7 @@ class AccessGuard:
 
     @classmethod
     def from_settings(cls, settings, clock: Callable[[], float] = time.monotonic,
-                      parameter_store: Optional[Callable[[], object]] = None,
+                      parameter_store: Optional[Callable[[], Any]] = None,
                       routes: Optional[Routes] = None) -> "AccessGuard":
         """Keys from the SSM registry when ``API_KEYS_PARAMETER_PATH`` is set (AWS), otherwise
         from ``API_KEYS`` (local runs). ``parameter_store`` gives the (cached) Parameter Store
@@ -204,6 +204,7 @@ class AccessGuard:
 
         throttle = (Throttle(settings.throttle_per_key_per_minute, settings.throttle_per_second, clock)
                     if settings.throttle_enabled else None)
+        keys: object
         if settings.key_registry_path:
             reader = (parameter_store() if parameter_store else
                       ParameterStore(_ssm_client(settings), max_age=settings.secrets_max_age_seconds))
@@ -286,8 +287,8 @@ class AccessGuard:
         if needed is None:
             return None, None
         caller, denial = self.authenticate(api_key)
-        if denial:
-            return caller, denial
+        if denial or caller is None:  # never both None; if it were, refuse rather than admit
+            return caller, denial or Denial(401, "unauthorized", "an API key is required")
         if _RANK[caller.role] < _RANK[needed]:
             return caller, Denial(403, "forbidden", f"{method} {route} needs the {needed} role; "
                                                     f"this key has the {caller.role} role")

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import re
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 from urllib.parse import unquote
 
 from chalice import CORSConfig, Response
@@ -32,7 +32,7 @@ class PayloadTooLarge(BadRequest):
 
 def error_response(status: int, code: str, message: str, parameter: Optional[str] = None,
                    details: Optional[list] = None, headers: Optional[dict] = None) -> Response:
-    error = {"code": code, "message": message}
+    error: Dict[str, object] = {"code": code, "message": message}
     if parameter:
         error["parameter"] = parameter
     if details:

@@ -269,9 +269,9 @@ class Settings:
         value = getattr(self, name)
         if not value:
             raise ConfigError(f"{name.upper()} is not set; it is required here (see README.md, Configuration)")
-        return value
+        return str(value)
 
-    def public_summary(self) -> dict:
+    def public_summary(self) -> Dict[str, Any]:
         """What /v1/health may show: which backends are configured, never secrets. Where the
         stage is public (anything but local dev), not even the table, region or endpoint."""
         if not self.local_dev:
@@ -327,7 +327,8 @@ def _value(env: Mapping[str, str], declaration: Declaration, where: Optional[Whe
 
 
 def _declaration(field_name: str) -> Declaration:
-    return Settings.__dataclass_fields__[field_name].metadata[_DECLARED]
+    declaration: Declaration = Settings.__dataclass_fields__[field_name].metadata[_DECLARED]
+    return declaration
 
 
 def running_in_lambda(env: Mapping[str, str] = os.environ) -> bool:
