@@ -1,19 +1,16 @@
 """The mailer adapter: SES (v1 API, as LocalStack and moto serve it too)."""
 from __future__ import annotations
 
-from typing import List, Protocol
+from typing import List
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.core.errors import MailError
 
 
-class Mailer(Protocol):
-    def send(self, to: List[str], subject: str, text: str, html: str) -> str:
-        """Send one message; return the provider's message id or raise MailError."""
-
-
 class SesMailer:
+    """The ``Mailer`` port (chalicelib/core/ports.py) on SES."""
+
     def __init__(self, client, sender: str):
         self.client = client
         self.sender = sender
