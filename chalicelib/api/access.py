@@ -8,7 +8,7 @@ none needs ``read`` for GET and ``admin`` for anything else, so a new write is n
 read key. The documentation, the dashboard page and ``/v1/health`` declare ``public``; the
 dashboard asks its user for a key and calls the API with it.
 
-Answers, as ``{"error": {"code", "message"}}`` (chalicelib.http.error_response):
+Answers, as ``{"error": {"code", "message"}}`` (chalicelib/api/http.py, error_response):
 
 - 401 ``unauthorized``: no key, or a key that is not configured;
 - 403 ``forbidden``: a read key on an admin route;
