@@ -104,6 +104,17 @@ def test_the_public_routes_are_exactly_health_docs_and_the_dashboard():
     assert {(m, p) for m, p, entry in app_routes() if not entry.api_key_required} == PUBLIC_ROUTES
 
 
+def test_the_api_description_asks_for_a_key_exactly_where_a_route_needs_one():
+    from chalicelib.api.apidocs import openapi_spec
+
+    paths = openapi_spec()["paths"]
+    described = [(m, p) for m, p, _ in app_routes() if p in paths]
+    assert len(described) >= 15  # the pages (/, /dashboard, /docs...) are not API operations
+    for method, path in described:
+        operation = paths[path][method.lower()]
+        assert (operation["security"] == []) == (required_role(method, path, app.app.routes) is None), (method, path)
+
+
 def test_a_new_write_route_without_a_declared_role_needs_an_admin_key():
     routes = {"/v1/new-thing": {"PUT": SimpleNamespace(view_function=endpoint(lambda: {}))}}
     g = AccessGuard.from_settings(settings(api_keys=f"{READ_KEY}:read,{ADMIN_KEY}:admin"), clock=FakeClock(),
