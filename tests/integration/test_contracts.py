@@ -1,6 +1,7 @@
 """One contract per port (chalicelib/core/ports.py), run against the in-memory fake the unit
 tests use and against the real adapter on a real local server: the Prometheus client on the
-Prometheus binary (history built with promtool), the SES mailer on a moto server. A fake that
+Prometheus binary (history built with promtool), the SES mailer and the alert ledger on a moto
+server. A fake that
 passes here behaves, for its callers, as the real thing does."""
 import boto3
 import pytest
@@ -8,8 +9,11 @@ import requests
 
 from chalicelib.collect.prometheus import PrometheusClient, series_key
 from chalicelib.core import ports
+from chalicelib.core.alert_ledger import AlertLedger
 from chalicelib.core.errors import MailError, PrometheusError
+from chalicelib.core.models import Alert
 from chalicelib.notify.mailer import SesMailer
+from tests.fakes.ledger import InMemoryAlertLedger
 from tests.fakes.mailer import RecordingMailer
 from tests.fakes.prometheus import FakePrometheus
 from tests.support.openmetrics import History
@@ -153,3 +157,78 @@ def test_a_sent_message_gets_its_own_provider_id(mailers):
 def test_a_refused_message_raises_mail_error(mailers):
     with pytest.raises(MailError):
         mailers.refusing.send(["ops@example.org"], "Quota 80 %", "text", "<p>html</p>")
+
+
+# -- the alert ledger ------------------------------------------------------------------------------
+PERIOD_START, PERIOD_END = T0, T0 + 31 * 86_400
+
+
+@pytest.fixture(params=["fake", "real"])
+def ledger(request):
+    if request.param == "fake":
+        return InMemoryAlertLedger()
+    request.getfixturevalue("aws_server")  # a fresh table on the moto server
+    return AlertLedger()
+
+
+def alert(threshold, status="pending", claimed_at=T0 + 100, **fields):
+    return Alert.record("pay", PERIOD_START, threshold, period_end=PERIOD_END, status=status, usage_bytes=800,
+                        limit_bytes=1000, recipients=["owner@example.com"], crossed_at=T0 + 90,
+                        claimed_at=claimed_at, **fields)
+
+
+def test_ledgers_implement_the_port(ledger):
+    assert isinstance(ledger, ports.AlertLedgerPort)
+
+
+def test_only_the_first_claim_of_an_alert_wins(ledger):
+    assert ledger.claim(alert(80.0), None) is True
+    assert ledger.claim(alert(80.0, claimed_at=T0 + 101), None) is False
+    assert {k: a.status for k, a in ledger.for_period("pay", PERIOD_START).items()} == {80.0: "pending"}
+
+
+def test_a_lower_threshold_is_not_claimed_once_a_higher_one_is(ledger):
+    assert ledger.claim(alert(100.0), None) is True
+    assert ledger.claim(alert(80.0), None, higher=[100.0]) is False
+    assert list(ledger.for_period("pay", PERIOD_START)) == [100.0]
+
+
+def test_a_claim_over_what_was_read_wins_only_if_it_has_not_changed_since(ledger):
+    ledger.claim(alert(80.0), None)
+    before = ledger.for_period("pay", PERIOD_START)[80.0]
+    ledger.mark_failed(ledger.for_period("pay", PERIOD_START)[80.0], "SES refused")
+    assert ledger.claim(alert(80.0, claimed_at=T0 + 200), before) is False  # read before it failed
+    failed = ledger.for_period("pay", PERIOD_START)[80.0]
+    assert failed.status == "failed" and failed.error == "SES refused"
+    assert ledger.claim(alert(80.0, claimed_at=T0 + 200), failed) is True
+
+
+def test_a_claimed_alert_is_due_until_it_is_sent(ledger):
+    ledger.claim(alert(80.0), None)
+    assert [a.ledger_key for a in ledger.due()] == [80.0]
+    ledger.mark_sent(ledger.due()[0], T0 + 120)
+    assert ledger.due() == []
+    [entry] = ledger.history("pay")
+    assert (entry["status"], entry["threshold"], entry["recipients"]) == ("sent", 80.0, ["owner@example.com"])
+
+
+def test_a_covered_threshold_is_recorded_once_unless_it_failed(ledger):
+    assert ledger.record_covered(alert(80.0, status="covered", covered_by=100.0)) is True
+    assert ledger.record_covered(alert(80.0, status="covered", covered_by=100.0)) is False
+
+
+def test_rearming_forgets_an_alert_only_as_it_was_read(ledger):
+    ledger.claim(alert(80.0), None)
+    read = ledger.for_period("pay", PERIOD_START)[80.0]
+    stale = alert(80.0, claimed_at=T0 + 50)
+    assert ledger.rearm(stale) is False
+    assert ledger.rearm(read) is True
+    assert ledger.for_period("pay", PERIOD_START) == {}
+
+
+def test_an_unfinished_rules_change_is_remembered_until_cleared(ledger):
+    assert ledger.reevaluation_due() is None
+    ledger.request_reevaluation("pay", T0)
+    assert ledger.reevaluation_due() == "pay"
+    ledger.request_reevaluation(None, T0 + 1)
+    assert ledger.reevaluation_due() is None
