@@ -1,7 +1,7 @@
 """One contract per port (chalicelib/core/ports.py), run against the in-memory fake the unit
 tests use and against the real adapter on a real local server: the Prometheus client on the
 Prometheus binary (history built with promtool), the SES mailer and the alert ledger on a moto
-server. A fake that
+server, the Kong Admin API adapter on the development gateway's Admin API. A fake that
 passes here behaves, for its callers, as the real thing does."""
 import boto3
 import pytest
@@ -10,9 +10,12 @@ import requests
 from chalicelib.collect.prometheus import PrometheusClient, series_key
 from chalicelib.core import ports
 from chalicelib.core.alert_ledger import AlertLedger
-from chalicelib.core.errors import MailError, PrometheusError
+from chalicelib.core.errors import GatewayError, GatewayServiceNotFound, MailError, PrometheusError
 from chalicelib.core.models import Alert
+from chalicelib.enforce.kong_admin import KongAdmin
 from chalicelib.notify.mailer import SesMailer
+from localrun.kongadmin import AdminServer, AdminState
+from tests.fakes.kong import InMemoryKongAdmin
 from tests.fakes.ledger import InMemoryAlertLedger
 from tests.fakes.mailer import RecordingMailer
 from tests.fakes.prometheus import FakePrometheus
@@ -232,3 +235,58 @@ def test_an_unfinished_rules_change_is_remembered_until_cleared(ledger):
     assert ledger.reevaluation_due() == "pay"
     ledger.request_reevaluation(None, T0 + 1)
     assert ledger.reevaluation_due() is None
+
+
+# -- the Kong Admin API ------------------------------------------------------------------------------
+class KongWorld:
+    """A Kong adapter with services pay and search, and how to add an operator's own block."""
+
+    def __init__(self, kong, add_foreign_block):
+        self.kong, self.add_foreign_block = kong, add_foreign_block
+
+
+@pytest.fixture(params=["fake", "real"])
+def kong(request):
+    if request.param == "fake":
+        fake = InMemoryKongAdmin(["pay", "search"])
+        yield KongWorld(fake, fake.add_foreign_block)
+        return
+    state = AdminState(["pay", "search"])
+    server = AdminServer(state).start()
+    try:
+        def foreign(service):
+            return state.create_plugin(state.service(service), {"name": "request-termination",
+                                                                "config": {"message": "maintenance"}})[1]["id"]
+
+        yield KongWorld(KongAdmin(server.url, timeout=2, sleep=lambda s: None), foreign)
+    finally:
+        server.stop()
+
+
+def test_kong_adapters_implement_the_port(kong):
+    assert isinstance(kong.kong, ports.KongAdminPort)
+
+
+def test_blocking_is_idempotent_and_listed_with_the_service_and_message(kong):
+    first = kong.kong.block("pay", "over quota")
+    assert kong.kong.block("pay", "over quota") == first
+    assert [(p.id, p.service, p.message) for p in kong.kong.list_our_plugins()] == [(first, "pay", "over quota")]
+
+
+def test_unblocking_removes_the_block_and_is_idempotent(kong):
+    plugin = kong.kong.block("search", "over quota")
+    kong.kong.unblock(plugin)
+    kong.kong.unblock(plugin)  # already gone: nothing to do
+    assert kong.kong.list_our_plugins() == []
+
+
+def test_an_unknown_service_is_its_own_error(kong):
+    with pytest.raises(GatewayServiceNotFound):
+        kong.kong.block("ghost", "over quota")
+
+
+def test_an_operators_own_block_is_left_alone_and_not_listed_as_ours(kong):
+    kong.add_foreign_block("pay")
+    with pytest.raises(GatewayError, match="not tagged"):
+        kong.kong.block("pay", "over quota")
+    assert kong.kong.list_our_plugins() == []

@@ -9,6 +9,7 @@ from chalicelib.core.quota_book import QuotaBook
 from chalicelib.core.store import UsageStore
 from chalicelib.enforce.kong_admin import KongAdmin
 from chalicelib.notify.mailer import SesMailer
+from tests.fakes.kong import InMemoryKongAdmin
 from tests.fakes.ledger import InMemoryAlertLedger, InMemoryQuotaBook, InMemoryUsageStore
 from tests.fakes.mailer import RecordingMailer
 from tests.fakes.prometheus import FakePrometheus
@@ -20,7 +21,7 @@ from tests.fakes.prometheus import FakePrometheus
     (ports.AlertLedgerPort, InMemoryAlertLedger, AlertLedger),
     (ports.QuotaSource, InMemoryQuotaBook, QuotaBook),
     (ports.UsageReader, InMemoryUsageStore, UsageStore),
-    (ports.KongAdminPort, None, KongAdmin),  # its fake is a server: localrun/kongadmin.py
+    (ports.KongAdminPort, InMemoryKongAdmin, KongAdmin),
 ], ids=lambda v: getattr(v, "__name__", "none"))
 def test_the_fake_and_the_real_adapter_implement_the_port(port, fake, real):
     for adapter in (fake, real):
