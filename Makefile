@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e test-dates prometheus package deploy keys bench clean
+.PHONY: run lint test test-unit test-integration test-e2e test-dates prometheus package deploy keys bench clean
 
 RUN_STAMP := $(VENV)/.installed-run
 
@@ -48,7 +48,12 @@ run: $(RUN_STAMP)
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
-test: $(STAMP) prometheus
+# ruff on the whole repository, mypy on chalicelib/ (strict where it pays); pyproject.toml holds both.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy chalicelib
+
+test: $(STAMP) prometheus lint
 	$(PYTEST)
 	@$(MAKE) --no-print-directory test-dates
 
@@ -69,9 +74,10 @@ test-unit: $(STAMP)
 	$(PYTEST) -m unit
 
 test-integration: $(STAMP) prometheus
-	$(PYTEST) -m "integration and not e2e"
+	$(PYTEST) -m integration
 
-# The slow end-to-end checks: a real browser, schemathesis, benchmarks, the whole local runtime.
+# The slow tier (tests/e2e): a real browser, schemathesis and property tests, benchmarks, the CLI
+# as a subprocess, the whole local runtime.
 test-e2e: $(STAMP) prometheus
 	$(PYTEST) -m e2e
 

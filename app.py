@@ -74,17 +74,17 @@ def cors_allow_list(event, get_response):
 @app.middleware("http")
 def access_control(event, get_response):
     """API keys, roles and throttling (chalicelib/api/access.py); inside CORS so refusals carry it."""
-    return bootstrap.current().access_guard.guard(event, get_response)
+    return bootstrap.current().access_guard.guard(event, get_response, app.routes)
 
 
 @app.route("/v1/health", methods=["GET"])
-@endpoint
+@endpoint(role="public")
 def health():
     return {"status": "ok", "version": __version__, "backends": bootstrap.current().settings.public_summary()}
 
 
 @app.route("/v1/collector/status", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def collector_status():
     deps = bootstrap.current()
     count = deps.settings.shard_count
@@ -94,7 +94,7 @@ def collector_status():
 
 
 @app.route("/v1/services", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def list_services():
     p, deps = _params(), bootstrap.current()
     return overview.list_services(
@@ -105,7 +105,7 @@ def list_services():
 
 
 @app.route("/v1/services/{service}", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def get_service(service):
     deps = bootstrap.current()
     item = charts.require_service(deps.store, service)
@@ -113,7 +113,7 @@ def get_service(service):
 
 
 @app.route("/v1/services/{service}/bandwidth", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def service_bandwidth(service):
     p, deps = _params(), bootstrap.current()
     store, now = deps.store, deps.clock()
@@ -131,7 +131,7 @@ def service_bandwidth(service):
 
 
 @app.route("/v1/services/{service}/stats", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def service_stats(service):
     p, deps = _params(), bootstrap.current()
     store, now = deps.store, deps.clock()
@@ -142,21 +142,21 @@ def service_stats(service):
 
 
 @app.route("/metrics/bandwidth_used", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def legacy_bandwidth_used():
     query, deps = legacy.LegacyQuery.from_params(_params()), bootstrap.current()
     return legacy.bandwidth_used(deps.store, query, now=datetime.fromtimestamp(deps.clock(), timezone.utc))
 
 
 @app.route("/v1/services/{service}/quota", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def get_quota(service):
     return _as_caller_may_see(bootstrap.current().quotas.get(validate_service_name(service)))
 
 
 @app.route("/v1/services/{service}/quota", methods=["PUT"], content_types=["application/json"],
            api_key_required=True)
-@endpoint
+@endpoint(role="admin")
 def put_quota(service):
     deps = bootstrap.current()
     quota = deps.quotas.put(validate_service_name(service), json_body(app.current_request.raw_body),
@@ -165,7 +165,7 @@ def put_quota(service):
 
 
 @app.route("/v1/services/{service}/quota", methods=["DELETE"], api_key_required=True)
-@endpoint
+@endpoint(role="admin")
 def delete_quota(service):
     bootstrap.current().quotas.delete(validate_service_name(service), actor=access.actor(app.current_request))
     return Response(body="", status_code=204)
@@ -178,7 +178,7 @@ def _as_caller_may_see(body: dict) -> dict:
 
 
 @app.route("/v1/quotas", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def list_quotas():
     snapshot = bootstrap.current().quotas.load()
     return {"quotas": [{"service": s, **_as_caller_may_see(q)} for s, q in sorted(snapshot.quotas.items())],
@@ -186,39 +186,39 @@ def list_quotas():
 
 
 @app.route("/v1/quota-rules", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def get_quota_rules():
     return {"rules": [_as_caller_may_see(r) for r in bootstrap.current().quotas.get_rules()]}
 
 
 @app.route("/v1/quota-rules", methods=["PUT"], content_types=["application/json"],
            api_key_required=True)
-@endpoint
+@endpoint(role="admin")
 def put_quota_rules():
     return {"rules": bootstrap.current().quotas.put_rules(json_body(app.current_request.raw_body),
                                                       actor=access.actor(app.current_request))}
 
 
 @app.route("/v1/quota-audit", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="admin")
 def quota_audit():
     return {"entries": bootstrap.current().quotas.audit_log(limit=integer(_params(), "limit", 100, 1, 1000))}
 
 
 @app.route("/v1/schemas/quota", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def quota_schema():
     return QUOTA_SCHEMA
 
 
 @app.route("/v1/schemas/quota-rules", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def quota_rules_schema():
     return RULES_SCHEMA
 
 
 @app.route("/v1/enforcement", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def enforcement_listing():
     deps = bootstrap.current()
     return enforcement.listing(deps.store, deps.quotas.load(), deps.enforcement_book.state(), deps.settings,
@@ -226,7 +226,7 @@ def enforcement_listing():
 
 
 @app.route("/v1/services/{service}/alerts", methods=["GET"], api_key_required=True)
-@endpoint
+@endpoint(role="read")
 def service_alerts(service):
     history = bootstrap.current().ledger.history(validate_service_name(service))
     if not access.is_admin(app.current_request):  # a delivery error may name the webhook URL
@@ -237,7 +237,7 @@ def service_alerts(service):
 
 # -- documentation and the dashboard -----------------------------------------------------------
 @app.route("/openapi.json", methods=["GET"])
-@endpoint
+@endpoint(role="public")
 def openapi_spec():
     from chalicelib.api import apidocs
 
@@ -245,7 +245,7 @@ def openapi_spec():
 
 
 @app.route("/docs", methods=["GET"])
-@endpoint
+@endpoint(role="public")
 def api_docs():
     from chalicelib.api import apidocs
 
@@ -253,7 +253,7 @@ def api_docs():
 
 
 @app.route("/docs/{asset}", methods=["GET"])
-@endpoint
+@endpoint(role="public")
 def api_docs_asset(asset):
     from chalicelib.api import apidocs
 
@@ -263,14 +263,14 @@ def api_docs_asset(asset):
 
 
 @app.route("/", methods=["GET"])
-@endpoint
+@endpoint(role="public")
 def index():
     # Relative, so it stays under an API Gateway stage prefix or a custom domain's base path.
     return Response(body="", status_code=302, headers={"Location": "dashboard"})
 
 
 @app.route("/dashboard", methods=["GET"])
-@endpoint
+@endpoint(role="public")
 def dashboard():
     from chalicelib.api import dashboard as page
 

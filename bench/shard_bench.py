@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Sharded collector benchmark (issue 20). Prints figures; not a timed test.
+"""Sharded collector benchmark. Prints figures; not a timed test.
 
     .venv/bin/python bench/shard_bench.py --services 10000 --shards 8
 

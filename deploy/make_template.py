@@ -23,7 +23,7 @@ from deploy import parity, policies  # noqa: E402  (run as a script from anywher
 from chalicelib.core.settings import MAX_SHARDS  # noqa: E402  (SHARD_COUNT's bound, one for both paths)
 
 
-# -- safe by default (issue 16): names, keys, secrets, roles, CORS -------------------------------
+# -- safe by default (README, Configuration; docs/deploy.md): names, keys, secrets, roles, CORS -------------------------------
 # Explicit function names, so each role's log statement can name its own log group without a
 # reference cycle (function -> role -> function).
 FUNCTION_NAMES = {"Collect": "collect", "CollectShard": "collect-shard", "Alerts": "alerts", "APIHandler": "api"}
@@ -271,7 +271,7 @@ def preflight_to_function(sam: dict) -> dict:
     return sam
 
 
-# -- collector shards (issue 20): the worker function, its role and the fan-out ------------------
+# -- collector shards (README, Scaling out the collector): the worker function, its role and the fan-out ------------------
 def shard_parameters() -> dict:
     return {"ShardCount": {"Type": "Number", "Default": 1, "MinValue": 1, "MaxValue": MAX_SHARDS,
                            "Description": "Collector shards (SHARD_COUNT): raise it when one invocation cannot "
@@ -401,7 +401,7 @@ def _base_template() -> dict:
     }
 
 
-# -- observability, VPC and the public URL (issue 17); merged into the template above ----------------
+# -- observability, VPC and the public URL; merged into the template above ----------------
 API_URL = {"Fn::Sub": "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api"}
 # CloudWatch Logs accepts only these retention periods.
 RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,

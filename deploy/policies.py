@@ -136,7 +136,7 @@ def failure_destination_policy(queue_arn: str) -> Dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": [failure_destination(queue_arn)]}
 
 
-# -- collector shards (issue 20): the schedule invokes the worker, and nothing else -------------
+# -- collector shards (README, Scaling out the collector): the schedule invokes the worker, and nothing else -------------
 def fan_out_statements(function: str, r: Resources) -> List[dict]:
     """The scheduled collector may start the shard worker (asynchronous invoke), only that one."""
     if function != "collect" or r.shard_worker is None:

@@ -36,6 +36,13 @@ DEFAULTS = {
     "STAGE": "dev",
     "COLLECT_LAG_SECONDS": "15",
     "INITIAL_BACKFILL_MINUTES": "5",
+}
+# Not Bandwidth Meter's settings but boto's own variables, which boto3 and PynamoDB read from the
+# process's environment: credentials the embedded moto server accepts, and botocore >= 1.40's
+# account-based stream hosts, which moto does not route.
+BOTO_DEFAULTS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
 }
 
@@ -50,15 +57,21 @@ class _Context:
         self.aws_request_id = "local"
 
 
-def scheduled_event() -> dict:
+def scheduled_event(region: str = "us-east-1") -> dict:
     return {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
             "account": "000000000000", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "region": os.environ["AWS_REGION"], "resources": ["local-schedule"], "detail": {}}
+            "region": region, "resources": ["local-schedule"], "detail": {}}
 
 
 class Runtime:
+    """``env``: the user's variables (the process's environment unless given). The runtime never
+    changes them: it keeps its own copy, adds what it started (the moto server, Prometheus, the
+    Admin API), builds the settings from that and hands them to the functions with
+    ``bootstrap.override(settings=...)``; only `chalice local`, a child process, gets them as an
+    environment."""
+
     def __init__(self, env=os.environ):
-        self.env = env
+        self.env = dict(env)
         self.api_port = int(env.get("API_PORT", "8000"))
         self.api_host = env.get("API_HOST", "127.0.0.1")  # 0.0.0.0 inside a container
         self.interval = float(env.get("COLLECT_INTERVAL", "60"))
@@ -79,6 +92,7 @@ class Runtime:
                                "stop what runs there or choose another port: API_PORT=8001 make run")
         for name, value in DEFAULTS.items():
             self.env.setdefault(name, value)
+        self._configure_boto()
         self._start_aws()
         stream_arn = self._create_resources()
         self._start_prometheus()
@@ -87,6 +101,27 @@ class Runtime:
         self._write_pids()
         self._announce()
 
+    def settings(self):
+        """The functions' settings: the user's variables, the defaults and what was started."""
+        from chalicelib.core.settings import from_env
+
+        return from_env(self.env)
+
+    def _use_settings(self) -> None:
+        from chalicelib import bootstrap
+
+        bootstrap.reset()
+        bootstrap.override(settings=self.settings())  # binds the models to the table
+
+    def _configure_boto(self) -> None:
+        """boto's variables, for this process (boto3 and PynamoDB read them from its environment)
+        and for the API's; credentials only when the AWS is our own embedded moto server."""
+        embedded = not self.env.get("AWS_ENDPOINT_URL")
+        for name, value in BOTO_DEFAULTS.items():
+            if embedded or name == "AWS_ACCOUNT_ID_ENDPOINT_MODE":
+                self.env.setdefault(name, value)
+                os.environ.setdefault(name, self.env[name])
+
     def _start_aws(self) -> None:
         if self.env.get("AWS_ENDPOINT_URL"):
             return
@@ -94,8 +129,6 @@ class Runtime:
 
         from localrun.processes import free_port
 
-        self.env.setdefault("AWS_ACCESS_KEY_ID", "testing")
-        self.env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         port = free_port()
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.moto.start()
@@ -108,8 +141,7 @@ class Runtime:
         from chalicelib import bootstrap
         from chalicelib.core import tables
 
-        bootstrap.reset()
-        bootstrap.current()  # binds the models to the table
+        self._use_settings()
         stream_arn = tables.ensure_table()
         bootstrap.current().aws_client("ses").verify_email_identity(EmailAddress=self.env["ALERT_FROM"])
         self.streams = boto3.client("dynamodbstreams", region_name=self.env["AWS_REGION"],
@@ -164,7 +196,7 @@ class Runtime:
 
         from localrun.streams import StreamPoller
 
-        bootstrap.reset()  # the settings now include the Prometheus this runtime started
+        self._use_settings()  # the settings now include the Prometheus this runtime started
         # The handlers run in this process: their mailer hands each message it sent to the outbox,
         # both parts as sent (the SES emulators keep only one of them).
         from chalicelib.notify.mailer import CopyingMailer
@@ -216,7 +248,7 @@ class Runtime:
             if self.shard_count > 1:
                 self._run_shards()
             else:
-                self._run_collect(lambda: self.collect_handler(scheduled_event(),
+                self._run_collect(lambda: self.collect_handler(scheduled_event(self.env["AWS_REGION"]),
                                                                _Context("bandwidth-meter-local-collect")), "collect")
             self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - started)))
 

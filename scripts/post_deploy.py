@@ -10,7 +10,7 @@ What Chalice deployed comes from ``.chalice/deployed/<stage>.json``; every strea
 alarm setting from ``deploy/parity.py`` and the gateway responses from
 ``deploy/make_template.py``, as the template takes them. Honours AWS_ENDPOINT_URL.
 
-The API (safe by default, issue 16):
+The API (safe by default):
 
 1. CORS preflights (OPTIONS) go to the API function, which answers every allowed origin;
    Chalice's own mock integration can name only one.
@@ -22,7 +22,7 @@ The API (safe by default, issue 16):
    settings throttle the whole API (``--throttle-per-second``, else the stage's
    ``THROTTLE_PER_SECOND``, else the template's default) as the template's ``ThrottlePerSecond``.
 
-The alerts stream and what watches the deployment (issue 17). Chalice's ``on_dynamodb_record``
+The alerts stream and what watches the deployment. Chalice's ``on_dynamodb_record``
 cannot set partial-failure reporting, bisection, a retry cap, an on-failure destination or a
 filter, and Chalice creates no alarms; without these, failed alerts are dropped, every table
 write invokes the alerts function, and a poison record blocks its shard for a day:

@@ -7,24 +7,21 @@ import os
 import pytest
 
 from chalicelib import bootstrap
+from chalicelib.core import settings as configuration
 
 pytest_plugins = ["tests.support.servers"]
 
-# Tiers by directory (pytest.ini describes them); `e2e` marks the slow end-to-end files inside the
-# integration tier: a real browser, schemathesis, benchmarks and the whole local runtime.
-TIERS = {"unit": "unit", "integration": "integration", "localstack": "localstack"}
-E2E_FILES = {"test_dashboard_browser.py", "test_docs_browser.py", "test_schemathesis.py", "test_benchmarks.py",
-             "test_local_runtime.py", "test_property_http.py"}
+# Tiers by directory (pytest.ini describes them): a test's folder is its marker, so moving a file
+# between tests/integration and tests/e2e (the slow tier: browser, local runtime, CLI
+# subprocess, property tests, benchmarks) is all it takes to change its tier.
+TIERS = ("unit", "integration", "e2e", "localstack")
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        path = item.path
-        tier = TIERS.get(path.parent.name)
-        if tier:
+        tier = item.path.parent.name
+        if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
-        if path.name in E2E_FILES:
-            item.add_marker(pytest.mark.e2e)
 
 BASE_ENV = {
     "TABLE_NAME": "bandwidth-meter-test",
@@ -41,13 +38,19 @@ BASE_ENV = {
 }
 
 
+def configuration_variables() -> set:
+    """Every variable that configures Bandwidth Meter (from the settings' declarations, so a new
+    setting is cleared without editing this file), and boto's own AWS_* variables (credentials,
+    profile), which would otherwise reach a real account."""
+    return (set(configuration.variables()) | set(configuration.OTHER_VARIABLES)
+            | {name for name in os.environ if name.startswith("AWS_")})
+
+
 @pytest.fixture
 def env(monkeypatch):
     """A complete, isolated configuration; tests override single values with monkeypatch."""
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "PROMETHEUS_", "COLLECT_", "KONG_", "MAX_BACKFILL", "INITIAL_BACKFILL",
-                            "API_KEYS", "THROTTLE_", "BWMETER_", "WEBHOOK_", "CORS_")):
-            monkeypatch.delenv(name, raising=False)
+    for name in configuration_variables():
+        monkeypatch.delenv(name, raising=False)
     for name, value in BASE_ENV.items():
         monkeypatch.setenv(name, value)
     bootstrap.reset()

@@ -2,10 +2,13 @@
 
 Every request to ``/v1/...`` and ``/metrics/...`` carries an ``x-api-key`` header naming a key
 with one of two roles: ``read`` (charts, stats, alerts, the overview) or ``admin`` (also
-quotas, quota rules and the quota audit). The documentation, the dashboard page and
-``/v1/health`` are open; the dashboard asks its user for a key and calls the API with it.
+quotas, quota rules and the quota audit). Each route declares the role it needs where it is
+declared in app.py (``@endpoint(role="read")``, chalicelib/api/http.py); a route that declares
+none needs ``read`` for GET and ``admin`` for anything else, so a new write is never open to a
+read key. The documentation, the dashboard page and ``/v1/health`` declare ``public``; the
+dashboard asks its user for a key and calls the API with it.
 
-Answers, as ``{"error": {"code", "message"}}`` (chalicelib.http.error_response):
+Answers, as ``{"error": {"code", "message"}}`` (chalicelib/api/http.py, error_response):
 
 - 401 ``unauthorized``: no key, or a key that is not configured;
 - 403 ``forbidden``: a read key on an admin route;
@@ -54,30 +57,34 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from chalicelib.api.http import error_response
+from chalicelib.api.http import ADMIN, PUBLIC, READ, error_response
 from chalicelib.core import observability
 
 log = logging.getLogger(__name__)
 
-READ, ADMIN = "read", "admin"
-OPEN_ROUTES = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/{asset}", "/", "/dashboard"})
-ADMIN_ROUTES = frozenset({
-    ("PUT", "/v1/services/{service}/quota"),
-    ("DELETE", "/v1/services/{service}/quota"),
-    ("PUT", "/v1/quota-rules"),
-    ("GET", "/v1/quota-audit"),
-})
 _RANK = {READ: 1, ADMIN: 2}
 _CONTEXT_KEY = "bandwidth_meter_access"
+# The app's route table (Chalice's ``app.routes``): path -> method -> entry whose view_function
+# carries the role ``endpoint`` declared.
+Routes = Mapping[str, Mapping[str, Any]]
 
 
-def required_role(method: str, route: str) -> Optional[str]:
-    """The role a route needs, or None for an open one. Unlisted routes need ``read``."""
-    if method == "OPTIONS" or route in OPEN_ROUTES:
+def declared_role(method: str, view: Optional[Callable]) -> str:
+    """The role a view declared, or the default: ``read`` for GET, ``admin`` for anything else."""
+    role = getattr(view, "role", None)
+    return role or (READ if method == "GET" else ADMIN)
+
+
+def required_role(method: str, route: str, routes: Optional[Routes] = None) -> Optional[str]:
+    """The role a request needs, or None for a public route. A route the table does not hold
+    (or no table) gets the default for its method."""
+    if method == "OPTIONS":
         return None  # CORS preflights cannot carry the key
-    return ADMIN if (method, route) in ADMIN_ROUTES else READ
+    entry = (routes or {}).get(route, {}).get(method)
+    role = declared_role(method, getattr(entry, "view_function", None))
+    return None if role == PUBLIC else role
 
 
 def key_digest(key: str) -> str:
@@ -176,17 +183,20 @@ class AccessGuard:
     ``local`` says the code runs on a developer's machine or in tests: only there, and only
     in the dev stage with no keys at all, is the API open."""
 
-    def __init__(self, keys, stage: str = "dev", throttle: Optional[Throttle] = None, local: bool = True):
+    def __init__(self, keys, stage: str = "dev", throttle: Optional[Throttle] = None, local: bool = True,
+                 routes: Optional[Routes] = None):
         from chalicelib.core.secrets import StaticKeys
 
         self.key_source = keys if hasattr(keys, "current") else StaticKeys(keys)
         self.stage = stage
         self.local = local
         self.throttle = throttle
+        self.routes = routes  # the roles routes declared; the middleware passes the app's table
 
     @classmethod
     def from_settings(cls, settings, clock: Callable[[], float] = time.monotonic,
-                      parameter_store: Optional[Callable[[], object]] = None) -> "AccessGuard":
+                      parameter_store: Optional[Callable[[], Any]] = None,
+                      routes: Optional[Routes] = None) -> "AccessGuard":
         """Keys from the SSM registry when ``API_KEYS_PARAMETER_PATH`` is set (AWS), otherwise
         from ``API_KEYS`` (local runs). ``parameter_store`` gives the (cached) Parameter Store
         reader; one is built from the settings when not given."""
@@ -194,13 +204,14 @@ class AccessGuard:
 
         throttle = (Throttle(settings.throttle_per_key_per_minute, settings.throttle_per_second, clock)
                     if settings.throttle_enabled else None)
+        keys: object
         if settings.key_registry_path:
             reader = (parameter_store() if parameter_store else
                       ParameterStore(_ssm_client(settings), max_age=settings.secrets_max_age_seconds))
             keys = ParameterKeys(reader, settings.key_registry_path)
         else:
             keys = dict(settings.api_keys)
-        guard = cls(keys, settings.stage, throttle, local=not settings.in_lambda)
+        guard = cls(keys, settings.stage, throttle, local=not settings.in_lambda, routes=routes)
         try:
             line, closed = guard.describe(), guard.closed_reason() is not None
         except Exception as e:  # the registry is unreadable now; each request will say so
@@ -272,12 +283,12 @@ class AccessGuard:
 
     def check(self, method: str, route: str, api_key: Optional[str]) -> Tuple[Optional[Caller], Optional[Denial]]:
         """Whether a request may proceed: (caller, None) or (caller or None, denial)."""
-        needed = required_role(method, route)
+        needed = required_role(method, route, self.routes)
         if needed is None:
             return None, None
         caller, denial = self.authenticate(api_key)
-        if denial:
-            return caller, denial
+        if denial or caller is None:  # never both None; if it were, refuse rather than admit
+            return caller, denial or Denial(401, "unauthorized", "an API key is required")
         if _RANK[caller.role] < _RANK[needed]:
             return caller, Denial(403, "forbidden", f"{method} {route} needs the {needed} role; "
                                                     f"this key has the {caller.role} role")
@@ -292,7 +303,10 @@ class AccessGuard:
         return caller, None
 
     # -- the middleware ----------------------------------------------------------------------
-    def guard(self, event, get_response):
+    def guard(self, event, get_response, routes: Optional[Routes] = None):
+        """The middleware; ``routes`` is the app's route table, whose views declare their roles."""
+        if routes is not None:
+            self.routes = routes
         if event is None:  # not a routed request; Chalice answers it itself
             return get_response(event)
         route = (event.context or {}).get("resourcePath") or event.path

@@ -1,7 +1,7 @@
 """The API's OpenAPI 3.1 description (served at /openapi.json) and a readable page (/docs).
 
 The spec is built here, next to the code, so one module says what every route takes and
-returns; tests/integration/test_schemathesis.py checks the running API against it.
+returns; tests/e2e/test_schemathesis.py checks the running API against it.
 """
 from __future__ import annotations
 
@@ -354,7 +354,7 @@ DOCS_PAGE = """<!doctype html>
 <script src="docs/swagger-ui-bundle.js?v={version}"></script>
 <script>
 (function () {{
-  var base = new URL(".", window.location.href).href.replace(/\/$/, "");
+  var base = new URL(".", window.location.href).href.replace(/\\/$/, "");
   fetch(base + "/openapi.json").then(function (r) {{ return r.json(); }}).then(function (spec) {{
     spec.servers = [{{url: base, description: "this API"}}];
     window.ui = SwaggerUIBundle({{

@@ -9,13 +9,13 @@ import json
 import logging
 import os
 import re
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 from urllib.parse import unquote
 
 from chalice import CORSConfig, Response
 
 from chalicelib.core.errors import BadRequest, BandwidthMeterError, NotFound, PrometheusError, StoreError
-from chalicelib.core.settings import ConfigError, running_in_aws
+from chalicelib.core.settings import ConfigError, running_in_lambda
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class PayloadTooLarge(BadRequest):
 
 def error_response(status: int, code: str, message: str, parameter: Optional[str] = None,
                    details: Optional[list] = None, headers: Optional[dict] = None) -> Response:
-    error = {"code": code, "message": message}
+    error: Dict[str, object] = {"code": code, "message": message}
     if parameter:
         error["parameter"] = parameter
     if details:
@@ -41,11 +41,26 @@ def error_response(status: int, code: str, message: str, parameter: Optional[str
                     headers={"Content-Type": "application/json", **(headers or {})})
 
 
-def endpoint(view: Callable) -> Callable:
-    """Translate the project's exceptions into HTTP answers; never leak a stack trace. Path
-    parameters arrive percent-encoded (API Gateway and `chalice local` pass them as sent), so
-    they are decoded here once: ``/v1/services/search%20api`` names the service ``search api``."""
+# Who may call a route, declared where the route is declared (``@endpoint(role=READ)``); the
+# access guard (chalicelib/api/access.py) reads it. Undeclared: GET needs read, anything else admin.
+PUBLIC, READ, ADMIN = "public", "read", "admin"
+ROLES = (PUBLIC, READ, ADMIN)
 
+
+def endpoint(view: Optional[Callable] = None, *, role: Optional[str] = None) -> Callable:
+    """``@endpoint`` or ``@endpoint(role=...)``: translate the project's exceptions into HTTP
+    answers and never leak a stack trace; ``role`` is who may call it (PUBLIC, READ or ADMIN),
+    kept on the view as ``view.role`` for the access guard. Path parameters arrive
+    percent-encoded (API Gateway and `chalice local` pass them as sent), so they are decoded
+    here once: ``/v1/services/search%20api`` names the service ``search api``."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    if view is None:
+        return functools.partial(endpoint, role=role)
+    return _translated(view, role)
+
+
+def _translated(view: Callable, role: Optional[str]) -> Callable:
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         kwargs = {name: unquote(value) if isinstance(value, str) else value for name, value in kwargs.items()}
@@ -70,6 +85,7 @@ def endpoint(view: Callable) -> Callable:
             log.exception("unhandled error in %s", view.__name__)
             return error_response(500, "internal", "internal error; the log has details")
 
+    wrapper.role = role  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -176,7 +192,7 @@ def cors_config(env: Mapping[str, str] = os.environ) -> CORSConfig:
     (the stage's variables are loaded before app.py is imported); the per-request
     allow-list check lives in ``allowed_origin``."""
     origins = [o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()]
-    dev = env.get("STAGE", "dev") == "dev" and not running_in_aws(env)  # '*' only in a local dev run
+    dev = env.get("STAGE", "dev") == "dev" and not running_in_lambda(env)  # '*' only in a local dev run
     allow = origins[0] if origins and "*" not in origins else ("*" if dev else "null")
     return CORSConfig(allow_origin=allow, allow_headers=["x-api-key", "Content-Type", "Accept"],
                       max_age=600, expose_headers=["Retry-After"])

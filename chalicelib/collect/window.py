@@ -44,7 +44,7 @@ class Window:
             return
         placed: Dict[int, int] = {}
         for minute, nbytes in per_minute.items():
-            placed[max(minute, start)] = placed.get(max(minute, start), 0) + nbytes
+            placed[max(minute, start)] = placed.get(max(minute, start), 0) + int(nbytes)
         self.usage.add(key.service, key.route, key.direction, placed)
         self.observed_minutes.update(floor_minute(ts) for ts, _ in samples if ts >= start)
         if samples:

@@ -57,9 +57,10 @@ _state = {"logger": None, "metrics": None, "cold": True}
 
 
 def in_lambda(env: Mapping[str, str] = os.environ) -> bool:
-    from chalicelib.core.settings import running_in_aws  # the one test of where the code runs
+    # Logging is set up before (and without) the settings; the decision is still theirs.
+    from chalicelib.core.settings import running_in_lambda
 
-    return running_in_aws(env)
+    return running_in_lambda(env)
 
 
 def service_name(env: Mapping[str, str] = os.environ) -> str:

@@ -1,72 +1,79 @@
-"""Configuration, read once from the environment into a typed object.
+"""Configuration, read once from the environment into a typed, immutable object.
 
-Every setting has one name, documented in README.md. Required values that are
-missing fail fast with a message naming the variable; optional ones have
-defaults that suit a production deployment.
+Every setting is declared once, as a field of ``Settings``: its variable, parser (with its
+bounds) and default, in the ``setting(...)`` call that declares the field. ``from_env`` builds
+the object from those declarations; nothing else reads these variables. Every variable is
+documented in README.md (Configuration; tests/unit/test_settings.py holds the two together).
+Required values that are missing fail fast with a message naming the variable; optional ones
+have defaults that suit a production deployment.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 
 class ConfigError(Exception):
     """A setting is missing or malformed."""
 
 
-def _get(env: Mapping[str, str], name: str, default: Optional[str] = None) -> Optional[str]:
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        return default
-    return value.strip()
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: Optional[int] = None) -> int:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
-    return value
-
-
-def _list(env: Mapping[str, str], name: str) -> Tuple[str, ...]:
-    raw = _get(env, name, "")
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _networks(env: Mapping[str, str], name: str) -> Tuple[str, ...]:
-    """CIDRs, checked now so a typo fails at start-up rather than when an alert is sent."""
-    import ipaddress
-
-    networks = _list(env, name)
-    for cidr in networks:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(f"{name} must be comma-separated CIDRs such as 10.1.0.0/16, got {cidr!r}") from None
-    return networks
-
-
 KONG_SCHEMAS = ("auto", "2", "3.0", "3.7")
 MAX_SHARDS = 64  # collector shards; about 1,000-1,500 services each (README, Scaling out)
 API_ROLES = ("read", "admin")
 _HASHED_KEY = "sha256:"
+LAMBDA_MARKER = "AWS_LAMBDA_FUNCTION_NAME"  # set by Lambda in every function's environment
+
+# Variables documented with the settings but read by the program that uses them, not by the
+# functions: the local runtime, the logging and metrics set-up, the command-line client.
+OTHER_VARIABLES = {
+    "COLLECT_INTERVAL": "localrun/runtime.py",
+    "API_PORT": "localrun/runtime.py",
+    "LOG_LEVEL": "chalicelib/core/observability.py",
+    "POWERTOOLS_SERVICE_NAME": "chalicelib/core/observability.py",
+    "BWMETER_URL": "bwmeter/cli.py",
+    "BWMETER_API_KEY": "bwmeter/cli.py",
+}
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _get(env, name)
-    if raw is None:
-        return default
+# -- parsers: (variable, text) -> value; the text is stripped and never blank ----------------
+Parser = Callable[[str, str], Any]
+
+
+def text(name: str, raw: str) -> str:
+    return raw
+
+
+def base_url(name: str, raw: str) -> Optional[str]:
+    return raw.rstrip("/") or None
+
+
+def url(name: str, raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def integer(minimum: int = 0, maximum: Optional[int] = None) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def boolean(name: str, raw: str) -> bool:
     if raw.lower() in ("1", "true", "yes", "on"):
         return True
     if raw.lower() in ("0", "false", "no", "off"):
@@ -74,66 +81,69 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
-def _api_keys(env: Mapping[str, str]) -> Tuple[Tuple[str, str], ...]:
+def one_of(choices: Sequence[str]) -> Parser:
+    def parse(name: str, raw: str) -> str:
+        if raw not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def items(name: str, raw: str) -> Optional[Tuple[str, ...]]:
+    """Comma-separated values; none at all counts as unset."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip()) or None
+
+
+def networks(name: str, raw: str) -> Optional[Tuple[str, ...]]:
+    """CIDRs, checked now so a typo fails at start-up rather than when an alert is sent."""
+    cidrs = items(name, raw) or ()
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name} must be comma-separated CIDRs such as 10.1.0.0/16, got {cidr!r}") from None
+    return cidrs or None
+
+
+def present(name: str, raw: str) -> bool:
+    return True
+
+
+def parameter_name(name: str, raw: str) -> str:
+    if not raw.startswith("/"):
+        raise ConfigError(f"{name} must be an SSM parameter name starting with '/', got {raw!r}")
+    return raw
+
+
+def workspace(name: str, raw: str) -> str:
+    """KONG_WORKSPACE becomes a path segment of every Admin API call: a name, nothing to escape."""
+    if not all(c.isalnum() or c in "-_.~" for c in raw):
+        raise ConfigError(f"{name} must be a workspace name (letters, digits, - _ . ~), got {raw!r}")
+    return raw
+
+
+def api_keys(name: str, raw: str) -> Tuple[Tuple[str, str], ...]:
     """API_KEYS: ``KEY:ROLE,...`` (role read or admin); KEY may be ``sha256:HEX`` so that the
     configuration holds no usable key. Only SHA-256 digests are kept, never the keys, and
     error messages name an entry by its position, never by its text."""
-    keys = {}
-    for position, entry in enumerate(_list(env, "API_KEYS"), start=1):
+    keys: Dict[str, str] = {}
+    for position, entry in enumerate(items(name, raw) or (), start=1):
         key, sep, role = entry.rpartition(":")
         if not sep or not key:
-            raise ConfigError(f"API_KEYS entry {position} is not KEY:ROLE (ROLE is read or admin)")
+            raise ConfigError(f"{name} entry {position} is not KEY:ROLE (ROLE is read or admin)")
         if role not in API_ROLES:
-            raise ConfigError(f"API_KEYS entry {position} has role {role!r}; use read or admin")
+            raise ConfigError(f"{name} entry {position} has role {role!r}; use read or admin")
         if key.startswith(_HASHED_KEY):
             digest = key[len(_HASHED_KEY):].lower()
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ConfigError(f"API_KEYS entry {position}: sha256: must be followed by 64 hex digits")
+                raise ConfigError(f"{name} entry {position}: sha256: must be followed by 64 hex digits")
         else:
             digest = hashlib.sha256(key.encode()).hexdigest()
         if keys.get(digest, role) != role:
-            raise ConfigError(f"API_KEYS entry {position} repeats a key with a different role")
+            raise ConfigError(f"{name} entry {position} repeats a key with a different role")
         keys[digest] = role
     return tuple(sorted(keys.items()))
-
-
-# Secrets that in AWS must come from Parameter Store, and the variable that names the parameter.
-PLAIN_SECRETS = {
-    "API_KEYS": "API_KEYS_PARAMETER_PATH",
-    "PROMETHEUS_PASSWORD": "PROMETHEUS_PASSWORD_PARAMETER",
-    "PROMETHEUS_BEARER_TOKEN": "PROMETHEUS_BEARER_TOKEN_PARAMETER",
-    "WEBHOOK_SECRET": "WEBHOOK_SECRET_PARAMETER",
-    "KONG_ADMIN_TOKEN": "KONG_ADMIN_TOKEN_PARAMETER",
-}
-
-
-def _refuse_plain_secrets(env: Mapping[str, str]) -> None:
-    """In Lambda a secret in a plain variable is readable by anyone who can read the function's
-    configuration; fail fast and name the variable that should replace it."""
-    for name, replacement in PLAIN_SECRETS.items():
-        value = _get(env, name)
-        if name == "API_KEYS" and value is not None and all(
-                entry.startswith(_HASHED_KEY) for entry in _list(env, name)):
-            continue  # digests only: no usable key, though SSM is where keys rotate without a deploy
-        if value is not None:
-            raise ConfigError(f"{name} is set in a deployed function's environment; keep secrets in "
-                              f"SSM Parameter Store and set {replacement} instead (docs/deploy.md)")
-
-
-def _parameter_name(env: Mapping[str, str], name: str) -> Optional[str]:
-    value = _get(env, name)
-    if value is not None and not value.startswith("/"):
-        raise ConfigError(f"{name} must be an SSM parameter name starting with '/', got {value!r}")
-    return value
-
-
-def _url(env: Mapping[str, str], name: str) -> Optional[str]:
-    value = _get(env, name)
-    if value is None:
-        return None
-    if not value.startswith(("http://", "https://")):
-        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
-    return value.rstrip("/")
 
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -149,9 +159,10 @@ def parse_series_selector(text: str, name: str = "PROMETHEUS_SERIES_SELECTOR") -
     body = text.strip()
     if body.startswith("{") and body.endswith("}"):
         body = body[1:-1]
-    matchers, i = [], 0
+    matchers: List[Tuple[str, str, str]] = []
+    i = 0
 
-    def fail(why: str):
+    def fail(why: str) -> NoReturn:
         raise ConfigError(f"{name} must be PromQL label matchers such as {{job=\"kong\"}} or "
                           f"job=\"kong\",env=~\"prod|eu\": {why}")
 
@@ -174,7 +185,8 @@ def parse_series_selector(text: str, name: str = "PROMETHEUS_SERIES_SELECTOR") -
         i = skip_space(i + len(op))
         if i >= len(body) or body[i] != '"':
             fail(f"the value of {label} must be in double quotes")
-        value, i = [], i + 1
+        chars: List[str] = []
+        i += 1
         while True:
             if i >= len(body):
                 fail(f"the value of {label} has no closing quote")
@@ -186,14 +198,14 @@ def parse_series_selector(text: str, name: str = "PROMETHEUS_SERIES_SELECTOR") -
                 escaped = body[i + 1:i + 2]
                 if escaped not in _ESCAPES:
                     fail(f"the value of {label} has an unknown escape \\{escaped}; use \\\\ for a backslash")
-                value.append(_ESCAPES[escaped])
+                chars.append(_ESCAPES[escaped])
                 i += 2
                 continue
             if ord(c) < 32:
                 fail(f"the value of {label} holds a control character")
-            value.append(c)
+            chars.append(c)
             i += 1
-        value = "".join(value)
+        value = "".join(chars)
         if op in ("=~", "!~"):
             try:
                 re.compile(value)
@@ -220,98 +232,129 @@ def render_matchers(matchers: Tuple[Tuple[str, str, str], ...]) -> str:
     return ",".join(f"{label}{op}{quoted(value)}" for label, op, value in matchers)
 
 
-def _series_selector(env: Mapping[str, str]) -> Optional[str]:
-    raw = _get(env, "PROMETHEUS_SERIES_SELECTOR")
-    if raw is None:
-        return None
-    return render_matchers(parse_series_selector(raw)) or None
+def series_selector(name: str, raw: str) -> Optional[str]:
+    """PROMETHEUS_SERIES_SELECTOR, checked and re-rendered: label matchers (no braces) that every
+    query the collector makes carries, so only the configured gateways' series count."""
+    return render_matchers(parse_series_selector(raw, name)) or None
 
 
-def running_in_aws(env: Mapping[str, str] = os.environ) -> bool:
-    """The one test of where the code runs: Lambda sets AWS_LAMBDA_FUNCTION_NAME. Every
-    dev-only relaxation depends on this being false, never on a stage's name."""
-    return _get(env, "AWS_LAMBDA_FUNCTION_NAME") is not None
+# -- declarations ------------------------------------------------------------------------------
+class Where(NamedTuple):
+    """Where the code runs, which some defaults depend on."""
+
+    stage: str
+    in_lambda: bool
+
+    @property
+    def local_dev(self) -> bool:
+        return self.stage == "dev" and not self.in_lambda
 
 
-def _kong_admin_url(env: Mapping[str, str], in_lambda: bool) -> Optional[str]:
-    """The Admin API carries the Kong-Admin-Token and changes the gateway: in AWS it is reached
-    over TLS unless the operator says plain HTTP is intended (a sidecar, a private link)."""
-    url = _url(env, "KONG_ADMIN_URL")
-    if url is not None and in_lambda and url.startswith("http://") and not _bool(env, "KONG_ADMIN_ALLOW_HTTP", False):
-        raise ConfigError("KONG_ADMIN_URL is http:// in a deployed function: the Admin token and the blocks would "
-                          "travel in clear text; use https://, or set KONG_ADMIN_ALLOW_HTTP=true if the network "
-                          "path is private (docs/deploy.md)")
-    return url
+@dataclass(frozen=True)
+class Declaration:
+    variable: str
+    parse: Parser
+    default: Any = None
+    default_where: Optional[Callable[[Where], Any]] = None  # a default that depends on where it runs
+    also: Tuple[str, ...] = ()  # variables read, in order, when ``variable`` is unset
+    required: Optional[str] = None  # the message when it is unset
+    secret: bool = False  # in Lambda it must come from Parameter Store, named by this variable
+    secret_parameter: Optional[str] = None
+
+    @property
+    def variables(self) -> Tuple[str, ...]:
+        return (self.variable,) + self.also
 
 
-def _workspace(env: Mapping[str, str]) -> Optional[str]:
-    """KONG_WORKSPACE becomes a path segment of every Admin API call: a name, nothing to escape."""
-    value = _get(env, "KONG_WORKSPACE")
-    if value is not None and not all(c.isalnum() or c in "-_.~" for c in value):
-        raise ConfigError(f"KONG_WORKSPACE must be a workspace name (letters, digits, - _ . ~), got {value!r}")
-    return value
+_DECLARED = "bandwidth_meter_setting"
+
+
+def setting(variable: str, parse: Parser = text, default: Any = None, *,
+            default_where: Optional[Callable[[Where], Any]] = None, also: Tuple[str, ...] = (),
+            required: Optional[str] = None, parameter: Optional[str] = None, hidden: bool = False) -> Any:
+    """Declare a ``Settings`` field: the variable it comes from, how its text is parsed (and
+    bounded), and its default. ``parameter`` names the variable that, in Lambda, must replace a
+    secret (the SSM parameter holding it); ``hidden`` keeps the value out of ``repr``."""
+    declaration = Declaration(variable, parse, default, default_where, also, required,
+                              secret=parameter is not None, secret_parameter=parameter)
+    metadata = {_DECLARED: declaration}
+    if required is not None:
+        return field(metadata=metadata, repr=not hidden)
+    return field(default=default, metadata=metadata, repr=not hidden)
 
 
 @dataclass(frozen=True)
 class Settings:
-    table_name: str
-    region: str
-    stage: str = "dev"
-    aws_endpoint_url: Optional[str] = None
+    """Every setting, declared once: field, variable, parser and bounds, default."""
+
+    table_name: str = setting(
+        "TABLE_NAME",
+        required="TABLE_NAME is not set: name the DynamoDB table (see README.md, Configuration)")
+    region: str = setting("AWS_REGION", also=("AWS_DEFAULT_REGION",),
+                          required="AWS_REGION (or AWS_DEFAULT_REGION) is not set")
+    stage: str = setting("STAGE", default="dev")
+    # Where the code runs: inside Lambda nothing runs open (Settings.local_dev).
+    in_lambda: bool = setting(LAMBDA_MARKER, present, False)
+    aws_endpoint_url: Optional[str] = setting("AWS_ENDPOINT_URL")
     # Prometheus (collector only)
-    prometheus_url: Optional[str] = None
-    prometheus_username: Optional[str] = None
-    prometheus_password: Optional[str] = None
-    prometheus_bearer_token: Optional[str] = None
-    prometheus_sigv4_region: Optional[str] = None
-    prometheus_timeout_seconds: int = 10
-    kong_schema: str = "auto"
-    replica_labels: Tuple[str, ...] = ()
-    # PROMETHEUS_SERIES_SELECTOR, checked and re-rendered: label matchers (no braces) that every
-    # query the collector makes carries, so only the configured gateways' series count
-    prometheus_series_selector: Optional[str] = None
+    prometheus_url: Optional[str] = setting("PROMETHEUS_URL", base_url)
+    prometheus_username: Optional[str] = setting("PROMETHEUS_USERNAME")
+    prometheus_password: Optional[str] = setting("PROMETHEUS_PASSWORD", parameter="PROMETHEUS_PASSWORD_PARAMETER")
+    prometheus_bearer_token: Optional[str] = setting("PROMETHEUS_BEARER_TOKEN",
+                                                     parameter="PROMETHEUS_BEARER_TOKEN_PARAMETER")
+    prometheus_sigv4_region: Optional[str] = setting("PROMETHEUS_SIGV4_REGION")
+    prometheus_timeout_seconds: int = setting("PROMETHEUS_TIMEOUT_SECONDS", integer(minimum=1), 10)
+    kong_schema: str = setting("KONG_SCHEMA", one_of(KONG_SCHEMAS), "auto")
+    replica_labels: Tuple[str, ...] = setting("PROMETHEUS_REPLICA_LABELS", items, ())
+    # Only the configured gateways' series count (a shared Prometheus scrapes other targets too)
+    prometheus_series_selector: Optional[str] = setting("PROMETHEUS_SERIES_SELECTOR", series_selector)
     # Collection windows
-    collect_lag_seconds: int = 60
-    initial_backfill_minutes: int = 0
-    max_backfill_minutes: int = 1440
-    chunk_minutes: int = 15
-    series_lookback_seconds: int = 3600
-    late_sample_seconds: int = 120
-    unobserved_gap_minutes: int = 5
-    minute_ttl_days: int = 35
-    collect_traffic_stats: bool = True
-    # Scaling out (chalicelib/collect/shards.py): shards, and batch writes in flight per invocation
-    shard_count: int = 1
-    write_workers: int = 4
-    collect_shard_function: Optional[str] = None  # the worker function the schedule invokes, N > 1
+    collect_lag_seconds: int = setting("COLLECT_LAG_SECONDS", integer(), 60)
+    initial_backfill_minutes: int = setting("INITIAL_BACKFILL_MINUTES", integer(), 0)
+    max_backfill_minutes: int = setting("MAX_BACKFILL_MINUTES", integer(minimum=1), 1440)
+    chunk_minutes: int = setting("COLLECT_CHUNK_MINUTES", integer(minimum=1), 15)
+    series_lookback_seconds: int = setting("SERIES_LOOKBACK_SECONDS", integer(minimum=60), 3600)
+    late_sample_seconds: int = setting("LATE_SAMPLE_SECONDS", integer(), 120)
+    unobserved_gap_minutes: int = setting("UNOBSERVED_GAP_MINUTES", integer(minimum=1), 5)
+    minute_ttl_days: int = setting("MINUTE_TTL_DAYS", integer(minimum=1), 35)
+    collect_traffic_stats: bool = setting("COLLECT_TRAFFIC_STATS", boolean, True)
+    # Scaling out (chalicelib/collect/shards.py). Each shard is a Lambda invocation a minute: a
+    # typo must not start thousands (the template's ShardCount has the same bound).
+    shard_count: int = setting("SHARD_COUNT", integer(minimum=1, maximum=MAX_SHARDS), 1)
+    # batch writes in flight per invocation
+    write_workers: int = setting("COLLECT_WRITE_WORKERS", integer(minimum=1, maximum=32), 4)
+    # the worker function the schedule invokes, N > 1
+    collect_shard_function: Optional[str] = setting("COLLECT_SHARD_FUNCTION")
     # Alerts
-    alert_from: Optional[str] = None
-    public_url: str = "http://127.0.0.1:8000"
-    webhook_secret: Optional[str] = None
+    alert_from: Optional[str] = setting("ALERT_FROM")
+    public_url: str = setting("PUBLIC_URL", base_url, "http://127.0.0.1:8000")
+    webhook_secret: Optional[str] = setting("WEBHOOK_SECRET", parameter="WEBHOOK_SECRET_PARAMETER")
     # Enforcement (chalicelib/enforce/): off unless the Kong Admin API URL is set
-    kong_admin_url: Optional[str] = None
-    kong_admin_token: Optional[str] = field(default=None, repr=False)
-    kong_workspace: Optional[str] = None
-    kong_admin_timeout_seconds: int = 5
-    kong_admin_allow_http: bool = False
+    kong_admin_url: Optional[str] = setting("KONG_ADMIN_URL", url)
+    kong_admin_token: Optional[str] = setting("KONG_ADMIN_TOKEN", parameter="KONG_ADMIN_TOKEN_PARAMETER",
+                                              hidden=True)
+    kong_workspace: Optional[str] = setting("KONG_WORKSPACE", workspace)
+    kong_admin_timeout_seconds: int = setting("KONG_ADMIN_TIMEOUT_SECONDS", integer(minimum=1), 5)
+    # In AWS the Admin API is reached over TLS unless the operator says plain HTTP is intended
+    kong_admin_allow_http: bool = setting("KONG_ADMIN_ALLOW_HTTP", boolean, False)
     # internal networks the operator lets webhooks reach where they are strict (in AWS) (core/webhook_targets.py)
-    webhook_allowed_networks: Tuple[str, ...] = ()
-    # API
-    cors_origins: Tuple[str, ...] = field(default_factory=tuple)
+    webhook_allowed_networks: Tuple[str, ...] = setting("WEBHOOK_ALLOWED_NETWORKS", networks, ())
+    # API: '*' only in the dev stage run locally (checked in from_env)
+    cors_origins: Tuple[str, ...] = setting("CORS_ORIGINS", items, default_where=lambda w: ("*",) if w.local_dev else ())
     # API access (chalicelib/api/access.py): (SHA-256 hex digest of a key, role) pairs
-    api_keys: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)
-    throttle_enabled: bool = True
-    throttle_per_key_per_minute: int = 600
-    throttle_per_second: int = 50
-    # Where the code runs: inside Lambda (AWS_LAMBDA_FUNCTION_NAME is set) nothing runs open.
-    in_lambda: bool = False
+    api_keys: Tuple[Tuple[str, str], ...] = setting("API_KEYS", api_keys, (), parameter="API_KEYS_PARAMETER_PATH",
+                                                    hidden=True)
+    # In Lambda, API Gateway's usage plan throttles; a per-instance count would be partial.
+    throttle_enabled: bool = setting("THROTTLE_ENABLED", boolean, default_where=lambda w: not w.in_lambda)
+    throttle_per_key_per_minute: int = setting("THROTTLE_PER_KEY_PER_MINUTE", integer(minimum=1), 600)
+    throttle_per_second: int = setting("THROTTLE_PER_SECOND", integer(minimum=1), 50)
     # Secrets in AWS (chalicelib/core/secrets.py): SSM parameter *names*, never the values.
-    key_registry_path: Optional[str] = None
-    prometheus_password_parameter: Optional[str] = None
-    prometheus_bearer_token_parameter: Optional[str] = None
-    webhook_secret_parameter: Optional[str] = None
-    kong_admin_token_parameter: Optional[str] = None
-    secrets_max_age_seconds: int = 300
+    key_registry_path: Optional[str] = setting("API_KEYS_PARAMETER_PATH", parameter_name)
+    prometheus_password_parameter: Optional[str] = setting("PROMETHEUS_PASSWORD_PARAMETER", parameter_name)
+    prometheus_bearer_token_parameter: Optional[str] = setting("PROMETHEUS_BEARER_TOKEN_PARAMETER", parameter_name)
+    webhook_secret_parameter: Optional[str] = setting("WEBHOOK_SECRET_PARAMETER", parameter_name)
+    kong_admin_token_parameter: Optional[str] = setting("KONG_ADMIN_TOKEN_PARAMETER", parameter_name)
+    secrets_max_age_seconds: int = setting("SECRETS_MAX_AGE_SECONDS", integer(minimum=1), 300)
 
     @property
     def local_dev(self) -> bool:
@@ -323,9 +366,9 @@ class Settings:
         value = getattr(self, name)
         if not value:
             raise ConfigError(f"{name.upper()} is not set; it is required here (see README.md, Configuration)")
-        return value
+        return str(value)
 
-    def public_summary(self) -> dict:
+    def public_summary(self) -> Dict[str, Any]:
         """What /v1/health may show: which backends are configured, never secrets. Where the
         stage is public (anything but local dev), not even the table, region or endpoint."""
         if not self.local_dev:
@@ -348,72 +391,86 @@ class Settings:
         }
 
 
+def declarations() -> Iterator[Tuple[str, Declaration]]:
+    """(field name, declaration) of every setting, in declaration order."""
+    for f in dataclasses.fields(Settings):
+        yield f.name, f.metadata[_DECLARED]
+
+
+def variables() -> Tuple[str, ...]:
+    """Every variable a setting is read from."""
+    return tuple(name for _, declaration in declarations() for name in declaration.variables)
+
+
+def _text(env: Mapping[str, str], declaration: Declaration) -> Tuple[str, Optional[str]]:
+    """(the variable that holds the value, its stripped text), or (variable, None) when unset."""
+    for name in declaration.variables:
+        value = env.get(name)
+        if value is not None and value.strip() != "":
+            return name, value.strip()
+    return declaration.variable, None
+
+
+def _value(env: Mapping[str, str], declaration: Declaration, where: Optional[Where]) -> Any:
+    name, raw = _text(env, declaration)
+    value = None if raw is None else declaration.parse(name, raw)
+    if value is not None:
+        return value
+    if declaration.required is not None:
+        raise ConfigError(declaration.required)
+    if declaration.default_where is not None and where is not None:
+        return declaration.default_where(where)
+    return declaration.default
+
+
+def _declaration(field_name: str) -> Declaration:
+    declaration: Declaration = Settings.__dataclass_fields__[field_name].metadata[_DECLARED]
+    return declaration
+
+
+def running_in_lambda(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process is a Lambda function, i.e. runs in AWS (the one place that decides
+    it). Every dev-only relaxation depends on this being false, never on a stage's name."""
+    return bool(_value(env, _declaration("in_lambda"), None))
+
+
+def _refuse_plain_secrets(env: Mapping[str, str]) -> None:
+    """In Lambda a secret in a plain variable is readable by anyone who can read the function's
+    configuration; fail fast and name the variable that should replace it."""
+    for _, declaration in declarations():
+        if not declaration.secret:
+            continue
+        name, value = _text(env, declaration)
+        if value is None:
+            continue
+        if name == "API_KEYS" and all(entry.startswith(_HASHED_KEY) for entry in items(name, value) or ()):
+            continue  # digests only: no usable key, though SSM is where keys rotate without a deploy
+        raise ConfigError(f"{name} is set in a deployed function's environment; keep secrets in "
+                          f"SSM Parameter Store and set {declaration.secret_parameter} instead (docs/deploy.md)")
+
+
+# Secrets that in AWS must come from Parameter Store, and the variable that names the parameter.
+PLAIN_SECRETS = {d.variable: d.secret_parameter for _, d in declarations() if d.secret}
+
+
 def from_env(env: Mapping[str, str] = os.environ) -> Settings:
-    table = _get(env, "TABLE_NAME")
-    if not table:
-        raise ConfigError("TABLE_NAME is not set: name the DynamoDB table (see README.md, Configuration)")
-    region = _get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")
-    if not region:
-        raise ConfigError("AWS_REGION (or AWS_DEFAULT_REGION) is not set")
-    schema = _get(env, "KONG_SCHEMA", "auto")
-    if schema not in KONG_SCHEMAS:
-        raise ConfigError(f"KONG_SCHEMA must be one of {', '.join(KONG_SCHEMAS)}, got {schema!r}")
-    stage = _get(env, "STAGE", "dev")
-    in_lambda = running_in_aws(env)
-    local_dev = stage == "dev" and not in_lambda
-    cors = _list(env, "CORS_ORIGINS")
-    if "*" in cors and not local_dev:
-        raise ConfigError("CORS_ORIGINS may be '*' only in the dev stage run locally, never when deployed")
-    if in_lambda:
+    """The settings from these variables (the process's environment unless given: the local
+    runtime and tests pass a mapping of their own)."""
+    values: Dict[str, Any] = {}
+    for name in ("table_name", "region", "stage", "in_lambda"):
+        values[name] = _value(env, _declaration(name), None)
+    where = Where(values["stage"], values["in_lambda"])
+    if where.in_lambda:
         _refuse_plain_secrets(env)
-    return Settings(
-        table_name=table,
-        region=region,
-        stage=stage,
-        aws_endpoint_url=_get(env, "AWS_ENDPOINT_URL"),
-        prometheus_url=(_get(env, "PROMETHEUS_URL") or "").rstrip("/") or None,
-        prometheus_username=_get(env, "PROMETHEUS_USERNAME"),
-        prometheus_password=_get(env, "PROMETHEUS_PASSWORD"),
-        prometheus_bearer_token=_get(env, "PROMETHEUS_BEARER_TOKEN"),
-        prometheus_sigv4_region=_get(env, "PROMETHEUS_SIGV4_REGION"),
-        prometheus_timeout_seconds=_int(env, "PROMETHEUS_TIMEOUT_SECONDS", 10, minimum=1),
-        kong_schema=schema,
-        replica_labels=_list(env, "PROMETHEUS_REPLICA_LABELS"),
-        prometheus_series_selector=_series_selector(env),
-        collect_lag_seconds=_int(env, "COLLECT_LAG_SECONDS", 60),
-        initial_backfill_minutes=_int(env, "INITIAL_BACKFILL_MINUTES", 0),
-        max_backfill_minutes=_int(env, "MAX_BACKFILL_MINUTES", 1440, minimum=1),
-        chunk_minutes=_int(env, "COLLECT_CHUNK_MINUTES", 15, minimum=1),
-        series_lookback_seconds=_int(env, "SERIES_LOOKBACK_SECONDS", 3600, minimum=60),
-        late_sample_seconds=_int(env, "LATE_SAMPLE_SECONDS", 120),
-        unobserved_gap_minutes=_int(env, "UNOBSERVED_GAP_MINUTES", 5, minimum=1),
-        minute_ttl_days=_int(env, "MINUTE_TTL_DAYS", 35, minimum=1),
-        collect_traffic_stats=_bool(env, "COLLECT_TRAFFIC_STATS", True),
-        # Each shard is a Lambda invocation a minute: a typo must not start thousands (the
-        # template's ShardCount has the same bound).
-        shard_count=_int(env, "SHARD_COUNT", 1, minimum=1, maximum=MAX_SHARDS),
-        write_workers=_int(env, "COLLECT_WRITE_WORKERS", 4, minimum=1, maximum=32),
-        collect_shard_function=_get(env, "COLLECT_SHARD_FUNCTION"),
-        alert_from=_get(env, "ALERT_FROM"),
-        public_url=(_get(env, "PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/"),
-        webhook_secret=_get(env, "WEBHOOK_SECRET"),
-        kong_admin_url=_kong_admin_url(env, in_lambda),
-        kong_admin_token=_get(env, "KONG_ADMIN_TOKEN"),
-        kong_workspace=_workspace(env),
-        kong_admin_timeout_seconds=_int(env, "KONG_ADMIN_TIMEOUT_SECONDS", 5, minimum=1),
-        kong_admin_allow_http=_bool(env, "KONG_ADMIN_ALLOW_HTTP", False),
-        webhook_allowed_networks=_networks(env, "WEBHOOK_ALLOWED_NETWORKS"),
-        cors_origins=cors or (("*",) if local_dev else ()),
-        api_keys=_api_keys(env),
-        # In Lambda, API Gateway's usage plan throttles; a per-instance count would be partial.
-        throttle_enabled=_bool(env, "THROTTLE_ENABLED", not in_lambda),
-        throttle_per_key_per_minute=_int(env, "THROTTLE_PER_KEY_PER_MINUTE", 600, minimum=1),
-        throttle_per_second=_int(env, "THROTTLE_PER_SECOND", 50, minimum=1),
-        in_lambda=in_lambda,
-        key_registry_path=_parameter_name(env, "API_KEYS_PARAMETER_PATH"),
-        prometheus_password_parameter=_parameter_name(env, "PROMETHEUS_PASSWORD_PARAMETER"),
-        prometheus_bearer_token_parameter=_parameter_name(env, "PROMETHEUS_BEARER_TOKEN_PARAMETER"),
-        webhook_secret_parameter=_parameter_name(env, "WEBHOOK_SECRET_PARAMETER"),
-        kong_admin_token_parameter=_parameter_name(env, "KONG_ADMIN_TOKEN_PARAMETER"),
-        secrets_max_age_seconds=_int(env, "SECRETS_MAX_AGE_SECONDS", 300, minimum=1),
-    )
+    for name, declaration in declarations():
+        if name not in values:
+            values[name] = _value(env, declaration, where)
+    if "*" in values["cors_origins"] and not where.local_dev:
+        raise ConfigError("CORS_ORIGINS may be '*' only in the dev stage run locally, never when deployed")
+    kong_admin_url = values["kong_admin_url"]
+    if where.in_lambda and kong_admin_url and kong_admin_url.startswith("http://") and not values["kong_admin_allow_http"]:
+        # The Admin API carries the Kong-Admin-Token and changes the gateway.
+        raise ConfigError("KONG_ADMIN_URL is http:// in a deployed function: the Admin token and the blocks would "
+                          "travel in clear text; use https://, or set KONG_ADMIN_ALLOW_HTTP=true if the network "
+                          "path is private (docs/deploy.md)")
+    return Settings(**values)

@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 from email.message import EmailMessage
-from typing import Callable, List, Protocol
+from typing import Callable, List
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.core.errors import MailError
+from chalicelib.core.ports import Mailer
 from chalicelib.core.redact import redact
 
 
-class Mailer(Protocol):
-    def send(self, to: List[str], subject: str, text: str, html: str) -> str:
-        """Send one message; return the provider's message id or raise MailError."""
-
-
 class SesMailer:
+    """The ``Mailer`` port (chalicelib/core/ports.py) on SES."""
+
     def __init__(self, client, sender: str):
         self.client = client
         self.sender = sender

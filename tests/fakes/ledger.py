@@ -1,5 +1,6 @@
-"""In-memory stand-ins for the persistence adapters, with the same interfaces and the same
-conditional-write semantics, so the alert logic can be specified without DynamoDB."""
+"""In-memory stand-ins for the persistence adapters: the ``AlertLedgerPort``, ``QuotaSource``
+and ``UsageReader`` ports (chalicelib/core/ports.py), with the same conditional-write
+semantics, so the alert logic can be specified without DynamoDB."""
 from __future__ import annotations
 
 import copy

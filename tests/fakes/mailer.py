@@ -1,4 +1,5 @@
-"""A recording mailer for unit tests (the Mailer interface of chalicelib/notify/mailer.py)."""
+"""A recording mailer for unit tests: the ``Mailer`` port (chalicelib/core/ports.py), held to
+the same contract as SES in tests/integration/test_contracts.py."""
 from __future__ import annotations
 
 from typing import List

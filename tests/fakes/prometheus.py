@@ -1,6 +1,6 @@
-"""An in-memory stand-in for PrometheusClient: same methods, same semantics, no server.
-
-The real adapter is tested against the Prometheus binary in tests/integration."""
+"""An in-memory stand-in for PrometheusClient: the ``PrometheusReader`` port
+(chalicelib/core/ports.py), no server. tests/integration/test_contracts.py runs one suite
+against it and against the real client on the Prometheus binary."""
 from __future__ import annotations
 
 import re

@@ -1,8 +1,10 @@
-"""Every route answers from the configured table when it is the first request a fresh process serves.
+"""Every route answers from the configured table when it is the first request a cold process serves.
 
 A cold API Lambda builds its parts on its first request; a route that reached DynamoDB without going
-through the bootstrap once read a default table instead of the configured one. Each case here starts
-a new Python process (the moto server is AWS), imports app.py and makes one route its first request.
+through the bootstrap once read a default table instead of the configured one. One new Python process
+(the moto server is AWS) imports app.py and, before each route's request, puts itself back in the
+state a fresh import leaves: nothing built (bootstrap.reset) and every model pointing where its
+class says, not at the configured table. So each route's request is a first request.
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,15 +25,33 @@ from chalicelib.core.usage import BucketUsage
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = "bwm-cold-start"  # no default of any model can point here
 NOW = int(time.time()) // 60 * 60  # near now: the legacy endpoint looks back from the real clock
-FIRST_REQUEST = """
+FIRST_REQUESTS = """
 import json, sys
 import app
 from chalice.test import Client
-method, path, body = sys.argv[1], sys.argv[2], sys.argv[3]
+from chalicelib import bootstrap
+from chalicelib.core import models
+
+# What a fresh import leaves: models unbound, as their classes declare them.
+FRESH = [(model, getattr(model.Meta, "table_name", None), getattr(model.Meta, "region", None),
+          getattr(model.Meta, "host", None)) for model in models.ALL_MODELS]
+
+
+def as_if_just_imported():
+    bootstrap.reset()
+    for model, table, region, host in FRESH:
+        model.Meta.table_name, model.Meta.region, model.Meta.host = table, region, host
+        model._connection = None
+
+
+answers = []
 with Client(app.app, stage_name="local") as client:
-    headers = {"Content-Type": "application/json"} if body else {}
-    answer = client.http.request(method, path, body=body.encode() if body else b"", headers=headers)
-print(json.dumps({"status": answer.status_code, "body": answer.body.decode("utf-8", "replace")}))
+    for method, path, body in json.load(sys.stdin):
+        as_if_just_imported()
+        headers = {"Content-Type": "application/json"} if body else {}
+        answer = client.http.request(method, path, body=body.encode() if body else b"", headers=headers)
+        answers.append({"status": answer.status_code, "body": answer.body.decode("utf-8", "replace")})
+print(json.dumps(answers))
 """
 QUOTA = json.dumps({"limit_bytes": 1000, "notify": ["owner@example.com"], "action": "reject", "reject_at": 50})
 RULES = json.dumps({"rules": [{"pattern": "pay*", "limit_bytes": 5000}]})
@@ -108,9 +127,10 @@ def seeded(moto_server):
     yield {**os.environ, **env}
 
 
-def first_request(env, method, path, body):
-    done = subprocess.run([sys.executable, "-c", FIRST_REQUEST, method, path, body], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+def first_requests(env, cases):
+    """Each (method, path, body) as the first request of a cold process; one process for all."""
+    done = subprocess.run([sys.executable, "-c", FIRST_REQUESTS], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, input=json.dumps([[c[0], c[2], c[3]] for c in cases]))
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -122,14 +142,12 @@ def test_the_cases_cover_every_route():
     assert routes == {(method, route) for method, route, *_ in CASES}
 
 
-def test_every_route_reads_the_configured_table_as_a_fresh_process_first_request(seeded):
-    # Read-only cases first (in parallel); the writes after, so each sees the seed as it was.
-    reads = [c for c in CASES if c[0] == "GET"]
-    writes = [c for c in CASES if c[0] != "GET"]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        answers = list(pool.map(lambda c: first_request(seeded, c[0], c[2], c[3]), reads))
-    answers += [first_request(seeded, c[0], c[2], c[3]) for c in writes]
-    for (method, _, path, _, proves), answer in zip(reads + writes, answers):
+def test_every_route_reads_the_configured_table_as_a_cold_process_first_request(seeded):
+    # Read-only cases first; the writes after, so each sees the seed as it was.
+    ordered = [c for c in CASES if c[0] == "GET"] + [c for c in CASES if c[0] != "GET"]
+    answers = first_requests(seeded, ordered)
+    assert len(answers) == len(ordered)
+    for (method, _, path, _, proves), answer in zip(ordered, answers):
         assert answer["status"] < 400, (method, path, answer)
         if proves is not None:
             assert proves(json.loads(answer["body"])), (method, path, answer["body"][:500])

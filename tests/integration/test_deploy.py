@@ -133,7 +133,7 @@ def test_no_stage_in_the_chalice_configuration_holds_a_secret_or_cors_star():
         assert "*" not in variables.get("CORS_ORIGINS", ""), stage
 
 
-# -- observability, VPC, log retention and PUBLIC_URL (issue 17) ------------------------------------
+# -- observability, VPC, log retention and PUBLIC_URL ------------------------------------
 def test_alarms_watch_lag_errors_alert_failures_and_the_failure_queue_and_notify_the_topic(template):
     resources = template["Resources"]
     alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}

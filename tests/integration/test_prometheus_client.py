@@ -1,5 +1,6 @@
 """The Prometheus adapter against a scripted HTTP server on loopback: auth, retries, bad answers."""
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -109,3 +110,43 @@ def test_a_test_prometheus_whose_port_another_took_starts_again_on_another(monke
             assert second._answers_as_itself() and first._answers_as_itself()
         finally:
             second.stop()
+
+
+def test_a_server_answering_on_the_port_ours_chose_is_not_taken_for_ours():
+    """The moto server and `chalice local` are checked the same way: the kernel says which
+    process listens on the port; another that answered there is not ours, and ours is."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.support.listening import listens_on, start_ours
+
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(1)
+    taken = other.getsockname()[1]
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    attempts = []
+
+    def start():  # the first attempt's server never bound: another answers on its port
+        attempts.append(1)
+        if len(attempts) == 1:
+            return sleeper, f"http://127.0.0.1:{taken}"
+        from localrun.processes import start_moto_server
+
+        return start_moto_server()
+
+    try:
+        assert listens_on(os.getpid(), taken) and not listens_on(sleeper.pid, taken)
+        process, url = start_ours(start)
+        try:
+            assert len(attempts) == 2 and sleeper.poll() is not None  # the impostor's process was stopped
+            assert listens_on(process.pid, int(url.rsplit(":", 1)[1]))
+        finally:
+            from localrun.processes import stop_process
+
+            stop_process(process)
+    finally:
+        other.close()
+        if sleeper.poll() is None:
+            sleeper.kill()

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from chalicelib import bootstrap
 from chalicelib.core.models import UsageBucket
 from tests.conftest import configure
 from tests.support.openmetrics import History, counter_samples

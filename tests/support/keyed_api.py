@@ -13,7 +13,8 @@ from typing import Dict, Iterator, Optional
 import pytest
 
 from localrun.processes import free_port, start_chalice_local, start_moto_server, stop_process
-from tests.conftest import BASE_ENV
+from tests.conftest import BASE_ENV, configuration_variables
+from tests.support.listening import start_ours
 
 ROOT = Path(__file__).resolve().parents[2]
 CHALICE_CONFIG = {"version": "2.0", "app_name": "bandwidth-meter",
@@ -49,13 +50,12 @@ def keyed_api(log_dir: Path, api_env: Dict[str, str], project: Optional[Path] = 
 
     if project is None:
         _ensure_chalice_config()
-    moto, aws_url = start_moto_server()
+    moto, aws_url = start_ours(start_moto_server)
     patch = pytest.MonkeyPatch()
     api = None
     try:
-        for name in list(os.environ):
-            if name.startswith(("AWS_", "API_KEYS", "THROTTLE_", "BWMETER_", "WEBHOOK_", "CORS_")):
-                patch.delenv(name)
+        for name in configuration_variables():  # every declared setting, not a list kept here
+            patch.delenv(name, raising=False)
         env = {**BASE_ENV, "AWS_ENDPOINT_URL": aws_url, "COLLECT_LAG_SECONDS": "0",
                "INITIAL_BACKFILL_MINUTES": "60"}
         for name, value in env.items():
@@ -65,7 +65,8 @@ def keyed_api(log_dir: Path, api_env: Dict[str, str], project: Optional[Path] = 
         tables.ensure_table()
 
         log = log_dir / "chalice-local.log"
-        api, api_url = start_chalice_local(free_port(), {**os.environ, **api_env}, log, project=project)
+        api, api_url = start_ours(
+            lambda: start_chalice_local(free_port(), {**os.environ, **api_env}, log, project=project))
         yield KeyedApi(api_url, aws_url, log)
     finally:
         if api is not None:

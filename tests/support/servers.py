@@ -9,12 +9,13 @@ import requests
 
 from localrun.processes import start_moto_server, stop_process
 from localrun.prometheus import PrometheusServer, build_tsdb, ensure_installed
+from tests.support.listening import start_ours
 
 
 @pytest.fixture(scope="session")
 def moto_server():
     """`moto_server` as a separate process on 127.0.0.1; yields its URL."""
-    process, url = start_moto_server()
+    process, url = start_ours(start_moto_server)
     yield url
     stop_process(process)
 

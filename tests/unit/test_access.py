@@ -7,7 +7,9 @@ from types import SimpleNamespace
 import pytest
 from chalice.app import CaseInsensitiveMapping
 
+import app
 from chalicelib.api.access import AccessGuard, Throttle, actor, required_role, startup_notice
+from chalicelib.api.http import endpoint
 from chalicelib.core.settings import ConfigError, from_env
 from tests.conftest import BASE_ENV
 
@@ -32,7 +34,7 @@ def settings(**env):
 def guard(clock=None, per_minute=10, per_second=100, **env):
     env.setdefault("api_keys", f"{READ_KEY}:read,{ADMIN_KEY}:admin")
     s = settings(throttle_per_key_per_minute=str(per_minute), throttle_per_second=str(per_second), **env)
-    return AccessGuard.from_settings(s, clock=clock or FakeClock())
+    return AccessGuard.from_settings(s, clock=clock or FakeClock(), routes=app.app.routes)
 
 
 def event(method, route, key=None):
@@ -68,9 +70,62 @@ def ok(_event):
     ("PUT", "/v1/quota-rules", "admin"),
     ("GET", "/v1/quota-audit", "admin"),
     ("GET", "/v1/some-future-route", "read"),
+    ("PUT", "/v1/some-future-route", "admin"),
+    ("POST", "/v1/some-future-route", "admin"),
 ])
 def test_each_route_needs_its_role(method, route, role):
-    assert required_role(method, route) == role
+    assert required_role(method, route, app.app.routes) == role
+
+
+PUBLIC_ROUTES = {("GET", "/v1/health"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/{asset}"),
+                 ("GET", "/"), ("GET", "/dashboard")}
+# Writes a read key may make: none today. A route added here is a decision, not an accident.
+READ_WRITES = set()
+
+
+def app_routes():
+    return [(method, path, entry) for path, methods in app.app.routes.items() for method, entry in methods.items()]
+
+
+def test_every_route_declares_its_role_where_it_is_declared():
+    undeclared = {(m, p) for m, p, entry in app_routes() if getattr(entry.view_function, "role", None) is None}
+    assert undeclared == set()
+
+
+def test_every_route_that_is_not_get_needs_admin_unless_declared_otherwise():
+    writes = {(m, p): required_role(m, p, app.app.routes) for m, p, _ in app_routes() if m != "GET"}
+    assert writes and {r for r, role in writes.items() if role != "admin"} == READ_WRITES
+
+
+def test_the_public_routes_are_exactly_health_docs_and_the_dashboard():
+    public = {(m, p) for m, p, _ in app_routes() if required_role(m, p, app.app.routes) is None}
+    assert public == PUBLIC_ROUTES
+    # ...and they alone skip API Gateway's key check in AWS
+    assert {(m, p) for m, p, entry in app_routes() if not entry.api_key_required} == PUBLIC_ROUTES
+
+
+def test_the_api_description_asks_for_a_key_exactly_where_a_route_needs_one():
+    from chalicelib.api.apidocs import openapi_spec
+
+    paths = openapi_spec()["paths"]
+    described = [(m, p) for m, p, _ in app_routes() if p in paths]
+    assert len(described) >= 15  # the pages (/, /dashboard, /docs...) are not API operations
+    for method, path in described:
+        operation = paths[path][method.lower()]
+        assert (operation["security"] == []) == (required_role(method, path, app.app.routes) is None), (method, path)
+
+
+def test_a_new_write_route_without_a_declared_role_needs_an_admin_key():
+    routes = {"/v1/new-thing": {"PUT": SimpleNamespace(view_function=endpoint(lambda: {}))}}
+    g = AccessGuard.from_settings(settings(api_keys=f"{READ_KEY}:read,{ADMIN_KEY}:admin"), clock=FakeClock(),
+                                  routes=routes)
+    assert g.check("PUT", "/v1/new-thing", READ_KEY)[1].status == 403
+    assert g.check("PUT", "/v1/new-thing", ADMIN_KEY)[1] is None
+
+
+def test_a_role_that_is_not_known_is_refused_when_the_route_is_declared():
+    with pytest.raises(ValueError, match="role must be one of public, read, admin"):
+        endpoint(role="owner")
 
 
 def test_missing_key_is_401():

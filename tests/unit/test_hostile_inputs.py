@@ -1,5 +1,5 @@
 """The checks behind 'inputs that cannot break anything', one behaviour each (pure logic).
-Over real HTTP: tests/integration/test_hostile_http.py and test_property_http.py."""
+Over real HTTP: tests/integration/test_hostile_http.py and tests/e2e/test_property_http.py."""
 import base64
 import ipaddress
 import time

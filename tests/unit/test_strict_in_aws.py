@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from chalicelib import bootstrap
 from chalicelib.api.http import cors_config
 from chalicelib.core.errors import MailError
-from chalicelib.core.settings import ConfigError, from_env, running_in_aws
+from chalicelib.core.settings import ConfigError, from_env, running_in_lambda
 from chalicelib.core.webhook_targets import DEV, STRICT, UnsafeWebhookTarget, WebhookTargetPolicy
 from chalicelib.notify.mailer import SesMailer
 from chalicelib.notify.webhook import NotifyError, WebhookSender
@@ -46,9 +46,9 @@ def test_every_stage_in_aws_is_strict_and_only_local_dev_is_relaxed(stage):
     assert WebhookTargetPolicy.from_settings(settings(STAGE=stage)).strict is (stage != "dev")
 
 
-def test_running_in_aws_is_the_lambda_variable():
-    assert running_in_aws({"AWS_LAMBDA_FUNCTION_NAME": "f"}) and not running_in_aws({})
-    assert not running_in_aws({"AWS_LAMBDA_FUNCTION_NAME": "  "})
+def test_running_in_lambda_is_the_lambda_variable():
+    assert running_in_lambda({"AWS_LAMBDA_FUNCTION_NAME": "f"}) and not running_in_lambda({})
+    assert not running_in_lambda({"AWS_LAMBDA_FUNCTION_NAME": "  "})
 
 
 def test_cors_preflights_allow_any_origin_only_in_a_local_dev_run():

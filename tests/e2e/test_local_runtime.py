@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "PROMETHEUS_", "API_", "COLLECT_", "TABLE_", "ALERT_", "THROTTLE_"))}
+    from tests.conftest import configuration_variables
+
+    cleared = configuration_variables()  # every declared setting, not a list kept here
+    env = {k: v for k, v in os.environ.items() if k not in cleared}
     env.update(extra)
     return env
 

@@ -1,0 +1,123 @@
+"""The ports: what the functions need from each external system, as typed Protocols.
+
+Each has a real adapter (the name in brackets) and an in-memory fake in tests/fakes/; one
+contract suite (tests/integration/test_contracts.py) runs against both, the real one on a real
+local server, so a fake cannot drift from what it stands in for. Types that belong to an adapter
+(a Prometheus ``Series``, a Kong ``BlockPlugin``) appear here as the shape the caller relies on.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
+
+Labels = Tuple[Tuple[str, str], ...]  # a series' labels without its metric name, sorted
+
+
+class SampleSeries(Protocol):
+    """One series' raw samples: its labels and (epoch seconds, value) pairs in time order."""
+
+    @property
+    def labels(self) -> Dict[str, str]: ...
+
+    @property
+    def samples(self) -> List[Tuple[float, float]]: ...
+
+
+@runtime_checkable
+class PrometheusReader(Protocol):
+    """Raw samples from a Prometheus-compatible API (chalicelib/collect/prometheus.py,
+    ``PrometheusClient``). Failures raise ``PrometheusError``."""
+
+    def raw_samples(self, selector: str, start: float, end: float) -> Sequence[SampleSeries]:
+        """Every stored sample of the matching series with ``start <= t < end``."""
+        ...
+
+    def label_values(self, label: str, selector: str, start: float, end: float) -> List[str]:
+        """The values ``label`` takes on matching series with samples in [start, end], sorted.
+        At least those: Prometheus answers by storage block, so series sampled near the window
+        may be named too. Callers treat the names as candidates."""
+        ...
+
+    def last_values(self, selector: str, at: float, lookback_seconds: int) -> Dict[Labels, float]:
+        """Each matching series' last value in [at - lookback_seconds, at), by its labels."""
+        ...
+
+
+@runtime_checkable
+class Mailer(Protocol):
+    """Sends email (chalicelib/notify/mailer.py, ``SesMailer``)."""
+
+    def send(self, to: List[str], subject: str, text: str, html: str) -> str:
+        """Send one message; return the provider's message id or raise ``MailError``."""
+        ...
+
+
+@runtime_checkable
+class KongAdminPort(Protocol):
+    """The Kong Admin API subset enforcement uses (chalicelib/enforce/kong_admin.py, ``KongAdmin``)."""
+
+    def list_our_plugins(self) -> Sequence[Any]:
+        """Our blocking plugins, each with ``id``, ``service``, ``service_id``, ``message``."""
+        ...
+
+    def block(self, service: str, message: str) -> str:
+        """Block a service; return the plugin's id."""
+        ...
+
+    def unblock(self, plugin_id: str) -> None: ...
+
+
+@runtime_checkable
+class AlertLedgerPort(Protocol):
+    """Which alerts were claimed, sent or failed, with conditional writes
+    (chalicelib/core/alert_ledger.py, ``AlertLedger``)."""
+
+    def for_period(self, service: str, period_start: int) -> Dict[object, Any]: ...
+
+    def claim(self, claim: Any, existing: Optional[Any], higher: Iterable[float] = ()) -> bool: ...
+
+    def record_covered(self, covered: Any) -> bool: ...
+
+    def mark_delivered(self, alert: Any, channel: str, message_id: Optional[str] = None) -> None: ...
+
+    def mark_sent(self, alert: Any, at: float, status: str = "sent") -> None: ...
+
+    def mark_failed(self, alert: Any, error: str) -> None: ...
+
+    def rearm(self, alert: Any) -> bool: ...
+
+    def due(self, limit: int = 100) -> List[Any]: ...
+
+    def request_reevaluation(self, after: Optional[str], at: float) -> None: ...
+
+    def reevaluation_due(self) -> Optional[str]: ...
+
+    def history(self, service: str, limit: int = 200) -> List[Dict[str, Any]]: ...
+
+
+@runtime_checkable
+class QuotaSource(Protocol):
+    """The quotas and rules in force (chalicelib/core/quota_book.py, ``QuotaBook``)."""
+
+    def load(self) -> Any:
+        """A ``QuotaSnapshot`` of every quota and rule."""
+        ...
+
+    def quota_for(self, service: str) -> Any: ...
+
+
+@runtime_checkable
+class UsageReader(Protocol):
+    """The usage the alerts function reads (chalicelib/core/store.py, ``UsageStore``)."""
+
+    def get_service(self, service: str) -> Any: ...
+
+    def list_services(self, after: Optional[str] = None, checkpoints: bool = False) -> Any: ...
+
+    def range_total(self, service: str, start: int, end: int) -> Any: ...
+
+
+def missing_methods(adapter: object, port: type) -> List[str]:
+    """The port's methods ``adapter`` lacks (isinstance only says whether any is missing)."""
+    wanted: Mapping[str, Any] = {name: value for name, value in vars(port).items()
+                                 if callable(value) and not name.startswith("_")}
+    return sorted(name for name in wanted if not callable(getattr(adapter, name, None)))

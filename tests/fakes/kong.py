@@ -1,0 +1,44 @@
+"""An in-memory Kong Admin API for unit tests: the ``KongAdminPort`` (chalicelib/core/ports.py)
+as KongAdmin presents it, held to the same contract as KongAdmin on the development gateway's
+Admin API in tests/integration/test_contracts.py."""
+from __future__ import annotations
+
+import itertools
+from typing import Dict, Iterable, List, Optional
+
+from chalicelib.core.errors import GatewayError, GatewayServiceNotFound
+from chalicelib.enforce.kong_admin import TAG, BlockPlugin
+
+
+class InMemoryKongAdmin:
+    def __init__(self, services: Iterable[str] = ()):
+        self.services = set(services)
+        self.plugins: Dict[str, dict] = {}  # id -> {"service", "message", "ours"}
+        self._ids = (f"plugin-{n}" for n in itertools.count(1))
+
+    def add_foreign_block(self, service: str) -> str:
+        """A request-termination plugin an operator added (not tagged ours)."""
+        return self._add(service, None, ours=False)
+
+    def _add(self, service: str, message: Optional[str], ours: bool) -> str:
+        plugin_id = next(self._ids)
+        self.plugins[plugin_id] = {"service": service, "message": message, "ours": ours}
+        return plugin_id
+
+    def list_our_plugins(self) -> List[BlockPlugin]:
+        return [BlockPlugin(plugin_id, p["service"], f"id-{p['service']}", p["message"])
+                for plugin_id, p in self.plugins.items() if p["ours"]]
+
+    def block(self, service: str, message: str) -> str:
+        if service not in self.services:
+            raise GatewayServiceNotFound(f"Kong has no service {service!r} (404)")
+        for plugin_id, p in self.plugins.items():
+            if p["service"] == service:
+                if p["ours"]:
+                    return plugin_id
+                raise GatewayError(f"Kong service {service!r} already has a request-termination plugin that is "
+                                   f"not tagged {TAG}; it was left as it is")
+        return self._add(service, message, ours=True)
+
+    def unblock(self, plugin_id: str) -> None:
+        self.plugins.pop(plugin_id, None)
