@@ -221,7 +221,9 @@ def openapi_spec() -> dict:
                     _param("direction", "query", {"enum": ["ingress", "egress", "total", "all"]},
                            "all (default): one series per direction"),
                     _param("route", "query", {"type": "string"}, "Only this route"),
-                    _param("split", "query", {"enum": ["route"]}, "One series per route"),
+                    _param("split", "query", {"enum": ["route"]},
+                           "One series per route. A bucket keeps at most 500 routes by name; the bytes "
+                           "of the others are in a series whose route is \"(other routes)\""),
                     _param("format", "query", {"enum": ["json", "csv"]}, "Answer format")])},
         "/v1/services/{service}/stats": {"get": _operation(
             "Requests (success/error) and latency (average, p95, p99) from Kong's counters",
