@@ -135,13 +135,18 @@ SCHEMAS = {
     "Alerts": _obj({"service": {"type": "string"}, "alerts": {"type": "array", "items": {
         "type": "object", "required": ["threshold", "status", "period_start", "usage_bytes", "limit_bytes"],
         "properties": {"threshold": {"type": "number"},
-                       "status": {"enum": ["pending", "sent", "covered", "failed", "no_recipients"]},
+                       "status": {"enum": ["pending", "sent", "covered", "failed", "no_recipients", "given_up"],
+                                  "description": "failed: the last attempt failed, it is retried; given_up: "
+                                                 "undelivered 24 h after its first attempt, never retried "
+                                                 "(error says why)"},
                        "period_start": TIME, "period_end": TIME, "usage_bytes": {"type": "integer"},
                        "limit_bytes": {"type": "integer"}, "recipients": {"type": "array"},
                        "crossed_at": TIME, "sent_at": {"type": ["string", "null"]},
                        "message_id": {"type": ["string", "null"]}, "covered_by": NULLABLE_NUMBER,
                        "error": {"type": ["string", "null"]}, "forecast": {"type": "boolean"},
-                       "forecast_eta": {"type": ["string", "null"]}, "delivered": {"type": "array"}}}}}),
+                       "forecast_eta": {"type": ["string", "null"]}, "delivered": {"type": "array"},
+                       "attempts": {"type": ["integer", "null"]},
+                       "first_claimed_at": {"type": ["string", "null"]}}}}}),
 }
 
 ERRORS = {

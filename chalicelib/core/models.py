@@ -296,12 +296,16 @@ class Alert(_TableModel):
     period_start = NumberAttribute()
     period_end = NumberAttribute()
     threshold = NumberAttribute()
-    status = UnicodeAttribute()  # pending | sent | covered | failed
+    # pending | sent | covered | failed (an attempt failed; retried) | given_up (retried until
+    # alerts.GIVE_UP_AFTER_SECONDS, then left: off the sweep's list, never claimed again)
+    status = UnicodeAttribute()
     usage_bytes = NumberAttribute()
     limit_bytes = NumberAttribute()
     recipients = ListAttribute(default=list)
     crossed_at = NumberAttribute()
-    claimed_at = NumberAttribute(null=True)
+    claimed_at = NumberAttribute(null=True)  # the latest attempt's claim
+    first_claimed_at = NumberAttribute(null=True)  # the first attempt's: how long it has been retried
+    attempts = NumberAttribute(null=True)
     sent_at = NumberAttribute(null=True)
     message_id = UnicodeAttribute(null=True)
     covered_by = NumberAttribute(null=True)
