@@ -266,6 +266,9 @@ class Quota(_TableModel):
 
     body = JSONAttribute()  # the validated quota document
     updated_at = NumberAttribute()
+    # Raised by one at each change, which is written only if the stored version is still the one
+    # read (quota_book.py): two admins editing at once cannot both win. None: stored before versions.
+    version = NumberAttribute(null=True)
 
 
 class QuotaRules(_TableModel):
@@ -274,6 +277,7 @@ class QuotaRules(_TableModel):
 
     rules = JSONAttribute()  # ordered list of {"pattern", ...quota fields}
     updated_at = NumberAttribute()
+    version = NumberAttribute(null=True)  # as Quota.version
 
 
 class AuditEntry(_TableModel):
