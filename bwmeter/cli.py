@@ -229,10 +229,12 @@ def cmd_quota(ctx: Context) -> int:
         changes = {k: getattr(a, k) for k in QUOTA_FLAGS if getattr(a, k, None) is not None}
         if a.quota_action is not None:  # `action` is the command's own get/set/rm
             changes["action"] = a.quota_action
-        quota = {}
+        quota, version = {}, None
         if not a.replace:
             try:
-                quota = client.quota(a.service)
+                # The change applies to what was read: if someone changes the quota meanwhile,
+                # the API refuses it (412) instead of silently undoing theirs.
+                quota, version = client.quota_versioned(a.service)
             except ApiError as e:
                 if e.status != 404:
                     raise
@@ -241,7 +243,7 @@ def cmd_quota(ctx: Context) -> int:
             quota.pop("reject_at", None)  # only a reject quota has a reject level
         if "limit_bytes" not in quota:
             raise BwmeterError(f"{a.service} has no quota yet: give --limit", exit_code=2)
-        quota = client.put_quota(a.service, quota)
+        quota = client.put_quota(a.service, quota, if_match=version)
     if a.json:
         ctx.emit_json(quota)
         return 0

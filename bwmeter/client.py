@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote
 
 import requests
@@ -117,7 +117,8 @@ class Client:
 
     # -- transport ---------------------------------------------------------------------------
     def call(self, method: str, path: str, *, params: Optional[dict] = None, body: Any = None,
-             accept: str = "application/json", retry: bool = True) -> requests.Response:
+             accept: str = "application/json", retry: bool = True,
+             headers: Optional[dict] = None) -> requests.Response:
         """One API call. On 429 wait ``Retry-After`` and try again (up to ``retries`` times,
         never waiting longer than ``max_wait``) unless ``retry`` is false."""
         url = self.base_url + path
@@ -126,7 +127,7 @@ class Client:
         while True:
             try:
                 response = self.session.request(method, url, params=params, json=body, timeout=self.timeout,
-                                                headers={"Accept": accept})
+                                                headers={"Accept": accept, **(headers or {})})
             except requests.Timeout as e:
                 raise NetworkError(f"{self.base_url} did not answer within {self.timeout:g} s") from e
             except requests.ConnectionError as e:
@@ -192,8 +193,15 @@ class Client:
     def quota(self, service: str) -> dict:
         return self.json("GET", f"/v1/services/{_seg(service)}/quota")
 
-    def put_quota(self, service: str, quota: dict) -> dict:
-        return self.json("PUT", f"/v1/services/{_seg(service)}/quota", body=quota)
+    def quota_versioned(self, service: str) -> Tuple[dict, Optional[str]]:
+        """The quota and its version (the ETag), for a change of exactly what was read."""
+        response = self.call("GET", f"/v1/services/{_seg(service)}/quota")
+        return response.json(), response.headers.get("ETag")
+
+    def put_quota(self, service: str, quota: dict, if_match: Optional[str] = None) -> dict:
+        """Store the quota; with ``if_match`` only if that version is still current (else a 412 ApiError)."""
+        return self.json("PUT", f"/v1/services/{_seg(service)}/quota", body=quota,
+                         headers={"If-Match": if_match} if if_match else None)
 
     def delete_quota(self, service: str) -> None:
         self.call("DELETE", f"/v1/services/{_seg(service)}/quota")
