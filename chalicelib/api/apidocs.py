@@ -35,6 +35,8 @@ SCHEMAS = {
         "message": {"type": "string"},
         "parameter": {"type": "string", "description": "The offending parameter or field(s)"},
         "details": {"type": "array", "items": _obj({"field": {"type": "string"}, "message": {"type": "string"}})},
+        "current_version": {"type": ["string", "null"],
+                            "description": "412 only: the current version's ETag (null: nothing is stored)"},
     }, required=["code", "message"])}),
     "Usage": _obj({"ingress": {"type": "integer"}, "egress": {"type": "integer"}, "total": {"type": "integer"}}),
     "Health": _obj({"status": {"const": "ok"}, "version": {"type": "string"},

@@ -146,6 +146,8 @@ class QuotaBook:
         """Read the stored item, check ``if_match`` against its version, and apply ``change``
         written on condition that the item is still as read. A lost race is PreconditionFailed
         for a caller that named a version, and tried again from a fresh read for one that did not."""
+        if if_match is not None and not if_match.strip():
+            if_match = None  # an empty If-Match names no version: a change without one
         for _ in range(WRITE_ATTEMPTS):
             item = read()
             version = _version(item) if item is not None else absent_version

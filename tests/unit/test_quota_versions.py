@@ -71,6 +71,11 @@ def test_if_match_on_a_quota_that_does_not_exist_is_412(client):
     assert client.http.get("/v1/services/pay/quota").status_code == 404 and audit(client) == []
 
 
+def test_an_empty_if_match_is_a_change_without_one(client):
+    put(client, "/v1/services/pay/quota", {"limit_bytes": 100})
+    assert put(client, "/v1/services/pay/quota", {"limit_bytes": 200}, **{"If-Match": ""}).status_code == 200
+
+
 def test_quota_rules_are_versioned_the_same_way(client):
     assert client.http.get("/v1/quota-rules").headers["ETag"] == '"0"'
     rules = {"rules": [{"pattern": "pa*", "limit_bytes": 1000}]}
