@@ -166,3 +166,13 @@ def test_the_chart_shows_other_routes_as_a_series_and_finds_a_long_route_by_its_
     assert totals[OTHER_ROUTES] == sum(range(1, 13)) * 10
     assert sum(totals.values()) == whole["series"][0]["total_bytes"]
     assert one["series"][0]["total_bytes"] == 50_000
+
+
+def test_parallel_batches_quarantine_the_offender_alone_too(aws):
+    from chalicelib.core.store import UsageStore
+    store = UsageStore(write_workers=4)
+    items = [ServiceUsage.first_seen_at(f"svc-{i:02d}", MINUTE, MINUTE) for i in range(80)]
+    items[60].checkpoint = b"\0" * 420_000
+    assert store.put_services(items) == 79 and store.writes == 79
+    assert [entry["key"][1] for entry in store.take_oversized()] == ["svc-60"]
+    assert len(list(ServiceUsage.query(SERVICES_PK))) == 79
