@@ -13,7 +13,7 @@ from chalice import Chalice, Rate, Response
 from chalicelib import __version__, bootstrap, schedule
 from chalicelib.api import access, charts, enforcement, legacy, overview, stats, status
 from chalicelib.collect.shards import shard_number
-from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body
+from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body, versioned
 from chalicelib.core import observability
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name, without_webhook
 
@@ -151,7 +151,8 @@ def legacy_bandwidth_used():
 @app.route("/v1/services/{service}/quota", methods=["GET"], api_key_required=True)
 @endpoint(role="read")
 def get_quota(service):
-    return _as_caller_may_see(bootstrap.current().quotas.get(validate_service_name(service)))
+    quota = bootstrap.current().quotas.get_versioned(validate_service_name(service))
+    return versioned(_as_caller_may_see(quota.body), quota.etag)
 
 
 @app.route("/v1/services/{service}/quota", methods=["PUT"], content_types=["application/json"],
@@ -159,15 +160,17 @@ def get_quota(service):
 @endpoint(role="admin")
 def put_quota(service):
     deps = bootstrap.current()
-    quota = deps.quotas.put(validate_service_name(service), json_body(app.current_request.raw_body),
-                            actor=access.actor(app.current_request))
-    return overview.with_warnings(quota, deps.store, service)
+    quota = deps.quotas.put_versioned(
+        validate_service_name(service), json_body(app.current_request.raw_body),
+        actor=access.actor(app.current_request), if_match=app.current_request.headers.get("if-match"))
+    return versioned(overview.with_warnings(quota.body, deps.store, service), quota.etag)
 
 
 @app.route("/v1/services/{service}/quota", methods=["DELETE"], api_key_required=True)
 @endpoint(role="admin")
 def delete_quota(service):
-    bootstrap.current().quotas.delete(validate_service_name(service), actor=access.actor(app.current_request))
+    bootstrap.current().quotas.delete(validate_service_name(service), actor=access.actor(app.current_request),
+                                      if_match=app.current_request.headers.get("if-match"))
     return Response(body="", status_code=204)
 
 
@@ -188,15 +191,18 @@ def list_quotas():
 @app.route("/v1/quota-rules", methods=["GET"], api_key_required=True)
 @endpoint(role="read")
 def get_quota_rules():
-    return {"rules": [_as_caller_may_see(r) for r in bootstrap.current().quotas.get_rules()]}
+    rules = bootstrap.current().quotas.get_rules_versioned()
+    return versioned({"rules": [_as_caller_may_see(r) for r in rules.body]}, rules.etag)
 
 
 @app.route("/v1/quota-rules", methods=["PUT"], content_types=["application/json"],
            api_key_required=True)
 @endpoint(role="admin")
 def put_quota_rules():
-    return {"rules": bootstrap.current().quotas.put_rules(json_body(app.current_request.raw_body),
-                                                      actor=access.actor(app.current_request))}
+    rules = bootstrap.current().quotas.put_rules_versioned(
+        json_body(app.current_request.raw_body), actor=access.actor(app.current_request),
+        if_match=app.current_request.headers.get("if-match"))
+    return versioned({"rules": rules.body}, rules.etag)
 
 
 @app.route("/v1/quota-audit", methods=["GET"], api_key_required=True)

@@ -264,10 +264,12 @@ def cmd_quota(ctx: Context) -> int:
         if problem and not a.force:
             raise BwmeterError(f"{problem}{'' if problem.endswith('?') else '.'} Check the name, or pass --force to store a quota for a service "
                                "that has not carried traffic yet.", exit_code=2)
-        quota = {}
+        quota, version = {}, None
         if not a.replace:
             try:
-                quota = client.quota(a.service)
+                # The change applies to what was read: if someone changes the quota meanwhile,
+                # the API refuses it (412) instead of silently undoing theirs.
+                quota, version = client.quota_versioned(a.service)
             except ApiError as e:
                 if e.status != 404:
                     raise
@@ -276,7 +278,7 @@ def cmd_quota(ctx: Context) -> int:
             quota.pop("reject_at", None)  # only a reject quota has a reject level
         if "limit_bytes" not in quota:
             raise BwmeterError(f"{a.service} has no quota yet: give --limit", exit_code=2)
-        quota = client.put_quota(a.service, quota)
+        quota = client.put_quota(a.service, quota, if_match=version)
         for warning in quota.pop("warnings", None) or []:  # the API's own, e.g. never seen
             print(f"bwmeter: warning: {warning}", file=ctx.err, flush=True)
     if a.json:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
@@ -119,7 +119,8 @@ class Client:
 
     # -- transport ---------------------------------------------------------------------------
     def call(self, method: str, path: str, *, params: Optional[dict] = None, body: Any = None,
-             accept: str = "application/json", retry: bool = True) -> requests.Response:
+             accept: str = "application/json", retry: bool = True,
+             headers: Optional[dict] = None) -> requests.Response:
         """One API call. On 429 wait ``Retry-After`` and try again (up to ``retries`` times,
         never waiting longer than ``max_wait``) unless ``retry`` is false."""
         url = self.base_url + path
@@ -127,7 +128,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                response = self._send(method, url, params, body, accept)
+                response = self._send(method, url, params, body, accept, headers)
             except requests.Timeout as e:
                 raise NetworkError(f"{self.base_url} did not answer within {self.timeout:g} s") from e
             except requests.ConnectionError as e:
@@ -147,13 +148,14 @@ class Client:
                     continue
             raise error
 
-    def _send(self, method: str, url: str, params: dict, body: Any, accept: str) -> requests.Response:
+    def _send(self, method: str, url: str, params: dict, body: Any, accept: str,
+              extra_headers: Optional[dict] = None) -> requests.Response:
         """One request, following redirects here: the API key goes only to the origin (scheme,
         host, port) it was meant for, so a redirect elsewhere (a proxy's, a hijacked route's)
         never receives it."""
         origin = _origin(url)
         for _ in range(MAX_REDIRECTS + 1):
-            headers = {"Accept": accept}
+            headers = {"Accept": accept, **(extra_headers or {})}
             if self.api_key and _origin(url) == origin:
                 headers["x-api-key"] = self.api_key
             response = self.session.request(method, url, params=params, json=body, timeout=self.timeout,
@@ -214,8 +216,15 @@ class Client:
     def quota(self, service: str) -> dict:
         return self.json("GET", f"/v1/services/{_seg(service)}/quota")
 
-    def put_quota(self, service: str, quota: dict) -> dict:
-        return self.json("PUT", f"/v1/services/{_seg(service)}/quota", body=quota)
+    def quota_versioned(self, service: str) -> Tuple[dict, Optional[str]]:
+        """The quota and its version (the ETag), for a change of exactly what was read."""
+        response = self.call("GET", f"/v1/services/{_seg(service)}/quota")
+        return response.json(), response.headers.get("ETag")
+
+    def put_quota(self, service: str, quota: dict, if_match: Optional[str] = None) -> dict:
+        """Store the quota; with ``if_match`` only if that version is still current (else a 412 ApiError)."""
+        return self.json("PUT", f"/v1/services/{_seg(service)}/quota", body=quota,
+                         headers={"If-Match": if_match} if if_match else None)
 
     def delete_quota(self, service: str) -> None:
         self.call("DELETE", f"/v1/services/{_seg(service)}/quota")

@@ -35,6 +35,8 @@ SCHEMAS = {
         "message": {"type": "string"},
         "parameter": {"type": "string", "description": "The offending parameter or field(s)"},
         "details": {"type": "array", "items": _obj({"field": {"type": "string"}, "message": {"type": "string"}})},
+        "current_version": {"type": ["string", "null"],
+                            "description": "412 only: the current version's ETag (null: nothing is stored)"},
     }, required=["code", "message"])}),
     "Usage": _obj({"ingress": {"type": "integer"}, "egress": {"type": "integer"}, "total": {"type": "integer"}}),
     "Health": _obj({"status": {"const": "ok"}, "version": {"type": "string"},
@@ -158,13 +160,18 @@ SCHEMAS = {
     "Alerts": _obj({"service": {"type": "string"}, "alerts": {"type": "array", "items": {
         "type": "object", "required": ["threshold", "status", "period_start", "usage_bytes", "limit_bytes"],
         "properties": {"threshold": {"type": "number"},
-                       "status": {"enum": ["pending", "sent", "covered", "failed", "no_recipients"]},
+                       "status": {"enum": ["pending", "sent", "covered", "failed", "no_recipients", "given_up"],
+                                  "description": "failed: the last attempt failed, it is retried; given_up: "
+                                                 "undelivered 24 h after its first attempt, never retried "
+                                                 "(error says why)"},
                        "period_start": TIME, "period_end": TIME, "usage_bytes": {"type": "integer"},
                        "limit_bytes": {"type": "integer"}, "recipients": {"type": "array"},
                        "crossed_at": TIME, "sent_at": {"type": ["string", "null"]},
                        "message_id": {"type": ["string", "null"]}, "covered_by": NULLABLE_NUMBER,
                        "error": {"type": ["string", "null"]}, "forecast": {"type": "boolean"},
-                       "forecast_eta": {"type": ["string", "null"]}, "delivered": {"type": "array"}}}}}),
+                       "forecast_eta": {"type": ["string", "null"]}, "delivered": {"type": "array"},
+                       "attempts": {"type": ["integer", "null"]},
+                       "first_claimed_at": {"type": ["string", "null"]}}}}}),
 }
 
 ERRORS = {
@@ -172,6 +179,8 @@ ERRORS = {
     "401": "No x-api-key, or one that is not configured",
     "403": "The key's role may not use this route (admin routes need an admin key)",
     "404": "Unknown service, or no such quota",
+    "412": "If-Match names a version that is no longer current (or nothing is stored): nothing was changed; "
+           "`current_version` (and the ETag header) is the current one, null when none is stored",
     "413": "The body is larger than 64 KiB",
     "429": "Throttled; retry after Retry-After seconds",
     "500": "Internal error (logged)",
@@ -183,6 +192,8 @@ def _error(code: str) -> dict:
     response = {"description": ERRORS[code], "content": {"application/json": {"schema": ref("Error")}}}
     if code == "429":
         response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    if code == "412":
+        response["headers"] = ETAG_HEADER
     return response
 
 
@@ -193,6 +204,18 @@ def _json(schema: dict, description: str = "OK") -> dict:
 def _param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
             "description": description}
+
+
+ETAG_HEADER = {"ETag": {"schema": {"type": "string"},
+                        "description": 'The stored version, e.g. "3": send it as If-Match to change exactly it'}}
+IF_MATCH = _param("If-Match", "header", {"type": "string"},
+                  "Change only if this is still the current version (the ETag a GET answered); "
+                  "otherwise 412 and nothing changes. Without it the change applies to whatever is current")
+
+
+def _with_etag(operation: dict) -> dict:
+    operation["responses"]["200"] = {**operation["responses"]["200"], "headers": ETAG_HEADER}
+    return operation
 
 
 SERVICE = _param("service", "path", {"type": "string", "minLength": 1, "maxLength": 200},
@@ -244,7 +267,9 @@ def openapi_spec() -> dict:
                     _param("direction", "query", {"enum": ["ingress", "egress", "total", "all"]},
                            "all (default): one series per direction"),
                     _param("route", "query", {"type": "string"}, "Only this route"),
-                    _param("split", "query", {"enum": ["route"]}, "One series per route"),
+                    _param("split", "query", {"enum": ["route"]},
+                           "One series per route. A bucket keeps at most 500 routes by name; the bytes "
+                           "of the others are in a series whose route is \"(other routes)\""),
                     _param("format", "query", {"enum": ["json", "csv"]}, "Answer format")])},
         "/v1/services/{service}/stats": {"get": _operation(
             "Requests (success/error) and latency (average, p95, p99) from Kong's counters",
@@ -261,21 +286,23 @@ def openapi_spec() -> dict:
                 _param("type", "query", {"enum": ["ingress", "egress"]}, "Direction (default egress)"),
                 _param("route", "query", {"type": "string"}, "Only this route")], tag="legacy")},
         "/v1/services/{service}/quota": {
-            "get": _operation("The service's own quota", _json(ref("StoredQuota")), params=[SERVICE], tag="quotas"),
-            "put": _operation("Set the service's quota (validated against /v1/schemas/quota)",
-                              _json(ref("StoredQuota")), params=[SERVICE], errors=admin_errors,
-                              body=ref("Quota"), tag="quotas"),
-            "delete": {**_operation("Remove the service's quota", {"description": "unused"}, params=[SERVICE],
-                                    errors=admin_errors, tag="quotas"),
+            "get": _with_etag(_operation("The service's own quota", _json(ref("StoredQuota")), params=[SERVICE],
+                                         tag="quotas")),
+            "put": _with_etag(_operation("Set the service's quota (validated against /v1/schemas/quota)",
+                                         _json(ref("StoredQuota")), params=[SERVICE, IF_MATCH],
+                                         errors=(*admin_errors, "412"), body=ref("Quota"), tag="quotas")),
+            "delete": {**_operation("Remove the service's quota", {"description": "unused"},
+                                    params=[SERVICE, IF_MATCH], errors=admin_errors, tag="quotas"),
                        "responses": {"204": {"description": "Removed"},
-                                     **{code: _error(code) for code in admin_errors}}},
+                                     **{code: _error(code) for code in (*admin_errors, "412")}}},
         },
         "/v1/quotas": {"get": _operation("Every service quota and the rules", _json(ref("QuotaList")),
                                          tag="quotas")},
         "/v1/quota-rules": {
-            "get": _operation("The ordered quota rules", _json(ref("RuleList")), tag="quotas"),
-            "put": _operation("Replace the rules (first matching pattern applies)", _json(ref("RuleList")),
-                              errors=admin_errors, body=ref("QuotaRules"), tag="quotas"),
+            "get": _with_etag(_operation("The ordered quota rules", _json(ref("RuleList")), tag="quotas")),
+            "put": _with_etag(_operation("Replace the rules (first matching pattern applies)", _json(ref("RuleList")),
+                                         params=[IF_MATCH], errors=(*admin_errors, "412"), body=ref("QuotaRules"),
+                                         tag="quotas")),
         },
         "/v1/quota-audit": {"get": _operation("Every quota change: when, key, old, new", _json(ref("Audit")),
                                               params=[_param("limit", "query", {"type": "integer", "minimum": 1,

@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 from chalicelib.core.errors import BadRequest, NotFound
 from chalicelib.core.quotas import validate_service_name
 from chalicelib.core.timeutil import LEVELS, MINUTE, TimeFormatError, floor, iso, parse_time
-from chalicelib.core.usage import BucketUsage, sum_buckets
+from chalicelib.core.usage import BucketUsage, stored_label, sum_buckets
 
 STEPS = LEVELS  # chart steps are exactly the stored levels
 AUTO_TARGET_POINTS = 1500
@@ -127,6 +127,7 @@ def bucket_bytes(bucket, direction: str, route: Optional[str]) -> int:
     if route is None:
         entries = bucket.routes.values()
     else:
+        route = stored_label(route)  # a long label is stored shortened (usage.MAX_LABEL_BYTES)
         entries = [bucket.routes[route]] if route in bucket.routes else []
     if direction == "total":
         return sum(e.get("ingress", 0) + e.get("egress", 0) for e in entries)

@@ -14,7 +14,8 @@ from urllib.parse import unquote
 
 from chalice import CORSConfig, Response
 
-from chalicelib.core.errors import BadRequest, BandwidthMeterError, NotFound, PrometheusError, StoreError
+from chalicelib.core.errors import (BadRequest, BandwidthMeterError, NotFound, PreconditionFailed, PrometheusError,
+                                    StoreError)
 from chalicelib.core.settings import ConfigError, running_in_lambda
 
 log = logging.getLogger(__name__)
@@ -31,14 +32,20 @@ class PayloadTooLarge(BadRequest):
 
 
 def error_response(status: int, code: str, message: str, parameter: Optional[str] = None,
-                   details: Optional[list] = None, headers: Optional[dict] = None) -> Response:
-    error: Dict[str, object] = {"code": code, "message": message}
+                   details: Optional[list] = None, headers: Optional[dict] = None,
+                   extra: Optional[dict] = None) -> Response:
+    error: Dict[str, object] = {"code": code, "message": message, **(extra or {})}
     if parameter:
         error["parameter"] = parameter
     if details:
         error["details"] = details
     return Response(body={"error": error}, status_code=status,
                     headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def versioned(body, etag: str, status: int = 200) -> Response:
+    """A JSON answer carrying the version it shows as its ETag (for a later If-Match)."""
+    return Response(body=body, status_code=status, headers={"Content-Type": "application/json", "ETag": etag})
 
 
 # Who may call a route, declared where the route is declared (``@endpoint(role=READ)``); the
@@ -72,6 +79,9 @@ def _translated(view: Callable, role: Optional[str]) -> Callable:
             return error_response(400, "bad_request", e.message, e.parameter, e.details)
         except NotFound as e:
             return error_response(404, "not_found", e.message)
+        except PreconditionFailed as e:
+            return error_response(412, "precondition_failed", e.message, extra={"current_version": e.current},
+                                  headers={"ETag": e.current} if e.current else None)
         except ConfigError as e:
             log.error("configuration error: %s", e)
             return error_response(500, "misconfigured", str(e))
@@ -194,8 +204,8 @@ def cors_config(env: Mapping[str, str] = os.environ) -> CORSConfig:
     origins = [o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()]
     dev = env.get("STAGE", "dev") == "dev" and not running_in_lambda(env)  # '*' only in a local dev run
     allow = origins[0] if origins and "*" not in origins else ("*" if dev else "null")
-    return CORSConfig(allow_origin=allow, allow_headers=["x-api-key", "Content-Type", "Accept"],
-                      max_age=600, expose_headers=["Retry-After"])
+    return CORSConfig(allow_origin=allow, allow_headers=["x-api-key", "Content-Type", "Accept", "If-Match"],
+                      max_age=600, expose_headers=["Retry-After", "ETag"])
 
 
 def allowed_origin(origin: Optional[str], allow_list: Sequence[str]) -> Optional[str]:

@@ -23,6 +23,7 @@ from chalicelib.api.charts import Coverage, bucket_bytes
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.quotas import validate_service_name
 from chalicelib.core.timeutil import MINUTE
+from chalicelib.core.usage import stored_label
 
 MAX_LOOKBACK_MS = 7 * 86400 * 1000
 DEFAULT_LOOKBACK = "5m"
@@ -103,7 +104,7 @@ def bandwidth_used(store, query: LegacyQuery, now: datetime) -> List[dict]:
         buckets = {b.start: b for b in store.query_buckets(query.service, "1m", minutes[0], minutes[-1] + MINUTE)}
         # A route is known when the service carried it during the window; one it never carried
         # is answered like an unknown service (all null), not as a run of zeros.
-        known = query.route is None or any(query.route in b.routes for b in buckets.values())
+        known = query.route is None or any(stored_label(query.route) in b.routes for b in buckets.values())
         for t in minutes:
             if known and coverage.covers(t, t + MINUTE, "1m"):
                 used[t] = bucket_bytes(buckets[t], query.kind, query.route) if t in buckets else 0

@@ -132,6 +132,7 @@ class Collector:
         Prometheus observed none of the known series."""
         window = self.reader.read(start, end, services, report, matchers)
         report.minutes_written += self.writer.write(window, start, end, services, book)
+        report.unstored(self.store.take_oversized())
         if not record_gaps:
             return []
         return window.unobserved(start, end, bool(services), self.settings.unobserved_gap_minutes)

@@ -64,4 +64,6 @@ class MinuteAccumulator:
             self._bucket(service, minute).add_latency(part, value, le)
 
     def minutes(self) -> List[BucketUsage]:
-        return sorted(self._usage.values(), key=lambda b: (b.service, b.start))
+        """Each service's minutes as stored (BucketUsage.bounded): the rollups the collector sums
+        from these in memory then name the same routes as the minutes read back from the table."""
+        return sorted((b.bounded() for b in self._usage.values()), key=lambda b: (b.service, b.start))

@@ -41,6 +41,13 @@ class RunReport:
             self.quarantined.append({"series": entry, "reason": reason})
             log.warning("collector: series quarantined (%s): %s", reason, entry)
 
+    def unstored(self, items: List[dict]) -> None:
+        """Items the store could not write (over DynamoDB's item size) and left out, so the run
+        goes on: reported with the series, never silently lost."""
+        for entry in items:
+            self.quarantined.append({"series": f"{entry['item']} {' '.join(map(str, entry['key']))}"[:300],
+                                     "reason": f"cannot be stored: {entry['reason']}"})
+
     def saw_schema(self, schema: str) -> None:
         if schema not in self.schemas:
             self.schemas.append(schema)

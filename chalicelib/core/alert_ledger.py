@@ -19,6 +19,11 @@ from chalicelib.core.models import (ALERTS_DUE_PK, RULES_REEVALUATION_KEY, Alert
 from chalicelib.core.timeutil import iso
 
 
+# Markers the sweep reads to choose what to retry: a sweep retries SWEEP_LIMIT of them, least
+# recently attempted first, so this many alerts due at once are all retried in turn.
+DUE_SCAN_LIMIT = 2000
+
+
 class AlertLedger:
     def for_period(self, service: str, period_start: int) -> Dict[object, Alert]:
         """The period's alerts of a service by ledger key (threshold, or FORECAST)."""
@@ -88,10 +93,14 @@ class AlertLedger:
             raise StoreError(f"re-arming the {alert.ledger_key} alert of {alert.service!r} failed: {e}") from e
         return True
 
-    def due(self, limit: int = 100) -> List[Alert]:
-        """Alerts claimed and not yet sent (oldest periods first), for the sweep."""
+    def due(self, limit: int = 100, scan: int = DUE_SCAN_LIMIT) -> List[Alert]:
+        """Alerts claimed and not yet sent, least recently attempted first, for the sweep.
+
+        Up to ``scan`` markers are read, not only the first ``limit``: markers sort by period, so
+        taking the first ones would retry the same old, permanently failing alerts every minute
+        and never reach a newer one behind them."""
         try:
-            markers = list(AlertDue.query(ALERTS_DUE_PK, limit=limit))
+            markers = list(AlertDue.query(ALERTS_DUE_PK, limit=scan))
             if not markers:
                 return []
             found = {(a.pk, a.sk): a for a in Alert.batch_get([(alert_pk(m.service), m.alert_sk) for m in markers])}
@@ -102,9 +111,25 @@ class AlertLedger:
                     marker.delete()  # settled (or gone) without its marker: nothing is due
                 else:
                     alerts.append(alert)
-            return alerts
         except PynamoDBException as e:
             raise StoreError(f"reading the alerts due failed: {e}") from e
+        alerts.sort(key=lambda a: (float(a.claimed_at or 0), a.sk, a.service))
+        return alerts[:limit]
+
+    def give_up(self, alert: Alert, reason: str) -> bool:
+        """Stop retrying an alert: record it as given up (with why) and take it off the sweep's
+        list, in one transaction, unless another invocation claimed it since it was read."""
+        try:
+            with transaction() as tx:
+                tx.update(alert, actions=[Alert.status.set("given_up"), Alert.error.set(reason[:500])],
+                          condition=(Alert.status == alert.status) & (Alert.claimed_at == alert.claimed_at))
+                tx.delete(AlertDue.of(alert))
+        except PynamoDBException as e:
+            if is_condition_failure(e):
+                return False
+            raise StoreError(f"giving up the {alert.ledger_key} alert of {alert.service!r} failed: {e}") from e
+        alert.status, alert.error = "given_up", reason[:500]
+        return True
 
     def request_reevaluation(self, after: Optional[str], at: float) -> None:
         """Remember where an unfinished rules change resumes (after that service), or that none is left."""
@@ -146,4 +171,6 @@ def as_history(a: Alert) -> dict:
         "covered_by": float(a.covered_by) if a.covered_by is not None else None, "error": a.error,
         "forecast": bool(a.forecast), "forecast_eta": iso(a.forecast_eta) if a.forecast_eta else None,
         "delivered": list(a.delivered or []),
+        "attempts": int(a.attempts) if a.attempts is not None else None,
+        "first_claimed_at": iso(a.first_claimed_at) if a.first_claimed_at else None,
     }

@@ -22,6 +22,16 @@ class NotFound(BandwidthMeterError):
         self.message = message
 
 
+class PreconditionFailed(BandwidthMeterError):
+    """A conditional change (If-Match) was made against a version that is no longer current.
+    ``current`` is the current version's ETag (None when there is nothing stored)."""
+
+    def __init__(self, message: str, current: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.current = current
+
+
 class PrometheusError(BandwidthMeterError):
     """Prometheus could not be reached, refused the query, or answered garbage."""
 

@@ -279,6 +279,9 @@ class Quota(_TableModel):
 
     body = JSONAttribute()  # the validated quota document
     updated_at = NumberAttribute()
+    # Raised by one at each change, which is written only if the stored version is still the one
+    # read (quota_book.py): two admins editing at once cannot both win. None: stored before versions.
+    version = NumberAttribute(null=True)
 
 
 class QuotaRules(_TableModel):
@@ -287,6 +290,7 @@ class QuotaRules(_TableModel):
 
     rules = JSONAttribute()  # ordered list of {"pattern", ...quota fields}
     updated_at = NumberAttribute()
+    version = NumberAttribute(null=True)  # as Quota.version
 
 
 class AuditEntry(_TableModel):
@@ -309,12 +313,16 @@ class Alert(_TableModel):
     period_start = NumberAttribute()
     period_end = NumberAttribute()
     threshold = NumberAttribute()
-    status = UnicodeAttribute()  # pending | sent | covered | failed
+    # pending | sent | covered | failed (an attempt failed; retried) | given_up (retried until
+    # alerts.GIVE_UP_AFTER_SECONDS, then left: off the sweep's list, never claimed again)
+    status = UnicodeAttribute()
     usage_bytes = NumberAttribute()
     limit_bytes = NumberAttribute()
     recipients = ListAttribute(default=list)
     crossed_at = NumberAttribute()
-    claimed_at = NumberAttribute(null=True)
+    claimed_at = NumberAttribute(null=True)  # the latest attempt's claim
+    first_claimed_at = NumberAttribute(null=True)  # the first attempt's: how long it has been retried
+    attempts = NumberAttribute(null=True)
     sent_at = NumberAttribute(null=True)
     message_id = UnicodeAttribute(null=True)
     covered_by = NumberAttribute(null=True)

@@ -2,21 +2,58 @@
 
 A change and its audit entry are written in one transaction, so a failed change
 stores nothing and every stored change is audited.
+
+Each quota (and the rules) carries a version, raised by one at each change, and a change is
+written only if the stored version is still the one it read: two admins editing one quota at
+once cannot both win, and the audit's "old" is always what the change replaced. A caller that
+read a version says so (``if_match``, the HTTP If-Match of the version's ETag) and gets
+PreconditionFailed when it is no longer current; a caller that names none is retried from a
+fresh read, so its audit entry is still right.
 """
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Callable, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional
 
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
-from chalicelib.core.errors import NotFound, StoreError
-from chalicelib.core.models import (AUDIT_PK, QUOTA_PK, RULES_KEY, AuditEntry, Quota, QuotaRules, audit_sk, read_item,
-                                    transaction)
+from chalicelib.core.errors import NotFound, PreconditionFailed, StoreError
+from chalicelib.core.models import (AUDIT_PK, QUOTA_PK, RULES_KEY, AuditEntry, Quota, QuotaRules, audit_sk,
+                                    is_condition_failure, read_item, transaction)
 from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot, normalize_quota, normalize_rules
 from chalicelib.core.timeutil import iso
 from chalicelib.core.webhook_targets import STRICT, WebhookTargetPolicy
+
+
+WRITE_ATTEMPTS = 3  # a change without If-Match that lost a race is tried again from a fresh read
+
+
+def etag(version: int) -> str:
+    """The HTTP entity tag of a stored version (strong: the version names the exact document)."""
+    return f'"{version}"'
+
+
+def etag_matches(if_match: str, version: Optional[int]) -> bool:
+    """Whether an If-Match header value names ``version`` (None: nothing is stored, which no tag
+    names, not even ``*``). Weak tags (W/"3") compare by their value."""
+    if version is None:
+        return False
+    tags = [tag.strip() for tag in if_match.split(",")]
+    return "*" in tags or etag(version) in [tag[2:] if tag.startswith("W/") else tag for tag in tags]
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A stored document (a quota, or the rules) with its version."""
+
+    body: Any
+    version: int
+
+    @property
+    def etag(self) -> str:
+        return etag(self.version)
 
 
 class QuotaBook:
@@ -38,37 +75,62 @@ class QuotaBook:
         return self.load().quota_for(service)
 
     def get(self, service: str) -> dict:
-        body = self._quota_body(service)
-        if body is None:
-            raise NotFound(f"service {service!r} has no quota of its own")
-        return body
+        return self.get_versioned(service).body
 
-    def put(self, service: str, body, actor: Optional[str] = None) -> dict:
+    def get_versioned(self, service: str) -> Versioned:
+        item = self._quota_item(service)
+        if item is None:
+            raise NotFound(f"service {service!r} has no quota of its own")
+        return Versioned(item.body, _version(item))
+
+    def put(self, service: str, body, actor: Optional[str] = None, if_match: Optional[str] = None) -> dict:
+        return self.put_versioned(service, body, actor, if_match).body
+
+    def put_versioned(self, service: str, body, actor: Optional[str] = None,
+                      if_match: Optional[str] = None) -> Versioned:
         quota = normalize_quota(body, self.webhook_policy)
-        old = self._quota_body(service)
-        now = self.clock()
-        self._transact(Quota(QUOTA_PK, service, body=quota, updated_at=now), None,
-                       self._audit(now, f"quota/{service}", "put", old, quota, actor))
-        return quota
 
-    def delete(self, service: str, actor: Optional[str] = None) -> None:
-        old = self._quota_body(service)
-        if old is None:
-            raise NotFound(f"service {service!r} has no quota of its own")
-        now = self.clock()
-        self._transact(None, Quota(QUOTA_PK, service), self._audit(now, f"quota/{service}", "delete", old, None, actor))
+        def change(item: Optional[Quota], now: float) -> Versioned:
+            version = _version(item) + 1 if item is not None else 1
+            self._transact(Quota(QUOTA_PK, service, body=quota, updated_at=now, version=version), None,
+                           _unchanged_since(Quota, item),
+                           self._audit(now, f"quota/{service}", "put", item.body if item else None, quota, actor))
+            return Versioned(quota, version)
+
+        return self._change(lambda: self._quota_item(service), change, f"the quota of {service!r}", if_match)
+
+    def delete(self, service: str, actor: Optional[str] = None, if_match: Optional[str] = None) -> None:
+        def change(item: Optional[Quota], now: float) -> None:
+            if item is None:
+                raise NotFound(f"service {service!r} has no quota of its own")
+            self._transact(None, Quota(QUOTA_PK, service), _unchanged_since(Quota, item),
+                           self._audit(now, f"quota/{service}", "delete", item.body, None, actor))
+
+        self._change(lambda: self._quota_item(service), change, f"the quota of {service!r}", if_match)
 
     def get_rules(self) -> List[dict]:
-        item = self._rules_item()
-        return item.rules if item else []
+        return self.get_rules_versioned().body
 
-    def put_rules(self, body, actor: Optional[str] = None) -> List[dict]:
+    def get_rules_versioned(self) -> Versioned:
+        """The rules and their version (0 while none were ever stored: a PUT may name that)."""
+        item = self._rules_item()
+        return Versioned(item.rules if item else [], _version(item) if item else 0)
+
+    def put_rules(self, body, actor: Optional[str] = None, if_match: Optional[str] = None) -> List[dict]:
+        return self.put_rules_versioned(body, actor, if_match).body
+
+    def put_rules_versioned(self, body, actor: Optional[str] = None, if_match: Optional[str] = None) -> Versioned:
         rules = normalize_rules(body, self.webhook_policy)
-        old = self._rules_item()
-        now = self.clock()
-        self._transact(QuotaRules(*RULES_KEY, rules=rules, updated_at=now), None,
-                       self._audit(now, "quota-rules", "put", old.rules if old else None, rules, actor))
-        return rules
+
+        def change(item: Optional[QuotaRules], now: float) -> Versioned:
+            version = _version(item) + 1 if item is not None else 1
+            self._transact(QuotaRules(*RULES_KEY, rules=rules, updated_at=now, version=version), None,
+                           _unchanged_since(QuotaRules, item),
+                           self._audit(now, "quota-rules", "put", item.rules if item else None, rules, actor))
+            return Versioned(rules, version)
+
+        # The rules always exist as a document (empty before the first PUT: version 0).
+        return self._change(self._rules_item, change, "the quota rules", if_match, absent_version=0)
 
     def audit_log(self, limit: int = 100, newest_first: bool = True) -> List[dict]:
         try:
@@ -79,9 +141,32 @@ class QuotaBook:
                  "actor": e.actor} for e in items]
 
     # -- helpers ---------------------------------------------------------------------------
-    def _quota_body(self, service: str) -> Optional[dict]:
-        item = read_item(Quota, (QUOTA_PK, service), f"the quota of {service!r}")
-        return item.body if item is not None else None
+    def _change(self, read: Callable, change: Callable, what: str, if_match: Optional[str],
+                absent_version: Optional[int] = None):
+        """Read the stored item, check ``if_match`` against its version, and apply ``change``
+        written on condition that the item is still as read. A lost race is PreconditionFailed
+        for a caller that named a version, and tried again from a fresh read for one that did not."""
+        if if_match is not None and not if_match.strip():
+            if_match = None  # an empty If-Match names no version: a change without one
+        for _ in range(WRITE_ATTEMPTS):
+            item = read()
+            version = _version(item) if item is not None else absent_version
+            if if_match is not None and not etag_matches(if_match, version):
+                current = etag(version) if version is not None else None
+                raise PreconditionFailed(f"{what} changed since it was read: its current version is "
+                                         f"{current or 'none (it is not stored)'}; read it again and retry",
+                                         current=current)
+            try:
+                return change(item, self.clock())
+            except _LostRace:
+                # Read again: a caller that named a version gets the winner's in its 412; one that
+                # did not has its change applied over the winner's, audited against it.
+                continue
+        raise PreconditionFailed(f"{what} kept changing while this change was written; try again")
+
+    @staticmethod
+    def _quota_item(service: str) -> Optional[Quota]:
+        return read_item(Quota, (QUOTA_PK, service), f"the quota of {service!r}")
 
     @staticmethod
     def _rules_item() -> Optional[QuotaRules]:
@@ -93,13 +178,32 @@ class QuotaBook:
                           old=old, new=new, actor=actor)
 
     @staticmethod
-    def _transact(save, delete, audit: AuditEntry) -> None:
+    def _transact(save, delete, condition, audit: AuditEntry) -> None:
         try:
             with transaction() as tx:
                 if save is not None:
-                    tx.save(save)
+                    tx.save(save, condition=condition)
                 if delete is not None:
-                    tx.delete(delete)
+                    tx.delete(delete, condition=condition)
                 tx.save(audit)
         except (TransactWriteError, PynamoDBException) as e:
+            if is_condition_failure(e):
+                raise _LostRace() from e
             raise StoreError(f"storing the quota change failed; nothing was changed: {e}") from e
+
+
+class _LostRace(Exception):
+    """Another change was stored between this change's read and its write (nothing was written)."""
+
+
+def _version(item) -> int:
+    return int(item.version) if item.version is not None else 0
+
+
+def _unchanged_since(model, item):
+    """The condition that the stored item is still ``item`` as read (or still absent)."""
+    if item is None:
+        return model.pk.does_not_exist()
+    if item.version is None:  # stored before versions: the time of its last change tells
+        return model.version.does_not_exist() & (model.updated_at == item.updated_at)
+    return model.version == item.version

@@ -5,6 +5,8 @@ computation twice leaves the table unchanged.
 """
 from __future__ import annotations
 
+import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -22,6 +24,15 @@ CHECKPOINT_ATTRIBUTES = ("checkpoint", "checkpoint_at", "previous_checkpoint", "
 LEASE_SECONDS = 900  # longer than the Lambda timeout: a dead run's lease expires by itself
 BATCH = 25  # items in one BatchWriteItem request
 BATCH_GET = 100  # keys in one BatchGetItem request
+OVERSIZED_KEPT = 100  # quarantined items remembered per store (a run's report shows them)
+
+log = logging.getLogger(__name__)
+
+
+def _is_invalid_item(error: PynamoDBException) -> bool:
+    """Whether DynamoDB refused the request for what an item holds (over 400 KB, a key too long,
+    ...): sending it again can never succeed, unlike a throttle or a network failure."""
+    return getattr(error, "cause_response_code", None) == "ValidationException"
 
 def _plain(value):
     """DynamoDB maps come back as MapAttribute/Decimal; the domain wants dicts, ints and floats."""
@@ -50,6 +61,10 @@ class UsageStore:
         self._ttl_seconds = {"1m": minute_ttl_days * 86400, "5m": 4 * minute_ttl_days * 86400,
                              "15m": 4 * minute_ttl_days * 86400}
         self.writes = 0  # write requests' items, for status and benchmarks
+        # Items DynamoDB refused to store whatever the retry (see _write_batches): [{"item",
+        # "key", "reason"}], newest last, at most OVERSIZED_KEPT; take_oversized() hands them over.
+        self.oversized: List[dict] = []
+        self._oversized_lock = threading.Lock()
 
     def retained_from(self, now: float) -> Dict[str, int]:
         """Per level with a TTL, the earliest bucket start still kept (older ones have expired)."""
@@ -58,6 +73,7 @@ class UsageStore:
     # -- usage buckets -------------------------------------------------------------------
     def _bucket_item(self, level: str, bucket: BucketUsage) -> UsageBucket:
         ttl = self._ttl_seconds.get(level)
+        bucket = bucket.bounded()  # what one item may hold: a service's routes are unbounded
         return UsageBucket(
             usage_pk(bucket.service), bucket_sk(level, bucket.start),
             service=bucket.service, level=level, start=bucket.start,
@@ -65,30 +81,64 @@ class UsageStore:
             expires_at=datetime.fromtimestamp(bucket.start + ttl, tz=timezone.utc) if ttl else None,
         )
 
-    def _write_batches(self, model, items: Sequence, make: Callable, what: str) -> None:
-        """BatchWriteItem in requests of 25 items, up to ``write_workers`` requests at once."""
+    def _write_batches(self, model, items: Sequence, make: Callable, what: str) -> int:
+        """BatchWriteItem in requests of 25 items, up to ``write_workers`` requests at once.
+
+        DynamoDB refuses a whole batch for one item it can never store (over 400 KB, a key too
+        long): that batch is written again item by item, and only the offender is left out,
+        quarantined (``oversized``) and logged, so its siblings and the rest of the run go on
+        instead of retrying the same window for ever. Returns how many items were stored."""
         def write(part):
-            with model.batch_write() as batch:
-                for item in part:
-                    batch.save(make(item))
+            try:
+                with model.batch_write() as batch:
+                    for item in part:
+                        batch.save(make(item))
+                return len(part)
+            except PynamoDBException as e:
+                if not _is_invalid_item(e):
+                    raise
+            return sum(write_alone(item) for item in part)
+
+        def write_alone(item) -> int:
+            stored = make(item)
+            try:
+                stored.save()
+                return 1
+            except PynamoDBException as e:
+                if not _is_invalid_item(e):
+                    raise
+                self._quarantine(what, stored, e)
+                return 0
 
         parts = [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
         try:
             if self.write_workers == 1 or len(parts) <= 1:
-                for part in parts:
-                    write(part)
-            else:
-                model._get_connection().connection.client  # made once here: creating clients is not thread-safe
-                with ThreadPoolExecutor(max_workers=min(self.write_workers, len(parts))) as pool:
-                    for done in [pool.submit(write, part) for part in parts]:
-                        done.result()
+                return sum(write(part) for part in parts)
+            model._get_connection().connection.client  # made once here: creating clients is not thread-safe
+            with ThreadPoolExecutor(max_workers=min(self.write_workers, len(parts))) as pool:
+                return sum(done.result() for done in [pool.submit(write, part) for part in parts])
         except PynamoDBException as e:
             raise StoreError(f"writing {len(items)} {what} failed: {e}") from e
 
+    def _quarantine(self, what: str, item, error: PynamoDBException) -> None:
+        reason = str(getattr(error, "cause_response_message", None) or error)[:300]
+        entry = {"item": what, "key": [item.pk, item.sk], "reason": reason}
+        log.error("store: one of the %s cannot be stored and is quarantined: %s %s: %s",
+                  what, item.pk, item.sk, reason)
+        with self._oversized_lock:
+            self.oversized = (self.oversized + [entry])[-OVERSIZED_KEPT:]
+
+    def take_oversized(self) -> List[dict]:
+        """The items quarantined since the last call (a collector run reports them once)."""
+        with self._oversized_lock:
+            taken, self.oversized = self.oversized, []
+        return taken
+
     def put_buckets(self, level: str, buckets: Sequence[BucketUsage]) -> int:
-        self._write_batches(UsageBucket, list(buckets), lambda b: self._bucket_item(level, b), f"{level} usage items")
-        self.writes += len(buckets)
-        return len(buckets)
+        stored = self._write_batches(UsageBucket, list(buckets), lambda b: self._bucket_item(level, b),
+                                     f"{level} usage items")
+        self.writes += stored
+        return stored
 
     def get_buckets(self, level: str, keys: Iterable[Tuple[str, int]]) -> Dict[Tuple[str, int], BucketUsage]:
         wanted = [(usage_pk(service), bucket_sk(level, start)) for service, start in keys]
@@ -161,9 +211,9 @@ class UsageStore:
         return read_item(ServiceUsage, (SERVICES_PK, service), f"service {service!r}")
 
     def put_services(self, items: Sequence[ServiceUsage]) -> int:
-        self._write_batches(ServiceUsage, list(items), lambda item: item, "service usage items")
-        self.writes += len(items)
-        return len(items)
+        stored = self._write_batches(ServiceUsage, list(items), lambda item: item, "service usage items")
+        self.writes += stored
+        return stored
 
     # -- collector state (one per shard) ---------------------------------------------------
     def state(self, shard: int = 0) -> CollectorState:

@@ -3,13 +3,67 @@ service's usage in its quota period (the one place that computes it, for the col
 the API and the alerts function)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from chalicelib.core.periods import Period, period_at
 
 
 RouteBytes = Dict[str, Dict[str, int]]  # {route: {"ingress": n, "egress": n}}
+
+# What one stored bucket item may hold. DynamoDB refuses an item over 400 KB, and a service's
+# routes (and their labels) come from whoever configures the gateway, so they are unbounded:
+# one item keeps at most MAX_ROUTES entries (the busiest routes by name, the rest summed into
+# OTHER_ROUTES, so the service's totals stay exact), each label at most MAX_LABEL_BYTES. Worst
+# case: 500 x (256 B label + 2 x (7 B name + 21 B number) + 6 B map overhead) ~ 160 KB, plus at
+# most MAX_STATUS_CODES status counts (~4 KB) and a latency histogram: well under 400 KB.
+MAX_ROUTES = 500
+MAX_STATUS_CODES = 100
+MAX_LABEL_BYTES = 256
+# Parentheses and spaces are not allowed in a Kong route name, so no real route is called this.
+OTHER_ROUTES = "(other routes)"
+OTHER_CODES = "other"
+
+
+def stored_label(label: str) -> str:
+    """A route (or status) label as stored: at most MAX_LABEL_BYTES of UTF-8. A longer one keeps
+    its beginning and gets a digest of the whole, so it maps to the same name in every bucket
+    and two labels that differ only past the cut stay apart."""
+    encoded = label.encode("utf-8")
+    if len(encoded) <= MAX_LABEL_BYTES:
+        return label
+    digest = hashlib.sha256(encoded).hexdigest()[:16]
+    head = encoded[:MAX_LABEL_BYTES - 3 - 1 - len(digest)].decode("utf-8", "ignore")
+    return f"{head}\u2026#{digest}"
+
+
+def _bounded_counts(counts: Dict[str, Any], limit: int, other: str, size) -> Tuple[Dict[str, Any], int]:
+    """``counts`` with labels shortened and at most ``limit`` entries: the largest by ``size``
+    (ties by name, so a retry keeps the same ones) and ``other`` holding the sum of the rest."""
+    shortened: Dict[str, list] = {}
+    for label, value in counts.items():
+        shortened.setdefault(other if label == other else stored_label(label), []).append(value)
+    merged = {label: _sum_values(values) for label, values in shortened.items()}
+    named = [label for label in merged if label != other]
+    if len(named) + (other in merged) <= limit:
+        return merged, 0
+    kept = sorted(named, key=lambda label: (-size(merged[label]), label))[:limit - 1]
+    kept_set = set(kept)
+    spilled = [label for label in named if label not in kept_set] + ([other] if other in merged else [])
+    result = {label: merged[label] for label in kept}
+    result[other] = _sum_values([merged[label] for label in spilled])
+    return result, len(named) - len(kept)
+
+
+def _sum_values(values: list):
+    if isinstance(values[0], dict):
+        total: Dict[str, int] = {}
+        for value in values:
+            for key, n in value.items():
+                total[key] = total.get(key, 0) + n
+        return total
+    return sum(values)
 
 
 @dataclass
@@ -49,6 +103,17 @@ class BucketUsage:
                 self.add_latency("buckets", count, le)
             self.add_latency("sum", latency.get("sum", 0))
             self.add_latency("count", latency.get("count", 0))
+
+    def bounded(self) -> "BucketUsage":
+        """This bucket as one stored item may hold it (see MAX_ROUTES): same totals, same
+        statistics, routes beyond the busiest MAX_ROUTES - 1 summed into OTHER_ROUTES. Bounding
+        a bounded bucket (or the sum of bounded ones) again only merges, never loses bytes."""
+        routes, _ = _bounded_counts(self.routes, MAX_ROUTES, OTHER_ROUTES,
+                                    lambda e: e.get("ingress", 0) + e.get("egress", 0))
+        stats = dict(self.stats)
+        if "codes" in stats:
+            stats["codes"], _ = _bounded_counts(stats["codes"], MAX_STATUS_CODES, OTHER_CODES, lambda n: n)
+        return BucketUsage(self.service, self.start, routes, stats)
 
     @property
     def ingress(self) -> int:

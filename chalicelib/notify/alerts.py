@@ -41,8 +41,11 @@ log = logging.getLogger(__name__)
 # 60 s), so the sweep may take it again: about two collector intervals at most.
 CLAIM_TIMEOUT_SECONDS = 90
 FORECAST_MIN_ELAPSED = 0.1  # judge a trend only after a tenth of the period
-SWEEP_LIMIT = 100  # due alerts redelivered per sweep
-SETTLED = ("sent", "covered", "no_recipients")
+SWEEP_LIMIT = 100  # due alerts redelivered per sweep (least recently attempted first)
+# An alert still undelivered this long after its first attempt is given up: recorded as such
+# (and logged), off the sweep's list, so permanently failing ones cannot hold the sweep for ever.
+GIVE_UP_AFTER_SECONDS = 24 * 3600
+SETTLED = ("sent", "covered", "no_recipients", "given_up")
 
 
 def due_thresholds(usage: int, limit: int, thresholds: Iterable[float]) -> List[float]:
@@ -65,6 +68,7 @@ class SweepReport:
     possibly_duplicated: int = 0  # redeliveries of claims that had timed out (the sender may have sent)
     failed: int = 0
     rules_services: int = 0  # services re-evaluated for a rules change
+    given_up: List[str] = field(default_factory=list)  # "<service> <threshold>%" of each alert given up
     errors: List[str] = field(default_factory=list)
 
 
@@ -197,6 +201,11 @@ class AlertProcessor:
         claim = self._new_alert(alert, quota, alert.threshold, "pending", now)
         if existing is not None:
             claim.delivered = list(existing.delivered or [])  # channels a failed attempt already served
+            # A retry keeps the first attempt's time: the sweep gives up GIVE_UP_AFTER_SECONDS after it.
+            claim.first_claimed_at = existing.first_claimed_at or existing.claimed_at or now
+            claim.attempts = int(existing.attempts or 1) + 1
+        else:
+            claim.first_claimed_at, claim.attempts = now, 1
         if not self.ledger.claim(claim, existing, higher):
             return None  # another invocation holds it, or a higher threshold is claimed already
         return claim
@@ -262,6 +271,8 @@ class AlertProcessor:
         for alert in self.ledger.due(limit=SWEEP_LIMIT):
             if not self._claimable(alert, now):
                 continue  # a live claim: its sender is still at work
+            if self._give_up_if_overdue(alert, now, report):
+                continue
             timed_out = alert.status == "pending"
             try:
                 if self._redeliver(alert, now):
@@ -280,6 +291,22 @@ class AlertProcessor:
             self.reevaluate_rules(now, after=resume or None)
         return report
 
+    def _give_up_if_overdue(self, alert: Alert, now: float, report: SweepReport) -> bool:
+        """Give up an alert first attempted GIVE_UP_AFTER_SECONDS ago or more: it stays in the
+        service's alert history as ``given_up`` with the reason, and is never tried again."""
+        first = alert.first_claimed_at or alert.claimed_at
+        if first is None or now - float(first) < GIVE_UP_AFTER_SECONDS:
+            return False
+        what = "forecast" if alert.forecast else f"{float(alert.threshold):g}%"
+        reason = (f"given up after {int(alert.attempts or 1)} attempts in {(now - float(first)) / 3600:.0f} h; "
+                  f"last error: {alert.error or 'the sender stopped before it was sent'}")
+        if self.ledger.give_up(alert, reason):
+            report.given_up.append(f"{alert.service} {what}")
+            log.error("alerts: %s %s alert %s", alert.service, what, reason,
+                      extra={"event": "alert", "outcome": "given_up", "metered_service": alert.service,
+                             "threshold": float(alert.threshold), "period_start": int(alert.period_start)})
+        return True
+
     def _redeliver(self, due: Alert, now: float) -> bool:
         """Send a due alert again from what the ledger recorded at its claim."""
         quota = self.quotas.quota_for(due.service)
@@ -291,6 +318,8 @@ class AlertProcessor:
             reject_at=quota.reject_at if quota.rejects else None)
         claim = Alert.from_raw_data(due.serialize())
         claim.status, claim.claimed_at = "pending", now
+        claim.first_claimed_at = due.first_claimed_at or due.claimed_at or now
+        claim.attempts = int(due.attempts or 1) + 1
         if not self.ledger.claim(claim, due):
             return False
         self._send(claim, alert, list(due.recipients or []), quota.webhook_url, now)

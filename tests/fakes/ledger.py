@@ -69,7 +69,18 @@ class InMemoryAlertLedger:
         return True
 
     def due(self, limit: int = 100) -> List[Alert]:
-        return [copy.deepcopy(self.alerts[key]) for key in sorted(self.due_keys, key=str)[:limit]]
+        """Least recently attempted first, as the real ledger orders them."""
+        order = sorted(self.due_keys, key=lambda key: (float(self.alerts[key].claimed_at or 0), str(key)))
+        return [copy.deepcopy(self.alerts[key]) for key in order[:limit]]
+
+    def give_up(self, alert: Alert, reason: str) -> bool:
+        stored = self.alerts.get(self._key(alert))
+        if stored is None or (stored.status, stored.claimed_at) != (alert.status, alert.claimed_at):
+            return False
+        alert.status, alert.error = "given_up", reason[:500]
+        self._store("given_up", alert)
+        self.due_keys.discard(self._key(alert))
+        return True
 
     def request_reevaluation(self, after: Optional[str], at: float) -> None:
         self.reevaluation = after

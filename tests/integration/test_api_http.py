@@ -111,3 +111,29 @@ def test_every_step_adds_up_to_the_overview_period_usage(api, step):
     assert totals == {"ingress": 200, "egress": 20_000} == {d: summary["usage"][d] for d in ("ingress", "egress")}
     partial = [p for p in body["series"][0]["points"] if p["partial"]]
     assert all(p["bytes"] is not None for p in partial) and (step == "5m" or partial)
+
+
+def test_two_admins_changing_one_quota_at_once_one_wins_the_other_gets_412(api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"{api.url}/v1/services/concurrent-api/quota"
+    first = requests.put(url, json={"limit_bytes": 100}, timeout=20)
+    assert first.status_code == 200 and first.headers["ETag"] == '"1"'
+    etag = get(api, "/v1/services/concurrent-api/quota").headers["ETag"]  # both admins read this
+
+    def change(limit):
+        return requests.put(url, json={"limit_bytes": limit}, headers={"If-Match": etag}, timeout=20)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(change, [200, 300]))
+    assert sorted(a.status_code for a in answers) == [200, 412]
+    won = next(a for a in answers if a.status_code == 200)
+    lost = next(a for a in answers if a.status_code == 412)
+    assert lost.json()["error"]["current_version"] == won.headers["ETag"] == '"2"'
+    stored = get(api, "/v1/services/concurrent-api/quota")
+    assert stored.headers["ETag"] == '"2"' and stored.json()["limit_bytes"] == won.json()["limit_bytes"]
+    mine = [(e["old"]["limit_bytes"] if e["old"] else None, e["new"]["limit_bytes"])
+            for e in get(api, "/v1/quota-audit").json()["entries"] if e["key"] == "quota/concurrent-api"]
+    assert mine == [(100, won.json()["limit_bytes"]), (None, 100)]
+    # a stale delete changes nothing either
+    assert requests.delete(url, headers={"If-Match": etag}, timeout=20).status_code == 412
+    assert get(api, "/v1/services/concurrent-api/quota").status_code == 200

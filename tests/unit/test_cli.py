@@ -278,6 +278,16 @@ def test_quota_set_changes_only_the_options_given(api):
     assert "2,000,000,000 (2 GB)" in out
 
 
+def test_quota_set_changes_the_version_it_read_and_reports_a_concurrent_change(api):
+    stored = {"limit_bytes": 100, "period": "month"}
+    conflict = {"error": {"code": "precondition_failed", "current_version": '"8"',
+                          "message": "the quota of 'pay' changed since it was read: its current version is \"8\""}}
+    api.respond = lambda r: (200, stored, {"ETag": '"7"'}) if r["method"] == "GET" else (412, conflict, {})
+    code, _, err = run(api, "quota", "set", "pay", "--limit", "2GB")
+    assert api.requests[1]["headers"]["If-Match"] == '"7"'
+    assert code != 0 and "412" in err and "changed since it was read" in err
+
+
 def test_quota_set_replace_sends_only_the_options_given(api):
     api.respond = seen(lambda r: (200, r["body"], {}))
     code, _, _ = run(api, "quota", "set", "pay", "--limit", "1000", "--replace", "--notify", "x@example.com")
