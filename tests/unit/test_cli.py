@@ -282,9 +282,9 @@ def test_quota_set_changes_the_version_it_read_and_reports_a_concurrent_change(a
     stored = {"limit_bytes": 100, "period": "month"}
     conflict = {"error": {"code": "precondition_failed", "current_version": '"8"',
                           "message": "the quota of 'pay' changed since it was read: its current version is \"8\""}}
-    api.respond = lambda r: (200, stored, {"ETag": '"7"'}) if r["method"] == "GET" else (412, conflict, {})
+    api.respond = seen(lambda r: (200, stored, {"ETag": '"7"'}) if r["method"] == "GET" else (412, conflict, {}))
     code, _, err = run(api, "quota", "set", "pay", "--limit", "2GB")
-    assert api.requests[1]["headers"]["If-Match"] == '"7"'
+    assert quota_calls(api)[1]["headers"]["If-Match"] == '"7"'
     assert code != 0 and "412" in err and "changed since it was read" in err
 
 
