@@ -55,8 +55,9 @@ class Mailer(Protocol):
 class KongAdminPort(Protocol):
     """The Kong Admin API subset enforcement uses (chalicelib/enforce/kong_admin.py, ``KongAdmin``)."""
 
-    def list_our_plugins(self) -> Sequence[Any]:
-        """Our blocking plugins, each with ``id``, ``service``, ``service_id``, ``message``."""
+    def list_our_plugins(self) -> Any:
+        """``blocks``: our blocking plugins, each with ``id``, ``service``, ``service_id``,
+        ``message``; ``drift``: plugins tagged ours that are not exactly one of ours."""
         ...
 
     def block(self, service: str, message: str) -> str:

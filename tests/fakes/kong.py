@@ -4,10 +4,10 @@ Admin API in tests/integration/test_contracts.py."""
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, Optional
 
 from chalicelib.core.errors import GatewayError, GatewayServiceNotFound
-from chalicelib.enforce.kong_admin import TAG, BlockPlugin
+from chalicelib.enforce.kong_admin import TAG, BlockPlugin, OurPlugins
 
 
 class InMemoryKongAdmin:
@@ -25,9 +25,10 @@ class InMemoryKongAdmin:
         self.plugins[plugin_id] = {"service": service, "message": message, "ours": ours}
         return plugin_id
 
-    def list_our_plugins(self) -> List[BlockPlugin]:
-        return [BlockPlugin(plugin_id, p["service"], f"id-{p['service']}", p["message"])
-                for plugin_id, p in self.plugins.items() if p["ours"]]
+    def list_our_plugins(self) -> OurPlugins:
+        """Our blocks; this fake has no scopes, so never drift (a tagged plugin that is not ours)."""
+        return OurPlugins([BlockPlugin(plugin_id, p["service"], f"id-{p['service']}", p["message"])
+                           for plugin_id, p in self.plugins.items() if p["ours"]])
 
     def block(self, service: str, message: str) -> str:
         if service not in self.services:

@@ -24,7 +24,6 @@ from chalicelib.core.usage import BucketUsage
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = "bwm-cold-start"  # no default of any model can point here
-NOW = int(time.time()) // 60 * 60  # near now: the legacy endpoint looks back from the real clock
 FIRST_REQUESTS = """
 import json, sys
 import app
@@ -62,9 +61,9 @@ CASES = [
     ("GET", "/v1/collector/status", "/v1/collector/status", "", lambda b: b["watermark"] is not None),
     ("GET", "/v1/services", "/v1/services", "", lambda b: [s["service"] for s in b["services"]] == ["pay"]),
     ("GET", "/v1/services/{service}", "/v1/services/pay", "", lambda b: b["usage"]["egress"] == 700),
-    ("GET", "/v1/services/{service}/bandwidth", f"/v1/services/pay/bandwidth?start={NOW - 300}&end={NOW}&step=1m",
+    ("GET", "/v1/services/{service}/bandwidth", "/v1/services/pay/bandwidth?start={start}&end={now}&step=1m",
      "", lambda b: sum(s["total_bytes"] for s in b["series"]) == 700),
-    ("GET", "/v1/services/{service}/stats", f"/v1/services/pay/stats?start={NOW - 300}&end={NOW}", "",
+    ("GET", "/v1/services/{service}/stats", "/v1/services/pay/stats?start={start}&end={now}", "",
      lambda b: b["service"] == "pay"),
     ("GET", "/metrics/bandwidth_used", "/metrics/bandwidth_used?service=pay&type=egress&lookback_duration=10m", "",
      lambda b: any(row["bandwidth_used"] == 700 for row in b)),
@@ -91,7 +90,11 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def seeded(moto_server):
-    """The configured table, seeded through the adapters: a service with 700 B, a quota, a rule, an alert."""
+    """The configured table, seeded through the adapters: a service with 700 B, a quota, a rule, an
+    alert; and the minute it was seeded at. The seed is near the real clock, as the legacy endpoint
+    looks back from it: taken when the test runs, not when the module is imported (under a whole
+    suite that can be many minutes earlier)."""
+    now = int(time.time()) // 60 * 60
     env = {"TABLE_NAME": TABLE, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": moto_server,
            "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled", "ALERT_FROM": "alerts@example.com",
@@ -103,15 +106,15 @@ def seeded(moto_server):
         from chalicelib.core import tables
 
         tables.ensure_table()
-        minute = NOW - 120
+        minute = now - 120
         deps.store.put_buckets("1m", [BucketUsage("pay", minute, {"r": {"ingress": 0, "egress": 700}})])
         month = period_at("month", minute)
         deps.store.put_services([ServiceUsage(
             SERVICES_PK, "pay", service="pay", first_seen=minute, last_active=minute, period_kind="month",
             period_anchor=1, period_start=month.start, period_end=month.end, ingress=0, egress=700, total=700,
-            through=NOW - 60)])
-        deps.store.acquire_lease("seed", NOW, 1)
-        deps.store.update_state("seed", watermark=NOW - 60, collection_start=NOW - 3600, gaps=[], running_since=None)
+            through=now - 60)])
+        deps.store.acquire_lease("seed", now, 1)
+        deps.store.update_state("seed", watermark=now - 60, collection_start=now - 3600, gaps=[], running_since=None)
         deps.quotas.put("pay", json.loads(QUOTA))
         deps.quotas.put_rules(json.loads(RULES))
         deps.ledger.claim(Alert.record("pay", month.start, 80.0, period_end=month.end, status="sent",
@@ -124,13 +127,13 @@ def seeded(moto_server):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    yield {**os.environ, **env}
+    yield {**os.environ, **env}, now
 
 
-def first_requests(env, cases):
+def first_requests(env, cases, now):
     """Each (method, path, body) as the first request of a cold process; one process for all."""
     done = subprocess.run([sys.executable, "-c", FIRST_REQUESTS], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, input=json.dumps([[c[0], c[2], c[3]] for c in cases]))
+                          text=True, timeout=300, input=json.dumps([[c[0], c[2].format(start=now - 300, now=now), c[3]] for c in cases]))
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -145,7 +148,8 @@ def test_the_cases_cover_every_route():
 def test_every_route_reads_the_configured_table_as_a_cold_process_first_request(seeded):
     # Read-only cases first; the writes after, so each sees the seed as it was.
     ordered = [c for c in CASES if c[0] == "GET"] + [c for c in CASES if c[0] != "GET"]
-    answers = first_requests(seeded, ordered)
+    env, now = seeded
+    answers = first_requests(env, ordered, now)
     assert len(answers) == len(ordered)
     for (method, _, path, _, proves), answer in zip(ordered, answers):
         assert answer["status"] < 400, (method, path, answer)
