@@ -90,7 +90,7 @@ def collector_status():
     count = deps.settings.shard_count
     return status.collector_status(deps.store.state(), deps.settings, deps.clock(),
                                    deps.store.states(count) if count > 1 else None,
-                                   enforcement=deps.enforcement_book.state())
+                                   enforcement=deps.enforcement_ledger.state())
 
 
 @app.route("/v1/services", methods=["GET"], api_key_required=True)
@@ -227,7 +227,7 @@ def quota_rules_schema():
 @endpoint(role="read")
 def enforcement_listing():
     deps = bootstrap.current()
-    return enforcement.listing(deps.store, deps.quotas.load(), deps.enforcement_book.state(), deps.settings,
+    return enforcement.listing(deps.store, deps.quotas.load(), deps.enforcement_ledger.state(), deps.settings,
                                deps.clock())
 
 

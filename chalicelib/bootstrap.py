@@ -92,10 +92,10 @@ class Bootstrap:
 
     # -- enforcement (the schedule's reconcile; the only part that gets the Kong Admin token) --
     @cached_property
-    def enforcement_book(self):
-        from chalicelib.core.enforcement_book import EnforcementBook
+    def enforcement_ledger(self):
+        from chalicelib.core.enforcement_ledger import EnforcementLedger
 
-        return EnforcementBook()
+        return EnforcementLedger()
 
     @cached_property
     def kong_admin(self):
@@ -115,7 +115,7 @@ class Bootstrap:
 
         if self.kong_admin is None:
             return None
-        return Reconciler(self.kong_admin, self.store, self.quotas, self.enforcement_book)
+        return Reconciler(self.kong_admin, self.store, self.quotas, self.enforcement_ledger)
 
     def collector_for(self, shard: int):
         """Shard ``shard``'s collector. Shards may run at once in one process (`make run`), so each
@@ -169,7 +169,7 @@ class Bootstrap:
         """Block started / ended notices: sent by the alerts function (the only one with SES rights)."""
         from chalicelib.notify.enforcement_mail import EnforcementNotifier
 
-        return EnforcementNotifier(self.enforcement_book, self.mailer, self.settings.public_url, webhook=self.webhook)
+        return EnforcementNotifier(self.enforcement_ledger, self.mailer, self.settings.public_url, webhook=self.webhook)
 
     # -- the API -----------------------------------------------------------------------------
     @cached_property

@@ -80,13 +80,13 @@ class Collector:
     def _collect(self, span: RunSpan, record: RunRecord, report: RunReport) -> None:
         """Chunk by chunk: plan, read, compute and write, then record the watermark."""
         services = self.role.services()
-        book = self.quotas.load()
-        self.writer.align_periods(services, book, span.start)
+        snapshot = self.quotas.load()
+        self.writer.align_periods(services, snapshot, span.start)
         for start, end in span.chunks(self.settings.chunk_minutes):
             chunk = self.role.plan(start, end, services)
-            self._take_on(chunk, services, book, start, report)
+            self._take_on(chunk, services, snapshot, start, report)
             report.deferred = chunk.deferred
-            unobserved = self._count(start, end, services, book, report, chunk.matchers,
+            unobserved = self._count(start, end, services, snapshot, report, chunk.matchers,
                                      record_gaps=not chunk.deferred)
             self.role.hand_over(end, services)
             if chunk.deferred:
@@ -104,14 +104,14 @@ class Collector:
         if report.minutes:
             report.status = "ok"
 
-    def _take_on(self, chunk: ChunkPlan, services: Services, book, start: int, report: RunReport) -> None:
+    def _take_on(self, chunk: ChunkPlan, services: Services, snapshot, start: int, report: RunReport) -> None:
         """Apply a chunk's plan to the services counted: drop those taken by a fixed shard, add
         those the catch-all met, and count a fixed shard's newcomers from their hand-over to
         ``start`` (alone) before it takes them over."""
         for name in chunk.dropped:
             del services[name]
         if chunk.loaded:
-            self.writer.align_periods(chunk.loaded, book, start)
+            self.writer.align_periods(chunk.loaded, snapshot, start)
             services.update(chunk.loaded)
         if not chunk.taken_over:
             return
@@ -119,19 +119,19 @@ class Collector:
         newcomers: Services = {}
         for at, group in chunk.handed_over:
             for catch_up in range(at, start, size):
-                self._count(catch_up, min(catch_up + size, start), group, book, report,
+                self._count(catch_up, min(catch_up + size, start), group, snapshot, report,
                             shards.owned_matchers(group), record_gaps=False)
             newcomers.update(group)
         self.store.put_services(list(newcomers.values()))
         self.store.take_over(self.shard, chunk.taken_over)
         services.update(newcomers)
 
-    def _count(self, start: int, end: int, services: Services, book, report: RunReport,
+    def _count(self, start: int, end: int, services: Services, snapshot, report: RunReport,
                matchers: Sequence[str] = ("",), record_gaps: bool = True) -> List[List[int]]:
         """Read, compute and write [start, end). Returns the stretches of the window in which
         Prometheus observed none of the known series."""
         window = self.reader.read(start, end, services, report, matchers)
-        report.minutes_written += self.writer.write(window, start, end, services, book)
+        report.minutes_written += self.writer.write(window, start, end, services, snapshot)
         report.unstored(self.store.take_oversized())
         if not record_gaps:
             return []

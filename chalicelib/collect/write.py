@@ -11,6 +11,7 @@ from chalicelib.collect.plan import Role, Services
 from chalicelib.collect.window import Window
 from chalicelib.core.models import ServiceUsage
 from chalicelib.core.periods import period_at
+from chalicelib.core.quotas import QuotaSnapshot
 from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS, floor
 from chalicelib.core.usage import BucketUsage, sum_buckets, usage_in
 
@@ -20,7 +21,7 @@ class ChunkWriter:
         self.store = store
         self.role = role
 
-    def write(self, window: Window, start: int, end: int, services: Services, book) -> int:
+    def write(self, window: Window, start: int, end: int, services: Services, snapshot: QuotaSnapshot) -> int:
         """Write the chunk [start, end); returns the minute items written. Services first seen
         in it join ``services``."""
         minutes = window.usage.minutes()
@@ -34,7 +35,7 @@ class ChunkWriter:
         self.write_rollups(start, end, services, minutes)
         changed = []
         for service in touched:
-            item = self.period_usage(services[service], by_service.get(service, []), book, end)
+            item = self.period_usage(services[service], by_service.get(service, []), snapshot, end)
             checkpoint = window.checkpoints.get(service)
             if checkpoint is not None:
                 item.previous_checkpoint, item.previous_checkpoint_at = window.baselines[service].pack(), start
@@ -76,10 +77,10 @@ class ChunkWriter:
                 rollups.append(sum_buckets(name, bucket_start, found))
         return rollups
 
-    def period_usage(self, item: ServiceUsage, buckets: List[BucketUsage], book, end: int) -> ServiceUsage:
+    def period_usage(self, item: ServiceUsage, buckets: List[BucketUsage], snapshot: QuotaSnapshot, end: int) -> ServiceUsage:
         """Set the service's usage in its current quota period, absolutely, from the stored
         figure and this chunk's minutes (those after ``through`` only, so a retry adds nothing)."""
-        quota = book.quota_for(item.service)
+        quota = snapshot.quota_for(item.service)
         kind, anchor = quota.period, quota.anchor_day
         through = int(item.through)
         counted = False
@@ -110,13 +111,13 @@ class ChunkWriter:
         item.period_start, item.period_end = period.start, period.end
         item.ingress, item.egress = base.ingress, base.egress
 
-    def align_periods(self, services: Services, book, at: int) -> None:
+    def align_periods(self, services: Services, snapshot: QuotaSnapshot, at: int) -> None:
         """Give every service item the period its quota counts now, where a quota changed its
         period kind or billing day: summed from storage once here, so readers (the services
         overview, the alerts function) never have to."""
         changed = []
         for item in services.values():
-            quota = book.quota_for(item.service)
+            quota = snapshot.quota_for(item.service)
             if not item.counts_cycle(quota.period, quota.anchor_day) and int(item.period_end) > 0:
                 usage = usage_in(self.store, item, period_at(quota.period, at, quota.anchor_day))
                 item.period_kind, item.period_anchor = quota.period, quota.anchor_day

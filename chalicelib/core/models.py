@@ -21,7 +21,7 @@ Key design (pk / sk):
 Keys are deterministic and values absolute, so a retried or overlapping
 collector run writes the same items again (ARCHITECTURE.md, guarantee 2).
 The key builders below are the only place these strings are spelled; the
-adapters (store.py, quota_book.py, alert_ledger.py, enforcement_book.py) are the only code that
+adapters (store.py, quota_book.py, alert_ledger.py, enforcement_ledger.py) are the only code that
 reads or writes the models.
 
 The models carry no table of their own: ``bind`` points them at the configured

@@ -17,7 +17,7 @@ waits a minute (a Kong that times out must not hold the run for long). The next 
 The reconcile sends nothing to owners: it records in the enforcement state which blocks started
 and ended (``notices``), the state item's stream record takes them to the alerts function, which
 tells the owners once each (chalicelib/notify/enforcement_mail.py). A notice stays in the state
-until the book shows it settled, for a day at most (then it is given up, and said so).
+until the ledger shows it settled, for a day at most (then it is given up, and said so).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 from chalicelib.core.enforcement import Block, block_candidates, due_blocks
-from chalicelib.core.enforcement_book import NOTICE_RETRY_SECONDS
+from chalicelib.core.enforcement_ledger import NOTICE_RETRY_SECONDS
 from chalicelib.core.errors import GatewayError, GatewayServiceNotFound, StoreError
 from chalicelib.enforce.kong_plugin import block_message
 
@@ -62,17 +62,17 @@ class _Budget:
 
 
 class Reconciler:
-    def __init__(self, kong, store, quotas, book, max_changes: int = MAX_CHANGES, max_failures: int = MAX_FAILURES):
+    def __init__(self, kong, store, quotas, ledger, max_changes: int = MAX_CHANGES, max_failures: int = MAX_FAILURES):
         self.kong = kong
         self.store = store
         self.quotas = quotas
-        self.book = book
+        self.ledger = ledger
         self.max_changes = max_changes
         self.max_failures = max_failures
 
     def reconcile(self, now: float) -> ReconcileReport:
         report = ReconcileReport()
-        state = self.book.state()
+        state = self.ledger.state()
         previous = {entry["service"]: entry for entry in (state.blocked or [])}
         notices = self._pending_notices(state.notices or [], now, report)
         snapshot = self.quotas.load()
@@ -191,7 +191,7 @@ class Reconciler:
         pending = []
         for notice in notices:
             try:
-                if self.book.notice_settled(notice["service"], int(notice.get("period_start_ts") or 0),
+                if self.ledger.notice_settled(notice["service"], int(notice.get("period_start_ts") or 0),
                                             notice["event"]):
                     continue
             except StoreError as e:
@@ -208,7 +208,7 @@ class Reconciler:
     def _record(self, now: float, blocked: List[dict], missing: List[dict], report: ReconcileReport,
                 notices: List[dict], previous) -> None:
         problems = report.errors + [m["error"] for m in missing]
-        self.book.record(now, blocked, missing, "; ".join(problems)[:1000] if problems else None,
+        self.ledger.record(now, blocked, missing, "; ".join(problems)[:1000] if problems else None,
                          notices[-MAX_NOTICES:], previous)
 
 

@@ -3,7 +3,7 @@
 The alerts function sends them (it alone holds SES rights): the reconcile records the blocks
 that started and ended in the enforcement state (``notices``), whose stream record reaches
 ``AlertProcessor.handle_record`` and then ``deliver`` here. Once per (service, period, "block" |
-"unblock"): the notice is claimed in the enforcement book with a conditional write before
+"unblock"): the notice is claimed in the enforcement ledger with a conditional write before
 anything is sent, so the same notice in later state records (or a redelivered record) sends
 nothing; a failed delivery gives the claim back and fails the record, so the stream's retry, or
 the next minute's state record, sends it. A notice older than a day is given up, and said so.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
-from chalicelib.core.enforcement_book import NOTICE_RETRY_SECONDS
+from chalicelib.core.enforcement_ledger import NOTICE_RETRY_SECONDS
 from chalicelib.core.errors import MailError
 from chalicelib.notify.emails import compose, display_name, human_bytes
 from chalicelib.notify.webhook import NotifyError
@@ -56,8 +56,8 @@ def render(event: str, entry: dict, public_url: str) -> tuple[str, str, str]:
 
 
 class EnforcementNotifier:
-    def __init__(self, book, mailer, public_url: str, webhook=None):
-        self.book = book
+    def __init__(self, ledger, mailer, public_url: str, webhook=None):
+        self.ledger = ledger
         self.mailer = mailer
         self.public_url = public_url
         self.webhook = webhook
@@ -85,14 +85,14 @@ class EnforcementNotifier:
     def give_up(self, event: str, entry: dict, now: float) -> None:
         """A notice that has failed for a day: recorded as given up (once), and said so."""
         period_start = int(entry.get("period_start_ts") or 0)
-        if self.book.claim_notice(entry["service"], period_start, event, now, status="gave_up") is not None:
+        if self.ledger.claim_notice(entry["service"], period_start, event, now, status="gave_up") is not None:
             log.error("enforcement: gave up the %s notice of %s after a day of failures", event, entry["service"])
 
     def notify(self, event: str, entry: dict, now: float) -> bool:
         """Tell the owners of ``entry['service']`` that its block started or ended; False when
         that was done before. Raises MailError / NotifyError (claim released) on failure."""
         period_start = int(entry.get("period_start_ts") or 0)
-        notice = self.book.claim_notice(entry["service"], period_start, event, now)
+        notice = self.ledger.claim_notice(entry["service"], period_start, event, now)
         if notice is None:
             return False
         recipients, webhook_url = list(entry.get("notify") or []), entry.get("webhook_url")
@@ -105,9 +105,9 @@ class EnforcementNotifier:
                 self.webhook.send(webhook_url, self.payload(event, entry))
                 sent = True
         except (MailError, NotifyError):
-            self.book.release(notice)
+            self.ledger.release(notice)
             raise
-        self.book.mark_sent(notice, now, "sent" if sent else "no_recipients")
+        self.ledger.mark_sent(notice, now, "sent" if sent else "no_recipients")
         log.info("enforcement: %s notice for %s (%s)", event, entry["service"], "sent" if sent else "no recipients")
         return sent
 

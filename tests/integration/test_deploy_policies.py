@@ -1,4 +1,4 @@
-"""Every function's role against the function it serves, on both deploy paths (issue 25): the
+"""Every function's role against the function it serves, on both deploy paths: the
 CloudFormation package (resolved as AWS would, tests/support/deployed.py) and the policies
 `scripts/bootstrap_aws.py` writes for `chalice deploy` (deploy/policies.py). For EVERY function:
 its log group is the one Lambda writes to (named after the function's real name), the

@@ -120,5 +120,5 @@ def test_a_lift_never_waits_behind_adds_when_the_budget_is_spent(gateway, meter)
     state = gateway.state
     state.create_plugin(state.service("media"), plugin_body("no longer due"))
     deps = meter.deps
-    report = Reconciler(deps.kong_admin, deps.store, deps.quotas, deps.enforcement_book, max_changes=1).reconcile(NOW)
+    report = Reconciler(deps.kong_admin, deps.store, deps.quotas, deps.enforcement_ledger, max_changes=1).reconcile(NOW)
     assert report.lifted == ["media"] and report.added == ["pay"]

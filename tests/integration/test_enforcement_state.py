@@ -1,4 +1,4 @@
-"""Desired and applied block state over a real Kong Admin API and gateway (issue 28): between a
+"""Desired and applied block state over a real Kong Admin API and gateway: between a
 quota change and the next collector run, GET /v1/enforcement says "block pending" or "lift
 pending", never "nothing blocked" while the gateway still answers 429. The world (moto server,
 development gateway, fixed clock) is the one tests/integration/test_enforcement.py builds."""

@@ -1,6 +1,6 @@
 """Every step adds up: for any range and step, a chart's points sum to the 1-minute chart over the
 same range and to the overview's period usage, even where collection began inside a bucket and
-the bucket still filling (issue 28). The API in-process, on moto in-process."""
+the bucket still filling. The API in-process, on moto in-process."""
 import json
 import random
 

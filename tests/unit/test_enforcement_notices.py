@@ -3,7 +3,7 @@ alerts function from that state's stream record, once per (service, period, even
 they fail, for a day at most. (End to end over a moto server: tests/integration/test_enforcement.py.)"""
 import pytest
 
-from chalicelib.core.enforcement_book import NOTICE_RETRY_SECONDS, EnforcementBook
+from chalicelib.core.enforcement_ledger import NOTICE_RETRY_SECONDS, EnforcementLedger
 from chalicelib.core.errors import MailError
 from chalicelib.core.models import EnforcementNotice, enforcement_notice_key
 from chalicelib.notify.enforcement_mail import EnforcementNotifier
@@ -22,7 +22,7 @@ def notice(event, service="pay", at=DEC1):
 @pytest.fixture
 def notifier(aws):
     mailer = RecordingMailer()
-    return EnforcementNotifier(EnforcementBook(), mailer, "http://meter"), mailer
+    return EnforcementNotifier(EnforcementLedger(), mailer, "http://meter"), mailer
 
 
 def status(service, event):
@@ -34,7 +34,7 @@ def test_a_notice_offered_by_many_state_records_goes_out_once(notifier):
     assert sender.deliver([notice("block")], DEC1) == ["block:pay"]
     assert sender.deliver([notice("block")], DEC1 + 60) == []
     assert [m["subject"] for m in mailer.sent] == ["[Bandwidth Meter] pay is blocked: it reached 100% of its quota"]
-    assert EnforcementBook().notice_settled("pay", NOV1, "block")
+    assert EnforcementLedger().notice_settled("pay", NOV1, "block")
 
 
 def test_a_failed_notice_fails_the_record_gives_the_claim_back_and_the_retry_sends_it(notifier):
@@ -43,14 +43,14 @@ def test_a_failed_notice_fails_the_record_gives_the_claim_back_and_the_retry_sen
     with pytest.raises(MailError, match="the unblock notice of 'pay'"):
         sender.deliver([notice("unblock"), notice("block", service="media")], DEC1)
     assert [m["subject"] for m in mailer.sent] == ["[Bandwidth Meter] media is blocked: it reached 100% of its quota"]
-    assert not EnforcementBook().notice_settled("pay", NOV1, "unblock")
+    assert not EnforcementLedger().notice_settled("pay", NOV1, "unblock")
     assert sender.deliver([notice("unblock"), notice("block", service="media")], DEC1 + 60) == ["unblock:pay"]
     assert mailer.sent[-1]["subject"] == "[Bandwidth Meter] pay is no longer blocked"
 
 
 def test_a_claim_whose_sender_died_is_taken_over_after_its_timeout(notifier):
     sender, mailer = notifier
-    book = EnforcementBook()
+    book = EnforcementLedger()
     assert book.claim_notice("pay", NOV1, "block", DEC1) is not None  # an invocation that died here
     assert sender.deliver([notice("block")], DEC1 + 30) == [] and mailer.sent == []
     assert sender.deliver([notice("block")], DEC1 + 120) == ["block:pay"]

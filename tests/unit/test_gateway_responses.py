@@ -1,5 +1,5 @@
 """API Gateway's own answers (unknown path, bad key, throttled, any other 4xx/5xx it makes) carry
-the API's documented {"error": {"code", "message"}} shape, not {"message": ...} (issue 28)."""
+the API's documented {"error": {"code", "message"}} shape, not {"message": ...}."""
 import json
 
 import pytest

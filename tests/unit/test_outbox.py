@@ -1,5 +1,5 @@
 """The local runtime's outbox keeps each email as sent: multipart/alternative with the plain text
-and the HTML, each labelled as what it is (issue 28: the HTML was saved as text/plain)."""
+and the HTML, each labelled as what it is (the HTML was once saved as text/plain)."""
 import email
 from email import policy
 

@@ -1,4 +1,4 @@
-"""Deployed stacks are strict whatever the stage is called (issue 25): every dev-only relaxation
+"""Deployed stacks are strict whatever the stage is called: every dev-only relaxation
 depends on not running in AWS; link-local and instance-metadata addresses are never a webhook
 target, even locally; Kong's Admin API is not reached over plain HTTP from AWS unless allowed;
 recipient addresses never reach a log line."""

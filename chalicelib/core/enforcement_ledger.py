@@ -1,4 +1,4 @@
-"""The enforcement book: what the last reconcile left at the gateway (and the block notices it
+"""The enforcement ledger: what the last reconcile left at the gateway (and the block notices it
 has not seen settled), and the owner notices themselves, each claimed with a conditional write
 so it goes out once."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ NOTICE_RETRY_SECONDS = 86400  # how long a block started / ended notice is offer
 SETTLED = ("sent", "no_recipients", "gave_up")
 
 
-class EnforcementBook:
+class EnforcementLedger:
     # -- the reconcile's state -------------------------------------------------------------
     def state(self) -> EnforcementState:
         return read_item(EnforcementState, ENFORCEMENT_KEY, "the enforcement state",
