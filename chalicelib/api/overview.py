@@ -8,7 +8,7 @@ import json
 from typing import List, Optional
 
 from chalicelib.core.errors import BadRequest
-from chalicelib.core.quotas import EffectiveQuota
+from chalicelib.core.quotas import EffectiveQuota, meaningful
 from chalicelib.core.timeutil import iso
 from chalicelib.core.usage import PeriodUsage, period_usage
 
@@ -23,9 +23,7 @@ def shown_quota(quota: EffectiveQuota) -> Optional[dict]:
     """The quota as the overview shows it: anchor_day (a monthly billing-cycle day) only for a
     monthly period, where it means something."""
     body = quota.as_dict()
-    if body is not None and body["period"] != "month":
-        body.pop("anchor_day", None)
-    return body
+    return meaningful(body) if body is not None else None
 
 
 def service_summary(store, item, quota: EffectiveQuota, now: float) -> dict:

@@ -22,7 +22,7 @@ from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from chalicelib.core.errors import NotFound, PreconditionFailed, StoreError
 from chalicelib.core.models import (AUDIT_PK, QUOTA_PK, RULES_KEY, AuditEntry, Quota, QuotaRules, audit_sk,
                                     is_condition_failure, read_item, transaction)
-from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot, normalize_quota, normalize_rules
+from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot, meaningful, normalize_quota, normalize_rules
 from chalicelib.core.timeutil import iso
 from chalicelib.core.webhook_targets import STRICT, WebhookTargetPolicy
 
@@ -81,7 +81,7 @@ class QuotaBook:
         item = self._quota_item(service)
         if item is None:
             raise NotFound(f"service {service!r} has no quota of its own")
-        return Versioned(item.body, _version(item))
+        return Versioned(meaningful(item.body), _version(item))
 
     def put(self, service: str, body, actor: Optional[str] = None, if_match: Optional[str] = None) -> dict:
         return self.put_versioned(service, body, actor, if_match).body
@@ -114,7 +114,7 @@ class QuotaBook:
     def get_rules_versioned(self) -> Versioned:
         """The rules and their version (0 while none were ever stored: a PUT may name that)."""
         item = self._rules_item()
-        return Versioned(item.rules if item else [], _version(item) if item else 0)
+        return Versioned([meaningful(rule) for rule in item.rules] if item else [], _version(item) if item else 0)
 
     def put_rules(self, body, actor: Optional[str] = None, if_match: Optional[str] = None) -> List[dict]:
         return self.put_rules_versioned(body, actor, if_match).body

@@ -129,6 +129,15 @@ def _normalized(body: dict) -> dict:
              "thresholds": sorted(body.get("thresholds", DEFAULTS["thresholds"]))}
     if quota["action"] == "reject":
         quota.setdefault("reject_at", REJECT_AT_DEFAULT)
+    return meaningful(quota)
+
+
+def meaningful(quota: dict) -> dict:
+    """A quota body without the fields that mean nothing for it: ``anchor_day`` is a monthly
+    period's billing-cycle day, which a day or week period ignores (quotas stored before this
+    rule may still hold one: it is left out wherever a quota is shown)."""
+    if quota.get("period", DEFAULTS["period"]) != "month" and "anchor_day" in quota:
+        quota = {k: v for k, v in quota.items() if k != "anchor_day"}
     return quota
 
 

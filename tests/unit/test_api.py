@@ -155,6 +155,26 @@ def test_the_overview_shows_anchor_day_only_for_a_monthly_quota(collected, perio
         assert quota["period"] == period and quota.get("anchor_day") == anchor
 
 
+def test_a_stored_quota_shows_anchor_day_only_for_a_monthly_period(collected):
+    from chalicelib.core.models import QUOTA_PK, Quota
+
+    refused = collected.http.put("/v1/services/pay/quota", headers={"Content-Type": "application/json"},
+                                 body=json.dumps({"limit_bytes": 100, "period": "day", "anchor_day": 15}))
+    assert refused.status_code == 400 and "period" in refused.body.decode()
+    put = collected.http.put("/v1/services/pay/quota", headers={"Content-Type": "application/json"},
+                             body=json.dumps({"limit_bytes": 100, "period": "day"}))
+    assert put.status_code == 200 and "anchor_day" not in json.loads(put.body)
+    assert "anchor_day" not in get(collected, "/v1/services/pay/quota")[1]
+    # A daily quota stored before the rule still holds one: it is not shown.
+    old = Quota.get(QUOTA_PK, "pay")
+    old.body = {**old.body, "anchor_day": 1}
+    old.save()
+    assert "anchor_day" not in get(collected, "/v1/services/pay/quota")[1]
+    monthly = collected.http.put("/v1/services/pay/quota", headers={"Content-Type": "application/json"},
+                                 body=json.dumps({"limit_bytes": 100, "period": "month", "anchor_day": 15}))
+    assert json.loads(monthly.body)["anchor_day"] == 15 == get(collected, "/v1/services/pay/quota")[1]["anchor_day"]
+
+
 def test_quota_rules_apply_by_pattern_and_own_quota_wins(collected):
     rules = {"rules": [{"pattern": "pa*", "limit_bytes": 1000, "period": "day"}]}
     assert collected.http.put("/v1/quota-rules", headers={"Content-Type": "application/json"},
