@@ -263,7 +263,7 @@ class _AdminHandler(BaseHTTPRequestHandler):
             if len(segments) == 2 and method == "GET":
                 return 200, service
             if segments[2:] == ["plugins"] and method == "GET":
-                return 200, self._page(state.plugins_of(service["id"]), query, segments)
+                return self._page(state.plugins_of(service["id"]), query, segments)
             if segments[2:] == ["plugins"] and method == "POST":
                 body = _body(raw)
                 if body is None:
@@ -272,7 +272,7 @@ class _AdminHandler(BaseHTTPRequestHandler):
         if segments == ["consumers"] and method == "GET":
             with state._lock:
                 consumers = list(state.consumers.values())
-            return 200, self._page(consumers, query, segments)
+            return self._page(consumers, query, segments)
         if segments[:1] == ["consumers"] and len(segments) in (2, 3):
             consumer = state.consumer(segments[1])
             if consumer is None:
@@ -280,7 +280,7 @@ class _AdminHandler(BaseHTTPRequestHandler):
             if len(segments) == 2 and method == "GET":
                 return 200, consumer
             if segments[2:] == ["plugins"] and method == "GET":
-                return 200, self._page(state.plugins_of_consumer(consumer["id"]), query, segments)
+                return self._page(state.plugins_of_consumer(consumer["id"]), query, segments)
             if segments[2:] == ["plugins"] and method == "POST":
                 # Scoped to this consumer; the body may narrow it to one service (or route) too.
                 body = _body(raw)
@@ -294,7 +294,7 @@ class _AdminHandler(BaseHTTPRequestHandler):
         if segments == ["plugins"] and method == "GET":
             with state._lock:
                 plugins = list(state.plugins.values())
-            return 200, self._page(plugins, query, segments)
+            return self._page(plugins, query, segments)
         if segments == ["plugins"] and method == "POST":
             # Global unless the body names a scope: what ``POST /services/../plugins`` becomes.
             body = _body(raw)
@@ -316,20 +316,26 @@ class _AdminHandler(BaseHTTPRequestHandler):
         return 404, NOT_FOUND
 
     @staticmethod
-    def _page(entities: List[dict], query, segments: List[str]) -> dict:
-        """A page of plugins or consumers, as Kong pages a collection."""
+    def _page(entities: List[dict], query, segments: List[str]) -> Tuple[int, dict]:
+        """A page of plugins or consumers, as Kong pages a collection (400 for a bad size or offset)."""
         tags = query.get("tags", [None])[0]
         if tags:
             wanted = tags.replace("/", ",").split(",")
             pick = any if "/" in tags else all
             entities = [e for e in entities if pick(t in (e["tags"] or []) for t in wanted)]
-        size = min(int(query.get("size", ["100"])[0]), 1000)
-        start = int(query.get("offset", ["0"])[0])
+        size, offset = query.get("size", ["100"])[0], query.get("offset", ["0"])[0]
+        if not size.isdigit():
+            return 400, {"message": "size must be a number"}
+        if not 1 <= int(size) <= 1000:
+            return 400, {"message": "size must be an integer between 1 and 1000"}
+        if not offset.isdigit():
+            return 400, {"code": 7, "name": "invalid offset", "message": f"'{offset}' is not a valid offset"}
+        size, start = int(size), int(offset)
         page = entities[start:start + size]
         more = start + size < len(entities)
         path = "/" + "/".join(segments)
-        return {"data": page, "offset": str(start + size) if more else None,
-                "next": f"{path}?offset={start + size}" + (f"&tags={tags}" if tags else "") if more else None}
+        return 200, {"data": page, "offset": str(start + size) if more else None,
+                     "next": f"{path}?offset={start + size}" + (f"&tags={tags}" if tags else "") if more else None}
 
     do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _handle
 

@@ -123,6 +123,16 @@ def test_the_admin_api_knows_consumers_by_username_or_id(world):
     assert [c["username"] for c in rest["data"]] == ["initech-batch"] and rest["next"] is None
 
 
+@pytest.mark.parametrize("query, message", [
+    ("size=ten", "size must be a number"), ("size=0", "size must be an integer between 1 and 1000"),
+    ("size=1001", "size must be an integer between 1 and 1000"), ("offset=../x", "'../x' is not a valid offset")])
+def test_a_bad_page_is_kongs_400_not_a_dropped_connection(world, query, message):
+    _, _, url = world
+    for collection in ("consumers", "plugins", "consumers/acme-mobile/plugins"):
+        answer = requests.get(f"{url}/{collection}?{query}", timeout=5)
+        assert (answer.status_code, answer.json()["message"]) == (400, message)
+
+
 def block(url, consumer, body):
     return requests.post(f"{url}/consumers/{consumer}/plugins", timeout=5, json={
         "name": "request-termination", "tags": [TAG], **body})
