@@ -289,7 +289,7 @@ class _AdminHandler(BaseHTTPRequestHandler):
                 service, failure = _foreign_service(state, body)
                 if failure:
                     return failure
-                return state.create_plugin(service, body, route=(body.get("route") or {}).get("id"),
+                return state.create_plugin(service, body, route=_reference(body, "route"),
                                            consumer=consumer["id"])
         if segments == ["plugins"] and method == "GET":
             with state._lock:
@@ -303,13 +303,13 @@ class _AdminHandler(BaseHTTPRequestHandler):
             service, failure = _foreign_service(state, body)
             if failure:
                 return failure
-            consumer = (body.get("consumer") or {}).get("id") if isinstance(body.get("consumer"), dict) else None
-            if consumer is not None and state.consumer(str(consumer)) is None:
+            consumer = _reference(body, "consumer")
+            if consumer is not None and state.consumer(consumer) is None:
                 return 400, {"code": 4, "name": "foreign key violation",
                              "message": f"the foreign key '{{id=\"{consumer}\"}}' does not reference an existing "
                                         "'consumers' entity."}
-            return state.create_plugin(service, body, route=(body.get("route") or {}).get("id"),
-                                       consumer=str(consumer) if consumer is not None else None)
+            return state.create_plugin(service, body, route=_reference(body, "route"),
+                                       consumer=consumer)
         if segments[:1] == ["plugins"] and len(segments) == 2 and method == "DELETE":
             state.delete_plugin(segments[1])
             return 204, None
@@ -343,11 +343,23 @@ class _AdminHandler(BaseHTTPRequestHandler):
         pass
 
 
+def _reference(body: dict, scope: str) -> Optional[str]:
+    """The id in the body's ``scope: {"id": ...}`` (checked by ``_foreign_service``), or None."""
+    value = body.get(scope)
+    return value["id"] if isinstance(value, dict) else None
+
+
 def _foreign_service(state: AdminState, body: dict):
-    """(the service the body's ``service: {id}`` names, None) or (None, the 400 Kong answers)."""
-    if not isinstance(body.get("service"), dict) or not body["service"].get("id"):
+    """(the service the body's ``service: {id}`` names, None) or (None, the 400 Kong answers).
+    A scope that is not ``{"id": "..."}`` is refused, never read as no scope (a global plugin)."""
+    for scope in SCOPES:
+        value = body.get(scope)
+        if value is not None and not (isinstance(value, dict) and isinstance(value.get("id"), str) and value["id"]):
+            return None, (400, {"code": 2, "name": "schema violation",
+                                "message": f"schema violation ({scope}: expected a record with an id)"})
+    if _reference(body, "service") is None:
         return None, None
-    service = state.service(str(body["service"]["id"]))
+    service = state.service(_reference(body, "service"))
     if service is None:
         return None, (400, {"code": 4, "name": "foreign key violation", "message": "service not found"})
     return service, None

@@ -185,6 +185,16 @@ def test_a_termination_scoped_to_a_consumer_and_a_service_blocks_there_only(worl
     assert block(url, "nobody", {"config": {"status_code": 429}}).status_code == 404
 
 
+@pytest.mark.parametrize("scope", [{"consumer": "acme-mobile"}, {"service": "pay"}, {"route": {"name": "r"}},
+                                   {"consumer": {"id": 7}}])
+def test_a_scope_that_is_not_an_id_record_is_refused_never_made_global(world, scope):
+    gateway, state, url = world
+    for path in ("/plugins", "/consumers/globex-web/plugins"):
+        answer = requests.post(f"{url}{path}", json={"name": "request-termination", **scope}, timeout=5)
+        assert (answer.status_code, answer.json()["name"]) == (400, "schema violation")
+    assert state.plugins == {} and statuses(gateway, "acme-key") == [200, 200]
+
+
 def test_the_demo_traffic_is_sent_as_three_consumers_and_anonymously():
     upstream = DemoUpstream().start()
     config = load_config(DEMO_CONFIG, {"UPSTREAM_URL": upstream.url})
