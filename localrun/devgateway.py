@@ -5,6 +5,13 @@ route matches and 503 when the upstream is down, keeps traffic stats (``GET /sta
 and serves ``GET /metrics`` in Kong's Prometheus exposition format (2.x, 3.0 or 3.7
 schema): bandwidth counted like Kong (request length in, bytes sent out), request
 counters by status, and latency histograms with Kong's buckets.
+
+Consumers authenticate as with Kong's key-auth plugin on the services or routes that have
+it: the key from the ``apikey`` header, else the ``apikey`` query argument (the key names
+are configurable, as Kong's ``key_names``); 401 without a key or with an unknown one.
+With ``per_consumer`` on (the prometheus plugin's option) bandwidth and request counters
+carry the consumer's username, as Kong 3.x labels them; traffic without a consumer, and
+all traffic with ``per_consumer`` off, carries ``consumer=""``.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import os
 import string
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
@@ -37,12 +45,155 @@ class Route:
     route: str
 
 
+def consumer_id(username: str) -> str:
+    """A consumer's stable id, the same in the gateway and its Admin API (as Kong's database keeps one)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kong-consumer:{username}"))
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A Kong consumer with its key-auth credentials. Prometheus labels it by ``username`` only."""
+    username: str
+    keys: Tuple[str, ...] = ()
+    custom_id: Optional[str] = None
+
+    @property
+    def id(self) -> str:
+        return consumer_id(self.username)
+
+
+@dataclass(frozen=True)
+class KeyAuth:
+    """Kong's key-auth plugin on a service, a route, both, or (neither) every route."""
+    service: Optional[str] = None
+    route: Optional[str] = None
+    key_names: Tuple[str, ...] = ("apikey",)
+    key_in_header: bool = True
+    key_in_query: bool = True
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    """key-auth's refusal: 401 and Kong's message (which changed in Kong 3.6)."""
+    message: str
+    www_authenticate: str
+
+
 @dataclass
 class GatewayConfig:
     schema: str = "3.7"
     routes: List[Route] = field(default_factory=list)
     default_response: Tuple[int, str] = (404, '{"message":"no Route matched with those values"}')
     traffic: dict = field(default_factory=dict)
+    consumers: List[Consumer] = field(default_factory=list)
+    key_auth: List[KeyAuth] = field(default_factory=list)
+    # The prometheus plugin's per_consumer (Kong's default is off; Bandwidth Meter wants it on).
+    per_consumer: bool = True
+
+    def key_auth_for(self, route: Route) -> Optional[KeyAuth]:
+        """The key-auth plugin that runs for ``route``: the most specific, as Kong picks a
+        plugin's configuration (route and service, route, service, global)."""
+        for want_route, want_service in ((route.route, route.service), (route.route, None),
+                                         (None, route.service), (None, None)):
+            for plugin in self.key_auth:
+                if plugin.route == want_route and plugin.service == want_service:
+                    return plugin
+        return None
+
+    def consumer_by_key(self, key: str) -> Optional[Consumer]:
+        return next((c for c in self.consumers if key in c.keys), None)
+
+
+def authenticate(config: GatewayConfig, route: Route, headers: List[Tuple[str, str]],
+                 query: str) -> Tuple[Optional[Consumer], Optional[AuthFailure]]:
+    """Kong's key-auth for one request: (consumer, None) when a valid key is found, (None, None)
+    when the route has no key-auth (anonymous), (None, failure) when it refuses the request.
+
+    For each key name, in order, the header (any case) and then the query argument; a name given
+    twice is refused as a duplicate key, an empty value counts as no key."""
+    plugin = config.key_auth_for(route)
+    if plugin is None:
+        return None, None
+    new = config.schema == "3.7"  # Kong 3.6+ words an unknown key "Unauthorized" and drops the realm
+    challenge = "Key" if new else 'Key realm="kong"'
+    arguments = parse_qs(query, keep_blank_values=True)
+    key = None
+    for name in plugin.key_names:
+        values = [v for k, v in headers if k.lower() == name.lower()] if plugin.key_in_header else []
+        if not values and plugin.key_in_query:
+            values = arguments.get(name, [])
+        if len(values) > 1:
+            return None, AuthFailure("Duplicate API key found", challenge)
+        if values:
+            key = values[0]
+            break
+    if not key:
+        return None, AuthFailure("No API key found in request", challenge)
+    consumer = config.consumer_by_key(key)
+    if consumer is None:
+        return None, AuthFailure("Unauthorized" if new else "Invalid authentication credentials",
+                                 challenge if new else "")
+    return consumer, None
+
+
+def _consumers(raw) -> List[Consumer]:
+    consumers, usernames, keys = [], set(), set()
+    for i, item in enumerate(raw or []):
+        username = item.get("username") if isinstance(item, dict) else None
+        if not isinstance(username, str) or not username:
+            raise ValueError(f"consumers[{i}] lacks username (Prometheus labels a consumer by its username)")
+        if username in usernames:
+            raise ValueError(f"consumers[{i}]: username {username!r} is given twice")
+        usernames.add(username)
+        credentials = item.get("keyauth_credentials") or []
+        found = tuple(c.get("key") if isinstance(c, dict) else None for c in credentials)
+        if any(not isinstance(k, str) or not k for k in found):
+            raise ValueError(f"consumers[{i}].keyauth_credentials: every credential needs a key")
+        for k in found:
+            if k in keys:
+                raise ValueError(f"consumers[{i}]: key {k!r} already belongs to another consumer")
+            keys.add(k)
+        consumers.append(Consumer(username, found, item.get("custom_id")))
+    return consumers
+
+
+def _key_auth(raw, routes: List[Route]) -> List[KeyAuth]:
+    plugins = []
+    for i, item in enumerate(raw or []):
+        if not isinstance(item, dict) or item.get("name") != "key-auth":
+            raise ValueError(f"plugins[{i}]: only key-auth is supported (the prometheus plugin is built in)")
+        service, route, config = item.get("service"), item.get("route"), item.get("config") or {}
+        if service is not None and service not in {r.service for r in routes}:
+            raise ValueError(f"plugins[{i}]: no route has service {service!r}")
+        if route is not None and route not in {r.route for r in routes}:
+            raise ValueError(f"plugins[{i}]: no route is named {route!r}")
+        unknown = set(config) - {"key_names", "key_in_header", "key_in_query"}
+        if unknown:
+            raise ValueError(f"plugins[{i}].config: unsupported {', '.join(sorted(unknown))}")
+        names = config.get("key_names", ["apikey"])
+        if not isinstance(names, list) or not names or any(not isinstance(n, str) or not n for n in names):
+            raise ValueError(f"plugins[{i}].config.key_names must be a list of names")
+        plugins.append(KeyAuth(service, route, tuple(names), bool(config.get("key_in_header", True)),
+                               bool(config.get("key_in_query", True))))
+    return plugins
+
+
+def _traffic(raw, consumers: List[Consumer]) -> dict:
+    """The traffic section, each mix entry's ``consumers`` resolved to (username, key) senders."""
+    traffic = dict(raw or {})
+    by_name = {c.username: c for c in consumers}
+    mix = []
+    for i, entry in enumerate(traffic.get("mix") or []):
+        entry = dict(entry)
+        names = entry.get("consumers") or []
+        unknown = [n for n in names if n not in by_name or not by_name[n].keys]
+        if unknown:
+            raise ValueError(f"traffic.mix[{i}]: no consumer with a key named {', '.join(map(str, unknown))}")
+        entry["senders"] = [(n, by_name[n].keys[0]) for n in names]
+        mix.append(entry)
+    if "mix" in traffic:
+        traffic["mix"] = mix
+    return traffic
 
 
 def load_config(path: str, variables: Optional[Dict[str, str]] = None) -> GatewayConfig:
@@ -58,10 +209,15 @@ def load_config(path: str, variables: Optional[Dict[str, str]] = None) -> Gatewa
         if missing:
             raise ValueError(f"routes[{i}] lacks {', '.join(missing)}")
         routes.append(Route(item["path_prefix"], item["upstream"].rstrip("/"), item["service"], item["route"]))
+    per_consumer = raw.get("per_consumer", True)
+    if not isinstance(per_consumer, bool):
+        raise ValueError(f"per_consumer must be true or false, got {per_consumer!r}")
+    consumers = _consumers(raw.get("consumers"))
     default = raw.get("default_response") or {}
     return GatewayConfig(schema, routes, (int(default.get("status_code", 404)),
                                           default.get("body", '{"message":"no Route matched with those values"}')),
-                         raw.get("traffic") or {})
+                         _traffic(raw.get("traffic"), consumers), consumers, _key_auth(raw.get("plugins"), routes),
+                         per_consumer)
 
 
 def _escape(value: str) -> str:
@@ -82,7 +238,7 @@ class KongMetrics:
     def reset(self) -> None:
         with self._lock:
             self.bandwidth: Dict[tuple, float] = {}  # (service, route, direction, consumer, workspace)
-            self.requests: Dict[tuple, int] = {}  # (service, route, code, consumer, workspace)
+            self.requests: Dict[tuple, int] = {}  # (service, route, code, consumer, workspace, source)
             self.latency: Dict[tuple, List[float]] = {}  # (kind, service, route, workspace) -> observations
 
     def set_bandwidth(self, service, route, direction, value, consumer="", workspace="default") -> None:
@@ -90,12 +246,14 @@ class KongMetrics:
             self.bandwidth[(service, route, direction, consumer, workspace)] = value
 
     def record(self, service, route, status, bytes_in, bytes_out, request_latency_ms, upstream_latency_ms=0.0,
-               kong_latency_ms=0.0, consumer="", workspace="default") -> None:
+               kong_latency_ms=0.0, consumer="", workspace="default", source="service") -> None:
+        """One logged request. ``source`` is who answered: "service" (the upstream) or "kong"
+        (the gateway itself: an auth refusal, a termination, no upstream), as Kong labels it."""
         with self._lock:
             for direction, n in (("ingress", bytes_in), ("egress", bytes_out)):
                 key = (service, route, direction, consumer, workspace)
                 self.bandwidth[key] = self.bandwidth.get(key, 0) + n
-            key = (service, route, str(status), consumer, workspace)
+            key = (service, route, str(status), consumer, workspace, source)
             self.requests[key] = self.requests.get(key, 0) + 1
             for kind, value in (("request", request_latency_ms), ("upstream", upstream_latency_ms),
                                 ("kong", kong_latency_ms)):
@@ -109,11 +267,17 @@ class KongMetrics:
         if schema == "2":
             out += ["# HELP kong_bandwidth Total bandwidth in bytes consumed per service/route in Kong",
                     "# TYPE kong_bandwidth counter"]
-            for (s, r, d, _c, _w), v in sorted(bandwidth.items()):
+            by_type: Dict[tuple, float] = {}
+            for (s, r, d, _c, _w), v in bandwidth.items():  # 2.x has no consumer label: one series
+                by_type[(s, r, d)] = by_type.get((s, r, d), 0) + v
+            for (s, r, d), v in sorted(by_type.items()):
                 out.append(f"kong_bandwidth{_labels([('service', s), ('route', r), ('type', d)])} {v:g}")
             out += ["# HELP kong_http_status HTTP status codes per service/route in Kong",
                     "# TYPE kong_http_status counter"]
-            for (s, r, code, _c, _w), v in sorted(req.items()):
+            status: Dict[tuple, int] = {}
+            for (s, r, code, _c, _w, _src), v in req.items():  # 2.x has neither consumer nor source
+                status[(s, r, code)] = status.get((s, r, code), 0) + v
+            for (s, r, code), v in sorted(status.items()):
                 out.append(f"kong_http_status{_labels([('service', s), ('route', r), ('code', code)])} {v}")
             out += ["# HELP kong_latency Latency added by Kong, total request time and upstream latency "
                     "for each service/route in Kong", "# TYPE kong_latency histogram"]
@@ -128,8 +292,8 @@ class KongMetrics:
                 out.append(f"kong_bandwidth_bytes{_labels(pairs)} {v:g}")
             out += ["# HELP kong_http_requests_total HTTP status codes per consumer/service/route in Kong",
                     "# TYPE kong_http_requests_total counter"]
-            for (s, r, code, c, w), v in sorted(req.items()):
-                pairs = [("service", s), ("route", r), ("code", code), ("source", "service")] \
+            for (s, r, code, c, w, src), v in sorted(req.items()):
+                pairs = [("service", s), ("route", r), ("code", code), ("source", src)] \
                     + ([("workspace", w)] if ws else []) + [("consumer", c)]
                 out.append(f"kong_http_requests_total{_labels(pairs)} {v}")
             for kind, name, help_text in (
@@ -303,7 +467,20 @@ class _GatewayHandler(BaseHTTPRequestHandler):
             self._reply(status, text.encode(), {"Content-Type": "application/json"})
             gateway.stats.record(status, (time.monotonic() - started) * 1000)
             return
-        termination = gateway.admin.termination(route.service) if gateway.admin is not None else None
+        # Kong's plugin order: key-auth (priority 1250) first, then request-termination (2),
+        # whose configuration may be the authenticated consumer's; prometheus logs them all.
+        consumer, refusal = authenticate(gateway.config, route, list(self.headers.items()), urlsplit(self.path).query)
+        label = gateway.consumer_label(consumer)
+        if refusal is not None:
+            content = json.dumps({"message": refusal.message, **gateway.request_id()}).encode()
+            headers = {"Content-Type": "application/json; charset=utf-8"}
+            if refusal.www_authenticate:
+                headers["WWW-Authenticate"] = refusal.www_authenticate
+            self._answered_by_kong(route, 401, content, headers, bytes_in, started, label)
+            return
+        termination = None
+        if gateway.admin is not None:
+            termination = gateway.admin.termination(route.service, consumer_id=consumer.id if consumer else None)
         if termination is not None:
             # Kong's request-termination: answered at the gateway, never proxied; the prometheus
             # plugin still logs it, so the refusal's bytes are counted like any response.
@@ -314,10 +491,7 @@ class _GatewayHandler(BaseHTTPRequestHandler):
                 content = json.dumps({"message": termination.get("message") or "Service unavailable"}).encode()
                 content_type = "application/json; charset=utf-8"
             status = int(termination.get("status_code", 503))
-            bytes_out = self._reply(status, content, {"Content-Type": content_type})
-            total_ms = (time.monotonic() - started) * 1000
-            gateway.metrics.record(route.service, route.route, status, bytes_in, bytes_out, total_ms, 0.0, total_ms)
-            gateway.stats.record(status, total_ms)
+            self._answered_by_kong(route, status, content, {"Content-Type": content_type}, bytes_in, started, label)
             return
         rest = path[len(route.path_prefix):]
         query = urlsplit(self.path).query
@@ -328,14 +502,25 @@ class _GatewayHandler(BaseHTTPRequestHandler):
             answer = requests.request(self.command, url, headers=headers, data=body, timeout=(1, 30))
             status, content = answer.status_code, answer.content
             reply_headers = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+            source = "service"
         except requests.RequestException:
             status, content = 503, b'{"message":"failure to get a peer from the ring-balancer"}'
             reply_headers = {"Content-Type": "application/json"}
+            source = "kong"
         upstream_ms = (time.monotonic() - upstream_started) * 1000
         bytes_out = self._reply(status, content, reply_headers)
         total_ms = (time.monotonic() - started) * 1000
         gateway.metrics.record(route.service, route.route, status, bytes_in, bytes_out, total_ms, upstream_ms,
-                               max(0.0, total_ms - upstream_ms))
+                               max(0.0, total_ms - upstream_ms), consumer=label, source=source)
+        gateway.stats.record(status, total_ms)
+
+    def _answered_by_kong(self, route: Route, status: int, content: bytes, headers: Dict[str, str],
+                          bytes_in: int, started: float, consumer: str) -> None:
+        gateway: DevGateway = self.server_owner
+        bytes_out = self._reply(status, content, headers)
+        total_ms = (time.monotonic() - started) * 1000
+        gateway.metrics.record(route.service, route.route, status, bytes_in, bytes_out, total_ms, 0.0, total_ms,
+                               consumer=consumer, source="kong")
         gateway.stats.record(status, total_ms)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _proxy
@@ -353,6 +538,20 @@ class DevGateway(_Server):
         self.admin = admin  # localrun.kongadmin.AdminState: plugins the proxy honours (None: no Admin API)
         self.stats = stats or InMemoryStats()
         self.metrics = metrics or KongMetrics()
+        if admin is not None:
+            # One database behind both, as in Kong: the Admin API knows the configured consumers.
+            for consumer in config.consumers:
+                admin.add_consumer(consumer.username, custom_id=consumer.custom_id)
+
+    def consumer_label(self, consumer: Optional[Consumer]) -> str:
+        """The prometheus plugin's consumer label: the username, only with per_consumer on."""
+        if consumer is None or not self.config.per_consumer:
+            return ""
+        return consumer.username or ""
+
+    def request_id(self) -> Dict[str, str]:
+        """Kong 3.5+ puts a request id in the errors it answers itself (schema 3.7 here)."""
+        return {"request_id": uuid.uuid4().hex} if self.config.schema == "3.7" else {}
 
     @property
     def services(self) -> List[str]:

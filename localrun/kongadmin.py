@@ -10,9 +10,16 @@ Served on its own port like Kong's (8001), with Kong's shapes:
   the same scope already has a plugin of that name;
 - ``GET /plugins`` and ``GET /services/{..}/plugins``, ``tags=`` (``a,b`` all of, ``a/b`` any
   of), paged with ``size`` / ``offset``; ``DELETE /plugins/{id}`` (204 even when it is gone);
+- consumers: ``GET /consumers`` (paged like plugins, ``tags=``), ``GET /consumers/{username or
+  id}`` (a UUID-shaped key is an id only), ``GET`` / ``POST /consumers/{username or id}/plugins``
+  (a plugin scoped to that consumer, and to one service too when the body names ``service:
+  {id}``); ``POST /plugins`` with ``consumer: {id}`` needs an existing consumer (400 otherwise);
 - an optional ``/{workspace}`` prefix and an optional ``Kong-Admin-Token``.
-The gateway honours enabled request-termination plugins as Kong does (``termination``): the one
-on the route, else the service's, else a global one, which blocks every request.
+The gateway honours enabled request-termination plugins as Kong does (``termination``): Kong's
+most specific configuration wins (route+service+consumer, route+consumer, service+consumer,
+route+service, consumer, route, service, global), so one scoped to a consumer blocks that
+consumer on every service, one scoped to a consumer and a service only there, and a global
+one every request.
 
 Tests inject faults: ``fail_next(n, status=500)`` answers the next n requests with that status,
 ``fail_next(n, delay=2)`` answers them late (a client timeout), ``redirect_next(url)`` answers the
@@ -30,8 +37,9 @@ import uuid
 from typing import Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from localrun.devgateway import _Server
 from http.server import BaseHTTPRequestHandler
+
+from localrun.devgateway import _Server, consumer_id
 
 NOT_FOUND = {"message": "Not found"}
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -53,6 +61,7 @@ class AdminState:
         self.services: Dict[str, dict] = {}
         for name in services:
             self.add_service(name)
+        self.consumers: Dict[str, dict] = {}  # by id, in creation order
         self.plugins: Dict[str, dict] = {}  # in creation order
         self.workspace = workspace
         self.token = token
@@ -70,6 +79,15 @@ class AdminState:
         with self._lock:
             self.services[sid] = service
         return service
+
+    def add_consumer(self, username: str, custom_id: Optional[str] = None, tags: Optional[List[str]] = None) -> dict:
+        """A consumer named ``username``, with the id the development gateway gives it too."""
+        now = int(time.time())
+        consumer = {"id": consumer_id(username), "username": username, "custom_id": custom_id, "tags": tags,
+                    "created_at": now, "updated_at": now}
+        with self._lock:
+            consumer = self.consumers.setdefault(consumer["id"], consumer)
+        return consumer
 
     # -- faults -----------------------------------------------------------------------------
     def fail_next(self, n: int = 1, status: Optional[int] = 500, delay: float = 0.0) -> None:
@@ -112,6 +130,17 @@ class AdminState:
             if _UUID.match(name_or_id):
                 return self.services.get(name_or_id.lower())
             return next((s for s in self.services.values() if s["name"] == name_or_id), None)
+
+    def consumer(self, username_or_id: str) -> Optional[dict]:
+        """As Kong's endpoints: a UUID-shaped key is an id (never a username), anything else a username."""
+        with self._lock:
+            if _UUID.match(username_or_id):
+                return self.consumers.get(username_or_id.lower())
+            return next((c for c in self.consumers.values() if c["username"] == username_or_id), None)
+
+    def plugins_of_consumer(self, consumer_id: str) -> List[dict]:
+        with self._lock:
+            return [p for p in self.plugins.values() if (p.get("consumer") or {}).get("id") == consumer_id]
 
     def plugins_of(self, service_id: str) -> List[dict]:
         with self._lock:
@@ -161,21 +190,26 @@ class AdminState:
         with self._lock:
             self.plugins.pop(plugin_id, None)
 
-    def termination(self, service_name: str, route_name: Optional[str] = None) -> Optional[dict]:
+    def termination(self, service_name: str, route_name: Optional[str] = None,
+                    consumer_id: Optional[str] = None) -> Optional[dict]:
         """The enabled request-termination config the proxy honours for a request to this service
-        (and route), if any: as Kong, the most specific wins (route, then service), and a global
-        one (no service, route or consumer) applies to every request."""
+        (and route) by this authenticated consumer, if any: the most specific, in Kong's order
+        (route+service+consumer, route+consumer, service+consumer, route+service, consumer,
+        route, service, global)."""
         with self._lock:
             service = next((s for s in self.services.values() if s["name"] == service_name), None)
-            enabled = [p for p in self.plugins.values() if p["name"] == "request-termination" and p["enabled"]
-                       and not p.get("consumer")]
-        on_route = [p for p in enabled if route_name and (p.get("route") or {}).get("id") == route_name]
-        on_service = [p for p in enabled if service and not p.get("route")
-                      and (p.get("service") or {}).get("id") == service["id"]]
-        everywhere = [p for p in enabled if not p.get("route") and not p.get("service")]
-        for plugins in (on_route, on_service, everywhere):
-            if plugins:
-                return plugins[0]["config"]
+            combos = {}
+            for p in self.plugins.values():
+                if p["name"] == "request-termination" and p["enabled"]:
+                    combo = tuple((p.get(scope) or {}).get("id") for scope in ("route", "service", "consumer"))
+                    combos.setdefault(combo, p["config"])
+        route_id, service_id = route_name, service["id"] if service else None
+        order = [(route_id, service_id, consumer_id), (route_id, None, consumer_id), (None, service_id, consumer_id),
+                 (route_id, service_id, None), (None, None, consumer_id), (route_id, None, None),
+                 (None, service_id, None), (None, None, None)]
+        for route, service_key, consumer in order:  # a scope the request lacks (None) is never required
+            if (route, service_key, consumer) in combos:
+                return combos[(route, service_key, consumer)]
         return None
 
 
@@ -229,52 +263,106 @@ class _AdminHandler(BaseHTTPRequestHandler):
             if len(segments) == 2 and method == "GET":
                 return 200, service
             if segments[2:] == ["plugins"] and method == "GET":
-                return 200, self._page(state.plugins_of(service["id"]), query, segments)
+                return self._page(state.plugins_of(service["id"]), query, segments)
             if segments[2:] == ["plugins"] and method == "POST":
                 body = _body(raw)
                 if body is None:
                     return 400, {"message": "Cannot parse JSON body"}
                 return state.create_plugin(service, body)
+        if segments == ["consumers"] and method == "GET":
+            with state._lock:
+                consumers = list(state.consumers.values())
+            return self._page(consumers, query, segments)
+        if segments[:1] == ["consumers"] and len(segments) in (2, 3):
+            consumer = state.consumer(segments[1])
+            if consumer is None:
+                return 404, NOT_FOUND
+            if len(segments) == 2 and method == "GET":
+                return 200, consumer
+            if segments[2:] == ["plugins"] and method == "GET":
+                return self._page(state.plugins_of_consumer(consumer["id"]), query, segments)
+            if segments[2:] == ["plugins"] and method == "POST":
+                # Scoped to this consumer; the body may narrow it to one service (or route) too.
+                body = _body(raw)
+                if body is None:
+                    return 400, {"message": "Cannot parse JSON body"}
+                service, failure = _foreign_service(state, body)
+                if failure:
+                    return failure
+                return state.create_plugin(service, body, route=_reference(body, "route"),
+                                           consumer=consumer["id"])
         if segments == ["plugins"] and method == "GET":
             with state._lock:
                 plugins = list(state.plugins.values())
-            return 200, self._page(plugins, query, segments)
+            return self._page(plugins, query, segments)
         if segments == ["plugins"] and method == "POST":
             # Global unless the body names a scope: what ``POST /services/../plugins`` becomes.
             body = _body(raw)
             if body is None:
                 return 400, {"message": "Cannot parse JSON body"}
-            service = None
-            if (body.get("service") or {}).get("id"):
-                service = state.service(str(body["service"]["id"]))
-                if service is None:
-                    return 400, {"code": 4, "name": "foreign key violation", "message": "service not found"}
-            return state.create_plugin(service, body, route=(body.get("route") or {}).get("id"),
-                                       consumer=(body.get("consumer") or {}).get("id"))
+            service, failure = _foreign_service(state, body)
+            if failure:
+                return failure
+            consumer = _reference(body, "consumer")
+            if consumer is not None and state.consumer(consumer) is None:
+                return 400, {"code": 4, "name": "foreign key violation",
+                             "message": f"the foreign key '{{id=\"{consumer}\"}}' does not reference an existing "
+                                        "'consumers' entity."}
+            return state.create_plugin(service, body, route=_reference(body, "route"),
+                                       consumer=consumer)
         if segments[:1] == ["plugins"] and len(segments) == 2 and method == "DELETE":
             state.delete_plugin(segments[1])
             return 204, None
         return 404, NOT_FOUND
 
     @staticmethod
-    def _page(plugins: List[dict], query, segments: List[str]) -> dict:
+    def _page(entities: List[dict], query, segments: List[str]) -> Tuple[int, dict]:
+        """A page of plugins or consumers, as Kong pages a collection (400 for a bad size or offset)."""
         tags = query.get("tags", [None])[0]
         if tags:
             wanted = tags.replace("/", ",").split(",")
             pick = any if "/" in tags else all
-            plugins = [p for p in plugins if pick(t in (p["tags"] or []) for t in wanted)]
-        size = min(int(query.get("size", ["100"])[0]), 1000)
-        start = int(query.get("offset", ["0"])[0])
-        page = plugins[start:start + size]
-        more = start + size < len(plugins)
+            entities = [e for e in entities if pick(t in (e["tags"] or []) for t in wanted)]
+        size, offset = query.get("size", ["100"])[0], query.get("offset", ["0"])[0]
+        if not size.isdigit():
+            return 400, {"message": "size must be a number"}
+        if not 1 <= int(size) <= 1000:
+            return 400, {"message": "size must be an integer between 1 and 1000"}
+        if not offset.isdigit():
+            return 400, {"code": 7, "name": "invalid offset", "message": f"'{offset}' is not a valid offset"}
+        size, start = int(size), int(offset)
+        page = entities[start:start + size]
+        more = start + size < len(entities)
         path = "/" + "/".join(segments)
-        return {"data": page, "offset": str(start + size) if more else None,
-                "next": f"{path}?offset={start + size}" + (f"&tags={tags}" if tags else "") if more else None}
+        return 200, {"data": page, "offset": str(start + size) if more else None,
+                     "next": f"{path}?offset={start + size}" + (f"&tags={tags}" if tags else "") if more else None}
 
     do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _handle
 
     def log_message(self, *args):
         pass
+
+
+def _reference(body: dict, scope: str) -> Optional[str]:
+    """The id in the body's ``scope: {"id": ...}`` (checked by ``_foreign_service``), or None."""
+    value = body.get(scope)
+    return value["id"] if isinstance(value, dict) else None
+
+
+def _foreign_service(state: AdminState, body: dict):
+    """(the service the body's ``service: {id}`` names, None) or (None, the 400 Kong answers).
+    A scope that is not ``{"id": "..."}`` is refused, never read as no scope (a global plugin)."""
+    for scope in SCOPES:
+        value = body.get(scope)
+        if value is not None and not (isinstance(value, dict) and isinstance(value.get("id"), str) and value["id"]):
+            return None, (400, {"code": 2, "name": "schema violation",
+                                "message": f"schema violation ({scope}: expected a record with an id)"})
+    if _reference(body, "service") is None:
+        return None, None
+    service = state.service(_reference(body, "service"))
+    if service is None:
+        return None, (400, {"code": 4, "name": "foreign key violation", "message": "service not found"})
+    return service, None
 
 
 def _body(raw: bytes) -> Optional[dict]:

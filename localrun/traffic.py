@@ -1,4 +1,6 @@
-"""Demo traffic through the development gateway: a weighted mix of paths, sizes and errors."""
+"""Demo traffic through the development gateway: a weighted mix of paths, sizes and errors,
+each request sent as one of its entry's consumers (their API key in Kong's ``apikey`` header)
+or, for an entry without consumers, anonymously."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +20,7 @@ class TrafficGenerator:
         self.random = random.Random(seed)
         self.sleep = sleep
         self.sent = Counter()  # (path, status) -> count
+        self.sent_as = Counter()  # consumer username ("" anonymous) -> count
         self._stop = threading.Event()
         self._thread = None
 
@@ -26,11 +29,17 @@ class TrafficGenerator:
         params = {"size": entry.get("size", 512)}
         if self.random.random() < entry.get("error_share", 0):
             params["status"] = self.random.choice([500, 502, 429, 404])
+        # (username, key) pairs, resolved from the entry's consumers by localrun.devgateway.load_config
+        senders = entry.get("senders") or []
+        username, key = self.random.choice(senders) if senders else ("", None)
+        headers = {"apikey": key} if key else {}
         try:
-            status = requests.get(self.gateway_url + entry["path"], params=params, timeout=10).status_code
+            status = requests.get(self.gateway_url + entry["path"], params=params, headers=headers,
+                                  timeout=10).status_code
         except requests.RequestException:
             status = 0
         self.sent[(entry["path"], status)] += 1
+        self.sent_as[username] += 1
         return status
 
     def run(self, count: int) -> Counter:
@@ -63,15 +72,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2)
     parser.add_argument("--count", type=int, default=100)
     args = parser.parse_args()
-    import yaml
+    from localrun.devgateway import DEMO_CONFIG, load_config
 
-    from localrun.devgateway import DEMO_CONFIG
-
-    with open(DEMO_CONFIG) as f:
-        mix = yaml.safe_load(f)["traffic"]["mix"]
-    sent = TrafficGenerator(args.gateway, mix, args.rate).run(args.count)
+    traffic = TrafficGenerator(args.gateway, load_config(DEMO_CONFIG).traffic["mix"], args.rate)
+    sent = traffic.run(args.count)
     for (path, status), n in sorted(sent.items()):
         print(f"{path} {status}: {n}")
+    for username, n in sorted(traffic.sent_as.items()):
+        print(f"as {username or '(anonymous)'}: {n}")
 
 
 if __name__ == "__main__":
