@@ -245,3 +245,14 @@ def test_a_long_consumer_name_is_found_by_its_full_name(collected):
     status, body = get(collected, f"/v1/services/pay/bandwidth?start={T0}&end={T0 + 60}&step=1m"
                                   f"&consumer={quote(name)}&direction=ingress")
     assert status == 200 and body["series"][0]["total_bytes"] == 77
+
+
+def test_charts_by_consumer_and_by_route_match_the_published_schema(collected):
+    import jsonschema
+
+    from chalicelib.api.apidocs import openapi_spec
+    schema = {"$ref": "#/components/schemas/Chart", "components": openapi_spec()["components"]}
+    for query in ("split=consumer", "consumer=alice", "split=route", "direction=total"):
+        status, body = get(collected, f"/v1/services/pay/bandwidth?start={T0}&end={T0 + 600}&step=5m&{query}")
+        assert status == 200 and body["series"]
+        jsonschema.validate(body, schema)
