@@ -20,7 +20,8 @@ ConsumerBytes = Dict[str, Dict[str, int]]  # {consumer: {"ingress": n, "egress":
 # case: 500 x (256 B label + 2 x (7 B name + 21 B number) + 6 B map overhead) ~ 160 KB, plus at
 # most MAX_STATUS_CODES status counts (~4 KB) and a latency histogram. Consumers are bounded the
 # same way (MAX_CONSUMERS, OTHER_CONSUMERS, labels shortened alike): 300 x ~290 B ~ 90 KB more,
-# so the worst item (MAX routes AND MAX consumers) stays near 260 KB, under 400 KB
+# so the worst item (MAX routes AND MAX consumers, every label at its longest, 100 status codes, a
+# latency histogram) is about 222 KB by DynamoDB's sizing rules, under 400 KB
 # (tests/unit/test_item_bounds.py stores it).
 MAX_ROUTES = 500
 MAX_CONSUMERS = 300
