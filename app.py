@@ -122,7 +122,7 @@ def service_bandwidth(service):
     chart = charts.build_series(
         store, coverage, service, start, end, charts.choose_step(start, end, p.get("step"), coverage),
         direction=choice(p, "direction", ("ingress", "egress", "total", "all"), "all"),
-        route=p.get("route"), split=choice(p, "split", ("route",), None) == "route")
+        route=p.get("route"), split=choice(p, "split", ("route", "consumer"), None), consumer=p.get("consumer"))
     accept = app.current_request.headers.get("accept", "")
     if choice(p, "format", ("json", "csv"), None) == "csv" or "text/csv" in accept:
         return Response(body=charts.series_csv(chart), status_code=200,

@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/collector_bench.py                 # small sizes (CI)
     .venv/bin/python bench/collector_bench.py --services 1000  # the issue's scale
+    .venv/bin/python bench/collector_bench.py --services 100 --consumers 10  # with consumers
 
 Both parts run the real collector against the Prometheus binary (history built with
 promtool, so the truth is known exactly) and a moto server process.
@@ -11,7 +12,8 @@ Accuracy: two nodes, resets, a series born mid-window and idle minutes; the coll
 error in bytes beside the error of summing per-minute
 ``sum by (service,route,direction)(increase(kong_bandwidth_bytes[1m]))``.
 
-Scale: N services x 5 routes x 2 directions, steady state (one minute per run):
+Scale: N services x R routes x 2 directions (x C consumers, each its own series; without
+--consumers the consumer label is empty: all anonymous), steady state (one minute per run):
 wall time per run, Prometheus requests per run, DynamoDB write requests and write
 units per active service-minute (item sizes computed with DynamoDB's sizing rules),
 and the collector's peak Python memory (tracemalloc).
@@ -54,17 +56,20 @@ def configure(moto_url: str, prometheus_url: str, backfill_minutes: int):
     return bootstrap
 
 
-def fleet_tsdb(services: int, routes: int, start: int, end: int, prefix: str) -> tuple:
-    """A Prometheus data directory holding ``services`` x ``routes`` x 2 directions of steady
-    counters from ``start`` to ``end`` (one node), built with promtool: (directory, seconds taken)."""
+def fleet_tsdb(services: int, routes: int, start: int, end: int, prefix: str, consumers: int = 0) -> tuple:
+    """A Prometheus data directory holding ``services`` x ``routes`` x 2 directions (x
+    ``consumers``, or one anonymous series) of steady counters from ``start`` to ``end`` (one
+    node), built with promtool: (directory, seconds taken)."""
     history = History()
+    names = [f"customer-{c:05d}" for c in range(consumers)] or [""]
     for s in range(services):
         for r in range(routes):
             for direction in ("ingress", "egress"):
-                history.add("kong_bandwidth_bytes", {
-                    "service": f"svc-{s:05d}", "route": f"route-{r}", "direction": direction, "consumer": "",
-                    "workspace": "default", "instance": "kong-1:8001"},
-                    counter_samples(start, end, STEP, iter(lambda: 100 + s % 7, None)))
+                for consumer in names:
+                    history.add("kong_bandwidth_bytes", {
+                        "service": f"svc-{s:05d}", "route": f"route-{r}", "direction": direction,
+                        "consumer": consumer, "workspace": "default", "instance": "kong-1:8001"},
+                        counter_samples(start, end, STEP, iter(lambda: 100 + s % 7, None)))
     data_dir = tempfile.mkdtemp(prefix=prefix)
     t0 = time.monotonic()
     build_tsdb(history.render(), data_dir)
@@ -94,6 +99,8 @@ class WriteMeter:
 
     def __init__(self, store):
         self.requests = self.units = self.items = 0
+        self.minute_items = self.minute_bytes = 0  # the 1m bucket items and their size
+        self.units_by_kind = {"minute": 0, "service": 0, "rollup": 0}
         for name in ("put_buckets", "put_services"):
             original = getattr(store, name)
             setattr(store, name, self._wrap(store, name, original))
@@ -104,11 +111,17 @@ class WriteMeter:
             if name == "put_buckets":
                 level = args[0]
                 raws = [store._bucket_item(level, b).serialize() for b in items]
+                if level == "1m":
+                    self.minute_items += len(raws)
+                    self.minute_bytes += sum(item_size(r) for r in raws)
             else:
                 raws = [i.serialize() for i in items]
             self.items += len(raws)
             self.requests += math.ceil(len(raws) / 25)
-            self.units += sum(math.ceil(item_size(r) / 1024) for r in raws)
+            units = sum(math.ceil(item_size(r) / 1024) for r in raws)
+            self.units += units
+            kind = "service" if name == "put_services" else "minute" if args[0] == "1m" else "rollup"
+            self.units_by_kind[kind] += units
             return original(*args)
         return measured
 
@@ -152,11 +165,12 @@ def accuracy(moto_url: str) -> None:
           f"({100 * (by_increase - truth) / truth:+.2f} %)")
 
 
-def scale(moto_url: str, services: int, runs: int) -> None:
-    routes, base = 5, int(time.time() // 60 * 60) - 3600
-    data_dir, took = fleet_tsdb(services, routes, base - 600, base + (runs + 1) * 60, "bench-scale-")
-    print(f"\nScale: {services} services x {routes} routes x 2 directions = {services * routes * 2:,} series "
-          f"(history built in {took:.1f} s)")
+def scale(moto_url: str, services: int, runs: int, routes: int = 5, consumers: int = 0) -> None:
+    base = int(time.time() // 60 * 60) - 3600
+    data_dir, took = fleet_tsdb(services, routes, base - 600, base + (runs + 1) * 60, "bench-scale-", consumers)
+    series = services * routes * 2 * max(1, consumers)
+    print(f"\nScale: {services} services x {routes} routes x 2 directions x {consumers or 'no'} consumers = "
+          f"{series:,} series (history built in {took:.1f} s)")
     with PrometheusServer(data_dir=data_dir) as prom:
         bootstrap = configure(moto_url, prom.url, 1)
         collector = bootstrap.current().collector
@@ -184,6 +198,10 @@ def scale(moto_url: str, services: int, runs: int) -> None:
     minutes = sum(row[1] for row in rows) * services
     print(f"  amortized over the {len(rows)} runs: {meter.units / minutes:.3f} WCU per active service-minute, "
           "checkpoint included (target at most 2.5)")
+    print(f"  minute items: {meter.minute_bytes / max(1, meter.minute_items) / 1024:.2f} KB on average "
+          f"({max(1, consumers)} consumer entr{'y' if consumers <= 1 else 'ies'} per service); WCU per active "
+          "service-minute by item: " + ", ".join(f"{kind} {units / minutes:.3f}"
+                                                 for kind, units in meter.units_by_kind.items()))
     print("  items per active service-minute: its minute item and its period-usage item (which carries the\n"
           "  collector's checkpoint); a run that completes a 5m/15m/1h/1d bucket adds one rollup item per\n"
           "  service active in it")
@@ -193,11 +211,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--services", type=int, default=50)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--routes", type=int, default=5)
+    parser.add_argument("--consumers", type=int, default=0, help="consumers per service (0: all anonymous)")
     args = parser.parse_args()
     moto, moto_url = start_moto_server()
     try:
         accuracy(moto_url)
-        scale(moto_url, args.services, args.runs)
+        scale(moto_url, args.services, args.runs, args.routes, args.consumers)
     finally:
         stop_process(moto)
 

@@ -121,8 +121,12 @@ SCHEMAS = {
                                "(collection began in it, it is still filling, or a gap cuts it): bytes are "
                                "what was collected so far"}}),
     "Series": _obj({"direction": {"enum": ["ingress", "egress", "total"]}, "route": {"type": ["string", "null"]},
+                    "consumer": {"type": ["string", "null"], "description":
+                                 "the consumer of a chart by consumer (\"(anonymous)\": traffic without one; "
+                                 "\"(other consumers)\": those beyond the 300 a bucket keeps); null otherwise"},
                     "points": {"type": "array", "items": ref("Point")}, "total_bytes": {"type": "integer"}}),
     "Chart": _obj({"service": {"type": "string"}, "start": TIME, "end": TIME, "step": {"enum": list(STEPS)},
+                   "split": {"enum": ["route", "consumer", None]}, "consumer": {"type": ["string", "null"]},
                    "series": {"type": "array", "items": ref("Series")}}),
     "TrafficFigures": _obj(additional=True, properties={
         "requests_count": {"type": ["object", "null"], "properties": {"success": {"type": "integer"},
@@ -267,9 +271,17 @@ def openapi_spec() -> dict:
                     _param("direction", "query", {"enum": ["ingress", "egress", "total", "all"]},
                            "all (default): one series per direction"),
                     _param("route", "query", {"type": "string"}, "Only this route"),
-                    _param("split", "query", {"enum": ["route"]},
-                           "One series per route. A bucket keeps at most 500 routes by name; the bytes "
-                           "of the others are in a series whose route is \"(other routes)\""),
+                    _param("consumer", "query", {"type": "string", "minLength": 1, "maxLength": 1000},
+                           "Only this consumer's bytes (Kong's consumer label, the username); "
+                           "\"(anonymous)\" is traffic without a consumer (Kong 2.x, per_consumer off, "
+                           "unauthenticated; a consumer literally named \"(anonymous)\" is counted with it). "
+                           "A point is null where its buckets were stored before consumers were kept. "
+                           "Not with route= or split=route: consumers are kept per service, not per route"),
+                    _param("split", "query", {"enum": ["route", "consumer"]},
+                           "route: one series per route. A bucket keeps at most 500 routes by name; the bytes "
+                           "of the others are in a series whose route is \"(other routes)\". consumer: one "
+                           "series per consumer, adding up to the service (at most 300 by name a bucket, the "
+                           "others in \"(other consumers)\"); CSV then has a consumer column after route"),
                     _param("format", "query", {"enum": ["json", "csv"]}, "Answer format")])},
         "/v1/services/{service}/stats": {"get": _operation(
             "Requests (success/error) and latency (average, p95, p99) from Kong's counters",

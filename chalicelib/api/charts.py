@@ -8,18 +8,24 @@ still filling, or a gap cuts it) holds what was collected and says ``partial``, 
 a chart adds up to the same bytes at every step and to the period usage.
 A chart of N points reads the N buckets of the matching level, never minutes
 for long ranges; only a point still filling is summed from finer levels.
+
+By consumer (``consumer=`` or ``split=consumer``), a point's bytes are that consumer's in a
+period with consumer data, 0 when the consumer had none there, and None also where the
+buckets were written before consumers were kept (nothing to tell). Consumers' bytes are summed
+over routes, so they cannot be combined with a route filter or split.
 """
 from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from chalicelib.core.errors import BadRequest, NotFound
 from chalicelib.core.quotas import validate_service_name
 from chalicelib.core.timeutil import LEVELS, MINUTE, TimeFormatError, floor, iso, parse_time
-from chalicelib.core.usage import BucketUsage, stored_label, sum_buckets
+from chalicelib.core.usage import ANONYMOUS_CONSUMER, BucketUsage, stored_label, sum_buckets
 
 STEPS = LEVELS  # chart steps are exactly the stored levels
 AUTO_TARGET_POINTS = 1500
@@ -123,6 +129,31 @@ def choose_step(start: int, end: int, requested: Optional[str], coverage: Option
     return requested
 
 
+MAX_CONSUMER_CHARS = 1000  # longer labels are stored shortened (usage.stored_label) and found by their full name
+_CONSUMER_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_CONSUMER_CHARS)
+
+
+def consumer_name(raw: Optional[str]) -> Optional[str]:
+    """The ``consumer=`` parameter: a Kong username (``(anonymous)`` for traffic without a
+    consumer), 1 to MAX_CONSUMER_CHARS characters without control characters; None when absent."""
+    if raw is None:
+        return None
+    if not _CONSUMER_NAME.fullmatch(raw):  # fullmatch: "$" would let a final "\n" in
+        raise BadRequest(f"consumer must be 1 to {MAX_CONSUMER_CHARS} characters without control characters "
+                         f"({ANONYMOUS_CONSUMER} for traffic without a consumer)", parameter="consumer")
+    return raw
+
+
+def consumer_bytes(bucket, direction: str, consumer: str) -> Optional[int]:
+    """One consumer's bytes in ``bucket`` (None: the bucket has no consumer data)."""
+    if bucket.consumers is None:
+        return None
+    entry = bucket.consumers.get(stored_label(consumer), {})
+    if direction == "total":
+        return entry.get("ingress", 0) + entry.get("egress", 0)
+    return entry.get(direction, 0)
+
+
 def bucket_bytes(bucket, direction: str, route: Optional[str]) -> int:
     if route is None:
         entries = bucket.routes.values()
@@ -168,35 +199,58 @@ def slots(store, coverage: Coverage, service: str, first: int, end: int, step: s
 
 
 def build_series(store, coverage: Coverage, service: str, start: int, end: int, step: str,
-                 direction: str = "all", route: Optional[str] = None, split: bool = False) -> dict:
+                 direction: str = "all", route: Optional[str] = None, split=None,
+                 consumer: Optional[str] = None) -> dict:
+    """``split``: None, "route" or "consumer" (True is "route", as before consumers);
+    ``consumer``: the raw ``consumer=`` parameter, validated here."""
+    split = "route" if split is True else (split or None)
+    consumer = consumer_name(consumer)
+    if (consumer is not None or split == "consumer") and (route is not None or split == "route"):
+        raise BadRequest("consumer= and split=consumer cannot be combined with route= or split=route: "
+                         "a consumer's bytes are kept per service, not per route",
+                         parameter="consumer" if consumer is not None else "split")
     size = STEPS[step]
     first = floor(start, size)
     found = slots(store, coverage, service, first, end, step)
     directions = ["ingress", "egress"] if direction == "all" else [direction]
-    if split:
-        routes: List[Optional[str]] = [route] if route is not None else sorted(
-            {r for s in found if s.usage is not None for r in s.usage.routes})
-    else:
-        routes = [route]
     series = []
-    for r in routes:
-        for d in directions:
-            points = [{"time": iso(s.time), "bytes": None if s.usage is None else bucket_bytes(s.usage, d, r),
-                       "partial": s.partial} for s in found]
-            series.append({"direction": d, "route": r, "points": points,
-                           "total_bytes": sum(p["bytes"] for p in points if p["bytes"] is not None)})
+    if consumer is not None or split == "consumer":
+        consumers: List[str] = [consumer] if consumer is not None else sorted(
+            {c for s in found if s.usage is not None and s.usage.consumers is not None for c in s.usage.consumers})
+        for c in consumers:
+            for d in directions:
+                series.append(_series(found, d, None, c, lambda u, d=d, c=c: consumer_bytes(u, d, c)))
+    else:
+        routes: List[Optional[str]] = [route]
+        if split == "route" and route is None:
+            routes = sorted({r for s in found if s.usage is not None for r in s.usage.routes})
+        for r in routes:
+            for d in directions:
+                series.append(_series(found, d, r, None, lambda u, d=d, r=r: bucket_bytes(u, d, r)))
     return {"service": service, "start": iso(first), "end": iso(found[-1].time + size), "step": step,
-            "series": series}
+            "split": split, "consumer": consumer, "series": series}
+
+
+def _series(found: List[Slot], direction: str, route: Optional[str], consumer: Optional[str], nbytes) -> dict:
+    points = [{"time": iso(s.time), "bytes": None if s.usage is None else nbytes(s.usage), "partial": s.partial}
+              for s in found]
+    return {"direction": direction, "route": route, "consumer": consumer, "points": points,
+            "total_bytes": sum(p["bytes"] for p in points if p["bytes"] is not None)}
 
 
 def series_csv(chart: dict) -> str:
+    """One row per point. A chart by consumer has a ``consumer`` column after ``route`` (the
+    others keep the columns they always had, for the readers built on them)."""
+    by_consumer = chart.get("split") == "consumer" or chart.get("consumer") is not None
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["time", "service", "direction", "route", "bytes", "partial"])
+    writer.writerow(["time", "service", "direction", "route"] + (["consumer"] if by_consumer else [])
+                    + ["bytes", "partial"])
     for s in chart["series"]:
         for p in s["points"]:
-            writer.writerow([p["time"], csv_safe(chart["service"]), s["direction"], csv_safe(s["route"] or ""),
-                             "" if p["bytes"] is None else p["bytes"], "true" if p.get("partial") else "false"])
+            who = [csv_safe(s.get("consumer") or "")] if by_consumer else []
+            writer.writerow([p["time"], csv_safe(chart["service"]), s["direction"], csv_safe(s["route"] or "")]
+                            + who + ["" if p["bytes"] is None else p["bytes"], "true" if p.get("partial") else "false"])
     return out.getvalue()
 
 

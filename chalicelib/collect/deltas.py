@@ -5,7 +5,8 @@ Rules (ARCHITECTURE.md, guarantee 1):
 - a drop is a counter reset: the delta is the new value;
 - a series with no earlier sample (born after collection started) counts its first value;
 - a delta belongs to the minute of the later sample;
-- deltas are summed across series (gateway nodes) per service, route and direction.
+- deltas are summed across series (gateway nodes) per service, route and direction, and per
+  service, consumer and direction (anonymous traffic included, so consumers add up to the service).
 So any sum over whole collected minutes equals what Prometheus saw.
 """
 from __future__ import annotations
@@ -51,9 +52,10 @@ class MinuteAccumulator:
             bucket = self._usage[(service, minute)] = BucketUsage(service, minute)
         return bucket
 
-    def add(self, service: str, route: str, direction: str, per_minute: Dict[int, int]) -> None:
+    def add(self, service: str, route: str, direction: str, per_minute: Dict[int, int], consumer: str = "") -> None:
+        """One series' bytes per minute; ``consumer`` "" is anonymous traffic."""
         for minute, nbytes in per_minute.items():
-            self._bucket(service, minute).add(route, direction, nbytes)
+            self._bucket(service, minute).add(route, direction, nbytes, consumer)
 
     def add_status(self, service: str, code: str, per_minute: Dict[int, int]) -> None:
         for minute, count in per_minute.items():

@@ -27,6 +27,10 @@ class BandwidthKey(NamedTuple):
     service: str
     route: str
     direction: str
+    # The consumer label's value: "" when Kong gives none (2.x has no such label; 3.x leaves it
+    # empty without per_consumer or an authenticated consumer). That traffic is anonymous
+    # (usage.ANONYMOUS_CONSUMER), counted, never dropped.
+    consumer: str = ""
 
 
 def bandwidth_selector(schema: str = "auto") -> str:
@@ -43,7 +47,7 @@ def detect_schema(labels: Mapping[str, str]) -> str:
 
 
 def bandwidth_key(labels: Mapping[str, str]) -> BandwidthKey:
-    """Map one series' labels to (service, route, direction), or raise BadSample."""
+    """Map one series' labels to (service, route, direction, consumer), or raise BadSample."""
     direction = labels.get("direction") or labels.get("type")
     service = labels.get("service") or UNMATCHED_SERVICE
     if direction not in DIRECTIONS:
@@ -51,7 +55,7 @@ def bandwidth_key(labels: Mapping[str, str]) -> BandwidthKey:
     if not is_service_name(service):
         raise BadSample("service name is longer than 200 characters or holds control characters")
     # Kong leaves route empty for traffic that matched a service but no named route.
-    return BandwidthKey(service, labels.get("route") or "", direction)
+    return BandwidthKey(service, labels.get("route") or "", direction, labels.get("consumer") or "")
 
 
 # Traffic statistics (read when present): request counters and the request-latency histogram.

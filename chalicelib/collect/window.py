@@ -45,7 +45,7 @@ class Window:
         placed: Dict[int, int] = {}
         for minute, nbytes in per_minute.items():
             placed[max(minute, start)] = placed.get(max(minute, start), 0) + int(nbytes)
-        self.usage.add(key.service, key.route, key.direction, placed)
+        self.usage.add(key.service, key.route, key.direction, placed, key.consumer)
         self.observed_minutes.update(floor_minute(ts) for ts, _ in samples if ts >= start)
         if samples:
             self.first_sample_minute.setdefault(key.service, max(floor_minute(samples[0][0]), start))

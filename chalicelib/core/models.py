@@ -167,6 +167,9 @@ class UsageBucket(_TableModel):
     # {route: {"ingress": n, "egress": n}}; one item per service keeps the write
     # cost independent of the number of routes (up to the 400 KB item size).
     routes = MapAttribute(default=dict)
+    # {consumer: {"ingress": n, "egress": n}}: the same bytes per consumer (usage.BucketUsage).
+    # Absent on items written before consumers were kept: read as "no consumer data".
+    consumers = MapAttribute(null=True)
     # Request counts by status and the request-latency histogram (see usage.BucketUsage.stats).
     stats = MapAttribute(default=dict)
     expires_at = TTLAttribute(null=True)

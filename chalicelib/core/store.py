@@ -47,7 +47,8 @@ def _plain(value):
 
 
 def _to_domain(item: UsageBucket) -> BucketUsage:
-    return BucketUsage(item.service, int(item.start), _plain(item.routes or {}), _plain(item.stats or {}))
+    consumers = None if item.consumers is None else _plain(item.consumers)  # None: written before consumers
+    return BucketUsage(item.service, int(item.start), _plain(item.routes or {}), _plain(item.stats or {}), consumers)
 
 
 class UsageStore:
@@ -78,6 +79,7 @@ class UsageStore:
             usage_pk(bucket.service), bucket_sk(level, bucket.start),
             service=bucket.service, level=level, start=bucket.start,
             ingress=bucket.ingress, egress=bucket.egress, routes=bucket.routes, stats=bucket.stats,
+            consumers=bucket.consumers,
             expires_at=datetime.fromtimestamp(bucket.start + ttl, tz=timezone.utc) if ttl else None,
         )
 

@@ -11,19 +11,38 @@ from chalicelib.core.periods import Period, period_at
 
 
 RouteBytes = Dict[str, Dict[str, int]]  # {route: {"ingress": n, "egress": n}}
+ConsumerBytes = Dict[str, Dict[str, int]]  # {consumer: {"ingress": n, "egress": n}}
 
 # What one stored bucket item may hold. DynamoDB refuses an item over 400 KB, and a service's
 # routes (and their labels) come from whoever configures the gateway, so they are unbounded:
 # one item keeps at most MAX_ROUTES entries (the busiest routes by name, the rest summed into
 # OTHER_ROUTES, so the service's totals stay exact), each label at most MAX_LABEL_BYTES. Worst
 # case: 500 x (256 B label + 2 x (7 B name + 21 B number) + 6 B map overhead) ~ 160 KB, plus at
-# most MAX_STATUS_CODES status counts (~4 KB) and a latency histogram: well under 400 KB.
+# most MAX_STATUS_CODES status counts (~4 KB) and a latency histogram. Consumers are bounded the
+# same way (MAX_CONSUMERS, OTHER_CONSUMERS, labels shortened alike): 300 x ~290 B ~ 90 KB more,
+# so the worst item (MAX routes AND MAX consumers, every label at its longest, 100 status codes, a
+# latency histogram) is about 222 KB by DynamoDB's sizing rules, under 400 KB
+# (tests/unit/test_item_bounds.py stores it).
 MAX_ROUTES = 500
+MAX_CONSUMERS = 300
 MAX_STATUS_CODES = 100
 MAX_LABEL_BYTES = 256
 # Parentheses and spaces are not allowed in a Kong route name, so no real route is called this.
 OTHER_ROUTES = "(other routes)"
 OTHER_CODES = "other"
+# Traffic without a consumer (Kong 2.x has no consumer label; Kong 3.x says consumer="" without
+# per_consumer or an authenticated consumer, or for a consumer that has only a custom_id) is
+# counted under this name: a DynamoDB map key cannot be empty. Kong accepts any non-empty
+# username, so no stored key is one Kong can never produce; the rule is that a real consumer
+# literally named "(anonymous)" (or "(other consumers)") is merged with that entry. The API
+# spells anonymous the same way (consumer=(anonymous)).
+ANONYMOUS_CONSUMER = "(anonymous)"
+OTHER_CONSUMERS = "(other consumers)"
+
+
+def consumer_key(consumer: str) -> str:
+    """The name a consumer label's value is counted under ("" is anonymous traffic)."""
+    return consumer or ANONYMOUS_CONSUMER
 
 
 def stored_label(label: str) -> str:
@@ -68,17 +87,22 @@ def _sum_values(values: list):
 
 @dataclass
 class BucketUsage:
-    """Bytes of one service in one bucket, per route and direction."""
+    """Bytes of one service in one bucket, per route and direction, and per consumer."""
 
     service: str
     start: int
     routes: RouteBytes = field(default_factory=dict)
     # Traffic statistics: {"codes": {"200": n}, "latency": {"buckets": {"50": n, "+Inf": n}, "sum": ms, "count": n}}
     stats: dict = field(default_factory=dict)
+    # The same bytes summed over routes per consumer (anonymous included, so they add up to the
+    # routes'). None: not known, an item written before consumers were kept (or a sum with one).
+    consumers: Optional[ConsumerBytes] = field(default_factory=dict)
 
-    def add(self, route: str, direction: str, nbytes: int) -> None:
-        entry = self.routes.setdefault(route, {"ingress": 0, "egress": 0})
-        entry[direction] = entry.get(direction, 0) + nbytes
+    def add(self, route: str, direction: str, nbytes: int, consumer: str = "") -> None:
+        """Bytes of one route and consumer ("" is anonymous traffic)."""
+        _add_to(self.routes, route, direction, nbytes)
+        if self.consumers is not None:
+            _add_to(self.consumers, consumer_key(consumer), direction, nbytes)
 
     def add_status(self, code: str, count: int) -> None:
         codes = self.stats.setdefault("codes", {})
@@ -94,7 +118,13 @@ class BucketUsage:
     def merge(self, other: "BucketUsage") -> None:
         for route, entry in other.routes.items():
             for direction, nbytes in entry.items():
-                self.add(route, direction, nbytes)
+                _add_to(self.routes, route, direction, nbytes)
+        if self.consumers is not None and other.consumers is not None:
+            for consumer, entry in other.consumers.items():
+                for direction, nbytes in entry.items():
+                    _add_to(self.consumers, consumer, direction, nbytes)
+        else:
+            self.consumers = None  # part of the sum has no consumer data: so has the sum
         for code, count in other.stats.get("codes", {}).items():
             self.add_status(code, count)
         latency = other.stats.get("latency")
@@ -108,12 +138,14 @@ class BucketUsage:
         """This bucket as one stored item may hold it (see MAX_ROUTES): same totals, same
         statistics, routes beyond the busiest MAX_ROUTES - 1 summed into OTHER_ROUTES. Bounding
         a bounded bucket (or the sum of bounded ones) again only merges, never loses bytes."""
-        routes, _ = _bounded_counts(self.routes, MAX_ROUTES, OTHER_ROUTES,
-                                    lambda e: e.get("ingress", 0) + e.get("egress", 0))
+        routes, _ = _bounded_counts(self.routes, MAX_ROUTES, OTHER_ROUTES, _entry_bytes)
+        consumers = None
+        if self.consumers is not None:
+            consumers, _ = _bounded_counts(self.consumers, MAX_CONSUMERS, OTHER_CONSUMERS, _entry_bytes)
         stats = dict(self.stats)
         if "codes" in stats:
             stats["codes"], _ = _bounded_counts(stats["codes"], MAX_STATUS_CODES, OTHER_CODES, lambda n: n)
-        return BucketUsage(self.service, self.start, routes, stats)
+        return BucketUsage(self.service, self.start, routes, stats, consumers)
 
     @property
     def ingress(self) -> int:
@@ -126,6 +158,15 @@ class BucketUsage:
     @property
     def total(self) -> int:
         return self.ingress + self.egress
+
+
+def _add_to(counts: Dict[str, Dict[str, int]], name: str, direction: str, nbytes: int) -> None:
+    entry = counts.setdefault(name, {"ingress": 0, "egress": 0})
+    entry[direction] = entry.get(direction, 0) + nbytes
+
+
+def _entry_bytes(entry: Dict[str, int]) -> int:
+    return entry.get("ingress", 0) + entry.get("egress", 0)
 
 
 def sum_buckets(service: str, start: int, parts: Iterable[BucketUsage]) -> BucketUsage:

@@ -159,6 +159,19 @@ def test_a_3000_character_service_name_is_400_on_the_older_frontends_endpoint(ap
                                 timeout=30), parameter="service")
 
 
+@pytest.mark.parametrize("consumer", [LONG_NAME, "alice\nbob", "\x00", "\x7f", "", "alice\n"])
+def test_a_consumer_name_too_long_or_with_control_characters_is_400(api, consumer):
+    assert_refused(requests.get(f"{api.url}/v1/services/{SERVICE}/bandwidth", params={"consumer": consumer},
+                                headers=READ, timeout=30), parameter="consumer")
+
+
+def test_a_consumer_name_with_quotes_slashes_and_unicode_is_only_a_name(api):
+    response = requests.get(f"{api.url}/v1/services/{SERVICE}/bandwidth", headers=READ, timeout=30,
+                            params={"consumer": "o'brien/\"x\" <b>\u00e9 (ops)", "format": "csv"})
+    assert response.status_code == 200 and response.text.splitlines()[0] == (
+        "time,service,direction,route,consumer,bytes,partial")
+
+
 # -- webhook URLs --------------------------------------------------------------------------------
 INTERNAL_URLS = ["https://169.254.169.254/latest/meta-data/", "http://example.com/hook", "https://127.0.0.1/hook",
                  "https://127.1/hook", "https://2130706433/hook", "https://0x7f000001/hook",

@@ -63,4 +63,4 @@ def test_traffic_that_matched_no_service_is_kept_under_its_own_name():
     from chalicelib.collect.kong import UNMATCHED_SERVICE, bandwidth_key
 
     assert bandwidth_key({"direction": "egress", "route": ""}).service == UNMATCHED_SERVICE
-    assert bandwidth_key({"type": "ingress", "service": "s"}) == ("s", "", "ingress")
+    assert bandwidth_key({"type": "ingress", "service": "s"}) == ("s", "", "ingress", "")

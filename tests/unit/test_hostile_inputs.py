@@ -169,6 +169,20 @@ def test_service_names_are_bounded_and_free_of_control_characters(name):
     assert not is_service_name(name)
 
 
+@pytest.mark.parametrize("name", ["alice\n", "c" * 1001, "", "a\x00b", "a\x7fb", "\t"])
+def test_consumer_names_are_bounded_and_free_of_control_characters(name):
+    from chalicelib.api.charts import consumer_name
+    with pytest.raises(BadRequest) as refused:
+        consumer_name(name)
+    assert refused.value.parameter == "consumer"
+
+
+def test_a_consumer_name_of_any_other_characters_is_taken_as_it_is():
+    from chalicelib.api.charts import consumer_name
+    for name in ("(anonymous)", "o'brien \"ops\" /x\u00e9", "c" * 1000, "\u2028"):
+        assert consumer_name(name) == name
+
+
 # -- what read keys see ------------------------------------------------------------------------------
 READ_KEY, ADMIN_KEY = "read-key-hostile", "admin-key-hostile"
 

@@ -5,8 +5,8 @@ import pytest
 
 from chalicelib import bootstrap
 from chalicelib.core.models import SERVICES_PK, ServiceUsage, UsageBucket
-from chalicelib.core.usage import (MAX_LABEL_BYTES, MAX_ROUTES, MAX_STATUS_CODES, OTHER_CODES, OTHER_ROUTES,
-                                   BucketUsage, stored_label)
+from chalicelib.core.usage import (MAX_CONSUMERS, MAX_LABEL_BYTES, MAX_ROUTES, MAX_STATUS_CODES, OTHER_CODES,
+                                   OTHER_CONSUMERS, OTHER_ROUTES, BucketUsage, stored_label)
 from tests.fakes.prometheus import FakePrometheus
 from tests.unit.test_collector import T0, kong3, scrape
 
@@ -68,18 +68,27 @@ def test_status_codes_are_bounded_too():
 
 
 def test_the_worst_bucket_fits_one_dynamodb_item(aws):
-    # Thousands of routes with labels far longer than any bound: several MB unbounded.
+    # Thousands of routes and of consumers with labels far longer than any bound, every status
+    # code and a full latency histogram: several MB unbounded.
     bucket = many_routes(5000, label_length=2000)
+    for i in range(5000):
+        bucket.add("r00000".ljust(2000, "x"), "ingress", 10**12 + i, f"c{i:05d}".ljust(2000, "\u00e9"))
     for code in range(500):
         bucket.add_status(str(code), 1)
+    for le in range(40):
+        bucket.add_latency("buckets", 10**15, str(2 ** le))
+    bucket.add_latency("sum", 10**15 + 0.5)
+    bucket.add_latency("count", 10**15)
     store = bootstrap.current().store
     assert store.put_buckets("1m", [bucket]) == 1
     item = UsageBucket.get("USAGE#big", "1m#" + __import__("chalicelib.core.timeutil", fromlist=["iso_minute"])
                            .iso_minute(MINUTE))
-    assert len(item.routes.as_dict()) == MAX_ROUTES
+    assert len(item.routes.as_dict()) == MAX_ROUTES and len(item.consumers.as_dict()) == MAX_CONSUMERS
     assert (int(item.ingress), int(item.egress)) == (bucket.ingress, bucket.egress)
     stored = store.query_buckets("big", "1m", MINUTE, MINUTE + 60)[0]
     assert stored.total == bucket.total and OTHER_ROUTES in stored.routes
+    assert OTHER_CONSUMERS in stored.consumers
+    assert sum(e["ingress"] + e["egress"] for e in stored.consumers.values()) == bucket.total
     assert store.oversized == []
 
 
