@@ -12,6 +12,7 @@ fresh read, so its audit entry is still right.
 """
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any, Callable, List, Optional
 
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
-from chalicelib.core.errors import NotFound, PreconditionFailed, StoreError
+from chalicelib.core.errors import BadRequest, NotFound, PreconditionFailed, StoreError
 from chalicelib.core.models import (AUDIT_PK, QUOTA_PK, RULES_KEY, AuditEntry, Quota, QuotaRules, audit_sk,
                                     is_condition_failure, read_item, transaction)
 from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot, meaningful, normalize_quota, normalize_rules
@@ -35,12 +36,19 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
+_ENTITY_TAG = re.compile(r'\*|(W/)?"[0-9]{1,20}"')
+
+
 def etag_matches(if_match: str, version: Optional[int]) -> bool:
     """Whether an If-Match header value names ``version`` (None: nothing is stored, which no tag
-    names, not even ``*``). Weak tags (W/"3") compare by their value."""
+    names, not even ``*``). Weak tags (W/"3") compare by their value. A value that is not a list
+    of tags this API gives out is a bad request, not a stale version."""
+    tags = [tag.strip() for tag in if_match.split(",")]
+    if len(tags) > 100 or not all(_ENTITY_TAG.fullmatch(tag) for tag in tags):
+        raise BadRequest('If-Match must be the ETag a GET answered, such as "3" (or a comma-separated '
+                         f'list of them, or *), got {if_match[:40]!r}', parameter="If-Match")
     if version is None:
         return False
-    tags = [tag.strip() for tag in if_match.split(",")]
     return "*" in tags or etag(version) in [tag[2:] if tag.startswith("W/") else tag for tag in tags]
 
 

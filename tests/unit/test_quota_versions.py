@@ -8,7 +8,7 @@ from chalice.test import Client
 
 from chalicelib import bootstrap
 from chalicelib.core import quota_book
-from chalicelib.core.errors import PreconditionFailed
+from chalicelib.core.errors import BadRequest, PreconditionFailed
 from chalicelib.core.models import QUOTA_PK, Quota
 
 JSON = {"Content-Type": "application/json"}
@@ -139,4 +139,16 @@ def test_if_match_accepts_a_list_weak_tags_and_a_star():
     assert quota_book.etag_matches('"3"', 3) and quota_book.etag_matches('W/"3"', 3)
     assert quota_book.etag_matches('"1", "3"', 3) and quota_book.etag_matches("*", 3)
     assert not quota_book.etag_matches('"2"', 3) and not quota_book.etag_matches("*", None)
-    assert not quota_book.etag_matches("garbage", 3)
+    with pytest.raises(BadRequest, match="If-Match"):  # not a tag at all: a bad request, not a stale version
+        quota_book.etag_matches("garbage", 3)
+
+
+@pytest.mark.parametrize("value", ["garbage", '"nan"', '"' + "9" * 400 + '"', "x" * 3000, '"1"; drop', "W/'1'"])
+def test_an_if_match_that_is_no_entity_tag_is_a_400_and_changes_nothing(client, value):
+    put(client, "/v1/services/pay/quota", {"limit_bytes": 100})
+    for answer in (put(client, "/v1/services/pay/quota", {"limit_bytes": 200}, **{"If-Match": value}),
+                   client.http.delete("/v1/services/pay/quota", headers={"If-Match": value})):
+        error = json.loads(answer.body)["error"]
+        assert answer.status_code == 400 and error["parameter"] == "If-Match" and "ETag" in error["message"]
+    assert json.loads(client.http.get("/v1/services/pay/quota").body)["limit_bytes"] == 100
+    assert audit(client) == [("put", None, 100)]
