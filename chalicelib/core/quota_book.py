@@ -195,9 +195,16 @@ class QuotaBook:
                     tx.delete(delete, condition=condition)
                 tx.save(audit)
         except (TransactWriteError, PynamoDBException) as e:
-            if is_condition_failure(e):
+            if is_condition_failure(e) or _conflicted(e):
                 raise _LostRace() from e
             raise StoreError(f"storing the quota change failed; nothing was changed: {e}") from e
+
+
+def _conflicted(error: PynamoDBException) -> bool:
+    """DynamoDB cancels a transaction that meets another one writing the same item at the same
+    moment (TransactionConflict): a race too, settled by reading again."""
+    reasons = getattr(error, "cancellation_reasons", None) or []
+    return any(r is not None and r.code == "TransactionConflict" for r in reasons)
 
 
 class _LostRace(Exception):

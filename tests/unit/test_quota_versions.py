@@ -126,6 +126,33 @@ def test_a_conditional_put_that_loses_a_race_is_refused_and_stores_nothing(aws, 
     assert Quota.get(QUOTA_PK, "pay").body["limit_bytes"] == 200 and len(book.audit_log()) == 2
 
 
+def test_a_transaction_conflict_is_a_lost_race_read_again_not_a_store_error(aws, monkeypatch):
+    """DynamoDB cancels one of two transactions writing the same item at once (TransactionConflict):
+    the change reads again and is applied, instead of answering 503."""
+    from contextlib import contextmanager
+
+    from pynamodb.connection.base import VerboseClientError
+    from pynamodb.exceptions import CancellationReason, TransactWriteError
+
+    book = bootstrap.current().quotas
+    book.put("pay", {"limit_bytes": 100})
+    real, conflicts = quota_book.transaction, []
+
+    @contextmanager
+    def conflict_once():
+        if not conflicts:
+            conflicts.append(True)
+            cause = VerboseClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"}},
+                                       "TransactWriteItems",
+                                       cancellation_reasons=[CancellationReason(code="TransactionConflict")])
+            raise TransactWriteError("cancelled", cause=cause)
+        with real() as tx:
+            yield tx
+    monkeypatch.setattr(quota_book, "transaction", conflict_once)
+    assert book.put_versioned("pay", {"limit_bytes": 300}, if_match='"1"').version == 2
+    assert conflicts and Quota.get(QUOTA_PK, "pay").body["limit_bytes"] == 300
+
+
 def test_a_quota_stored_before_versions_is_version_0_and_changed_conditionally(aws):
     book = bootstrap.current().quotas
     Quota(QUOTA_PK, "pay", body={"limit_bytes": 100}, updated_at=1.0).save()
