@@ -9,7 +9,8 @@ import requests
 from chalicelib import bootstrap
 from chalicelib.api.charts import Coverage
 from chalicelib.api.stats import service_stats
-from localrun.devgateway import LATENCY_BUCKETS, DemoUpstream, DevGateway, GatewayConfig, Route
+from localrun.devgateway import LATENCY_BUCKETS, GatewayConfig, Route
+from tests.support.pipeline import scraped_gateway
 
 
 def bucket_of(ms):
@@ -18,16 +19,9 @@ def bucket_of(ms):
 
 @pytest.fixture
 def pipeline(aws_server, env, prometheus_factory):
-    upstream = DemoUpstream().start()
-    gateway = DevGateway(GatewayConfig("3.7", [Route("/shop", upstream.url, "shop", "cart")])).start()
-    prometheus = prometheus_factory.start([gateway.url.split("//")[1]], scrape_interval="1s")
-    env.setenv("PROMETHEUS_URL", prometheus.url)
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "2")
-    bootstrap.reset()
-    yield gateway, prometheus
-    gateway.stop()
-    upstream.stop()
+    with scraped_gateway(env, prometheus_factory,
+                         lambda upstream: GatewayConfig("3.7", [Route("/shop", upstream, "shop", "cart")])) as parts:
+        yield parts
 
 
 def test_stats_match_the_traffic_sent(pipeline):

@@ -7,24 +7,18 @@ import pytest
 import requests
 
 from chalicelib import bootstrap
-from localrun.devgateway import Consumer, DemoUpstream, DevGateway, GatewayConfig, KeyAuth, Route
+from localrun.devgateway import Consumer, GatewayConfig, KeyAuth, Route
+from tests.support.pipeline import scraped_gateway
 
 
 @pytest.fixture
 def pipeline(aws_server, env, prometheus_factory):
-    upstream = DemoUpstream().start()
-    config = GatewayConfig("3.7", [Route("/shop", upstream.url, "shop", "cart")],
-                           consumers=[Consumer(name, (f"{name}-key",)) for name in ("acme", "globex", "initech")],
-                           key_auth=[KeyAuth(service="shop")])
-    gateway = DevGateway(config).start()
-    prometheus = prometheus_factory.start([gateway.url.split("//")[1]], scrape_interval="1s")
-    env.setenv("PROMETHEUS_URL", prometheus.url)
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "2")
-    bootstrap.reset()
-    yield gateway, prometheus
-    gateway.stop()
-    upstream.stop()
+    def config(upstream):
+        return GatewayConfig("3.7", [Route("/shop", upstream, "shop", "cart")],
+                             consumers=[Consumer(name, (f"{name}-key",)) for name in ("acme", "globex", "initech")],
+                             key_auth=[KeyAuth(service="shop")])
+    with scraped_gateway(env, prometheus_factory, config) as parts:
+        yield parts
 
 
 def test_a_services_bytes_are_the_sum_of_its_consumers(pipeline):
