@@ -4,7 +4,6 @@ import itertools
 import json
 
 import pytest
-from chalice.test import Client
 
 from chalicelib import bootstrap
 from chalicelib.collect.deltas import MinuteAccumulator
@@ -13,7 +12,8 @@ from chalicelib.core.models import UsageBucket
 from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMERS, MAX_LABEL_BYTES, OTHER_CONSUMERS, BucketUsage,
                                    stored_label, sum_buckets)
 from tests.fakes.prometheus import FakePrometheus
-from tests.unit.test_collector import T0, scrape
+from tests.unit.test_api import client  # noqa: F401 (the fixture: the app on moto in-process)
+from tests.unit.test_collector import T0, collector, scrape  # noqa: F401 (collector: the fixture)
 
 BASE3 = {"__name__": "kong_bandwidth_bytes", "service": "pay", "route": "r", "direction": "egress"}
 
@@ -103,15 +103,6 @@ def kong37(consumer, instance, route="r", direction="egress"):
             "workspace": "default", "consumer": consumer, "instance": instance, "job": "kong"}
 
 
-@pytest.fixture
-def collector(aws, env):
-    env.setenv("COLLECT_LAG_SECONDS", "30")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
-    bootstrap.reset()
-    fake = FakePrometheus()
-    return bootstrap.override(prometheus=fake).collector, fake
-
-
 def test_each_consumer_series_is_counted_exactly_through_a_reset_and_adds_up_to_the_service(collector):
     col, prom = collector
     alice = scrape(T0 - 600, T0 + 1800, 15, iter(lambda: 100, None))
@@ -135,17 +126,6 @@ def test_each_consumer_series_is_counted_exactly_through_a_reset_and_adds_up_to_
 
 
 # -- service charts ---------------------------------------------------------------------------
-@pytest.fixture
-def client(aws, env):
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
-    bootstrap.reset()
-    from app import app
-
-    with Client(app) as c:
-        yield c
-
-
 @pytest.fixture
 def collected(client):
     """Ten minutes to T0+10m: alice 1000 B/min egress on route a, bob 20 B/min egress on route b,
