@@ -114,8 +114,6 @@ def test_every_step_adds_up_to_the_overview_period_usage(api, step):
 
 
 def test_two_admins_changing_one_quota_at_once_one_wins_the_other_gets_412(api):
-    from concurrent.futures import ThreadPoolExecutor
-
     url = f"{api.url}/v1/services/concurrent-api/quota"
     first = requests.put(url, json={"limit_bytes": 100}, timeout=20)
     assert first.status_code == 200 and first.headers["ETag"] == '"1"'
@@ -123,8 +121,10 @@ def test_two_admins_changing_one_quota_at_once_one_wins_the_other_gets_412(api):
 
     def change(limit):
         return requests.put(url, json={"limit_bytes": limit}, headers={"If-Match": etag}, timeout=20)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        answers = list(pool.map(change, [200, 300]))
+    # One after the other, both naming the version both read: the moto server does not isolate
+    # two transactions that truly overlap (both conditions can pass), which DynamoDB does; the
+    # overlapping race is checked deterministically in tests/unit/test_quota_versions.py.
+    answers = [change(200), change(300)]
     assert sorted(a.status_code for a in answers) == [200, 412]
     won = next(a for a in answers if a.status_code == 200)
     lost = next(a for a in answers if a.status_code == 412)
