@@ -6,6 +6,7 @@ Key design (pk / sk):
 |--------------------|--------------------|-------------------------------------|
 | UsageBucket        | USAGE#<service>    | <level>#<bucket start, ISO minute>  |
 | ServiceUsage       | SERVICES           | <service>                           |
+| ConsumerUsage      | CONSUMERS          | <consumer>                          |
 | CollectorState     | STATE              | collector, collector#<shard> (1..N-1) |
 | ShardAssignment    | STATE              | shard#<shard> (1..N-1)              |
 | Quota              | QUOTA              | <service>                           |
@@ -51,6 +52,7 @@ from chalicelib.core.timeutil import iso, iso_minute
 
 # -- keys ------------------------------------------------------------------------------------
 SERVICES_PK = "SERVICES"
+CONSUMERS_PK = "CONSUMERS"
 STATE_PK = "STATE"
 STATE_KEY = (STATE_PK, "collector")  # shard 0's state: the key an unsharded collector always used
 ENFORCEMENT_KEY = (STATE_PK, "enforcement")
@@ -175,17 +177,17 @@ class UsageBucket(_TableModel):
     expires_at = TTLAttribute(null=True)
 
 
-class ServiceUsage(_TableModel):
-    """A service seen by the collector, with its usage in the current quota period.
+class _PeriodUsageItem(_TableModel):
+    """What a service's and a consumer's usage items share: when the thing was active, and its
+    usage in its current quota period.
 
     ``through`` is the collector watermark up to which the period usage counts;
     the collector sets absolute values guarded by it, never ADDs.
     """
 
     class Meta(_TableModel.Meta):
-        abstract = False
+        abstract = True
 
-    service = UnicodeAttribute()
     first_seen = NumberAttribute()
     last_active = NumberAttribute()
     period_kind = UnicodeAttribute()
@@ -196,6 +198,27 @@ class ServiceUsage(_TableModel):
     egress = NumberAttribute(default=0)
     total = NumberAttribute(default=0)
     through = NumberAttribute()
+
+    def counts_cycle(self, kind: str, anchor_day: int) -> bool:
+        """Whether the stored usage is for periods of this kind and billing-cycle day."""
+        return self.period_kind == kind and int(self.period_anchor) == anchor_day
+
+    def holds(self, period) -> bool:
+        """Whether the stored usage is exactly ``period``'s."""
+        return self.counts_cycle(period.kind, period.anchor_day) and int(self.period_start) == period.start
+
+    def precedes(self, period) -> bool:
+        """Whether the stored usage is for an earlier period of the same cycle (so ``period`` has none yet)."""
+        return self.counts_cycle(period.kind, period.anchor_day) and int(self.period_end) <= period.start
+
+
+class ServiceUsage(_PeriodUsageItem):
+    """A service seen by the collector, with its usage in the current quota period."""
+
+    class Meta(_PeriodUsageItem.Meta):
+        abstract = False
+
+    service = UnicodeAttribute()
     # The collector's checkpoint of this service's counters (collect/checkpoint.py), as of
     # checkpoint_at, and the one it started that chunk from (previous_checkpoint_at).
     checkpoint = BinaryAttribute(legacy_encoding=False, null=True)
@@ -212,17 +235,27 @@ class ServiceUsage(_TableModel):
         return cls(SERVICES_PK, service, service=service, first_seen=minute, last_active=last_active,
                    through=minute, period_kind="month", period_start=0, period_end=0)
 
-    def counts_cycle(self, kind: str, anchor_day: int) -> bool:
-        """Whether the stored usage is for periods of this kind and billing-cycle day."""
-        return self.period_kind == kind and int(self.period_anchor) == anchor_day
 
-    def holds(self, period) -> bool:
-        """Whether the stored usage is exactly ``period``'s."""
-        return self.counts_cycle(period.kind, period.anchor_day) and int(self.period_start) == period.start
+class ConsumerUsage(_PeriodUsageItem):
+    """A consumer seen by the collector (across every service), with its usage in the current
+    quota period. Its bytes per minute live in the services' buckets (UsageBucket.consumers); this
+    item adds them up for the period, so listing, quotas, alerts and blocks read one item.
 
-    def precedes(self, period) -> bool:
-        """Whether the stored usage is for an earlier period of the same cycle (so ``period`` has none yet)."""
-        return self.counts_cycle(period.kind, period.anchor_day) and int(self.period_end) <= period.start
+    ``consumer`` is the consumer's key (names.qualified: the Kong username, prefixed with its
+    workspace outside ``default``)."""
+
+    class Meta(_PeriodUsageItem.Meta):
+        abstract = False
+
+    consumer = UnicodeAttribute()
+    # The services this consumer sent bytes through in the period: {service: {"ingress": n, "egress": n}}
+    # (bounded like a bucket's routes), so its chart reads only those services' buckets.
+    services = MapAttribute(default=dict)
+
+    @classmethod
+    def first_seen_at(cls, consumer: str, minute: int, last_active: int) -> "ConsumerUsage":
+        return cls(CONSUMERS_PK, consumer, consumer=consumer, first_seen=minute, last_active=last_active,
+                   through=minute, period_kind="month", period_start=0, period_end=0)
 
 
 class CollectorState(_TableModel):
@@ -407,7 +440,7 @@ class EnforcementNotice(_TableModel):
     sent_at = NumberAttribute(null=True)
 
 
-ALL_MODELS = (UsageBucket, ServiceUsage, CollectorState, ScheduleTick, ShardAssignment, Quota, QuotaRules, AuditEntry,
+ALL_MODELS = (UsageBucket, ServiceUsage, ConsumerUsage, CollectorState, ScheduleTick, ShardAssignment, Quota, QuotaRules, AuditEntry,
               Alert, AlertDue, RulesReevaluation, EnforcementState, EnforcementNotice)
 
 
