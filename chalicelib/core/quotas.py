@@ -169,7 +169,7 @@ def matches(pattern: str, service: str) -> bool:
 class EffectiveQuota:
     """What applies to one service: its own quota, a rule's, or none (usage still counted monthly)."""
 
-    source: str  # "service" | "rule:<pattern>" | "none"
+    source: str  # "service" | "consumer" | "rule:<pattern>" | "none"
     limit_bytes: Optional[int] = None
     period: str = "month"
     anchor_day: int = 1
@@ -215,6 +215,7 @@ NO_QUOTA = EffectiveQuota("none")
 class QuotaSnapshot:
     quotas: Dict[str, dict] = field(default_factory=dict)
     rules: List[dict] = field(default_factory=list)
+    consumer_quotas: Dict[str, dict] = field(default_factory=dict)  # by consumer key (names.qualified)
 
     def rejecting_services(self) -> Optional[Set[str]]:
         """The services a quota may block at the gateway: their names while only services' own
@@ -229,4 +230,10 @@ class QuotaSnapshot:
         for rule in self.rules:
             if matches(rule["pattern"], service):
                 return EffectiveQuota.from_body(f"rule:{rule['pattern']}", rule)
+        return NO_QUOTA
+
+    def quota_for_consumer(self, consumer: str) -> EffectiveQuota:
+        """What applies to one consumer (its key, names.qualified): its own quota, or none."""
+        if consumer in self.consumer_quotas:
+            return EffectiveQuota.from_body("consumer", self.consumer_quotas[consumer])
         return NO_QUOTA
