@@ -62,9 +62,10 @@ def test_kong_declarative_config_is_well_formed_and_enables_the_metrics():
         assert service["name"] and service["url"].startswith("http://upstream:")
         for route in service["routes"]:
             assert route["paths"] and all(p.startswith("/") for p in route["paths"])
-    (plugin,) = config["plugins"]
-    assert plugin["name"] == "prometheus"
-    assert all(plugin["config"][k] for k in ("bandwidth_metrics", "status_code_metrics", "latency_metrics"))
+    (plugin,) = [p for p in config["plugins"] if p["name"] == "prometheus"]
+    assert "service" not in plugin  # global: every service's traffic is counted
+    assert all(plugin["config"][k] for k in ("bandwidth_metrics", "status_code_metrics", "latency_metrics",
+                                              "per_consumer"))
     kong = SERVICES["kong"]["environment"]
     assert kong["KONG_DATABASE"] == "off" and kong["KONG_STATUS_LISTEN"].endswith(":8100")
 
@@ -87,3 +88,21 @@ def test_every_published_port_is_bound_to_loopback_only():
     services = COMPOSE["services"]
     published = [port for service in services.values() for port in service.get("ports", [])]
     assert published and all(port.startswith("127.0.0.1:") for port in published), published
+
+
+def test_kong_knows_the_consumers_and_keys_the_demo_traffic_sends():
+    """The traffic container sends the development gateway's consumers' keys (localrun/gateway.yaml):
+    Kong must authenticate the same consumers on the same services, or the consumers view is empty."""
+    kong = yaml.safe_load((ROOT / "kong/kong.yml").read_text())
+    dev = yaml.safe_load((ROOT / "localrun/gateway.yaml").read_text())
+
+    def keys(consumers):
+        return {c["username"]: sorted(k["key"] for k in c["keyauth_credentials"]) for c in consumers}
+
+    assert keys(kong["consumers"]) == keys(dev["consumers"])
+    protected = {p["service"] for p in kong["plugins"] if p["name"] == "key-auth"}
+    assert protected == {p["service"] for p in dev["plugins"] if p["name"] == "key-auth"}
+    path_service = {p: s["name"] for s in kong["services"] for r in s["routes"] for p in r["paths"]}
+    for entry in dev["traffic"]["mix"]:
+        # an entry sent by consumers goes to a protected service, an anonymous one to an open one
+        assert (path_service[entry["path"]] in protected) == bool(entry.get("consumers")), entry["path"]
