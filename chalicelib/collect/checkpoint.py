@@ -5,8 +5,9 @@ Prometheus, a scrape gap of any length or a late sample can neither re-count a l
 counter nor lose bytes: counters are cumulative, so whatever flowed since the checkpoint is
 in the next value the collector sees.
 
-A service's checkpoint travels in its ServiceUsage item (written in the same chunk anyway),
-packed as 24 bytes a series: an 8-byte series id (a hash of its labels, instance included),
+A service's checkpoint travels in its ServiceUsage item (written in the same chunk anyway;
+the store keeps one too large for the item in pages beside it, core/store.py), packed as 24
+bytes a series: an 8-byte series id (a hash of its labels, instance included),
 the value and the sample's time in milliseconds. The item keeps the checkpoint it started the
 chunk from too, so a chunk that is retried after a partial failure starts from the same
 baseline and writes the same absolute values again.

@@ -7,6 +7,7 @@ Key design (pk / sk):
 | UsageBucket        | USAGE#<service>    | <level>#<bucket start, ISO minute>  |
 | ServiceUsage       | SERVICES           | <service>                           |
 | ConsumerUsage      | CONSUMERS          | <consumer>                          |
+| CheckpointPage     | CHECKPOINT#<service> | <checkpoint time>#<page>          |
 | CollectorState     | STATE              | collector, collector#<shard> (1..N-1) |
 | ShardAssignment    | STATE              | shard#<shard> (1..N-1)              |
 | Quota              | QUOTA              | <service>                           |
@@ -225,6 +226,11 @@ class ServiceUsage(_PeriodUsageItem):
     checkpoint_at = NumberAttribute(null=True)
     previous_checkpoint = BinaryAttribute(legacy_encoding=False, null=True)
     previous_checkpoint_at = NumberAttribute(null=True)
+    # A checkpoint too large to share the item (a service with thousands of series: 24 bytes
+    # each, twice) is kept in CheckpointPage items instead, this many pages; the store spills
+    # and reassembles it, so the collector always sees the blobs above.
+    checkpoint_pages = NumberAttribute(null=True)
+    previous_checkpoint_pages = NumberAttribute(null=True)
     # The collector shard that counts this service (None: shard 0, the catch-all), so the API
     # reads the watermark and gaps that apply to it.
     shard = NumberAttribute(null=True)
@@ -256,6 +262,25 @@ class ConsumerUsage(_PeriodUsageItem):
     def first_seen_at(cls, consumer: str, minute: int, last_active: int) -> "ConsumerUsage":
         return cls(CONSUMERS_PK, consumer, consumer=consumer, first_seen=minute, last_active=last_active,
                    through=minute, period_kind="month", period_start=0, period_end=0)
+
+
+def checkpoint_pk(service: str) -> str:
+    return f"CHECKPOINT#{service}"
+
+
+def checkpoint_page_sk(at: int, page: int) -> str:
+    return f"{int(at):012d}#{page:04d}"
+
+
+class CheckpointPage(_TableModel):
+    """One slice of a service's checkpoint that is too large for its ServiceUsage item, keyed by
+    the checkpoint's time: the current and the previous checkpoint (a retried chunk starts from
+    it) are both kept, and pages of any other time are stale (store.py deletes them)."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    blob = BinaryAttribute(legacy_encoding=False)
 
 
 class CollectorState(_TableModel):
@@ -440,7 +465,7 @@ class EnforcementNotice(_TableModel):
     sent_at = NumberAttribute(null=True)
 
 
-ALL_MODELS = (UsageBucket, ServiceUsage, ConsumerUsage, CollectorState, ScheduleTick, ShardAssignment, Quota, QuotaRules, AuditEntry,
+ALL_MODELS = (UsageBucket, ServiceUsage, ConsumerUsage, CheckpointPage, CollectorState, ScheduleTick, ShardAssignment, Quota, QuotaRules, AuditEntry,
               Alert, AlertDue, RulesReevaluation, EnforcementState, EnforcementNotice)
 
 

@@ -14,13 +14,21 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from pynamodb.exceptions import PutError, PynamoDBException, UpdateError
 
 from chalicelib.core.errors import StoreError
-from chalicelib.core.models import (SERVICES_PK, TICK_KEY, CollectorState, ScheduleTick, ServiceUsage, ShardAssignment,
-                                    UsageBucket, bucket_sk, collector_state_key, is_condition_failure, read_item,
-                                    shard_assignment_key, usage_pk)
+from chalicelib.core.models import (SERVICES_PK, TICK_KEY, CheckpointPage, CollectorState, ScheduleTick, ServiceUsage,
+                                    ShardAssignment, UsageBucket, bucket_sk, checkpoint_page_sk, checkpoint_pk,
+                                    collector_state_key, is_condition_failure, read_item, shard_assignment_key,
+                                    usage_pk)
 from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS
 from chalicelib.core.usage import BucketUsage
 
-CHECKPOINT_ATTRIBUTES = ("checkpoint", "checkpoint_at", "previous_checkpoint", "previous_checkpoint_at")
+CHECKPOINT_ATTRIBUTES = ("checkpoint", "checkpoint_at", "previous_checkpoint", "previous_checkpoint_at",
+                         "checkpoint_pages", "previous_checkpoint_pages")
+CHECKPOINTS = ("checkpoint", "previous_checkpoint")  # the two blobs a service item carries
+# A service's two checkpoints share its item up to this size together; larger ones (a service
+# with thousands of series) are kept in CheckpointPage items of at most CHECKPOINT_PAGE_BYTES,
+# so the item stays far under DynamoDB's 400 KB whatever the number of series.
+CHECKPOINT_INLINE_BYTES = 96 * 1024
+CHECKPOINT_PAGE_BYTES = 300 * 1024
 LEASE_SECONDS = 900  # longer than the Lambda timeout: a dead run's lease expires by itself
 BATCH = 25  # items in one BatchWriteItem request
 BATCH_GET = 100  # keys in one BatchGetItem request
@@ -192,30 +200,94 @@ class UsageStore:
     # -- services ------------------------------------------------------------------------
     def list_services(self, after: Optional[str] = None, checkpoints: bool = False):
         """Every service item in name order (from after ``after``), read page by page. The
-        collector's checkpoints are left out unless asked for: only the collector needs them."""
+        collector's checkpoints are left out unless asked for: only the collector needs them
+        (and only an item read with them may be written back)."""
         condition = ServiceUsage.sk > after if after else None
         attributes = None if checkpoints else [name for name in ServiceUsage.get_attributes()
                                                 if name not in CHECKPOINT_ATTRIBUTES]
         try:
-            yield from ServiceUsage.query(SERVICES_PK, condition, attributes_to_get=attributes)
+            for item in ServiceUsage.query(SERVICES_PK, condition, attributes_to_get=attributes):
+                yield self._reassembled(item) if checkpoints else item
         except PynamoDBException as e:
             raise StoreError(f"listing services failed: {e}") from e
 
     def get_services(self, names: Iterable[str]) -> List[ServiceUsage]:
-        """These services' items (those that exist)."""
+        """These services' items (those that exist), checkpoints included."""
         keys = [(SERVICES_PK, name) for name in names]
         try:
-            return [item for i in range(0, len(keys), BATCH_GET) for item in ServiceUsage.batch_get(keys[i:i + BATCH_GET])]
+            return [self._reassembled(item) for i in range(0, len(keys), BATCH_GET)
+                    for item in ServiceUsage.batch_get(keys[i:i + BATCH_GET])]
         except PynamoDBException as e:
             raise StoreError(f"reading {len(keys)} services failed: {e}") from e
 
     def get_service(self, service: str) -> Optional[ServiceUsage]:
+        """One service's item, to read (a large checkpoint is not reassembled: never write it back)."""
         return read_item(ServiceUsage, (SERVICES_PK, service), f"service {service!r}")
 
     def put_services(self, items: Sequence[ServiceUsage]) -> int:
-        stored = self._write_batches(ServiceUsage, list(items), lambda item: item, "service usage items")
+        """Write service items; a checkpoint too large for its item goes to pages first, so an
+        item never points at pages that are not there, and pages of older checkpoints go after."""
+        spilled = [self._spill(item) for item in items]
+        pages = [page for _, item_pages in spilled for page in item_pages]
+        if pages:
+            self._write_batches(CheckpointPage, pages, lambda page: page, "checkpoint pages")
+        stored = self._write_batches(ServiceUsage, [item for item, _ in spilled], lambda item: item,
+                                     "service usage items")
+        for item, item_pages in spilled:
+            if item_pages:
+                self._delete_stale_pages(item.service, {page.sk for page in item_pages})
         self.writes += stored
         return stored
+
+    # -- large checkpoints (see CHECKPOINT_INLINE_BYTES) -----------------------------------------
+    @staticmethod
+    def _spill(item: ServiceUsage) -> Tuple[ServiceUsage, List[CheckpointPage]]:
+        """The item as stored, and the pages its checkpoints need (none when they fit inline)."""
+        blobs = {name: bytes(getattr(item, name) or b"") for name in CHECKPOINTS}
+        if sum(len(blob) for blob in blobs.values()) <= CHECKPOINT_INLINE_BYTES:
+            return item, []
+        stored, pages = ServiceUsage.from_raw_data(item.serialize()), []
+        for name, blob in blobs.items():
+            at = getattr(item, f"{name}_at")
+            if not blob or at is None:
+                continue
+            parts = [blob[i:i + CHECKPOINT_PAGE_BYTES] for i in range(0, len(blob), CHECKPOINT_PAGE_BYTES)]
+            pages += [CheckpointPage(checkpoint_pk(item.service), checkpoint_page_sk(at, n), blob=part)
+                      for n, part in enumerate(parts)]
+            setattr(stored, name, None)
+            setattr(stored, f"{name}_pages", len(parts))
+        return stored, pages
+
+    def _reassembled(self, item: ServiceUsage) -> ServiceUsage:
+        """The item with checkpoints kept in pages put back in place (the collector sees blobs only)."""
+        if not (item.checkpoint_pages or item.previous_checkpoint_pages):
+            return item
+        try:
+            found = {page.sk: bytes(page.blob) for page in CheckpointPage.query(checkpoint_pk(item.service))}
+        except PynamoDBException as e:
+            raise StoreError(f"reading the checkpoint of {item.service!r} failed: {e}") from e
+        for name in CHECKPOINTS:
+            count, at = getattr(item, f"{name}_pages"), getattr(item, f"{name}_at")
+            if not count:
+                continue
+            keys = [checkpoint_page_sk(at, n) for n in range(int(count))]
+            if any(key not in found for key in keys):
+                # Counting on without it would count lifetime counters again from zero.
+                raise StoreError(f"the {name.replace('_', ' ')} of {item.service!r} is missing pages")
+            setattr(item, name, b"".join(found[key] for key in keys))
+            setattr(item, f"{name}_pages", None)
+        return item
+
+    def _delete_stale_pages(self, service: str, current: set) -> None:
+        try:
+            stale = [page for page in CheckpointPage.query(checkpoint_pk(service), attributes_to_get=["pk", "sk"])
+                     if page.sk not in current]
+            with CheckpointPage.batch_write() as batch:
+                for page in stale:
+                    batch.delete(page)
+        except PynamoDBException as e:
+            # Stale pages are only storage: the item names the pages it uses. Tried again next write.
+            log.warning("store: deleting old checkpoint pages of %r failed: %s", service, e)
 
     # -- collector state (one per shard) ---------------------------------------------------
     def state(self, shard: int = 0) -> CollectorState:

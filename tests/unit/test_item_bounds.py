@@ -95,7 +95,7 @@ def test_the_worst_bucket_fits_one_dynamodb_item(aws):
 def test_an_item_that_cannot_be_stored_is_quarantined_and_its_batch_siblings_are_written(aws):
     store = bootstrap.current().store
     items = [ServiceUsage.first_seen_at(f"svc-{i:02d}", MINUTE, MINUTE) for i in range(30)]
-    items[3].checkpoint = b"\0" * 420_000  # over 400 KB whatever is done
+    items[3].period_kind = "x" * 420_000  # over 400 KB whatever is done (a checkpoint would go to pages)
     assert store.put_services(items) == 29
     stored = {item.service for item in ServiceUsage.query(SERVICES_PK)}
     assert stored == {f"svc-{i:02d}" for i in range(30)} - {"svc-03"}
@@ -199,7 +199,7 @@ def test_parallel_batches_quarantine_the_offender_alone_too(aws):
     from chalicelib.core.store import UsageStore
     store = UsageStore(write_workers=4)
     items = [ServiceUsage.first_seen_at(f"svc-{i:02d}", MINUTE, MINUTE) for i in range(80)]
-    items[60].checkpoint = b"\0" * 420_000
+    items[60].period_kind = "x" * 420_000
     assert store.put_services(items) == 79 and store.writes == 79
     assert [entry["key"][1] for entry in store.take_oversized()] == ["svc-60"]
     assert len(list(ServiceUsage.query(SERVICES_PK))) == 79
