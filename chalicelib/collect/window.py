@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from typing import Dict, Iterable, List, Optional, Sequence, Set
 
-from chalicelib.collect import kong, shards
+from chalicelib.collect import gateways, kong, shards
 from chalicelib.collect.checkpoint import Checkpoint, Reading, baseline_for_chunk, series_id
 from chalicelib.collect.deltas import MinuteAccumulator, series_deltas
 from chalicelib.collect.plan import Services
 from chalicelib.collect.report import RunReport
 from chalicelib.core.errors import BadSample
+from chalicelib.core.names import qualified
 from chalicelib.core.timeutil import MINUTE, floor_minute
 
 
@@ -94,28 +95,32 @@ class WindowReader:
         # count in the window's first minute); not before collection began, which nothing precedes.
         read_from = start - s.late_sample_seconds if services else start
         seen = 0
-        for matcher in matchers:
-            selector = shards.with_matcher(kong.bandwidth_selector(s.kong_schema), matcher)
-            seen += self._read_bandwidth(selector, read_from, start, end, services, window, report)
+        # One query per gateway source and matcher: no answer holds two series with one label set.
+        for gateway in gateways.configured(s):
+            for source in gateway.sources(s):
+                for matcher in matchers:
+                    selector = shards.with_matcher(source.selector, gateway.shard_matcher(matcher))
+                    seen += self._read_bandwidth(gateway, source, selector, read_from, start, end, services,
+                                                 window, report)
         report.series_seen = max(report.series_seen, seen)
-        if s.collect_traffic_stats:
+        if s.collect_traffic_stats and "kong" in s.gateways:  # Kong's request and latency series only
             for matcher in matchers:
                 self._read_stats(start, end, window.usage, report, matcher)
         return window
 
-    def _read_bandwidth(self, selector: str, read_from: int, start: int, end: int, services: Services,
-                        window: Window, report: RunReport) -> int:
+    def _read_bandwidth(self, gateway: gateways.Gateway, source: gateways.Source, selector: str, read_from: int,
+                        start: int, end: int, services: Services, window: Window, report: RunReport) -> int:
         unknown = []  # series the collector has no checkpoint of: first seen now
         seen = 0
         for one in self._dedupe_replicas(self.prometheus.raw_samples(selector, read_from, end)):
             try:
-                key = kong.bandwidth_key(one.labels)
+                key = gateway.key(one.labels, source)
             except BadSample as e:
                 report.quarantine(one.labels, str(e))
                 continue
             seen += 1
-            report.saw_schema(kong.detect_schema(one.labels))
-            sid = series_id(self._strip_replicas(one.key))
+            report.saw_schema(gateway.schema(one.labels))
+            sid = series_id(gateway.identity(self._strip_replicas(one.key), source))
             reading = window.baseline(key.service, services, start).readings.get(sid)
             if reading is None:
                 unknown.append((key, sid, one))
@@ -149,13 +154,14 @@ class WindowReader:
         requests = shards.with_matcher(kong.REQUESTS_SELECTOR, matcher)
         for labels, per_minute in self._deltas(requests, start, end, report):
             if labels.get("service") and labels.get("code"):
-                acc.add_status(labels["service"], labels["code"], per_minute)
+                acc.add_status(qualified(labels.get("workspace", ""), labels["service"]), labels["code"], per_minute)
         for selector, part in ((kong.LATENCY_BUCKET_SELECTOR, "buckets"), (kong.LATENCY_SUM_SELECTOR, "sum"),
                                (kong.LATENCY_COUNT_SELECTOR, "count")):
             selector = shards.with_matcher(selector, matcher)
             for labels, per_minute in self._deltas(selector, start, end, report, integer=part != "sum"):
                 if labels.get("service") and (part != "buckets" or labels.get("le")):
-                    acc.add_latency(labels["service"], part, per_minute, labels.get("le"))
+                    acc.add_latency(qualified(labels.get("workspace", ""), labels["service"]), part, per_minute,
+                                    labels.get("le"))
 
     def _deltas(self, selector: str, start: int, end: int, report: RunReport, integer: bool = True):
         """(labels, per-minute increase) for every valid series of ``selector`` in the window."""
