@@ -11,8 +11,8 @@ egress = back to the client (the response).
 |---------|----------------------------------------------------|-----------------------|----------|------------|-------|
 | kong    | kong_bandwidth_bytes / kong_bandwidth (kong.py)    | service (+ workspace) | route    | consumer (+ workspace) | request line, headers and body in; status line, headers and body out |
 | apisix  | apisix_bandwidth{type}                             | service (an id unless prefer_name) | route | consumer | the same ($request_length in, $bytes_sent out) |
-| traefik | traefik_service_requests_bytes_total (in), traefik_service_responses_bytes_total (out) | service (name@provider) | "" | "" | bodies only: no headers, no TLS or HTTP/2 framing |
-| envoy   | envoy_cluster_upstream_cx_tx_bytes_total (in), envoy_cluster_upstream_cx_rx_bytes_total (out) | envoy_cluster_name | "" | "" | the upstream connections' bytes (Envoy to the cluster and back, after TLS), not the client's |
+| traefik | traefik_service_requests_bytes_total (in), traefik_service_responses_bytes_total (out) | service (name@provider) | (all routes) | "" | bodies only: no headers, no TLS or HTTP/2 framing |
+| envoy   | envoy_cluster_upstream_cx_tx_bytes_total (in), envoy_cluster_upstream_cx_rx_bytes_total (out) | envoy_cluster_name | (all routes) | "" | the upstream connections' bytes (Envoy to the cluster and back, after TLS), not the client's |
 
 Every series keeps all its labels in its id (checkpoint.series_id), ``instance`` included, so
 several nodes and each node's counter resets are counted apart and exactly, as for Kong. Kong's
@@ -37,6 +37,10 @@ from chalicelib.core.names import qualified
 from chalicelib.core.quotas import is_service_name
 
 Labels = Tuple[Tuple[str, str], ...]
+# Route names for traffic a gateway reports without one (an empty name is not stored: a usage
+# item's routes are a map, and a map key cannot be empty).
+NO_ROUTE = "(no route)"  # APISIX: no route matched (a 404 with the plugin as a global rule)
+ALL_ROUTES = "(all routes)"  # Traefik, Envoy: their byte counters are per service, never per route
 SHARD_LABEL = "service"  # the label collect/shards.py's matchers name
 
 
@@ -116,8 +120,8 @@ class Apisix(Gateway):
     line, headers and body), egress ``$bytes_sent`` (all sent to the client). ``service`` and
     ``route`` are ids unless the plugin has ``prefer_name: true``; ``consumer`` is the
     consumer's username; each is "" when absent (a route without a service counts under
-    (unmatched), with its route). ``node`` is the upstream node's address, not the APISIX
-    instance: it only splits series, like 3.14's LLM labels."""
+    (unmatched) with its route; no route at all is NO_ROUTE). ``node`` is the upstream node's
+    address, not the APISIX instance: it only splits series, like 3.14's LLM labels."""
 
     name = "apisix"
 
@@ -125,7 +129,7 @@ class Apisix(Gateway):
         return (Source("apisix_bandwidth", metric="apisix_bandwidth"),)
 
     def key(self, labels: Mapping[str, str], source: Source) -> BandwidthKey:
-        return BandwidthKey(_service(labels.get("service", "")), labels.get("route", ""),
+        return BandwidthKey(_service(labels.get("service", "")), labels.get("route") or NO_ROUTE,
                             _direction(labels.get("type")), _consumer(labels.get("consumer", "")))
 
 
@@ -147,7 +151,7 @@ class Traefik(Gateway):
         return (Source(self.REQUESTS, "ingress", self.REQUESTS), Source(self.RESPONSES, "egress", self.RESPONSES))
 
     def key(self, labels: Mapping[str, str], source: Source) -> BandwidthKey:
-        return BandwidthKey(_service(labels.get("service", "")), "", _direction(source.direction), "")
+        return BandwidthKey(_service(labels.get("service", "")), ALL_ROUTES, _direction(source.direction), "")
 
 
 class Envoy(Gateway):
@@ -170,7 +174,8 @@ class Envoy(Gateway):
         return (Source(self.SENT, "ingress", self.SENT), Source(self.RECEIVED, "egress", self.RECEIVED))
 
     def key(self, labels: Mapping[str, str], source: Source) -> BandwidthKey:
-        return BandwidthKey(_service(labels.get(self.service_label, "")), "", _direction(source.direction), "")
+        return BandwidthKey(_service(labels.get(self.service_label, "")), ALL_ROUTES, _direction(source.direction),
+                            "")
 
 
 GATEWAYS: Dict[str, Gateway] = {g.name: g for g in (Kong(), Apisix(), Traefik(), Envoy())}

@@ -7,6 +7,7 @@ import pytest
 from chalicelib import bootstrap
 from chalicelib.collect import gateways
 from chalicelib.collect.checkpoint import series_id
+from chalicelib.collect.gateways import ALL_ROUTES, NO_ROUTE
 from chalicelib.collect.kong import UNMATCHED_SERVICE, BandwidthKey
 from chalicelib.collect.prometheus import series_key
 from chalicelib.core import settings
@@ -73,6 +74,9 @@ def test_apisix_type_route_service_consumer_map_and_empty_means_absent():
     assert APISIX.key(labels, source) == BandwidthKey("3", "12", "ingress", "acme")
     assert APISIX.key({**labels, "service": "", "consumer": "", "type": "egress"}, source) == \
         BandwidthKey(UNMATCHED_SERVICE, "12", "egress", "")
+    # no route matched (a 404 with the plugin global): a route name that can be stored
+    assert APISIX.key({**labels, "route": "", "service": "", "consumer": "", "node": ""}, source) == \
+        BandwidthKey(UNMATCHED_SERVICE, NO_ROUTE, "ingress", "")
     with pytest.raises(BadSample):
         APISIX.key({**labels, "type": "sideways"}, source)
 
@@ -80,12 +84,12 @@ def test_apisix_type_route_service_consumer_map_and_empty_means_absent():
 def test_traefik_and_envoy_take_the_direction_from_the_counter_and_have_no_route_or_consumer():
     requests, responses = TRAEFIK.sources(None)
     labels = {"code": "200", "method": "GET", "protocol": "http", "service": "orders@file"}
-    assert TRAEFIK.key(labels, requests) == BandwidthKey("orders@file", "", "ingress", "")
-    assert TRAEFIK.key(labels, responses) == BandwidthKey("orders@file", "", "egress", "")
+    assert TRAEFIK.key(labels, requests) == BandwidthKey("orders@file", ALL_ROUTES, "ingress", "")
+    assert TRAEFIK.key(labels, responses) == BandwidthKey("orders@file", ALL_ROUTES, "egress", "")
     sent, received = ENVOY.sources(None)
     assert (sent.selector, received.selector) == ("envoy_cluster_upstream_cx_tx_bytes_total",
                                                   "envoy_cluster_upstream_cx_rx_bytes_total")
-    assert ENVOY.key({"envoy_cluster_name": "orders_backend"}, sent) == BandwidthKey("orders_backend", "", "ingress", "")
+    assert ENVOY.key({"envoy_cluster_name": "orders_backend"}, sent) == BandwidthKey("orders_backend", ALL_ROUTES, "ingress", "")
     assert ENVOY.key({"envoy_cluster_name": "orders_backend"}, received).direction == "egress"
 
 
@@ -165,3 +169,16 @@ def test_several_gateways_at_once_each_read_with_the_selector_and_summed_per_ser
     assert (sum(i for i, _ in minutes.values()), sum(e for _, e in minutes.values())) == (9 * 2, 9 * (5 + 7 + 11))
     assert all(s.endswith('job="edge"}') for s in prom.selectors)
     assert bootstrap.current().store.state().schema_seen == "3.7,apisix,envoy"
+
+
+def test_two_workspaces_with_the_same_service_and_consumer_names_give_separate_totals(collector):
+    col, prom = collector
+    for workspace, per_scrape in (("default", 5), ("team-a", 700)):
+        prom.add({**KONG37, "consumer": "acme", "workspace": workspace, "instance": "kong-a:8001", "job": "kong"},
+                 scrape(T0 + 60, T0 + 600, 60, iter(lambda: per_scrape, None)))
+    assert col.run(now=T0 + 600 + 31).status == "ok"
+    store = bootstrap.current().store
+    plain, team = store.range_total("orders", T0, T0 + 600), store.range_total("team-a:orders", T0, T0 + 600)
+    assert (plain.egress, team.egress) == (9 * 5, 9 * 700)
+    assert list(plain.consumers) == ["acme"] and plain.consumers["acme"]["egress"] == 9 * 5
+    assert list(team.consumers) == ["team-a:acme"] and team.consumers["team-a:acme"]["egress"] == 9 * 700
