@@ -182,3 +182,38 @@ def test_two_workspaces_with_the_same_service_and_consumer_names_give_separate_t
     assert (plain.egress, team.egress) == (9 * 5, 9 * 700)
     assert list(plain.consumers) == ["acme"] and plain.consumers["acme"]["egress"] == 9 * 5
     assert list(team.consumers) == ["team-a:acme"] and team.consumers["team-a:acme"]["egress"] == 9 * 700
+
+
+# -- sharding: the shards' service matchers on each gateway's service label -----------------------
+@pytest.mark.parametrize("gateway", ["envoy", "traefik"])
+def test_four_shards_count_what_one_collector_counts_for_each_gateway(aws, env, gateway):
+    from tests.unit.test_collector_shards import FLEET, collect, every
+
+    env.setenv("GATEWAY", gateway)
+    env.setenv("COLLECT_LAG_SECONDS", "30")
+    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
+    env.setenv("COLLECT_TRAFFIC_STATS", "false")
+    prom = FakePrometheus()
+    for n, service in enumerate(FLEET + ["late-service"]):
+        born = T0 + 2400 if service == "late-service" else T0 - 900
+        for d, direction in enumerate(("ingress", "egress")):
+            for node in ("node-a:1", "node-b:1"):
+                if gateway == "envoy":
+                    labels = {"__name__": ENVOY.SENT if direction == "ingress" else ENVOY.RECEIVED,
+                              "envoy_cluster_name": service}
+                elif gateway == "traefik":
+                    labels = {"__name__": TRAEFIK.REQUESTS if direction == "ingress" else TRAEFIK.RESPONSES,
+                              "service": service, "code": "200", "method": "GET", "protocol": "http"}
+                else:
+                    labels = {"__name__": "apisix_bandwidth", "type": direction, "route": f"r{n % 3}",
+                              "service": service, "consumer": "", "node": "10.0.0.1"}
+                samples, total = [], 1_000_000 * (n + 1)
+                for i, t in enumerate(range(born, T0 + 7200, 15)):
+                    total = 5 if (node == "node-b:1" and t == T0 + 1800) else total + 10 + n + d + i % 3
+                    samples.append((t, total))
+                prom.add({**labels, "instance": node, "job": "edge"}, samples)
+    instants = every(10, T0 + 600 + 31, T0 + 6600 + 31)
+    unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    sharded = collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
+    assert sharded == unsharded
+    assert {service for service, *_ in unsharded[1]} == set(FLEET) | {"late-service"}
