@@ -140,8 +140,10 @@ class Traefik(Gateway):
     ``code``, ``method``, ``protocol``; on by default (addServicesLabels). They count **body
     bytes only** (a counting reader on the request body, the writes of the response body):
     headers, TLS and HTTP/2 framing are not in them, so the same traffic weighs less than
-    through Kong. The router-level counters (addRoutersLabels) count the same requests again
-    and are not read. Traefik has no consumer."""
+    through Kong. They wrap each server's proxy, after the router's middlewares: answers a
+    middleware gives (auth, rate limits) and "no available server" are not counted, and
+    weighted or failover services count under their leaf services. The router-level counters
+    (addRoutersLabels) count the same requests again and are not read. Traefik has no consumer."""
 
     name = "traefik"
     REQUESTS = "traefik_service_requests_bytes_total"
