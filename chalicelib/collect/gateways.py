@@ -28,12 +28,13 @@ service) counts under kong.UNMATCHED_SERVICE.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Set, Tuple
 
 from chalicelib.collect import kong
 from chalicelib.collect.kong import DIRECTIONS, UNMATCHED_SERVICE, BandwidthKey
+from chalicelib.collect.shards import WORKSPACE_LABEL, promql_string, with_matcher
 from chalicelib.core.errors import BadSample
-from chalicelib.core.names import qualified
+from chalicelib.core.names import DEFAULT_WORKSPACE, qualified
 from chalicelib.core.quotas import is_service_name
 
 Labels = Tuple[Tuple[str, str], ...]
@@ -73,6 +74,11 @@ class Gateway:
         """The labels a series' checkpoint id is made of (``key``: its labels, replicas stripped)."""
         return ((("__name__", source.metric),) + key) if source.metric else key
 
+    def service_names(self, prometheus, settings, start: float, end: float) -> Set[str]:
+        """The service keys with series in [start, end] (names only: the catch-all shard's view)."""
+        return {qualified("", name) for source in self.sources(settings)
+                for name in prometheus.label_values(self.service_label, source.selector, start, end)}
+
     def shard_matcher(self, matcher: str) -> str:
         """A shard's matcher (on ``service``) as this gateway's series name their service."""
         if self.service_label != SHARD_LABEL and matcher.startswith(SHARD_LABEL):
@@ -111,6 +117,20 @@ class Kong(Gateway):
 
     def schema(self, labels: Mapping[str, str]) -> str:
         return kong.detect_schema(labels)
+
+    def service_names(self, prometheus, settings, start: float, end: float) -> Set[str]:
+        """With workspaces other than ``default`` a name is looked up per workspace (the same
+        name in two workspaces is two keys); without, one query as ever."""
+        selector = self.sources(settings)[0].selector
+        workspaces = set(prometheus.label_values(WORKSPACE_LABEL, selector, start, end)) - {"", DEFAULT_WORKSPACE}
+        if not workspaces:
+            return super().service_names(prometheus, settings, start, end)
+        scoped = with_matcher(selector, f'{WORKSPACE_LABEL}=~"{DEFAULT_WORKSPACE}|"')
+        names = {qualified("", name) for name in prometheus.label_values("service", scoped, start, end)}
+        for workspace in sorted(workspaces):
+            scoped = with_matcher(selector, f"{WORKSPACE_LABEL}={promql_string(workspace)}")
+            names |= {qualified(workspace, name) for name in prometheus.label_values("service", scoped, start, end)}
+        return names
 
 
 class Apisix(Gateway):

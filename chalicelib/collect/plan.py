@@ -92,9 +92,9 @@ class CatchAll(Role):
         services have no item; services of a shard that was removed (SHARD_COUNT lowered) and
         those counted before sharding began have theirs, checkpoint included."""
         assigned = shards.assigned_names(self.store.assignments(self.settings.shard_count))
-        named = {name for gateway in gateways.configured(self.settings) for source in gateway.sources(self.settings)
-                 for name in self.prometheus.label_values(gateway.service_label, source.selector,
-                                                          start - self.settings.late_sample_seconds, end - 0.001)}
+        named = set().union(*(gateway.service_names(self.prometheus, self.settings,
+                                                     start - self.settings.late_sample_seconds, end - 0.001)
+                              for gateway in gateways.configured(self.settings)))
         ours = set(services) - assigned
         unassigned = sorted(((set(named) - assigned) | ours) - {kong.UNMATCHED_SERVICE})
         batch = set(unassigned[:CATCH_ALL_BATCH])

@@ -217,3 +217,42 @@ def test_four_shards_count_what_one_collector_counts_for_each_gateway(aws, env, 
     sharded = collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
     assert sharded == unsharded
     assert {service for service, *_ in unsharded[1]} == set(FLEET) | {"late-service"}
+
+
+def test_a_shard_selects_a_workspaces_service_by_workspace_and_name():
+    from chalicelib.collect import shards
+
+    assert shards.owned_matchers({"pay", "cdn"}) == ['service=~"cdn|pay"']  # as before workspaces
+    assert shards.owned_matchers({"pay", "team-a:pay", "team-a:cdn", "team-b:pay"}) == [
+        'service=~"pay"', 'workspace="team-a",service=~"cdn|pay"', 'workspace="team-b",service=~"pay"']
+
+
+def test_four_shards_count_what_one_collector_counts_with_the_same_names_in_three_workspaces(aws, env):
+    from tests.unit.test_collector_shards import collect, every
+
+    env.setenv("COLLECT_LAG_SECONDS", "30")
+    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
+    prom = FakePrometheus()
+    fleet = [(ws, name) for ws in ("default", "team-a", "team-b") for name in ("pay", "search", "cdn")]
+    fleet += [("team-b", "late-only-in-b")]
+    for n, (workspace, name) in enumerate(fleet):
+        born = T0 + 2400 if name.startswith("late") else T0 - 900
+        for d, direction in enumerate(("ingress", "egress")):
+            for node in ("node-a:8001", "node-b:8001"):
+                samples, total = [], 1_000_000 * (n + 1)
+                for i, t in enumerate(range(born, T0 + 7200, 15)):
+                    total = 5 if (node == "node-b:8001" and t == T0 + 1800) else total + 10 + n + d + i % 3
+                    samples.append((t, total))
+                prom.add({**KONG37, "service": name, "direction": direction, "consumer": "acme", "workspace": workspace,
+                          "instance": node, "job": "kong"}, samples)
+                # the workspace's request counters (traffic statistics) stay with its service too
+                prom.add({"__name__": "kong_http_requests_total", "service": name, "route": "v1", "code": "200",
+                          "source": "service", "workspace": workspace, "consumer": "acme", "instance": node,
+                          "job": "kong"}, [(t, (t - born) // 15 * (n + 1)) for t in range(born, T0 + 7200, 15)])
+    instants = every(10, T0 + 600 + 31, T0 + 6600 + 31)
+    unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    sharded = collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
+    assert sharded == unsharded
+    assert {service for service, *_ in unsharded[1]} == {
+        "pay", "search", "cdn", "team-a:pay", "team-a:search", "team-a:cdn", "team-b:pay", "team-b:search",
+        "team-b:cdn", "team-b:late-only-in-b"}
