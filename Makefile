@@ -40,9 +40,11 @@ $(RUN_STAMP): requirements.txt requirements-run.txt pyproject.toml
 	@$(PY) -m localrun.install requirements-run.txt
 	@touch $@
 
+# GATEWAY=kong|apisix|traefik|envoy: the development gateway speaks that gateway's metrics and
+# the collector reads them (README, Other gateways); unset: kong.
 run: $(RUN_STAMP)
 	@echo "==> Starting Bandwidth Meter (Prometheus is installed from Debian's package first if absent)."
-	$(PY) -m localrun
+	GATEWAY="$(GATEWAY)" $(PY) -m localrun
 
 # Parallel pytest-xdist workers, a test file at a time (a module's servers start once); 1: one process.
 TEST_WORKERS ?= 2

@@ -6,6 +6,15 @@ and serves ``GET /metrics`` in Kong's Prometheus exposition format (2.x, 3.0 or 
 schema): bandwidth counted like Kong (request length in, bytes sent out), request
 counters by status, and latency histograms with Kong's buckets.
 
+It can speak another gateway's bandwidth series instead (``gateway:`` in the configuration,
+``GATEWAY`` for ``make run``; chalicelib/collect/gateways.py reads them), each counting what
+that gateway counts: ``apisix`` the same wire sizes as Kong (``apisix_bandwidth{type}``, the
+upstream's address as ``node``); ``traefik`` body bytes only, for requests that reached the
+service (``traefik_service_{requests,responses}_bytes_total``); ``envoy`` the bytes on the
+connection to the upstream (``envoy_cluster_upstream_cx_{tx,rx}_bytes_total``), for requests the
+upstream answered: here the request and the response as forwarded, sized from their lines,
+headers and bodies (close to, not exactly, the socket's bytes). Their ``/metrics`` hold the bandwidth series only.
+
 Consumers authenticate as with Kong's key-auth plugin on the services or routes that have
 it: the key from the ``apikey`` header, else the ``apikey`` query argument (the key names
 are configurable, as Kong's ``key_names``); 401 without a key or with an unknown one.
@@ -31,6 +40,7 @@ import requests
 import yaml
 
 SCHEMAS = ("2", "3.0", "3.7")
+GATEWAYS = ("kong", "apisix", "traefik", "envoy")  # the formats /metrics can speak (GATEWAY)
 # Kong's default latency buckets (ms), kong/plugins/prometheus/exporter.lua
 LATENCY_BUCKETS = (1, 2, 5, 7, 10, 15, 20, 30, 50, 75, 100, 200, 500, 750, 1000, 2000, 5000, 10000, 30000, 60000)
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -89,6 +99,7 @@ class GatewayConfig:
     key_auth: List[KeyAuth] = field(default_factory=list)
     # The prometheus plugin's per_consumer (Kong's default is off; Bandwidth Meter wants it on).
     per_consumer: bool = True
+    gateway: str = "kong"  # whose series /metrics renders (GATEWAYS)
 
     def key_auth_for(self, route: Route) -> Optional[KeyAuth]:
         """The key-auth plugin that runs for ``route``: the most specific, as Kong picks a
@@ -196,13 +207,17 @@ def _traffic(raw, consumers: List[Consumer]) -> dict:
     return traffic
 
 
-def load_config(path: str, variables: Optional[Dict[str, str]] = None) -> GatewayConfig:
+def load_config(path: str, variables: Optional[Dict[str, str]] = None, gateway: Optional[str] = None) -> GatewayConfig:
+    """The configuration in ``path``; ``gateway`` (the first of GATEWAY) overrides its ``gateway:``."""
     with open(path) as f:
         text = string.Template(f.read()).safe_substitute(variables or {})
     raw = yaml.safe_load(text) or {}
     schema = str(raw.get("schema", "3.7"))
     if schema not in SCHEMAS:
         raise ValueError(f"schema must be one of {', '.join(SCHEMAS)}, got {schema!r}")
+    gateway = gateway or str(raw.get("gateway", "kong"))
+    if gateway not in GATEWAYS:
+        raise ValueError(f"gateway must be one of {', '.join(GATEWAYS)}, got {gateway!r}")
     routes = []
     for i, item in enumerate(raw.get("routes", [])):
         missing = [k for k in ("path_prefix", "upstream", "service", "route") if not item.get(k)]
@@ -217,7 +232,7 @@ def load_config(path: str, variables: Optional[Dict[str, str]] = None) -> Gatewa
     return GatewayConfig(schema, routes, (int(default.get("status_code", 404)),
                                           default.get("body", '{"message":"no Route matched with those values"}')),
                          _traffic(raw.get("traffic"), consumers), consumers, _key_auth(raw.get("plugins"), routes),
-                         per_consumer)
+                         per_consumer, gateway)
 
 
 def _escape(value: str) -> str:
@@ -240,16 +255,30 @@ class KongMetrics:
             self.bandwidth: Dict[tuple, float] = {}  # (service, route, direction, consumer, workspace)
             self.requests: Dict[tuple, int] = {}  # (service, route, code, consumer, workspace, source)
             self.latency: Dict[tuple, List[float]] = {}  # (kind, service, route, workspace) -> observations
+            self.apisix: Dict[tuple, float] = {}  # (service, route, type, consumer, node): wire bytes
+            self.bodies: Dict[tuple, float] = {}  # (service, code, method, direction): Traefik's body bytes
+            self.upstream: Dict[tuple, float] = {}  # (cluster, direction): Envoy's upstream connection bytes
 
     def set_bandwidth(self, service, route, direction, value, consumer="", workspace="default") -> None:
         with self._lock:
             self.bandwidth[(service, route, direction, consumer, workspace)] = value
 
     def record(self, service, route, status, bytes_in, bytes_out, request_latency_ms, upstream_latency_ms=0.0,
-               kong_latency_ms=0.0, consumer="", workspace="default", source="service") -> None:
+               kong_latency_ms=0.0, consumer="", workspace="default", source="service", node="", method="GET",
+               bodies=None, upstream=None) -> None:
         """One logged request. ``source`` is who answered: "service" (the upstream) or "kong"
-        (the gateway itself: an auth refusal, a termination, no upstream), as Kong labels it."""
+        (the gateway itself: an auth refusal, a termination, no upstream), as Kong labels it.
+        The other gateways' counts: ``bodies`` (request, response body bytes) when the request
+        reached the service, ``upstream`` (bytes sent to, received from it) when it answered."""
         with self._lock:
+            for direction, n in (("ingress", bytes_in), ("egress", bytes_out)):
+                key = (service, route, direction, consumer, node)
+                self.apisix[key] = self.apisix.get(key, 0) + n
+            for direction, n in zip(("ingress", "egress"), bodies or ()):
+                key = (service, str(status), method, direction)
+                self.bodies[key] = self.bodies.get(key, 0) + n
+            for direction, n in zip(("ingress", "egress"), upstream or ()):
+                self.upstream[(service, direction)] = self.upstream.get((service, direction), 0) + n
             for direction, n in (("ingress", bytes_in), ("egress", bytes_out)):
                 key = (service, route, direction, consumer, workspace)
                 self.bandwidth[key] = self.bandwidth.get(key, 0) + n
@@ -258,6 +287,40 @@ class KongMetrics:
             for kind, value in (("request", request_latency_ms), ("upstream", upstream_latency_ms),
                                 ("kong", kong_latency_ms)):
                 self.latency.setdefault((kind, service, route, workspace), []).append(value)
+
+    def render_gateway(self, gateway: str) -> str:
+        """The bandwidth series as APISIX, Traefik or Envoy export them (docs/gateway-metrics.md)."""
+        with self._lock:
+            apisix, bodies, upstream = dict(self.apisix), dict(self.bodies), dict(self.upstream)
+        out = []
+        if gateway == "apisix":  # apisix/plugins/prometheus/exporter.lua, labels in declaration order
+            out += ["# HELP apisix_bandwidth Total bandwidth in bytes consumed per service in APISIX",
+                    "# TYPE apisix_bandwidth counter"]
+            for (s, r, d, c, node), v in sorted(apisix.items()):
+                pairs = [("type", d), ("route", r), ("service", s), ("consumer", c), ("node", node),
+                         ("request_type", "traditional_http"), ("request_llm_model", ""), ("llm_model", "")]
+                out.append(f"apisix_bandwidth{_labels(pairs)} {v:g}")
+        elif gateway == "traefik":  # pkg/metrics/prometheus.go; client_golang sorts the labels
+            for direction, name, help_text in (
+                    ("ingress", "traefik_service_requests_bytes_total", "The total size of requests in bytes received "
+                     "by a service, partitioned by status code, protocol, and method."),
+                    ("egress", "traefik_service_responses_bytes_total", "The total size of responses in bytes returned "
+                     "by a service, partitioned by status code, protocol, and method.")):
+                out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+                for (s, code, method, d), v in sorted(bodies.items()):
+                    if d == direction:
+                        pairs = [("code", code), ("method", method), ("protocol", "http"), ("service", f"{s}@file")]
+                        out.append(f"{name}{_labels(pairs)} {v:g}")
+        elif gateway == "envoy":  # /stats/prometheus: a TYPE line, no HELP
+            for direction, name in (("egress", "envoy_cluster_upstream_cx_rx_bytes_total"),
+                                    ("ingress", "envoy_cluster_upstream_cx_tx_bytes_total")):
+                out.append(f"# TYPE {name} counter")
+                for (s, d), v in sorted(upstream.items()):
+                    if d == direction:
+                        out.append(f"{name}{_labels([('envoy_cluster_name', s)])} {v:g}")
+        else:
+            raise ValueError(f"gateway must be one of {', '.join(GATEWAYS)}, got {gateway!r}")
+        return "\n".join(out) + "\n"
 
     def render(self, schema: str = "3.7") -> str:
         with self._lock:
@@ -427,6 +490,25 @@ class _CountingWriter:
         return getattr(self.raw, name)
 
 
+def _request_size(request) -> int:
+    """The bytes of a request as sent upstream: request line, headers and body."""
+    path = urlsplit(request.url)
+    target = (path.path or "/") + (f"?{path.query}" if path.query else "")
+    body = request.body or b""
+    return len(f"{request.method} {target} HTTP/1.1\r\n") + _headers_size(request.headers) + \
+        len(body if isinstance(body, bytes) else body.encode())
+
+
+def _response_size(answer) -> int:
+    """The bytes of the upstream's response as received: status line, headers and body."""
+    return len(f"HTTP/1.1 {answer.status_code} {answer.reason}\r\n") + _headers_size(answer.raw.headers) + \
+        len(answer.content)
+
+
+def _headers_size(headers) -> int:
+    return sum(len(k) + len(v) + 4 for k, v in headers.items()) + 2
+
+
 class _GatewayHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -453,8 +535,11 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         path = urlsplit(self.path).path
         if self.command == "GET" and path == "/metrics":
-            schema = parse_qs(urlsplit(self.path).query).get("schema", [gateway.config.schema])[0]
-            self._reply(200, gateway.metrics.render(schema).encode(), {"Content-Type": "text/plain; version=0.0.4"})
+            query = parse_qs(urlsplit(self.path).query)
+            speaks = query.get("gateway", [gateway.config.gateway])[0]
+            schema = query.get("schema", [gateway.config.schema])[0]
+            text = gateway.metrics.render(schema) if speaks == "kong" else gateway.metrics.render_gateway(speaks)
+            self._reply(200, text.encode(), {"Content-Type": "text/plain; version=0.0.4"})
             return
         if self.command == "GET" and path == "/stats":
             self._reply(200, json.dumps(gateway.stats.snapshot()).encode(), {"Content-Type": "application/json"})
@@ -498,11 +583,13 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         url = route.upstream + ("/" + rest.lstrip("/") if rest else "") + (f"?{query}" if query else "")
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         upstream_started = time.monotonic()
+        upstream_bytes = None
         try:
             answer = requests.request(self.command, url, headers=headers, data=body, timeout=(1, 30))
             status, content = answer.status_code, answer.content
             reply_headers = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
             source = "service"
+            upstream_bytes = (_request_size(answer.request), _response_size(answer))
         except requests.RequestException:
             status, content = 503, b'{"message":"failure to get a peer from the ring-balancer"}'
             reply_headers = {"Content-Type": "application/json"}
@@ -511,7 +598,9 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         bytes_out = self._reply(status, content, reply_headers)
         total_ms = (time.monotonic() - started) * 1000
         gateway.metrics.record(route.service, route.route, status, bytes_in, bytes_out, total_ms, upstream_ms,
-                               max(0.0, total_ms - upstream_ms), consumer=label, source=source)
+                               max(0.0, total_ms - upstream_ms), consumer=label, source=source,
+                               node=urlsplit(route.upstream).netloc, method=self.command,
+                               bodies=(len(body), len(content)), upstream=upstream_bytes)
         gateway.stats.record(status, total_ms)
 
     def _answered_by_kong(self, route: Route, status: int, content: bytes, headers: Dict[str, str],
@@ -575,11 +664,15 @@ def main(argv=None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--upstream-url", default="http://127.0.0.1:8080")
+    # the format /metrics speaks: the first of GATEWAY, as the collector reading it is configured
+    parser.add_argument("--gateway", choices=GATEWAYS,
+                        default=(os.environ.get("GATEWAY") or "kong").split(",")[0].strip().lower())
     args = parser.parse_args(argv)
     if args.role == "upstream":
         server = DemoUpstream().start(args.host, args.port)
     else:
-        server = DevGateway(load_config(DEMO_CONFIG, {"UPSTREAM_URL": args.upstream_url})).start(args.host, args.port)
+        config = load_config(DEMO_CONFIG, {"UPSTREAM_URL": args.upstream_url}, gateway=args.gateway)
+        server = DevGateway(config).start(args.host, args.port)
     print(f"serving {args.role} on {server.url}", flush=True)
     try:
         threading.Event().wait()

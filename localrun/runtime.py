@@ -156,7 +156,8 @@ class Runtime:
         from localrun.traffic import TrafficGenerator
 
         upstream = DemoUpstream().start()
-        config = load_config(DEMO_CONFIG, {"UPSTREAM_URL": upstream.url})
+        # The gateway speaks the format the collector reads (the first of GATEWAY: make run GATEWAY=apisix).
+        config = load_config(DEMO_CONFIG, {"UPSTREAM_URL": upstream.url}, gateway=self.settings().gateways[0])
         admin_state = None
         if not self.env.get("KONG_ADMIN_URL"):
             # The gateway's Admin API on its own port, as Kong's 8001: the collector's reconcile
@@ -231,7 +232,8 @@ class Runtime:
             f"  access       {access.startup_notice(bootstrap.current().settings)}",
         ]
         if self.gateway_url:
-            lines.append(f"  gateway      {self.gateway_url}/metrics (development gateway with demo traffic)")
+            lines.append(f"  gateway      {self.gateway_url}/metrics (development gateway with demo traffic, "
+                         f"{self.settings().gateways[0]} format)")
         if self.admin_url:
             lines.append(f"  kong admin   {self.admin_url}/plugins (the gateway's Admin API: quotas with action "
                          "reject block services here)")

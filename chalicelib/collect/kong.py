@@ -8,12 +8,18 @@
 
 With ``KONG_SCHEMA=auto`` both metric names are read in one query, so a fleet
 in the middle of an upgrade (some nodes 2.x, some 3.x) is counted whole.
+
+From 3.7 a series names its workspace: the same service or consumer name in two workspaces is
+two things, keyed apart by names.qualified (``team-a:orders``); the ``default`` workspace, and
+series without the label (before 3.7), keep the plain name, so data counted before stays
+under its key. Routes belong to their service and stay as Kong names them.
 """
 from __future__ import annotations
 
 from typing import Mapping, NamedTuple
 
 from chalicelib.core.errors import BadSample
+from chalicelib.core.names import qualified
 from chalicelib.core.quotas import is_service_name
 
 BANDWIDTH_METRICS = {"2": "kong_bandwidth", "3.0": "kong_bandwidth_bytes", "3.7": "kong_bandwidth_bytes"}
@@ -49,13 +55,15 @@ def detect_schema(labels: Mapping[str, str]) -> str:
 def bandwidth_key(labels: Mapping[str, str]) -> BandwidthKey:
     """Map one series' labels to (service, route, direction, consumer), or raise BadSample."""
     direction = labels.get("direction") or labels.get("type")
-    service = labels.get("service") or UNMATCHED_SERVICE
+    workspace = labels.get("workspace") or ""
+    service = qualified(workspace, labels["service"]) if labels.get("service") else UNMATCHED_SERVICE
     if direction not in DIRECTIONS:
         raise BadSample("no valid direction/type label (ingress or egress)")
     if not is_service_name(service):
         raise BadSample("service name is longer than 200 characters or holds control characters")
     # Kong leaves route empty for traffic that matched a service but no named route.
-    return BandwidthKey(service, labels.get("route") or "", direction, labels.get("consumer") or "")
+    consumer = qualified(workspace, labels["consumer"]) if labels.get("consumer") else ""
+    return BandwidthKey(service, labels.get("route") or "", direction, consumer)
 
 
 # Traffic statistics (read when present): request counters and the request-latency histogram.

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
-from chalicelib.collect import kong, shards
+from chalicelib.collect import gateways, kong, shards
 from chalicelib.core.models import ServiceUsage
 from chalicelib.core.timeutil import MINUTE, floor_minute, iso
 
@@ -92,8 +92,9 @@ class CatchAll(Role):
         services have no item; services of a shard that was removed (SHARD_COUNT lowered) and
         those counted before sharding began have theirs, checkpoint included."""
         assigned = shards.assigned_names(self.store.assignments(self.settings.shard_count))
-        named = self.prometheus.label_values("service", kong.bandwidth_selector(self.settings.kong_schema),
-                                             start - self.settings.late_sample_seconds, end - 0.001)
+        named = set().union(*(gateway.service_names(self.prometheus, self.settings,
+                                                     start - self.settings.late_sample_seconds, end - 0.001)
+                              for gateway in gateways.configured(self.settings)))
         ours = set(services) - assigned
         unassigned = sorted(((set(named) - assigned) | ours) - {kong.UNMATCHED_SERVICE})
         batch = set(unassigned[:CATCH_ALL_BATCH])

@@ -20,8 +20,10 @@ import string
 from typing import Dict, Iterable, List, Set, Tuple
 
 from chalicelib.collect.kong import UNMATCHED_SERVICE
+from chalicelib.core.names import DEFAULT_WORKSPACE, workspace_and_name
 
 UNMATCHED_MATCHER = 'service=""'  # series without a service label: Kong's traffic that matched none
+WORKSPACE_LABEL = "workspace"  # Kong 3.7+
 SERVICE_GROUP = 256  # Prometheus' FastRegexMatcher turns up to 256 alternatives into a set lookup
 _PUNCTUATION = frozenset(string.punctuation)
 
@@ -73,8 +75,25 @@ def _alternation(names: List[str]) -> str:
 
 
 def owned_matchers(services: Iterable[str]) -> List[str]:
-    """One label matcher per query, together selecting exactly these services."""
-    return [f"service=~{_alternation(group)}" for group in _groups(services)]
+    """One label matcher per query, together selecting exactly these services. A service of a
+    Kong workspace other than ``default`` (``team-a:orders``, names.qualified) is selected by its
+    workspace and name; a matcher without a workspace means the default workspace's names (the
+    window skips other workspaces' series it returns, see window.py)."""
+    by_workspace: Dict[str, List[str]] = {}
+    for key in services:
+        workspace, name = workspace_and_name(key)
+        by_workspace.setdefault(workspace, []).append(name)
+    matchers = []
+    for workspace in sorted(by_workspace):
+        scope = "" if workspace == DEFAULT_WORKSPACE else f"{WORKSPACE_LABEL}={promql_string(workspace)},"
+        matchers += [f"{scope}service=~{_alternation(group)}" for group in _groups(by_workspace[workspace])]
+    return matchers
+
+
+def selects_only_the_default_workspace(matcher: str) -> bool:
+    """Whether a shard's matcher selects names of the default workspace (no workspace in it):
+    a series it returns from another workspace belongs to another service key."""
+    return bool(matcher) and not matcher.startswith(f"{WORKSPACE_LABEL}=")
 
 
 def with_matcher(selector: str, matcher: str) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from typing import Dict, Iterable, List, Optional, Sequence, Set
 
-from chalicelib.collect import kong, shards
+from chalicelib.collect import gateways, kong, shards
 from chalicelib.collect.checkpoint import Checkpoint, Reading, baseline_for_chunk, series_id
 from chalicelib.collect.deltas import MinuteAccumulator, series_deltas
 from chalicelib.collect.plan import Services
 from chalicelib.collect.report import RunReport
 from chalicelib.core.errors import BadSample
+from chalicelib.core.names import DEFAULT_WORKSPACE, qualified, workspace_and_name
 from chalicelib.core.timeutil import MINUTE, floor_minute
 
 
@@ -94,28 +95,36 @@ class WindowReader:
         # count in the window's first minute); not before collection began, which nothing precedes.
         read_from = start - s.late_sample_seconds if services else start
         seen = 0
-        for matcher in matchers:
-            selector = shards.with_matcher(kong.bandwidth_selector(s.kong_schema), matcher)
-            seen += self._read_bandwidth(selector, read_from, start, end, services, window, report)
+        # One query per gateway source and matcher: no answer holds two series with one label set.
+        for gateway in gateways.configured(s):
+            for source in gateway.sources(s):
+                for matcher in matchers:
+                    selector = shards.with_matcher(source.selector, gateway.shard_matcher(matcher))
+                    seen += self._read_bandwidth(gateway, source, selector, read_from, start, end, services,
+                                                 window, report, matcher)
         report.series_seen = max(report.series_seen, seen)
-        if s.collect_traffic_stats:
+        if s.collect_traffic_stats and "kong" in s.gateways:  # Kong's request and latency series only
             for matcher in matchers:
                 self._read_stats(start, end, window.usage, report, matcher)
         return window
 
-    def _read_bandwidth(self, selector: str, read_from: int, start: int, end: int, services: Services,
-                        window: Window, report: RunReport) -> int:
+    def _read_bandwidth(self, gateway: gateways.Gateway, source: gateways.Source, selector: str, read_from: int,
+                        start: int, end: int, services: Services, window: Window, report: RunReport,
+                        matcher: str = "") -> int:
         unknown = []  # series the collector has no checkpoint of: first seen now
         seen = 0
+        default_only = shards.selects_only_the_default_workspace(matcher)
         for one in self._dedupe_replicas(self.prometheus.raw_samples(selector, read_from, end)):
             try:
-                key = kong.bandwidth_key(one.labels)
+                key = gateway.key(one.labels, source)
             except BadSample as e:
                 report.quarantine(one.labels, str(e))
                 continue
+            if default_only and workspace_and_name(key.service)[0] != DEFAULT_WORKSPACE:
+                continue  # the same name in another workspace: another service, another shard's
             seen += 1
-            report.saw_schema(kong.detect_schema(one.labels))
-            sid = series_id(self._strip_replicas(one.key))
+            report.saw_schema(gateway.schema(one.labels))
+            sid = series_id(gateway.identity(self._strip_replicas(one.key), source))
             reading = window.baseline(key.service, services, start).readings.get(sid)
             if reading is None:
                 unknown.append((key, sid, one))
@@ -147,21 +156,26 @@ class WindowReader:
         """Request counts and latency histograms; approximate by nature, so baselined on
         Prometheus history rather than on the checkpoint."""
         requests = shards.with_matcher(kong.REQUESTS_SELECTOR, matcher)
-        for labels, per_minute in self._deltas(requests, start, end, report):
+        for labels, per_minute in self._deltas(requests, start, end, report, matcher):
             if labels.get("service") and labels.get("code"):
-                acc.add_status(labels["service"], labels["code"], per_minute)
+                acc.add_status(qualified(labels.get("workspace", ""), labels["service"]), labels["code"], per_minute)
         for selector, part in ((kong.LATENCY_BUCKET_SELECTOR, "buckets"), (kong.LATENCY_SUM_SELECTOR, "sum"),
                                (kong.LATENCY_COUNT_SELECTOR, "count")):
             selector = shards.with_matcher(selector, matcher)
-            for labels, per_minute in self._deltas(selector, start, end, report, integer=part != "sum"):
+            for labels, per_minute in self._deltas(selector, start, end, report, matcher, integer=part != "sum"):
                 if labels.get("service") and (part != "buckets" or labels.get("le")):
-                    acc.add_latency(labels["service"], part, per_minute, labels.get("le"))
+                    acc.add_latency(qualified(labels.get("workspace", ""), labels["service"]), part, per_minute,
+                                    labels.get("le"))
 
-    def _deltas(self, selector: str, start: int, end: int, report: RunReport, integer: bool = True):
-        """(labels, per-minute increase) for every valid series of ``selector`` in the window."""
+    def _deltas(self, selector: str, start: int, end: int, report: RunReport, matcher: str = "", integer: bool = True):
+        """(labels, per-minute increase) for every valid series of ``selector`` in the window
+        (of the shard's services: not another workspace's same name)."""
         previous = self.prometheus.last_values(selector, start, self.settings.series_lookback_seconds)
         previous = {self._strip_replicas(k): v for k, v in previous.items()}
+        default_only = shards.selects_only_the_default_workspace(matcher)
         for one in self._dedupe_replicas(self.prometheus.raw_samples(selector, start, end)):
+            if default_only and one.labels.get("workspace", "") not in ("", DEFAULT_WORKSPACE):
+                continue
             try:
                 yield one.labels, series_deltas(previous.get(self._strip_replicas(one.key)), one.samples, integer)
             except BadSample as e:

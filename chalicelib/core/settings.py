@@ -23,6 +23,7 @@ class ConfigError(Exception):
 
 
 KONG_SCHEMAS = ("auto", "2", "3.0", "3.7")
+GATEWAYS = ("kong", "apisix", "traefik", "envoy")  # chalicelib/collect/gateways.py: one schema each
 MAX_SHARDS = 64  # collector shards; about 1,000-1,500 services each (README, Scaling out)
 API_ROLES = ("read", "admin")
 _HASHED_KEY = "sha256:"
@@ -104,6 +105,19 @@ def networks(name: str, raw: str) -> Optional[Tuple[str, ...]]:
         except ValueError:
             raise ConfigError(f"{name} must be comma-separated CIDRs such as 10.1.0.0/16, got {cidr!r}") from None
     return cidrs or None
+
+
+def gateway_names(name: str, raw: str) -> Optional[Tuple[str, ...]]:
+    """GATEWAY: one or more of the gateway schemas, comma-separated; an unknown name fails now,
+    not as a collector that silently reads nothing."""
+    chosen: List[str] = []
+    for gateway in items(name, raw) or ():
+        if gateway.lower() not in GATEWAYS:
+            raise ConfigError(f"{name} must be one or more of {', '.join(GATEWAYS)} (comma-separated), "
+                              f"got {gateway!r}")
+        if gateway.lower() not in chosen:
+            chosen.append(gateway.lower())
+    return tuple(chosen) or None
 
 
 def present(name: str, raw: str) -> bool:
@@ -304,6 +318,8 @@ class Settings:
                                                      parameter="PROMETHEUS_BEARER_TOKEN_PARAMETER")
     prometheus_sigv4_region: Optional[str] = setting("PROMETHEUS_SIGV4_REGION")
     prometheus_timeout_seconds: int = setting("PROMETHEUS_TIMEOUT_SECONDS", integer(minimum=1), 10)
+    # Which gateways' bandwidth series are read (chalicelib/collect/gateways.py), one or several
+    gateways: Tuple[str, ...] = setting("GATEWAY", gateway_names, ("kong",))
     kong_schema: str = setting("KONG_SCHEMA", one_of(KONG_SCHEMAS), "auto")
     replica_labels: Tuple[str, ...] = setting("PROMETHEUS_REPLICA_LABELS", items, ())
     # Only the configured gateways' series count (a shared Prometheus scrapes other targets too)

@@ -13,7 +13,7 @@ T = 1_796_083_200  # 2026-12-01T00:00Z
 
 def settings(**overrides):
     values = dict(shard_count=4, collect_lag_seconds=30, initial_backfill_minutes=60, max_backfill_minutes=120,
-                  late_sample_seconds=120, kong_schema="auto", chunk_minutes=15)
+                  late_sample_seconds=120, kong_schema="auto", gateways=("kong",), chunk_minutes=15)
     return SimpleNamespace(**{**values, **overrides})
 
 
@@ -51,7 +51,7 @@ class Prometheus:
         self.names = names
 
     def label_values(self, label, selector, start, end):
-        return list(self.names)
+        return list(self.names) if label == "service" else []  # no Kong workspace label
 
 
 def state(watermark=None, collection_start=None):
