@@ -36,11 +36,11 @@ from chalicelib.collect.shards import WORKSPACE_LABEL, promql_string, with_match
 from chalicelib.core.errors import BadSample
 from chalicelib.core.names import DEFAULT_WORKSPACE, qualified
 from chalicelib.core.quotas import is_service_name
+from chalicelib.core.usage import NO_ROUTE
 
 Labels = Tuple[Tuple[str, str], ...]
-# Route names for traffic a gateway reports without one (an empty name is not stored: a usage
-# item's routes are a map, and a map key cannot be empty).
-NO_ROUTE = "(no route)"  # APISIX: no route matched (a 404 with the plugin as a global rule)
+# Route names for traffic a gateway reports without one (usage.NO_ROUTE: APISIX when no route
+# matched, a 404 with the plugin as a global rule; Kong for a service matched by no named route).
 ALL_ROUTES = "(all routes)"  # Traefik, Envoy: their byte counters are per service, never per route
 SHARD_LABEL = "service"  # the label collect/shards.py's matchers name
 

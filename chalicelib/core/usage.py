@@ -27,8 +27,12 @@ MAX_ROUTES = 500
 MAX_CONSUMERS = 300
 MAX_STATUS_CODES = 100
 MAX_LABEL_BYTES = 256
-# Parentheses and spaces are not allowed in a Kong route name, so no real route is called this.
+# Parentheses and spaces are not allowed in a Kong route name, so no real route is called these.
 OTHER_ROUTES = "(other routes)"
+# Traffic a gateway reports without a route (Kong: a service matched by no named route, route="";
+# APISIX: no route matched). A usage item's routes are a map and DynamoDB keeps no empty map key,
+# so such bytes stored under "" would vanish from the item's routes and its totals.
+NO_ROUTE = "(no route)"
 OTHER_CODES = "other"
 # Traffic without a consumer (Kong 2.x has no consumer label; Kong 3.x says consumer="" without
 # per_consumer or an authenticated consumer, or for a consumer that has only a custom_id) is
@@ -99,8 +103,8 @@ class BucketUsage:
     consumers: Optional[ConsumerBytes] = field(default_factory=dict)
 
     def add(self, route: str, direction: str, nbytes: int, consumer: str = "") -> None:
-        """Bytes of one route and consumer ("" is anonymous traffic)."""
-        _add_to(self.routes, route, direction, nbytes)
+        """Bytes of one route ("" is NO_ROUTE) and consumer ("" is anonymous traffic)."""
+        _add_to(self.routes, route or NO_ROUTE, direction, nbytes)
         if self.consumers is not None:
             _add_to(self.consumers, consumer_key(consumer), direction, nbytes)
 

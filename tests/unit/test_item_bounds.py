@@ -203,3 +203,17 @@ def test_parallel_batches_quarantine_the_offender_alone_too(aws):
     assert store.put_services(items) == 79 and store.writes == 79
     assert [entry["key"][1] for entry in store.take_oversized()] == ["svc-60"]
     assert len(list(ServiceUsage.query(SERVICES_PK))) == 79
+
+
+def test_bytes_without_a_route_are_stored_under_no_route_not_lost(aws):
+    """Kong says route="" for a service matched by no named route; DynamoDB keeps no empty map
+    key, so those bytes once vanished from the stored routes and from the totals read back."""
+    from chalicelib.core.usage import NO_ROUTE
+    store = bootstrap.current().store
+    bucket = BucketUsage("svc", MINUTE)
+    bucket.add("", "egress", 100)
+    bucket.add("named", "ingress", 5)
+    store.put_buckets("1m", [bucket])
+    (stored,) = store.query_buckets("svc", "1m", MINUTE, MINUTE + 60)
+    assert stored.routes == {NO_ROUTE: {"ingress": 0, "egress": 100}, "named": {"ingress": 5, "egress": 0}}
+    assert stored.total == 105
