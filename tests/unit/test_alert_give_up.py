@@ -126,7 +126,7 @@ def test_retries_on_new_usage_keep_the_first_attempts_time(aws):
     assert processor.ledger.history("pay")[0]["first_claimed_at"] == "2026-11-30T12:00:00Z"
 
 
-def test_the_alert_history_api_shows_a_given_up_alert(aws, env):
+def test_the_alert_history_api_shows_a_given_up_alert(aws):
     from chalice.test import Client
 
     from chalicelib import bootstrap
