@@ -84,14 +84,3 @@ def aws(config):
         settings = config.start().settings
         tables.ensure_table()
         yield settings
-
-
-def configure(env, **values):
-    """Set these configuration values (on top of ``env``) and start the app from them, its
-    models bound to the table: the parts the test then uses."""
-    for name, value in values.items():
-        env.setenv(name, str(value))
-    bootstrap.reset()
-    deps = bootstrap.current()
-    deps.store  # binds the models
-    return deps
