@@ -8,6 +8,7 @@ import pytest
 
 from chalicelib import bootstrap
 from chalicelib.core import settings as configuration
+from tests.support.config import BASE_VARIABLES, BOTO_ENV, Configuration
 
 pytest_plugins = ["tests.support.servers"]
 
@@ -23,19 +24,8 @@ def pytest_collection_modifyitems(items):
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
 
-BASE_ENV = {
-    "TABLE_NAME": "bandwidth-meter-test",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "ALERT_FROM": "alerts@bandwidth-meter.test",
-    "PROMETHEUS_URL": "http://127.0.0.1:9",
-    "COLLECT_LAG_SECONDS": "60",
-    "STAGE": "dev",
-    # botocore >= 1.40 sends stream calls to account-based hosts moto's in-process mock does not route.
-    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
-}
+# The environment the tests that read it (``env``) start from: the base settings and boto's own.
+BASE_ENV = {**BASE_VARIABLES, **BOTO_ENV}
 
 
 def configuration_variables() -> set:
@@ -46,37 +36,51 @@ def configuration_variables() -> set:
             | {name for name in os.environ if name.startswith("AWS_")})
 
 
-@pytest.fixture
-def env(monkeypatch):
-    """A complete, isolated configuration; tests override single values with monkeypatch."""
+def _isolate(monkeypatch, environment):
     for name in configuration_variables():
         monkeypatch.delenv(name, raising=False)
-    for name, value in BASE_ENV.items():
+    for name, value in environment.items():
         monkeypatch.setenv(name, value)
     bootstrap.reset()
+
+
+@pytest.fixture
+def env(config, monkeypatch):
+    """A complete, isolated configuration in the process's environment: only for the tests
+    that check reading it (settings, the local runtime's defaults, strict-in-AWS); they
+    override single values with monkeypatch. Every other test uses ``config`` (set up first,
+    so that a test using both reads this environment)."""
+    _isolate(monkeypatch, BASE_ENV)
     yield monkeypatch
     bootstrap.reset()
 
 
-def configure(env, **values):
-    """Set these configuration values (on top of ``env``) and start the app from them, its
-    models bound to the table: the parts the test then uses."""
-    for name, value in values.items():
-        env.setenv(name, str(value))
+@pytest.fixture
+def isolated(monkeypatch):
+    """The process's environment holds no setting, only what boto reads (fake credentials, a
+    region): a part that read its settings from there would fail for want of TABLE_NAME rather
+    than pass by accident, and nothing reaches a real account."""
+    _isolate(monkeypatch, BOTO_ENV)
+    yield
     bootstrap.reset()
-    deps = bootstrap.current()
-    deps.store  # binds the models
-    return deps
 
 
 @pytest.fixture
-def aws(env):
-    """moto in-process with the usage table created (unit tier)."""
+def config(isolated):
+    """The test's configuration as an object (tests/support/config.py): ``config.set(NAME=value)``
+    then ``config.start(prometheus=..., clock=...)``; the environment ``isolated``."""
+    return Configuration()
+
+
+@pytest.fixture
+def aws(config):
+    """moto in-process with the usage table created (unit tier); yields the base settings, the
+    app started from them."""
     from moto import mock_aws
 
     from chalicelib.core import tables
 
     with mock_aws():
-        settings = bootstrap.current().settings
+        settings = config.start().settings
         tables.ensure_table()
         yield settings

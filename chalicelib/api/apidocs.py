@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 from chalicelib import __version__
 from chalicelib.api.charts import MAX_POINTS, STEPS
@@ -233,7 +233,7 @@ STEP = _param("step", "query", {"enum": ["auto", *STEPS]},
 
 
 def _operation(summary: str, ok: dict, params=(), errors=("400", "401", "403", "404", "429", "500", "503"),
-               body: dict = None, secured: bool = True, tag: str = "usage") -> dict:
+               body: Optional[dict] = None, secured: bool = True, tag: str = "usage") -> dict:
     operation = {"summary": summary, "tags": [tag], "parameters": list(params),
                  "responses": {"200": ok, **{code: _error(code) for code in errors}}}
     if body:

@@ -13,7 +13,7 @@ no caller can forget them and only the configured gateways' series count.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -87,7 +87,8 @@ class PrometheusClient:
     @classmethod
     def from_settings(cls, settings) -> "PrometheusClient":
         url = settings.require("prometheus_url")
-        auth, headers = None, {}
+        auth: Union[SigV4Auth, Tuple[str, str], None] = None
+        headers: Dict[str, str] = {}
         if settings.prometheus_sigv4_region:
             auth = SigV4Auth(settings.prometheus_sigv4_region)
         elif settings.prometheus_bearer_token:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import string
-from typing import Dict, Iterable, List, Set, Tuple
+from typing import Any, Dict, Iterable, List, Set, Tuple
 
 from chalicelib.collect.kong import UNMATCHED_SERVICE
 from chalicelib.core.names import DEFAULT_WORKSPACE, workspace_and_name
@@ -116,7 +116,7 @@ def parse_incoming(entries: Iterable[str]) -> List[Tuple[int, str]]:
     return sorted(parsed)
 
 
-def assigned_names(assignments: Dict[int, object]) -> Set[str]:
+def assigned_names(assignments: Dict[int, Any]) -> Set[str]:
     """Every service a fixed shard has or is about to take (the catch-all leaves them alone)."""
     names: Set[str] = set()
     for item in assignments.values():

@@ -10,7 +10,7 @@ chalicelib/enforce/kong_plugin.py.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, cast
 
 from chalicelib.core.quotas import QuotaSnapshot
 from chalicelib.core.timeutil import iso
@@ -55,7 +55,8 @@ def due_blocks(store, services: Iterable, snapshot: QuotaSnapshot, now: float) -
         usage = period_usage(store, item, quota, now)
         used = usage.of(quota.direction)
         if quota.rejects_at(used):
-            due[item.service] = Block(item.service, used, quota.limit_bytes, quota.reject_at, quota.direction,
+            limit = cast(int, quota.limit_bytes)  # a quota that rejects has a limit
+            due[item.service] = Block(item.service, used, limit, quota.reject_at, quota.direction,
                                       usage.period.adjective, usage.period.start, usage.period.end, quota.source)
     return due
 

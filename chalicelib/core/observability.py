@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 from contextlib import contextmanager
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 NAMESPACE = "BandwidthMeter"
 DEFAULT_SERVICE = "bandwidth-meter"
@@ -53,7 +53,7 @@ UNITS = {
 log = logging.getLogger(__name__)
 _local = threading.local()  # pending metrics and the last flush, per thread (the local runtime has several)
 _lock = threading.Lock()
-_state = {"logger": None, "metrics": None, "cold": True}
+_state: Dict[str, Any] = {"logger": None, "metrics": None, "cold": True}
 
 
 def in_lambda(env: Mapping[str, str] = os.environ) -> bool:

@@ -108,13 +108,73 @@ class QuotaSource(Protocol):
 
 @runtime_checkable
 class UsageReader(Protocol):
-    """The usage the alerts function reads (chalicelib/core/store.py, ``UsageStore``)."""
+    """The usage the API and the alerts function read (chalicelib/core/store.py, ``UsageStore``).
+    Buckets are ``BucketUsage``; service items ``ServiceUsage``; states ``CollectorState``."""
 
-    def get_service(self, service: str) -> Any: ...
+    def get_service(self, service: str) -> Any:
+        """The service's item, or None."""
+        ...
 
-    def list_services(self, after: Optional[str] = None, checkpoints: bool = False) -> Any: ...
+    def list_services(self, after: Optional[str] = None, checkpoints: bool = False) -> Iterable[Any]:
+        """Every service item in name order, those after ``after`` only; without the collector's
+        checkpoints unless asked for."""
+        ...
 
-    def range_total(self, service: str, start: int, end: int) -> Any: ...
+    def query_buckets(self, service: str, level: str, start: int, end: int) -> List[Any]:
+        """The ``level`` buckets that lie whole in [start, end), in time order."""
+        ...
+
+    def range_total(self, service: str, start: int, end: int) -> Any:
+        """Usage over [start, end) (minute-aligned) from the coarsest whole buckets that tile it."""
+        ...
+
+    def state(self, shard: int = 0) -> Any:
+        """A shard's collector state; an empty one when none was written."""
+        ...
+
+    def state_of_service(self, item: Optional[Any]) -> Any:
+        """The state of the shard that counts this service (with the catch-all's gaps)."""
+        ...
+
+    def retained_from(self, now: float) -> Dict[str, int]:
+        """Per level with a TTL, the earliest bucket start still kept."""
+        ...
+
+
+@runtime_checkable
+class UsageWriter(Protocol):
+    """What the collector writes and reads back (chalicelib/core/store.py, ``UsageStore``); the
+    shard assignments are left out (the shard tests run them on the real store)."""
+
+    def put_buckets(self, level: str, buckets: Sequence[Any]) -> int:
+        """Store (overwrite) these buckets at ``level``; return how many were stored."""
+        ...
+
+    def get_buckets(self, level: str, keys: Iterable[Tuple[str, int]]) -> Dict[Tuple[str, int], Any]:
+        """The stored buckets among these (service, start) keys."""
+        ...
+
+    def get_services(self, names: Iterable[str]) -> List[Any]:
+        """These services' items (those that exist), checkpoints included."""
+        ...
+
+    def put_services(self, items: Sequence[Any]) -> int: ...
+
+    def list_services(self, after: Optional[str] = None, checkpoints: bool = False) -> Iterable[Any]: ...
+
+    def state(self, shard: int = 0) -> Any: ...
+
+    def acquire_lease(self, run_id: str, now: float, lease_seconds: int, shard: int = 0) -> bool:
+        """Take the shard's run lease unless another live run holds it."""
+        ...
+
+    def update_state(self, run_id: str, shard: int = 0, **fields: Any) -> None:
+        """Set (None: remove) state fields while ``run_id`` holds the lease; ``StoreError`` otherwise."""
+        ...
+
+    def take_oversized(self) -> List[Dict[str, Any]]:
+        """The items refused for their size since the last call."""
+        ...
 
 
 def missing_methods(adapter: object, port: type) -> List[str]:

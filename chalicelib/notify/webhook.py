@@ -20,7 +20,7 @@ import ipaddress
 import json
 import socket
 import time
-from typing import Callable, List
+from typing import Callable, List, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -41,7 +41,7 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 def resolve(host: str, port: int) -> List[str]:
     """Every address ``host`` resolves to now (the system resolver)."""
-    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    return [cast(str, info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
 class _PinnedTLS(HTTPAdapter):
@@ -96,9 +96,10 @@ class WebhookSender:
             raise NotifyError(f"webhook refused: {e}") from None
         session = self.session or requests.Session()
         parts = urlsplit(url)
+        hostname = cast(str, parts.hostname)  # check_url refused a URL without a host
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(parts.hostname, port)]
+            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(hostname, port)]
         except (OSError, ValueError) as e:
             raise NotifyError(f"webhook host does not resolve ({type(e).__name__})") from None
         if not addresses:
@@ -113,5 +114,5 @@ class WebhookSender:
         target = urlunsplit((parts.scheme, f"{pinned}:{port}", parts.path or "/", parts.query, ""))
         # Mounted for this address only (the longest prefix wins), so a session that is passed in
         # keeps its own adapters for anything else.
-        session.mount(f"https://{pinned}:{port}/", _PinnedTLS(parts.hostname))
+        session.mount(f"https://{pinned}:{port}/", _PinnedTLS(hostname))
         return target, session

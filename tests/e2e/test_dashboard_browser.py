@@ -268,7 +268,7 @@ def seed(end: int) -> None:
                 "instance": "n1", "source": "service", "__name__": "kong_http_requests_total"}
     for code, rate in REQUESTS_PER_MINUTE.items():
         prom.add({**checkout, "code": code}, [(t, rate * i) for i, t in enumerate(times)])
-    bootstrap.override(prometheus=prom).collector.run(now=end)
+    bootstrap.override(bootstrap.current().settings, prometheus=prom).collector.run(now=end)
 
 
 def deliver_alerts(aws_url: str) -> None:
@@ -292,7 +292,7 @@ def api(tmp_path_factory):
         end = int(time.time() // 300 * 300)
         seed(end)
         boto3.client("ses", region_name="us-east-1", endpoint_url=running.aws_url).verify_email_identity(
-            EmailAddress=os.environ["ALERT_FROM"])
+            EmailAddress=bootstrap.current().settings.alert_from)
         for service, limit in QUOTAS.items():
             answer = requests.put(f"{running.url}/v1/services/{service}/quota",
                                   json={"limit_bytes": limit, "notify": ["owner@example.com"]},

@@ -1,6 +1,6 @@
-"""In-memory stand-ins for the persistence adapters: the ``AlertLedgerPort``, ``QuotaSource``
-and ``UsageReader`` ports (chalicelib/core/ports.py), with the same conditional-write
-semantics, so the alert logic can be specified without DynamoDB."""
+"""In-memory stand-ins for the persistence adapters: the ``AlertLedgerPort`` and ``QuotaSource``
+ports (chalicelib/core/ports.py), with the same conditional-write semantics, so the alert logic
+can be specified without DynamoDB (the usage store's is tests/fakes/usage_store.py)."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,6 @@ from typing import Dict, List, Optional
 from chalicelib.core.alert_ledger import as_history
 from chalicelib.core.models import Alert
 from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot, normalize_quota, normalize_rules
-from chalicelib.core.usage import BucketUsage
 
 
 class InMemoryAlertLedger:
@@ -115,24 +114,3 @@ class InMemoryQuotaBook:
 
     def quota_for(self, service: str) -> EffectiveQuota:
         return self.load().quota_for(service)
-
-
-class InMemoryUsageStore:
-    """Service items and stored buckets, enough for period usage."""
-
-    def __init__(self):
-        self.services = {}
-        self.buckets: List[BucketUsage] = []
-
-    def get_service(self, service: str):
-        return self.services.get(service)
-
-    def list_services(self, after: Optional[str] = None, checkpoints: bool = False):
-        return [self.services[name] for name in sorted(self.services) if after is None or name > after]
-
-    def range_total(self, service: str, start: int, end: int) -> BucketUsage:
-        total = BucketUsage(service, start)
-        for bucket in self.buckets:
-            if bucket.service == service and start <= bucket.start < end:
-                total.merge(bucket)
-        return total

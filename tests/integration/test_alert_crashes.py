@@ -10,7 +10,7 @@ import boto3
 import pytest
 import requests
 
-from chalicelib import bootstrap, schedule
+from chalicelib import schedule
 from chalicelib.core.errors import MailError
 from chalicelib.notify.alerts import CLAIM_TIMEOUT_SECONDS
 from chalicelib.notify.mailer import SesMailer
@@ -56,17 +56,15 @@ class Clock:
 
 
 @pytest.fixture
-def world(aws_server, env, moto_server):
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "1")
-    bootstrap.reset()
+def world(aws_server, config, moto_server):
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=1)
     ses = boto3.client("ses", region_name="us-east-1", endpoint_url=moto_server)
     ses.verify_email_identity(EmailAddress=SENDER)
     labels = {"__name__": "kong_bandwidth_bytes", "service": "pay", "route": "r", "direction": "egress",
               "consumer": "", "workspace": "default", "instance": "n1"}
     prom, clock, mailer = FakePrometheus(), Clock(T0), UnreliableMailer(ses)
     prom.add(labels, [(T0 - 30, 0)])
-    deps = bootstrap.override(prometheus=prom, clock=clock, mailer=mailer)
+    deps = config.start(prometheus=prom, clock=clock, mailer=mailer)
     deps.quotas.put("pay", {"limit_bytes": 10_000, "notify": ["owner@example.com"]})
     poller = alerts_poller(moto_server, aws_server.table_name)
 

@@ -20,14 +20,12 @@ def labels(service):
 
 
 @pytest.fixture
-def flow(aws_server, env, moto_server):
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "1")
-    bootstrap.reset()
+def flow(aws_server, config, moto_server):
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=1)
     ses = boto3.client("ses", region_name="us-east-1", endpoint_url=moto_server)
     ses.verify_email_identity(EmailAddress="alerts@bandwidth-meter.test")
     prom = FakePrometheus()
-    collector = bootstrap.override(prometheus=prom).collector
+    collector = config.start(prometheus=prom).collector
 
     class Flow:
         poller = alerts_poller(moto_server, aws_server.table_name)
@@ -73,9 +71,9 @@ def test_a_jump_sends_one_email_and_a_replayed_batch_sends_nothing(flow, moto_se
     assert replay.invocations >= 1 and len(flow.subjects()) == 1
 
 
-def test_ses_failing_then_recovering_ends_in_exactly_one_email(flow, moto_server, env):
-    env.setenv("ALERT_FROM", "late@bandwidth-meter.test")  # not verified yet: SES refuses
-    bootstrap.reset()
+def test_ses_failing_then_recovering_ends_in_exactly_one_email(flow, moto_server, config):
+    config.set(ALERT_FROM="late@bandwidth-meter.test")  # not verified yet: SES refuses
+    config.start()
     ses = boto3.client("ses", region_name="us-east-1", endpoint_url=moto_server)
     # SES recovers while the poller backs off before its retry.
     flow.poller.sleep = lambda seconds: ses.verify_email_identity(EmailAddress="late@bandwidth-meter.test")

@@ -20,7 +20,9 @@ import pytest
 from chalicelib import bootstrap
 from chalicelib.core.models import SERVICES_PK, Alert, ServiceUsage
 from chalicelib.core.periods import period_at
+from chalicelib.core.settings import from_env
 from chalicelib.core.usage import BucketUsage
+from tests.support.config import BOTO_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = "bwm-cold-start"  # no default of any model can point here
@@ -99,10 +101,12 @@ def seeded(moto_server):
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": moto_server,
            "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled", "ALERT_FROM": "alerts@example.com",
            "PROMETHEUS_URL": "http://127.0.0.1:9", "STAGE": "dev"}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
+    # The cold process reads ``env``; this one seeds through Settings built from it, and its
+    # environment holds only what boto reads.
+    saved = {name: os.environ.get(name) for name in BOTO_ENV}
+    os.environ.update(BOTO_ENV)
     try:
-        deps = bootstrap.override()
+        deps = bootstrap.override(from_env(env))
         from chalicelib.core import tables
 
         tables.ensure_table()

@@ -68,17 +68,13 @@ def history(end, skip=lambda t: False):
 
 
 @pytest.fixture
-def collect(aws_server, env, prometheus_factory):
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "30")
-    env.setenv("MAX_BACKFILL_MINUTES", "1440")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
-    env.setenv("SERIES_LOOKBACK_SECONDS", "600")
+def collect(aws_server, config, prometheus_factory):
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=30, MAX_BACKFILL_MINUTES=1440,
+               COLLECT_TRAFFIC_STATS="false", SERIES_LOOKBACK_SECONDS=600)
 
     def run(h: History, now: int):
-        env.setenv("PROMETHEUS_URL", prometheus_factory.from_history(h.render()).url)
-        bootstrap.reset()
-        report = bootstrap.current().collector.run(now=now)
+        config.set(PROMETHEUS_URL=prometheus_factory.from_history(h.render()).url)
+        report = config.start().collector.run(now=now)
         assert report.status == "ok", report
 
     return run

@@ -32,19 +32,15 @@ def counter(start, end, per_scrape, skip=lambda t: False, first=LIFETIME):
 
 
 @pytest.fixture
-def collect(aws_server, env, prometheus_factory):
+def collect(aws_server, config, prometheus_factory):
     """Run the collector at ``now`` against a Prometheus serving ``history``."""
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "30")
-    env.setenv("MAX_BACKFILL_MINUTES", "1440")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
-    env.setenv("SERIES_LOOKBACK_SECONDS", "600")
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=30, MAX_BACKFILL_MINUTES=1440,
+               COLLECT_TRAFFIC_STATS="false", SERIES_LOOKBACK_SECONDS=600)
 
     def run(history: History, now: int, prometheus=None):
         prometheus = prometheus or prometheus_factory.from_history(history.render())
-        env.setenv("PROMETHEUS_URL", prometheus.url)
-        bootstrap.reset()
-        report = bootstrap.current().collector.run(now=now)
+        config.set(PROMETHEUS_URL=prometheus.url)
+        report = config.start().collector.run(now=now)
         assert report.status == "ok", report
         return prometheus
 
@@ -104,7 +100,7 @@ def test_a_sample_that_arrives_after_its_window_was_collected_counts_once(collec
     assert egress("pay", BASE + 1800, BASE + 1860) == 8 * 100
 
 
-def test_bad_series_are_quarantined_and_the_healthy_ones_stay_exact(collect, env):
+def test_bad_series_are_quarantined_and_the_healthy_ones_stay_exact(collect, config):
     history = History()
     history.add("kong_bandwidth_bytes", kong("healthy"), counter(BASE - 600, BASE + 1800, 100))
     history.add("kong_bandwidth_bytes", kong("nan"),

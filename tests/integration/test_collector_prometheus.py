@@ -7,7 +7,6 @@ import pytest
 
 from chalicelib import bootstrap
 from chalicelib.core.models import CollectorState, UsageBucket
-from tests.conftest import configure
 from tests.support.snapshot import table_snapshot
 from tests.support.openmetrics import History, counter_samples
 
@@ -61,10 +60,10 @@ def prometheus(prometheus_factory):
 
 
 @pytest.fixture
-def collector_env(aws_server, env, prometheus):
+def collector_env(aws_server, config, prometheus):
     server, truth = prometheus
-    configure(env, PROMETHEUS_URL=server.url, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=60,
-              MAX_BACKFILL_MINUTES=600, COLLECT_TRAFFIC_STATS="false")
+    config.set(PROMETHEUS_URL=server.url, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=60,
+               MAX_BACKFILL_MINUTES=600, COLLECT_TRAFFIC_STATS="false").start()
     return truth
 
 
@@ -113,10 +112,8 @@ def test_rerunning_a_window_leaves_the_table_unchanged(collector_env):
     assert table_snapshot(checkpoints=False) == before
 
 
-def test_prometheus_down_fails_cleanly_and_holds_the_watermark(collector_env, env):
-    env.setenv("PROMETHEUS_URL", "http://127.0.0.1:9")  # nothing listens there
-    env.setenv("PROMETHEUS_TIMEOUT_SECONDS", "1")
-    bootstrap.reset()
+def test_prometheus_down_fails_cleanly_and_holds_the_watermark(collector_env, config):
+    config.set(PROMETHEUS_URL="http://127.0.0.1:9", PROMETHEUS_TIMEOUT_SECONDS=1).start()  # nothing listens there
     from chalicelib.collect.collector import CollectorRunFailed
 
     with pytest.raises(CollectorRunFailed, match="unreachable"):

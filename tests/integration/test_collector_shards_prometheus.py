@@ -10,7 +10,6 @@ import pytest
 from chalicelib import bootstrap
 from chalicelib.collect import shards
 from chalicelib.core.models import UsageBucket
-from tests.conftest import configure
 from tests.support.openmetrics import History, counter_samples
 
 BASE = int(time.time() // 3600 * 3600) - 3 * 3600
@@ -46,10 +45,10 @@ def prometheus(prometheus_factory):
 
 
 @pytest.fixture
-def sharded(aws_server, env, prometheus):
+def sharded(aws_server, config, prometheus):
     server, truth = prometheus
-    configure(env, PROMETHEUS_URL=server.url, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=0,
-              COLLECT_TRAFFIC_STATS="false", SHARD_COUNT=4)
+    config.set(PROMETHEUS_URL=server.url, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=0,
+               COLLECT_TRAFFIC_STATS="false", SHARD_COUNT=4).start()
     return truth
 
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 from chalice.test import Client
 
-from chalicelib import bootstrap, schedule
+from chalicelib import schedule
 from chalicelib.enforce.kong_admin import KongAdmin
 from localrun.devgateway import DemoUpstream, DevGateway, GatewayConfig, Route
 from localrun.kongadmin import AdminServer, AdminState
@@ -40,15 +40,12 @@ def kong():
 
 
 @pytest.fixture
-def world(aws_server, env, kong):
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "1")
-    env.setenv("KONG_ADMIN_URL", kong.admin_url)
-    bootstrap.reset()
+def world(aws_server, config, kong):
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=1, KONG_ADMIN_URL=kong.admin_url)
     prom, mailer = FakePrometheus(), RecordingMailer()
     admin = KongAdmin(kong.admin_url, timeout=0.5, sleep=lambda s: None)
     now = {"t": T0}  # the API reads the same fixed clock as the runs: the data lives in Nov 2026
-    deps = bootstrap.override(clock=lambda: now["t"], prometheus=prom, mailer=mailer, kong_admin=admin)
+    deps = config.start(clock=lambda: now["t"], prometheus=prom, mailer=mailer, kong_admin=admin)
     for service in ("pay", "media", "ghost"):
         prom.add(labels(service), [(T0 - 30, 0)])
 

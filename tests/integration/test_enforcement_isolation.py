@@ -8,7 +8,6 @@ import uuid
 import pytest
 import requests
 
-from chalicelib import bootstrap
 from chalicelib.enforce.kong_admin import KongAdmin
 from chalicelib.enforce.kong_plugin import TAG, plugin_body
 from localrun.devgateway import DemoUpstream, DevGateway, GatewayConfig, Route
@@ -41,15 +40,12 @@ def gateway():
 
 
 @pytest.fixture
-def meter(aws_server, env, gateway):
+def meter(aws_server, config, gateway):
     """Usage ingested by one collector run at NOW (before any quota rejects); returns the parts."""
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "1")
-    env.setenv("KONG_ADMIN_URL", gateway.admin_url)
-    bootstrap.reset()
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=1, KONG_ADMIN_URL=gateway.admin_url)
     prom = FakePrometheus()
-    deps = bootstrap.override(clock=lambda: NOW, prometheus=prom, mailer=RecordingMailer(),
-                              kong_admin=KongAdmin(gateway.admin_url, timeout=0.5, sleep=lambda s: None))
+    deps = config.start(clock=lambda: NOW, prometheus=prom, mailer=RecordingMailer(),
+                        kong_admin=KongAdmin(gateway.admin_url, timeout=0.5, sleep=lambda s: None))
 
     def ingest(usage):
         for service, nbytes in usage.items():

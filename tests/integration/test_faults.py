@@ -34,20 +34,17 @@ def totals():
 
 
 @pytest.fixture
-def proxied(aws_server, env, moto_server):
+def proxied(aws_server, config, moto_server):
     proxy = FaultProxy(moto_server).start()
-    env.setenv("AWS_ENDPOINT_URL", proxy.url)
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "30")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
-    bootstrap.reset()
-    bootstrap.current()  # binds the models to the proxied endpoint
+    config.set(AWS_ENDPOINT_URL=proxy.url, COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=30,
+               COLLECT_TRAFFIC_STATS="false")
+    config.start()  # binds the models to the proxied endpoint
     yield proxy
     proxy.stop()
 
 
 def collector_for(prom):
-    return bootstrap.override(prometheus=prom).collector
+    return bootstrap.override(bootstrap.current().settings, prometheus=prom).collector
 
 
 def expected_total():
@@ -98,7 +95,7 @@ def test_two_runs_at_once_leave_the_same_table_as_one(proxied):
 LABELS = [('quo"te', "r 1"), ("spa ce", "ünïcødé/路由"), ("back\\slash", "new-name")]
 
 
-def test_prometheus_restart_backfills_and_awkward_labels_are_plain_text(aws_server, env, tmp_path):
+def test_prometheus_restart_backfills_and_awkward_labels_are_plain_text(aws_server, config, tmp_path):
     base = int(time.time() // 3600 * 3600) - 5 * 3600
     history, truth = History(), {}
     for service, route in LABELS:
@@ -115,13 +112,11 @@ def test_prometheus_restart_backfills_and_awkward_labels_are_plain_text(aws_serv
     truth["spa ce"] += 40 * 5
     data_dir = str(tmp_path / "tsdb")
     build_tsdb(history.render(), data_dir)
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=60, COLLECT_TRAFFIC_STATS="false")
     prometheus = PrometheusServer(data_dir=data_dir).start().wait_ready()
     try:
-        env.setenv("PROMETHEUS_URL", prometheus.url)
-        bootstrap.reset()
+        config.set(PROMETHEUS_URL=prometheus.url)
+        config.start()
         bootstrap.current().collector.run(now=base + 3600)
         port = prometheus.port
         prometheus.stop()  # Prometheus is down for the next run...

@@ -18,8 +18,8 @@ def bucket_of(ms):
 
 
 @pytest.fixture
-def pipeline(aws_server, env, prometheus_factory):
-    with scraped_gateway(env, prometheus_factory,
+def pipeline(aws_server, config, prometheus_factory):
+    with scraped_gateway(config, prometheus_factory,
                          lambda upstream: GatewayConfig("3.7", [Route("/shop", upstream, "shop", "cart")])) as parts:
         yield parts
 

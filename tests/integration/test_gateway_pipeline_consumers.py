@@ -12,12 +12,12 @@ from tests.support.pipeline import scraped_gateway
 
 
 @pytest.fixture
-def pipeline(aws_server, env, prometheus_factory):
-    def config(upstream):
+def pipeline(aws_server, config, prometheus_factory):
+    def gateway_config(upstream):
         return GatewayConfig("3.7", [Route("/shop", upstream, "shop", "cart")],
                              consumers=[Consumer(name, (f"{name}-key",)) for name in ("acme", "globex", "initech")],
                              key_auth=[KeyAuth(service="shop")])
-    with scraped_gateway(env, prometheus_factory, config) as parts:
+    with scraped_gateway(config, prometheus_factory, gateway_config) as parts:
         yield parts
 
 

@@ -8,7 +8,6 @@ import time
 import pytest
 
 from chalicelib.core.models import UsageBucket
-from tests.conftest import configure
 from tests.support.openmetrics import History, counter_samples
 
 BASE = int(time.time() // 3600 * 3600) - 2 * 3600
@@ -57,10 +56,10 @@ SCRAPES_A_MINUTE = 60 // STEP
 
 
 @pytest.mark.parametrize("shard_count", [1, 3])
-def test_with_the_selector_only_the_kong_jobs_bytes_count(aws_server, env, prometheus, shard_count):
-    deps = configure(env, PROMETHEUS_URL=prometheus.url, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=0,
-                     COLLECT_TRAFFIC_STATS="false", SHARD_COUNT=shard_count,
-                     PROMETHEUS_SERIES_SELECTOR='{job="kong"}')
+def test_with_the_selector_only_the_kong_jobs_bytes_count(aws_server, config, prometheus, shard_count):
+    deps = config.set(PROMETHEUS_URL=prometheus.url, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=0,
+                      COLLECT_TRAFFIC_STATS="false", SHARD_COUNT=shard_count,
+                      PROMETHEUS_SERIES_SELECTOR='{job="kong"}').start()
     start, end = collect(deps, shard_count, BASE + 1800)
     kong_truth = (end - start) // 60 * SCRAPES_A_MINUTE * KONG_BYTES
     assert end - start >= 1200 and kong_truth > 0
@@ -69,18 +68,18 @@ def test_with_the_selector_only_the_kong_jobs_bytes_count(aws_server, env, prome
     assert egress_in("phantom", BASE - 3600, BASE + 3600) == 0
 
 
-def test_without_a_selector_the_forged_series_count(aws_server, env, prometheus):
+def test_without_a_selector_the_forged_series_count(aws_server, config, prometheus):
     """What the selector is for: the same data without it charges the victim a million bytes a scrape."""
-    deps = configure(env, PROMETHEUS_URL=prometheus.url, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=0,
-                     COLLECT_TRAFFIC_STATS="false")
+    deps = config.set(PROMETHEUS_URL=prometheus.url, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=0,
+                      COLLECT_TRAFFIC_STATS="false").start()
     start, end = collect(deps, 1, BASE + 1800)
     minutes = (end - start) // 60
     assert egress_in("victim", start, end) == minutes * SCRAPES_A_MINUTE * (KONG_BYTES + FORGED_BYTES)
     assert egress_in("phantom", start, end) == minutes * SCRAPES_A_MINUTE * FORGED_BYTES
 
 
-def test_the_selector_narrows_label_values_too(aws_server, env, prometheus):
-    deps = configure(env, PROMETHEUS_URL=prometheus.url, PROMETHEUS_SERIES_SELECTOR='job="kong"')
+def test_the_selector_narrows_label_values_too(aws_server, config, prometheus):
+    deps = config.set(PROMETHEUS_URL=prometheus.url, PROMETHEUS_SERIES_SELECTOR='job="kong"').start()
     assert sorted(deps.prometheus.label_values("service", "kong_bandwidth_bytes", BASE, BASE + 600)) == ["pay", "victim"]
     status = deps.prometheus.scoped('{__name__=~"kong_bandwidth|kong_bandwidth_bytes"}')
     assert status == '{__name__=~"kong_bandwidth|kong_bandwidth_bytes",job="kong"}'

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.localstack,
               pytest.mark.skipif(not reachable(), reason=f"no LocalStack at {ENDPOINT}")]
 
 
-def test_table_stream_alert_email_on_localstack(env):
+def test_table_stream_alert_email_on_localstack(config):
     import localstack_client.session
 
     from chalicelib import bootstrap
@@ -28,10 +28,7 @@ def test_table_stream_alert_email_on_localstack(env):
     from chalicelib.notify.mailer import SesMailer
     from chalicelib.core.models import SERVICES_PK, ServiceUsage
 
-    env.setenv("AWS_ENDPOINT_URL", ENDPOINT)
-    env.setenv("TABLE_NAME", f"bm-smoke-{int(time.time())}")
-    bootstrap.reset()
-    settings = bootstrap.current().settings
+    settings = config.set(AWS_ENDPOINT_URL=ENDPOINT, TABLE_NAME=f"bm-smoke-{int(time.time())}").start().settings
     assert tables.ensure_table().startswith("arn:aws:dynamodb:")
     session = localstack_client.session.Session(region_name=settings.region)
     ses = session.client("ses")

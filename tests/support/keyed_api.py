@@ -12,8 +12,10 @@ from typing import Dict, Iterator, Optional
 
 import pytest
 
+from chalicelib.core.settings import from_env
 from localrun.processes import free_port, start_chalice_local, start_moto_server, stop_process
-from tests.conftest import BASE_ENV, configuration_variables
+from tests.conftest import configuration_variables
+from tests.support.config import BASE_VARIABLES, BOTO_ENV
 from tests.support.listening import start_ours
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,8 +45,8 @@ class KeyedApi:
 @contextlib.contextmanager
 def keyed_api(log_dir: Path, api_env: Dict[str, str], project: Optional[Path] = None) -> Iterator[KeyedApi]:
     """moto server + `chalice local --stage local` with ``api_env`` (API_KEYS, THROTTLE_*), from
-    this project or from ``project``. While it runs, this process's environment points at the
-    same table (for seeding)."""
+    this project or from ``project``. While it runs, this process's parts are built from the
+    same settings (for seeding); its environment holds only what boto reads."""
     from chalicelib import bootstrap
     from chalicelib.core import tables
 
@@ -56,17 +58,16 @@ def keyed_api(log_dir: Path, api_env: Dict[str, str], project: Optional[Path] = 
     try:
         for name in configuration_variables():  # every declared setting, not a list kept here
             patch.delenv(name, raising=False)
-        env = {**BASE_ENV, "AWS_ENDPOINT_URL": aws_url, "COLLECT_LAG_SECONDS": "0",
-               "INITIAL_BACKFILL_MINUTES": "60"}
-        for name, value in env.items():
+        for name, value in BOTO_ENV.items():
             patch.setenv(name, value)
-        bootstrap.reset()
-        bootstrap.current()  # binds the models to the moto server
+        variables = {**BASE_VARIABLES, "AWS_ENDPOINT_URL": aws_url, "COLLECT_LAG_SECONDS": "0",
+                     "INITIAL_BACKFILL_MINUTES": "60"}
+        bootstrap.override(from_env(variables))  # binds the models to the moto server
         tables.ensure_table()
 
         log = log_dir / "chalice-local.log"
         api, api_url = start_ours(
-            lambda: start_chalice_local(free_port(), {**os.environ, **api_env}, log, project=project))
+            lambda: start_chalice_local(free_port(), {**os.environ, **variables, **api_env}, log, project=project))
         yield KeyedApi(api_url, aws_url, log)
     finally:
         if api is not None:

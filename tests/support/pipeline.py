@@ -5,21 +5,20 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Callable, Iterator, Tuple
 
-from chalicelib import bootstrap
 from localrun.devgateway import DemoUpstream, DevGateway, GatewayConfig
+from tests.support.config import Configuration
 
 
 @contextmanager
-def scraped_gateway(env, prometheus_factory, config: Callable[[str], GatewayConfig]) -> Iterator[Tuple]:
-    """(gateway, prometheus) for the config ``config(upstream_url)`` builds; stopped afterwards."""
+def scraped_gateway(config: Configuration, prometheus_factory,
+                    gateway_config: Callable[[str], GatewayConfig]) -> Iterator[Tuple]:
+    """(gateway, prometheus) for the gateway config ``gateway_config(upstream_url)`` builds, and
+    the test's configuration reading that Prometheus; stopped afterwards."""
     upstream = DemoUpstream().start()
-    gateway = DevGateway(config(upstream.url)).start()
+    gateway = DevGateway(gateway_config(upstream.url)).start()
     try:
         prometheus = prometheus_factory.start([gateway.url.split("//")[1]], scrape_interval="1s")
-        env.setenv("PROMETHEUS_URL", prometheus.url)
-        env.setenv("COLLECT_LAG_SECONDS", "0")
-        env.setenv("INITIAL_BACKFILL_MINUTES", "2")
-        bootstrap.reset()
+        config.set(PROMETHEUS_URL=prometheus.url, COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=2).start()
         yield gateway, prometheus
     finally:
         gateway.stop()

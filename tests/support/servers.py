@@ -21,15 +21,14 @@ def moto_server():
 
 
 @pytest.fixture
-def aws_server(moto_server, env):
-    """The environment pointed at the moto server, with a fresh usage table for this test."""
-    from chalicelib import bootstrap
+def aws_server(moto_server, config):
+    """The test's configuration pointed at the moto server, with a fresh usage table for this
+    test; yields those settings, the app started from them."""
     from chalicelib.core import tables
 
-    env.setenv("AWS_ENDPOINT_URL", moto_server)
+    config.set(AWS_ENDPOINT_URL=moto_server)
     requests.post(f"{moto_server}/moto-api/reset", timeout=5)
-    bootstrap.reset()
-    settings = bootstrap.current().settings
+    settings = config.start().settings
     tables.ensure_table()
     yield settings
 

@@ -324,14 +324,11 @@ def test_limits_must_be_positive(name):
 
 # -- in-process through the app ---------------------------------------------------------------
 @pytest.fixture
-def keyed_client(aws, env):
+def keyed_client(aws, config):
     from chalice.test import Client
 
-    from chalicelib import bootstrap
-
-    env.setenv("API_KEYS", f"{READ_KEY}:read,{ADMIN_KEY}:admin")
-    env.setenv("THROTTLE_PER_KEY_PER_MINUTE", "3")
-    bootstrap.reset()
+    config.set(API_KEYS=f"{READ_KEY}:read,{ADMIN_KEY}:admin", THROTTLE_PER_KEY_PER_MINUTE=3)
+    config.start()
     from app import app
 
     with Client(app) as c:

@@ -11,8 +11,9 @@ from chalicelib.core.models import SERVICES_PK, ServiceUsage
 from chalicelib.core.periods import period_at
 from chalicelib.notify import alerts
 from chalicelib.notify.alerts import GIVE_UP_AFTER_SECONDS, SWEEP_LIMIT, AlertProcessor
-from tests.fakes.ledger import InMemoryAlertLedger, InMemoryQuotaBook, InMemoryUsageStore
+from tests.fakes.ledger import InMemoryAlertLedger, InMemoryQuotaBook
 from tests.fakes.mailer import RecordingMailer
+from tests.fakes.usage_store import InMemoryUsageStore
 
 NOW = 1_795_996_800 + 12 * 3600  # 2026-11-30T12:00Z
 MONTH = period_at("month", NOW)
@@ -126,7 +127,7 @@ def test_retries_on_new_usage_keep_the_first_attempts_time(aws):
     assert processor.ledger.history("pay")[0]["first_claimed_at"] == "2026-11-30T12:00:00Z"
 
 
-def test_the_alert_history_api_shows_a_given_up_alert(aws, env):
+def test_the_alert_history_api_shows_a_given_up_alert(aws):
     from chalice.test import Client
 
     from chalicelib import bootstrap

@@ -5,8 +5,9 @@ from chalicelib.core.errors import MailError
 from chalicelib.core.models import SERVICES_PK, ServiceUsage
 from chalicelib.core.periods import period_at
 from chalicelib.notify.alerts import CLAIM_TIMEOUT_SECONDS, AlertProcessor
-from tests.fakes.ledger import InMemoryAlertLedger, InMemoryQuotaBook, InMemoryUsageStore
+from tests.fakes.ledger import InMemoryAlertLedger, InMemoryQuotaBook
 from tests.fakes.mailer import RecordingMailer
+from tests.fakes.usage_store import InMemoryUsageStore
 
 NOW = 1_795_996_800 + 12 * 3600  # 2026-11-30T12:00Z
 MONTH = period_at("month", NOW)

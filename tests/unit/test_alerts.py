@@ -15,7 +15,7 @@ GB = 10**9
 @pytest.fixture
 def alerts(aws):
     mailer = RecordingMailer()
-    deps = bootstrap.override(mailer=mailer)
+    deps = bootstrap.override(aws, mailer=mailer)
     deps.quotas.put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com"]})
     return deps.alert_processor, mailer
 
@@ -159,7 +159,7 @@ def test_webhook_is_signed_and_a_failed_channel_retries_alone(aws):
     from chalicelib.notify.webhook import NotifyError, signature
 
     mailer, hook = RecordingMailer(), RecordingWebhook()
-    deps = bootstrap.override(mailer=mailer, webhook=hook)
+    deps = bootstrap.override(aws, mailer=mailer, webhook=hook)
     deps.quotas.put("pay", {"limit_bytes": 100, "notify": ["ops@example.com"], "webhook_url": "https://hooks.example/bw"})
     processor = deps.alert_processor
     hook.failures_left = 1

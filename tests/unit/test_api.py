@@ -5,17 +5,15 @@ import json
 import pytest
 from chalice.test import Client
 
-from chalicelib import bootstrap
 from tests.fakes.prometheus import FakePrometheus
 
 T0 = 1_796_083_200 - 3600  # 2026-11-30T23:00Z
 
 
 @pytest.fixture
-def client(aws, env):
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
-    bootstrap.reset()
+def client(aws, config):
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=60)
+    config.start()
     from app import app
 
     with Client(app) as c:
@@ -23,16 +21,16 @@ def client(aws, env):
 
 
 @pytest.fixture
-def collected(client, monkeypatch):
+def collected(client, config, monkeypatch):
     """Ten minutes of 1000 B/min egress on route a and 10 B/min ingress on route b, collected up to T0+10m."""
     prom = FakePrometheus()
     base = {"__name__": "kong_bandwidth_bytes", "service": "pay", "consumer": "", "workspace": "default",
             "instance": "n1"}
     prom.add({**base, "route": "a", "direction": "egress"}, [(T0 - 60 + 60 * i, 1000 * i) for i in range(12)])
     prom.add({**base, "route": "b", "direction": "ingress"}, [(T0 - 60 + 60 * i, 10 * i) for i in range(12)])
-    bootstrap.override(prometheus=prom).collector.run(now=T0 + 600)
+    config.start(prometheus=prom).collector.run(now=T0 + 600)
     ticks = itertools.count()  # a clock that moves a millisecond per reading
-    bootstrap.override(prometheus=prom, clock=lambda: T0 + 630 + next(ticks) / 1000)
+    config.start(prometheus=prom, clock=lambda: T0 + 630 + next(ticks) / 1000)
     return client
 
 
@@ -191,9 +189,9 @@ def test_collector_status_reports_the_watermark(collected):
     assert body["last_error"] is None and body["series_seen"] == 2
 
 
-def test_cors_echoes_only_allowed_origins(client, env):
-    env.setenv("CORS_ORIGINS", "https://app.example")
-    bootstrap.reset()
+def test_cors_echoes_only_allowed_origins(client, config):
+    config.set(CORS_ORIGINS="https://app.example")
+    config.start()
     allowed = client.http.get("/v1/health", headers={"Origin": "https://app.example"})
     other = client.http.get("/v1/health", headers={"Origin": "https://evil.example"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from chalicelib import bootstrap
 from tests.fakes.prometheus import FakePrometheus
+from tests.support.config import build_settings
 
 NOW = 1_796_351_820 + 17  # 2026-12-04T02:37:17Z: mid-hour, mid-quarter, two hours into the day
 BACKFILL_MINUTES = 600  # from the first run (3 h ago): collection begins 2026-12-03T13:36Z, mid-hour, mid-day
@@ -38,30 +39,33 @@ def api():
     """Thirteen hours collected in three runs (as the every-minute schedule leaves it), ending 02:36Z."""
     from moto import mock_aws
 
+    from tests.conftest import configuration_variables
+    from tests.support.config import BOTO_ENV
+
     mp = pytest.MonkeyPatch()
-    from tests.conftest import BASE_ENV
-    for name, value in {**BASE_ENV, "COLLECT_LAG_SECONDS": "60",
-                        "INITIAL_BACKFILL_MINUTES": str(BACKFILL_MINUTES)}.items():
+    for name in configuration_variables():
+        mp.delenv(name, raising=False)
+    for name, value in BOTO_ENV.items():
         mp.setenv(name, value)
-    bootstrap.reset()
+    configured = build_settings(COLLECT_LAG_SECONDS=60, INITIAL_BACKFILL_MINUTES=BACKFILL_MINUTES)
     try:
         with mock_aws():
             from chalicelib.core import tables
 
-            bootstrap.current().settings
+            bootstrap.override(configured)
             tables.ensure_table()
             prom = make_run_like_traffic(NOW - 3 * 3600 - 60 * (BACKFILL_MINUTES + 5), BACKFILL_MINUTES + 200)
             for now in (NOW - 3 * 3600, NOW - 3600 - 7 * 60, NOW):
-                report = bootstrap.override(prometheus=prom).collector.run(now=now)
+                report = bootstrap.override(configured, prometheus=prom).collector.run(now=now)
                 assert not report.as_dict().get("error"), report.as_dict()
-            bootstrap.override(prometheus=prom, clock=lambda: NOW)
+            bootstrap.override(configured, prometheus=prom, clock=lambda: NOW)
             from app import app
 
             with Client(app) as client:
                 yield client
     finally:
-        bootstrap.reset()
         mp.undo()
+        bootstrap.reset()
 
 
 def get(client, path):

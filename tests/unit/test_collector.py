@@ -28,12 +28,10 @@ def scrape(start, end, every, values):
 
 
 @pytest.fixture
-def collector(aws, env):
-    env.setenv("COLLECT_LAG_SECONDS", "30")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
-    bootstrap.reset()
+def collector(aws, config):
+    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=60)
     fake = FakePrometheus()
-    return bootstrap.override(prometheus=fake).collector, fake
+    return config.start(prometheus=fake).collector, fake
 
 
 def stored_minutes(service):
@@ -63,7 +61,7 @@ def test_exact_totals_across_nodes_resets_and_born_series(collector):
     assert minutes[T0 + 120] == (600, 100 * 4)
 
 
-def test_rerunning_the_same_window_changes_nothing(collector, env):
+def test_rerunning_the_same_window_changes_nothing(collector):
     col, prom = collector
     prom.add(kong3("pay", "r", "egress"), scrape(T0 - 300, T0 + 3600, 15, iter(lambda: 10, None)))
     col.run(now=T0 + 1800 + 31)
@@ -156,11 +154,10 @@ def test_a_quota_that_changes_its_period_kind_realigns_an_idle_service_once(coll
     assert len(ranges) == 1
 
 
-def test_outage_longer_than_max_backfill_is_recorded_as_a_gap(collector, env):
+def test_outage_longer_than_max_backfill_is_recorded_as_a_gap(collector, config):
     col, prom = collector
-    env.setenv("MAX_BACKFILL_MINUTES", "30")
-    bootstrap.reset()
-    col = bootstrap.override(prometheus=prom).collector
+    config.set(MAX_BACKFILL_MINUTES=30)
+    col = config.start(prometheus=prom).collector
     prom.add(kong3("pay", "r", "egress"), scrape(T0 - 7200, T0 + 3600, 60, iter(lambda: 5, None)))
     report = col.run(now=T0 + 3600 + 31)
     assert report.gaps == [[T0, T0 + 1800]]
@@ -199,22 +196,20 @@ def test_a_fleet_mid_upgrade_is_counted_whole_and_its_schemas_reported(collector
     assert bootstrap.current().store.state().schema_seen == "2,3.7"
 
 
-def test_kong_schema_setting_restricts_the_metric_read(collector, env):
+def test_kong_schema_setting_restricts_the_metric_read(collector, config):
     col, prom = collector
-    env.setenv("KONG_SCHEMA", "2")
-    bootstrap.reset()
-    col = bootstrap.override(prometheus=prom).collector
+    config.set(KONG_SCHEMA=2)
+    col = config.start(prometheus=prom).collector
     prom.add(kong2("pay", "r", "ingress"), scrape(T0 - 300, T0 + 600, 60, iter(lambda: 5, None)))
     prom.add(kong3("pay", "r", "ingress"), scrape(T0 - 300, T0 + 600, 60, iter(lambda: 1000, None)))
     col.run(now=T0 + 600 + 31)
     assert sum(i for i, _ in stored_minutes("pay").values()) == 15 * 5  # born in the window: all 15 samples
 
 
-def test_ha_replicas_are_counted_once(collector, env):
+def test_ha_replicas_are_counted_once(collector, config):
     col, prom = collector
-    env.setenv("PROMETHEUS_REPLICA_LABELS", "prometheus_replica")
-    bootstrap.reset()
-    col = bootstrap.override(prometheus=prom).collector
+    config.set(PROMETHEUS_REPLICA_LABELS="prometheus_replica")
+    col = config.start(prometheus=prom).collector
     for replica in ("a", "b"):
         prom.add({**kong3("pay", "r", "egress"), "prometheus_replica": replica},
                  scrape(T0 - 300, T0 + 600, 60, iter(lambda: 9, None)))

@@ -37,16 +37,16 @@ def traffic(prom, born_late="late-service"):
     prom.add(kong3(born_late, "r", "egress"), [(t, (t - T0 - 2400) * 3 + 77) for t in range(T0 + 2400, T0 + 7200, 15)])
 
 
-def use_table(env, name):
-    env.setenv("TABLE_NAME", name)
-    bootstrap.reset()
+def use_table(config, name):
+    config.set(TABLE_NAME=name)
+    config.start()
 
 
-def collect(env, prom, shard_count, schedule, table):
+def collect(config, prom, shard_count, schedule, table):
     """Run the shards at each instant of ``schedule`` (shard order given per instant)."""
-    env.setenv("SHARD_COUNT", str(shard_count))
-    use_table(env, table)
-    deps = bootstrap.override(prometheus=prom)
+    config.set(SHARD_COUNT=shard_count)
+    use_table(config, table)
+    deps = config.start(prometheus=prom)
     tables.ensure_table()
     for now, order in schedule:
         for shard in order:
@@ -63,10 +63,8 @@ def usage_snapshot():
 
 
 @pytest.fixture
-def prom(aws, env):
-    env.setenv("COLLECT_LAG_SECONDS", "30")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
+def prom(aws, config):
+    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=60, COLLECT_TRAFFIC_STATS="false")
     fake = FakePrometheus()
     traffic(fake)
     return fake
@@ -77,7 +75,7 @@ def every(minutes, start, end):
 
 
 @pytest.mark.parametrize("group, batch", [(shards.SERVICE_GROUP, 1000), (3, 1000), (shards.SERVICE_GROUP, 3)])
-def test_four_shards_count_what_one_collector_counts(prom, env, monkeypatch, group, batch):
+def test_four_shards_count_what_one_collector_counts(prom, config, monkeypatch, group, batch):
     from chalicelib.collect import plan
 
     monkeypatch.setattr(shards, "SERVICE_GROUP", group)  # 3: every shard's services take several queries
@@ -85,20 +83,20 @@ def test_four_shards_count_what_one_collector_counts(prom, env, monkeypatch, gro
     # a batch a run, counting the same window again for the rest.
     monkeypatch.setattr(plan, "CATCH_ALL_BATCH", batch)
     instants = every(10, T0 + 600 + 31, T0 + 6600 + 31)
-    unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
-    sharded = collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
+    unsharded = collect(config, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    sharded = collect(config, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
     assert sharded == unsharded
     assert any(service == "late-service" for service, *_ in unsharded[1])
 
 
-def test_a_fleet_new_all_at_once_is_handed_over_a_bounded_batch_a_run(prom, env, monkeypatch):
+def test_a_fleet_new_all_at_once_is_handed_over_a_bounded_batch_a_run(prom, config, monkeypatch):
     """A first deployment: the catch-all counts 3 services a run (of 8), hands them over and runs
     the same window again for the rest; its watermark moves once none is left."""
     from chalicelib.collect import plan
 
     monkeypatch.setattr(plan, "CATCH_ALL_BATCH", 3)
-    env.setenv("INITIAL_BACKFILL_MINUTES", "0")
-    collect(env, prom, 4, [], "sharded")
+    config.set(INITIAL_BACKFILL_MINUTES=0)
+    collect(config, prom, 4, [], "sharded")
     deps = bootstrap.current()
     reports = [deps.collector_for(0).run(now=T0 + 600 + 31 + 60 * n) for n in range(4)]
     assert [r.status for r in reports] == ["idle", "ok", "ok", "ok"]  # the first only sets the watermark
@@ -107,13 +105,13 @@ def test_a_fleet_new_all_at_once_is_handed_over_a_bounded_batch_a_run(prom, env,
     assert shards.assigned_names(deps.store.assignments(4)) == set(FLEET)
 
 
-def test_the_status_says_how_many_new_services_wait_for_the_catch_all(prom, env, monkeypatch):
+def test_the_status_says_how_many_new_services_wait_for_the_catch_all(prom, config, monkeypatch):
     from chalicelib.api.status import collector_status
     from chalicelib.collect import plan
 
     monkeypatch.setattr(plan, "CATCH_ALL_BATCH", 3)
-    env.setenv("INITIAL_BACKFILL_MINUTES", "0")
-    collect(env, prom, 4, [], "sharded")
+    config.set(INITIAL_BACKFILL_MINUTES=0)
+    collect(config, prom, 4, [], "sharded")
     deps = bootstrap.current()
     waiting = []
     for n in range(4):
@@ -123,25 +121,25 @@ def test_the_status_says_how_many_new_services_wait_for_the_catch_all(prom, env,
     assert waiting == [(0, 0), (5, 5), (2, 2), (0, 0)]
 
 
-def test_fixed_shards_running_before_the_catch_all_still_count_exactly(prom, env):
+def test_fixed_shards_running_before_the_catch_all_still_count_exactly(prom, config):
     """A fixed shard that passed the hand-over minute counts the newcomer's minutes since then."""
     instants = every(1, T0 + 2300 + 31, T0 + 3000 + 31)
-    unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
-    sharded = collect(env, prom, 4, [(t, [3, 2, 1, 0]) for t in instants], "sharded")
+    unsharded = collect(config, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    sharded = collect(config, prom, 4, [(t, [3, 2, 1, 0]) for t in instants], "sharded")
     assert sharded == unsharded
 
 
-def test_a_shard_that_was_down_catches_up_from_its_watermark(prom, env):
+def test_a_shard_that_was_down_catches_up_from_its_watermark(prom, config):
     instants = every(3, T0 + 600 + 31, T0 + 4200 + 31)
-    unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    unsharded = collect(config, prom, 1, [(t, [0]) for t in instants], "unsharded")
     # Shard 2 misses half an hour (its lease elsewhere, a failed invoke); shard 0 runs late once.
     schedule = [(t, [s for s in (1, 2, 3, 0) if not (s == 2 and T0 + 1800 < t < T0 + 3600)]) for t in instants]
-    sharded = collect(env, prom, 4, schedule, "sharded")
+    sharded = collect(config, prom, 4, schedule, "sharded")
     assert sharded == unsharded
 
 
-def test_the_moved_service_is_owned_by_one_fixed_shard_and_excluded_from_the_catch_all(prom, env):
-    collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in every(1, T0 + 2400 + 31, T0 + 2520 + 31)], "sharded")
+def test_the_moved_service_is_owned_by_one_fixed_shard_and_excluded_from_the_catch_all(prom, config):
+    collect(config, prom, 4, [(t, [0, 1, 2, 3]) for t in every(1, T0 + 2400 + 31, T0 + 2520 + 31)], "sharded")
     store = bootstrap.current().store
     assignments = store.assignments(4)
     owners = [shard for shard, item in assignments.items() if "late-service" in (item.services or ())]
@@ -152,8 +150,8 @@ def test_the_moved_service_is_owned_by_one_fixed_shard_and_excluded_from_the_cat
     assert owned == set(FLEET) | {"late-service"}
 
 
-def test_the_catch_all_reads_only_unassigned_services(prom, env):
-    collect(env, prom, 4, [(T0 + 600 + 31, [0])], "sharded")  # hands every service over
+def test_the_catch_all_reads_only_unassigned_services(prom, config):
+    collect(config, prom, 4, [(T0 + 600 + 31, [0])], "sharded")  # hands every service over
     deps = bootstrap.current()
     seen = []
     original = prom.raw_samples
@@ -163,24 +161,24 @@ def test_the_catch_all_reads_only_unassigned_services(prom, env):
     assert seen == ['{__name__=~"kong_bandwidth|kong_bandwidth_bytes",service=""}']  # only unmatched traffic
 
 
-def test_turning_sharding_on_and_lowering_the_shard_count_keep_the_totals(prom, env):
+def test_turning_sharding_on_and_lowering_the_shard_count_keep_the_totals(prom, config):
     """SHARD_COUNT 1 -> 4 -> 2 on a running table: the catch-all loads the services counted
     before (their checkpoints) by name, and those of removed shards come back to it and are
     handed over again, so the totals are still what one collector counts."""
     phases = [(1, every(5, T0 + 600 + 31, T0 + 1800 + 31)), (4, every(5, T0 + 1860 + 31, T0 + 3600 + 31)),
               (2, every(5, T0 + 3660 + 31, T0 + 6600 + 31))]
-    unsharded = collect(env, prom, 1, [(t, [0]) for _, instants in phases for t in instants], "unsharded")
+    unsharded = collect(config, prom, 1, [(t, [0]) for _, instants in phases for t in instants], "unsharded")
     for count, instants in phases:
-        sharded = collect(env, prom, count, [(t, list(range(count))) for t in instants], "changing")
+        sharded = collect(config, prom, count, [(t, list(range(count))) for t in instants], "changing")
     assert sharded == unsharded
     owners = bootstrap.current().store.assignments(2)[1].services
     assert set(owners) == set(FLEET) | {"late-service"}  # shards 2 and 3 gave theirs back to shard 1
 
 
-def test_the_catch_all_loads_only_the_services_prometheus_names(prom, env, monkeypatch):
+def test_the_catch_all_loads_only_the_services_prometheus_names(prom, config, monkeypatch):
     """A minute of the catch-all costs what it counts, not the size of the table: it never
     reads the services' partition whole."""
-    collect(env, prom, 4, [(T0 + 600 + 31, [0, 1, 2, 3])], "sharded")  # every service handed over
+    collect(config, prom, 4, [(T0 + 600 + 31, [0, 1, 2, 3])], "sharded")  # every service handed over
     deps = bootstrap.current()
     loaded, queried = [], []
     get_services = deps.store.get_services
@@ -191,30 +189,30 @@ def test_the_catch_all_loads_only_the_services_prometheus_names(prom, env, monke
     assert not queried and loaded == [{"(unmatched)"}]
 
 
-def test_no_query_selects_more_than_a_group_of_services(prom, env, monkeypatch):
+def test_no_query_selects_more_than_a_group_of_services(prom, config, monkeypatch):
     monkeypatch.setattr(shards, "SERVICE_GROUP", 2)
     seen = []
     original = prom.raw_samples
     prom.raw_samples = lambda selector, start, end: seen.append(selector) or original(selector, start, end)
-    collect(env, prom, 3, [(T0 + 600 + 31, [0, 1, 2]), (T0 + 660 + 31, [0, 1, 2])], "sharded")
+    collect(config, prom, 3, [(T0 + 600 + 31, [0, 1, 2]), (T0 + 660 + 31, [0, 1, 2])], "sharded")
     named = [s for s in seen if "service=~" in s]
     assert named and all(len({labels["service"] for labels, _ in prom._matching(s)}) <= 2 for s in named)
     assert not [s for s in seen if "service" not in s]  # none reads the whole fleet
 
 
-def test_one_shard_is_the_default_and_sends_the_unsharded_selector(prom, env):
+def test_one_shard_is_the_default_and_sends_the_unsharded_selector(prom, config):
     seen = []
     original = prom.raw_samples
     prom.raw_samples = lambda selector, start, end: seen.append(selector) or original(selector, start, end)
-    collect(env, prom, 1, [(T0 + 600 + 31, [0])], "unsharded")
+    collect(config, prom, 1, [(T0 + 600 + 31, [0])], "unsharded")
     assert seen and set(seen) == {'{__name__=~"kong_bandwidth|kong_bandwidth_bytes"}'}
     assert bootstrap.current().settings.shard_count == 1
 
 
-def test_status_shows_every_shard_and_the_slowest_watermark(prom, env):
+def test_status_shows_every_shard_and_the_slowest_watermark(prom, config):
     from chalicelib.api.status import collector_status
 
-    collect(env, prom, 4, [(T0 + 600 + 31, [0, 1, 2, 3]), (T0 + 900 + 31, [0, 1, 3])], "sharded")
+    collect(config, prom, 4, [(T0 + 600 + 31, [0, 1, 2, 3]), (T0 + 900 + 31, [0, 1, 3])], "sharded")
     deps = bootstrap.current()
     status = collector_status(deps.store.state(), deps.settings, T0 + 960, deps.store.states(4))
     assert [one["shard"] for one in status["shards"]] == [0, 1, 2, 3]
@@ -223,16 +221,14 @@ def test_status_shows_every_shard_and_the_slowest_watermark(prom, env):
     assert status["series_seen"] == sum(one["series_seen"] for one in status["shards"])
 
 
-def test_the_schedule_fans_out_one_asynchronous_invoke_per_shard(aws, env):
+def test_the_schedule_fans_out_one_asynchronous_invoke_per_shard(aws, config):
     import boto3
     from botocore.stub import Stubber
 
     import app
     from localrun.runtime import scheduled_event
 
-    env.setenv("SHARD_COUNT", "3")
-    env.setenv("COLLECT_SHARD_FUNCTION", "bandwidth-meter-prod-collect_shard")
-    bootstrap.reset()
+    config.set(SHARD_COUNT=3, COLLECT_SHARD_FUNCTION="bandwidth-meter-prod-collect_shard")
     client = boto3.client("lambda", region_name="us-east-1")
     stub = Stubber(client)
     for shard in range(3):
@@ -241,7 +237,7 @@ def test_the_schedule_fans_out_one_asynchronous_invoke_per_shard(aws, env):
                            "Payload": f'{{"shard": {shard}}}'.encode()})
     from chalicelib.collect.fanout import LambdaShardInvoker
 
-    bootstrap.override(shard_invoker=LambdaShardInvoker(client, "bandwidth-meter-prod-collect_shard"))
+    config.start(shard_invoker=LambdaShardInvoker(client, "bandwidth-meter-prod-collect_shard"))
     with stub:
         assert app.collect(scheduled_event(), None) == {"status": "fanned_out", "shards": [0, 1, 2]}
         stub.assert_no_pending_responses()
@@ -257,21 +253,21 @@ def test_a_shard_count_out_of_bounds_is_refused_before_anything_runs(value, mess
         from_env({"TABLE_NAME": "t", "AWS_REGION": "us-east-1", "SHARD_COUNT": value})
 
 
-def test_a_worker_event_naming_no_shard_is_refused(aws, env):
+def test_a_worker_event_naming_no_shard_is_refused(aws, config):
     import app
     from chalicelib.collect.shards import ShardEventError
 
-    env.setenv("SHARD_COUNT", "2")
-    bootstrap.reset()
+    config.set(SHARD_COUNT=2)
+    config.start()
     with pytest.raises(ShardEventError):
         app.collect_shard({"shard": 2}, None)
 
 
-def test_parallel_batch_writes_store_every_item(aws, env):
+def test_parallel_batch_writes_store_every_item(aws, config):
     from chalicelib.core.usage import BucketUsage
 
-    env.setenv("COLLECT_WRITE_WORKERS", "8")
-    bootstrap.reset()
+    config.set(COLLECT_WRITE_WORKERS=8)
+    config.start()
     store = bootstrap.current().store
     buckets = [BucketUsage(f"svc-{n}", T0, {"r": {"ingress": n, "egress": 2 * n}}) for n in range(300)]
     assert store.put_buckets("1m", buckets) == 300
@@ -312,10 +308,10 @@ def test_make_run_runs_the_shards_as_parallel_workers():
     assert len({name for _, name in calls}) == 3
 
 
-def test_charts_read_the_watermark_of_the_shard_that_counts_the_service(prom, env):
+def test_charts_read_the_watermark_of_the_shard_that_counts_the_service(prom, config):
     from chalicelib.api.charts import service_coverage
 
-    collect(env, prom, 4, [(T0 + 2460 + 31, [0, 1, 2, 3])], "sharded")
+    collect(config, prom, 4, [(T0 + 2460 + 31, [0, 1, 2, 3])], "sharded")
     deps = bootstrap.current()
     owner = shards.shard_of("late-service", 4)
     deps.collector_for(owner).run(now=T0 + 2580 + 31)  # only the owner moves on

@@ -127,16 +127,16 @@ def test_each_consumer_series_is_counted_exactly_through_a_reset_and_adds_up_to_
 
 # -- service charts ---------------------------------------------------------------------------
 @pytest.fixture
-def collected(client):
+def collected(client, config):
     """Ten minutes to T0+10m: alice 1000 B/min egress on route a, bob 20 B/min egress on route b,
     anonymous 10 B/min ingress on route b."""
     prom = FakePrometheus()
     prom.add(kong37("alice", "n1", route="a"), [(T0 - 60 + 60 * i, 1000 * i) for i in range(12)])
     prom.add(kong37("bob", "n1", route="b"), [(T0 - 60 + 60 * i, 20 * i) for i in range(12)])
     prom.add(kong37("", "n1", route="b", direction="ingress"), [(T0 - 60 + 60 * i, 10 * i) for i in range(12)])
-    bootstrap.override(prometheus=prom).collector.run(now=T0 + 600)
+    config.start(prometheus=prom).collector.run(now=T0 + 600)
     ticks = itertools.count()
-    bootstrap.override(prometheus=prom, clock=lambda: T0 + 630 + next(ticks) / 1000)
+    config.start(prometheus=prom, clock=lambda: T0 + 630 + next(ticks) / 1000)
     return client
 
 

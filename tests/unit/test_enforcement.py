@@ -147,7 +147,7 @@ def test_a_threshold_email_of_a_reject_quota_says_the_service_is_blocked(aws):
     from tests.fakes.mailer import RecordingMailer
 
     mailer = RecordingMailer()
-    deps = bootstrap.override(mailer=mailer)
+    deps = bootstrap.override(aws, mailer=mailer)
     deps.quotas.put("pay", {"limit_bytes": 1000, "action": "reject", "reject_at": 100, "thresholds": [80, 100],
                             "notify": ["ops@example.com"]})
     deps.alert_processor.evaluate("pay", DEC1 - 60, usage_item("pay", 800))
@@ -163,7 +163,7 @@ def test_a_threshold_email_of_a_warn_quota_says_nothing_of_blocking(aws):
     from tests.fakes.mailer import RecordingMailer
 
     mailer = RecordingMailer()
-    deps = bootstrap.override(mailer=mailer)
+    deps = bootstrap.override(aws, mailer=mailer)
     deps.quotas.put("pay", {"limit_bytes": 1000, "notify": ["ops@example.com"]})
     deps.alert_processor.evaluate("pay", DEC1 - 60, usage_item("pay", 1000))
     assert "429" not in mailer.sent[0]["text"]

@@ -53,11 +53,10 @@ def clock():
 
 
 @pytest.fixture
-def wired(aws, env):
-    env.setenv("INITIAL_BACKFILL_MINUTES", "30")
-    env.setenv("COLLECT_LAG_SECONDS", "0")
+def wired(aws, config):
+    config.set(INITIAL_BACKFILL_MINUTES=30, COLLECT_LAG_SECONDS=0)
     boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress="alerts@bandwidth-meter.test")
-    bootstrap.override(prometheus=fake_prometheus(), clock=clock)
+    config.start(prometheus=fake_prometheus(), clock=clock)
     import app
     return app
 
@@ -81,10 +80,10 @@ def test_collect_then_alerts_sends_one_email_through_ses(wired):
     assert len(sent_messages()) == 1
 
 
-def test_unverified_sender_fails_the_record_and_marks_the_alert_failed(wired, env):
+def test_unverified_sender_fails_the_record_and_marks_the_alert_failed(wired, config):
     app, settings = wired, bootstrap.current().settings
-    env.setenv("ALERT_FROM", "nobody@unverified.test")
-    bootstrap.override(prometheus=fake_prometheus(), clock=clock)
+    config.set(ALERT_FROM="nobody@unverified.test")
+    config.start(prometheus=fake_prometheus(), clock=clock)
     bootstrap.current().quotas.put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
     app.collect(SCHEDULED_EVENT, Context())
     result = app.alerts(stream_event(settings), Context())
@@ -99,11 +98,11 @@ def records_of(settings, sk):
                         if r["dynamodb"]["Keys"]["pk"]["S"] == "STATE" and r["dynamodb"]["Keys"]["sk"]["S"] == sk]}
 
 
-def test_the_sweep_runs_on_the_schedules_tick_not_on_the_collectors_state(wired):
+def test_the_sweep_runs_on_the_schedules_tick_not_on_the_collectors_state(wired, config):
     from tests.fakes.mailer import RecordingMailer
 
     app, mailer = wired, RecordingMailer()
-    deps = bootstrap.override(prometheus=fake_prometheus(), clock=clock, mailer=mailer)
+    deps = config.start(prometheus=fake_prometheus(), clock=clock, mailer=mailer)
     settings = deps.settings
     deps.quotas.put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
     mailer.failures_left = 1  # SES refuses the alert once: only the sweep can deliver it now
@@ -124,13 +123,13 @@ def test_the_sweep_runs_on_the_schedules_tick_not_on_the_collectors_state(wired)
     assert [m["subject"] for m in mailer.sent] == ["[Bandwidth Meter] pay reached 100% of its monthly quota"]
 
 
-def test_the_scheduled_run_ticks_and_reports_enforcement_off_even_when_collecting_fails(wired):
+def test_the_scheduled_run_ticks_and_reports_enforcement_off_even_when_collecting_fails(wired, config):
     from chalicelib.collect.collector import CollectorRunFailed
 
     app = wired
     prom = fake_prometheus()
     prom.fail_with = "Prometheus unreachable"
-    deps = bootstrap.override(prometheus=prom, clock=clock)
+    deps = config.start(prometheus=prom, clock=clock)
     with pytest.raises(CollectorRunFailed, match="unreachable"):
         app.collect(SCHEDULED_EVENT, Context())
     assert len(records_of(deps.settings, "tick")["Records"]) == 1

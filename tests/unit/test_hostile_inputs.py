@@ -11,8 +11,9 @@ from chalicelib.api.overview import _cursor, _offset
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.quotas import (QuotaSnapshot, email_address, is_service_name, matches, normalize_quota,
                                     normalize_rules, without_webhook)
-from chalicelib.core.settings import ConfigError, from_env
+from chalicelib.core.settings import ConfigError
 from chalicelib.core.webhook_targets import DEV, STRICT, UnsafeWebhookTarget, WebhookTargetPolicy, literal_address
+from tests.support.config import build_settings
 
 
 # -- strict JSON ------------------------------------------------------------------------------
@@ -135,10 +136,9 @@ def test_the_stored_webhook_is_checked_by_the_books_policy():
     assert normalize_quota({"limit_bytes": 1, "webhook_url": "http://127.0.0.1:9/h"}, DEV)["webhook_url"]
 
 
-def test_webhook_allowed_networks_must_be_cidrs(env):
-    env.setenv("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8, nonsense")
+def test_webhook_allowed_networks_must_be_cidrs():
     with pytest.raises(ConfigError, match="WEBHOOK_ALLOWED_NETWORKS"):
-        from_env()
+        build_settings(WEBHOOK_ALLOWED_NETWORKS="10.0.0.0/8, nonsense")
 
 
 def test_read_keys_get_quotas_without_the_webhook():
@@ -188,13 +188,12 @@ READ_KEY, ADMIN_KEY = "read-key-hostile", "admin-key-hostile"
 
 
 @pytest.fixture
-def keyed_app(aws, env):
+def keyed_app(aws, config):
     from chalice.test import Client
 
-    from chalicelib import bootstrap
 
-    env.setenv("API_KEYS", f"{READ_KEY}:read,{ADMIN_KEY}:admin")
-    bootstrap.reset()
+    config.set(API_KEYS=f"{READ_KEY}:read,{ADMIN_KEY}:admin")
+    config.start()
     from app import app
 
     with Client(app) as client:

@@ -15,16 +15,14 @@ HOSTILE = ["../../etc/passwd", "=HYPERLINK(\"http://evil\")", "x'; DROP TABLE us
 
 
 @pytest.fixture
-def collected(aws, env, monkeypatch):
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "10")
-    bootstrap.reset()
+def collected(aws, config, monkeypatch):
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=10)
     prom = FakePrometheus()
     for name in HOSTILE + ["other"]:
         prom.add({"__name__": "kong_bandwidth_bytes", "service": name, "route": name, "direction": "egress",
                   "consumer": "", "workspace": "default", "instance": "n1"}, [(T0 - 30, 0), (T0 + 30, 100)])
-    bootstrap.override(prometheus=prom).collector.run(now=T0 + 600)
-    bootstrap.override(prometheus=prom, clock=lambda: T0 + 600)
+    config.start(prometheus=prom).collector.run(now=T0 + 600)
+    config.start(prometheus=prom, clock=lambda: T0 + 600)
     from app import app
 
     with Client(app) as client:

@@ -106,7 +106,7 @@ def test_an_item_that_cannot_be_stored_is_quarantined_and_its_batch_siblings_are
     assert store.take_oversized() == [entry] and store.oversized == []
 
 
-def test_a_failure_that_is_not_the_items_fault_still_fails_the_write(aws, env):
+def test_a_failure_that_is_not_the_items_fault_still_fails_the_write(aws):
     from chalicelib.core.errors import StoreError
     store = bootstrap.current().store
     UsageBucket.Meta.table_name = "no-such-table"
@@ -120,12 +120,10 @@ def test_a_failure_that_is_not_the_items_fault_still_fails_the_write(aws, env):
 
 
 @pytest.fixture
-def collector(aws, env):
-    env.setenv("COLLECT_LAG_SECONDS", "30")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "10")
-    bootstrap.reset()
+def collector(aws, config):
+    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=10)
     fake = FakePrometheus()
-    return bootstrap.override(prometheus=fake).collector, fake
+    return config.start(prometheus=fake).collector, fake
 
 
 def test_a_service_with_thousands_of_long_routes_is_collected_exactly_and_the_run_moves_on(collector):
@@ -164,22 +162,20 @@ def test_an_item_the_store_left_out_is_in_the_runs_quarantine_and_the_run_moves_
     assert store.take_oversized() == []  # reported once
 
 
-def test_the_chart_shows_other_routes_as_a_series_and_finds_a_long_route_by_its_full_label(aws, env):
+def test_the_chart_shows_other_routes_as_a_series_and_finds_a_long_route_by_its_full_label(aws, config):
     import json
     from urllib.parse import quote
 
     from chalice.test import Client
 
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "10")
-    bootstrap.reset()
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=10)
     prom = FakePrometheus()
     long_route = "checkout-" + "q" * 600
     prom.add(kong3("wide", long_route, "egress"), [(T0 - 60 + 60 * i, 5000 * i) for i in range(12)])
     for i in range(MAX_ROUTES + 10):
         prom.add(kong3("wide", f"r{i:04d}", "egress"), [(T0 - 60 + 60 * m, (i + 1) * m) for m in range(12)])
-    bootstrap.override(prometheus=prom).collector.run(now=T0 + 600)
-    bootstrap.override(prometheus=prom, clock=lambda: T0 + 630)
+    config.start(prometheus=prom).collector.run(now=T0 + 600)
+    config.start(prometheus=prom, clock=lambda: T0 + 630)
     from app import app
 
     with Client(app) as client:

@@ -19,7 +19,7 @@ M1839 = 1_645_123_140  # 2022-02-17T18:39:00Z
 
 def collect(prom: FakePrometheus, until: int) -> None:
     """The real collector over the fake Prometheus, finalizing every minute before ``until``."""
-    bootstrap.override(prometheus=prom).collector.run(now=until)
+    bootstrap.override(bootstrap.current().settings, prometheus=prom).collector.run(now=until)
 
 
 def kong_series(prom, service, route, direction, samples):
@@ -28,12 +28,11 @@ def kong_series(prom, service, route, direction, samples):
 
 
 @pytest.fixture
-def store(aws, env):
+def store(aws, config):
     """Collection from 18:35: bun-service first carries traffic in 18:39 (9133 B egress on
     bun-route, 100 B on other-route); quiet-service carries 50 B in 18:36 and nothing after."""
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "5")
-    bootstrap.reset()
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=5)
+    config.start()
     prom = FakePrometheus()
     kong_series(prom, "bun-service", "bun-route", "egress", [(M1839 + 30, 9133)])
     kong_series(prom, "bun-service", "other-route", "egress", [(M1839 + 30, 100)])
@@ -82,11 +81,10 @@ def test_ingress_is_its_own_type(store):
     assert {e["type"] for e in body} == {"ingress"} and body[4]["bandwidth_used"] == 0
 
 
-def test_a_minute_not_final_yet_is_null(aws, env):
+def test_a_minute_not_final_yet_is_null(aws, config):
     """Where the product differs from the sample: at 18:39:41 the minute 18:39 is still filling."""
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "5")
-    bootstrap.reset()
+    config.set(COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=5)
+    config.start()
     prom = FakePrometheus()
     kong_series(prom, "bun-service", "bun-route", "egress", [(M1839 - 90, 0), (M1839 - 30, 700), (M1839 + 30, 9833)])
     collect(prom, until=REQUESTED_AT.timestamp())

@@ -23,16 +23,19 @@ def fresh_observability():
 
 
 @pytest.fixture
-def in_lambda(env):
-    env.setenv("AWS_LAMBDA_FUNCTION_NAME", "bandwidth-meter-dev-collect")
-    env.setenv("POWERTOOLS_SERVICE_NAME", "bandwidth-meter-dev")
-    bootstrap.reset()
+def in_lambda(config, monkeypatch):
+    """As in Lambda: the settings say so, and the process holds the variables Lambda sets,
+    which the logging and metrics set-up read from there."""
+    config.set(AWS_LAMBDA_FUNCTION_NAME="bandwidth-meter-dev-collect")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "bandwidth-meter-dev-collect")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "bandwidth-meter-dev")
 
 
-def at(seconds: int):
-    """The parts with the fake Prometheus and the clock at T0 + seconds, built from the
-    environment of now (in Lambda or not)."""
-    return bootstrap.override(prometheus=fake_prometheus(), clock=lambda: T0 + seconds)
+@pytest.fixture
+def at(config):
+    """``at(seconds)``: the parts with the fake Prometheus and the clock at T0 + seconds, built
+    from the test's configuration of now (in Lambda or not)."""
+    return lambda seconds: config.start(prometheus=fake_prometheus(), clock=lambda: T0 + seconds)
 
 
 def stdout_records(out):
@@ -60,7 +63,7 @@ def emf_values(blobs):
     return values
 
 
-def test_a_collector_run_logs_its_report_as_json_and_emits_its_metrics(wired, in_lambda, capfd):
+def test_a_collector_run_logs_its_report_as_json_and_emits_its_metrics(wired, in_lambda, capfd, at):
     app = wired
     at(1830)
     report = app.collect(SCHEDULED_EVENT, Context())
@@ -81,7 +84,7 @@ def test_a_collector_run_logs_its_report_as_json_and_emits_its_metrics(wired, in
     assert units["CollectorLagSeconds"] == "Seconds" and units["CollectorRunDuration"] == "Milliseconds"
 
 
-def test_an_alert_sent_and_the_thresholds_it_covers_each_log_a_line_and_count(wired, in_lambda, capfd):
+def test_an_alert_sent_and_the_thresholds_it_covers_each_log_a_line_and_count(wired, in_lambda, capfd, at):
     app, settings = wired, at(1800).settings
     bootstrap.current().quotas.put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
     app.collect(SCHEDULED_EVENT, Context())
@@ -99,8 +102,8 @@ def test_an_alert_sent_and_the_thresholds_it_covers_each_log_a_line_and_count(wi
     assert len(emf) == 1  # flushed once, at the end of the invocation
 
 
-def test_a_failed_alert_logs_a_warning_and_counts_a_failure(wired, in_lambda, capfd, env):
-    env.setenv("ALERT_FROM", "nobody@unverified.test")
+def test_a_failed_alert_logs_a_warning_and_counts_a_failure(wired, in_lambda, capfd, config, at):
+    config.set(ALERT_FROM="nobody@unverified.test")
     app, settings = wired, at(1800).settings
     bootstrap.current().quotas.put("pay", {"limit_bytes": 20_000, "notify": ["owner@example.com"]})
     app.collect(SCHEDULED_EVENT, Context())
@@ -113,13 +116,12 @@ def test_a_failed_alert_logs_a_warning_and_counts_a_failure(wired, in_lambda, ca
     assert emf_values(emf)["AlertsFailed"] == [1.0] * len(failures)
 
 
-def test_a_refused_request_logs_the_key_name_never_the_key_and_counts(aws, env, in_lambda, capfd):
+def test_a_refused_request_logs_the_key_name_never_the_key_and_counts(aws, config, in_lambda, capfd):
     key = "s3cret-read-key-0123456789"
     other = hashlib.sha256(b"some-other-key-0123456789").hexdigest()
-    env.setenv("API_KEYS", f"sha256:{other}:read")  # in Lambda only digests are accepted
-    env.setenv("STAGE", "prod")
-    env.setenv("CORS_ORIGINS", "https://app.example")
-    bootstrap.reset()
+    # in Lambda only digests are accepted
+    config.set(API_KEYS=f"sha256:{other}:read", STAGE="prod", CORS_ORIGINS="https://app.example")
+    config.start()
     import app
 
     with Client(app.app) as client:
@@ -134,7 +136,7 @@ def test_a_refused_request_logs_the_key_name_never_the_key_and_counts(aws, env, 
     assert emf_values(emf)["RefusedRequests"] == [1.0]
 
 
-def test_locally_metrics_stay_readable_and_no_emf_is_printed(wired, capfd):
+def test_locally_metrics_stay_readable_and_no_emf_is_printed(wired, capfd, at):
     app = wired
     at(1830)
     app.collect(SCHEDULED_EVENT, Context())
@@ -152,7 +154,7 @@ def test_throttled_requests_are_counted_apart_from_other_refusals():
     assert observability.readable(observability.last_flushed()) == "1 throttled, 1 refused"
 
 
-def test_collector_status_shows_the_last_runs_metrics_by_name_and_in_words(wired):
+def test_collector_status_shows_the_last_runs_metrics_by_name_and_in_words(wired, at):
     app = wired
     at(1830)
     report = app.collect(SCHEDULED_EVENT, Context())

@@ -10,9 +10,10 @@ from chalicelib.core.store import UsageStore
 from chalicelib.enforce.kong_admin import KongAdmin
 from chalicelib.notify.mailer import SesMailer
 from tests.fakes.kong import InMemoryKongAdmin
-from tests.fakes.ledger import InMemoryAlertLedger, InMemoryQuotaBook, InMemoryUsageStore
+from tests.fakes.ledger import InMemoryAlertLedger, InMemoryQuotaBook
 from tests.fakes.mailer import RecordingMailer
 from tests.fakes.prometheus import FakePrometheus
+from tests.fakes.usage_store import InMemoryUsageStore
 
 
 @pytest.mark.parametrize("port, fake, real", [
@@ -21,6 +22,7 @@ from tests.fakes.prometheus import FakePrometheus
     (ports.AlertLedgerPort, InMemoryAlertLedger, AlertLedger),
     (ports.QuotaSource, InMemoryQuotaBook, QuotaBook),
     (ports.UsageReader, InMemoryUsageStore, UsageStore),
+    (ports.UsageWriter, InMemoryUsageStore, UsageStore),
     (ports.KongAdminPort, InMemoryKongAdmin, KongAdmin),
 ], ids=lambda v: getattr(v, "__name__", "none"))
 def test_the_fake_and_the_real_adapter_implement_the_port(port, fake, real):

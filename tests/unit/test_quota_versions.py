@@ -15,8 +15,7 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-def client(aws, env):
-    bootstrap.reset()
+def client(aws):
     from app import app
 
     with Client(app) as c:

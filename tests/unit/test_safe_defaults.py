@@ -86,7 +86,7 @@ def test_health_names_backends_only_in_the_local_dev_stage():
 
 # -- Parameter Store --------------------------------------------------------------------------------
 @pytest.fixture
-def ssm(env):
+def ssm(isolated):
     with mock_aws():
         yield boto3.client("ssm", region_name="us-east-1")
 
@@ -238,7 +238,7 @@ def custom_event(kind, cfn, keys, old_keys=None):
     return event
 
 
-def test_key_registry_records_digests_updates_and_deletes_then_answers_cloudformation(env, cfn):
+def test_key_registry_records_digests_updates_and_deletes_then_answers_cloudformation(isolated, cfn):
     from deploy import key_registry
 
     with mock_aws():

@@ -106,3 +106,19 @@ def test_the_env_fixture_clears_every_declared_setting(polluted, env):
 
     for name in set(settings.variables()) - set(BASE_ENV):
         assert name not in os.environ, name
+
+
+def test_the_config_fixture_builds_settings_and_leaves_none_in_the_environment(polluted, config):
+    """Tests configure through a Settings object: a part that read the process's environment
+    instead would fail for want of a table, not run on a value a test set for something else."""
+    import os
+
+    from tests.support.config import BASE_VARIABLES, BOTO_ENV
+
+    left = (set(settings.variables()) | set(settings.OTHER_VARIABLES)) & set(os.environ)
+    assert left == {"AWS_DEFAULT_REGION"} and os.environ["AWS_DEFAULT_REGION"] == BOTO_ENV["AWS_DEFAULT_REGION"]
+    with pytest.raises(ConfigError, match="TABLE_NAME"):
+        from_env()
+    assert config.settings() == from_env(BASE_VARIABLES)
+    assert config.set(SHARD_COUNT=3, ALERT_FROM=None).settings() == dataclasses.replace(
+        from_env(BASE_VARIABLES), shard_count=3, alert_from=None)

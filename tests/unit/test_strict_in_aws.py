@@ -172,7 +172,7 @@ class RefusingSes:
 
 
 def test_a_refused_email_names_no_recipient_in_its_error_or_any_log_line(aws, caplog):
-    deps = bootstrap.override(mailer=SesMailer(RefusingSes(), "alerts@example.com"))
+    deps = bootstrap.override(aws, mailer=SesMailer(RefusingSes(), "alerts@example.com"))
     deps.quotas.put("pay", {"limit_bytes": 100 * GB, "notify": ["ops@example.com", "jane.doe+bw@corp.example.org"]})
     caplog.set_level(logging.DEBUG, logger="chalicelib")
     item = usage("pay", 85 * GB)

@@ -24,10 +24,8 @@ def test_quantile_without_observations_is_none():
     assert histogram_quantile(0.5, {}) is None
 
 
-def test_stats_from_kong3_counters_and_histogram(aws, env):
-    env.setenv("INITIAL_BACKFILL_MINUTES", "10")
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    bootstrap.reset()
+def test_stats_from_kong3_counters_and_histogram(aws, config):
+    config.set(INITIAL_BACKFILL_MINUTES=10, COLLECT_LAG_SECONDS=0)
     prom = FakePrometheus()
     base = {"service": "pay", "route": "r", "workspace": "default", "instance": "n1"}
     # Prometheus keeps scraping the idle counter, so every minute of the window is observed.
@@ -41,7 +39,7 @@ def test_stats_from_kong3_counters_and_histogram(aws, env):
         prom.add({**base, "__name__": "kong_request_latency_ms_bucket", "le": le}, [(T0 - 30, a), (T0 + 30, b)])
     prom.add({**base, "__name__": "kong_request_latency_ms_sum"}, [(T0 - 30, 5000.0), (T0 + 30, 6500.5)])
     prom.add({**base, "__name__": "kong_request_latency_ms_count"}, [(T0 - 30, 200), (T0 + 30, 300)])
-    bootstrap.override(prometheus=prom).collector.run(now=T0 + 600)
+    config.start(prometheus=prom).collector.run(now=T0 + 600)
     store = bootstrap.current().store
     coverage = Coverage.from_state(store.state())
     stats = service_stats(store, coverage, "pay", T0, T0 + 600, "5m")
