@@ -17,7 +17,7 @@ from tests.support.pipeline import scraped_gateway
 CONSUMERS = [Consumer("acme", ("acme-key",)), Consumer("globex", ("globex-key",))]
 
 
-def config(upstream_url, gateway):
+def gateway_config(upstream_url, gateway):
     return GatewayConfig("3.7", [Route("/pay", upstream_url, "pay", "checkout"),
                                  Route("/media", upstream_url, "media", "assets")],
                          consumers=CONSUMERS, key_auth=[KeyAuth(service="pay")], gateway=gateway)
@@ -49,7 +49,7 @@ def value(line):
 
 
 def test_apisix_format_counts_the_wire_bytes_with_type_route_service_consumer_and_node(upstream):
-    gw = DevGateway(config(upstream.url, "apisix")).start()
+    gw = DevGateway(gateway_config(upstream.url, "apisix")).start()
     try:
         request = (b"POST /pay/z?size=700 HTTP/1.1\r\nHost: x\r\napikey: acme-key\r\nContent-Length: 5\r\n"
                    b"Connection: close\r\n\r\nhello")
@@ -70,7 +70,7 @@ def test_apisix_format_counts_the_wire_bytes_with_type_route_service_consumer_an
 
 
 def test_traefik_format_counts_bodies_only_and_not_the_gateways_own_refusals(upstream):
-    gw = DevGateway(config(upstream.url, "traefik")).start()
+    gw = DevGateway(gateway_config(upstream.url, "traefik")).start()
     try:
         requests.post(f"{gw.url}/pay/x", params={"size": 321}, data=b"z" * 50, headers={"apikey": "acme-key"})
         requests.get(f"{gw.url}/pay/x")  # 401 from key-auth: never reaches the service
@@ -84,7 +84,7 @@ def test_traefik_format_counts_bodies_only_and_not_the_gateways_own_refusals(ups
 
 
 def test_envoy_format_counts_the_upstream_connection_per_cluster(upstream):
-    gw = DevGateway(config(upstream.url, "envoy")).start()
+    gw = DevGateway(gateway_config(upstream.url, "envoy")).start()
     try:
         requests.get(f"{gw.url}/media/x", params={"size": 1000})
         requests.get(f"{gw.url}/pay/x")  # 401: the upstream never sees it
@@ -107,10 +107,9 @@ def test_the_demo_configuration_takes_the_gateway_format_and_refuses_an_unknown_
         load_config(DEMO_CONFIG, {"UPSTREAM_URL": "http://127.0.0.1:1"}, gateway="nginx")
 
 
-def test_apisix_traffic_is_counted_exactly_end_to_end_per_route_and_consumer(aws_server, env, prometheus_factory):
-    env.setenv("GATEWAY", "apisix")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
-    with scraped_gateway(env, prometheus_factory, lambda url: config(url, "apisix")) as (gateway, prometheus):
+def test_apisix_traffic_is_counted_exactly_end_to_end_per_route_and_consumer(aws_server, config, prometheus_factory):
+    config.set(GATEWAY="apisix", COLLECT_TRAFFIC_STATS="false")
+    with scraped_gateway(config, prometheus_factory, lambda url: gateway_config(url, "apisix")) as (gateway, prometheus):
         started = time.time()
         for key, size in (("acme-key", 1000), ("globex-key", 3000), ("acme-key", 500)):
             assert requests.get(f"{gateway.url}/pay/x", params={"size": size}, headers={"apikey": key}).ok

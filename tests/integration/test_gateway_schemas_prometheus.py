@@ -219,7 +219,7 @@ def nodes():
 
 @pytest.mark.parametrize("gateway", sorted(GATEWAYS))
 def test_each_gateway_counts_exactly_through_prometheus_across_two_nodes_and_a_restart(
-        gateway, nodes, aws_server, env, prometheus_factory):
+        gateway, nodes, aws_server, config, prometheus_factory):
     make_series, render = GATEWAYS[gateway]
     series = make_series()
     metrics = {m for m, _, _ in series}
@@ -232,13 +232,10 @@ def test_each_gateway_counts_exactly_through_prometheus_across_two_nodes_and_a_r
             exporter.text = render(step[name], series)
         for name, exporter in nodes.items():
             wait_scraped(prometheus, exporter, metrics, step[name], series)
-    env.setenv("GATEWAY", gateway)
-    env.setenv("PROMETHEUS_URL", prometheus.url)
-    env.setenv("PROMETHEUS_SERIES_SELECTOR", 'job="kong"')  # the harness' scrape job: every query carries it
-    env.setenv("COLLECT_LAG_SECONDS", "0")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "2")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
-    bootstrap.reset()
+    config.set(GATEWAY=gateway, PROMETHEUS_URL=prometheus.url,
+               PROMETHEUS_SERIES_SELECTOR='job="kong"',  # the harness' scrape job: every query carries it
+               COLLECT_LAG_SECONDS=0, INITIAL_BACKFILL_MINUTES=2, COLLECT_TRAFFIC_STATS="false")
+    config.start()
     end = floor_minute(time.time()) + 60  # the current minute whole: every sample so far is in it
     report = bootstrap.current().collector.run(now=end)
     assert report.status == "ok" and not report.quarantined, report

@@ -13,27 +13,27 @@ from chalicelib.collect.prometheus import series_key
 from chalicelib.core import settings
 from chalicelib.core.errors import BadSample
 from tests.fakes.prometheus import FakePrometheus
+from tests.support.config import build_settings
 from tests.unit.test_collector import T0, collector, scrape, stored_minutes  # noqa: F401 (collector: the fixture)
 
 KONG, APISIX, TRAEFIK, ENVOY = (gateways.GATEWAYS[n] for n in ("kong", "apisix", "traefik", "envoy"))
 
 
 # -- the setting ------------------------------------------------------------------------------
-def gateways_from(env, value):
-    env.setenv("GATEWAY", value)
-    return settings.from_env().gateways
+def gateways_from(value):
+    return build_settings(GATEWAY=value).gateways
 
 
-def test_gateway_defaults_to_kong_and_takes_several_in_order_once(env):
-    assert settings.from_env().gateways == ("kong",)
-    assert gateways_from(env, "apisix") == ("apisix",)
-    assert gateways_from(env, " Traefik, kong,traefik ,envoy") == ("traefik", "kong", "envoy")
+def test_gateway_defaults_to_kong_and_takes_several_in_order_once():
+    assert build_settings().gateways == ("kong",)
+    assert gateways_from("apisix") == ("apisix",)
+    assert gateways_from(" Traefik, kong,traefik ,envoy") == ("traefik", "kong", "envoy")
 
 
 @pytest.mark.parametrize("value, named", [("nginx", "'nginx'"), ("kong,haproxy", "'haproxy'"), ("kong;apisix", "'kong;apisix'")])
-def test_an_unknown_gateway_fails_naming_the_variable_and_the_choices(env, value, named):
+def test_an_unknown_gateway_fails_naming_the_variable_and_the_choices(value, named):
     with pytest.raises(settings.ConfigError) as raised:
-        gateways_from(env, value)
+        gateways_from(value)
     assert str(raised.value) == ("GATEWAY must be one or more of kong, apisix, traefik, envoy (comma-separated), "
                                  f"got {named}")
 
@@ -129,16 +129,14 @@ class RecordingPrometheus(FakePrometheus):
         return super()._matching(scoped)
 
 
-def gateway_collector(env, gateway, matchers='job="edge"'):
-    env.setenv("GATEWAY", gateway)
-    env.setenv("PROMETHEUS_SERIES_SELECTOR", matchers)
-    bootstrap.reset()
-    fake = RecordingPrometheus(bootstrap.current().settings.prometheus_series_selector)
-    return bootstrap.override(prometheus=fake).collector, fake
+def gateway_collector(config, gateway, matchers='job="edge"'):
+    config.set(GATEWAY=gateway, PROMETHEUS_SERIES_SELECTOR=matchers)
+    fake = RecordingPrometheus(config.settings().prometheus_series_selector)
+    return config.start(prometheus=fake).collector, fake
 
 
-def test_traefik_requests_and_responses_with_the_same_labels_count_apart_and_exactly(collector, env):
-    col, prom = gateway_collector(env, "traefik")
+def test_traefik_requests_and_responses_with_the_same_labels_count_apart_and_exactly(collector, config):
+    col, prom = gateway_collector(config, "traefik")
     labels = {"code": "200", "method": "GET", "protocol": "http", "service": "orders@file", "job": "edge"}
     for node in ("traefik-a:8080", "traefik-b:8080"):
         prom.add({"__name__": TRAEFIK.REQUESTS, **labels, "instance": node}, scrape(T0 + 60, T0 + 600, 60, iter(lambda: 10, None)))
@@ -154,8 +152,8 @@ def test_traefik_requests_and_responses_with_the_same_labels_count_apart_and_exa
     assert bootstrap.current().store.state().schema_seen == "traefik"
 
 
-def test_several_gateways_at_once_each_read_with_the_selector_and_summed_per_service(collector, env):
-    col, prom = gateway_collector(env, "kong,envoy,apisix")
+def test_several_gateways_at_once_each_read_with_the_selector_and_summed_per_service(collector, config):
+    col, prom = gateway_collector(config, "kong,envoy,apisix")
     prom.add({"__name__": "kong_bandwidth_bytes", "service": "pay", "route": "r", "direction": "egress", "consumer": "",
               "workspace": "default", "instance": "kong-a:8001", "job": "edge"}, scrape(T0 + 60, T0 + 600, 60, iter(lambda: 5, None)))
     prom.add({"__name__": ENVOY.RECEIVED, "envoy_cluster_name": "pay", "instance": "envoy-a:9901", "job": "edge"},
@@ -186,13 +184,10 @@ def test_two_workspaces_with_the_same_service_and_consumer_names_give_separate_t
 
 # -- sharding: the shards' service matchers on each gateway's service label -----------------------
 @pytest.mark.parametrize("gateway", ["envoy", "traefik"])
-def test_four_shards_count_what_one_collector_counts_for_each_gateway(aws, env, gateway):
+def test_four_shards_count_what_one_collector_counts_for_each_gateway(aws, config, gateway):
     from tests.unit.test_collector_shards import FLEET, collect, every
 
-    env.setenv("GATEWAY", gateway)
-    env.setenv("COLLECT_LAG_SECONDS", "30")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
+    config.set(GATEWAY=gateway, COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=60, COLLECT_TRAFFIC_STATS="false")
     prom = FakePrometheus()
     for n, service in enumerate(FLEET + ["late-service"]):
         born = T0 + 2400 if service == "late-service" else T0 - 900
@@ -213,8 +208,8 @@ def test_four_shards_count_what_one_collector_counts_for_each_gateway(aws, env, 
                     samples.append((t, total))
                 prom.add({**labels, "instance": node, "job": "edge"}, samples)
     instants = every(10, T0 + 600 + 31, T0 + 6600 + 31)
-    unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
-    sharded = collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
+    unsharded = collect(config, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    sharded = collect(config, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
     assert sharded == unsharded
     assert {service for service, *_ in unsharded[1]} == set(FLEET) | {"late-service"}
 
@@ -227,11 +222,10 @@ def test_a_shard_selects_a_workspaces_service_by_workspace_and_name():
         'service=~"pay"', 'workspace="team-a",service=~"cdn|pay"', 'workspace="team-b",service=~"pay"']
 
 
-def test_four_shards_count_what_one_collector_counts_with_the_same_names_in_three_workspaces(aws, env):
+def test_four_shards_count_what_one_collector_counts_with_the_same_names_in_three_workspaces(aws, config):
     from tests.unit.test_collector_shards import collect, every
 
-    env.setenv("COLLECT_LAG_SECONDS", "30")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "60")
+    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=60)
     prom = FakePrometheus()
     fleet = [(ws, name) for ws in ("default", "team-a", "team-b") for name in ("pay", "search", "cdn")]
     fleet += [("team-b", "late-only-in-b")]
@@ -250,8 +244,8 @@ def test_four_shards_count_what_one_collector_counts_with_the_same_names_in_thre
                           "source": "service", "workspace": workspace, "consumer": "acme", "instance": node,
                           "job": "kong"}, [(t, (t - born) // 15 * (n + 1)) for t in range(born, T0 + 7200, 15)])
     instants = every(10, T0 + 600 + 31, T0 + 6600 + 31)
-    unsharded = collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
-    sharded = collect(env, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
+    unsharded = collect(config, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    sharded = collect(config, prom, 4, [(t, [0, 1, 2, 3]) for t in instants], "sharded")
     assert sharded == unsharded
     assert {service for service, *_ in unsharded[1]} == {
         "pay", "search", "cdn", "team-a:pay", "team-a:search", "team-a:cdn", "team-b:pay", "team-b:search",
