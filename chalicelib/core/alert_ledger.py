@@ -13,9 +13,9 @@ from typing import Dict, Iterable, List, Optional
 from pynamodb.exceptions import PutError, PynamoDBException
 
 from chalicelib.core.errors import StoreError
-from chalicelib.core.models import (ALERTS_DUE_PK, RULES_REEVALUATION_KEY, Alert, AlertDue, RulesReevaluation,
-                                    alert_period_prefix, alert_pk, alert_sk, is_condition_failure, read_item,
-                                    transaction)
+from chalicelib.core.models import (ALERTS_DUE_PK, RULES_REEVALUATION_KEY, SERVICE, Alert, AlertDue,
+                                    RulesReevaluation, alert_period_prefix, alert_pk, alert_sk, is_condition_failure,
+                                    read_item, transaction)
 from chalicelib.core.timeutil import iso
 
 
@@ -25,10 +25,10 @@ DUE_SCAN_LIMIT = 2000
 
 
 class AlertLedger:
-    def for_period(self, service: str, period_start: int) -> Dict[object, Alert]:
-        """The period's alerts of a service by ledger key (threshold, or FORECAST)."""
+    def for_period(self, service: str, period_start: int, kind: str = SERVICE) -> Dict[object, Alert]:
+        """The period's alerts of a service (or of a consumer: ``kind``) by ledger key (threshold, or FORECAST)."""
         try:
-            items = Alert.query(alert_pk(service), Alert.sk.startswith(alert_period_prefix(period_start)))
+            items = Alert.query(alert_pk(service, kind), Alert.sk.startswith(alert_period_prefix(period_start)))
             return {a.ledger_key: a for a in items}
         except PynamoDBException as e:
             raise StoreError(f"reading alerts of {service!r} failed: {e}") from e
@@ -103,17 +103,17 @@ class AlertLedger:
             markers = list(AlertDue.query(ALERTS_DUE_PK, limit=scan))
             if not markers:
                 return []
-            found = {(a.pk, a.sk): a for a in Alert.batch_get([(alert_pk(m.service), m.alert_sk) for m in markers])}
+            found = {(a.pk, a.sk): a for a in Alert.batch_get([m.alert_key for m in markers])}
             alerts = []
             for marker in markers:
-                alert = found.get((alert_pk(marker.service), marker.alert_sk))
+                alert = found.get(marker.alert_key)
                 if alert is None or alert.status not in ("pending", "failed"):
                     marker.delete()  # settled (or gone) without its marker: nothing is due
                 else:
                     alerts.append(alert)
         except PynamoDBException as e:
             raise StoreError(f"reading the alerts due failed: {e}") from e
-        alerts.sort(key=lambda a: (float(a.claimed_at or 0), a.sk, a.service))
+        alerts.sort(key=lambda a: (float(a.claimed_at or 0), a.sk, a.subject_kind, a.service))
         return alerts[:limit]
 
     def give_up(self, alert: Alert, reason: str) -> bool:
@@ -146,9 +146,9 @@ class AlertLedger:
         item = read_item(RulesReevaluation, RULES_REEVALUATION_KEY, "the rules re-evaluation")
         return item.after if item is not None else None
 
-    def history(self, service: str, limit: int = 200) -> List[dict]:
+    def history(self, service: str, limit: int = 200, kind: str = SERVICE) -> List[dict]:
         try:
-            items = list(Alert.query(alert_pk(service), scan_index_forward=False, limit=limit))
+            items = list(Alert.query(alert_pk(service, kind), scan_index_forward=False, limit=limit))
         except PynamoDBException as e:
             raise StoreError(f"reading the alert history of {service!r} failed: {e}") from e
         return [as_history(a) for a in items]
