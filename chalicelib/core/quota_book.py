@@ -101,7 +101,7 @@ class QuotaBook:
 
     def get_versioned(self, service: str, kind: str = SERVICE) -> Versioned:
         """The own quota of a service (or of a consumer: ``kind``) and its version."""
-        item = self._quota_item(service, kind)
+        item = self._item(service, kind)
         if item is None:
             raise NotFound(f"{kind} {service!r} has no quota of its own")
         return Versioned(meaningful(item.body), _version(item))
@@ -123,7 +123,7 @@ class QuotaBook:
                                        actor))
             return Versioned(quota, version)
 
-        return self._change(lambda: self._quota_item(service, kind), change, _what(service, kind),
+        return self._change(lambda: self._item(service, kind), change, _what(service, kind),
                             if_match)
 
     def delete(self, service: str, actor: Optional[str] = None, if_match: Optional[str] = None,
@@ -136,7 +136,7 @@ class QuotaBook:
             self._transact(None, Quota(pk, service), _unchanged_since(Quota, item),
                            self._audit(now, audit_key(service, kind), "delete", item.body, None, actor))
 
-        self._change(lambda: self._quota_item(service, kind), change, _what(service, kind), if_match)
+        self._change(lambda: self._item(service, kind), change, _what(service, kind), if_match)
 
     def get_rules(self) -> List[dict]:
         return self.get_rules_versioned().body
@@ -201,9 +201,16 @@ class QuotaBook:
         except PynamoDBException as e:
             raise StoreError(f"reading {kind} quotas failed: {e}") from e
 
+    def _item(self, name: str, kind: str) -> Optional[Quota]:
+        return self._quota_item(name) if kind == SERVICE else self._consumer_quota_item(name)
+
     @staticmethod
-    def _quota_item(service: str, kind: str = SERVICE) -> Optional[Quota]:
-        return read_item(Quota, (_QUOTA_PKS[kind], service), _what(service, kind))
+    def _quota_item(service: str) -> Optional[Quota]:
+        return read_item(Quota, (QUOTA_PK, service), _what(service, SERVICE))
+
+    @staticmethod
+    def _consumer_quota_item(consumer: str) -> Optional[Quota]:
+        return read_item(Quota, (CONSUMER_QUOTA_PK, consumer), _what(consumer, CONSUMER))
 
     @staticmethod
     def _rules_item() -> Optional[QuotaRules]:
