@@ -190,9 +190,20 @@ def test_the_enforcement_listing_and_its_deck_file_show_the_consumer_block(world
     [deck] = body["deck"]["plugins"]
     assert deck["consumer"] == "acme" and "service" not in deck and deck["config"]["status_code"] == 429
     assert body["gateway"]["blocked_consumers"] == ["acme"] and body["gateway"]["blocked"] == []
+    conforms(body)
     world.book.delete("acme", kind=CONSUMER)
     body = world.api("/v1/enforcement")
     assert body["blocked"] == [] and body["lift_pending"][0]["consumer"] == "acme"
+    assert body["lift_pending"][0]["kind"] == "consumer"
+    conforms(body)
+
+
+def conforms(body):
+    """The answer matches the published OpenAPI schema of /v1/enforcement."""
+    import jsonschema
+
+    from chalicelib.api.apidocs import openapi_spec
+    jsonschema.validate(body, {"$ref": "#/components/schemas/Enforcement", "components": openapi_spec()["components"]})
 
 
 def test_the_owners_are_told_the_consumer_is_blocked_and_then_not(world, alerts):
