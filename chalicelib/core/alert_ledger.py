@@ -13,7 +13,8 @@ from typing import Dict, Iterable, List, Optional
 from pynamodb.exceptions import PutError, PynamoDBException
 
 from chalicelib.core.errors import StoreError
-from chalicelib.core.models import (ALERTS_DUE_PK, RULES_REEVALUATION_KEY, SERVICE, Alert, AlertDue,
+from chalicelib.core.models import (ALERTS_DUE_PK, CONSUMER_RULES_REEVALUATION_KEY, RULES_REEVALUATION_KEY, SERVICE,
+                                    Alert, AlertDue,
                                     RulesReevaluation, alert_period_prefix, alert_pk, alert_sk, is_condition_failure,
                                     read_item, transaction)
 from chalicelib.core.timeutil import iso
@@ -131,20 +132,26 @@ class AlertLedger:
         alert.status, alert.error = "given_up", reason[:500]
         return True
 
-    def request_reevaluation(self, after: Optional[str], at: float) -> None:
-        """Remember where an unfinished rules change resumes (after that service), or that none is left."""
+    def request_reevaluation(self, after: Optional[str], at: float, kind: str = SERVICE) -> None:
+        """Remember where an unfinished rules change resumes (after that service, or with ``kind``
+        "consumer" that consumer; "" from the first), or that none is left."""
+        key = RULES_REEVALUATION_KEY if kind == SERVICE else CONSUMER_RULES_REEVALUATION_KEY
         try:
             if after is None:
-                RulesReevaluation(*RULES_REEVALUATION_KEY).delete()
+                RulesReevaluation(*key).delete()
             else:
-                RulesReevaluation(*RULES_REEVALUATION_KEY, after=after, requested_at=at).save()
+                RulesReevaluation(*key, after=after, requested_at=at).save()
         except PynamoDBException as e:
             raise StoreError(f"recording the rules re-evaluation failed: {e}") from e
 
-    def reevaluation_due(self) -> Optional[str]:
-        """The service an unfinished rules change resumes after, or None when there is none."""
-        item = read_item(RulesReevaluation, RULES_REEVALUATION_KEY, "the rules re-evaluation")
-        return item.after if item is not None else None
+    def reevaluation_due(self, kind: str = SERVICE) -> Optional[str]:
+        """The service (or consumer) an unfinished rules change resumes after ("" from the first), or
+        None when there is none."""
+        key = RULES_REEVALUATION_KEY if kind == SERVICE else CONSUMER_RULES_REEVALUATION_KEY
+        item = read_item(RulesReevaluation, key, "the rules re-evaluation")
+        if item is None:
+            return None
+        return item.after or ""
 
     def history(self, service: str, limit: int = 200, kind: str = SERVICE) -> List[dict]:
         try:

@@ -72,6 +72,7 @@ AUDIT_PK = "AUDIT"
 FORECAST = "forecast"  # the sort-key suffix of a forecast alert, in place of a threshold
 ALERTS_DUE_PK = "ALERTS_DUE"  # markers of alerts claimed but not yet sent (the sweep's work list)
 RULES_REEVALUATION_KEY = ("ALERTS_REEVALUATE", "rules")  # where an unfinished rules change resumes
+CONSUMER_RULES_REEVALUATION_KEY = ("ALERTS_REEVALUATE", "consumer-rules")  # the same, for consumers
 
 
 def collector_state_key(shard: int = 0) -> tuple:

@@ -22,7 +22,8 @@ Consumers alike: a consumer's usage item (pk CONSUMERS, written by the collector
 (pk CONSUMER_QUOTA) on the stream is judged against the consumer's quota, with the same ledger
 under keys of its own (``kind`` "consumer"), so a consumer and a service of the same name never
 settle each other's alerts. Anonymous traffic has no quota and never alerts. A rules change is
-judged for consumers at their next usage record (a minute while they carry traffic).
+judged for the consumers a rule for consumers governs as for services (after them, within a
+budget of its own, resumed by the sweep).
 """
 from __future__ import annotations
 
@@ -126,6 +127,7 @@ class AlertProcessor:
             self.evaluate(sk, now, quota=snapshot.quota_for_consumer(sk), quota_changed=True, kind=CONSUMER)
         elif (pk, sk) == RULES_KEY:
             self.reevaluate_rules(now, snapshot)
+            self.reevaluate_consumer_rules(now, snapshot)
         elif (pk, sk) == ENFORCEMENT_KEY and record.new_image and self.enforcement_notifier is not None:
             # The reconcile recorded blocks that started or ended: tell their owners (raises, so
             # the record is retried, when a delivery fails).
@@ -286,6 +288,27 @@ class AlertProcessor:
         self.ledger.request_reevaluation(after=None, at=now)
         return None
 
+    def reevaluate_consumer_rules(self, now: float, snapshot=None, after: Optional[str] = None) -> Optional[str]:
+        """As reevaluate_rules, for the consumers a rule for consumers governs (none while no rule
+        applies to consumers), within a budget of its own; "" for ``after`` starts from the first."""
+        snapshot = snapshot or self.quotas.load()
+        if not snapshot.rules_for(CONSUMER):
+            if after is not None:
+                self.ledger.request_reevaluation(after=None, at=now, kind=CONSUMER)
+            return None
+        deadline = self.monotonic() + self.rules_budget_seconds
+        for item in self.consumers.list_consumers(after=after or None):
+            quota = snapshot.quota_for_consumer(item.consumer)
+            if quota.source.startswith("rule:"):
+                self.evaluate(item.consumer, now, item, quota, quota_changed=True, kind=CONSUMER)
+            if self.monotonic() > deadline:
+                self.ledger.request_reevaluation(after=item.consumer, at=now, kind=CONSUMER)
+                log.info("alerts: rules change re-evaluated up to consumer %r; the sweep goes on from there",
+                         item.consumer)
+                return item.consumer
+        self.ledger.request_reevaluation(after=None, at=now, kind=CONSUMER)
+        return None
+
     # -- the sweep: what the stream could not finish --------------------------------------------
     def sweep(self, now: float) -> SweepReport:
         """Redeliver due alerts (failed, or claimed by a sender that died) and continue an
@@ -312,6 +335,10 @@ class AlertProcessor:
         if resume is not None:
             report.rules_services += 1
             self.reevaluate_rules(now, after=resume or None)
+        resume = self.ledger.reevaluation_due(kind=CONSUMER)
+        if resume is not None:
+            report.rules_services += 1
+            self.reevaluate_consumer_rules(now, after=resume)
         return report
 
     def _give_up_if_overdue(self, alert: Alert, now: float, report: SweepReport) -> bool:

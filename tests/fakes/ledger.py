@@ -18,6 +18,7 @@ class InMemoryAlertLedger:
         self.writes: List[tuple] = []  # (operation, service, ledger key, status), in order
         self.due_keys = set()  # claimed, not yet sent
         self.reevaluation: Optional[str] = None
+        self.consumer_reevaluation: Optional[str] = None
 
     @staticmethod
     def _subject(service: str, kind: str = "service"):
@@ -89,11 +90,14 @@ class InMemoryAlertLedger:
         self.due_keys.discard(self._key(alert))
         return True
 
-    def request_reevaluation(self, after: Optional[str], at: float) -> None:
-        self.reevaluation = after
+    def request_reevaluation(self, after: Optional[str], at: float, kind: str = "service") -> None:
+        if kind == "service":
+            self.reevaluation = after
+        else:
+            self.consumer_reevaluation = after
 
-    def reevaluation_due(self) -> Optional[str]:
-        return self.reevaluation
+    def reevaluation_due(self, kind: str = "service") -> Optional[str]:
+        return self.reevaluation if kind == "service" else self.consumer_reevaluation
 
     def mark_failed(self, alert: Alert, error: str) -> None:
         alert.status, alert.error = "failed", error[:500]

@@ -190,3 +190,33 @@ def test_a_consumer_judged_in_a_cycle_its_item_does_not_hold_is_summed_from_its_
     stream(deps, Quota.get(CONSUMER_QUOTA_PK, "alice"))
     assert [m["subject"] for m in mailer.sent] == ["[Bandwidth Meter] consumer alice reached 80% of its daily quota"]
     assert "85 bytes" in mailer.sent[0]["text"]
+
+
+def test_a_new_rule_for_consumers_alerts_an_idle_consumer_from_the_rules_record(world):
+    deps, mailer, _ = world
+    from chalicelib.core.models import RULES_KEY, QuotaRules
+
+    consumer_usage("bob", 95)  # no traffic since: only the rules record can judge it
+    deps.quotas.put_rules({"rules": [{"pattern": "b*", "limit_bytes": 100, "notify": ["ops@example.com"],
+                                      "applies_to": "consumer"}]})
+    stream(deps, QuotaRules.get(*RULES_KEY))
+    assert [m["subject"] for m in mailer.sent] == ["[Bandwidth Meter] consumer bob reached 90% of its monthly quota"]
+    assert statuses("bob") == {80.0: "covered", 90.0: "sent"}
+
+
+def test_a_consumer_rules_change_that_runs_out_of_budget_is_finished_by_the_sweep(world):
+    deps, mailer, _ = world
+    from chalicelib.notify.alerts import AlertProcessor
+
+    for name in ("b1", "b2", "b3"):
+        consumer_usage(name, 95)
+    deps.quotas.put_rules({"rules": [{"pattern": "b*", "limit_bytes": 100, "notify": ["ops@example.com"],
+                                      "applies_to": "consumer"}]})
+    ticks = iter(range(0, 1000, 30))  # each reading 30 s later: the budget (20 s) runs out at once
+    processor = AlertProcessor(deps.store, deps.ledger, deps.quotas, deps.mailer, "http://x",
+                               monotonic=lambda: next(ticks))
+    assert processor.reevaluate_consumer_rules(NOW) == "b1"
+    assert deps.ledger.reevaluation_due(kind=CONSUMER) == "b1" and len(mailer.sent) == 1
+    deps.alert_processor.sweep(NOW + 60)
+    assert sorted(m["subject"].split()[3] for m in mailer.sent) == ["b1", "b2", "b3"]
+    assert deps.ledger.reevaluation_due(kind=CONSUMER) is None
