@@ -110,6 +110,15 @@ def check_service_name(name: str) -> str:
     return name
 
 
+def is_kong_name(name) -> bool:
+    """Whether ``name`` may be sent as one path segment (check_service_name without raising)."""
+    try:
+        check_service_name(name)
+    except NotAServiceName:
+        return False
+    return True
+
+
 def is_uuid(value) -> bool:
     return isinstance(value, str) and bool(_UUID.match(value))
 
@@ -144,7 +153,9 @@ class KongAdmin:
         (with their consumer's key; the reconcile decides which are blocks), and drift: anything
         else tagged ours (not a request-termination plugin on exactly one service or consumer)."""
         found = OurPlugins()
-        for workspace in [None] + sorted(set(workspaces) - {None}):
+        # A workspace no Kong could have (from a hostile label) is never listed: its blocks are
+        # reported missing when they are applied, and the other workspaces are reconciled.
+        for workspace in [None] + sorted(w for w in set(workspaces) - {None} if is_kong_name(w)):
             self._list_in(workspace, found)
         return found
 
@@ -248,6 +259,8 @@ class KongAdmin:
 
     def _request(self, method: str, path: str, what: str, json: Optional[dict] = None,
                  accept=(200,), workspace: Optional[str] = None) -> requests.Response:
+        if workspace is not None:
+            check_service_name(workspace)  # one path segment, never rewritten into another path
         url = (self.base_url if workspace is None else f"{self.root_url}/{quote(workspace, safe='')}") + path
         last: Optional[str] = None
         for attempt in range(self.retries):

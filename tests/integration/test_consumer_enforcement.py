@@ -269,3 +269,15 @@ def test_a_workspace_qualified_service_is_blocked_under_its_workspace(aws_server
         assert report.added == [] and report.drift == [] and report.blocked == ["eu:pay"]
     finally:
         admin.stop()
+
+
+def test_a_hostile_workspace_in_a_key_is_never_sent_and_does_not_stop_the_other_blocks(world):
+    for key in ("../plugins:acme", "..:acme"):
+        world.book.put(key, {"limit_bytes": 1, "action": "reject"}, kind=CONSUMER)
+        world.used(key, 5)
+    world.used("acme", 20_000)
+    report = world.reconcile(NOW)
+    assert report.blocked == ["consumer acme"] and len(world.ours("acme")) == 1
+    assert sorted(m["consumer"] for m in report.missing) == ["../plugins:acme", "..:acme"]
+    assert all("not a Kong service name" in m["error"] for m in report.missing)
+    assert not any(".." in path for _, path in world.state.requests)
