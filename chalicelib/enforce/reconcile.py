@@ -36,7 +36,7 @@ from chalicelib.core.enforcement_ledger import NOTICE_RETRY_SECONDS
 from chalicelib.core.errors import GatewayError, GatewayServiceNotFound, StoreError
 from chalicelib.core.models import CONSUMER, SERVICE
 from chalicelib.core.names import DEFAULT_WORKSPACE, SEPARATOR, workspace_and_name
-from chalicelib.enforce.kong_admin import Drift
+from chalicelib.enforce.kong_admin import Drift, OurPlugins
 from chalicelib.enforce.kong_plugin import PLUGIN, block_message
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Reconciler:
         return report
 
     # -- the steps ---------------------------------------------------------------------------
-    def _list_ours(self, keys) -> "object":
+    def _list_ours(self, keys) -> OurPlugins:
         """Our plugins in the configured workspace, and in every other workspace a block is due or
         on record in (a ``ws:name`` key)."""
         workspaces = sorted({workspace_of(name) for _, name in keys} - {None})
