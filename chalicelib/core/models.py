@@ -445,7 +445,8 @@ class EnforcementState(_TableModel):
         abstract = False
 
     last_reconcile_at = NumberAttribute(null=True)
-    # [{"service", "plugin_id", "period_start", "period_end", "usage_bytes", "limit_bytes", "reject_at", ...}]
+    # [{"service", "plugin_id", "period_start", "period_end", "usage_bytes", "limit_bytes", "reject_at", ...}];
+    # a consumer's block names it "consumer" (and "kind": "consumer") instead of "service"
     blocked = JSONAttribute(null=True)
     missing = JSONAttribute(null=True)  # services with a due block that the gateway does not know
     # Blocks started / ended that the alerts function has not settled yet (it tells the owners;

@@ -134,7 +134,7 @@ class Reconciler:
     def _list_ours(self, keys) -> OurPlugins:
         """Our plugins in the configured workspace, and in every other workspace a block is due or
         on record in (a ``ws:name`` key)."""
-        workspaces = sorted({workspace_of(name) for _, name in keys} - {None})
+        workspaces = sorted({w for w in (workspace_of(name) for _, name in keys) if w is not None})
         return self.kong.list_our_plugins(workspaces) if workspaces else self.kong.list_our_plugins()
 
     def _unblock(self, plugin) -> None:

@@ -3,7 +3,6 @@ against the consumer's quota, exactly once per threshold and period, in a ledger
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.core.errors import MailError
 from chalicelib.core.models import CONSUMER, ConsumerUsage, ServiceUsage
 from chalicelib.core.periods import period_at
 from chalicelib.notify.alerts import CLAIM_TIMEOUT_SECONDS
