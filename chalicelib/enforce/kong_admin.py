@@ -61,6 +61,9 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 # non-ASCII characters. Anything else (``/``, ``\``, ``%``, ``?``, ``#``, spaces, controls...) is a
 # character a URL parser, a proxy or Kong's router may decode, cut at or fold into another path.
 _KONG_NAME = re.compile(r"^(?:[A-Za-z0-9._~-]|[^\x00-\x7f])+$")
+# A consumer's username may be anything in Kong; those holding ``@`` or ``+`` (an email, say) are
+# sent too: percent-encoded in a path, no parser, proxy or router reads either as a delimiter.
+_KONG_USERNAME = re.compile(r"^(?:[A-Za-z0-9._~@+-]|[^\x00-\x7f])+$")
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,17 @@ class NotAServiceName(GatewayServiceNotFound):
     """A name that cannot be a Kong service name: refused before any request is sent."""
 
 
-def check_service_name(name: str) -> str:
+def check_service_name(name: str, pattern: re.Pattern = _KONG_NAME, what: str = "service name") -> str:
     """The name, if it may be sent as one path segment; NotAServiceName otherwise."""
-    if (not isinstance(name, str) or name in (".", "..") or not _KONG_NAME.match(name)
+    if (not isinstance(name, str) or name in (".", "..") or not pattern.match(name)
             or any(unicodedata.category(c)[0] in "CZ" for c in name)):  # invisible or spacing: refused too
-        raise NotAServiceName(f"{name!r} is not a Kong service name (refused, never sent to Kong)")
+        raise NotAServiceName(f"{name!r} is not a Kong {what} (refused, never sent to Kong)")
     return name
+
+
+def check_username(name: str) -> str:
+    """As check_service_name, for a consumer's username (``@`` and ``+`` allowed too)."""
+    return check_service_name(name, _KONG_USERNAME, "consumer username")
 
 
 def is_kong_name(name) -> bool:
@@ -176,7 +184,7 @@ class KongAdmin:
 
     # -- helpers -----------------------------------------------------------------------------
     def _entity_id(self, kind: str, key: str) -> str:
-        workspace, name = _located(key)
+        workspace, name = _located(key, kind)
         collection, field_name = _COLLECTIONS[kind]
         # 400: Kong refused the key itself (not a name it could hold): no such entity either.
         answer = self._request("GET", f"/{collection}/{quote(name, safe='')}", f"looking up {kind} {key!r}",
@@ -189,7 +197,7 @@ class KongAdmin:
         return entity["id"]
 
     def _block(self, kind: str, key: str, message: str) -> str:
-        workspace, _ = _located(key)
+        workspace, _ = _located(key, kind)
         collection, _ = _COLLECTIONS[kind]
         entity_id = self._entity_id(kind, key)
         existing = self._own_plugin(kind, key, entity_id, workspace)
@@ -290,14 +298,15 @@ class KongAdmin:
 _COLLECTIONS = {SERVICE: ("services", "name"), CONSUMER: ("consumers", "username")}
 
 
-def _located(key: str) -> tuple:
+def _located(key: str, kind: str = SERVICE) -> tuple:
     """(workspace or None, name) of a key, both checked to be sendable as one path segment: a
     default-workspace key stays in the configured workspace (None)."""
+    check_name = check_username if kind == CONSUMER else check_service_name
     if SEPARATOR not in key:
-        return None, check_service_name(key)
+        return None, check_name(key)
     workspace, name = workspace_and_name(key)
     check_service_name(workspace)
-    check_service_name(name)
+    check_name(name)
     return (None if workspace == DEFAULT_WORKSPACE else workspace), name
 
 

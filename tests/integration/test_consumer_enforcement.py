@@ -281,3 +281,17 @@ def test_a_hostile_workspace_in_a_key_is_never_sent_and_does_not_stop_the_other_
     assert sorted(m["consumer"] for m in report.missing) == ["../plugins:acme", "..:acme"]
     assert all("not a Kong service name" in m["error"] for m in report.missing)
     assert not any(".." in path for _, path in world.state.requests)
+
+
+def test_a_consumer_named_by_an_email_is_blocked_and_one_a_url_would_rewrite_is_never_sent(world):
+    email = world.state.add_consumer("app+1@example.com")
+    for name in ("app+1@example.com", "a/../b", "x%2Fy"):
+        world.book.put(name, {"limit_bytes": 1, "action": "reject"}, kind=CONSUMER)
+        world.used(name, 5)
+    report = world.reconcile(NOW)
+    assert report.added == ["consumer app+1@example.com"]
+    [plugin] = world.ours()
+    assert plugin["consumer"]["id"] == email["id"]
+    assert sorted(m["consumer"] for m in report.missing) == ["a/../b", "x%2Fy"]
+    assert all("is not a Kong consumer username" in m["error"] for m in report.missing)
+    assert not any("/b" in path or "2F" in path for _, path in world.state.requests)
