@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from chalice import Chalice, Rate, Response
 
 from chalicelib import __version__, bootstrap, schedule
-from chalicelib.api import access, charts, enforcement, legacy, overview, stats, status
+from chalicelib.api import access, charts, consumer_quotas, enforcement, legacy, overview, stats, status
 from chalicelib.collect.shards import shard_number
 from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body, versioned
 from chalicelib.core import observability
@@ -174,6 +174,41 @@ def delete_quota(service):
     return Response(body="", status_code=204)
 
 
+@app.route("/v1/consumers/{consumer}/quota", methods=["GET"], api_key_required=True)
+@endpoint(role="read")
+def get_consumer_quota(consumer):
+    quota = consumer_quotas.get(bootstrap.current().quotas, consumer)
+    return versioned(_as_caller_may_see(quota.body), quota.etag)
+
+
+@app.route("/v1/consumers/{consumer}/quota", methods=["PUT"], content_types=["application/json"],
+           api_key_required=True)
+@endpoint(role="admin")
+def put_consumer_quota(consumer):
+    deps, request = bootstrap.current(), app.current_request
+    quota = consumer_quotas.put(deps.quotas, consumer, json_body(request.raw_body), actor=access.actor(request),
+                                if_match=request.headers.get("if-match"))
+    return versioned(consumer_quotas.with_warnings(quota.body, consumer_quotas.reader(), consumer), quota.etag)
+
+
+@app.route("/v1/consumers/{consumer}/quota", methods=["DELETE"], api_key_required=True)
+@endpoint(role="admin")
+def delete_consumer_quota(consumer):
+    consumer_quotas.delete(bootstrap.current().quotas, consumer, actor=access.actor(app.current_request),
+                           if_match=app.current_request.headers.get("if-match"))
+    return Response(body="", status_code=204)
+
+
+@app.route("/v1/consumers/{consumer}/alerts", methods=["GET"], api_key_required=True)
+@endpoint(role="read")
+def consumer_alerts(consumer):
+    history = consumer_quotas.alert_history(bootstrap.current().ledger, consumer)
+    if not access.is_admin(app.current_request):  # a delivery error may name the webhook URL
+        history = [{**a, "error": "delivery failed (details for admin keys)" if a.get("error") else None}
+                   for a in history]
+    return {"consumer": consumer, "alerts": history}
+
+
 def _as_caller_may_see(body: dict) -> dict:
     """Quotas and rules are readable with a read key, but webhook URLs (often holding a token)
     only with an admin key."""
@@ -185,6 +220,8 @@ def _as_caller_may_see(body: dict) -> dict:
 def list_quotas():
     snapshot = bootstrap.current().quotas.load()
     return {"quotas": [{"service": s, **_as_caller_may_see(q)} for s, q in sorted(snapshot.quotas.items())],
+            "consumer_quotas": [{"consumer": c, **_as_caller_may_see(q)}
+                                for c, q in sorted(snapshot.consumer_quotas.items())],
             "rules": [_as_caller_may_see(r) for r in snapshot.rules]}
 
 

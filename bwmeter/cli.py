@@ -4,6 +4,7 @@
     bwmeter usage SERVICE [--range 24h] [--step auto]
     bwmeter stats SERVICE [--range 1h]
     bwmeter quota get|set|rm SERVICE ...
+    bwmeter consumer quota get|set|delete CONSUMER ...
     bwmeter alerts SERVICE
     bwmeter export SERVICE --csv [--range 24h] [-o FILE]
     bwmeter watch SERVICE [--interval 1] [--duration S] [--max-requests N]
@@ -241,35 +242,66 @@ QUOTA_FLAGS = ("limit_bytes", "period", "anchor_day", "direction", "thresholds",
                "reject_at")
 
 
+def unseen_consumer(ctx: "Context", consumer: str) -> Optional[str]:
+    """As ``unseen``, for a consumer (its key: ``ws:name`` outside Kong's default workspace)."""
+    try:
+        ctx.client.consumer(consumer)
+        return None
+    except ApiError as e:
+        if e.status != 404:
+            raise
+    page = ctx.client.json("GET", "/v1/consumers", params={"sort": "name", "limit": 1000})
+    known = [r.get("consumer") for r in page.get("consumers") or [] if isinstance(r, dict)]
+    close = difflib.get_close_matches(consumer, [k for k in known if isinstance(k, str)], n=3, cutoff=0.6)
+    return f"consumer {consumer} has never been seen" + (f"; did you mean {' or '.join(close)}?" if close else "")
+
+
 def cmd_quota(ctx: Context) -> int:
-    a, client = ctx.args, ctx.client
+    a = ctx.args
     if a.operation is None or a.service is None:
         print(a.usage_help(), file=ctx.err, end="")
         missing = "get, set or rm and a SERVICE" if a.operation is None else "a SERVICE"
         raise BwmeterError(f"quota needs {missing}, e.g. bwmeter quota get media-cdn", exit_code=2)
-    if a.operation == "get":
-        quota = client.quota(a.service)
-    elif a.operation == "rm":
-        client.delete_quota(a.service)
+    return _quota(ctx, "service", a.service, a.operation)
+
+
+def cmd_consumer(ctx: Context) -> int:
+    """``bwmeter consumer quota get|set|delete CONSUMER``: a consumer's own quota, as a service's."""
+    a = ctx.args
+    if a.consumer_command != "quota" or a.operation is None or a.consumer is None:
+        print(a.usage_help(), file=ctx.err, end="")
+        raise BwmeterError("consumer needs quota, get, set or delete and a CONSUMER, "
+                           "e.g. bwmeter consumer quota get acme-mobile", exit_code=2)
+    return _quota(ctx, "consumer", a.consumer, "rm" if a.operation == "delete" else a.operation)
+
+
+def _quota(ctx: Context, kind: str, name: str, operation: str) -> int:
+    """Show, set or remove the quota of a service or (``kind`` "consumer") of a consumer."""
+    a, client = ctx.args, ctx.client
+    said = name if kind == "service" else f"consumer {name}"
+    if operation == "get":
+        quota = client.quota(name, kind=kind)
+    elif operation == "rm":
+        client.delete_quota(name, kind=kind)
         if a.json:
-            ctx.emit_json({"service": a.service, "deleted": True})
+            ctx.emit_json({kind: name, "deleted": True})
         else:
-            ctx.print(f"Removed the quota of {a.service}.")
+            ctx.print(f"Removed the quota of {said}.")
         return 0
     else:
         changes = {k: getattr(a, k) for k in QUOTA_FLAGS if getattr(a, k, None) is not None}
         if a.quota_action is not None:  # --action: the quota's warn|reject
             changes["action"] = a.quota_action
-        problem = unseen(ctx, a.service)
+        problem = unseen(ctx, name) if kind == "service" else unseen_consumer(ctx, name)
         if problem and not a.force:
-            raise BwmeterError(f"{problem}{'' if problem.endswith('?') else '.'} Check the name, or pass --force to store a quota for a service "
-                               "that has not carried traffic yet.", exit_code=2)
+            raise BwmeterError(f"{problem}{'' if problem.endswith('?') else '.'} Check the name, or pass --force to "
+                               f"store a quota for a {kind} that has not carried traffic yet.", exit_code=2)
         quota, version = {}, None
         if not a.replace:
             try:
                 # The change applies to what was read: if someone changes the quota meanwhile,
                 # the API refuses it (412) instead of silently undoing theirs.
-                quota, version = client.quota_versioned(a.service)
+                quota, version = client.quota_versioned(name, kind=kind)
             except ApiError as e:
                 if e.status != 404:
                     raise
@@ -277,8 +309,8 @@ def cmd_quota(ctx: Context) -> int:
         if quota.get("action") == "warn":
             quota.pop("reject_at", None)  # only a reject quota has a reject level
         if "limit_bytes" not in quota:
-            raise BwmeterError(f"{a.service} has no quota yet: give --limit", exit_code=2)
-        quota = client.put_quota(a.service, quota, if_match=version)
+            raise BwmeterError(f"{said} has no quota yet: give --limit", exit_code=2)
+        quota = client.put_quota(name, quota, if_match=version, kind=kind)
         for warning in quota.pop("warnings", None) or []:  # the API's own, e.g. never seen
             print(f"bwmeter: warning: {warning}", file=ctx.err, flush=True)
     if a.json:
@@ -286,7 +318,7 @@ def cmd_quota(ctx: Context) -> int:
         return 0
     shown = without_meaningless(quota)
     shown["limit_bytes"] = f"{quota['limit_bytes']:,} ({human_bytes(quota['limit_bytes'])})"
-    ctx.print(f"Quota of {a.service}:")
+    ctx.print(f"Quota of {said}:")
     for key in sorted(shown):
         value = shown[key]
         if isinstance(value, list):
@@ -430,11 +462,14 @@ def cmd_enforcement(ctx: Context) -> int:
         name = entry.get("state") or ("blocked" if entry.get("at_gateway") else "block pending")
         return name + (" (next run)" if name in ("block pending", "lift pending") else "")
 
+    def blocked_name(entry: dict) -> str:  # a consumer is refused on every service: said so
+        return f"consumer {entry['consumer']}" if entry.get("kind") == "consumer" else entry["service"]
+
     if blocked or lifting:
-        ctx.print(table(["SERVICE", "USED", "LIMIT", "USED %", "REJECT AT", "UNTIL", "STATE"], [
-            [b["service"], human_bytes(b["usage_bytes"]), human_bytes(b["limit_bytes"]), _pct(b.get("percent")),
+        ctx.print(table(["BLOCKED", "USED", "LIMIT", "USED %", "REJECT AT", "UNTIL", "STATE"], [
+            [blocked_name(b), human_bytes(b["usage_bytes"]), human_bytes(b["limit_bytes"]), _pct(b.get("percent")),
              f"{b['reject_at']:g}%", b["period_end"], state(b)] for b in blocked] + [
-            [b["service"], None, None, None, None, b.get("period_end"), state(b)] for b in lifting],
+            [blocked_name(b), None, None, None, None, b.get("period_end"), state(b)] for b in lifting],
             right=(1, 2, 3, 4)))
         if any(b.get("state") == "block pending" for b in blocked):
             ctx.print("block pending: due now; the collector's next run (within a minute) blocks it at the gateway.")
@@ -442,13 +477,15 @@ def cmd_enforcement(ctx: Context) -> int:
             ctx.print("lift pending: no longer due, but the gateway answers 429 until the collector's next run "
                       "lifts the block.")
     else:
-        ctx.print("No service is blocked" + (", at the gateway or due." if admin_api else "."))
+        ctx.print("No service or consumer is blocked" + (", at the gateway or due." if admin_api else "."))
     gateway = body.get("gateway") or {}
     if admin_api:
         ctx.print(f"Kong Admin API: reconciled {gateway.get('last_reconcile') or 'not yet'}, "
                   f"{gateway.get('blocked_count', 0)} blocked there"
                   + (f"; missing services: {', '.join(gateway['missing_services'])}"
                      if gateway.get("missing_services") else "")
+                  + (f"; missing consumers: {', '.join(gateway['missing_consumers'])}"
+                     if gateway.get("missing_consumers") else "")
                   + (f"; last error: {gateway['last_error']}" if gateway.get("last_error") else ""))
     else:
         ctx.print("No Kong Admin API configured: apply `bwmeter enforcement --deck` with decK (DB-less Kong, Konnect).")
@@ -643,29 +680,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("stats", cmd_stats, "a service's request counts and latency over a range")
     chart_options(p, "1h")
 
+    def quota_options(p, what="service"):
+        p.add_argument("--limit", dest="limit_bytes", type=parse_size, metavar="SIZE", help="bytes per period: 500GB, 1.5TiB, 1000000")
+        p.add_argument("--period", choices=("day", "week", "month"))
+        p.add_argument("--anchor-day", type=int, help="billing-cycle day for monthly periods")
+        p.add_argument("--direction", choices=("total", "ingress", "egress"))
+        p.add_argument("--thresholds", type=parse_thresholds,
+                       help="percentages that trigger an email, e.g. 80,90,100")
+        p.add_argument("--notify", action="append", help="an email to notify (repeat for more)")
+        p.add_argument("--forecast", action=argparse.BooleanOptionalAction, default=None,
+                       help="also warn when the trend reaches 100 %% before the period ends")
+        p.add_argument("--webhook-url")
+        p.add_argument("--action", dest="quota_action", choices=("warn", "reject"),
+                       help=f"warn: emails only; reject: also block the {what} at the gateway (429) from --reject-at")
+        p.add_argument("--reject-at", type=float, metavar="PERCENT",
+                       help="with --action reject: percent of the limit that blocks (default 100)")
+        p.add_argument("--replace", action="store_true",
+                       help="set: replace the whole quota (default: change only the options given)")
+        p.add_argument("--force", action="store_true",
+                       help=f"set: store a quota for a {what} the API has never seen (it may start later)")
+
     p = command("quota", cmd_quota, "show, set or remove a service's quota (set and rm need an admin key)")
     # Not "action": --action is the quota's own warn|reject, and argparse would say "required: action".
     p.add_argument("operation", choices=("get", "set", "rm"), nargs="?", metavar="get|set|rm")
     p.add_argument("service", nargs="?", metavar="SERVICE")
     p.set_defaults(usage_help=p.format_help)
-    p.add_argument("--limit", dest="limit_bytes", type=parse_size, metavar="SIZE", help="bytes per period: 500GB, 1.5TiB, 1000000")
-    p.add_argument("--period", choices=("day", "week", "month"))
-    p.add_argument("--anchor-day", type=int, help="billing-cycle day for monthly periods")
-    p.add_argument("--direction", choices=("total", "ingress", "egress"))
-    p.add_argument("--thresholds", type=parse_thresholds,
-                   help="percentages that trigger an email, e.g. 80,90,100")
-    p.add_argument("--notify", action="append", help="an email to notify (repeat for more)")
-    p.add_argument("--forecast", action=argparse.BooleanOptionalAction, default=None,
-                   help="also warn when the trend reaches 100 %% before the period ends")
-    p.add_argument("--webhook-url")
-    p.add_argument("--action", dest="quota_action", choices=("warn", "reject"),
-                   help="warn: emails only; reject: also block the service at the gateway (429) from --reject-at")
-    p.add_argument("--reject-at", type=float, metavar="PERCENT",
-                   help="with --action reject: percent of the limit that blocks (default 100)")
-    p.add_argument("--replace", action="store_true",
-                   help="set: replace the whole quota (default: change only the options given)")
-    p.add_argument("--force", action="store_true",
-                   help="set: store a quota for a service the API has never seen (it may start later)")
+    quota_options(p)
+
+    p = command("consumer", cmd_consumer, "show, set or delete a consumer's quota: counted on every service, "
+                "a reject quota blocks the consumer everywhere (set and delete need an admin key)")
+    p.add_argument("consumer_command", choices=("quota",), nargs="?", metavar="quota")
+    p.add_argument("operation", choices=("get", "set", "delete", "rm"), nargs="?", metavar="get|set|delete")
+    p.add_argument("consumer", nargs="?", metavar="CONSUMER",
+                   help="the consumer's username (ws:username outside Kong's default workspace)")
+    p.set_defaults(usage_help=p.format_help)
+    quota_options(p, "consumer")
 
     p = command("alerts", cmd_alerts, "alerts sent (or due) for a service")
     p.add_argument("service")

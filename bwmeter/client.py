@@ -213,21 +213,25 @@ class Client:
               step: Optional[str] = None) -> dict:
         return self.json("GET", f"/v1/services/{_seg(service)}/stats", params=_range(start, end, step))
 
-    def quota(self, service: str) -> dict:
-        return self.json("GET", f"/v1/services/{_seg(service)}/quota")
+    # A quota is a service's, or with kind="consumer" a consumer's (/v1/consumers/{key}/quota).
+    def quota(self, service: str, kind: str = "service") -> dict:
+        return self.json("GET", _quota_path(service, kind))
 
-    def quota_versioned(self, service: str) -> Tuple[dict, Optional[str]]:
+    def quota_versioned(self, service: str, kind: str = "service") -> Tuple[dict, Optional[str]]:
         """The quota and its version (the ETag), for a change of exactly what was read."""
-        response = self.call("GET", f"/v1/services/{_seg(service)}/quota")
+        response = self.call("GET", _quota_path(service, kind))
         return response.json(), response.headers.get("ETag")
 
-    def put_quota(self, service: str, quota: dict, if_match: Optional[str] = None) -> dict:
+    def put_quota(self, service: str, quota: dict, if_match: Optional[str] = None, kind: str = "service") -> dict:
         """Store the quota; with ``if_match`` only if that version is still current (else a 412 ApiError)."""
-        return self.json("PUT", f"/v1/services/{_seg(service)}/quota", body=quota,
+        return self.json("PUT", _quota_path(service, kind), body=quota,
                          headers={"If-Match": if_match} if if_match else None)
 
-    def delete_quota(self, service: str) -> None:
-        self.call("DELETE", f"/v1/services/{_seg(service)}/quota")
+    def delete_quota(self, service: str, kind: str = "service") -> None:
+        self.call("DELETE", _quota_path(service, kind))
+
+    def consumer(self, consumer: str) -> dict:
+        return self.json("GET", f"/v1/consumers/{_seg(consumer)}")
 
     def alerts(self, service: str) -> dict:
         return self.json("GET", f"/v1/services/{_seg(service)}/alerts")
@@ -257,6 +261,10 @@ def _origin(url: str):
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
     return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def _quota_path(name: str, kind: str) -> str:
+    return f"/v1/{'consumers' if kind == 'consumer' else 'services'}/{_seg(name)}/quota"
 
 
 def _seg(value: str) -> str:

@@ -33,8 +33,8 @@ from typing import Any, Callable, Dict, List, Optional
 WRITES = {
     "collect": ["USAGE#*", "SERVICES", "CHECKPOINT#*", "STATE"],
     "collect_shard": ["USAGE#*", "SERVICES", "CHECKPOINT#*", "STATE"],
-    "api": ["QUOTA", "RULES", "AUDIT"],
-    "alerts": ["ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE", "ENFORCE#*"],
+    "api": ["QUOTA", "CONSUMER_QUOTA", "RULES", "AUDIT"],
+    "alerts": ["ALERT#*", "CONSUMER_ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE", "ENFORCE#*", "ENFORCE_CONSUMER#*"],
 }
 # The part of the parameter path each function reads.
 SECRETS = {"collect": "prometheus/*", "collect_shard": "prometheus/*", "alerts": "webhook/*"}

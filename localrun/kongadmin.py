@@ -14,7 +14,8 @@ Served on its own port like Kong's (8001), with Kong's shapes:
   id}`` (a UUID-shaped key is an id only), ``GET`` / ``POST /consumers/{username or id}/plugins``
   (a plugin scoped to that consumer, and to one service too when the body names ``service:
   {id}``); ``POST /plugins`` with ``consumer: {id}`` needs an existing consumer (400 otherwise);
-- an optional ``/{workspace}`` prefix and an optional ``Kong-Admin-Token``.
+- an optional ``/{workspace}`` prefix (``workspace_only``: required, the default workspace being
+  empty, as when every entity lives in another workspace) and an optional ``Kong-Admin-Token``.
 The gateway honours enabled request-termination plugins as Kong does (``termination``): Kong's
 most specific configuration wins (route+service+consumer, route+consumer, service+consumer,
 route+service, consumer, route, service, global), so one scoped to a consumer blocks that
@@ -56,8 +57,12 @@ def routing_path(raw_path: str) -> str:
 class AdminState:
     """Kong's entities as the Admin API sees them (thread-safe)."""
 
-    def __init__(self, services: Iterable[str], workspace: Optional[str] = None, token: Optional[str] = None):
+    def __init__(self, services: Iterable[str], workspace: Optional[str] = None, token: Optional[str] = None,
+                 workspace_only: bool = False):
         self._lock = threading.Lock()
+        # With ``workspace_only`` every entity lives in ``workspace`` alone, as in Kong: a path
+        # without its prefix addresses the (empty) default workspace.
+        self.workspace_only = workspace_only
         self.services: Dict[str, dict] = {}
         for name in services:
             self.add_service(name)
@@ -240,6 +245,10 @@ class _AdminHandler(BaseHTTPRequestHandler):
             return self._send(401, {"message": "Invalid credentials. Token or User credentials required"})
         if state.workspace and segments[:1] == [state.workspace]:
             segments = segments[1:]
+        elif state.workspace_only:
+            if self.command == "GET" and segments in (["plugins"], ["consumers"], ["services"]):
+                return self._send(200, {"data": [], "next": None})
+            return self._send(404, NOT_FOUND)
         location = state._take_redirect()
         if location is not None:
             return self._send(307, {"message": "moved"}, {"Location": location})

@@ -69,9 +69,14 @@ SCHEMAS = {
     "GatewayEnforcement": _obj({
         "enabled": {"type": "boolean", "description": "KONG_ADMIN_URL is set: the collector reconciles Kong"},
         "last_reconcile": {"type": ["string", "null"]}, "last_success": {"type": ["string", "null"]},
-        "blocked_count": {"type": "integer"}, "blocked": {"type": "array", "items": {"type": "string"}},
+        "blocked_count": {"type": "integer", "description": "Blocks at the gateway, services' and consumers'"},
+        "blocked": {"type": "array", "items": {"type": "string"}, "description": "Services blocked there"},
+        "blocked_consumers": {"type": "array", "items": {"type": "string"},
+                              "description": "Consumers blocked there (on every service)"},
         "missing_services": {"type": "array", "items": {"type": "string"},
                              "description": "Due a block, but Kong has no service of that name"},
+        "missing_consumers": {"type": "array", "items": {"type": "string"},
+                              "description": "Due a block, but Kong has no consumer of that username"},
         "last_error": {"type": ["string", "null"], "description": "The last reconcile's problems, if any"},
         "last_error_at": {"type": ["string", "null"]}}),
     "Enforcement": _obj({
@@ -79,9 +84,13 @@ SCHEMAS = {
                  "description": "admin-api: the collector applies the blocks through Kong's Admin API; "
                                 "declarative: apply `deck` yourself (DB-less Kong, Konnect)"},
         "blocked": {"type": "array", "items": {"type": "object", "required": [
-            "service", "usage_bytes", "limit_bytes", "reject_at", "period_start", "period_end", "at_gateway"],
+            "kind", "usage_bytes", "limit_bytes", "reject_at", "period_start", "period_end", "at_gateway"],
             "properties": {
-                "service": {"type": "string"}, "usage_bytes": {"type": "integer"},
+                "kind": {"enum": ["service", "consumer"],
+                         "description": "service: the service is refused (its `service`); consumer: the consumer "
+                                        "(its `consumer` key) is refused on every service, by a request-termination "
+                                        "plugin scoped to it"},
+                "service": {"type": "string"}, "consumer": {"type": "string"}, "usage_bytes": {"type": "integer"},
                 "limit_bytes": {"type": "integer"}, "reject_at": {"type": "number"},
                 "percent": {"type": "number"}, "direction": {"enum": ["total", "ingress", "egress"]},
                 "period_kind": {"enum": ["daily", "weekly", "monthly"]}, "period_start": TIME, "period_end": TIME,
@@ -89,13 +98,16 @@ SCHEMAS = {
                 "plugin_id": {"type": ["string", "null"]},
                 "state": {"enum": ["blocked", "block pending", "missing at gateway", "apply with decK"],
                           "description": "blocked: applied at the gateway; block pending: due, the collector's "
-                                         "next run applies it; missing at gateway: Kong has no service of that "
-                                         "name; apply with decK: declarative mode"}}}},
+                                         "next run applies it; missing at gateway: Kong has no service (or "
+                                         "consumer) of that name; apply with decK: declarative mode"}}}},
         "lift_pending": {"type": "array", "description": "Blocks no longer due that the gateway still applies "
                          "(it answers 429) until the collector's next run lifts them", "items": _obj({
-                             "service": {"type": "string"}, "plugin_id": {"type": ["string", "null"]},
+                             "kind": {"enum": ["service", "consumer"]},
+                             "service": {"type": "string"}, "consumer": {"type": "string"},
+                             "plugin_id": {"type": ["string", "null"]},
                              "period_end": {"type": ["string", "null"]}, "at_gateway": {"const": True},
-                             "state": {"const": "lift pending"}})},
+                             "state": {"const": "lift pending"}},
+                             required=["kind", "plugin_id", "period_end", "at_gateway", "state"])},
         "gateway": ref("GatewayEnforcement"),
         "deck": {"type": "object", "description": "A decK state file (JSON is YAML) with exactly the "
                                                   "request-termination plugins due, tagged bandwidth-meter"}}),
@@ -155,13 +167,17 @@ SCHEMAS = {
                         "type": "array", "items": {"type": "string"},
                         "description": "PUT only, when the service has never been seen (a typo?), with the closest "
                                        "known names; the quota is stored all the same"}}},
-    "QuotaList": _obj({"quotas": {"type": "array", "items": {"type": "object"}},
+    "QuotaList": _obj({"quotas": {"type": "array", "items": {"type": "object"},
+                                  "description": "Services' own quotas, each with its `service`"},
+                       "consumer_quotas": {"type": "array", "items": {"type": "object"},
+                                           "description": "Consumers' own quotas, each with its `consumer`"},
                        "rules": {"type": "array", "items": {"type": "object"}}}),
     "RuleList": _obj({"rules": {"type": "array", "items": {"type": "object"}}}),
     "Audit": _obj({"entries": {"type": "array", "items": _obj({
         "at": TIME, "key": {"type": "string"}, "action": {"enum": ["put", "delete"]}, "old": {},
         "new": {}, "actor": {"type": ["string", "null"]}})}}),
-    "Alerts": _obj({"service": {"type": "string"}, "alerts": {"type": "array", "items": {
+    "Alerts": _obj({"service": {"type": "string"}, "consumer": {"type": "string"},
+                    "alerts": {"type": "array", "items": {
         "type": "object", "required": ["threshold", "status", "period_start", "usage_bytes", "limit_bytes"],
         "properties": {"threshold": {"type": "number"},
                        "status": {"enum": ["pending", "sent", "covered", "failed", "no_recipients", "given_up"],
@@ -175,14 +191,14 @@ SCHEMAS = {
                        "error": {"type": ["string", "null"]}, "forecast": {"type": "boolean"},
                        "forecast_eta": {"type": ["string", "null"]}, "delivered": {"type": "array"},
                        "attempts": {"type": ["integer", "null"]},
-                       "first_claimed_at": {"type": ["string", "null"]}}}}}),
+                       "first_claimed_at": {"type": ["string", "null"]}}}}}, required=["alerts"]),
 }
 
 ERRORS = {
     "400": "A parameter or the body is invalid; `parameter` names it",
     "401": "No x-api-key, or one that is not configured",
     "403": "The key's role may not use this route (admin routes need an admin key)",
-    "404": "Unknown service, or no such quota",
+    "404": "Unknown service (or consumer), or no such quota",
     "412": "If-Match names a version that is no longer current (or nothing is stored): nothing was changed; "
            "`current_version` (and the ETag header) is the current one, null when none is stored",
     "413": "The body is larger than 64 KiB",
@@ -224,6 +240,10 @@ def _with_etag(operation: dict) -> dict:
 
 SERVICE = _param("service", "path", {"type": "string", "minLength": 1, "maxLength": 200},
                  "Service name as Kong labels it (at most 200 characters, no control characters)")
+CONSUMER = _param("consumer", "path", {"type": "string", "minLength": 1, "maxLength": 200},
+                  "Consumer key: Kong's username, prefixed with its workspace outside the default one "
+                  "(ws:name, URL-encoded: ws%3Aname); at most 200 characters, no control characters; "
+                  "\"(anonymous)\" (traffic without a consumer) can have no quota")
 TIME_PARAM = {"type": "string", "pattern": r"^(|-?\d{1,12}(\.\d{1,9})?|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2}))$"}
 START = _param("start", "query", TIME_PARAM,
                "RFC 3339 time or epoch seconds; empty or absent: end - 1 h; must be before end")
@@ -308,7 +328,24 @@ def openapi_spec() -> dict:
                        "responses": {"204": {"description": "Removed"},
                                      **{code: _error(code) for code in (*admin_errors, "412")}}},
         },
-        "/v1/quotas": {"get": _operation("Every service quota and the rules", _json(ref("QuotaList")),
+        "/v1/consumers/{consumer}/quota": {
+            "get": _with_etag(_operation("The consumer's own quota (counted on every service)",
+                                         _json(ref("StoredQuota")), params=[CONSUMER], tag="quotas")),
+            "put": _with_etag(_operation(
+                "Set the consumer's quota: the same body, versions and audit as a service's, stored apart from "
+                "any service of the same name (audit key consumer-quota/<consumer>). With action reject the "
+                "consumer is refused (429) on every service from reject_at until the period ends",
+                _json(ref("StoredQuota")), params=[CONSUMER, IF_MATCH], errors=(*admin_errors, "412"),
+                body=ref("Quota"), tag="quotas")),
+            "delete": {**_operation("Remove the consumer's quota", {"description": "unused"},
+                                    params=[CONSUMER, IF_MATCH], errors=admin_errors, tag="quotas"),
+                       "responses": {"204": {"description": "Removed"},
+                                     **{code: _error(code) for code in (*admin_errors, "412")}}},
+        },
+        "/v1/consumers/{consumer}/alerts": {"get": _operation("The consumer's alert history",
+                                                              _json(ref("Alerts")), params=[CONSUMER],
+                                                              tag="alerts")},
+        "/v1/quotas": {"get": _operation("Every service and consumer quota, and the rules", _json(ref("QuotaList")),
                                          tag="quotas")},
         "/v1/quota-rules": {
             "get": _with_etag(_operation("The ordered quota rules", _json(ref("RuleList")), tag="quotas")),
@@ -325,8 +362,8 @@ def openapi_spec() -> dict:
         "/v1/schemas/quota-rules": {"get": _operation("JSON Schema of the rules body", _json({"type": "object"}),
                                                       tag="quotas")},
         "/v1/enforcement": {"get": _operation(
-            "Services blocked at the gateway now (quota action reject), why, and a decK file for DB-less "
-            "Kong or Konnect", _json(ref("Enforcement")), tag="alerts")},
+            "Services and consumers blocked at the gateway now (quota action reject), why, and a decK file for "
+            "DB-less Kong or Konnect", _json(ref("Enforcement")), tag="alerts")},
         "/v1/services/{service}/alerts": {"get": _operation("Alert history", _json(ref("Alerts")),
                                                             params=[SERVICE], tag="alerts")},
         "/openapi.json": {"get": _operation("This document", _json({"type": "object"}), errors=("500",),

@@ -13,7 +13,9 @@ the listing never reads "nothing blocked" while the gateway still refuses reques
 from __future__ import annotations
 
 from chalicelib.api.status import enforcement_status
-from chalicelib.core.enforcement import block_candidates, blocked_listing, due_blocks
+from chalicelib.core.consumer_usage import ConsumerUsageReader
+from chalicelib.core.enforcement import all_due_blocks, blocked_listing, entry_key
+from chalicelib.core.models import CONSUMER
 from chalicelib.enforce.kong_plugin import deck_snippet
 
 APPLIED = "blocked"  # due, and the gateway refuses requests
@@ -23,26 +25,29 @@ BLOCK_MISSING = "missing at gateway"  # due, but the gateway has no service of t
 DECLARATIVE = "apply with decK"  # no Admin API: the deck file below is what to apply
 
 
-def listing(store, snapshot, state, settings, now: float) -> dict:
-    due = due_blocks(store, block_candidates(store, snapshot), snapshot, now)
+def listing(store, snapshot, state, settings, now: float, consumers=None) -> dict:
+    """Services' and consumers' blocks alike; each entry says its ``kind`` (a consumer's names it
+    under ``consumer``: it is refused on every service)."""
+    due = all_due_blocks(store, consumers or ConsumerUsageReader(), snapshot, now)
     admin_api = bool(settings.kong_admin_url)
-    applied = {entry["service"]: entry for entry in (state.blocked or [])}
-    missing = {m["service"] for m in (state.missing or [])}
+    applied = {entry_key(entry): entry for entry in (state.blocked or [])}
+    missing = {entry_key(m) for m in (state.missing or [])}
 
-    def desired_state(service: str) -> str:
+    def desired_state(key) -> str:
         if not admin_api:
             return DECLARATIVE
-        if service in applied:
+        if key in applied:
             return APPLIED
-        return BLOCK_MISSING if service in missing else BLOCK_PENDING
+        return BLOCK_MISSING if key in missing else BLOCK_PENDING
 
-    blocked = [{**entry, "at_gateway": entry["service"] in applied,
-                "plugin_id": applied.get(entry["service"], {}).get("plugin_id"),
-                "state": desired_state(entry["service"])}
+    blocked = [{**entry, "at_gateway": entry_key(entry) in applied,
+                "plugin_id": applied.get(entry_key(entry), {}).get("plugin_id"),
+                "state": desired_state(entry_key(entry))}
                for entry in blocked_listing(due)]
-    lifting = [{"service": name, "plugin_id": entry.get("plugin_id"), "period_end": entry.get("period_end"),
+    lifting = [{("consumer" if kind == CONSUMER else "service"): name, "kind": kind,
+                "plugin_id": entry.get("plugin_id"), "period_end": entry.get("period_end"),
                 "at_gateway": True, "state": LIFT_PENDING}
-               for name, entry in sorted(applied.items()) if name not in due] if admin_api else []
+               for (kind, name), entry in sorted(applied.items()) if (kind, name) not in due] if admin_api else []
     return {
         "mode": "admin-api" if admin_api else "declarative",
         "blocked": blocked,

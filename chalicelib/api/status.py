@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from chalicelib.core import observability
+from chalicelib.core.enforcement import entry_key
+from chalicelib.core.models import CONSUMER, SERVICE
 from chalicelib.core.redact import redact
 from chalicelib.core.store import LEASE_SECONDS
 from chalicelib.core.timeutil import iso
@@ -18,8 +20,11 @@ def enforcement_status(state, settings) -> dict:
         "last_reconcile": _t(state.last_reconcile_at),
         "last_success": _t(state.last_success_at),
         "blocked_count": len(state.blocked or []),
-        "blocked": sorted(entry["service"] for entry in (state.blocked or [])),
-        "missing_services": [m["service"] for m in (state.missing or [])],
+        "blocked": sorted(entry["service"] for entry in (state.blocked or []) if entry_key(entry)[0] == SERVICE),
+        "blocked_consumers": sorted(entry["consumer"] for entry in (state.blocked or [])
+                                    if entry_key(entry)[0] == CONSUMER),
+        "missing_services": [m["service"] for m in (state.missing or []) if entry_key(m)[0] == SERVICE],
+        "missing_consumers": [m["consumer"] for m in (state.missing or []) if entry_key(m)[0] == CONSUMER],
         "last_error": redact(state.last_error) if state.last_error and state.last_error_at == state.last_reconcile_at
         else None,
         "last_error_at": _t(state.last_error_at),

@@ -13,9 +13,10 @@ from typing import Dict, Iterable, List, Optional
 from pynamodb.exceptions import PutError, PynamoDBException
 
 from chalicelib.core.errors import StoreError
-from chalicelib.core.models import (ALERTS_DUE_PK, RULES_REEVALUATION_KEY, Alert, AlertDue, RulesReevaluation,
-                                    alert_period_prefix, alert_pk, alert_sk, is_condition_failure, read_item,
-                                    transaction)
+from chalicelib.core.models import (ALERTS_DUE_PK, CONSUMER_RULES_REEVALUATION_KEY, RULES_REEVALUATION_KEY, SERVICE,
+                                    Alert, AlertDue,
+                                    RulesReevaluation, alert_period_prefix, alert_pk, alert_sk, is_condition_failure,
+                                    read_item, transaction)
 from chalicelib.core.timeutil import iso
 
 
@@ -25,10 +26,10 @@ DUE_SCAN_LIMIT = 2000
 
 
 class AlertLedger:
-    def for_period(self, service: str, period_start: int) -> Dict[object, Alert]:
-        """The period's alerts of a service by ledger key (threshold, or FORECAST)."""
+    def for_period(self, service: str, period_start: int, kind: str = SERVICE) -> Dict[object, Alert]:
+        """The period's alerts of a service (or of a consumer: ``kind``) by ledger key (threshold, or FORECAST)."""
         try:
-            items = Alert.query(alert_pk(service), Alert.sk.startswith(alert_period_prefix(period_start)))
+            items = Alert.query(alert_pk(service, kind), Alert.sk.startswith(alert_period_prefix(period_start)))
             return {a.ledger_key: a for a in items}
         except PynamoDBException as e:
             raise StoreError(f"reading alerts of {service!r} failed: {e}") from e
@@ -103,17 +104,17 @@ class AlertLedger:
             markers = list(AlertDue.query(ALERTS_DUE_PK, limit=scan))
             if not markers:
                 return []
-            found = {(a.pk, a.sk): a for a in Alert.batch_get([(alert_pk(m.service), m.alert_sk) for m in markers])}
+            found = {(a.pk, a.sk): a for a in Alert.batch_get([m.alert_key for m in markers])}
             alerts = []
             for marker in markers:
-                alert = found.get((alert_pk(marker.service), marker.alert_sk))
+                alert = found.get(marker.alert_key)
                 if alert is None or alert.status not in ("pending", "failed"):
                     marker.delete()  # settled (or gone) without its marker: nothing is due
                 else:
                     alerts.append(alert)
         except PynamoDBException as e:
             raise StoreError(f"reading the alerts due failed: {e}") from e
-        alerts.sort(key=lambda a: (float(a.claimed_at or 0), a.sk, a.service))
+        alerts.sort(key=lambda a: (float(a.claimed_at or 0), a.sk, a.subject_kind, a.service))
         return alerts[:limit]
 
     def give_up(self, alert: Alert, reason: str) -> bool:
@@ -131,24 +132,30 @@ class AlertLedger:
         alert.status, alert.error = "given_up", reason[:500]
         return True
 
-    def request_reevaluation(self, after: Optional[str], at: float) -> None:
-        """Remember where an unfinished rules change resumes (after that service), or that none is left."""
+    def request_reevaluation(self, after: Optional[str], at: float, kind: str = SERVICE) -> None:
+        """Remember where an unfinished rules change resumes (after that service, or with ``kind``
+        "consumer" that consumer; "" from the first), or that none is left."""
+        key = RULES_REEVALUATION_KEY if kind == SERVICE else CONSUMER_RULES_REEVALUATION_KEY
         try:
             if after is None:
-                RulesReevaluation(*RULES_REEVALUATION_KEY).delete()
+                RulesReevaluation(*key).delete()
             else:
-                RulesReevaluation(*RULES_REEVALUATION_KEY, after=after, requested_at=at).save()
+                RulesReevaluation(*key, after=after, requested_at=at).save()
         except PynamoDBException as e:
             raise StoreError(f"recording the rules re-evaluation failed: {e}") from e
 
-    def reevaluation_due(self) -> Optional[str]:
-        """The service an unfinished rules change resumes after, or None when there is none."""
-        item = read_item(RulesReevaluation, RULES_REEVALUATION_KEY, "the rules re-evaluation")
-        return item.after if item is not None else None
+    def reevaluation_due(self, kind: str = SERVICE) -> Optional[str]:
+        """The service (or consumer) an unfinished rules change resumes after ("" from the first), or
+        None when there is none."""
+        key = RULES_REEVALUATION_KEY if kind == SERVICE else CONSUMER_RULES_REEVALUATION_KEY
+        item = read_item(RulesReevaluation, key, "the rules re-evaluation")
+        if item is None:
+            return None
+        return item.after or ""
 
-    def history(self, service: str, limit: int = 200) -> List[dict]:
+    def history(self, service: str, limit: int = 200, kind: str = SERVICE) -> List[dict]:
         try:
-            items = list(Alert.query(alert_pk(service), scan_index_forward=False, limit=limit))
+            items = list(Alert.query(alert_pk(service, kind), scan_index_forward=False, limit=limit))
         except PynamoDBException as e:
             raise StoreError(f"reading the alert history of {service!r} failed: {e}") from e
         return [as_history(a) for a in items]

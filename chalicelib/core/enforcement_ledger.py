@@ -8,8 +8,8 @@ from typing import List, Optional
 from pynamodb.exceptions import DeleteError, PutError, PynamoDBException, UpdateError
 
 from chalicelib.core.errors import StoreError
-from chalicelib.core.models import (ENFORCEMENT_KEY, EnforcementNotice, EnforcementState, enforcement_notice_key,
-                                    is_condition_failure, read_item)
+from chalicelib.core.models import (ENFORCEMENT_KEY, SERVICE, EnforcementNotice, EnforcementState,
+                                    enforcement_notice_key, is_condition_failure, read_item)
 
 # A claim older than this was made by an alerts invocation that died (its timeout is 60 s).
 CLAIM_TIMEOUT_SECONDS = 90
@@ -41,11 +41,12 @@ class EnforcementLedger:
 
     # -- owner notices ----------------------------------------------------------------------
     def claim_notice(self, service: str, period_start: int, event: str, now: float,
-                     status: str = "pending") -> Optional[EnforcementNotice]:
-        """Claim the (service, period, event) notice; None when it is claimed already (settled,
-        or pending with a live sender). A pending claim older than CLAIM_TIMEOUT_SECONDS is taken
-        over: its sender died before it could send or give the claim back."""
-        notice = EnforcementNotice(*enforcement_notice_key(service, period_start, event), service=service,
+                     status: str = "pending", kind: str = SERVICE) -> Optional[EnforcementNotice]:
+        """Claim the (service, period, event) notice (a consumer's: ``kind``, under a key of its
+        own); None when it is claimed already (settled, or pending with a live sender). A pending
+        claim older than CLAIM_TIMEOUT_SECONDS is taken over: its sender died before it could send
+        or give the claim back."""
+        notice = EnforcementNotice(*enforcement_notice_key(service, period_start, event, kind), service=service,
                                    period_start=period_start, event=event, claimed_at=now, status=status)
         stale = (EnforcementNotice.status == "pending") & (EnforcementNotice.claimed_at < now - CLAIM_TIMEOUT_SECONDS)
         try:
@@ -56,10 +57,10 @@ class EnforcementLedger:
             raise StoreError(f"claiming the {event} notice of {service!r} failed: {e}") from e
         return notice
 
-    def notice_settled(self, service: str, period_start: int, event: str) -> bool:
+    def notice_settled(self, service: str, period_start: int, event: str, kind: str = SERVICE) -> bool:
         """Whether the (service, period, event) notice went out (or had nobody to go to, or was
         given up); a pending claim is not settled."""
-        notice = read_item(EnforcementNotice, enforcement_notice_key(service, period_start, event),
+        notice = read_item(EnforcementNotice, enforcement_notice_key(service, period_start, event, kind),
                            f"the {event} notice of {service!r}")
         return notice is not None and notice.status in SETTLED
 

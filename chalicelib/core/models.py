@@ -11,14 +11,21 @@ Key design (pk / sk):
 | CollectorState     | STATE              | collector, collector#<shard> (1..N-1) |
 | ShardAssignment    | STATE              | shard#<shard> (1..N-1)              |
 | Quota              | QUOTA              | <service>                           |
+| Quota (consumer)   | CONSUMER_QUOTA     | <consumer>                          |
 | QuotaRules         | RULES              | current                             |
 | AuditEntry         | AUDIT              | <ISO time>#<id>                     |
 | Alert              | ALERT#<service>    | <period start ISO>#<threshold>      |
-| AlertDue           | ALERTS_DUE         | <period start ISO>#<threshold>#<service> |
+| Alert (consumer)   | CONSUMER_ALERT#<consumer> | <period start ISO>#<threshold> |
+| AlertDue           | ALERTS_DUE         | <period start ISO>#<threshold>#<service> (a consumer's: ...@<consumer>) |
 | RulesReevaluation  | ALERTS_REEVALUATE  | rules                               |
 | EnforcementState   | STATE              | enforcement                         |
 | ScheduleTick       | STATE              | tick                                |
 | EnforcementNotice  | ENFORCE#<service>  | <period start ISO>#<block|unblock>  |
+| (consumer's)       | ENFORCE_CONSUMER#<consumer> | <period start ISO>#<block|unblock> |
+
+A consumer and a service may have the same name: every key a consumer has (quota, alerts, their
+due-markers, block notices) is spelled apart from a service's (``kind`` "consumer"), so the two
+never share a quota, an alert or a notice.
 
 Keys are deterministic and values absolute, so a retried or overlapping
 collector run writes the same items again (ARCHITECTURE.md, guarantee 2).
@@ -59,11 +66,14 @@ STATE_KEY = (STATE_PK, "collector")  # shard 0's state: the key an unsharded col
 ENFORCEMENT_KEY = (STATE_PK, "enforcement")
 TICK_KEY = (STATE_PK, "tick")  # rewritten each scheduled minute: its stream record is the alerts' sweep clock
 QUOTA_PK = "QUOTA"
+CONSUMER_QUOTA_PK = "CONSUMER_QUOTA"  # a consumer's own quota: apart from a service's of the same name
+SERVICE, CONSUMER = "service", "consumer"  # the kinds of thing a quota, an alert or a block is about
 RULES_KEY = ("RULES", "current")
 AUDIT_PK = "AUDIT"
 FORECAST = "forecast"  # the sort-key suffix of a forecast alert, in place of a threshold
 ALERTS_DUE_PK = "ALERTS_DUE"  # markers of alerts claimed but not yet sent (the sweep's work list)
 RULES_REEVALUATION_KEY = ("ALERTS_REEVALUATE", "rules")  # where an unfinished rules change resumes
+CONSUMER_RULES_REEVALUATION_KEY = ("ALERTS_REEVALUATE", "consumer-rules")  # the same, for consumers
 
 
 def collector_state_key(shard: int = 0) -> tuple:
@@ -84,8 +94,8 @@ def bucket_sk(level: str, start: int) -> str:
     return f"{level}#{iso_minute(start)}"
 
 
-def alert_pk(service: str) -> str:
-    return f"ALERT#{service}"
+def alert_pk(service: str, kind: str = SERVICE) -> str:
+    return f"ALERT#{service}" if kind == SERVICE else f"CONSUMER_ALERT#{service}"
 
 
 def alert_period_prefix(period_start: int) -> str:
@@ -96,13 +106,15 @@ def alert_sk(period_start: int, threshold, forecast: bool = False) -> str:
     return alert_period_prefix(period_start) + (FORECAST if forecast else format(threshold, "09.3f"))
 
 
-def alert_due_sk(service: str, period_start: int, threshold, forecast: bool = False) -> str:
+def alert_due_sk(service: str, period_start: int, threshold, forecast: bool = False, kind: str = SERVICE) -> str:
     # The alert's own sort key first (time-ordered), then the service: a name may hold any character.
-    return f"{alert_sk(period_start, threshold, forecast)}#{service}"
+    # A consumer's follows "@" instead of "#": the alert's sort key has a fixed shape (ISO time, "#",
+    # a threshold or "forecast"), so the character after it tells the kinds apart whatever the names.
+    return f"{alert_sk(period_start, threshold, forecast)}{'#' if kind == SERVICE else '@'}{service}"
 
 
-def enforcement_notice_key(service: str, period_start: int, event: str) -> tuple:
-    return f"ENFORCE#{service}", f"{iso(period_start)}#{event}"
+def enforcement_notice_key(service: str, period_start: int, event: str, kind: str = SERVICE) -> tuple:
+    return f"ENFORCE#{service}" if kind == SERVICE else f"ENFORCE_CONSUMER#{service}", f"{iso(period_start)}#{event}"
 
 
 def audit_sk(at: float, unique: str) -> str:
@@ -395,12 +407,22 @@ class Alert(_TableModel):
     direction = UnicodeAttribute(null=True)
     period_kind = UnicodeAttribute(null=True)
     covers = ListAttribute(default=list)  # the lower thresholds this email also announces
+    # None (every alert stored before consumers had quotas): a service's; "consumer": ``service``
+    # holds the consumer's key.
+    kind = UnicodeAttribute(null=True)
 
     @classmethod
-    def record(cls, service: str, period_start: int, threshold: float, forecast: bool = False, **fields) -> "Alert":
-        """The ledger entry of one (service, period, threshold) alert, or of the period's forecast."""
-        return cls(alert_pk(service), alert_sk(period_start, threshold, forecast), service=service,
-                   period_start=period_start, threshold=threshold, forecast=forecast, **fields)
+    def record(cls, service: str, period_start: int, threshold: float, forecast: bool = False,
+               kind: str = SERVICE, **fields) -> "Alert":
+        """The ledger entry of one (service, period, threshold) alert, or of the period's forecast
+        (of a consumer when ``kind`` says so: ``service`` is then the consumer's key)."""
+        return cls(alert_pk(service, kind), alert_sk(period_start, threshold, forecast), service=service,
+                   period_start=period_start, threshold=threshold, forecast=forecast,
+                   kind=None if kind == SERVICE else kind, **fields)
+
+    @property
+    def subject_kind(self) -> str:
+        return self.kind or SERVICE
 
     @property
     def ledger_key(self):
@@ -416,11 +438,19 @@ class AlertDue(_TableModel):
 
     service = UnicodeAttribute()
     alert_sk = UnicodeAttribute()
+    kind = UnicodeAttribute(null=True)  # as Alert.kind
 
     @classmethod
     def of(cls, alert: "Alert") -> "AlertDue":
+        kind = alert.subject_kind
         return cls(ALERTS_DUE_PK, alert_due_sk(alert.service, int(alert.period_start), alert.threshold,
-                                               bool(alert.forecast)), service=alert.service, alert_sk=alert.sk)
+                                               bool(alert.forecast), kind),
+                   service=alert.service, alert_sk=alert.sk, kind=alert.kind)
+
+    @property
+    def alert_key(self) -> tuple:
+        """The key of the alert this marker stands for."""
+        return alert_pk(self.service, self.kind or SERVICE), self.alert_sk
 
 
 class RulesReevaluation(_TableModel):
@@ -440,7 +470,8 @@ class EnforcementState(_TableModel):
         abstract = False
 
     last_reconcile_at = NumberAttribute(null=True)
-    # [{"service", "plugin_id", "period_start", "period_end", "usage_bytes", "limit_bytes", "reject_at", ...}]
+    # [{"service", "plugin_id", "period_start", "period_end", "usage_bytes", "limit_bytes", "reject_at", ...}];
+    # a consumer's block names it "consumer" (and "kind": "consumer") instead of "service"
     blocked = JSONAttribute(null=True)
     missing = JSONAttribute(null=True)  # services with a due block that the gateway does not know
     # Blocks started / ended that the alerts function has not settled yet (it tells the owners;

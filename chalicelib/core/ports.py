@@ -55,16 +55,22 @@ class Mailer(Protocol):
 class KongAdminPort(Protocol):
     """The Kong Admin API subset enforcement uses (chalicelib/enforce/kong_admin.py, ``KongAdmin``)."""
 
-    def list_our_plugins(self) -> Any:
+    def list_our_plugins(self, workspaces: Any = ()) -> Any:
         """``blocks``: our blocking plugins, each with ``id``, ``service``, ``service_id``,
-        ``message``; ``drift``: plugins tagged ours that are not exactly one of ours."""
+        ``message`` (and ``kind``: "consumer" for one scoped to a consumer, whose key ``service``
+        then holds; ``workspace``: where it was listed); ``drift``: plugins tagged ours that are not
+        exactly one of ours. ``workspaces``: other workspaces to list too (``ws:name`` keys)."""
         ...
 
     def block(self, service: str, message: str) -> str:
         """Block a service; return the plugin's id."""
         ...
 
-    def unblock(self, plugin_id: str) -> None: ...
+    def block_consumer(self, consumer: str, message: str) -> str:
+        """Block a consumer on every service; return the plugin's id."""
+        ...
+
+    def unblock(self, plugin_id: str, workspace: Optional[str] = None) -> None: ...
 
 
 @runtime_checkable
@@ -72,7 +78,7 @@ class AlertLedgerPort(Protocol):
     """Which alerts were claimed, sent or failed, with conditional writes
     (chalicelib/core/alert_ledger.py, ``AlertLedger``)."""
 
-    def for_period(self, service: str, period_start: int) -> Dict[object, Any]: ...
+    def for_period(self, service: str, period_start: int, kind: str = "service") -> Dict[object, Any]: ...
 
     def claim(self, claim: Any, existing: Optional[Any], higher: Iterable[float] = ()) -> bool: ...
 
@@ -88,11 +94,11 @@ class AlertLedgerPort(Protocol):
 
     def due(self, limit: int = 100) -> List[Any]: ...
 
-    def request_reevaluation(self, after: Optional[str], at: float) -> None: ...
+    def request_reevaluation(self, after: Optional[str], at: float, kind: str = "service") -> None: ...
 
-    def reevaluation_due(self) -> Optional[str]: ...
+    def reevaluation_due(self, kind: str = "service") -> Optional[str]: ...
 
-    def history(self, service: str, limit: int = 200) -> List[Dict[str, Any]]: ...
+    def history(self, service: str, limit: int = 200, kind: str = "service") -> List[Dict[str, Any]]: ...
 
 
 @runtime_checkable

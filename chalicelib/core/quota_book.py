@@ -9,6 +9,10 @@ once cannot both win, and the audit's "old" is always what the change replaced. 
 read a version says so (``if_match``, the HTTP If-Match of the version's ETag) and gets
 PreconditionFailed when it is no longer current; a caller that names none is retried from a
 fresh read, so its audit entry is still right.
+
+A consumer's quota (``kind="consumer"``) is the same document, kept under its own key
+(CONSUMER_QUOTA): a service and a consumer of the same name never share a quota, and the audit
+key says which (``quota/<service>``, ``consumer-quota/<consumer>``).
 """
 from __future__ import annotations
 
@@ -21,14 +25,24 @@ from typing import Any, Callable, List, Optional
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
 from chalicelib.core.errors import BadRequest, NotFound, PreconditionFailed, StoreError
-from chalicelib.core.models import (AUDIT_PK, QUOTA_PK, RULES_KEY, AuditEntry, Quota, QuotaRules, audit_sk,
-                                    is_condition_failure, read_item, transaction)
+from chalicelib.core.models import (AUDIT_PK, CONSUMER, CONSUMER_QUOTA_PK, QUOTA_PK, RULES_KEY, SERVICE, AuditEntry,
+                                    Quota, QuotaRules, audit_sk, is_condition_failure, read_item, transaction)
 from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot, meaningful, normalize_quota, normalize_rules
 from chalicelib.core.timeutil import iso
 from chalicelib.core.webhook_targets import STRICT, WebhookTargetPolicy
 
 
+_QUOTA_PKS = {SERVICE: QUOTA_PK, CONSUMER: CONSUMER_QUOTA_PK}
 WRITE_ATTEMPTS = 3  # a change without If-Match that lost a race is tried again from a fresh read
+
+
+def audit_key(name: str, kind: str = SERVICE) -> str:
+    """What an audit entry names: a service's quota, or a consumer's (never mistaken for each other)."""
+    return f"quota/{name}" if kind == SERVICE else f"consumer-quota/{name}"
+
+
+def _what(name: str, kind: str) -> str:
+    return f"the quota of {name!r}" if kind == SERVICE else f"the quota of consumer {name!r}"
 
 
 def etag(version: int) -> str:
@@ -72,49 +86,57 @@ class QuotaBook:
         self.webhook_policy = webhook_policy
 
     def load(self) -> QuotaSnapshot:
-        try:
-            quotas = {item.sk: item.body for item in Quota.query(QUOTA_PK)}
-        except PynamoDBException as e:
-            raise StoreError(f"reading quotas failed: {e}") from e
+        quotas, consumer_quotas = self._quotas(SERVICE), self._quotas(CONSUMER)
         rules = self._rules_item()
-        return QuotaSnapshot(quotas, rules.rules if rules else [])
+        return QuotaSnapshot(quotas, rules.rules if rules else [], consumer_quotas)
 
     def quota_for(self, service: str) -> EffectiveQuota:
         return self.load().quota_for(service)
 
-    def get(self, service: str) -> dict:
-        return self.get_versioned(service).body
+    def quota_for_consumer(self, consumer: str) -> EffectiveQuota:
+        return self.load().quota_for_consumer(consumer)
 
-    def get_versioned(self, service: str) -> Versioned:
-        item = self._quota_item(service)
+    def get(self, service: str, kind: str = SERVICE) -> dict:
+        return self.get_versioned(service, kind).body
+
+    def get_versioned(self, service: str, kind: str = SERVICE) -> Versioned:
+        """The own quota of a service (or of a consumer: ``kind``) and its version."""
+        item = self._item(service, kind)
         if item is None:
-            raise NotFound(f"service {service!r} has no quota of its own")
+            raise NotFound(f"{kind} {service!r} has no quota of its own")
         return Versioned(meaningful(item.body), _version(item))
 
-    def put(self, service: str, body, actor: Optional[str] = None, if_match: Optional[str] = None) -> dict:
-        return self.put_versioned(service, body, actor, if_match).body
+    def put(self, service: str, body, actor: Optional[str] = None, if_match: Optional[str] = None,
+            kind: str = SERVICE) -> dict:
+        return self.put_versioned(service, body, actor, if_match, kind).body
 
     def put_versioned(self, service: str, body, actor: Optional[str] = None,
-                      if_match: Optional[str] = None) -> Versioned:
+                      if_match: Optional[str] = None, kind: str = SERVICE) -> Versioned:
         quota = normalize_quota(body, self.webhook_policy)
+        pk = _QUOTA_PKS[kind]
 
         def change(item: Optional[Quota], now: float) -> Versioned:
             version = _version(item) + 1 if item is not None else 1
-            self._transact(Quota(QUOTA_PK, service, body=quota, updated_at=now, version=version), None,
+            self._transact(Quota(pk, service, body=quota, updated_at=now, version=version), None,
                            _unchanged_since(Quota, item),
-                           self._audit(now, f"quota/{service}", "put", item.body if item else None, quota, actor))
+                           self._audit(now, audit_key(service, kind), "put", item.body if item else None, quota,
+                                       actor))
             return Versioned(quota, version)
 
-        return self._change(lambda: self._quota_item(service), change, f"the quota of {service!r}", if_match)
+        return self._change(lambda: self._item(service, kind), change, _what(service, kind),
+                            if_match)
 
-    def delete(self, service: str, actor: Optional[str] = None, if_match: Optional[str] = None) -> None:
+    def delete(self, service: str, actor: Optional[str] = None, if_match: Optional[str] = None,
+               kind: str = SERVICE) -> None:
+        pk = _QUOTA_PKS[kind]
+
         def change(item: Optional[Quota], now: float) -> None:
             if item is None:
-                raise NotFound(f"service {service!r} has no quota of its own")
-            self._transact(None, Quota(QUOTA_PK, service), _unchanged_since(Quota, item),
-                           self._audit(now, f"quota/{service}", "delete", item.body, None, actor))
+                raise NotFound(f"{kind} {service!r} has no quota of its own")
+            self._transact(None, Quota(pk, service), _unchanged_since(Quota, item),
+                           self._audit(now, audit_key(service, kind), "delete", item.body, None, actor))
 
-        self._change(lambda: self._quota_item(service), change, f"the quota of {service!r}", if_match)
+        self._change(lambda: self._item(service, kind), change, _what(service, kind), if_match)
 
     def get_rules(self) -> List[dict]:
         return self.get_rules_versioned().body
@@ -173,8 +195,22 @@ class QuotaBook:
         raise PreconditionFailed(f"{what} kept changing while this change was written; try again")
 
     @staticmethod
+    def _quotas(kind: str) -> dict:
+        try:
+            return {item.sk: item.body for item in Quota.query(_QUOTA_PKS[kind])}
+        except PynamoDBException as e:
+            raise StoreError(f"reading {kind} quotas failed: {e}") from e
+
+    def _item(self, name: str, kind: str) -> Optional[Quota]:
+        return self._quota_item(name) if kind == SERVICE else self._consumer_quota_item(name)
+
+    @staticmethod
     def _quota_item(service: str) -> Optional[Quota]:
-        return read_item(Quota, (QUOTA_PK, service), f"the quota of {service!r}")
+        return read_item(Quota, (QUOTA_PK, service), _what(service, SERVICE))
+
+    @staticmethod
+    def _consumer_quota_item(consumer: str) -> Optional[Quota]:
+        return read_item(Quota, (CONSUMER_QUOTA_PK, consumer), _what(consumer, CONSUMER))
 
     @staticmethod
     def _rules_item() -> Optional[QuotaRules]:

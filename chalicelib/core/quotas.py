@@ -6,7 +6,11 @@ Beyond the schema: recipients are checked and normalised with ``email-validator`
 normalised, ASCII form is what is stored and mailed), and a webhook URL must pass the
 stage's target policy (core/webhook_targets.py).
 
-Rule patterns are globs (``*``, ``?``, ``[abc]``) matched against the whole service name
+A consumer (its key, names.qualified) has quotas of the same shape, stored apart from the
+services' (a service and a consumer of the same name never share one); a rule applies to
+services unless it says ``"applies_to": "consumer"``.
+
+Rule patterns are globs (``*``, ``?``, ``[abc]``) matched against the whole service (or consumer) name
 with ``fnmatch.fnmatchcase``: unlike a regular expression, no pattern can make matching
 take more than linear-ish time, so no rule can hang the alerts function or the API.
 """
@@ -24,12 +28,16 @@ import jsonschema
 from email_validator import EmailNotValidError, validate_email
 
 from chalicelib.core.errors import BadRequest
+from chalicelib.core.usage import ANONYMOUS_CONSUMER, OTHER_CONSUMERS
 from chalicelib.core.webhook_targets import STRICT, UnsafeWebhookTarget, WebhookTargetPolicy
 
 QUOTA_SCHEMA: dict = json.loads((Path(__file__).parent / "schemas" / "quota.json").read_text())
 DEFAULTS = {"period": "month", "anchor_day": 1, "direction": "total", "thresholds": [80, 90, 100], "notify": [],
             "action": "warn"}
 REJECT_AT_DEFAULT = 100
+APPLIES_TO = ("service", "consumer")
+# Consumer traffic that no consumer can be held to (core/usage.py): no quota, never blocked.
+UNQUOTABLE_CONSUMERS = (ANONYMOUS_CONSUMER, OTHER_CONSUMERS)
 
 
 def _rules_schema() -> dict:
@@ -38,14 +46,22 @@ def _rules_schema() -> dict:
         rule.pop(key, None)
     rule["properties"]["pattern"] = {
         "type": "string", "minLength": 1, "maxLength": 256, "not": {"pattern": "[\\x00-\\x1f\\x7f]"},
-        "description": "Glob matched against the whole service name (case-sensitive): * any run of "
-                       "characters, ? one character, [abc] one of a set; e.g. pay-* or *-api."}
+        "description": "Glob matched against the whole service name, or consumer key with applies_to "
+                       "consumer (case-sensitive): * any run of characters, ? one character, [abc] one of a "
+                       "set; e.g. pay-* or *-api."}
+    rule["properties"]["applies_to"] = {
+        "enum": list(APPLIES_TO), "default": "service",
+        "description": "What the pattern matches: service names (the default, so rules stored before consumers "
+                       "had quotas keep their meaning) or consumer keys (a workspace other than default "
+                       "prefixes its consumers' keys: ws:name). A consumer's quota counts its bytes on every "
+                       "service."}
     rule["required"] = ["pattern", "limit_bytes"]
     return {
         "$schema": QUOTA_SCHEMA["$schema"],
         "$id": "https://bandwidth-meter.local/v1/schemas/quota-rules",
         "title": "Quota rules",
-        "description": "Ordered; the first rule whose pattern matches a service applies unless it has its own quota.",
+        "description": "Ordered; the first rule whose pattern matches a service (or, with applies_to consumer, "
+                       "a consumer) applies unless it has its own quota.",
         "type": "object", "additionalProperties": False, "required": ["rules"],
         "properties": {"rules": {"type": "array", "maxItems": 200, "items": rule}},
     }
@@ -84,6 +100,16 @@ def validate_service_name(service: str) -> str:
     if not is_service_name(service):
         raise BadRequest("service must be 1 to 200 characters without control characters", parameter="service")
     return service
+
+
+def validate_consumer_name(consumer: str) -> str:
+    """A consumer key the API can hold a quota for: a name like a service's, and never the
+    anonymous traffic (or the bucket of consumers beyond a bucket's bound), which no one owns."""
+    if not is_service_name(consumer):
+        raise BadRequest("consumer must be 1 to 200 characters without control characters", parameter="consumer")
+    if consumer in UNQUOTABLE_CONSUMERS:
+        raise BadRequest(f"{consumer} is traffic without a consumer: it can have no quota", parameter="consumer")
+    return consumer
 
 
 def _field_path(error: jsonschema.ValidationError) -> str:
@@ -165,6 +191,11 @@ def matches(pattern: str, service: str) -> bool:
     return fnmatch.fnmatchcase(service, pattern)
 
 
+def applies_to(rule: dict) -> str:
+    """What a rule's pattern matches: rules stored before consumers had quotas match services."""
+    return rule.get("applies_to", "service")
+
+
 @dataclass(frozen=True)
 class EffectiveQuota:
     """What applies to one service: its own quota, a rule's, or none (usage still counted monthly)."""
@@ -217,23 +248,45 @@ class QuotaSnapshot:
     rules: List[dict] = field(default_factory=list)
     consumer_quotas: Dict[str, dict] = field(default_factory=dict)  # by consumer key (names.qualified)
 
+    def rules_for(self, kind: str) -> List[dict]:
+        """The rules whose pattern matches names of ``kind`` ("service" or "consumer"), in order."""
+        return [rule for rule in self.rules if applies_to(rule) == kind]
+
     def rejecting_services(self) -> Optional[Set[str]]:
         """The services a quota may block at the gateway: their names while only services' own
         quotas reject; None once a rule rejects (a pattern may match any service)."""
-        if any(EffectiveQuota.from_body("rule", rule).rejects for rule in self.rules):
+        return self._rejecting(self.quotas, "service")
+
+    def rejecting_consumers(self) -> Optional[Set[str]]:
+        """As rejecting_services, for consumers (their own quotas, and rules for consumers)."""
+        names = self._rejecting(self.consumer_quotas, "consumer")
+        return None if names is None else names - set(UNQUOTABLE_CONSUMERS)
+
+    def _any_rule_rejects(self, kind: str) -> bool:
+        return any(EffectiveQuota.from_body("rule", rule).rejects for rule in self.rules_for(kind))
+
+    def _rejecting(self, own: Dict[str, dict], kind: str) -> Optional[Set[str]]:
+        if self._any_rule_rejects(kind):
             return None
-        return {name for name, body in self.quotas.items() if EffectiveQuota.from_body("service", body).rejects}
+        return {name for name, body in own.items() if EffectiveQuota.from_body(kind, body).rejects}
 
     def quota_for(self, service: str) -> EffectiveQuota:
         if service in self.quotas:
             return EffectiveQuota.from_body("service", self.quotas[service])
-        for rule in self.rules:
-            if matches(rule["pattern"], service):
-                return EffectiveQuota.from_body(f"rule:{rule['pattern']}", rule)
-        return NO_QUOTA
+        return self._rule_quota(service, "service")
 
     def quota_for_consumer(self, consumer: str) -> EffectiveQuota:
-        """What applies to one consumer (its key, names.qualified): its own quota, or none."""
+        """What applies to one consumer (its key, names.qualified): its own quota, else the first
+        rule for consumers whose pattern matches its key, else none. Anonymous traffic (and the
+        consumers beyond a bucket's bound) has none: no one can be held to it."""
+        if consumer in UNQUOTABLE_CONSUMERS:
+            return NO_QUOTA
         if consumer in self.consumer_quotas:
             return EffectiveQuota.from_body("consumer", self.consumer_quotas[consumer])
+        return self._rule_quota(consumer, "consumer")
+
+    def _rule_quota(self, name: str, kind: str) -> EffectiveQuota:
+        for rule in self.rules_for(kind):
+            if matches(rule["pattern"], name):
+                return EffectiveQuota.from_body(f"rule:{rule['pattern']}", rule)
         return NO_QUOTA

@@ -21,7 +21,16 @@ Requests, as Kong's Admin API has them:
   429, "message": ...}, "tags": ["bandwidth-meter"]}`` -> 201; 409 when the service already has one
 - ``GET  /plugins?tags=bandwidth-meter``        tagged ours, paged (``offset`` / ``next``)
 - ``DELETE /plugins/{id}``                      204 (also when it is already gone)
-With ``KONG_WORKSPACE`` every path is prefixed with ``/{workspace}``; ``KONG_ADMIN_TOKEN`` is
+Consumers alike: ``GET /consumers/{username}`` (the answer used only if its ``username`` is
+exactly the name), then ``GET`` / ``POST /consumers/{id}/plugins`` (a plugin scoped to the
+consumer only: it blocks the consumer on every service). ``list_our_plugins`` returns our
+consumer-scoped request-termination plugins as consumer blocks; the reconcile, which knows which
+consumers have a block due, decides whether one is a block or drift.
+
+A key from another workspace (``ws:name``, core/names.py) is looked up and written under that
+workspace's prefix (``/ws/services/name``, ``/ws/consumers/name``), and the listing reads each
+workspace asked for (``/ws/plugins?tags=...``). With ``KONG_WORKSPACE`` every other path is
+prefixed with ``/{workspace}``; ``KONG_ADMIN_TOKEN`` is
 sent as ``Kong-Admin-Token`` (Kong Enterprise RBAC) and redirects are never followed, so the
 token never goes to another host.
 
@@ -35,12 +44,14 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 from urllib.parse import quote, urlsplit
 
 import requests
 
 from chalicelib.core.errors import GatewayError, GatewayServiceNotFound
+from chalicelib.core.models import CONSUMER, SERVICE
+from chalicelib.core.names import DEFAULT_WORKSPACE, SEPARATOR, qualified, workspace_and_name
 from chalicelib.enforce.kong_plugin import PLUGIN, TAG, plugin_body
 
 RETRIES = 3  # attempts per request; a reconcile runs again a minute later anyway
@@ -50,16 +61,25 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 # non-ASCII characters. Anything else (``/``, ``\``, ``%``, ``?``, ``#``, spaces, controls...) is a
 # character a URL parser, a proxy or Kong's router may decode, cut at or fold into another path.
 _KONG_NAME = re.compile(r"^(?:[A-Za-z0-9._~-]|[^\x00-\x7f])+$")
+# A consumer's username may be anything in Kong; those holding ``@`` or ``+`` (an email, say) are
+# sent too: percent-encoded in a path, no parser, proxy or router reads either as a delimiter.
+_KONG_USERNAME = re.compile(r"^(?:[A-Za-z0-9._~@+-]|[^\x00-\x7f])+$")
 
 
 @dataclass(frozen=True)
 class BlockPlugin:
-    """One of our request-termination plugins on a Kong service."""
+    """One of our request-termination plugins on a Kong service (or scoped to a consumer: ``kind``)."""
 
     id: str
-    service: str  # the Kong service's name ("" if Kong no longer knows it)
-    service_id: str
+    service: str  # the Kong service's key, or the consumer's ("" if Kong no longer knows it)
+    service_id: str  # the service's id, or the consumer's
     message: Optional[str] = None
+    kind: str = SERVICE
+    workspace: Optional[str] = None  # the workspace it was listed in (None: the configured one)
+
+    @property
+    def key(self) -> tuple:
+        return self.kind, self.service
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,7 @@ class Drift:
     id: str
     name: str
     why: str  # e.g. "global (no service)", "scoped to a route"
+    workspace: Optional[str] = None
 
     def as_dict(self) -> dict:
         return {"plugin_id": self.id, "name": self.name, "why": self.why}
@@ -84,12 +105,26 @@ class NotAServiceName(GatewayServiceNotFound):
     """A name that cannot be a Kong service name: refused before any request is sent."""
 
 
-def check_service_name(name: str) -> str:
+def check_service_name(name: str, pattern: re.Pattern = _KONG_NAME, what: str = "service name") -> str:
     """The name, if it may be sent as one path segment; NotAServiceName otherwise."""
-    if (not isinstance(name, str) or name in (".", "..") or not _KONG_NAME.match(name)
+    if (not isinstance(name, str) or name in (".", "..") or not pattern.match(name)
             or any(unicodedata.category(c)[0] in "CZ" for c in name)):  # invisible or spacing: refused too
-        raise NotAServiceName(f"{name!r} is not a Kong service name (refused, never sent to Kong)")
+        raise NotAServiceName(f"{name!r} is not a Kong {what} (refused, never sent to Kong)")
     return name
+
+
+def check_username(name: str) -> str:
+    """As check_service_name, for a consumer's username (``@`` and ``+`` allowed too)."""
+    return check_service_name(name, _KONG_USERNAME, "consumer username")
+
+
+def is_kong_name(name) -> bool:
+    """Whether ``name`` may be sent as one path segment (check_service_name without raising)."""
+    try:
+        check_service_name(name)
+    except NotAServiceName:
+        return False
+    return True
 
 
 def is_uuid(value) -> bool:
@@ -100,7 +135,8 @@ class KongAdmin:
     def __init__(self, base_url: str, token: Optional[str] = None, workspace: Optional[str] = None,
                  session: Optional[requests.Session] = None, timeout: float = 5,
                  sleep: Callable[[float], None] = time.sleep, retries: int = RETRIES):
-        self.base_url = base_url.rstrip("/") + (f"/{quote(workspace, safe='')}" if workspace else "")
+        self.root_url = base_url.rstrip("/")
+        self.base_url = self.root_url + (f"/{quote(workspace, safe='')}" if workspace else "")
         self.session = session or requests.Session()
         self.headers = {"Accept": "application/json", **({"Kong-Admin-Token": token} if token else {})}
         self.timeout = timeout
@@ -110,89 +146,130 @@ class KongAdmin:
 
     # -- the operations ------------------------------------------------------------------------
     def service_id(self, service: str) -> str:
-        """The id of the Kong service named exactly ``service``; GatewayServiceNotFound when Kong
-        has none (or answers with another entity: ``service`` was some other entity's id)."""
-        check_service_name(service)
-        # 400: Kong refused the key itself (not a name it could hold): no such service either.
-        answer = self._request("GET", f"/services/{quote(service, safe='')}", f"looking up {service!r}",
-                               accept=(200, 400, 404))
-        entity = _json(answer) if answer.status_code == 200 else {}
-        if answer.status_code != 200 or entity.get("name") != service:
-            raise GatewayServiceNotFound(f"Kong has no service named {service!r}")
-        if not is_uuid(entity.get("id")):
-            raise GatewayError(f"Kong answered service {service!r} with an id that is not a UUID; nothing was sent")
-        return entity["id"]
+        """The id of the Kong service named exactly ``service`` (a key: ``ws:name`` is looked up in
+        workspace ws); GatewayServiceNotFound when Kong has none (or answers with another entity:
+        ``service`` was some other entity's id)."""
+        return self._entity_id(SERVICE, service)
 
-    def list_our_plugins(self) -> OurPlugins:
-        """Every plugin tagged ours: our blocks (with their service's name), and drift: anything
-        tagged ours that is not a request-termination plugin on exactly one service."""
-        found, names = OurPlugins(), {}
-        path: Optional[str] = f"/plugins?tags={TAG}&size={PAGE_SIZE}"
-        while path:
-            page = _json(self._request("GET", path, "listing our plugins"))
-            for plugin in page.get("data") or []:
-                if TAG not in (plugin.get("tags") or []):
-                    continue  # Kong filtered by tag; never trust a page further than that
-                drift = _drift(plugin)
-                if drift is not None:
-                    found.drift.append(drift)
-                    continue
-                service_id = plugin["service"]["id"]
-                if service_id not in names:
-                    names[service_id] = self._service_name(service_id)
-                found.blocks.append(BlockPlugin(plugin["id"], names[service_id], service_id,
-                                                (plugin.get("config") or {}).get("message")))
-            offset = page.get("offset")
-            path = f"/plugins?tags={TAG}&size={PAGE_SIZE}&offset={quote(str(offset), safe='')}" if offset else None
+    def consumer_id(self, consumer: str) -> str:
+        """The id of the Kong consumer whose username is exactly ``consumer`` (a key, as for services)."""
+        return self._entity_id(CONSUMER, consumer)
+
+    def list_our_plugins(self, workspaces: Iterable[str] = ()) -> OurPlugins:
+        """Every plugin tagged ours, in the configured workspace and in each of ``workspaces``: our
+        service blocks (with their service's key), our consumer-scoped request-termination plugins
+        (with their consumer's key; the reconcile decides which are blocks), and drift: anything
+        else tagged ours (not a request-termination plugin on exactly one service or consumer)."""
+        found = OurPlugins()
+        # A workspace no Kong could have (from a hostile label) is never listed: its blocks are
+        # reported missing when they are applied, and the other workspaces are reconciled.
+        for workspace in [None] + sorted(w for w in set(workspaces) - {None} if is_kong_name(w)):
+            self._list_in(workspace, found)
         return found
 
     def block(self, service: str, message: str) -> str:
         """Make sure the service has our request-termination plugin; return its id."""
-        service_id = self.service_id(service)
-        existing = self._own_plugin(service, service_id)
-        if existing:
-            return existing
-        answer = self._request("POST", f"/services/{service_id}/plugins", f"blocking {service!r}",
-                               json=plugin_body(message), accept=(201, 404, 409))
-        if answer.status_code == 404:
-            raise GatewayServiceNotFound(f"Kong service {service!r} went away while it was being blocked")
-        if answer.status_code == 201:
-            return _json(answer)["id"]
-        # 409: the service already has a request-termination plugin: ours (an earlier attempt whose
-        # answer was lost) or one an operator added, which we leave alone and report.
-        existing = self._own_plugin(service, service_id)
-        if existing:
-            return existing
-        raise GatewayError(f"Kong service {service!r} already has a request-termination plugin that is not "
-                           f"tagged {TAG}; it was left as it is")
+        return self._block(SERVICE, service, message)
 
-    def unblock(self, plugin_id: str) -> None:
+    def block_consumer(self, consumer: str, message: str) -> str:
+        """Make sure the consumer has our request-termination plugin (on every service); return its id."""
+        return self._block(CONSUMER, consumer, message)
+
+    def unblock(self, plugin_id: str, workspace: Optional[str] = None) -> None:
         """Delete one of our plugins (or a drifted one) by its id; gone already is fine."""
         if not is_uuid(plugin_id):
             raise GatewayError(f"plugin id {plugin_id!r} is not a UUID; nothing was sent")
-        self._request("DELETE", f"/plugins/{plugin_id}", f"removing plugin {plugin_id}", accept=(204, 404))
+        self._request("DELETE", f"/plugins/{plugin_id}", f"removing plugin {plugin_id}", accept=(204, 404),
+                      workspace=workspace)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _own_plugin(self, service: str, service_id: str) -> Optional[str]:
-        answer = self._request("GET", f"/services/{service_id}/plugins?size={PAGE_SIZE}",
-                               f"reading the plugins of {service!r}", accept=(200, 404))
+    def _entity_id(self, kind: str, key: str) -> str:
+        workspace, name = _located(key, kind)
+        collection, field_name = _COLLECTIONS[kind]
+        # 400: Kong refused the key itself (not a name it could hold): no such entity either.
+        answer = self._request("GET", f"/{collection}/{quote(name, safe='')}", f"looking up {kind} {key!r}",
+                               accept=(200, 400, 404), workspace=workspace)
+        entity = _json(answer) if answer.status_code == 200 else {}
+        if answer.status_code != 200 or entity.get(field_name) != name:
+            raise GatewayServiceNotFound(f"Kong has no {kind} named {key!r}")
+        if not is_uuid(entity.get("id")):
+            raise GatewayError(f"Kong answered {kind} {key!r} with an id that is not a UUID; nothing was sent")
+        return entity["id"]
+
+    def _block(self, kind: str, key: str, message: str) -> str:
+        workspace, _ = _located(key, kind)
+        collection, _ = _COLLECTIONS[kind]
+        entity_id = self._entity_id(kind, key)
+        existing = self._own_plugin(kind, key, entity_id, workspace)
+        if existing:
+            return existing
+        answer = self._request("POST", f"/{collection}/{entity_id}/plugins", f"blocking {kind} {key!r}",
+                               json=plugin_body(message), accept=(201, 404, 409), workspace=workspace)
         if answer.status_code == 404:
-            raise GatewayServiceNotFound(f"Kong service {service!r} went away while it was being blocked")
+            raise GatewayServiceNotFound(f"Kong {kind} {key!r} went away while it was being blocked")
+        if answer.status_code == 201:
+            return _json(answer)["id"]
+        # 409: the entity already has a request-termination plugin: ours (an earlier attempt whose
+        # answer was lost) or one an operator added, which we leave alone and report.
+        existing = self._own_plugin(kind, key, entity_id, workspace)
+        if existing:
+            return existing
+        raise GatewayError(f"Kong {kind} {key!r} already has a request-termination plugin that is not "
+                           f"tagged {TAG}; it was left as it is")
+
+    def _list_in(self, workspace: Optional[str], found: OurPlugins) -> None:
+        names: Dict[tuple, str] = {}
+        path: Optional[str] = f"/plugins?tags={TAG}&size={PAGE_SIZE}"
+        where = f" in workspace {workspace}" if workspace else ""
+        while path:
+            page = _json(self._request("GET", path, "listing our plugins" + where, workspace=workspace))
+            for plugin in page.get("data") or []:
+                if TAG not in (plugin.get("tags") or []):
+                    continue  # Kong filtered by tag; never trust a page further than that
+                kind = CONSUMER if _is_consumer_block(plugin) else SERVICE
+                drift = None if kind == CONSUMER else _drift(plugin)
+                if drift is not None:
+                    found.drift.append(Drift(drift.id, drift.name, drift.why, workspace))
+                    continue
+                entity_id = plugin[kind]["id"]
+                if (kind, entity_id) not in names:
+                    names[(kind, entity_id)] = self._entity_name(kind, entity_id, workspace)
+                name = names[(kind, entity_id)]
+                found.blocks.append(BlockPlugin(plugin["id"], qualified(workspace, name) if workspace and name
+                                                else name, entity_id, (plugin.get("config") or {}).get("message"),
+                                                kind, workspace))
+            offset = page.get("offset")
+            path = f"/plugins?tags={TAG}&size={PAGE_SIZE}&offset={quote(str(offset), safe='')}" if offset else None
+
+    def _own_plugin(self, kind: str, key: str, entity_id: str, workspace: Optional[str]) -> Optional[str]:
+        collection, _ = _COLLECTIONS[kind]
+        answer = self._request("GET", f"/{collection}/{entity_id}/plugins?size={PAGE_SIZE}",
+                               f"reading the plugins of {kind} {key!r}", accept=(200, 404), workspace=workspace)
+        if answer.status_code == 404:
+            raise GatewayServiceNotFound(f"Kong {kind} {key!r} went away while it was being blocked")
+        mine = _is_consumer_block if kind == CONSUMER else (lambda p: _drift(p) is None)
         for plugin in _json(answer).get("data") or []:
-            if plugin.get("name") == PLUGIN and TAG in (plugin.get("tags") or []) and _drift(plugin) is None:
+            if plugin.get("name") == PLUGIN and TAG in (plugin.get("tags") or []) and mine(plugin):
                 return plugin["id"]
         return None
 
-    def _service_name(self, service_id: str) -> str:
-        answer = self._request("GET", f"/services/{service_id}", "reading a service", accept=(200, 404))
+    def _entity_name(self, kind: str, entity_id: str, workspace: Optional[str]) -> str:
+        collection, field_name = _COLLECTIONS[kind]
+        answer = self._request("GET", f"/{collection}/{entity_id}", f"reading a {kind}", accept=(200, 404),
+                               workspace=workspace)
         entity = _json(answer) if answer.status_code == 200 else {}
-        if entity.get("id") != service_id:
-            return ""  # the service is gone (its plugins go with it in Kong)
-        return entity.get("name") or ""
+        if entity.get("id") != entity_id:
+            return ""  # the entity is gone (its plugins go with it in Kong)
+        return entity.get(field_name) or ""
+
+    def _service_name(self, service_id: str) -> str:
+        return self._entity_name(SERVICE, service_id, None)
 
     def _request(self, method: str, path: str, what: str, json: Optional[dict] = None,
-                 accept=(200,)) -> requests.Response:
-        url = self.base_url + path
+                 accept=(200,), workspace: Optional[str] = None) -> requests.Response:
+        if workspace is not None:
+            check_service_name(workspace)  # one path segment, never rewritten into another path
+        url = (self.base_url if workspace is None else f"{self.root_url}/{quote(workspace, safe='')}") + path
         last: Optional[str] = None
         for attempt in range(self.retries):
             if attempt:
@@ -216,6 +293,28 @@ class KongAdmin:
                 continue
             raise GatewayError(f"Kong Admin API refused {what}: HTTP {answer.status_code} {_message(answer)}")
         raise GatewayError(f"Kong Admin API failed {what} after {self.retries} attempts: {last}")
+
+
+_COLLECTIONS = {SERVICE: ("services", "name"), CONSUMER: ("consumers", "username")}
+
+
+def _located(key: str, kind: str = SERVICE) -> tuple:
+    """(workspace or None, name) of a key, both checked to be sendable as one path segment: a
+    default-workspace key stays in the configured workspace (None)."""
+    check_name = check_username if kind == CONSUMER else check_service_name
+    if SEPARATOR not in key:
+        return None, check_name(key)
+    workspace, name = workspace_and_name(key)
+    check_service_name(workspace)
+    check_name(name)
+    return (None if workspace == DEFAULT_WORKSPACE else workspace), name
+
+
+def _is_consumer_block(plugin: dict) -> bool:
+    """A request-termination plugin scoped to exactly one consumer (no service, route or group)."""
+    return (plugin.get("name") == PLUGIN and is_uuid(plugin.get("id"))
+            and is_uuid((plugin.get("consumer") or {}).get("id"))
+            and not plugin.get("service") and not plugin.get("route") and not plugin.get("consumer_group"))
 
 
 def _drift(plugin: dict) -> Optional[Drift]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from chalicelib.core.enforcement import Block
+from chalicelib.core.models import CONSUMER
+from chalicelib.core.names import workspace_and_name
 from chalicelib.core.timeutil import iso
 
 TAG = "bandwidth-meter"
@@ -18,7 +20,8 @@ BLOCK_STATUS = 429
 def block_message(block: Block) -> str:
     """What a blocked client reads in the 429 body: the quota, and when it resets. Stable for the
     period (no running figures), so the plugin and a decK file do not churn each minute."""
-    return (f"Bandwidth quota exceeded: {block.service} reached {block.reject_at:g}% of its {block.period_kind} "
+    who = f"consumer {block.service}" if block.kind == CONSUMER else block.service
+    return (f"Bandwidth quota exceeded: {who} reached {block.reject_at:g}% of its {block.period_kind} "
             f"quota of {block.limit_bytes} bytes ({block.direction}); requests are refused until "
             f"{iso(block.period_end)}")
 
@@ -30,11 +33,19 @@ def plugin_body(message: str) -> dict:
 
 def deck_snippet(blocks: Iterable[Block]) -> dict:
     """A decK state file with exactly our plugins (``deck gateway sync --select-tag bandwidth-meter``
-    keeps a DB-mode Kong or Konnect at it; for DB-less Kong merge it into the declarative config)."""
+    keeps a DB-mode Kong or Konnect at it; for DB-less Kong merge it into the declarative config).
+    A consumer's block is a plugin scoped to the consumer (its username); a block in a workspace
+    other than default names the entity without its ``ws:`` prefix and says its workspace under
+    ``tags`` (``workspace:<ws>``), as decK files are kept one per workspace."""
+    def plugin(b: Block) -> dict:
+        workspace, name = workspace_and_name(b.service)
+        scope = "consumer" if b.kind == CONSUMER else "service"
+        tags = [TAG] + ([f"workspace:{workspace}"] if b.service != name else [])
+        return {"name": PLUGIN, scope: name, "tags": tags,
+                "config": {"status_code": BLOCK_STATUS, "message": block_message(b)}}
+
     return {
         "_format_version": "3.0",
         "_info": {"select_tags": [TAG]},
-        "plugins": [{"name": PLUGIN, "service": b.service, "tags": [TAG],
-                     "config": {"status_code": BLOCK_STATUS, "message": block_message(b)}}
-                    for b in sorted(blocks, key=lambda b: b.service)],
+        "plugins": [plugin(b) for b in sorted(blocks, key=lambda b: (b.kind != "service", b.service))],
     }

@@ -17,6 +17,13 @@ such redelivery.
 
 Quota and rule changes are judged against the period containing now only (never one that
 ended); a raised limit re-arms the thresholds usage is now below, a lowered one alerts at once.
+
+Consumers alike: a consumer's usage item (pk CONSUMERS, written by the collector) or own quota
+(pk CONSUMER_QUOTA) on the stream is judged against the consumer's quota, with the same ledger
+under keys of its own (``kind`` "consumer"), so a consumer and a service of the same name never
+settle each other's alerts. Anonymous traffic has no quota and never alerts. A rules change is
+judged for the consumers a rule for consumers governs as for services (after them, within a
+budget of its own, resumed by the sweep).
 """
 from __future__ import annotations
 
@@ -27,7 +34,9 @@ from typing import Callable, Iterable, List, Optional
 
 from chalicelib.core import observability
 from chalicelib.core.errors import MailError
-from chalicelib.core.models import (ENFORCEMENT_KEY, FORECAST, QUOTA_PK, RULES_KEY, SERVICES_PK, TICK_KEY, Alert,
+from chalicelib.core.consumer_usage import ConsumerUsageReader, consumer_period_usage
+from chalicelib.core.models import (CONSUMER, CONSUMER_QUOTA_PK, CONSUMERS_PK, ENFORCEMENT_KEY, FORECAST, QUOTA_PK,
+                                    RULES_KEY, SERVICE, SERVICES_PK, TICK_KEY, Alert, ConsumerUsage,
                                     EnforcementState, ServiceUsage)
 from chalicelib.core.periods import Period
 from chalicelib.core.quotas import EffectiveQuota
@@ -75,8 +84,9 @@ class SweepReport:
 class AlertProcessor:
     def __init__(self, store, ledger, quotas, mailer, public_url: str, webhook=None,
                  rules_budget_seconds: float = 20, monotonic: Callable[[], float] = time.monotonic,
-                 enforcement_notifier=None):
+                 enforcement_notifier=None, consumers=None):
         self.store = store
+        self.consumers = consumers or ConsumerUsageReader()  # the consumers' usage items
         self.enforcement_notifier = enforcement_notifier  # block started / ended notices; None: not enforcing
         self.ledger = ledger
         self.quotas = quotas
@@ -110,8 +120,14 @@ class AlertProcessor:
             self.evaluate(sk, now, ServiceUsage.from_raw_data(record.new_image), snapshot.quota_for(sk))
         elif pk == QUOTA_PK:
             self.evaluate(sk, now, quota=snapshot.quota_for(sk), quota_changed=True)
+        elif pk == CONSUMERS_PK and record.new_image:
+            self.evaluate(sk, now, ConsumerUsage.from_raw_data(record.new_image), snapshot.quota_for_consumer(sk),
+                          kind=CONSUMER)
+        elif pk == CONSUMER_QUOTA_PK:
+            self.evaluate(sk, now, quota=snapshot.quota_for_consumer(sk), quota_changed=True, kind=CONSUMER)
         elif (pk, sk) == RULES_KEY:
             self.reevaluate_rules(now, snapshot)
+            self.reevaluate_consumer_rules(now, snapshot)
         elif (pk, sk) == ENFORCEMENT_KEY and record.new_image and self.enforcement_notifier is not None:
             # The reconcile recorded blocks that started or ended: tell their owners (raises, so
             # the record is retried, when a delivery fails).
@@ -125,21 +141,24 @@ class AlertProcessor:
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, service: str, now: float, usage_item: Optional[ServiceUsage] = None,
-                 quota: Optional[EffectiveQuota] = None, quota_changed: bool = False) -> Optional[float]:
-        """Send the due alert for a service, if any; return the threshold notified.
+                 quota: Optional[EffectiveQuota] = None, quota_changed: bool = False,
+                 kind: str = SERVICE) -> Optional[float]:
+        """Send the due alert for a service (or a consumer: ``kind``, ``service`` its key), if any;
+        return the threshold notified.
 
         ``quota_changed``: the quota (or a rule) changed, not the usage: judge the period
         containing ``now`` only, and re-arm the thresholds the usage is now below."""
-        quota = quota or self.quotas.quota_for(service)
+        quota = quota or self._quota_for(service, kind)
         if quota.limit_bytes is None:
             return None
-        item = usage_item or self.store.get_service(service)
+        item = usage_item or (self.store.get_service(service) if kind == SERVICE
+                              else self.consumers.get_consumer(service))
         if item is None:
             return None
-        judged = self._usage(item, quota, now, quota_changed)
+        judged = self._usage(item, quota, now, quota_changed, kind)
         period, usage = judged.period, judged.of(quota.direction)
         crossed_at = int(now) if quota_changed else (int(item.through) if item.through is not None else int(now))
-        existing = self.ledger.for_period(service, period.start)
+        existing = self.ledger.for_period(service, period.start, kind)
         if quota_changed:
             self._rearm(existing, usage, quota)
         sent = None
@@ -150,7 +169,7 @@ class AlertProcessor:
             alert = emails.ThresholdAlert(service, highest, usage, quota.limit_bytes, quota.direction,
                                           period.adjective, period.start, period.end, crossed_at,
                                           covered=tuple(pending[:-1]),
-                                          reject_at=quota.reject_at if quota.rejects else None)
+                                          reject_at=quota.reject_at if quota.rejects else None, kind=kind)
             higher = [t for t in quota.thresholds if t > highest]
             claim = self._claim(alert, quota, existing.get(highest), now, higher)
             if claim is not None:
@@ -163,18 +182,24 @@ class AlertProcessor:
             if eta is not None:
                 alert = emails.ThresholdAlert(service, 100, usage, quota.limit_bytes, quota.direction,
                                               period.adjective, period.start, period.end, crossed_at,
-                                              forecast_eta=eta)
+                                              forecast_eta=eta, kind=kind)
                 claim = self._claim(alert, quota, existing.get(FORECAST), now)
                 if claim is not None:
                     self._send(claim, alert, list(quota.notify), quota.webhook_url, now)
         return sent
 
-    def _usage(self, item: ServiceUsage, quota: EffectiveQuota, now: float, quota_changed: bool) -> PeriodUsage:
+    def _usage(self, item, quota: EffectiveQuota, now: float, quota_changed: bool, kind: str = SERVICE) -> PeriodUsage:
         """The usage to judge: for a usage change, the stream image's own period when it counts the
         quota's cycle (exact even if the record arrives after the period ended); else the period of now."""
         own_period = (not quota_changed and item.counts_cycle(quota.period, quota.anchor_day)
                       and int(item.period_end) > 0)
-        return period_usage(self.store, item, quota, int(item.period_start) if own_period else now)
+        at = int(item.period_start) if own_period else now
+        if kind == CONSUMER:
+            return consumer_period_usage(self.store, item, quota, at)
+        return period_usage(self.store, item, quota, at)
+
+    def _quota_for(self, name: str, kind: str) -> EffectiveQuota:
+        return self.quotas.quota_for(name) if kind == SERVICE else self.quotas.quota_for_consumer(name)
 
     def _rearm(self, existing: dict, usage: int, quota: EffectiveQuota) -> None:
         for key, alert in list(existing.items()):
@@ -192,7 +217,7 @@ class AlertProcessor:
     def _new_alert(self, alert: emails.ThresholdAlert, quota: EffectiveQuota, threshold: float,
                    status: str, now: float) -> Alert:
         return Alert.record(alert.service, alert.period_start, threshold, alert.forecast_eta is not None,
-                            period_end=alert.period_end, status=status, usage_bytes=alert.usage_bytes,
+                            kind=alert.kind, period_end=alert.period_end, status=status, usage_bytes=alert.usage_bytes,
                             limit_bytes=alert.limit_bytes, recipients=list(quota.notify),
                             crossed_at=alert.crossed_at, claimed_at=now, forecast_eta=alert.forecast_eta,
                             direction=alert.direction, period_kind=alert.period_kind, covers=list(alert.covered))
@@ -263,6 +288,27 @@ class AlertProcessor:
         self.ledger.request_reevaluation(after=None, at=now)
         return None
 
+    def reevaluate_consumer_rules(self, now: float, snapshot=None, after: Optional[str] = None) -> Optional[str]:
+        """As reevaluate_rules, for the consumers a rule for consumers governs (none while no rule
+        applies to consumers), within a budget of its own; "" for ``after`` starts from the first."""
+        snapshot = snapshot or self.quotas.load()
+        if not snapshot.rules_for(CONSUMER):
+            if after is not None:
+                self.ledger.request_reevaluation(after=None, at=now, kind=CONSUMER)
+            return None
+        deadline = self.monotonic() + self.rules_budget_seconds
+        for item in self.consumers.list_consumers(after=after or None):
+            quota = snapshot.quota_for_consumer(item.consumer)
+            if quota.source.startswith("rule:"):
+                self.evaluate(item.consumer, now, item, quota, quota_changed=True, kind=CONSUMER)
+            if self.monotonic() > deadline:
+                self.ledger.request_reevaluation(after=item.consumer, at=now, kind=CONSUMER)
+                log.info("alerts: rules change re-evaluated up to consumer %r; the sweep goes on from there",
+                         item.consumer)
+                return item.consumer
+        self.ledger.request_reevaluation(after=None, at=now, kind=CONSUMER)
+        return None
+
     # -- the sweep: what the stream could not finish --------------------------------------------
     def sweep(self, now: float) -> SweepReport:
         """Redeliver due alerts (failed, or claimed by a sender that died) and continue an
@@ -289,6 +335,10 @@ class AlertProcessor:
         if resume is not None:
             report.rules_services += 1
             self.reevaluate_rules(now, after=resume or None)
+        resume = self.ledger.reevaluation_due(kind=CONSUMER)
+        if resume is not None:
+            report.rules_services += 1
+            self.reevaluate_consumer_rules(now, after=resume)
         return report
 
     def _give_up_if_overdue(self, alert: Alert, now: float, report: SweepReport) -> bool:
@@ -309,13 +359,14 @@ class AlertProcessor:
 
     def _redeliver(self, due: Alert, now: float) -> bool:
         """Send a due alert again from what the ledger recorded at its claim."""
-        quota = self.quotas.quota_for(due.service)
+        kind = due.subject_kind
+        quota = self._quota_for(due.service, kind)
         alert = emails.ThresholdAlert(
             due.service, float(due.threshold), int(due.usage_bytes), int(due.limit_bytes),
             due.direction or quota.direction, due.period_kind or "monthly", int(due.period_start),
             int(due.period_end), int(due.crossed_at), covered=tuple(float(t) for t in (due.covers or [])),
             forecast_eta=int(due.forecast_eta) if due.forecast_eta else None,
-            reject_at=quota.reject_at if quota.rejects else None)
+            reject_at=quota.reject_at if quota.rejects else None, kind=kind)
         claim = Alert.from_raw_data(due.serialize())
         claim.status, claim.claimed_at = "pending", now
         claim.first_claimed_at = due.first_claimed_at or due.claimed_at or now

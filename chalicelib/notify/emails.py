@@ -36,6 +36,7 @@ class ThresholdAlert:
     covered: tuple = ()
     forecast_eta: Optional[int] = None  # set for a forecast: when the trend reaches 100 %
     reject_at: Optional[float] = None  # set when the quota blocks the service at the gateway from this percent
+    kind: str = "service"  # "consumer": ``service`` is a consumer's key, its quota counts it on every service
 
     @property
     def percent(self) -> float:
@@ -70,8 +71,14 @@ def compose(title: str, facts: list, link: str, link_name: str) -> tuple[str, st
     return title, text, body
 
 
-def subject(alert: ThresholdAlert) -> str:
+def _named(alert: ThresholdAlert) -> str:
+    """The subject's name as a title says it: a consumer is said to be one (a service may have the same name)."""
     name = display_name(alert.service)
+    return f"consumer {name}" if alert.kind == "consumer" else name
+
+
+def subject(alert: ThresholdAlert) -> str:
+    name = _named(alert)
     if alert.forecast_eta is not None:
         return (f"[Bandwidth Meter] at this rate {name} reaches 100% of its {alert.period_kind} quota "
                 f"on the {_day(alert.forecast_eta)}")
@@ -79,14 +86,15 @@ def subject(alert: ThresholdAlert) -> str:
 
 
 def chart_link(public_url: str, alert: ThresholdAlert) -> str:
-    return (f"{public_url}/dashboard#service={quote(alert.service, safe='')}"
+    return (f"{public_url}/dashboard#{'consumer' if alert.kind == 'consumer' else 'service'}="
+            f"{quote(alert.service, safe='')}"
             f"&start={alert.period_start}&end={alert.period_end}")
 
 
 def render(alert: ThresholdAlert, public_url: str) -> tuple[str, str, str]:
     """(subject, plain text, HTML) for one alert."""
     link = chart_link(public_url, alert)
-    facts = [("Service", alert.service)]
+    facts = [("Consumer", alert.service) if alert.kind == "consumer" else ("Service", alert.service)]
     if alert.forecast_eta is not None:
         facts.append(("Reaches 100% around", iso(alert.forecast_eta)))
     facts += [
@@ -104,13 +112,22 @@ def render(alert: ThresholdAlert, public_url: str) -> tuple[str, str, str]:
         due = alert.usage_bytes * 100 >= alert.reject_at * alert.limit_bytes
         facts.append(("Gateway", (f"requests are refused (HTTP 429) from {alert.reject_at:g}% of the quota until "
                                   f"{iso(alert.period_end)}")
-                      + ("; the usage has reached that, so this service will be blocked at the gateway within a "
-                         "minute (at the collector's next run, if not already)" if due else "")))
+                      + (f"; the usage has reached that, so this {_blocked_thing(alert)} will be blocked at the "
+                         "gateway within a minute (at the collector's next run, if not already)" if due else "")))
     return compose(subject(alert), facts, link, "chart")
 
 
+def _blocked_thing(alert: ThresholdAlert) -> str:
+    return "consumer (on every service)" if alert.kind == "consumer" else "service"
+
+
 def payload(alert: ThresholdAlert, public_url: str) -> dict:
-    """The webhook body: the same facts as the email, as JSON."""
-    return {**asdict(alert), "type": "forecast" if alert.forecast_eta is not None else "threshold",
+    """The webhook body: the same facts as the email, as JSON. A consumer's names it under
+    ``consumer`` (and says ``kind``); a service's is as it always was."""
+    facts = asdict(alert)
+    kind = facts.pop("kind")
+    if kind == "consumer":
+        facts = {"kind": kind, "consumer": facts.pop("service"), **facts}
+    return {**facts, "type": "forecast" if alert.forecast_eta is not None else "threshold",
             "covered": list(alert.covered), "percent": alert.percent, "subject": subject(alert),
             "chart_url": chart_link(public_url, alert)}

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
+from chalicelib.core.enforcement import entry_key
 from chalicelib.core.enforcement_ledger import NOTICE_RETRY_SECONDS
+from chalicelib.core.models import CONSUMER, SERVICE
 from chalicelib.core.errors import MailError
 from chalicelib.notify.emails import compose, display_name, human_bytes
 from chalicelib.notify.webhook import NotifyError
@@ -21,18 +23,28 @@ from chalicelib.notify.webhook import NotifyError
 log = logging.getLogger(__name__)
 
 
+def _is_consumer(entry: dict) -> bool:
+    return entry_key(entry)[0] == CONSUMER
+
+
+def _name(entry: dict) -> str:
+    return entry_key(entry)[1]
+
+
 def subject(event: str, entry: dict) -> str:
-    name = display_name(entry["service"])
+    name = ("consumer " if _is_consumer(entry) else "") + display_name(_name(entry))
     if event == "block":
         return f"[Bandwidth Meter] {name} is blocked: it reached {entry.get('reject_at', 100):g}% of its quota"
     return f"[Bandwidth Meter] {name} is no longer blocked"
 
 
 def facts(event: str, entry: dict) -> list:
-    rows = [("Service", entry["service"])]
+    consumer = _is_consumer(entry)
+    rows = [("Consumer" if consumer else "Service", _name(entry))]
+    whose = "this consumer's requests (on every service)" if consumer else "requests to this service"
     if event == "block":
         rows += [
-            ("Gateway", "requests to this service are answered 429 (Kong request-termination plugin)"),
+            ("Gateway", f"{whose} are answered 429 (Kong request-termination plugin)"),
             ("Usage", f"{human_bytes(entry.get('usage_bytes', 0))} ({entry.get('usage_bytes', 0)} bytes, "
                       f"{entry.get('direction', 'total')})"),
             ("Quota", f"{human_bytes(entry.get('limit_bytes', 0))} ({entry.get('limit_bytes', 0)} bytes) "
@@ -42,7 +54,7 @@ def facts(event: str, entry: dict) -> list:
         ]
     else:
         rows += [
-            ("Gateway", "requests to this service are served again"),
+            ("Gateway", f"{whose} are served again"),
             ("Why", entry.get("reason", "the block is no longer due")),
             ("Blocked period", f"{entry.get('period_start', '?')} to {entry.get('period_end', '?')}"),
         ]
@@ -51,8 +63,12 @@ def facts(event: str, entry: dict) -> list:
 
 def render(event: str, entry: dict, public_url: str) -> tuple[str, str, str]:
     """(subject, plain text, HTML) of a block or unblock notice; every outside value escaped."""
-    link = f"{public_url}/dashboard#service={quote(entry['service'], safe='')}"
-    return compose(subject(event, entry), facts(event, entry), link, "dashboard")
+    return compose(subject(event, entry), facts(event, entry), dashboard_link(public_url, entry), "dashboard")
+
+
+def dashboard_link(public_url: str, entry: dict) -> str:
+    kind, name = entry_key(entry)
+    return f"{public_url}/dashboard#{kind}={quote(name, safe='')}"
 
 
 class EnforcementNotifier:
@@ -67,7 +83,8 @@ class EnforcementNotifier:
         "event:service" sent. Every notice is tried; then a MailError names those that failed."""
         sent, failed = [], []
         for notice in notices:
-            event, service = notice.get("event"), notice.get("service")
+            event = notice.get("event")
+            service = notice.get("consumer") if notice.get("kind") == CONSUMER else notice.get("service")
             if event not in ("block", "unblock") or not isinstance(service, str):
                 continue
             if now - float(notice.get("at") or now) > NOTICE_RETRY_SECONDS:
@@ -85,14 +102,16 @@ class EnforcementNotifier:
     def give_up(self, event: str, entry: dict, now: float) -> None:
         """A notice that has failed for a day: recorded as given up (once), and said so."""
         period_start = int(entry.get("period_start_ts") or 0)
-        if self.ledger.claim_notice(entry["service"], period_start, event, now, status="gave_up") is not None:
-            log.error("enforcement: gave up the %s notice of %s after a day of failures", event, entry["service"])
+        kind, name = entry_key(entry)
+        if self.ledger.claim_notice(name, period_start, event, now, status="gave_up", **_kind(kind)) is not None:
+            log.error("enforcement: gave up the %s notice of %s after a day of failures", event, _said(kind, name))
 
     def notify(self, event: str, entry: dict, now: float) -> bool:
         """Tell the owners of ``entry['service']`` that its block started or ended; False when
         that was done before. Raises MailError / NotifyError (claim released) on failure."""
         period_start = int(entry.get("period_start_ts") or 0)
-        notice = self.ledger.claim_notice(entry["service"], period_start, event, now)
+        kind, name = entry_key(entry)
+        notice = self.ledger.claim_notice(name, period_start, event, now, **_kind(kind))
         if notice is None:
             return False
         recipients, webhook_url = list(entry.get("notify") or []), entry.get("webhook_url")
@@ -108,12 +127,22 @@ class EnforcementNotifier:
             self.ledger.release(notice)
             raise
         self.ledger.mark_sent(notice, now, "sent" if sent else "no_recipients")
-        log.info("enforcement: %s notice for %s (%s)", event, entry["service"], "sent" if sent else "no recipients")
+        log.info("enforcement: %s notice for %s (%s)", event, _said(kind, name), "sent" if sent else "no recipients")
         return sent
 
     def payload(self, event: str, entry: dict) -> dict:
-        keep = ("service", "usage_bytes", "limit_bytes", "reject_at", "direction", "period_kind", "period_start",
-                "period_end", "reason", "message")
+        """The webhook body; a consumer's names it under ``consumer`` (and says ``kind``)."""
+        keep = ("service", "consumer", "kind", "usage_bytes", "limit_bytes", "reject_at", "direction", "period_kind",
+                "period_start", "period_end", "reason", "message")
         return {"type": event, "subject": subject(event, entry), **{k: entry[k] for k in keep if k in entry},
-                "dashboard_url": f"{self.public_url}/dashboard#service={quote(entry['service'], safe='')}"}
+                "dashboard_url": dashboard_link(self.public_url, entry)}
+
+
+def _said(kind: str, name: str) -> str:
+    return name if kind == SERVICE else f"consumer {name}"
+
+
+def _kind(kind: str) -> dict:
+    """The ledger's ``kind`` argument, given only for a consumer (a service's keys are as they were)."""
+    return {} if kind == SERVICE else {"kind": kind}
 

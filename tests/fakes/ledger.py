@@ -17,17 +17,24 @@ class InMemoryAlertLedger:
         self.writes: List[tuple] = []  # (operation, service, ledger key, status), in order
         self.due_keys = set()  # claimed, not yet sent
         self.reevaluation: Optional[str] = None
+        self.consumer_reevaluation: Optional[str] = None
+
+    @staticmethod
+    def _subject(service: str, kind: str = "service"):
+        """A service is keyed by its name, a consumer apart (as the real ledger's keys are)."""
+        return service if kind == "service" else (kind, service)
 
     def _key(self, alert: Alert):
-        return alert.service, int(alert.period_start), alert.ledger_key
+        return self._subject(alert.service, alert.subject_kind), int(alert.period_start), alert.ledger_key
 
     def _store(self, operation: str, alert: Alert) -> None:
         self.alerts[self._key(alert)] = copy.deepcopy(alert)
         self.writes.append((operation, alert.service, alert.ledger_key, alert.status))
 
-    def for_period(self, service: str, period_start: int) -> Dict[object, Alert]:
+    def for_period(self, service: str, period_start: int, kind: str = "service") -> Dict[object, Alert]:
+        subject = self._subject(service, kind)
         return {key: copy.deepcopy(a) for (s, p, key), a in self.alerts.items()
-                if s == service and p == period_start}
+                if s == subject and p == period_start}
 
     def claim(self, claim: Alert, existing: Optional[Alert], higher=()) -> bool:
         stored = self.alerts.get(self._key(claim))
@@ -35,7 +42,8 @@ class InMemoryAlertLedger:
             won = stored is None
         else:
             won = stored is not None and (stored.status, stored.claimed_at) == (existing.status, existing.claimed_at)
-        won = won and not any((claim.service, int(claim.period_start), float(t)) in self.alerts for t in higher)
+        subject = self._subject(claim.service, claim.subject_kind)
+        won = won and not any((subject, int(claim.period_start), float(t)) in self.alerts for t in higher)
         if won:
             self._store("claim", claim)
             self.due_keys.add(self._key(claim))
@@ -81,19 +89,23 @@ class InMemoryAlertLedger:
         self.due_keys.discard(self._key(alert))
         return True
 
-    def request_reevaluation(self, after: Optional[str], at: float) -> None:
-        self.reevaluation = after
+    def request_reevaluation(self, after: Optional[str], at: float, kind: str = "service") -> None:
+        if kind == "service":
+            self.reevaluation = after
+        else:
+            self.consumer_reevaluation = after
 
-    def reevaluation_due(self) -> Optional[str]:
-        return self.reevaluation
+    def reevaluation_due(self, kind: str = "service") -> Optional[str]:
+        return self.reevaluation if kind == "service" else self.consumer_reevaluation
 
     def mark_failed(self, alert: Alert, error: str) -> None:
         alert.status, alert.error = "failed", error[:500]
         self._store("failed", alert)
 
-    def history(self, service: str, limit: int = 200) -> List[dict]:
+    def history(self, service: str, limit: int = 200, kind: str = "service") -> List[dict]:
+        subject = self._subject(service, kind)
         mine = [a for (s, _, _), a in sorted(self.alerts.items(), key=lambda kv: str(kv[0]), reverse=True)
-                if s == service]
+                if s == subject]
         return [as_history(a) for a in mine[:limit]]
 
     def statuses(self, service: str) -> Dict[object, str]:

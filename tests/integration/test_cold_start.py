@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.core.models import SERVICES_PK, Alert, ServiceUsage
+from chalicelib.core.models import CONSUMER, CONSUMERS_PK, SERVICES_PK, Alert, ConsumerUsage, ServiceUsage
 from chalicelib.core.periods import period_at
 from chalicelib.core.settings import from_env
 from chalicelib.core.usage import BucketUsage
@@ -56,6 +56,7 @@ print(json.dumps(answers))
 """
 QUOTA = json.dumps({"limit_bytes": 1000, "notify": ["owner@example.com"], "action": "reject", "reject_at": 50})
 RULES = json.dumps({"rules": [{"pattern": "pay*", "limit_bytes": 5000}]})
+CONSUMER_QUOTA = json.dumps({"limit_bytes": 2000, "action": "reject"})
 
 # (method, route, path, body, what the answer must hold to prove it read the seeded table)
 CASES = [
@@ -72,16 +73,24 @@ CASES = [
     ("GET", "/v1/services/{service}/quota", "/v1/services/pay/quota", "", lambda b: b["limit_bytes"] == 1000),
     ("PUT", "/v1/services/{service}/quota", "/v1/services/new/quota", QUOTA, lambda b: b["limit_bytes"] == 1000),
     ("DELETE", "/v1/services/{service}/quota", "/v1/services/pay/quota", "", None),
-    ("GET", "/v1/quotas", "/v1/quotas", "", lambda b: [q["service"] for q in b["quotas"]] == ["pay"]),
+    ("GET", "/v1/consumers/{consumer}/quota", "/v1/consumers/acme/quota", "", lambda b: b["limit_bytes"] == 2000),
+    ("PUT", "/v1/consumers/{consumer}/quota", "/v1/consumers/newc/quota", QUOTA, lambda b: b["limit_bytes"] == 1000),
+    ("DELETE", "/v1/consumers/{consumer}/quota", "/v1/consumers/acme/quota", "", None),
+    ("GET", "/v1/consumers/{consumer}/alerts", "/v1/consumers/acme/alerts", "",
+     lambda b: [a["threshold"] for a in b["alerts"]] == [90.0]),
+    ("GET", "/v1/quotas", "/v1/quotas", "", lambda b: [q["service"] for q in b["quotas"]] == ["pay"]
+     and [q["consumer"] for q in b["consumer_quotas"]] == ["acme"]),
     ("GET", "/v1/quota-rules", "/v1/quota-rules", "", lambda b: b["rules"][0]["pattern"] == "pay*"),
     ("PUT", "/v1/quota-rules", "/v1/quota-rules", RULES, lambda b: b["rules"][0]["limit_bytes"] == 5000),
-    ("GET", "/v1/quota-audit", "/v1/quota-audit", "", lambda b: len(b["entries"]) == 2),
+    ("GET", "/v1/quota-audit", "/v1/quota-audit", "", lambda b: len(b["entries"]) == 3),
     ("GET", "/v1/schemas/quota", "/v1/schemas/quota", "", lambda b: "limit_bytes" in b["properties"]),
     ("GET", "/v1/schemas/quota-rules", "/v1/schemas/quota-rules", "", lambda b: "rules" in b["properties"]),
     ("GET", "/v1/services/{service}/alerts", "/v1/services/pay/alerts", "",
      lambda b: [a["threshold"] for a in b["alerts"]] == [80.0]),
     ("GET", "/v1/enforcement", "/v1/enforcement", "",
-     lambda b: [x["service"] for x in b["blocked"]] == ["pay"] and b["deck"]["plugins"][0]["service"] == "pay"),
+     lambda b: [(x["kind"], x.get("consumer") or x.get("service")) for x in b["blocked"]]
+     == [("consumer", "acme"), ("service", "pay")] and b["deck"]["plugins"][0]["service"] == "pay"
+     and b["deck"]["plugins"][1]["consumer"] == "acme"),
     ("GET", "/openapi.json", "/openapi.json", "", lambda b: b["openapi"].startswith("3.")),
     ("GET", "/docs", "/docs", "", None),
     ("GET", "/docs/{asset}", "/docs/swagger-ui.css", "", None),
@@ -123,6 +132,14 @@ def seeded(moto_server):
         deps.quotas.put_rules(json.loads(RULES))
         deps.ledger.claim(Alert.record("pay", month.start, 80.0, period_end=month.end, status="sent",
                                        usage_bytes=800, limit_bytes=1000, recipients=["owner@example.com"],
+                                       crossed_at=minute, claimed_at=minute), None)
+        # A consumer over its reject quota, with an alert of its own (the collector writes the item).
+        ConsumerUsage(CONSUMERS_PK, "acme", consumer="acme", first_seen=minute, last_active=minute,
+                      period_kind="month", period_anchor=1, period_start=month.start, period_end=month.end,
+                      ingress=0, egress=2500, total=2500, through=now - 60).save()
+        deps.quotas.put("acme", json.loads(CONSUMER_QUOTA), kind=CONSUMER)
+        deps.ledger.claim(Alert.record("acme", month.start, 90.0, kind=CONSUMER, period_end=month.end,
+                                       status="sent", usage_bytes=1900, limit_bytes=2000, recipients=[],
                                        crossed_at=minute, claimed_at=minute), None)
     finally:
         bootstrap.reset()

@@ -104,8 +104,8 @@ def test_bootstrap_creates_the_table_and_writes_the_stage_config(moto_server, tm
     assert any(r.endswith(":identity/alerts@example.org") for r in resources)
     assert config["environment_variables"]["API_KEYS_PARAMETER_PATH"] == "/bandwidth-meter/dev/api-keys"
     writes = next(s for s in policy["Statement"] if s["Sid"] == "WriteAlerts")
-    assert writes["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ALERT#*", "ALERTS_DUE",
-                                                                                       "ALERTS_REEVALUATE", "ENFORCE#*"]}}
+    assert writes["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [
+        "ALERT#*", "CONSUMER_ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE", "ENFORCE#*", "ENFORCE_CONSUMER#*"]}}
     logs = next(s for s in policy["Statement"] if s["Sid"] == "OwnLogGroup")
     assert all(":log-group:/aws/lambda/bandwidth-meter-dev-alerts" in r for r in logs["Resource"])
 
@@ -227,3 +227,5 @@ def test_only_the_alerts_function_claims_block_notices(template):
 
     assert "ENFORCE#*" in write_keys("AlertsRole")
     assert "ENFORCE#*" not in write_keys("CollectRole")
+    assert "ENFORCE_CONSUMER#*" in write_keys("AlertsRole")  # a consumer's block notices
+    assert "ENFORCE_CONSUMER#*" not in write_keys("CollectRole")

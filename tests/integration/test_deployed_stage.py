@@ -149,6 +149,8 @@ def call_api(world, method, resource, key=None, origin=None, body=None, path_par
 QUOTA = {"limit_bytes": 1000, "notify": ["ops@example.com"]}
 WRITES = [("PUT", "/v1/services/{service}/quota", {"service": "payments"}, QUOTA),
           ("DELETE", "/v1/services/{service}/quota", {"service": "search"}, None),
+          ("PUT", "/v1/consumers/{consumer}/quota", {"consumer": "acme"}, QUOTA),
+          ("DELETE", "/v1/consumers/{consumer}/quota", {"consumer": "acme"}, None),
           ("PUT", "/v1/quota-rules", None, {"rules": []}),
           ("GET", "/v1/quota-audit", None, None)]
 

@@ -121,7 +121,8 @@ def test_a_service_named_dot_or_dot_dot_is_refused_unsent_and_never_makes_a_glob
     assert state.requests == [] and state.plugins == {}
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "a\\b", "a%2e", "a?b", "a#b", "a b", "a\nb", "a\x00b", "a;b", "a:b",
+@pytest.mark.parametrize("name", ["", "a/b", "a\\b", "a%2e", "a?b", "a#b", "a b", "a\nb", "a\x00b", "a;b", ":b", "a:", "a/x:b",
+                                  "..:b",
                                   "a'b", "a\u2028b", "a\u200bb", "a\u00a0b"])
 def test_names_a_url_or_proxy_would_rewrite_are_never_sent(admin, name):
     state, url = admin(["pay"])
