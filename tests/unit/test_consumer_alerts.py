@@ -32,7 +32,7 @@ class RecordingWebhook:
 @pytest.fixture
 def world(aws):
     mailer, hook = RecordingMailer(), RecordingWebhook()
-    deps = bootstrap.override(mailer=mailer, webhook=hook)
+    deps = bootstrap.override(aws, mailer=mailer, webhook=hook)
     deps.quotas.put("alice", {"limit_bytes": 100 * GB, "notify": ["billing@example.com"]}, kind=CONSUMER)
     return deps, mailer, hook
 
