@@ -53,6 +53,7 @@ from chalicelib.core.timeutil import iso, iso_minute
 # -- keys ------------------------------------------------------------------------------------
 SERVICES_PK = "SERVICES"
 CONSUMERS_PK = "CONSUMERS"
+CONSUMER_RANKING_PK = "CONSUMER_RANKING"
 STATE_PK = "STATE"
 STATE_KEY = (STATE_PK, "collector")  # shard 0's state: the key an unsharded collector always used
 ENFORCEMENT_KEY = (STATE_PK, "enforcement")
@@ -258,6 +259,19 @@ class ConsumerUsage(_PeriodUsageItem):
                    through=minute, period_kind="month", period_start=0, period_end=0)
 
 
+class ConsumerRanking(_TableModel):
+    """One page of the consumers in one order (usage or percent, busiest first), refreshed by the
+    collector every few minutes, so a listing page in that order reads a constant number of items
+    (store.py: consumer rankings). The page ``sk`` ``<order>#meta`` holds ``count`` and ``pages``."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    names = ListAttribute(default=list)  # consumer keys, in the order's descending sense
+    ranked_at = NumberAttribute()
+    count = NumberAttribute(null=True)  # the meta item: consumers ranked
+
+
 class CollectorState(_TableModel):
     class Meta(_TableModel.Meta):
         abstract = False
@@ -440,7 +454,7 @@ class EnforcementNotice(_TableModel):
     sent_at = NumberAttribute(null=True)
 
 
-ALL_MODELS = (UsageBucket, ServiceUsage, ConsumerUsage, CollectorState, ScheduleTick, ShardAssignment, Quota, QuotaRules, AuditEntry,
+ALL_MODELS = (UsageBucket, ServiceUsage, ConsumerUsage, ConsumerRanking, CollectorState, ScheduleTick, ShardAssignment, Quota, QuotaRules, AuditEntry,
               Alert, AlertDue, RulesReevaluation, EnforcementState, EnforcementNotice)
 
 
