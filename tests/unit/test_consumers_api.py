@@ -203,3 +203,20 @@ def test_a_page_costs_the_same_requests_with_ten_times_the_consumers(collected, 
     assert sorted(large) == sorted(small) and len(large) <= 5
     if "usage" in query:
         assert [c["consumer"] for c in body["consumers"]][:2] == ["c00399", "c00398"]
+
+
+def test_the_answers_match_the_published_schema(collected):
+    import jsonschema
+
+    from chalicelib.api.apidocs import openapi_spec
+
+    spec = openapi_spec()
+    for path, name in [("/v1/consumers", "ConsumersPage"), ("/v1/consumers?sort=name", "ConsumersPage"),
+                       ("/v1/consumers/alice", "ConsumerSummary"),
+                       (f"/v1/consumers/alice/bandwidth?start={T0}&end={T0 + 600}&split=service", "ConsumerChart"),
+                       (f"/v1/consumers/alice/bandwidth?start={T0}&end={T0 + 600}&service=pay", "ConsumerChart")]:
+        status, body = get(collected, path)
+        assert status == 200
+        jsonschema.validate(body, {"$ref": f"#/components/schemas/{name}", "components": spec["components"]})
+    documented = spec["paths"]
+    assert {"/v1/consumers", "/v1/consumers/{consumer}", "/v1/consumers/{consumer}/bandwidth"} <= set(documented)
