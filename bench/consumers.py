@@ -40,7 +40,7 @@ def configure(moto_url: str):
         "TABLE_NAME": "bench-consumers", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": moto_url, "PROMETHEUS_URL": "http://127.0.0.1:9",
         "COLLECT_LAG_SECONDS": "30", "INITIAL_BACKFILL_MINUTES": "2", "COLLECT_TRAFFIC_STATS": "false",
-        "ALERT_FROM": "bench@example.com", "WRITE_WORKERS": "4",
+        "ALERT_FROM": "bench@example.com", "COLLECT_WRITE_WORKERS": "4",
     })
     from chalicelib import bootstrap
     from chalicelib.core import tables
