@@ -232,8 +232,16 @@ class UsageStore:
         return {item.consumer: item for item in self._batch_get_consumers(keys)}
 
     def _batch_get_consumers(self, keys: List[tuple]) -> List[ConsumerUsage]:
+        """BatchGetItem in requests of 100 keys, up to ``write_workers`` at once (a flush of
+        the collector reads every active consumer's item)."""
+        parts = [keys[i:i + BATCH_GET] for i in range(0, len(keys), BATCH_GET)]
         try:
-            return [item for i in range(0, len(keys), BATCH_GET) for item in ConsumerUsage.batch_get(keys[i:i + BATCH_GET])]
+            if self.write_workers == 1 or len(parts) <= 1:
+                return [item for part in parts for item in ConsumerUsage.batch_get(part)]
+            ConsumerUsage._get_connection().connection.client  # made once here: creating clients is not thread-safe
+            with ThreadPoolExecutor(max_workers=min(self.write_workers, len(parts))) as pool:
+                return [item for found in pool.map(lambda part: list(ConsumerUsage.batch_get(part)), parts)
+                        for item in found]
         except PynamoDBException as e:
             raise StoreError(f"reading {len(keys)} consumer items failed: {e}") from e
 
