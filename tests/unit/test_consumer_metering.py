@@ -203,3 +203,13 @@ def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(a
     shard_items = [i.sk for i in ConsumerUsage.query(CONSUMERS_PK)]
     assert any("\x1f" in sk for sk in shard_items)  # the fixed shards kept items of their own
     assert {i.consumer for i in ConsumerUsage.query(CONSUMERS_PK)} == set(CONSUMERS)
+
+
+def test_the_collectors_iam_policies_may_write_the_consumer_items_and_the_ranking():
+    """Writes are narrowed by partition key in AWS: without these the collector is refused there."""
+    from chalicelib.core.models import CONSUMER_RANKING_PK
+    from deploy import policies
+
+    for function in ("collect", "collect_shard"):  # a shard worker may run shard 0, which ranks
+        assert {CONSUMERS_PK, CONSUMER_RANKING_PK} <= set(policies.WRITES[function])
+    assert CONSUMERS_PK not in policies.WRITES["api"]
