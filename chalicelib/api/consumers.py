@@ -128,7 +128,10 @@ def consumer_chart(store, consumer: str, items: list, now: float, params, direct
         narrowed = validate_service_name(narrowed)
         services = [narrowed]
     start, end = charts.parse_range(params, now)
-    coverages = {s: charts.service_coverage(store, s, now) for s in services}
+    coverages = _coverages(store, services, now)
+    if narrowed is not None and narrowed not in coverages:
+        raise NotFound(f"unknown service {narrowed!r}: no usage has been collected for it")
+    services = [s for s in services if s in coverages]
     step = charts.choose_step(start, end, params.get("step"), next(iter(coverages.values()), None))
     size = charts.STEPS[step]
     first = floor(start, size)
@@ -145,6 +148,20 @@ def consumer_chart(store, consumer: str, items: list, now: float, params, direct
                            "total_bytes": sum(p["bytes"] for p in points if p["bytes"] is not None)})
     return {"consumer": consumer, "service": narrowed, "start": iso(first), "end": iso(times[-1] + size),
             "step": step, "split": split, "series": series}
+
+
+def _coverages(store, services: List[str], now: float) -> Dict[str, charts.Coverage]:
+    """What is collected for each of these services (those known): their items in one BatchGet,
+    each collector shard's state read once however many of its services the consumer used."""
+    states: Dict[int, object] = {}
+    retained = store.retained_from(now)
+    found = {}
+    for item in store.get_services(services):
+        shard = int(item.shard) if item.shard is not None else 0
+        if shard not in states:
+            states[shard] = store.state_of_service(item)
+        found[item.service] = charts.Coverage.from_state(states[shard], int(item.first_seen), retained)
+    return found
 
 
 def _point(t: int, slots: List[charts.Slot], direction: str, consumer: str) -> dict:
