@@ -183,8 +183,14 @@ def consumer_totals(store, shard_count):
     return totals
 
 
-def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(aws, env):
+@pytest.mark.parametrize("batch", [1000, 2])
+def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(aws, env, monkeypatch, batch):
+    from chalicelib.collect import plan
     from tests.unit.test_collector_shards import collect, every
+
+    # 2: the catch-all counts the same window again for the next two services, into the same
+    # consumer items: each service's guard keeps the passes apart.
+    monkeypatch.setattr(plan, "CATCH_ALL_BATCH", batch)
 
     env.setenv("COLLECT_LAG_SECONDS", "30")
     env.setenv("INITIAL_BACKFILL_MINUTES", "10")
