@@ -106,7 +106,8 @@ class ConsumerPeriods:
         for minute, service, ingress, egress in sorted(found):
             if item.counts_cycle(kind, anchor) and minute < int(item.period_start):
                 continue  # a closed period's minute: counted (or final) already
-            name = service if service in services or len(services) < MAX_CONSUMER_SERVICES else OTHER_SERVICES
+            named = len(services) - (OTHER_SERVICES in services)
+            name = service if service in services or named < MAX_CONSUMER_SERVICES - 1 else OTHER_SERVICES
             entry = services.get(name)
             if entry is not None and minute < int(entry.get("through", 0)):
                 continue  # counted already (a retry, or another pass over this window)

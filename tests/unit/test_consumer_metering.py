@@ -219,3 +219,42 @@ def test_the_collectors_iam_policies_may_write_the_consumer_items_and_the_rankin
     for function in ("collect", "collect_shard"):  # a shard worker may run shard 0, which ranks
         assert {CONSUMERS_PK, CONSUMER_RANKING_PK} <= set(policies.WRITES[function])
     assert CONSUMERS_PK not in policies.WRITES["api"]
+
+
+def test_the_listings_ranking_is_refreshed_every_ten_minutes_by_shard_0(metered):
+    deps, prom, _ = metered
+    traffic(prom, T0 - 600, T0 + 1800)
+    deps.collector.run(now=T0 + 600 + 31)
+    first = deps.store.ranking_meta("usage")
+    assert int(first.ranked_at) == T0 + 600 + 31 and int(first.count) == 2  # bob starts later
+    assert deps.store.ranking_pages("usage", [0])[0] == ["alice", "carol"]  # busiest first
+    run_minutes(deps, T0 + 660, T0 + 1140)
+    assert int(deps.store.ranking_meta("usage").ranked_at) == T0 + 600 + 31  # not every minute
+    run_minutes(deps, T0 + 1200, T0 + 1200)
+    assert int(deps.store.ranking_meta("usage").ranked_at) == T0 + 1200 + 31
+    assert deps.store.ranking_pages("usage", [0])[0] == ["alice", "bob", "carol"]  # bob now, above carol
+    assert deps.store.ranking_pages("percent", [0])[0] == ["alice", "bob", "carol"]  # no quota: by name
+
+
+def test_a_consumer_on_more_services_than_an_item_keeps_stays_exact_and_storable(aws, monkeypatch):
+    """Beyond MAX_CONSUMER_SERVICES the bytes go to OTHER_SERVICES (one guard), totals exact; the
+    worst item (every service name at its longest) stays under DynamoDB's 400 KB."""
+    from chalicelib.collect.consumers import ConsumerPeriods
+    from chalicelib.core.quotas import QuotaSnapshot
+    from chalicelib.core.usage import MAX_CONSUMER_SERVICES, OTHER_SERVICES
+
+    store = bootstrap.current().store
+    names = [f"{i:04d}".ljust(200, "s") for i in range(MAX_CONSUMER_SERVICES + 20)]
+    minutes = {"alice": [(T0, name, 10**12, 10**12 + i) for i, name in enumerate(names)]}
+    assert ConsumerPeriods(store, 0).flush(minutes, QuotaSnapshot(), T0 + 60) == 1
+    item = stored()["alice"]
+    services = item.services.as_dict()
+    assert len(services) == MAX_CONSUMER_SERVICES and OTHER_SERVICES in services
+    assert int(item.total) == sum(2 * 10**12 + i for i in range(len(names)))
+    assert int(services[OTHER_SERVICES]["egress"]) == sum(10**12 + i for i in range(MAX_CONSUMER_SERVICES - 1, len(names)))
+    from bench.collector_bench import item_size  # DynamoDB's sizing rules
+
+    assert 100 * 1024 < item_size(item.serialize()) < 400 * 1024
+    # the same minutes again (a retry) change nothing
+    ConsumerPeriods(store, 0).flush(minutes, QuotaSnapshot(), T0 + 60)
+    assert stored()["alice"].serialize() == item.serialize()
