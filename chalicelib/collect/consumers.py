@@ -33,7 +33,7 @@ the service from the catch-all's item to its fixed shard's (each counts its own 
 Known limits (documented in README): a consumer's quota that changes its period kind counts the
 new period from the change on (a service's is summed again from storage); after SHARD_COUNT is
 lowered, the removed shards' items are no longer summed; a consumer using more than
-MAX_CONSUMER_SERVICES services has the rest counted in OTHER_SERVICES under one guard.
+MAX_CONSUMER_SERVICES - 1 services has the rest counted in OTHER_SERVICES under one guard.
 """
 from __future__ import annotations
 

@@ -38,9 +38,9 @@ OTHER_CODES = "other"
 # spells anonymous the same way (consumer=(anonymous)).
 ANONYMOUS_CONSUMER = "(anonymous)"
 OTHER_CONSUMERS = "(other consumers)"
-# A consumer item (ConsumerUsage.services) keeps at most MAX_CONSUMER_SERVICES services by name
-# (~115 KB at worst); the bytes of any further service go to OTHER_SERVICES (no Kong service name
-# holds parentheses and spaces).
+# A consumer item (ConsumerUsage.services) keeps at most MAX_CONSUMER_SERVICES entries: the first
+# MAX_CONSUMER_SERVICES - 1 services it used, by name, and OTHER_SERVICES with the bytes of any
+# further one (no Kong service name holds parentheses and spaces); ~130 KB at worst.
 MAX_CONSUMER_SERVICES = 500
 OTHER_SERVICES = "(other services)"
 
