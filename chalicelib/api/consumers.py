@@ -33,8 +33,8 @@ from chalicelib.core.usage import ANONYMOUS_CONSUMER, consumer_services, consume
 def consumer_key(raw: str) -> str:
     """A consumer key from a path: 1 to charts.MAX_CONSUMER_CHARS characters without control
     characters, as stored (a long one shortened like the buckets' labels)."""
-    name = charts.consumer_name(raw)
-    if name in (ANONYMOUS_CONSUMER,):
+    name = charts.consumer_name(raw) or ""
+    if name == ANONYMOUS_CONSUMER:
         raise NotFound(f"{ANONYMOUS_CONSUMER} is traffic without a consumer, not a consumer: "
                        "see a service's chart with consumer=(anonymous)")
     return stored_label(name)

@@ -37,9 +37,9 @@ MAX_CONSUMER_SERVICES - 1 services has the rest counted in OTHER_SERVICES under 
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
-from chalicelib.core.models import ConsumerUsage
+from chalicelib.core.models import ConsumerUsage, ServiceUsage
 from chalicelib.core.periods import period_at
 from chalicelib.core.timeutil import MINUTE
 from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMER_SERVICES, MAX_CONSUMERS, OTHER_CONSUMERS,
@@ -158,7 +158,7 @@ def _plain_map(value) -> Dict[str, dict]:
             for k, v in value.items()}
 
 
-def read_back(store, minute: int, services: Dict[str, object], exclude: Set[str]) -> List[Tuple[str, int, dict]]:
+def read_back(store, minute: int, services: Mapping[str, ServiceUsage], exclude: Set[str]) -> List[Tuple[str, int, dict]]:
     """The consumers of ``minute`` from the stored minute buckets of the services that had traffic
     then (their last active minute before this chunk is that one), less ``exclude``."""
     names = [name for name, item in services.items()
