@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from chalice import Chalice, Rate, Response
 
 from chalicelib import __version__, bootstrap, schedule
-from chalicelib.api import access, charts, consumer_quotas, enforcement, legacy, overview, stats, status
+from chalicelib.api import access, charts, consumer_quotas, consumers, enforcement, legacy, overview, stats, status
 from chalicelib.collect.shards import shard_number
 from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body, versioned
 from chalicelib.core import observability
@@ -141,6 +141,41 @@ def service_stats(service):
     return stats.service_stats(store, coverage, service, start, end, step)
 
 
+@app.route("/v1/consumers", methods=["GET"], api_key_required=True)
+@endpoint(role="read")
+def list_consumers():
+    p, deps = _params(), bootstrap.current()
+    return consumers.list_consumers(
+        deps.store, deps.quotas.load(), deps.settings.shard_count, deps.clock(),
+        sort=choice(p, "sort", ("usage", "name", "percent"), "usage"),
+        order=choice(p, "order", ("asc", "desc"), "desc"),
+        limit=integer(p, "limit", 100, 1, 1000), cursor=p.get("cursor"))
+
+
+@app.route("/v1/consumers/{consumer}", methods=["GET"], api_key_required=True)
+@endpoint(role="read")
+def get_consumer(consumer):
+    deps = bootstrap.current()
+    key, items = consumers.require_consumer(deps.store, consumer, deps.settings.shard_count)
+    return consumers.consumer_summary(deps.store, key, items, deps.quotas.load().quota_for_consumer(key), deps.clock())
+
+
+@app.route("/v1/consumers/{consumer}/bandwidth", methods=["GET"], api_key_required=True)
+@endpoint(role="read")
+def consumer_bandwidth(consumer):
+    p, deps = _params(), bootstrap.current()
+    key, items = consumers.require_consumer(deps.store, consumer, deps.settings.shard_count)
+    chart = consumers.consumer_chart(
+        deps.store, key, items, deps.clock(), p,
+        direction=choice(p, "direction", ("ingress", "egress", "total", "all"), "all"),
+        split=choice(p, "split", ("service",), None))
+    accept = app.current_request.headers.get("accept", "")
+    if choice(p, "format", ("json", "csv"), None) == "csv" or "text/csv" in accept:
+        return Response(body=consumers.chart_csv(chart), status_code=200,
+                        headers={"Content-Type": "text/csv; charset=utf-8"})
+    return chart
+
+
 @app.route("/metrics/bandwidth_used", methods=["GET"], api_key_required=True)
 @endpoint(role="read")
 def legacy_bandwidth_used():
@@ -188,7 +223,7 @@ def put_consumer_quota(consumer):
     deps, request = bootstrap.current(), app.current_request
     quota = consumer_quotas.put(deps.quotas, consumer, json_body(request.raw_body), actor=access.actor(request),
                                 if_match=request.headers.get("if-match"))
-    return versioned(consumer_quotas.with_warnings(quota.body, consumer_quotas.reader(), consumer), quota.etag)
+    return versioned(consumer_quotas.with_warnings(quota.body, deps.consumers, consumer), quota.etag)
 
 
 @app.route("/v1/consumers/{consumer}/quota", methods=["DELETE"], api_key_required=True)
@@ -265,7 +300,7 @@ def quota_rules_schema():
 def enforcement_listing():
     deps = bootstrap.current()
     return enforcement.listing(deps.store, deps.quotas.load(), deps.enforcement_ledger.state(), deps.settings,
-                               deps.clock())
+                               deps.clock(), deps.consumers)
 
 
 @app.route("/v1/services/{service}/alerts", methods=["GET"], api_key_required=True)

@@ -1,6 +1,7 @@
 """``bwmeter``: Bandwidth Meter from the command line.
 
     bwmeter services
+    bwmeter consumers [--sort usage|name|percent] [--limit N]
     bwmeter usage SERVICE [--range 24h] [--step auto]
     bwmeter stats SERVICE [--range 1h]
     bwmeter quota get|set|rm SERVICE ...
@@ -154,6 +155,30 @@ def cmd_services(ctx: Context) -> int:
           human_bytes(r["quota"]["limit_bytes"]) if r.get("quota") else None, _pct(r.get("percent")),
           f"{r['period']['kind']} from {r['period']['start'][:10]}", r.get("last_active")] for r in rows],
         right=(1, 2, 3)))
+    return 0
+
+
+def cmd_consumers(ctx: Context) -> int:
+    page = ctx.client.consumers(sort=ctx.args.sort, limit=ctx.args.limit)
+    rows = page["consumers"]
+    if ctx.args.json:
+        ctx.emit_json(page)
+        return 0
+    if not rows:
+        ctx.print("No consumers have been seen yet (Kong labels bandwidth by consumer with the prometheus "
+                  "plugin's per_consumer and bandwidth_metrics on).")
+        return 0
+    ctx.print(table(
+        ["CONSUMER", "USED", "QUOTA", "USED %", "SERVICES", "PERIOD", "LAST ACTIVE"],
+        [[r["consumer"], human_bytes(r["usage"]["total"] if not r.get("quota") else r["usage"][r["quota"]["direction"]]),
+          human_bytes(r["quota"]["limit_bytes"]) if r.get("quota") else None, _pct(r.get("percent")),
+          len(r.get("services") or {}), f"{r['period']['kind']} from {r['period']['start'][:10]}",
+          r.get("last_active")] for r in rows],
+        right=(1, 2, 3, 4)))
+    total = page.get("total_count")
+    more = f"{len(rows)} of {total}" if total is not None and total > len(rows) else counted(len(rows), "consumer")
+    ranked = f"; ordered as ranked at {page['ranked_at']}" if page.get("ranked_at") else ""
+    ctx.print(f"{more}{ranked}")
     return 0
 
 
@@ -670,6 +695,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("services", cmd_services, "list services with their usage in the current quota period")
     p.add_argument("--sort", choices=("usage", "name", "percent"), default="usage")
+
+    p = command("consumers", cmd_consumers, "list consumers with their usage in their current quota period")
+    p.add_argument("--sort", choices=("usage", "name", "percent"), default="usage")
+    p.add_argument("--limit", type=_positive(int), default=50, help="how many to list (default 50)")
 
     p = command("usage", cmd_usage, "a service's bandwidth over a range: a table and a sparkline")
     chart_options(p)

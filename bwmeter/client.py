@@ -195,6 +195,20 @@ class Client:
             if not cursor:
                 return rows
 
+    def consumers(self, sort: Optional[str] = None, limit: int = 100) -> dict:
+        """The first ``limit`` consumers in ``sort`` order (pages followed as needed): the
+        listing's last page body with every row in ``consumers``."""
+        rows: List[dict] = []
+        cursor, page = None, {}
+        while len(rows) < limit:
+            page = self.json("GET", "/v1/consumers",
+                             params={"sort": sort, "cursor": cursor, "limit": min(1000, limit - len(rows))})
+            rows.extend(page["consumers"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        return {**page, "consumers": rows[:limit], "next_cursor": cursor}
+
     def service(self, service: str, retry: bool = True) -> dict:
         return self.json("GET", f"/v1/services/{_seg(service)}", retry=retry)
 

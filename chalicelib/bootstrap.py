@@ -109,13 +109,20 @@ class Bootstrap:
         return KongAdmin(s.kong_admin_url, token, s.kong_workspace, timeout=s.kong_admin_timeout_seconds)
 
     @cached_property
+    def consumers(self):
+        """Each consumer's usage as one item: its collector shards' items merged (quotas, alerts, blocks)."""
+        from chalicelib.core.consumer_usage import ConsumerUsageReader
+
+        return ConsumerUsageReader(self.store, self.settings.shard_count)
+
+    @cached_property
     def enforcer(self):
         """The reconcile that makes Kong's blocks match the quotas, or None when enforcement is off."""
         from chalicelib.enforce.reconcile import Reconciler
 
         if self.kong_admin is None:
             return None
-        return Reconciler(self.kong_admin, self.store, self.quotas, self.enforcement_ledger)
+        return Reconciler(self.kong_admin, self.store, self.quotas, self.enforcement_ledger, consumers=self.consumers)
 
     def collector_for(self, shard: int):
         """Shard ``shard``'s collector. Shards may run at once in one process (`make run`), so each
@@ -162,7 +169,7 @@ class Bootstrap:
 
         return AlertProcessor(self.store, self.ledger, self.quotas, self.mailer,
                               public_url=self.settings.public_url, webhook=self.webhook,
-                              enforcement_notifier=self.enforcement_notifier)
+                              enforcement_notifier=self.enforcement_notifier, consumers=self.consumers)
 
     @cached_property
     def enforcement_notifier(self):

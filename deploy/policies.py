@@ -5,8 +5,9 @@
 fills in intrinsic functions. Each statement allows only the calls its function makes:
 
 - DynamoDB writes are narrowed with ``dynamodb:LeadingKeys`` to the partition keys the function
-  owns (chalicelib/core/models.py): the collector writes usage buckets, the service list (and
-  checkpoints too large for it) and its state; the API writes quotas, rules and audit entries; the alerts function writes alerts and
+  owns (chalicelib/core/models.py): the collector writes usage buckets, the service and consumer
+  lists (and shard 0 the consumers' ranking), checkpoints too large for a service item, and its
+  state; the API writes quotas, rules and audit entries; the alerts function writes alerts and
   the block / unblock notice claims.
   Reads stay table-wide: the API answers about every item kind.
 - logs only to the function's own log group;
@@ -31,8 +32,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 # The item partition keys each function may write (see chalicelib/core/models.py).
 WRITES = {
-    "collect": ["USAGE#*", "SERVICES", "CHECKPOINT#*", "STATE"],
-    "collect_shard": ["USAGE#*", "SERVICES", "CHECKPOINT#*", "STATE"],
+    "collect": ["USAGE#*", "SERVICES", "CONSUMERS", "CONSUMER_RANKING", "CHECKPOINT#*", "STATE"],
+    "collect_shard": ["USAGE#*", "SERVICES", "CONSUMERS", "CONSUMER_RANKING", "CHECKPOINT#*", "STATE"],
     "api": ["QUOTA", "CONSUMER_QUOTA", "RULES", "AUDIT"],
     "alerts": ["ALERT#*", "CONSUMER_ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE", "ENFORCE#*", "ENFORCE_CONSUMER#*"],
 }

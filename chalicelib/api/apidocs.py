@@ -140,6 +140,29 @@ SCHEMAS = {
     "Chart": _obj({"service": {"type": "string"}, "start": TIME, "end": TIME, "step": {"enum": list(STEPS)},
                    "split": {"enum": ["route", "consumer", None]}, "consumer": {"type": ["string", "null"]},
                    "series": {"type": "array", "items": ref("Series")}}),
+    "ConsumerSummary": _obj({
+        "consumer": {"type": "string", "description": "The key: <workspace>:<name> outside the default workspace"},
+        "workspace": {"type": "string"}, "name": {"type": "string"}, "usage": ref("Usage"),
+        "period": _obj({"kind": {"enum": ["day", "week", "month"]}, "start": TIME, "end": TIME}),
+        "quota": ref("EffectiveQuota"), "percent": NULLABLE_NUMBER,
+        "services": {"type": "object", "additionalProperties": ref("Usage"),
+                     "description": "Bytes per service in the period (services without bytes in it left out)"},
+        "first_seen": TIME, "last_active": TIME}),
+    "ConsumersPage": _obj({"consumers": {"type": "array", "items": ref("ConsumerSummary")},
+                           "total_count": {**NULLABLE_INT, "description": "Consumers in the last ranking (null: none yet)"},
+                           "next_cursor": {"type": ["string", "null"]},
+                           "sort": {"enum": ["usage", "name", "percent"]}, "order": {"enum": ["asc", "desc"]},
+                           "ranked_at": {"type": ["string", "null"], "description":
+                                         "When the order (usage, percent) was ranked; null for name"}}),
+    "ConsumerSeries": _obj({"direction": {"enum": ["ingress", "egress", "total"]},
+                            "service": {"type": ["string", "null"], "description": "split=service or service=: "
+                                        "the service; null: all the consumer's services"},
+                            "consumer": {"type": "string"}, "points": {"type": "array", "items": ref("Point")},
+                            "total_bytes": {"type": "integer"}}),
+    "ConsumerChart": _obj({"consumer": {"type": "string"}, "service": {"type": ["string", "null"]},
+                           "start": TIME, "end": TIME, "step": {"enum": list(STEPS)},
+                           "split": {"enum": ["service", None]},
+                           "series": {"type": "array", "items": ref("ConsumerSeries")}}),
     "TrafficFigures": _obj(additional=True, properties={
         "requests_count": {"type": ["object", "null"], "properties": {"success": {"type": "integer"},
                                                                       "error": {"type": "integer"}}},
@@ -198,7 +221,7 @@ ERRORS = {
     "400": "A parameter or the body is invalid; `parameter` names it",
     "401": "No x-api-key, or one that is not configured",
     "403": "The key's role may not use this route (admin routes need an admin key)",
-    "404": "Unknown service (or consumer), or no such quota",
+    "404": "Unknown service or consumer, or no such quota",
     "412": "If-Match names a version that is no longer current (or nothing is stored): nothing was changed; "
            "`current_version` (and the ETag header) is the current one, null when none is stored",
     "413": "The body is larger than 64 KiB",
@@ -240,10 +263,10 @@ def _with_etag(operation: dict) -> dict:
 
 SERVICE = _param("service", "path", {"type": "string", "minLength": 1, "maxLength": 200},
                  "Service name as Kong labels it (at most 200 characters, no control characters)")
-CONSUMER = _param("consumer", "path", {"type": "string", "minLength": 1, "maxLength": 200},
-                  "Consumer key: Kong's username, prefixed with its workspace outside the default one "
-                  "(ws:name, URL-encoded: ws%3Aname); at most 200 characters, no control characters; "
-                  "\"(anonymous)\" (traffic without a consumer) can have no quota")
+CONSUMER = _param("consumer", "path", {"type": "string", "minLength": 1, "maxLength": 1000},
+                  "Consumer key: Kong's consumer username, as <workspace>:<name> outside the default "
+                  "workspace; URL-encoded (ws%3Aname). (anonymous) is traffic without a consumer, not a "
+                  "consumer: 404, and it can have no quota (400)")
 TIME_PARAM = {"type": "string", "pattern": r"^(|-?\d{1,12}(\.\d{1,9})?|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2}))$"}
 START = _param("start", "query", TIME_PARAM,
                "RFC 3339 time or epoch seconds; empty or absent: end - 1 h; must be before end")
@@ -307,6 +330,34 @@ def openapi_spec() -> dict:
             "Requests (success/error) and latency (average, p95, p99) from Kong's counters",
             _json(ref("Stats")), params=[SERVICE, START, END,
                                          _param("step", "query", {"enum": list(STEPS)}, "Also as a series")])},
+        "/v1/consumers": {"get": _operation(
+            "Every consumer with its usage in its current quota period, a page at a time",
+            _json(ref("ConsumersPage")), params=[
+                _param("sort", "query", {"enum": ["usage", "name", "percent"]},
+                       "Sort key (default usage). usage and percent follow the ranking the collector "
+                       "refreshes every 10 minutes (ranked_at): the order is as of then, the values are read "
+                       "now; a consumer first seen since is listed by name until the next ranking"),
+                _param("order", "query", {"enum": ["asc", "desc"]}, "Sort order (default desc)"),
+                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (default 100)"),
+                _param("cursor", "query", {"type": "string", "pattern": "^[A-Za-z0-9_=-]*$"},
+                       "next_cursor of the previous page of the same sort (opaque; empty: the first page)")],
+            tag="consumers")},
+        "/v1/consumers/{consumer}": {"get": _operation("One consumer's usage in its period, per service, and its quota",
+                                                       _json(ref("ConsumerSummary")), params=[CONSUMER],
+                                                       tag="consumers")},
+        "/v1/consumers/{consumer}/bandwidth": {"get": _operation(
+            "A consumer's bandwidth time series, chart-ready, summed over the services it used", {
+                "description": "Series; as CSV (time,consumer,service,direction,bytes,partial) with "
+                               "Accept: text/csv or format=csv",
+                "content": {"application/json": {"schema": ref("ConsumerChart")},
+                            "text/csv": {"schema": {"type": "string"}}}},
+            params=[CONSUMER, START, END, STEP,
+                    _param("direction", "query", {"enum": ["ingress", "egress", "total", "all"]},
+                           "all (default): one series per direction"),
+                    _param("service", "query", {"type": "string", "minLength": 1, "maxLength": 200},
+                           "Only the consumer's bytes through this service (404: unknown service)"),
+                    _param("split", "query", {"enum": ["service"]}, "service: one series per service"),
+                    _param("format", "query", {"enum": ["json", "csv"]}, "Answer format")], tag="consumers")},
         "/metrics/bandwidth_used": {"get": _operation(
             "The older frontend's endpoint: each whole minute that starts in the lookback, then the "
             "request instant. An unknown service or route answers nulls, not 404",

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from chalicelib.core.errors import BadRequest, NotFound
-from chalicelib.core.quotas import validate_service_name
+from chalicelib.core.quotas import MAX_CONSUMER_CHARS, is_consumer_name, validate_service_name
 from chalicelib.core.timeutil import LEVELS, MINUTE, TimeFormatError, floor, iso, parse_time
 from chalicelib.core.usage import ANONYMOUS_CONSUMER, BucketUsage, stored_label, sum_buckets
 
@@ -129,16 +128,12 @@ def choose_step(start: int, end: int, requested: Optional[str], coverage: Option
     return requested
 
 
-MAX_CONSUMER_CHARS = 1000  # longer labels are stored shortened (usage.stored_label) and found by their full name
-_CONSUMER_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_CONSUMER_CHARS)
-
-
 def consumer_name(raw: Optional[str]) -> Optional[str]:
     """The ``consumer=`` parameter: a Kong username (``(anonymous)`` for traffic without a
     consumer), 1 to MAX_CONSUMER_CHARS characters without control characters; None when absent."""
     if raw is None:
         return None
-    if not _CONSUMER_NAME.fullmatch(raw):  # fullmatch: "$" would let a final "\n" in
+    if not is_consumer_name(raw):
         raise BadRequest(f"consumer must be 1 to {MAX_CONSUMER_CHARS} characters without control characters "
                          f"({ANONYMOUS_CONSUMER} for traffic without a consumer)", parameter="consumer")
     return raw

@@ -10,14 +10,8 @@ import itertools
 from typing import List
 
 from chalicelib.api.overview import MAX_KNOWN_NAMES, close_names
-from chalicelib.core.consumer_usage import ConsumerUsageReader
 from chalicelib.core.models import CONSUMER
 from chalicelib.core.quotas import validate_consumer_name
-
-
-def reader() -> ConsumerUsageReader:
-    """The consumers' usage items (stateless: the models are bound by bootstrap)."""
-    return ConsumerUsageReader()
 
 
 def get(quotas, consumer: str):
@@ -50,5 +44,5 @@ def unseen_warnings(consumers, consumer: str) -> List[str]:
 
 
 def with_warnings(answer: dict, consumers, consumer: str) -> dict:
-    warnings = unseen_warnings(consumers, consumer)
+    warnings = unseen_warnings(consumers, validate_consumer_name(consumer))
     return {**answer, "warnings": warnings} if warnings else answer

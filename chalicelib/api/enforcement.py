@@ -28,7 +28,7 @@ DECLARATIVE = "apply with decK"  # no Admin API: the deck file below is what to 
 def listing(store, snapshot, state, settings, now: float, consumers=None) -> dict:
     """Services' and consumers' blocks alike; each entry says its ``kind`` (a consumer's names it
     under ``consumer``: it is refused on every service)."""
-    due = all_due_blocks(store, consumers or ConsumerUsageReader(), snapshot, now)
+    due = all_due_blocks(store, consumers or ConsumerUsageReader(store, settings.shard_count), snapshot, now)
     admin_api = bool(settings.kong_admin_url)
     applied = {entry_key(entry): entry for entry in (state.blocked or [])}
     missing = {entry_key(m) for m in (state.missing or [])}

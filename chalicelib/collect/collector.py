@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, List, Sequence
+from typing import AbstractSet, Callable, List, Sequence, Set
 
-from chalicelib.collect import plan, shards
+from chalicelib.collect import consumers, plan, shards
 from chalicelib.collect.plan import ChunkPlan, RunSpan, Services
 from chalicelib.collect.record import RunRecord
 from chalicelib.collect.report import RunReport
@@ -65,6 +65,9 @@ class Collector:
             report.gaps = [list(span.skipped)] if span.skipped else []
             record.open(state, span)
             self._collect(span, record, report)
+            if self.shard == 0 and consumers.ranking_due(self.store, now):
+                # The consumers listing's orders by usage and percent (api/consumers.py).
+                consumers.refresh_rankings(self.store, self.quotas.load(), now)
         except Exception as e:  # any failure (a bug too) is recorded and the lease released first
             expected = isinstance(e, BandwidthMeterError)
             report.status, report.error = "failed", str(e) if expected else f"unexpected {type(e).__name__}: {e}"
@@ -84,10 +87,10 @@ class Collector:
         self.writer.align_periods(services, snapshot, span.start)
         for start, end in span.chunks(self.settings.chunk_minutes):
             chunk = self.role.plan(start, end, services)
-            self._take_on(chunk, services, snapshot, start, report)
+            fresh = self._take_on(chunk, services, snapshot, start, report)
             report.deferred = chunk.deferred
             unobserved = self._count(start, end, services, snapshot, report, chunk.matchers,
-                                     record_gaps=not chunk.deferred)
+                                     record_gaps=not chunk.deferred, fresh=fresh)
             self.role.hand_over(end, services)
             if chunk.deferred:
                 # More unassigned services than one invocation counts (a first deployment,
@@ -104,34 +107,36 @@ class Collector:
         if report.minutes:
             report.status = "ok"
 
-    def _take_on(self, chunk: ChunkPlan, services: Services, snapshot, start: int, report: RunReport) -> None:
+    def _take_on(self, chunk: ChunkPlan, services: Services, snapshot, start: int, report: RunReport) -> Set[str]:
         """Apply a chunk's plan to the services counted: drop those taken by a fixed shard, add
         those the catch-all met, and count a fixed shard's newcomers from their hand-over to
-        ``start`` (alone) before it takes them over."""
+        ``start`` (alone) before it takes them over. Returns the newcomers' names."""
         for name in chunk.dropped:
             del services[name]
         if chunk.loaded:
             self.writer.align_periods(chunk.loaded, snapshot, start)
             services.update(chunk.loaded)
         if not chunk.taken_over:
-            return
+            return set()
         size = self.settings.chunk_minutes * MINUTE
         newcomers: Services = {}
         for at, group in chunk.handed_over:
             for catch_up in range(at, start, size):
                 self._count(catch_up, min(catch_up + size, start), group, snapshot, report,
-                            shards.owned_matchers(group), record_gaps=False)
+                            shards.owned_matchers(group), record_gaps=False, newcomers=True)
             newcomers.update(group)
         self.store.put_services(list(newcomers.values()))
         self.store.take_over(self.shard, chunk.taken_over)
         services.update(newcomers)
+        return set(newcomers)
 
     def _count(self, start: int, end: int, services: Services, snapshot, report: RunReport,
-               matchers: Sequence[str] = ("",), record_gaps: bool = True) -> List[List[int]]:
+               matchers: Sequence[str] = ("",), record_gaps: bool = True, newcomers: bool = False,
+               fresh: AbstractSet[str] = frozenset()) -> List[List[int]]:
         """Read, compute and write [start, end). Returns the stretches of the window in which
         Prometheus observed none of the known series."""
         window = self.reader.read(start, end, services, report, matchers)
-        report.minutes_written += self.writer.write(window, start, end, services, snapshot)
+        report.minutes_written += self.writer.write(window, start, end, services, snapshot, newcomers, fresh)
         report.unstored(self.store.take_oversized())
         if not record_gaps:
             return []

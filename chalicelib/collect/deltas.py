@@ -65,6 +65,12 @@ class MinuteAccumulator:
         for minute, value in per_minute.items():
             self._bucket(service, minute).add_latency(part, value, le)
 
+    def consumer_minutes(self) -> List[Tuple[str, int, dict]]:
+        """(service, minute, {consumer: {"ingress", "egress"}}) of every minute, not bounded:
+        each consumer's exact bytes even where a stored bucket keeps only the busiest."""
+        return [(service, minute, bucket.consumers) for (service, minute), bucket in sorted(self._usage.items())
+                if bucket.consumers]
+
     def minutes(self) -> List[BucketUsage]:
         """Each service's minutes as stored (BucketUsage.bounded): the rollups the collector sums
         from these in memory then name the same routes as the minutes read back from the table."""

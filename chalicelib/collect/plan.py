@@ -47,6 +47,9 @@ class Role:
     """What differs between shards; the defaults are those of an unsharded collector."""
 
     shard = 0
+    # Whether every chunk writes the consumers' items (collect/consumers.py): the catch-all counts
+    # each service for one chunk only, before handing it over, so it never leaves a minute to read back.
+    flushes_consumers_every_chunk = False
 
     def __init__(self, store, settings):
         self.store = store
@@ -77,6 +80,8 @@ class Unsharded(Role):
 class CatchAll(Role):
     """Shard 0 of several. It starts with no service: chunk by chunk it loads the unassigned
     services Prometheus names in the window, never the whole table."""
+
+    flushes_consumers_every_chunk = True
 
     def __init__(self, store, settings, prometheus):
         super().__init__(store, settings)

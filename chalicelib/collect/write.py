@@ -1,12 +1,14 @@
 """Compute and write what one chunk's window adds up to: minute items, the rollups the chunk
-completed, each active service's usage in its current quota period and its new checkpoint.
+completed, each active service's usage in its current quota period and its new checkpoint, and
+each active consumer's usage in its period (collect/consumers.py: every other minute).
 
 Values are absolute and keys deterministic, so writing a retried chunk again changes nothing.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
+from chalicelib.collect import consumers as consumer_periods
 from chalicelib.collect.plan import Role, Services
 from chalicelib.collect.window import Window
 from chalicelib.core.models import ServiceUsage
@@ -20,10 +22,21 @@ class ChunkWriter:
     def __init__(self, store, role: Role):
         self.store = store
         self.role = role
+        self.consumers = consumer_periods.ConsumerPeriods(store, role.shard)
 
-    def write(self, window: Window, start: int, end: int, services: Services, snapshot: QuotaSnapshot) -> int:
+    def write(self, window: Window, start: int, end: int, services: Services, snapshot: QuotaSnapshot,
+              newcomers: bool = False, fresh: Iterable[str] = ()) -> int:
         """Write the chunk [start, end); returns the minute items written. Services first seen
-        in it join ``services``."""
+        in it join ``services``. ``newcomers``: a pass over services this shard did not count
+        before ``start`` (a fixed shard's catch-up); ``fresh``: services taken over at this chunk
+        (their earlier minutes were counted by another shard)."""
+        consumer_minutes = window.usage.consumer_minutes()
+        always = newcomers or self.role.flushes_consumers_every_chunk
+        widest = max((len(c) for _, _, c in consumer_minutes), default=0)
+        flush = always or consumer_periods.flushes(start, end, widest)
+        back = None if always or not flush else consumer_periods.read_back_minute(start)
+        # Chosen before this chunk moves the services' last active minutes.
+        earlier = consumer_periods.read_back(self.store, back, services, set(fresh)) if back is not None else []
         minutes = window.usage.minutes()
         written = self.store.put_buckets("1m", minutes)
         by_service: Dict[str, List[BucketUsage]] = {}
@@ -43,6 +56,8 @@ class ChunkWriter:
             self.role.own(item)
             changed.append(item)
         self.store.put_services(changed)
+        if flush:
+            self.consumers.flush(consumer_periods.by_consumer(earlier + consumer_minutes), snapshot, end)
         return written
 
     def write_rollups(self, start: int, end: int, services: Services, minutes: List[BucketUsage]) -> None:

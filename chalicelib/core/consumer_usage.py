@@ -1,45 +1,70 @@
 """A consumer's usage in its quota period, for its quota, its alerts and its block.
 
-The collector keeps each consumer's current-period figure on its ConsumerUsage item (pk
-CONSUMERS), exactly as it does a service's on ServiceUsage; this adapter reads those items
-for the quota book's warnings, the alerts function and the enforcement, and computes a
-consumer's usage in a quota period the way ``usage.usage_in`` does a service's.
+The collector keeps each consumer's current-period figure in ConsumerUsage items (pk
+CONSUMERS): one per collector shard, since each shard counts its own services
+(collect/consumers.py). This adapter reads them as one item per consumer, the shards' figures
+summed (``merged``), for the quota book's warnings, the alerts function and the enforcement, and
+computes a consumer's usage in a quota period the way ``usage.usage_in`` does a service's.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, List, Optional
+from itertools import groupby
+from typing import Iterable, Iterator, List, Optional, Sequence
 
-from pynamodb.exceptions import PynamoDBException
-
-from chalicelib.core.errors import StoreError
-from chalicelib.core.models import CONSUMERS_PK, ConsumerUsage, read_item
+from chalicelib.core.models import CONSUMERS_PK, ConsumerUsage
 from chalicelib.core.periods import Period, period_at
-from chalicelib.core.usage import PeriodUsage
-
-BATCH_GET = 100  # DynamoDB's BatchGetItem maximum
+from chalicelib.core.usage import PeriodUsage, consumer_usage_in as summed_usage_in
 
 
 class ConsumerUsageReader:
-    """Reads ConsumerUsage items (the collector writes them)."""
+    """Each consumer as one ConsumerUsage item: its shards' items merged."""
+
+    def __init__(self, store, shard_count: int = 1):
+        self.store = store
+        self.shard_count = max(1, shard_count)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether one shard's item may hold only part of a consumer's bytes."""
+        return self.shard_count > 1
 
     def get_consumer(self, consumer: str) -> Optional[ConsumerUsage]:
-        return read_item(ConsumerUsage, (CONSUMERS_PK, consumer), f"consumer {consumer!r}")
+        return merged(self.store, consumer, self.store.get_consumer(consumer, self.shard_count))
 
     def get_consumers(self, names: Iterable[str]) -> List[ConsumerUsage]:
-        """These consumers' items (those that exist)."""
-        keys = [(CONSUMERS_PK, name) for name in names]
-        try:
-            return [item for i in range(0, len(keys), BATCH_GET)
-                    for item in ConsumerUsage.batch_get(keys[i:i + BATCH_GET])]
-        except PynamoDBException as e:
-            raise StoreError(f"reading {len(keys)} consumers failed: {e}") from e
+        """These consumers (those that exist)."""
+        found = self.store.get_consumers(sorted(set(names)), self.shard_count)
+        return [item for name, items in sorted(found.items()) if (item := merged(self.store, name, items))]
 
     def list_consumers(self, after: Optional[str] = None) -> Iterator[ConsumerUsage]:
-        """Every consumer item in key order (from after ``after``), read page by page."""
-        try:
-            yield from ConsumerUsage.query(CONSUMERS_PK, ConsumerUsage.sk > after if after else None)
-        except PynamoDBException as e:
-            raise StoreError(f"listing consumers failed: {e}") from e
+        """Every consumer in key order (after ``after``), read page by page."""
+        for name, items in groupby(self.store.all_consumers(after), key=lambda item: item.consumer):
+            item = merged(self.store, name, list(items))
+            if item is not None:
+                yield item
+
+
+def merged(store, consumer: str, items: Sequence[ConsumerUsage]) -> Optional[ConsumerUsage]:
+    """One item for a consumer from its shards' items (None: never counted): the period of the
+    most recently counted one, with the usage of every shard in it (usage.consumer_usage_in: an
+    item of an earlier period of the cycle adds nothing, one of another cycle is summed from its
+    services' buckets)."""
+    if not items:
+        return None
+    if len(items) == 1:
+        return items[0]
+    latest = max(items, key=lambda item: (int(item.through), int(item.period_start)))
+    period = period_at(latest.period_kind, int(latest.period_start), int(latest.period_anchor))
+    summed = summed_usage_in(store, consumer, items, period)
+    return ConsumerUsage(CONSUMERS_PK, consumer, consumer=consumer,
+                         first_seen=min(int(item.first_seen) for item in items),
+                         last_active=max(int(item.last_active) for item in items),
+                         period_kind=latest.period_kind, period_anchor=int(latest.period_anchor),
+                         period_start=period.start, period_end=period.end,
+                         ingress=summed.usage.ingress, egress=summed.usage.egress, total=summed.usage.total,
+                         through=int(latest.through),
+                         services={name: {"ingress": e["ingress"], "egress": e["egress"]}
+                                   for name, e in summed.services.items()})
 
 
 def consumer_usage_in(store, item: ConsumerUsage, period: Period) -> PeriodUsage:

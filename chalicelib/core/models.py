@@ -6,7 +6,8 @@ Key design (pk / sk):
 |--------------------|--------------------|-------------------------------------|
 | UsageBucket        | USAGE#<service>    | <level>#<bucket start, ISO minute>  |
 | ServiceUsage       | SERVICES           | <service>                           |
-| ConsumerUsage      | CONSUMERS          | <consumer>                          |
+| ConsumerUsage      | CONSUMERS          | <consumer> (collector shard k >= 1: <consumer>\x1f<k>) |
+| ConsumerRanking    | CONSUMER_RANKING   | <order>#<page>, <order>#meta        |
 | CheckpointPage     | CHECKPOINT#<service> | <checkpoint time>#<page>          |
 | CollectorState     | STATE              | collector, collector#<shard> (1..N-1) |
 | ShardAssignment    | STATE              | shard#<shard> (1..N-1)              |
@@ -61,6 +62,7 @@ from chalicelib.core.timeutil import iso, iso_minute
 # -- keys ------------------------------------------------------------------------------------
 SERVICES_PK = "SERVICES"
 CONSUMERS_PK = "CONSUMERS"
+CONSUMER_RANKING_PK = "CONSUMER_RANKING"
 STATE_PK = "STATE"
 STATE_KEY = (STATE_PK, "collector")  # shard 0's state: the key an unsharded collector always used
 ENFORCEMENT_KEY = (STATE_PK, "enforcement")
@@ -274,6 +276,19 @@ class ConsumerUsage(_PeriodUsageItem):
     def first_seen_at(cls, consumer: str, minute: int, last_active: int) -> "ConsumerUsage":
         return cls(CONSUMERS_PK, consumer, consumer=consumer, first_seen=minute, last_active=last_active,
                    through=minute, period_kind="month", period_start=0, period_end=0)
+
+
+class ConsumerRanking(_TableModel):
+    """One page of the consumers in one order (usage or percent, busiest first), refreshed by the
+    collector every few minutes, so a listing page in that order reads a constant number of items
+    (store.py: consumer rankings). The page ``sk`` ``<order>#meta`` holds ``count`` and ``pages``."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    names = ListAttribute(default=list)  # consumer keys, in the order's descending sense
+    ranked_at = NumberAttribute()
+    count = NumberAttribute(null=True)  # the meta item: consumers ranked
 
 
 def checkpoint_pk(service: str) -> str:
@@ -496,7 +511,8 @@ class EnforcementNotice(_TableModel):
     sent_at = NumberAttribute(null=True)
 
 
-ALL_MODELS = (UsageBucket, ServiceUsage, ConsumerUsage, CheckpointPage, CollectorState, ScheduleTick, ShardAssignment, Quota, QuotaRules, AuditEntry,
+ALL_MODELS = (UsageBucket, ServiceUsage, ConsumerUsage, ConsumerRanking, CheckpointPage, CollectorState, ScheduleTick,
+              ShardAssignment, Quota, QuotaRules, AuditEntry,
               Alert, AlertDue, RulesReevaluation, EnforcementState, EnforcementNotice)
 
 

@@ -28,7 +28,7 @@ import jsonschema
 from email_validator import EmailNotValidError, validate_email
 
 from chalicelib.core.errors import BadRequest
-from chalicelib.core.usage import ANONYMOUS_CONSUMER, OTHER_CONSUMERS
+from chalicelib.core.usage import ANONYMOUS_CONSUMER, OTHER_CONSUMERS, stored_label
 from chalicelib.core.webhook_targets import STRICT, UnsafeWebhookTarget, WebhookTargetPolicy
 
 QUOTA_SCHEMA: dict = json.loads((Path(__file__).parent / "schemas" / "quota.json").read_text())
@@ -102,14 +102,26 @@ def validate_service_name(service: str) -> str:
     return service
 
 
+MAX_CONSUMER_CHARS = 1000  # longer labels are stored shortened (usage.stored_label) and found by their full name
+_CONSUMER_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_CONSUMER_CHARS)
+
+
+def is_consumer_name(consumer: str) -> bool:
+    """Whether a name can be a consumer here: 1 to MAX_CONSUMER_CHARS characters, no control ones."""
+    return bool(_CONSUMER_NAME.fullmatch(consumer or ""))  # fullmatch: "$" would let a final "\n" in
+
+
 def validate_consumer_name(consumer: str) -> str:
-    """A consumer key the API can hold a quota for: a name like a service's, and never the
-    anonymous traffic (or the bucket of consumers beyond a bucket's bound), which no one owns."""
-    if not is_service_name(consumer):
-        raise BadRequest("consumer must be 1 to 200 characters without control characters", parameter="consumer")
-    if consumer in UNQUOTABLE_CONSUMERS:
-        raise BadRequest(f"{consumer} is traffic without a consumer: it can have no quota", parameter="consumer")
-    return consumer
+    """The key a consumer's quota is kept under: its name as the collector stores it (a long one
+    shortened like the buckets' labels), never the anonymous traffic (or the bucket of consumers
+    beyond a bucket's bound), which no one owns."""
+    if not is_consumer_name(consumer):
+        raise BadRequest(f"consumer must be 1 to {MAX_CONSUMER_CHARS} characters without control characters",
+                         parameter="consumer")
+    key = stored_label(consumer)
+    if key in UNQUOTABLE_CONSUMERS:
+        raise BadRequest(f"{key} is traffic without a consumer: it can have no quota", parameter="consumer")
+    return key
 
 
 def _field_path(error: jsonschema.ValidationError) -> str:

@@ -14,7 +14,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from pynamodb.exceptions import PutError, PynamoDBException, UpdateError
 
 from chalicelib.core.errors import StoreError
-from chalicelib.core.models import (SERVICES_PK, TICK_KEY, CheckpointPage, CollectorState, ScheduleTick, ServiceUsage,
+from chalicelib.core.models import (CONSUMER_RANKING_PK, CONSUMERS_PK, SERVICES_PK, TICK_KEY, CheckpointPage,
+                                    CollectorState, ConsumerRanking, ConsumerUsage, ScheduleTick, ServiceUsage,
                                     ShardAssignment, UsageBucket, bucket_sk, checkpoint_page_sk, checkpoint_pk,
                                     collector_state_key, is_condition_failure, read_item, shard_assignment_key,
                                     usage_pk)
@@ -33,6 +34,7 @@ LEASE_SECONDS = 900  # longer than the Lambda timeout: a dead run's lease expire
 BATCH = 25  # items in one BatchWriteItem request
 BATCH_GET = 100  # keys in one BatchGetItem request
 OVERSIZED_KEPT = 100  # quarantined items remembered per store (a run's report shows them)
+SHARD_SEPARATOR = "\x1f"  # between a consumer key and its shard in a consumer item's sort key
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +290,102 @@ class UsageStore:
         except PynamoDBException as e:
             # Stale pages are only storage: the item names the pages it uses. Tried again next write.
             log.warning("store: deleting old checkpoint pages of %r failed: %s", service, e)
+
+    # -- consumers (collect/consumers.py: one item per consumer and shard) ---------------------
+    @staticmethod
+    def consumer_sk(consumer: str, shard: int = 0) -> str:
+        """A consumer's item of one collector shard: ``<consumer>`` for shard 0 (and unsharded),
+        ``<consumer>\\x1f<shard>`` for the others (no consumer key holds a control character)."""
+        return consumer if shard == 0 else f"{consumer}{SHARD_SEPARATOR}{shard}"
+
+    def get_consumer_items(self, consumers: Sequence[str], shard: int = 0) -> Dict[str, ConsumerUsage]:
+        """One shard's items of these consumers (those that exist), by consumer."""
+        keys = [(CONSUMERS_PK, self.consumer_sk(c, shard)) for c in consumers]
+        return {item.consumer: item for item in self._batch_get_consumers(keys)}
+
+    def _batch_get_consumers(self, keys: List[tuple]) -> List[ConsumerUsage]:
+        """BatchGetItem in requests of 100 keys, up to ``write_workers`` at once (a flush of
+        the collector reads every active consumer's item)."""
+        parts = [keys[i:i + BATCH_GET] for i in range(0, len(keys), BATCH_GET)]
+        try:
+            if self.write_workers == 1 or len(parts) <= 1:
+                return [item for part in parts for item in ConsumerUsage.batch_get(part)]
+            ConsumerUsage._get_connection().connection.client  # made once here: creating clients is not thread-safe
+            with ThreadPoolExecutor(max_workers=min(self.write_workers, len(parts))) as pool:
+                return [item for found in pool.map(lambda part: list(ConsumerUsage.batch_get(part)), parts)
+                        for item in found]
+        except PynamoDBException as e:
+            raise StoreError(f"reading {len(keys)} consumer items failed: {e}") from e
+
+    def put_consumers(self, items: Sequence[ConsumerUsage]) -> int:
+        stored = self._write_batches(ConsumerUsage, list(items), lambda item: item, "consumer usage items")
+        self.writes += stored
+        return stored
+
+    def get_consumer(self, consumer: str, shard_count: int = 1) -> List[ConsumerUsage]:
+        """Every shard's item of one consumer ([]: never seen); readers sum them."""
+        return self.get_consumers([consumer], shard_count).get(consumer, [])
+
+    def get_consumers(self, consumers: Sequence[str], shard_count: int = 1) -> Dict[str, List[ConsumerUsage]]:
+        """Every shard's items of these consumers, by consumer: one BatchGet of
+        len(consumers) x shard_count keys."""
+        keys = [(CONSUMERS_PK, self.consumer_sk(c, shard)) for c in consumers for shard in range(shard_count)]
+        found: Dict[str, List[ConsumerUsage]] = {}
+        for item in sorted(self._batch_get_consumers(keys), key=lambda i: i.sk):
+            found.setdefault(item.consumer, []).append(item)
+        return found
+
+    def consumer_page(self, after: Optional[str], limit: int, reverse: bool = False) -> Tuple[Dict[str, List[ConsumerUsage]], bool]:
+        """Up to ``limit`` consumers in name order after (or, ``reverse``, before) ``after``, each
+        with its shards' items, and whether more follow: one Query reading at most
+        (limit + 1) x shards items."""
+        if after is None:
+            condition = None
+        elif reverse:
+            condition = ConsumerUsage.sk < after
+        else:
+            condition = ConsumerUsage.sk > after + SHARD_SEPARATOR + "\x7f"  # past after's shard items
+        page: Dict[str, List[ConsumerUsage]] = {}
+        try:
+            for item in ConsumerUsage.query(CONSUMERS_PK, condition, scan_index_forward=not reverse, page_size=limit + 1):
+                if item.consumer not in page and len(page) == limit:
+                    return page, True
+                page.setdefault(item.consumer, []).append(item)
+        except PynamoDBException as e:
+            raise StoreError(f"listing consumers failed: {e}") from e
+        return page, False
+
+    def all_consumers(self, after: Optional[str] = None):
+        """Every consumer item of every shard, in name order (after consumer ``after``), a
+        consumer's shard items next to each other (the ranking's one full read)."""
+        condition = ConsumerUsage.sk > after + SHARD_SEPARATOR + "\x7f" if after else None  # past after's shard items
+        try:
+            yield from ConsumerUsage.query(CONSUMERS_PK, condition)
+        except PynamoDBException as e:
+            raise StoreError(f"listing consumers failed: {e}") from e
+
+    # -- consumer rankings (api/consumers.py orders pages by them) --------------------------------
+    def ranking_meta(self, order: str) -> Optional[ConsumerRanking]:
+        return read_item(ConsumerRanking, (CONSUMER_RANKING_PK, f"{order}#meta"), f"the {order} ranking")
+
+    def ranking_pages(self, order: str, pages: Sequence[int]) -> Dict[int, List[str]]:
+        keys = [(CONSUMER_RANKING_PK, f"{order}#{page:06d}") for page in pages]
+        try:
+            return {int(item.sk.split("#", 1)[1]): list(item.names) for item in ConsumerRanking.batch_get(keys)}
+        except PynamoDBException as e:
+            raise StoreError(f"reading the {order} ranking failed: {e}") from e
+
+    def put_ranking(self, order: str, names: Sequence[str], page_size: int, at: float) -> int:
+        """Store a ranking (``names`` busiest first) as pages of ``page_size``, then its meta item
+        (so a reader never sees a count beyond the pages written). Pages past the new end that an
+        older, longer ranking left are not read: the meta item's count bounds every reader."""
+        pages = [ConsumerRanking(CONSUMER_RANKING_PK, f"{order}#{i // page_size:06d}", names=list(names[i:i + page_size]),
+                                 ranked_at=at) for i in range(0, len(names), page_size)]
+        meta = ConsumerRanking(CONSUMER_RANKING_PK, f"{order}#meta", names=[], ranked_at=at, count=len(names))
+        stored = self._write_batches(ConsumerRanking, pages, lambda item: item, f"{order} ranking pages")
+        stored += self._write_batches(ConsumerRanking, [meta], lambda item: item, f"{order} ranking")
+        self.writes += stored
+        return stored
 
     # -- collector state (one per shard) ---------------------------------------------------
     def state(self, shard: int = 0) -> CollectorState:

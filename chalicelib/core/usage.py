@@ -42,6 +42,11 @@ OTHER_CODES = "other"
 # spells anonymous the same way (consumer=(anonymous)).
 ANONYMOUS_CONSUMER = "(anonymous)"
 OTHER_CONSUMERS = "(other consumers)"
+# A consumer item (ConsumerUsage.services) keeps at most MAX_CONSUMER_SERVICES entries: the first
+# MAX_CONSUMER_SERVICES - 1 services it used, by name, and OTHER_SERVICES with the bytes of any
+# further one (no Kong service name holds parentheses and spaces); ~130 KB at worst.
+MAX_CONSUMER_SERVICES = 500
+OTHER_SERVICES = "(other services)"
 
 
 def consumer_key(consumer: str) -> str:
@@ -217,3 +222,55 @@ def usage_in(store, item, period: Period) -> PeriodUsage:
 def period_usage(store, item, quota, at: float) -> PeriodUsage:
     """Usage of a service in the period of ``quota`` that contains the instant ``at``."""
     return usage_in(store, item, period_at(quota.period, at, quota.anchor_day))
+
+
+@dataclass(frozen=True)
+class ConsumerPeriodUsage:
+    """A consumer's bytes in one quota period, summed over its collector shards' items, and per service."""
+
+    usage: PeriodUsage
+    services: Dict[str, Dict[str, int]]  # {service: {"ingress", "egress", "total"}}, those with bytes
+
+
+def consumer_usage_in(store, consumer: str, items, period: Period) -> ConsumerPeriodUsage:
+    """Usage of ``consumer`` in ``period`` from its items (ConsumerUsage, one per collector shard).
+
+    An item holding the period counts as stored; one holding an earlier period of the same cycle
+    adds nothing (idle since); one of another cycle (the quota changed its period since the
+    collector last wrote it) is summed from its services' stored buckets up to its ``through``."""
+    ingress = egress = 0
+    services: Dict[str, Dict[str, int]] = {}
+
+    def add(service: str, i: int, e: int) -> None:
+        nonlocal ingress, egress
+        if i or e:
+            entry = services.setdefault(service, {"ingress": 0, "egress": 0, "total": 0})
+            entry["ingress"] += i
+            entry["egress"] += e
+            entry["total"] += i + e
+            ingress, egress = ingress + i, egress + e
+
+    for item in items:
+        entries = _entries(item.services)
+        if item.holds(period):
+            for service, entry in entries.items():
+                add(service, int(entry.get("ingress", 0)), int(entry.get("egress", 0)))
+        elif not item.precedes(period):
+            end = max(period.start, min(int(item.through), period.end))
+            for service in entries:
+                found = (store.range_total(service, period.start, end).consumers or {}).get(stored_label(consumer), {})
+                add(service, int(found.get("ingress", 0)), int(found.get("egress", 0)))
+    return ConsumerPeriodUsage(PeriodUsage(period, ingress, egress), services)
+
+
+def _entries(value) -> Dict[str, dict]:
+    if value is None:
+        return {}
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    return {k: (v.as_dict() if hasattr(v, "as_dict") else dict(v)) for k, v in value.items()}
+
+
+def consumer_services(items) -> list:
+    """Every service a consumer's items name (those of earlier periods too: its chart looks there), sorted."""
+    return sorted({name for item in items for name in _entries(item.services)} - {OTHER_SERVICES})

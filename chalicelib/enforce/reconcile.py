@@ -78,7 +78,7 @@ class Reconciler:
         self.store = store
         self.quotas = quotas
         self.ledger = ledger
-        self.consumers = consumers or ConsumerUsageReader()  # the consumers' usage items
+        self.consumers = consumers or ConsumerUsageReader(store)  # the consumers' usage items
         self.max_changes = max_changes
         self.max_failures = max_failures
 

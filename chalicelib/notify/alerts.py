@@ -86,7 +86,7 @@ class AlertProcessor:
                  rules_budget_seconds: float = 20, monotonic: Callable[[], float] = time.monotonic,
                  enforcement_notifier=None, consumers=None):
         self.store = store
-        self.consumers = consumers or ConsumerUsageReader()  # the consumers' usage items
+        self.consumers = consumers or ConsumerUsageReader(store)  # the consumers' usage items
         self.enforcement_notifier = enforcement_notifier  # block started / ended notices; None: not enforcing
         self.ledger = ledger
         self.quotas = quotas
@@ -121,8 +121,11 @@ class AlertProcessor:
         elif pk == QUOTA_PK:
             self.evaluate(sk, now, quota=snapshot.quota_for(sk), quota_changed=True)
         elif pk == CONSUMERS_PK and record.new_image:
-            self.evaluate(sk, now, ConsumerUsage.from_raw_data(record.new_image), snapshot.quota_for_consumer(sk),
-                          kind=CONSUMER)
+            item = ConsumerUsage.from_raw_data(record.new_image)
+            # One collector shard's item holds only that shard's part of a sharded fleet's bytes:
+            # then the consumer is judged on all its shards' items, read again.
+            self.evaluate(item.consumer, now, None if self.consumers.sharded else item,
+                          snapshot.quota_for_consumer(item.consumer), kind=CONSUMER)
         elif pk == CONSUMER_QUOTA_PK:
             self.evaluate(sk, now, quota=snapshot.quota_for_consumer(sk), quota_changed=True, kind=CONSUMER)
         elif (pk, sk) == RULES_KEY:

@@ -23,3 +23,9 @@ def test_collector_benchmark_small():
 def test_api_load_benchmark_small():
     out = run("bench/api_load.py", "--seconds", "1", "--max-clients", "2")
     assert "req/s" in out and ("sustained before" in out or "p95 above" in out)
+
+
+def test_consumers_benchmark_small():
+    out = run("bench/consumers.py", "--services", "5", "--consumers", "20", "--per-service", "4", "--runs", "2")
+    assert "0.500 WCU per active consumer-minute" in out  # written every other minute, items under 1 KB
+    assert "DynamoDB requests" in out

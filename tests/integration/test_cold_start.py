@@ -68,6 +68,10 @@ CASES = [
      "", lambda b: sum(s["total_bytes"] for s in b["series"]) == 700),
     ("GET", "/v1/services/{service}/stats", "/v1/services/pay/stats?start={start}&end={now}", "",
      lambda b: b["service"] == "pay"),
+    ("GET", "/v1/consumers", "/v1/consumers", "", lambda b: [c["consumer"] for c in b["consumers"]] == ["alice"]),
+    ("GET", "/v1/consumers/{consumer}", "/v1/consumers/alice", "", lambda b: b["usage"]["egress"] == 700),
+    ("GET", "/v1/consumers/{consumer}/bandwidth", "/v1/consumers/alice/bandwidth?start={start}&end={now}&step=1m",
+     "", lambda b: sum(s["total_bytes"] for s in b["series"]) == 700),
     ("GET", "/metrics/bandwidth_used", "/metrics/bandwidth_used?service=pay&type=egress&lookback_duration=10m", "",
      lambda b: any(row["bandwidth_used"] == 700 for row in b)),
     ("GET", "/v1/services/{service}/quota", "/v1/services/pay/quota", "", lambda b: b["limit_bytes"] == 1000),
@@ -120,8 +124,15 @@ def seeded(moto_server):
 
         tables.ensure_table()
         minute = now - 120
-        deps.store.put_buckets("1m", [BucketUsage("pay", minute, {"r": {"ingress": 0, "egress": 700}})])
+        deps.store.put_buckets("1m", [BucketUsage("pay", minute, {"r": {"ingress": 0, "egress": 700}}, {},
+                                                  {"alice": {"ingress": 0, "egress": 700}})])
         month = period_at("month", minute)
+        deps.store.put_consumers([ConsumerUsage(
+            CONSUMERS_PK, "alice", consumer="alice", first_seen=minute, last_active=minute, period_kind="month",
+            period_anchor=1, period_start=month.start, period_end=month.end, ingress=0, egress=700, total=700,
+            through=now - 60, services={"pay": {"ingress": 0, "egress": 700, "through": now - 60}})])
+        deps.store.put_ranking("usage", ["alice"], 100, now)
+        deps.store.put_ranking("percent", ["alice"], 100, now)
         deps.store.put_services([ServiceUsage(
             SERVICES_PK, "pay", service="pay", first_seen=minute, last_active=minute, period_kind="month",
             period_anchor=1, period_start=month.start, period_end=month.end, ingress=0, egress=700, total=700,

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Consumer metering benchmark: what each consumer's period item costs, and a minute's time and
+memory with many consumers. Prints figures.
+
+    .venv/bin/python bench/consumers.py                                   # small (CI-sized)
+    .venv/bin/python bench/consumers.py --services 1000 --consumers 10000 --per-service 10
+
+The real collector against a moto server process, fed by the in-memory Prometheus stand-in
+(tests/fakes/prometheus.py: building a real TSDB with 100,000 consumer series takes longer than
+the run it feeds). Each service carries ``--per-service`` consumers, one egress series each,
+drawn from ``--consumers`` distinct consumers, every one active every minute. After a first run
+(a two-minute chunk), ``--runs`` ordinary one-minute runs: per run the wall time, the peak
+Python memory (tracemalloc), and the write units of the consumer items (collect/consumers.py)
+and of the service's own items (minute buckets, period items with the checkpoint), item sizes by
+DynamoDB's rules (bench/collector_bench.item_size). Then the listing: DynamoDB requests of one
+page of ``GET /v1/consumers`` in each order.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import tracemalloc
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import requests  # noqa: E402
+
+from bench.collector_bench import item_size  # noqa: E402
+from tests.fakes.prometheus import FakePrometheus  # noqa: E402
+from tests.support.servers import start_moto_server, stop_process  # noqa: E402
+
+STEP = 15
+
+
+def configure(moto_url: str):
+    os.environ.update({
+        "TABLE_NAME": "bench-consumers", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": moto_url, "PROMETHEUS_URL": "http://127.0.0.1:9",
+        "COLLECT_LAG_SECONDS": "30", "INITIAL_BACKFILL_MINUTES": "2", "COLLECT_TRAFFIC_STATS": "false",
+        "ALERT_FROM": "bench@example.com", "COLLECT_WRITE_WORKERS": "4",
+    })
+    from chalicelib import bootstrap
+    from chalicelib.core import tables
+
+    requests.post(f"{moto_url}/moto-api/reset", timeout=5)
+    bootstrap.reset()
+    bootstrap.current()
+    tables.ensure_table()
+    return bootstrap
+
+
+def fleet(services: int, consumers: int, per_service: int, start: int, end: int) -> FakePrometheus:
+    prom = FakePrometheus()
+    times = list(range(start, end, STEP))
+    for s in range(services):
+        for j in range(per_service):
+            c = (s * per_service + j) % consumers
+            prom.add({"__name__": "kong_bandwidth_bytes", "service": f"svc-{s:05d}", "route": "r", "direction": "egress",
+                      "consumer": f"customer-{c:06d}", "workspace": "default", "instance": "kong-1:8001", "job": "kong"},
+                     [(t, 10**9 + (100 + c % 7) * i) for i, t in enumerate(times)])
+    return prom
+
+
+class Meter:
+    """Write units by kind (consumer items; the service's items), and consumer item reads."""
+
+    def __init__(self, store):
+        self.units = {"consumer": 0, "service": 0}
+        self.consumer_items = self.consumer_bytes = 0
+        for name, kind in (("put_consumers", "consumer"), ("put_services", "service"), ("put_buckets", "service")):
+            setattr(store, name, self._wrap(store, name, kind, getattr(store, name)))
+
+    def _wrap(self, store, name, kind, original):
+        def measured(*args):
+            items = args[-1]
+            raws = ([store._bucket_item(args[0], b).serialize() for b in items] if name == "put_buckets"
+                    else [i.serialize() for i in items])
+            self.units[kind] += sum(math.ceil(item_size(r) / 1024) for r in raws)
+            if kind == "consumer":
+                self.consumer_items += len(raws)
+                self.consumer_bytes += sum(item_size(r) for r in raws)
+            return original(*args)
+        return measured
+
+
+def listing_requests(bootstrap, sort: str, order: str) -> int:
+    """DynamoDB requests of one page of 100 consumers."""
+    from botocore.client import BaseClient
+
+    from chalicelib.api import consumers
+
+    deps = bootstrap.current()
+    calls = []
+    original = BaseClient._make_api_call
+    BaseClient._make_api_call = lambda self, op, params: calls.append(op) or original(self, op, params)
+    try:
+        page = consumers.list_consumers(deps.store, deps.quotas.load(), 1, time.time(), sort, order, 100, None)
+    finally:
+        BaseClient._make_api_call = original
+    assert len(page["consumers"]) == min(100, page["total_count"] or 100)
+    return len([c for c in calls if c in ("Query", "BatchGetItem", "GetItem")])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--services", type=int, default=100)
+    parser.add_argument("--consumers", type=int, default=1000)
+    parser.add_argument("--per-service", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=4)
+    args = parser.parse_args()
+    base = int(time.time() // 120 * 120) - 3600  # an even minute
+    series = args.services * args.per_service
+    active = min(args.consumers, series)
+    t0 = time.monotonic()
+    prom = fleet(args.services, args.consumers, args.per_service, base - 600, base + (args.runs + 2) * 60)
+    print(f"{args.services} services x {args.per_service} consumers each, {active:,} distinct consumers: "
+          f"{series:,} series (built in {time.monotonic() - t0:.1f} s)")
+    moto, moto_url = start_moto_server()
+    try:
+        bootstrap = configure(moto_url)
+        deps = bootstrap.override(prometheus=prom)
+        collector = deps.collector
+        collector.run(now=base + 31)  # the first run: [base - 2 min, base), written at once
+        meter = Meter(collector.store)
+        print(f"  {'run':>3} {'chunk ends':>10} {'wall s':>7} {'peak MB':>8} {'consumer WCU':>12} {'service WCU':>11}")
+        for i in range(args.runs):
+            now = base + (i + 1) * 60 + 31
+            before = dict(meter.units)
+            tracemalloc.start()
+            t = time.monotonic()
+            report = collector.run(now=now)
+            elapsed = time.monotonic() - t
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert report.status == "ok", report
+            parity = "even" if ((base + (i + 1) * 60) // 60) % 2 == 0 else "odd"
+            print(f"  {i + 1:>3} {parity:>10} {elapsed:>7.2f} {peak / 2**20:>8.1f} "
+                  f"{meter.units['consumer'] - before['consumer']:>12,} {meter.units['service'] - before['service']:>11,}")
+        minutes = args.runs * active
+        print(f"  amortized: {meter.units['consumer'] / minutes:.3f} WCU per active consumer-minute for the consumer "
+              f"items (budget 0.5), {meter.units['service'] / (args.runs * args.services):.3f} WCU per active "
+              f"service-minute for the service's own items")
+        print(f"  consumer items: {meter.consumer_bytes / max(1, meter.consumer_items):.0f} B on average")
+        from chalicelib.collect import consumers
+
+        t = time.monotonic()
+        consumers.refresh_rankings(deps.store, deps.quotas.load(), time.time())
+        print(f"  ranking {active:,} consumers (every 10 minutes): {time.monotonic() - t:.2f} s")
+        for sort, order in (("usage", "desc"), ("percent", "asc"), ("name", "asc")):
+            print(f"  GET /v1/consumers?sort={sort}&order={order}&limit=100: "
+                  f"{listing_requests(bootstrap, sort, order)} DynamoDB requests")
+    finally:
+        stop_process(moto)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Each consumer's usage in its current quota period (ConsumerUsage), from the minutes a chunk
+counted: exact like a service's, at a fraction of the writes.
+
+**Exactness.** A consumer item holds, per service, the bytes of the period and ``through``: the
+end of the last minute of that service counted into it. A minute of service X is added to
+consumer c only if it is not before c's entry for X says, and values are stored absolutely, so a
+retried chunk, or the same window counted again for other services (the catch-all's deferred
+batches, a fixed shard's newcomers), adds each (consumer, service, minute) exactly once. The
+consumer's period total is the sum of its services'. A minute of another (earlier) period than
+the item's is final already and skipped; a chunk that crosses into a new period stores the old
+period's final figure first, so the alerts function sees its last crossing.
+
+**Cost.** A consumer's item is not written every minute (issue 24: at most 0.5 WCU per active
+consumer-minute on top of the service's writes, alerted within two minutes). A chunk *flushes*
+the consumers (reads their items with BatchGet, writes the changed ones) when it ends on an even
+minute, covers two minutes or more, or when a minute of it has more consumers than a stored
+bucket keeps (usage.MAX_CONSUMERS: its stored bucket would not tell them apart any more). The
+one-minute chunk before a flushing one is then read back from the services' stored minute
+buckets, only of the services that had traffic in that minute (their ``last_active``). Period
+boundaries are UTC midnights (even minutes), so a period's last minute is always flushed by the
+chunk that ends on it or contains it. Passes that count services the shard did not count before
+(the catch-all shard, a fixed shard's catch-up of services handed to it) always flush and never
+read back, so a minute another shard counted is never read back here.
+
+**Shards.** Each shard counts its own services, so one consumer's bytes come from several
+shards. Each shard keeps its own item per consumer: shard 0 (and an unsharded collector) under sk
+``<consumer>``, shard k >= 1 under ``<consumer>\\x1f<k>`` (a control character no consumer key
+holds, so ``<consumer>`` and ``<consumer>\\x1f<k>`` sort next to each other and no name is
+mistaken for another's shard item). No shard ever writes another's item; readers sum a
+consumer's items over the configured shards (store.get_consumer). A service's entry moves with
+the service from the catch-all's item to its fixed shard's (each counts its own minutes).
+
+Known limits (documented in README): a consumer's quota that changes its period kind counts the
+new period from the change on (a service's is summed again from storage); after SHARD_COUNT is
+lowered, the removed shards' items are no longer summed; a consumer using more than
+MAX_CONSUMER_SERVICES - 1 services has the rest counted in OTHER_SERVICES under one guard.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
+
+from chalicelib.core.models import ConsumerUsage, ServiceUsage
+from chalicelib.core.periods import period_at
+from chalicelib.core.timeutil import MINUTE
+from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMER_SERVICES, MAX_CONSUMERS, OTHER_CONSUMERS,
+                                   OTHER_SERVICES, consumer_usage_in, stored_label)
+NOT_CONSUMERS = (ANONYMOUS_CONSUMER, OTHER_CONSUMERS)
+
+# (minute, service, ingress, egress) of one consumer
+Minute = Tuple[int, str, int, int]
+
+
+def flushes(start: int, end: int, widest_minute: int) -> bool:
+    """Whether the chunk [start, end) writes the consumers' items (see the module docstring)."""
+    return end - start >= 2 * MINUTE or (end // MINUTE) % 2 == 0 or widest_minute > MAX_CONSUMERS
+
+
+def read_back_minute(start: int) -> Optional[int]:
+    """The minute before the chunk that a flush reads back (None: the previous chunk flushed by rule)."""
+    return start - MINUTE if (start // MINUTE) % 2 == 1 else None
+
+
+def by_consumer(minutes: Iterable[Tuple[str, int, dict]]) -> Dict[str, List[Minute]]:
+    """{consumer: [(minute, service, ingress, egress)]} from (service, minute, consumers map)."""
+    found: Dict[str, List[Minute]] = {}
+    for service, minute, consumers in minutes:
+        for consumer, entry in (consumers or {}).items():
+            consumer = stored_label(consumer)
+            if consumer in NOT_CONSUMERS:
+                continue
+            ingress, egress = int(entry.get("ingress", 0)), int(entry.get("egress", 0))
+            if ingress or egress:
+                found.setdefault(consumer, []).append((minute, service, ingress, egress))
+    return found
+
+
+class ConsumerPeriods:
+    """Adds minutes to consumer items and says which items to write (absolute, guarded)."""
+
+    def __init__(self, store, shard: int):
+        self.store = store
+        self.shard = shard
+
+    def flush(self, minutes: Dict[str, List[Minute]], snapshot, end: int) -> int:
+        """Add each consumer's minutes to its item of this shard and write the changed ones;
+        returns how many items were written."""
+        if not minutes:
+            return 0
+        stored = self.store.get_consumer_items(sorted(minutes), self.shard)
+        changed: List[ConsumerUsage] = []
+        for consumer, found in sorted(minutes.items()):
+            item = stored.get(consumer) or ConsumerUsage.first_seen_at(consumer, min(m for m, *_ in found),
+                                                                       last_active=min(m for m, *_ in found))
+            item.sk = self.store.consumer_sk(consumer, self.shard)
+            if self.add(item, found, snapshot.quota_for_consumer(consumer), end):
+                changed.append(item)
+        return self.store.put_consumers(changed) if changed else 0
+
+    def add(self, item: ConsumerUsage, found: List[Minute], quota, end: int) -> bool:
+        """Add the minutes not counted yet to ``item`` (an old period's final figure is stored
+        first, at once). Returns whether the item changed."""
+        kind, anchor = quota.period, quota.anchor_day
+        services = {name: dict(entry) for name, entry in _plain_map(item.services).items()}
+        changed = False
+        counted: Set[str] = set()  # the services whose minutes this call added
+        for minute, service, ingress, egress in sorted(found):
+            if item.counts_cycle(kind, anchor) and minute < int(item.period_start):
+                continue  # a closed period's minute: counted (or final) already
+            named = len(services) - (OTHER_SERVICES in services)
+            name = service if service in services or named < MAX_CONSUMER_SERVICES - 1 else OTHER_SERVICES
+            entry = services.get(name)
+            if entry is not None and minute < int(entry.get("through", 0)):
+                continue  # counted already (a retry, or another pass over this window)
+            period = period_at(kind, minute, anchor)
+            if not item.holds(period):
+                if counted:  # the chunk crosses into a new period: store the old one's final figure
+                    self._settle(item, services, counted, minute)
+                    counted = set()
+                    self.store.put_consumers([ConsumerUsage.from_raw_data(item.serialize())])
+                # A new period starts from zero but keeps the names (and guards) of the services
+                # seen before, so charts of earlier periods still know where to look.
+                services = {n: {"ingress": 0, "egress": 0, "through": e.get("through", 0)} for n, e in services.items()}
+                item.period_kind, item.period_anchor = kind, anchor
+                item.period_start, item.period_end = period.start, period.end
+                item.ingress = item.egress = 0
+                entry = services.get(name)
+            if entry is None:
+                entry = services[name] = {"ingress": 0, "egress": 0, "through": 0}
+            entry["ingress"] += ingress
+            entry["egress"] += egress
+            item.last_active = max(int(item.last_active), minute)
+            item.first_seen = min(int(item.first_seen), minute)
+            counted.add(name)
+            changed = True
+        if changed:
+            self._settle(item, services, counted, end)
+        return changed
+
+    @staticmethod
+    def _settle(item: ConsumerUsage, services: Dict[str, dict], counted: Set[str], through: int) -> None:
+        """The item's totals from its services; those ``counted`` are counted up to ``through``
+        (the others' guards stay: another pass over this window may still bring their minutes)."""
+        for name in counted:
+            services[name]["through"] = max(int(services[name].get("through", 0)), through)
+        item.services = {name: dict(entry) for name, entry in services.items()}
+        item.ingress = sum(e["ingress"] for e in services.values())
+        item.egress = sum(e["egress"] for e in services.values())
+        item.total = int(item.ingress) + int(item.egress)
+        item.through = max(int(item.through), through)
+
+
+def _plain_map(value) -> Dict[str, dict]:
+    if value is None:
+        return {}
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    return {k: {kk: int(vv) for kk, vv in (v.as_dict() if hasattr(v, "as_dict") else v).items()}
+            for k, v in value.items()}
+
+
+def read_back(store, minute: int, services: Mapping[str, ServiceUsage], exclude: Set[str]) -> List[Tuple[str, int, dict]]:
+    """The consumers of ``minute`` from the stored minute buckets of the services that had traffic
+    then (their last active minute before this chunk is that one), less ``exclude``."""
+    names = [name for name, item in services.items()
+             if name not in exclude and int(item.last_active) >= minute and int(item.first_seen) <= minute]
+    if not names:
+        return []
+    found = store.get_buckets("1m", [(name, minute) for name in names])
+    return [(b.service, b.start, b.consumers) for b in found.values() if b.consumers]
+
+
+# -- the listing's rankings (GET /v1/consumers?sort=usage|percent) ---------------------------------
+RANKING_EVERY_SECONDS = 600
+RANKING_PAGE = 100  # consumer keys per ranking item (~2 KB)
+RANKED_ORDERS = ("usage", "percent")
+
+
+def ranking_due(store, now: float) -> bool:
+    meta = store.ranking_meta("usage")
+    return meta is None or now - float(meta.ranked_at) >= RANKING_EVERY_SECONDS
+
+
+def refresh_rankings(store, snapshot, now: float) -> int:
+    """Rank every consumer by its usage and its percent of quota in the current period (busiest
+    first; no quota last; ties by name) and store both rankings in pages: one read of every
+    consumer item, about 2 x consumers / RANKING_PAGE writes. The values a listing shows are read
+    fresh; only the order is as of ``ranked_at``. Returns the consumers ranked."""
+    items: Dict[str, list] = {}
+    for item in store.all_consumers():
+        items.setdefault(item.consumer, []).append(item)
+    usage_rows, percent_rows = [], []
+    for consumer, found in items.items():
+        quota = snapshot.quota_for_consumer(consumer)
+        period = period_at(quota.period, now, quota.anchor_day)
+        # Stored figures only (no bucket reads): an item of another cycle ranks as idle until the
+        # collector writes it again.
+        usage = consumer_usage_in(None, consumer, [i for i in found if i.holds(period) or i.precedes(period)], period).usage
+        usage_rows.append((-usage.total, consumer))
+        ratio = None if quota.limit_bytes is None else usage.of(quota.direction) / quota.limit_bytes
+        percent_rows.append((ratio is None, -(ratio or 0), consumer))
+    if not items:
+        return 0  # nothing to rank (the listing says so without a ranking)
+    store.put_ranking("usage", [c for _, c in sorted(usage_rows)], RANKING_PAGE, now)
+    store.put_ranking("percent", [c for *_, c in sorted(percent_rows)], RANKING_PAGE, now)
+    return len(items)

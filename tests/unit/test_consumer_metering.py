@@ -1,0 +1,260 @@
+"""Each consumer's usage in its quota period (ConsumerUsage, collect/consumers.py): exact through
+a gateway restart, a retried window, a period boundary and sharding, written every other minute.
+
+The truth is always the consumer's bytes in the stored minute buckets, summed over services."""
+import pytest
+
+from chalicelib import bootstrap
+from chalicelib.core.models import CONSUMERS_PK, CollectorState, ConsumerUsage, UsageBucket
+from chalicelib.core.usage import ANONYMOUS_CONSUMER
+from tests.fakes.prometheus import FakePrometheus
+from tests.unit.test_collector import DAY0, T0, scrape
+
+CONSUMERS = ("alice", "bob", "carol")
+
+
+def kong37(service, consumer, instance, direction="egress", route="r"):
+    return {"__name__": "kong_bandwidth_bytes", "service": service, "route": route, "direction": direction,
+            "workspace": "default", "consumer": consumer, "instance": instance, "job": "kong"}
+
+
+def traffic(prom, start, end, restart=None):
+    """alice on two services and two nodes (node a restarts at ``restart``), bob on pay only
+    from the middle on, carol every other minute, and anonymous traffic."""
+    for service, consumer, node, step in [("pay", "alice", "a:8001", 100), ("pay", "alice", "b:8001", 3),
+                                          ("search", "alice", "a:8001", 40), ("pay", "", "a:8001", 9)]:
+        if node == "a:8001" and restart:
+            samples = scrape(start, restart, 15, iter(lambda: step, None))
+            samples += scrape(restart, end, 15, iter(lambda: step + 1, None))
+        else:
+            samples = [(t, 10**12 + v) for t, v in scrape(start, end, 15, iter(lambda: step, None))]
+        prom.add(kong37(service, consumer, node), samples)
+    middle = start + (end - start) // 2 // 60 * 60
+    prom.add(kong37("pay", "bob", "a:8001", "ingress"), scrape(middle, end, 15, iter(lambda: 7, None)))
+    carol, total = [], 0
+    for t in range(start, end, 15):
+        total += 5 if (t // 60) % 2 == 0 else 0
+        carol.append((t, total))
+    prom.add(kong37("search", "carol", "b:8001"), carol)
+
+
+@pytest.fixture
+def metered(aws, env):
+    env.setenv("COLLECT_LAG_SECONDS", "30")
+    env.setenv("INITIAL_BACKFILL_MINUTES", "5")
+    env.setenv("COLLECT_TRAFFIC_STATS", "false")
+    bootstrap.reset()
+    prom = FakePrometheus()
+    deps = bootstrap.override(prometheus=prom)
+    writes = []
+    original = deps.store.put_consumers
+    deps.store.put_consumers = lambda items: writes.extend(ConsumerUsage.from_raw_data(i.serialize()) for i in items) \
+        or original(items)
+    return deps, prom, writes
+
+
+def minute_truth(start, end):
+    """{consumer: [ingress, egress]} from the stored minute buckets in [start, end)."""
+    truth = {}
+    for item in UsageBucket.scan(UsageBucket.pk.startswith("USAGE#")):
+        if item.level != "1m" or not start <= int(item.start) < end or item.consumers is None:
+            continue
+        for consumer, entry in item.consumers.as_dict().items():
+            got = truth.setdefault(consumer, [0, 0])
+            got[0] += int(entry["ingress"])
+            got[1] += int(entry["egress"])
+    return truth
+
+
+def stored():
+    return {i.sk: i for i in ConsumerUsage.query(CONSUMERS_PK)}
+
+
+def run_minutes(deps, first_end, last_end):
+    """One run a minute: the collector's ordinary one-minute chunks ending at first_end..last_end."""
+    for end in range(first_end, last_end + 60, 60):
+        assert deps.collector.run(now=end + 31).status == "ok"
+
+
+def test_each_consumer_period_total_is_its_minute_bytes_through_a_restart_and_writes_every_other_minute(metered):
+    deps, prom, writes = metered
+    traffic(prom, T0 - 600, T0 + 1800, restart=T0 + 900)
+    assert deps.collector.run(now=T0 + 600 + 31).status == "ok"  # a 5-minute chunk: it flushes
+    del writes[:]
+    run_minutes(deps, T0 + 660, T0 + 1440)  # 14 one-minute chunks, the last ending on an even minute
+    truth = minute_truth(0, T0 + 1440)
+    items = stored()
+    assert set(items) == set(CONSUMERS) and ANONYMOUS_CONSUMER in truth  # anonymous is no consumer
+    for consumer in CONSUMERS:
+        item = items[consumer]
+        assert [int(item.ingress), int(item.egress)] == truth[consumer], consumer
+        assert int(item.total) == sum(truth[consumer])
+        assert int(item.period_start) == DAY0 - 30 * 86400 and int(item.through) == T0 + 1440
+    alice = items["alice"].services.as_dict()
+    assert {s: int(e["egress"]) for s, e in alice.items()} == {
+        "pay": sum(minute_truth_of("pay", "alice", T0 + 1440)), "search": sum(minute_truth_of("search", "alice", T0 + 1440))}
+    assert sum(truth["alice"]) < 10**11  # the restart did not count a lifetime
+    # Cost: 14 one-minute chunks with 3 active consumers each wrote each consumer at most every other minute.
+    active_minutes = 14 * 3
+    assert len(writes) <= active_minutes / 2
+    # Between flushes the item lags by at most one minute, then catches up exactly.
+    run_minutes(deps, T0 + 1500, T0 + 1500)  # ends on an odd minute: not written
+    assert int(stored()["alice"].through) == T0 + 1440
+    run_minutes(deps, T0 + 1560, T0 + 1560)  # the next one reads that minute back
+    assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1560)["alice"])
+
+
+def minute_truth_of(service, consumer, end):
+    got = [0, 0]
+    for item in UsageBucket.query(f"USAGE#{service}"):
+        if item.level == "1m" and int(item.start) < end and item.consumers:
+            entry = item.consumers.as_dict().get(consumer, {})
+            got[0] += int(entry.get("ingress", 0))
+            got[1] += int(entry.get("egress", 0))
+    return got
+
+
+def test_a_retried_window_writes_the_same_consumer_values(metered):
+    deps, prom, _ = metered
+    traffic(prom, T0 - 600, T0 + 1800)
+    deps.collector.run(now=T0 + 600 + 31)
+    run_minutes(deps, T0 + 660, T0 + 1200)
+    before = {sk: item.serialize() for sk, item in stored().items()}
+    # The watermark put back three minutes (a run that wrote and then failed to record it).
+    CollectorState("STATE", "collector").update(actions=[CollectorState.watermark.set(T0 + 1020)])
+    run_minutes(deps, T0 + 1080, T0 + 1200)
+    assert {sk: item.serialize() for sk, item in stored().items()} == before
+    # and a longer retried chunk over the same minutes as well
+    CollectorState("STATE", "collector").update(actions=[CollectorState.watermark.set(T0 + 900)])
+    deps.collector.run(now=T0 + 1200 + 31)
+    assert {sk: item.serialize() for sk, item in stored().items()} == before
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_period_boundary_stores_the_old_periods_final_figure_then_counts_the_new_one(metered, env, chunked):
+    deps, prom, writes = metered
+    traffic(prom, DAY0 - 900, DAY0 + 900)
+    deps.collector.run(now=DAY0 - 420 + 31)  # collection starts at DAY0 - 12 min
+    if chunked:  # one run of several minutes across the boundary
+        deps.collector.run(now=DAY0 + 240 + 31)
+    else:
+        run_minutes(deps, DAY0 - 360, DAY0 + 240)
+    november, december = minute_truth(0, DAY0), minute_truth(DAY0, DAY0 + 240)
+    alice = stored()["alice"]
+    assert int(alice.period_start) == DAY0 and int(alice.total) == sum(december["alice"])
+    finals = [w for w in writes if w.consumer == "alice" and int(w.period_start) == DAY0 - 30 * 86400]
+    assert int(finals[-1].total) == sum(november["alice"])  # the last November figure written is exact
+    # The new period still knows which services the consumer used before (its chart looks there).
+    assert set(alice.services.as_dict()) == {"pay", "search"}
+
+
+def test_a_minute_with_more_consumers_than_a_bucket_keeps_is_written_at_once_and_exact(metered, monkeypatch):
+    from chalicelib.core import usage
+
+    monkeypatch.setattr(usage, "MAX_CONSUMERS", 2)
+    from chalicelib.collect import consumers
+
+    monkeypatch.setattr(consumers, "MAX_CONSUMERS", 2)
+    deps, prom, _ = metered
+    traffic(prom, T0 - 600, T0 + 1800)
+    deps.collector.run(now=T0 + 600 + 31)
+    run_minutes(deps, T0 + 660, T0 + 1260)  # the stored buckets sum the smallest consumers together
+    items = stored()
+    assert int(items["carol"].total) == sum(minute_truth_of("search", "carol", T0 + 1260))
+    assert int(items["bob"].through) >= T0 + 1260 - 60
+
+
+def shard_traffic(prom):
+    services = ["pay", "search", "cdn", "a+b", "late"]
+    for n, service in enumerate(services):
+        for consumer in CONSUMERS:
+            born = T0 + 1560 if service == "late" else T0 - 900  # handed over on an odd minute
+            step = 10 + n * 7 + len(consumer)
+            lifetime = 0 if service == "late" else 10**9  # a series born later counts from zero
+            prom.add(kong37(service, consumer, "a:8001"),
+                     [(t, lifetime + step * i) for i, t in enumerate(range(born, T0 + 3600, 15))])
+
+
+def consumer_totals(store, shard_count):
+    totals = {}
+    for consumer in CONSUMERS:
+        items = store.get_consumer(consumer, shard_count)
+        totals[consumer] = (sum(int(i.ingress) for i in items), sum(int(i.egress) for i in items))
+    return totals
+
+
+@pytest.mark.parametrize("batch", [1000, 2])
+def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(aws, env, monkeypatch, batch):
+    from chalicelib.collect import plan
+    from tests.unit.test_collector_shards import collect, every
+
+    # 2: the catch-all counts the same window again for the next two services, into the same
+    # consumer items: each service's guard keeps the passes apart.
+    monkeypatch.setattr(plan, "CATCH_ALL_BATCH", batch)
+
+    env.setenv("COLLECT_LAG_SECONDS", "30")
+    env.setenv("INITIAL_BACKFILL_MINUTES", "10")
+    env.setenv("COLLECT_TRAFFIC_STATS", "false")
+    prom = FakePrometheus()
+    shard_traffic(prom)
+    # Ten-minute chunks, then one a minute across the late service's hand-over.
+    instants = every(10, T0 + 600 + 31, T0 + 1200 + 31) + every(1, T0 + 1260 + 31, T0 + 1680 + 31)
+    collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    store = bootstrap.current().store
+    truth = {c: tuple(minute_truth(0, T0 + 1680)[c]) for c in CONSUMERS}
+    assert consumer_totals(store, 1) == truth
+    collect(env, prom, 4, [(t, [0, 3, 1, 2]) for t in instants], "sharded")
+    store = bootstrap.current().store
+    assert consumer_totals(store, 4) == truth
+    shard_items = [i.sk for i in ConsumerUsage.query(CONSUMERS_PK)]
+    assert any("\x1f" in sk for sk in shard_items)  # the fixed shards kept items of their own
+    assert {i.consumer for i in ConsumerUsage.query(CONSUMERS_PK)} == set(CONSUMERS)
+
+
+def test_the_collectors_iam_policies_may_write_the_consumer_items_and_the_ranking():
+    """Writes are narrowed by partition key in AWS: without these the collector is refused there."""
+    from chalicelib.core.models import CONSUMER_RANKING_PK
+    from deploy import policies
+
+    for function in ("collect", "collect_shard"):  # a shard worker may run shard 0, which ranks
+        assert {CONSUMERS_PK, CONSUMER_RANKING_PK} <= set(policies.WRITES[function])
+    assert CONSUMERS_PK not in policies.WRITES["api"]
+
+
+def test_the_listings_ranking_is_refreshed_every_ten_minutes_by_shard_0(metered):
+    deps, prom, _ = metered
+    traffic(prom, T0 - 600, T0 + 1800)
+    deps.collector.run(now=T0 + 600 + 31)
+    first = deps.store.ranking_meta("usage")
+    assert int(first.ranked_at) == T0 + 600 + 31 and int(first.count) == 2  # bob starts later
+    assert deps.store.ranking_pages("usage", [0])[0] == ["alice", "carol"]  # busiest first
+    run_minutes(deps, T0 + 660, T0 + 1140)
+    assert int(deps.store.ranking_meta("usage").ranked_at) == T0 + 600 + 31  # not every minute
+    run_minutes(deps, T0 + 1200, T0 + 1200)
+    assert int(deps.store.ranking_meta("usage").ranked_at) == T0 + 1200 + 31
+    assert deps.store.ranking_pages("usage", [0])[0] == ["alice", "bob", "carol"]  # bob now, above carol
+    assert deps.store.ranking_pages("percent", [0])[0] == ["alice", "bob", "carol"]  # no quota: by name
+
+
+def test_a_consumer_on_more_services_than_an_item_keeps_stays_exact_and_storable(aws, monkeypatch):
+    """Beyond MAX_CONSUMER_SERVICES the bytes go to OTHER_SERVICES (one guard), totals exact; the
+    worst item (every service name at its longest) stays under DynamoDB's 400 KB."""
+    from chalicelib.collect.consumers import ConsumerPeriods
+    from chalicelib.core.quotas import QuotaSnapshot
+    from chalicelib.core.usage import MAX_CONSUMER_SERVICES, OTHER_SERVICES
+
+    store = bootstrap.current().store
+    names = [f"{i:04d}".ljust(200, "s") for i in range(MAX_CONSUMER_SERVICES + 20)]
+    minutes = {"alice": [(T0, name, 10**12, 10**12 + i) for i, name in enumerate(names)]}
+    assert ConsumerPeriods(store, 0).flush(minutes, QuotaSnapshot(), T0 + 60) == 1
+    item = stored()["alice"]
+    services = item.services.as_dict()
+    assert len(services) == MAX_CONSUMER_SERVICES and OTHER_SERVICES in services
+    assert int(item.total) == sum(2 * 10**12 + i for i in range(len(names)))
+    assert int(services[OTHER_SERVICES]["egress"]) == sum(10**12 + i for i in range(MAX_CONSUMER_SERVICES - 1, len(names)))
+    from bench.collector_bench import item_size  # DynamoDB's sizing rules
+
+    assert 100 * 1024 < item_size(item.serialize()) < 400 * 1024
+    # the same minutes again (a retry) change nothing
+    ConsumerPeriods(store, 0).flush(minutes, QuotaSnapshot(), T0 + 60)
+    assert stored()["alice"].serialize() == item.serialize()
