@@ -10,9 +10,10 @@ import requests
 
 from tests.support.keyed_api import keyed_api
 
-# (service, consumer, direction, bytes a minute)
+# (service, consumer, direction, bytes a minute); "ops/search": the search service of workspace ops,
+# whose consumer carol is keyed ops:carol
 TRAFFIC = [("pay", "alice", "egress", 1000), ("search", "alice", "egress", 300), ("pay", "bob", "ingress", 70),
-           ("search", "ops:carol", "egress", 5), ("pay", "dev team", "egress", 9), ("pay", "", "egress", 11)]
+           ("ops/search", "carol", "egress", 5), ("pay", "dev team", "egress", 9), ("pay", "", "egress", 11)]
 MINUTES = 20
 
 
@@ -27,8 +28,9 @@ def seed():
     restart = first + 60 * 9
     prom = FakePrometheus()
     for service, consumer, direction, per_minute in TRAFFIC:
+        workspace, _, service = service.rpartition("/")
         labels = {"__name__": "kong_bandwidth_bytes", "service": service, "route": "r", "direction": direction,
-                  "consumer": consumer, "workspace": "default", "instance": "a:8001", "job": "kong"}
+                  "consumer": consumer, "workspace": workspace or "default", "instance": "a:8001", "job": "kong"}
         samples = []
         for t in range(first - 4000, end, 15):  # from before the first run's backfill: a lifetime counted before
             if t < restart:
@@ -43,7 +45,7 @@ def seed():
         assert deps.collector.run(now=minute_end).status == "ok"
     store = deps.store
     truth = {}
-    for service in ("pay", "search"):
+    for service in ("pay", "search", "ops:search"):
         for bucket in store.query_buckets(service, "1m", 0, end):
             for consumer, entry in bucket.consumers.items():
                 got = truth.setdefault(consumer, {"ingress": 0, "egress": 0})

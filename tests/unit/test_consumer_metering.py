@@ -39,13 +39,10 @@ def traffic(prom, start, end, restart=None):
 
 
 @pytest.fixture
-def metered(aws, env):
-    env.setenv("COLLECT_LAG_SECONDS", "30")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "5")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
-    bootstrap.reset()
+def metered(aws, config):
+    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=5, COLLECT_TRAFFIC_STATS="false")
     prom = FakePrometheus()
-    deps = bootstrap.override(prometheus=prom)
+    deps = config.start(prometheus=prom)
     writes = []
     original = deps.store.put_consumers
     deps.store.put_consumers = lambda items: writes.extend(ConsumerUsage.from_raw_data(i.serialize()) for i in items) \
@@ -131,7 +128,7 @@ def test_a_retried_window_writes_the_same_consumer_values(metered):
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_a_period_boundary_stores_the_old_periods_final_figure_then_counts_the_new_one(metered, env, chunked):
+def test_a_period_boundary_stores_the_old_periods_final_figure_then_counts_the_new_one(metered, chunked):
     deps, prom, writes = metered
     traffic(prom, DAY0 - 900, DAY0 + 900)
     deps.collector.run(now=DAY0 - 420 + 31)  # collection starts at DAY0 - 12 min
@@ -184,7 +181,7 @@ def consumer_totals(store, shard_count):
 
 
 @pytest.mark.parametrize("batch", [1000, 2])
-def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(aws, env, monkeypatch, batch):
+def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(aws, config, monkeypatch, batch):
     from chalicelib.collect import plan
     from tests.unit.test_collector_shards import collect, every
 
@@ -192,18 +189,16 @@ def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(a
     # consumer items: each service's guard keeps the passes apart.
     monkeypatch.setattr(plan, "CATCH_ALL_BATCH", batch)
 
-    env.setenv("COLLECT_LAG_SECONDS", "30")
-    env.setenv("INITIAL_BACKFILL_MINUTES", "10")
-    env.setenv("COLLECT_TRAFFIC_STATS", "false")
+    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=10, COLLECT_TRAFFIC_STATS="false")
     prom = FakePrometheus()
     shard_traffic(prom)
     # Ten-minute chunks, then one a minute across the late service's hand-over.
     instants = every(10, T0 + 600 + 31, T0 + 1200 + 31) + every(1, T0 + 1260 + 31, T0 + 1680 + 31)
-    collect(env, prom, 1, [(t, [0]) for t in instants], "unsharded")
+    collect(config, prom, 1, [(t, [0]) for t in instants], "unsharded")
     store = bootstrap.current().store
     truth = {c: tuple(minute_truth(0, T0 + 1680)[c]) for c in CONSUMERS}
     assert consumer_totals(store, 1) == truth
-    collect(env, prom, 4, [(t, [0, 3, 1, 2]) for t in instants], "sharded")
+    collect(config, prom, 4, [(t, [0, 3, 1, 2]) for t in instants], "sharded")
     store = bootstrap.current().store
     assert consumer_totals(store, 4) == truth
     shard_items = [i.sk for i in ConsumerUsage.query(CONSUMERS_PK)]
