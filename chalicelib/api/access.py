@@ -59,12 +59,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from chalicelib.api.http import ADMIN, PUBLIC, READ, error_response
+from chalicelib.api.http import ADMIN, INGEST, PUBLIC, READ, error_response
 from chalicelib.core import observability
 
 log = logging.getLogger(__name__)
 
-_RANK = {READ: 1, ADMIN: 2}
+# The route roles each key role may call: an ingest key pushes and reads nothing, a read key
+# reads and pushes nothing, an admin key does everything.
+_MAY_CALL = {READ: {READ}, INGEST: {INGEST}, ADMIN: {READ, INGEST, ADMIN}}
 _CONTEXT_KEY = "bandwidth_meter_access"
 # The app's route table (Chalice's ``app.routes``): path -> method -> entry whose view_function
 # carries the role ``endpoint`` declared.
@@ -243,7 +245,8 @@ class AccessGuard:
         keys = self.keys
         if keys:
             roles = sorted(keys.values())
-            access = (f"{len(roles)} API keys ({roles.count(READ)} read, {roles.count(ADMIN)} admin) "
+            ingest = f"{roles.count(INGEST)} ingest, " if INGEST in roles else ""
+            access = (f"{len(roles)} API keys ({roles.count(READ)} read, {ingest}{roles.count(ADMIN)} admin) "
                       f"from {self.key_source.source}")
         elif self.open:
             access = "OPEN: no API_KEYS are configured, so the dev stage accepts requests without a key"
@@ -289,7 +292,7 @@ class AccessGuard:
         caller, denial = self.authenticate(api_key)
         if denial or caller is None:  # never both None; if it were, refuse rather than admit
             return caller, denial or Denial(401, "unauthorized", "an API key is required")
-        if _RANK[caller.role] < _RANK[needed]:
+        if needed not in _MAY_CALL.get(caller.role, ()):
             return caller, Denial(403, "forbidden", f"{method} {route} needs the {needed} role; "
                                                     f"this key has the {caller.role} role")
         if self.throttle is not None:
@@ -362,7 +365,7 @@ def preflight_response():
     })
 
 
-PREFLIGHT_METHODS = "GET,PUT,DELETE,OPTIONS"
+PREFLIGHT_METHODS = "GET,PUT,POST,DELETE,OPTIONS"
 PREFLIGHT_HEADERS = "x-api-key,Content-Type,Accept"
 
 

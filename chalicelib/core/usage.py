@@ -211,5 +211,16 @@ def usage_in(store, item, period: Period) -> PeriodUsage:
 
 
 def period_usage(store, item, quota, at: float) -> PeriodUsage:
-    """Usage of a service in the period of ``quota`` that contains the instant ``at``."""
-    return usage_in(store, item, period_at(quota.period, at, quota.anchor_day))
+    """Usage of a service in the period of ``quota`` that contains the instant ``at``: what the
+    collector counted (``usage_in``) plus the bytes pushed for it in that period. (``usage_in``
+    stays scraped-only: the collector keeps its own figure with it.)"""
+    scraped = usage_in(store, item, period_at(quota.period, at, quota.anchor_day))
+    ingress, egress = pushed_in(store, item.service, scraped.period)
+    return PeriodUsage(scraped.period, scraped.ingress + ingress, scraped.egress + egress)
+
+
+def pushed_in(store, service: str, period: Period) -> Tuple[int, int]:
+    """Bytes pushed for a service in ``period`` (ingress, egress); a store without pushed usage
+    (a test's fake) has none."""
+    pushed = getattr(store, "pushed", None)
+    return pushed.period_bytes(service, period.start, period.end) if pushed is not None else (0, 0)
