@@ -208,3 +208,28 @@ def test_pushing_to_a_scraped_service_keeps_its_collected_figures(store):
     stored = store.get_service("cdn")
     assert (int(stored.ingress), int(stored.egress), int(stored.first_seen)) == (5, 6, NOW - 3600)
     assert stored.pushed_at == NOW
+
+
+# -- alerts --------------------------------------------------------------------------------
+class StreamRecord:
+    def __init__(self, seq, item):
+        self.sequence_number = seq
+        self.keys = {"pk": {"S": item.pk}, "sk": {"S": item.sk}}
+        self.new_image = item.serialize()
+
+
+def test_a_pushed_burst_crosses_the_quota_and_alerts_once(aws):
+    from chalicelib import bootstrap
+    from tests.fakes.mailer import RecordingMailer
+
+    mailer = RecordingMailer()
+    deps = bootstrap.override(mailer=mailer, clock=lambda: NOW)
+    deps.quotas.put("cdn", {"limit_bytes": 1000, "notify": ["ops@example.com"]})
+    burst = judged(*[event(i, nbytes=300) for i in range(4)])  # 1,200 B: past 80, 90 and 100 %
+    for attempt in range(3):  # the burst, then two replays: each touches the service's item
+        deps.store.pushed.push(burst, NOW + attempt)
+        item = ServiceUsage.get("SERVICES", "cdn")
+        assert deps.alert_processor.handle_batch([StreamRecord(str(attempt), item)], NOW + attempt) == {
+            "batchItemFailures": []}
+    assert [m["subject"] for m in mailer.sent] == ["[Bandwidth Meter] cdn reached 100% of its monthly quota"]
+    assert "1.2 kB" in mailer.sent[0]["text"] or "1200" in mailer.sent[0]["text"] or "1,200" in mailer.sent[0]["text"]
