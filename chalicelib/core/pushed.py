@@ -44,9 +44,9 @@ from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.core.errors import StoreError
 from chalicelib.core.events import UsageEvent
-from chalicelib.core.models import (PUSH_PENDING_PK, SERVICES_PK, EventMarker, PushApplied, PushBatch, PushedBucket,
-                                    ServiceUsage, event_marker_key, is_condition_failure, push_applied_key,
-                                    pushed_bucket_sk, read_item, usage_pk)
+from chalicelib.core.models import (PUSH_PENDING_PK, SERVICES_PK, CollectorState, EventMarker, PushApplied, PushBatch,
+                                    PushedBucket, ServiceUsage, collector_state_key, event_marker_key,
+                                    is_condition_failure, push_applied_key, pushed_bucket_sk, read_item, usage_pk)
 from chalicelib.core.timeutil import DAY, LEVEL_ORDER, LEVELS, floor
 from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMERS, MAX_ROUTES, OTHER_CONSUMERS, OTHER_ROUTES,
                                    BucketUsage, stored_label)
@@ -170,7 +170,8 @@ class PushedUsage:
     def push(self, events: Sequence[UsageEvent], now: float, batch: Optional[str] = None) -> PushOutcome:
         """Count ``events`` (distinct identities, already judged valid) once each: record, claim,
         apply. Finishes batches left by requests that died when it meets one."""
-        batch = batch or uuid.uuid4().hex
+        # Time first: the records of unfinished batches are then read oldest first (resume_stale).
+        batch = batch or f"{int(now):011d}-{uuid.uuid4().hex}"
         if not events:
             return PushOutcome([])
         self._record(batch, events, now)
@@ -201,8 +202,9 @@ class PushedUsage:
                 owners = {m.batch for m in EventMarker.batch_get([event_marker_key(e.digest) for e in owners_of][:100])}
                 stale += [r for r in PushBatch.batch_get([(PUSH_PENDING_PK, b) for b in sorted(owners)][:100])
                           if r.created_at < now - STALE_SECONDS]
-            stale += [r for r in PushBatch.query(PUSH_PENDING_PK, filter_condition=PushBatch.created_at < now - STALE_SECONDS,
-                                                 limit=RESUME_PER_PUSH)]
+            # Keys start with the time, so the oldest come first: none stale among them, none at all.
+            stale += [r for r in PushBatch.query(PUSH_PENDING_PK, limit=RESUME_PER_PUSH)
+                      if r.created_at < now - STALE_SECONDS]
         except PynamoDBException as e:
             raise StoreError(f"looking for unfinished pushes failed: {e}") from e
         done = set()
@@ -309,15 +311,25 @@ class PushedUsage:
 
     def _touch(self, services: Iterable[str], first_minute: int, now: float) -> None:
         """Make sure each service has its item (a service only ever pushed is listed and charted
-        too) and mark it changed, so the stream brings it to the alerts function."""
-        for service in sorted(services):
+        too) and mark it changed, so the stream brings it to the alerts function.
+
+        An item made here has ``through`` (up to where the collector has counted the service) at
+        the catch-all collector's watermark or before: the collector skips the minutes before a
+        service's ``through`` as already counted, so a later one would lose scraped bytes."""
+        services = sorted(services)
+        if not services:
+            return
+        state = read_item(CollectorState, collector_state_key(0), "collector state")
+        watermark = int(state.watermark) if state is not None and state.watermark is not None else 0
+        through = min(first_minute, watermark)
+        for service in services:
             attribute = ServiceUsage
             try:
                 ServiceUsage(SERVICES_PK, service).update(actions=[
                     attribute.service.set(attribute.service | service),
                     attribute.first_seen.set(attribute.first_seen | first_minute),
                     attribute.last_active.set(attribute.last_active | first_minute),
-                    attribute.through.set(attribute.through | first_minute),
+                    attribute.through.set(attribute.through | through),
                     attribute.period_kind.set(attribute.period_kind | "month"),
                     attribute.period_start.set(attribute.period_start | 0),
                     attribute.period_end.set(attribute.period_end | 0),

@@ -233,3 +233,22 @@ def test_a_pushed_burst_crosses_the_quota_and_alerts_once(aws):
             "batchItemFailures": []}
     assert [m["subject"] for m in mailer.sent] == ["[Bandwidth Meter] cdn reached 100% of its monthly quota"]
     assert "1.2 kB" in mailer.sent[0]["text"] or "1200" in mailer.sent[0]["text"] or "1,200" in mailer.sent[0]["text"]
+
+
+def test_a_service_first_met_by_a_push_is_counted_by_the_collector_from_its_watermark(store):
+    """The collector skips a service's minutes before ``through``: an item made by a push must not
+    claim minutes the collector has yet to count (the pushed event may be newer than its watermark)."""
+    store.acquire_lease("run", NOW, 60)
+    store.update_state("run", watermark=NOW - 300, collection_start=NOW - 3600, running_since=None)
+    store.pushed.push(judged(event(1, time="2026-12-04T12:29:00Z")), NOW)
+    assert int(store.get_service("cdn").through) == NOW - 300
+
+
+def test_the_oldest_unfinished_batch_is_found_among_newer_ones(store, monkeypatch):
+    with monkeypatch.context() as patched:
+        patched.setattr(PushedUsage, "apply", lambda self, *a: (_ for _ in ()).throw(RuntimeError("died")))
+        for i, at in enumerate((NOW, NOW + 200, NOW + 210, NOW + 220, NOW + 230)):
+            with pytest.raises(RuntimeError):
+                store.pushed.push(judged(event(i, nbytes=10 ** i)), at)
+    assert store.pushed.resume_stale(NOW + 250) == 1  # only the first is stale yet
+    assert minute_total(store, "cdn", "2026-12-04T12:10:00Z") == 1
