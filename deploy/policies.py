@@ -6,7 +6,8 @@ fills in intrinsic functions. Each statement allows only the calls its function 
 
 - DynamoDB writes are narrowed with ``dynamodb:LeadingKeys`` to the partition keys the function
   owns (chalicelib/core/models.py): the collector writes usage buckets, the service list and its
-  state; the API writes quotas, rules and audit entries; the alerts function writes alerts and
+  state; the API writes quotas, rules and audit entries, and pushed usage (events, imports); the
+  alerts function writes alerts and
   the block / unblock notice claims.
   Reads stay table-wide: the API answers about every item kind.
 - logs only to the function's own log group;
@@ -33,7 +34,11 @@ from typing import Any, Callable, Dict, List, Optional
 WRITES = {
     "collect": ["USAGE#*", "SERVICES", "STATE"],
     "collect_shard": ["USAGE#*", "SERVICES", "STATE"],
-    "api": ["QUOTA", "RULES", "AUDIT"],
+    # Quotas; and the push API: pushed buckets (USAGE#*: IAM cannot narrow by sort key, so the
+    # API may write a service's usage partition; chalicelib/core/pushed.py writes only pushed#...
+    # items there), the service item it touches, event markers, push batches, imports.
+    "api": ["QUOTA", "RULES", "AUDIT", "USAGE#*", "SERVICES", "EVENT#*", "PUSH_PENDING", "PUSHED#*", "IMPORTS",
+            "IMPORT#*"],
     "alerts": ["ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE", "ENFORCE#*"],
 }
 # The part of the parameter path each function reads.
@@ -116,7 +121,8 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
         statements += [
             _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query",
                                      "dynamodb:BatchGetItem"], [r.table]),
-            # Quota changes are transactions: each item is authorised as its own Put/Delete/ConditionCheck.
+            # Quota changes and pushed groups are transactions: each item is authorised as its own
+            # Put/Update/Delete/ConditionCheck.
             _statement("WriteQuotasRulesAudit", ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
                                                  "dynamodb:ConditionCheckItem"], [r.table], _leading_keys("api")),
             _statement("KeyRegistry", ["ssm:GetParametersByPath", "ssm:GetParameter"],
