@@ -37,8 +37,8 @@ WRITES = {
     # Quotas; and the push API: pushed buckets (USAGE#*: IAM cannot narrow by sort key, so the
     # API may write a service's usage partition; chalicelib/core/pushed.py writes only pushed#...
     # items there), the service item it touches, event markers, push batches, imports.
-    "api": ["QUOTA", "RULES", "AUDIT", "USAGE#*", "SERVICES", "EVENT#*", "PUSH_PENDING", "PUSHED#*", "IMPORTS",
-            "IMPORT#*"],
+    "api": ["QUOTA", "RULES", "AUDIT", "USAGE#*", "SERVICES", "EVENT#*", "PUSH_PENDING", "PUSHED#*",
+            "PUSHED_SERVICES", "IMPORTS", "IMPORT#*"],
     "alerts": ["ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE", "ENFORCE#*"],
 }
 # The part of the parameter path each function reads.

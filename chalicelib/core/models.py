@@ -23,6 +23,7 @@ Key design (pk / sk):
 | PushBatch          | PUSH_PENDING       | <batch key>                         |
 | PushApplied        | PUSHED#<batch key> | group#<n>                           |
 | ImportJob          | IMPORTS            | <import id>                         |
+| PushedService      | PUSHED_SERVICES    | <service>                           |
 | ImportBatch        | IMPORT#<import id> | batch#<n, 6 digits>                 |
 
 Pushed bytes (chalicelib/core/pushed.py) are the exception to "values absolute": their buckets
@@ -96,6 +97,7 @@ def bucket_sk(level: str, start: int) -> str:
 PUSHED_SK_PREFIX = "pushed#"
 PUSH_PENDING_PK = "PUSH_PENDING"
 IMPORTS_PK = "IMPORTS"
+PUSHED_SERVICES_PK = "PUSHED_SERVICES"
 
 
 def pushed_bucket_sk(level: str, start: int) -> str:
@@ -529,6 +531,16 @@ class PushApplied(_TableModel):
     expires_at = TTLAttribute()
 
 
+class PushedService(_TableModel):
+    """A service bytes were ever pushed for: readers of period usage look for pushed bytes only
+    for these (and for an item whose ``pushed_at`` says so), not with a query per service."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    pushed_at = NumberAttribute()
+
+
 class ImportJob(_TableModel):
     """A bulk import (register / batches / commit). ``status``: open, committing, committed."""
 
@@ -561,7 +573,7 @@ class ImportBatch(_TableModel):
 
 ALL_MODELS = (UsageBucket, ServiceUsage, ConsumerUsage, CollectorState, ScheduleTick, ShardAssignment, Quota, QuotaRules, AuditEntry,
               Alert, AlertDue, RulesReevaluation, EnforcementState, EnforcementNotice,
-              PushedBucket, EventMarker, PushBatch, PushApplied, ImportJob, ImportBatch)
+              PushedBucket, EventMarker, PushBatch, PushApplied, ImportJob, ImportBatch, PushedService)
 
 
 def bind(table_name: str, region: str, host: str | None = None) -> None:

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -44,8 +46,8 @@ from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.core.errors import StoreError
 from chalicelib.core.events import UsageEvent
-from chalicelib.core.models import (PUSH_PENDING_PK, SERVICES_PK, CollectorState, EventMarker, PushApplied, PushBatch,
-                                    PushedBucket, ServiceUsage, collector_state_key, event_marker_key,
+from chalicelib.core.models import (PUSH_PENDING_PK, PUSHED_SERVICES_PK, SERVICES_PK, CollectorState, EventMarker,
+                                    PushApplied, PushBatch, PushedBucket, PushedService, ServiceUsage, collector_state_key, event_marker_key,
                                     is_condition_failure, push_applied_key, pushed_bucket_sk, read_item, usage_pk)
 from chalicelib.core.timeutil import DAY, LEVEL_ORDER, LEVELS, floor
 from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMERS, MAX_ROUTES, OTHER_CONSUMERS, OTHER_ROUTES,
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 GROUP_ITEMS = 90  # bucket items per transaction (DynamoDB allows 100 actions, its marker included)
 MAP_ENTRIES_PER_UPDATE = 60  # map keys one update sets: an expression may be at most 4 KB
+KNOWN_MAX_AGE_SECONDS = 60  # how long the list of pushed services is reused before it is read again
 STALE_SECONDS = 120  # a recorded batch this old was left by a request that died (API timeout: 30 s)
 RESUME_PER_PUSH = 3  # stale batches one push finishes, at most
 APPLY_ATTEMPTS = 4
@@ -138,8 +141,11 @@ class PushOutcome:
 
 
 class PushedUsage:
-    def __init__(self, minute_ttl_days: int = 35, workers: int = 16):
+    def __init__(self, minute_ttl_days: int = 35, workers: int = 16, monotonic=time.monotonic):
         self.minute_ttl_days = minute_ttl_days
+        self.monotonic = monotonic
+        self._known: Optional[Tuple[float, frozenset]] = None
+        self._known_lock = threading.Lock()
         self.workers = workers
         self._ttl_seconds = {"1m": minute_ttl_days * DAY, "5m": 4 * minute_ttl_days * DAY,
                              "15m": 4 * minute_ttl_days * DAY}
@@ -157,6 +163,18 @@ class PushedUsage:
             return [to_bucket(item) for item in items]
         except PynamoDBException as e:
             raise StoreError(f"reading pushed {level} usage of {service!r} failed: {e}") from e
+
+    def may_have(self, service: str) -> bool:
+        """Whether bytes were ever pushed for ``service``, from the list of pushed services read at
+        most KNOWN_MAX_AGE_SECONDS ago (one query for the whole fleet, not one per service)."""
+        with self._known_lock:
+            if self._known is None or self.monotonic() - self._known[0] > KNOWN_MAX_AGE_SECONDS:
+                try:
+                    names = frozenset(item.sk for item in PushedService.query(PUSHED_SERVICES_PK))
+                except PynamoDBException as e:
+                    raise StoreError(f"listing pushed services failed: {e}") from e
+                self._known = (self.monotonic(), names)
+            return service in self._known[1]
 
     def period_bytes(self, service: str, start: int, end: int) -> Tuple[int, int]:
         """Pushed (ingress, egress) of a service in [start, end): quota periods are whole UTC days,
@@ -335,6 +353,7 @@ class PushedUsage:
                     attribute.period_end.set(attribute.period_end | 0),
                     attribute.pushed_at.set(now),
                 ])
+                PushedService(PUSHED_SERVICES_PK, service, pushed_at=int(now)).save()
                 self.counts["touches"] += 1
             except PynamoDBException as e:
                 raise StoreError(f"marking pushed bytes on service {service!r} failed: {e}") from e

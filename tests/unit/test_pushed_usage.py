@@ -252,3 +252,19 @@ def test_the_oldest_unfinished_batch_is_found_among_newer_ones(store, monkeypatc
                 store.pushed.push(judged(event(i, nbytes=10 ** i)), at)
     assert store.pushed.resume_stale(NOW + 250) == 1  # only the first is stale yet
     assert minute_total(store, "cdn", "2026-12-04T12:10:00Z") == 1
+
+
+def test_period_usage_looks_for_pushed_bytes_only_where_some_were_pushed(store, monkeypatch):
+    quota = EffectiveQuota(source="none")
+    store.pushed.push(judged(event(1, nbytes=100, service="pushed")), NOW)
+    scraped_only = ServiceUsage.first_seen_at("scraped", NOW - 3600, NOW - 60)
+    store.put_services([scraped_only])
+    queries = []
+    real = PushedUsage.period_bytes
+    monkeypatch.setattr(PushedUsage, "period_bytes", lambda self, s, a, b: queries.append(s) or real(self, s, a, b))
+    assert period_usage(store, store.get_service("scraped"), quota, NOW).total == 0
+    # The collector rewrote the pushed service's item without pushed_at: the list still knows it
+    rewritten = store.get_service("pushed")
+    rewritten.pushed_at = None
+    assert period_usage(store, rewritten, quota, NOW).total == 100
+    assert queries == ["pushed"]
