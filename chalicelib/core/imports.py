@@ -97,7 +97,10 @@ class ImportBook:
         if job.status == "committed":
             return describe(job)
         if job.status == "open":
-            self._update(job, [ImportJob.status.set("committing"), ImportJob.updated_at.set(int(now))],
+            # No longer the open import's expiry: a started commit is finished (its batches keep
+            # BATCH_GRACE_DAYS past the open period, at least that long from now).
+            self._update(job, [ImportJob.status.set("committing"), ImportJob.updated_at.set(int(now)),
+                               ImportJob.expires_at.set(_at(now + COMMITTED_KEEP_DAYS * DAY))],
                          ImportJob.status.is_in(*RUNNING))
         started = self.monotonic()
         numbers = sorted(int(n) for n in (job.batches or ()))

@@ -216,3 +216,17 @@ def test_a_batch_number_must_be_a_small_integer(client):
     status, body = put_batch(client, import_id, "x1", [event(1)])
     assert status == 400 and body["error"]["parameter"] == "number"
     assert put_batch(client, "nosuchimport", 0, [event(1)])[0] == 404
+
+
+def test_a_commit_started_before_the_import_would_expire_is_finished_after(client, clock, monkeypatch):
+    import_id = register(client)
+    for n in range(2):
+        put_batch(client, import_id, n, [event(10 * n + i, nbytes=5) for i in range(2)])
+    monkeypatch.setattr(imports_module.ImportBook, "commit",
+                        lambda self, i, now, budget_seconds=20.0, real=imports_module.ImportBook.commit:
+                        real(self, i, now, budget_seconds=-1))
+    clock.now = NOW + imports_module.OPEN_DAYS * DAY - 60
+    assert commit(client, import_id)[1]["status"] == "committing"
+    clock.now = NOW + imports_module.OPEN_DAYS * DAY + 3600  # the open import would have expired by now
+    status, body = commit(client, import_id)
+    assert (status, body["status"], body["result"]) == (200, "committed", {"accepted": 4, "duplicate": 0})
