@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     if needs_name and not (args.name and NAME.match(args.name)):
         parser.error("NAME is required: letters, digits, '.', '_' or '-' (at most 64)")
     if args.command == "add" and not args.role:
-        parser.error("add needs --role read or --role admin")
+        parser.error("add needs --role read, --role ingest or --role admin")
     if not args.region:
         parser.error("--region (or AWS_REGION) is required")
     if args.stack is not None and not STACK.match(args.stack):
