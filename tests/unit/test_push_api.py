@@ -230,3 +230,13 @@ def test_a_commit_started_before_the_import_would_expire_is_finished_after(clien
     clock.now = NOW + imports_module.OPEN_DAYS * DAY + 3600  # the open import would have expired by now
     status, body = commit(client, import_id)
     assert (status, body["status"], body["result"]) == (200, "committed", {"accepted": 4, "duplicate": 0})
+
+
+def test_a_chart_split_by_source_as_csv_has_a_source_column(client):
+    push(client, [event(1, nbytes=300)])
+    response = client.http.get("/v1/services/cdn/bandwidth?start=2026-12-04T12:10:00Z&end=2026-12-04T12:12:00Z"
+                               "&step=1m&direction=egress&split=source&format=csv", headers={"x-api-key": READ_KEY})
+    lines = response.body.decode().splitlines()
+    assert lines[0] == "time,service,direction,route,source,bytes,partial"
+    assert "2026-12-04T12:10:00Z,cdn,egress,,pushed,300,false" in lines
+    assert "2026-12-04T12:10:00Z,cdn,egress,,scraped,,false" in lines  # nothing collected there
