@@ -1,8 +1,9 @@
 """API keys, roles and throttling: who may call which route, and how often.
 
 Every request to ``/v1/...`` and ``/metrics/...`` carries an ``x-api-key`` header naming a key
-with one of two roles: ``read`` (charts, stats, alerts, the overview) or ``admin`` (also
-quotas, quota rules and the quota audit). Each route declares the role it needs where it is
+with one of three roles: ``read`` (charts, stats, alerts, the overview), ``ingest`` (pushing
+usage, /v1/events and /v1/imports, and nothing else: it reads nothing) or ``admin`` (everything:
+also quotas, quota rules, the quota audit and pushing). Each route declares the role it needs where it is
 declared in app.py (``@endpoint(role="read")``, chalicelib/api/http.py); a route that declares
 none needs ``read`` for GET and ``admin`` for anything else, so a new write is never open to a
 read key. The documentation, the dashboard page and ``/v1/health`` declare ``public``; the
@@ -11,7 +12,7 @@ dashboard asks its user for a key and calls the API with it.
 Answers, as ``{"error": {"code", "message"}}`` (chalicelib/api/http.py, error_response):
 
 - 401 ``unauthorized``: no key, or a key that is not configured;
-- 403 ``forbidden``: a read key on an admin route;
+- 403 ``forbidden``: a read key on an admin or ingest route, an ingest key on any other;
 - 429 ``throttled`` with ``Retry-After`` (whole seconds): the key's or the API's limit is spent.
 
 Keys come, in AWS, from the SSM key registry under ``API_KEYS_PARAMETER_PATH`` (one
