@@ -9,6 +9,7 @@ refused event never blocks the others. A request that is not acceptable as a who
 """
 from __future__ import annotations
 
+import re
 from typing import List, Optional, Tuple
 
 from chalicelib.api.http import PayloadTooLarge, json_body
@@ -66,7 +67,7 @@ def summary(results: List[dict]) -> dict:
 def put_import_batch(imports, import_id: str, number: str, raw_body: Optional[bytes], now: float,
                      retention_days: int) -> dict:
     """Store batch ``number`` of an import: its valid events wait for the commit (``staged``)."""
-    if not number.isdigit() or len(number) > 6:
+    if not re.fullmatch(r"[0-9]{1,6}", number):  # ASCII digits only (str.isdigit takes any script's)
         raise BadRequest("the batch number must be an integer from 0 to 999999", parameter="number")
     judged, repeated = _events_of(raw_body, "application/cloudevents-batch+json", now, retention_days,
                                   batch_only=True)

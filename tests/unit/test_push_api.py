@@ -213,8 +213,9 @@ def test_running_lists_open_imports_and_an_expired_one_counts_nothing(client, cl
 
 def test_a_batch_number_must_be_a_small_integer(client):
     import_id = register(client)
-    status, body = put_batch(client, import_id, "x1", [event(1)])
-    assert status == 400 and body["error"]["parameter"] == "number"
+    for number in ("x1", "1234567", "%D9%A1"):  # the last: an Arabic-Indic one, a digit to str.isdigit
+        status, body = put_batch(client, import_id, number, [event(1)])
+        assert status == 400 and body["error"]["parameter"] == "number", number
     assert put_batch(client, "nosuchimport", 0, [event(1)])[0] == 404
 
 
