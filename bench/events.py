@@ -2,6 +2,7 @@
 """Push API benchmark: what 1,000 events cost in DynamoDB writes, and our own CPU for a batch.
 
     .venv/bin/python bench/events.py
+    .venv/bin/python bench/events.py --http --seconds 30 --batch 100   # events per second over HTTP
 
 Runs the real push path (chalicelib/api/events.py -> core/pushed.py) against a moto server
 *process*, so this process's CPU time (time.process_time) is ours alone: JSON parsing, schema
@@ -18,6 +19,11 @@ Scenarios, each 1,000 events in one batch:
 - narrow: one service, one minute, one route (the cheapest bucket work);
 - spread: 10 services x 10 minutes x 20 routes x 3 consumers;
 - replay: the spread batch sent again (every event a duplicate).
+
+``--http``: events per second one API process sustains: `chalice local` (one process, as one
+warm Lambda serves one request at a time) on a moto server, fed batches of ``--batch`` fresh
+events (5 services, the last two minutes, as a live producer sends them) back to back for
+``--seconds``; the wall time includes moto's own work.
 """
 from __future__ import annotations
 
@@ -134,7 +140,66 @@ def events(n, services, minutes, routes, consumers, tag):
     return result
 
 
+def over_http(seconds: float, batch_size: int) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import requests
+
+    from localrun.processes import free_port, start_chalice_local
+
+    moto, url = start_moto_server()
+    api = None
+    try:
+        env = {"TABLE_NAME": "bench-events-http", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": url,
+               "ALERT_FROM": "bench@example.com", "PROMETHEUS_URL": "http://127.0.0.1:9", "STAGE": "dev",
+               "API_KEYS": "bench-ingest-key-0123:ingest", "THROTTLE_ENABLED": "false",
+               "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled"}
+        os.environ.update(env)
+        from chalicelib import bootstrap
+        from chalicelib.core import tables
+
+        bootstrap.override()
+        tables.ensure_table()
+        log = Path(tempfile.mkdtemp(prefix="bench-events-")) / "chalice-local.log"
+        api, api_url = start_chalice_local(free_port(), {**os.environ, **env}, log)
+        now = time.time()
+        sent = accepted = requests_made = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            batch = []
+            for i in range(batch_size):
+                at = time.time() - 60 * ((sent + i) % 2)  # as a producer pushes: the last two minutes
+                batch.append({"specversion": "1.0", "id": f"h-{sent + i}", "source": "/bench/http", "type": EVENT_TYPE,
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+                              "data": {"service": f"svc-{(sent + i) % 5}", "direction": "egress", "bytes": 100}})
+            answer = requests.post(f"{api_url}/v1/events", data=json.dumps(batch), timeout=120, headers={
+                "x-api-key": "bench-ingest-key-0123", "Content-Type": "application/cloudevents-batch+json"})
+            answer.raise_for_status()
+            accepted += answer.json()["accepted"]
+            sent += batch_size
+            requests_made += 1
+        elapsed = time.perf_counter() - started
+        print(f"over HTTP (chalice local, one process, on a moto server): {accepted} events accepted in "
+              f"{requests_made} requests of {batch_size} in {elapsed:.1f} s: {accepted / elapsed:.0f} events/s")
+        return 0
+    finally:
+        if api is not None:
+            stop_process(api)
+        stop_process(moto)
+
+
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--http", action="store_true", help="events per second over HTTP instead")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
+    if args.http:
+        return over_http(args.seconds, args.batch)
     moto, url = start_moto_server()
     try:
         os.environ.update({"TABLE_NAME": "bench-events", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
