@@ -164,7 +164,6 @@ def over_http(seconds: float, batch_size: int) -> int:
         tables.ensure_table()
         log = Path(tempfile.mkdtemp(prefix="bench-events-")) / "chalice-local.log"
         api, api_url = start_chalice_local(free_port(), {**os.environ, **env}, log)
-        now = time.time()
         sent = accepted = requests_made = 0
         started = time.perf_counter()
         while time.perf_counter() - started < seconds:

@@ -26,12 +26,16 @@ BATCH_CONTENT_TYPES = ["application/cloudevents-batch+json", "application/json"]
 def _events_of(raw_body: Optional[bytes], content_type: str, now: float, retention_days: int,
                batch_only: bool = False) -> Tuple[List[Judged], List[bool]]:
     body = json_body(raw_body, max_bytes=MAX_EVENTS_BODY_BYTES)
-    if batch_only and not isinstance(body, list):
-        raise BadRequest("an import batch must be a JSON array of events", parameter="body")
-    try:
-        raws, batch = split_mode(content_type, body) if not batch_only else (body, True)
-    except ValueError as e:
-        raise BadRequest(str(e), parameter="body") from None
+    raws: List[object]
+    if batch_only:
+        if not isinstance(body, list):
+            raise BadRequest("an import batch must be a JSON array of events", parameter="body")
+        raws, batch = body, True
+    else:
+        try:
+            raws, batch = split_mode(content_type, body)
+        except ValueError as e:
+            raise BadRequest(str(e), parameter="body") from None
     if batch and not raws:
         raise BadRequest("the batch holds no event", parameter="body")
     if len(raws) > MAX_BATCH_EVENTS:

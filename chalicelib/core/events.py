@@ -104,6 +104,7 @@ def judge(raw: object, now: float, retention_days: int) -> Judged:
         return Refusal(f"time: {raw['time']} is older than the {retention_days} days minutes are kept "
                        f"(the oldest accepted is {iso(oldest)}); it can no longer be counted", event_id, source)
     data = raw["data"]
+    assert source is not None and event_id is not None  # the schema requires both as strings
     return UsageEvent(source, event_id, data["service"], data["direction"], int(data["bytes"]), at,
                       data.get("route", NO_ROUTE), data.get("consumer", ANONYMOUS_CONSUMER))
 

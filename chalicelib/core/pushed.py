@@ -50,8 +50,7 @@ from chalicelib.core.models import (PUSH_PENDING_PK, PUSHED_SERVICES_PK, SERVICE
                                     PushApplied, PushBatch, PushedBucket, PushedService, ServiceUsage, collector_state_key, event_marker_key,
                                     is_condition_failure, push_applied_key, pushed_bucket_sk, read_item, usage_pk)
 from chalicelib.core.timeutil import DAY, LEVEL_ORDER, LEVELS, floor
-from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMERS, MAX_ROUTES, OTHER_CONSUMERS, OTHER_ROUTES,
-                                   BucketUsage, stored_label)
+from chalicelib.core.usage import MAX_CONSUMERS, MAX_ROUTES, OTHER_CONSUMERS, OTHER_ROUTES, BucketUsage, stored_label
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +280,7 @@ class PushedUsage:
         """Apply one group unless it is applied already: (1 if applied now, transactions tried)."""
         applied_key = push_applied_key(batch, number)
         connection = PushedBucket._get_connection().connection
-        table = PushedBucket.Meta.table_name
+        table = str(PushedBucket.Meta.table_name)  # bound: _get_connection has checked
         for attempt in range(1, APPLY_ATTEMPTS + 1):
             if read_item(PushApplied, applied_key, f"pushed group {number} of {batch}") is not None:
                 return 0, attempt - 1
@@ -317,7 +316,8 @@ class PushedUsage:
 
     def _new_item(self, table: str, key: BucketKey, ingress: int, egress: int, entries) -> dict:
         service, level, start = key
-        item = {"pk": {"S": usage_pk(service)}, "sk": {"S": pushed_bucket_sk(level, start)}, "service": {"S": service},
+        item: Dict[str, dict] = {
+                "pk": {"S": usage_pk(service)}, "sk": {"S": pushed_bucket_sk(level, start)}, "service": {"S": service},
                 "level": {"S": level}, "start": {"N": str(start)}, "ingress": {"N": str(ingress)},
                 "egress": {"N": str(egress)}}
         for name in MAPS.values():
@@ -366,6 +366,7 @@ def to_bucket(item: PushedBucket) -> BucketUsage:
         counts = getattr(item, name) or {}
         counts = counts.as_dict() if hasattr(counts, "as_dict") else counts
         target = bucket.routes if kind == "routes" else bucket.consumers
+        assert target is not None  # a new bucket has a consumer map
         for label, n in counts.items():
             entry = target.setdefault(label, {"ingress": 0, "egress": 0})
             entry[direction] += int(n)
