@@ -241,3 +241,22 @@ def test_a_chart_split_by_source_as_csv_has_a_source_column(client):
     assert lines[0] == "time,service,direction,route,source,bytes,partial"
     assert "2026-12-04T12:10:00Z,cdn,egress,,pushed,300,false" in lines
     assert "2026-12-04T12:10:00Z,cdn,egress,,scraped,,false" in lines  # nothing collected there
+
+
+@pytest.mark.parametrize("body, text", [
+    ('[{"specversion": "1.0", "data": {"bytes": NaN}}]', "NaN"),
+    ('[{"data": {"bytes": 9007199254740993}}]', "beyond"),
+    ("[" * 40 + "]" * 40, "nested"),
+    ('["\\ud800"]', "not valid JSON"),
+])
+def test_hostile_bodies_are_400_and_count_nothing(client, body, text):
+    status, answer = send(client, "post", "/v1/events", body, content_type=BATCH)
+    assert status == 400 and text in answer["error"]["message"], answer
+
+
+def test_hostile_events_are_refused_alone(client):
+    status, body = push(client, [event(1, service="s" * 3000), event(2, route="r\n"), {**event(3), "id": ""},
+                                 {**event(4), "data": {"service": "cdn", "direction": "egress", "bytes": 1, "x": 1}},
+                                 {**event(5), "time": "9" * 30}, event(6, nbytes=9)])
+    assert status == 200 and [r["status"] for r in body["results"]] == ["refused"] * 5 + ["accepted"]
+    assert total(chart(client)) == 9
