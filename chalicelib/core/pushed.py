@@ -131,8 +131,8 @@ def groups_of(deltas: Dict[BucketKey, Delta]) -> List[List[Piece]]:
 
 @dataclass
 class PushOutcome:
-    """The fate of each event given (ACCEPTED or DUPLICATE, in order) and the write units used
-    by the writes (computed from item sizes, see ``write_units``)."""
+    """The fate of each event given (ACCEPTED or DUPLICATE, in order), the groups this run applied
+    (0 for those applied before) and the transactions it tried."""
 
     statuses: List[str]
     groups_applied: int = 0
@@ -148,8 +148,6 @@ class PushedUsage:
         self.workers = workers
         self._ttl_seconds = {"1m": minute_ttl_days * DAY, "5m": 4 * minute_ttl_days * DAY,
                              "15m": 4 * minute_ttl_days * DAY}
-        # Writes made, for the benchmark: marker puts, transactions (and their items), touches.
-        self.counts = {"markers": 0, "transactions": 0, "transaction_items": 0, "touches": 0, "records": 0}
 
     # -- reading -----------------------------------------------------------------------------
     def buckets(self, service: str, level: str, start: int, end: int) -> List[BucketUsage]:
@@ -239,7 +237,6 @@ class PushedUsage:
         try:
             PushBatch(PUSH_PENDING_PK, batch, events=pack_events(events), created_at=int(now),
                       expires_at=_at(now + (self.minute_ttl_days + 1) * DAY)).save()
-            self.counts["records"] += 1
         except PynamoDBException as e:
             raise StoreError(f"recording {len(events)} pushed events failed: {e}") from e
 
@@ -273,7 +270,6 @@ class PushedUsage:
                     statuses = list(pool.map(claim, events))
         except PynamoDBException as e:
             raise StoreError(f"claiming pushed events failed: {e}") from e
-        self.counts["markers"] += len(events)
         return statuses
 
     def _apply_group(self, batch: str, number: int, group: List[Piece], now: float) -> Tuple[int, int]:
@@ -298,8 +294,6 @@ class PushedUsage:
                          "ConditionExpression": "attribute_not_exists(pk)"})
             try:
                 connection.transact_write_items([], [], puts, updates)
-                self.counts["transactions"] += 1
-                self.counts["transaction_items"] += len(puts) + len(updates)
                 return 1, attempt
             except PynamoDBException as e:
                 # Someone else applied it (or created one of its items) meanwhile: look again.
@@ -354,7 +348,6 @@ class PushedUsage:
                     attribute.pushed_at.set(now),
                 ])
                 PushedService(PUSHED_SERVICES_PK, service, pushed_at=int(now)).save()
-                self.counts["touches"] += 1
             except PynamoDBException as e:
                 raise StoreError(f"marking pushed bytes on service {service!r} failed: {e}") from e
 
