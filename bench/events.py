@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/events.py
     .venv/bin/python bench/events.py --http --seconds 30 --batch 100   # events per second over HTTP
+    .venv/bin/python bench/events.py --import 5000                     # an import: time, memory, WCU
 
 Runs the real push path (chalicelib/api/events.py -> core/pushed.py) against a moto server
 *process*, so this process's CPU time (time.process_time) is ours alone: JSON parsing, schema
@@ -189,6 +190,67 @@ def over_http(seconds: float, batch_size: int) -> int:
         stop_process(moto)
 
 
+def an_import(n: int) -> int:
+    """Register, send ``n`` events in batches of 1,000, commit: wall and our CPU per step, the
+    commit's peak Python memory (tracemalloc), write units (computed as above)."""
+    import tracemalloc
+
+    moto, url = start_moto_server()
+    try:
+        os.environ.update({"TABLE_NAME": "bench-import", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": url,
+                           "ALERT_FROM": "bench@example.com", "PROMETHEUS_URL": "http://127.0.0.1:9",
+                           "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled"})
+        from chalicelib import bootstrap
+        from chalicelib.api.events import put_import_batch
+        from chalicelib.core import tables
+        from chalicelib.core.models import UsageBucket
+
+        deps = bootstrap.override(clock=lambda: NOW)
+        tables.ensure_table()
+        connection = UsageBucket._get_connection().connection
+
+        def stored_size(key):
+            found = connection.get_item(UsageBucket.Meta.table_name, key[0], key[1]).get("Item")
+            return item_size(found) if found else 1
+
+        # A backfill as access logs give it: 5 services, events a minute apart over the last n/5 minutes
+        minutes = min(n // 5, 30 * 24 * 60)
+        everything = events(n, 5, minutes, 20, 3, "imp")
+        for i, event in enumerate(everything):  # back in time from an hour ago, a minute apart
+            event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 3600 - 60 * (i % minutes)))
+        with WriteRecorder() as recorder:
+            cpu, wall = time.process_time(), time.perf_counter()
+            import_id = deps.imports.register(NOW)["id"]
+            for number in range(0, n, 1000):
+                put_import_batch(deps.imports, import_id, str(number // 1000),
+                                 json.dumps(everything[number:number + 1000]).encode(), NOW, 35)
+            send_cpu, send_wall = time.process_time() - cpu, time.perf_counter() - wall
+            tracemalloc.start()
+            cpu, wall = time.process_time(), time.perf_counter()
+            calls = 0
+            while True:
+                calls += 1
+                job = deps.imports.commit(import_id, NOW)
+                if job["status"] == "committed":
+                    break
+            commit_cpu, commit_wall = time.process_time() - cpu, time.perf_counter() - wall
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        by_kind = recorder.units(stored_size)
+        print(f"import of {n} events ({n // 1000} batches; 5 services over {minutes} minutes): "
+              f"{job['result']}")
+        print(f"  sending: our CPU {send_cpu:.1f} s, wall {send_wall:.1f} s")
+        print(f"  commit ({calls} calls): our CPU {commit_cpu:.1f} s, wall {commit_wall:.1f} s, "
+              f"peak Python memory {peak / 2**20:.1f} MiB")
+        total = sum(by_kind.values())
+        print(f"  write units: {total} ({total * 1000 / n:.0f} per 1,000 events: "
+              f"{', '.join(f'{k}: {v}' for k, v in sorted(by_kind.items()))})")
+        return 0
+    finally:
+        stop_process(moto)
+
+
 def main() -> int:
     import argparse
 
@@ -196,7 +258,10 @@ def main() -> int:
     parser.add_argument("--http", action="store_true", help="events per second over HTTP instead")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--import", dest="import_events", type=int, help="an import of this many events instead")
     args = parser.parse_args()
+    if args.import_events:
+        return an_import(args.import_events)
     if args.http:
         return over_http(args.seconds, args.batch)
     moto, url = start_moto_server()

@@ -55,7 +55,7 @@ from chalicelib.core.usage import MAX_CONSUMERS, MAX_ROUTES, OTHER_CONSUMERS, OT
 log = logging.getLogger(__name__)
 
 GROUP_ITEMS = 90  # bucket items per transaction (DynamoDB allows 100 actions, its marker included)
-MAP_ENTRIES_PER_UPDATE = 60  # map keys one update sets: an expression may be at most 4 KB
+MAP_ENTRIES_PER_UPDATE = 40  # map keys one update sets: at ~75 characters each, under the 4 KB an expression may be
 KNOWN_MAX_AGE_SECONDS = 60  # how long the list of pushed services is reused before it is read again
 STALE_SECONDS = 120  # a recorded batch this old was left by a request that died (API timeout: 30 s)
 RESUME_PER_PUSH = 3  # stale batches one push finishes, at most

@@ -143,7 +143,15 @@ def test_groups_are_the_same_for_the_same_events_and_cut_wide_items():
     first, second = groups_of(deltas_of(events)), groups_of(deltas_of(list(events)))
     assert first == second
     minute_pieces = [p for g in first for p in g if p[0][1] == "1m"]
-    assert len(minute_pieces) == 3 and sum(p[2] for p in minute_pieces) == sum(e.bytes for e in events)
+    assert len(minute_pieces) == 4 and sum(p[2] for p in minute_pieces) == sum(e.bytes for e in events)
+
+
+def test_an_update_expression_stays_under_dynamodbs_4_kb_with_the_longest_map_names():
+    from chalicelib.core.pushed import MAP_ENTRIES_PER_UPDATE, _update
+
+    entries = [(("consumers_out", f"c{i}"), 1) for i in range(MAP_ENTRIES_PER_UPDATE)]
+    update = _update("t", ("s" * 200, "15m", NOW), 1, 2, entries)
+    assert len(update["UpdateExpression"]) < 4096
 
 
 # -- a crash between steps -----------------------------------------------------------------
