@@ -11,9 +11,10 @@ from datetime import datetime, timezone
 from chalice import Chalice, Rate, Response
 
 from chalicelib import __version__, bootstrap, schedule
-from chalicelib.api import access, charts, consumer_quotas, consumers, enforcement, legacy, overview, stats, status
+from chalicelib.api import access, charts, consumer_quotas, consumers, enforcement, events, legacy, overview, stats, status
 from chalicelib.collect.shards import shard_number
-from chalicelib.api.http import allowed_origin, choice, cors_config, endpoint, integer, json_body, versioned
+from chalicelib.api.http import (INGEST, allowed_origin, choice, cors_config, endpoint, integer, json_body,
+                                 versioned)
 from chalicelib.core import observability
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA, validate_service_name, without_webhook
 
@@ -122,7 +123,7 @@ def service_bandwidth(service):
     chart = charts.build_series(
         store, coverage, service, start, end, charts.choose_step(start, end, p.get("step"), coverage),
         direction=choice(p, "direction", ("ingress", "egress", "total", "all"), "all"),
-        route=p.get("route"), split=choice(p, "split", ("route", "consumer"), None), consumer=p.get("consumer"))
+        route=p.get("route"), split=choice(p, "split", ("route", "consumer", "source"), None), consumer=p.get("consumer"))
     accept = app.current_request.headers.get("accept", "")
     if choice(p, "format", ("json", "csv"), None) == "csv" or "text/csv" in accept:
         return Response(body=charts.series_csv(chart), status_code=200,
@@ -311,6 +312,49 @@ def service_alerts(service):
         history = [{**a, "error": "delivery failed (details for admin keys)" if a.get("error") else None}
                    for a in history]
     return {"service": service, "alerts": history}
+
+
+# -- pushed usage: events and imports (chalicelib/api/events.py) --------------------------------
+@app.route("/v1/events", methods=["POST"], content_types=events.EVENT_CONTENT_TYPES, api_key_required=True)
+@endpoint(role=INGEST)
+def push_events():
+    deps, request = bootstrap.current(), app.current_request
+    return events.post_events(deps.store.pushed, request.raw_body, request.headers.get("content-type", ""),
+                              deps.clock(), deps.settings.minute_ttl_days)
+
+
+@app.route("/v1/imports", methods=["POST"], content_types=["application/json"], api_key_required=True)
+@endpoint(role=INGEST)
+def register_import():
+    deps = bootstrap.current()
+    return Response(body=events.register_import(deps.imports, app.current_request.raw_body, deps.clock()),
+                    status_code=201, headers={"Content-Type": "application/json"})
+
+
+@app.route("/v1/imports", methods=["GET"], api_key_required=True)
+@endpoint(role="read")
+def list_imports():
+    p, deps = _params(), bootstrap.current()
+    choice(p, "status", ("running",), "running")
+    return {"imports": deps.imports.running(deps.clock())}
+
+
+@app.route("/v1/imports/{import_id}/batches/{number}", methods=["PUT"], content_types=events.BATCH_CONTENT_TYPES,
+           api_key_required=True)
+@endpoint(role=INGEST)
+def put_import_batch(import_id, number):
+    deps = bootstrap.current()
+    return events.put_import_batch(deps.imports, import_id, number, app.current_request.raw_body, deps.clock(),
+                                   deps.settings.minute_ttl_days)
+
+
+@app.route("/v1/imports/{import_id}/commit", methods=["POST"], api_key_required=True)
+@endpoint(role=INGEST)
+def commit_import(import_id):
+    deps = bootstrap.current()
+    result = deps.imports.commit(import_id, deps.clock())
+    return Response(body=result, status_code=200 if result["status"] == "committed" else 202,
+                    headers={"Content-Type": "application/json"})
 
 
 # -- documentation and the dashboard -----------------------------------------------------------

@@ -11,6 +11,7 @@
     bwmeter watch SERVICE [--interval 1] [--duration S] [--max-requests N]
     bwmeter health | status | quotas | audit [--limit N]
     bwmeter rules get | rules set FILE
+    bwmeter import FILE.csv|FILE.jsonl [--source S] [--batch-size N]
     bwmeter completion bash|zsh
 
 The endpoint and key come from ``--url`` / ``--api-key`` or ``BWMETER_URL`` /
@@ -644,6 +645,104 @@ def cmd_audit(ctx: Context) -> int:
     return 0
 
 
+EVENT_TYPE = "dev.bandwidth-meter.usage"
+IMPORT_COLUMNS = ("id", "time", "service", "direction", "bytes")  # required; source, route, consumer optional
+
+
+class ImportFileError(BwmeterError):
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=2)
+
+
+def usage_events(path: str, default_source: str) -> List[dict]:
+    """The CloudEvents of an import file: CSV with a header (id, time, service, direction, bytes,
+    and optionally source, route, consumer), or JSON Lines of CloudEvents or of such flat objects."""
+    import csv
+
+    def as_event(row: dict, where: str) -> dict:
+        if "specversion" in row:
+            return row
+        missing = [c for c in IMPORT_COLUMNS if row.get(c) in (None, "")]
+        if missing:
+            raise ImportFileError(f"{where}: missing {', '.join(missing)}")
+        try:
+            nbytes = int(row["bytes"])
+        except (TypeError, ValueError):
+            raise ImportFileError(f"{where}: bytes must be an integer, got {row['bytes']!r}") from None
+        data = {"service": row["service"], "direction": row["direction"], "bytes": nbytes}
+        data.update({k: row[k] for k in ("route", "consumer") if row.get(k)})
+        return {"specversion": "1.0", "id": str(row["id"]), "source": row.get("source") or default_source,
+                "type": EVENT_TYPE, "time": row["time"], "data": data}
+
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            if path.endswith(".csv"):
+                return [as_event(row, f"{path} line {n}") for n, row in enumerate(csv.DictReader(f), start=2)]
+            if path.endswith((".jsonl", ".ndjson")):
+                events = []
+                for n, line in enumerate(f, start=1):
+                    if line.strip():
+                        try:
+                            row = json.loads(line)
+                        except ValueError as e:
+                            raise ImportFileError(f"{path} line {n} is not JSON: {e}") from None
+                        if not isinstance(row, dict):
+                            raise ImportFileError(f"{path} line {n}: an event must be a JSON object")
+                        events.append(as_event(row, f"{path} line {n}"))
+                return events
+    except OSError as e:
+        raise ImportFileError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ImportFileError(f"{path} is not UTF-8 text") from None
+    raise ImportFileError(f"{path}: give a .csv or a .jsonl file")
+
+
+def progress(err: TextIO, label: str, done: int, total: int, width: int = 30) -> None:
+    filled = width * done // total if total else width
+    print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=err, flush=True)
+
+
+def cmd_import(ctx: Context) -> int:
+    """Register an import, send the file in numbered batches, commit it (resuming until done)."""
+    a = ctx.args
+    if a.batch_size > 1000:
+        raise ImportFileError("--batch-size is at most 1000 (the API's limit per batch)")
+    events = usage_events(a.file, a.source or f"bwmeter-import:{os.path.basename(a.file)}")
+    if not events:
+        raise ImportFileError(f"{a.file} holds no event")
+    batches = [events[i:i + a.batch_size] for i in range(0, len(events), a.batch_size)]
+    job = ctx.client.register_import(a.description)
+    import_id = job["id"]
+    print(f"Import {import_id}: {counted(len(events), 'event')} in {counted(len(batches), 'batch', 'batches')}.",
+          file=ctx.err, flush=True)
+    staged, refusals = 0, []
+    for number, batch in enumerate(batches):
+        answer = ctx.client.put_import_batch(import_id, number, batch)
+        staged += answer.get("staged", 0)
+        refusals += [(number * a.batch_size + r["index"], r.get("reason", "")) for r in answer["results"]
+                     if r["status"] != "staged"]
+        progress(ctx.err, "sending   ", number + 1, len(batches))
+    print(file=ctx.err)
+    while True:
+        job = ctx.client.commit_import(import_id)
+        progress(ctx.err, "committing", job["batches_applied"], job["batches"])
+        if job["status"] == "committed":
+            break
+    print(file=ctx.err)
+    result = job.get("result") or {}
+    if a.json:
+        ctx.emit_json({"import": import_id, "events": len(events), "staged": staged, "refused": len(refusals),
+                       **result})
+    else:
+        ctx.print(f"Committed import {import_id}: {result.get('accepted', 0)} counted, "
+                  f"{result.get('duplicate', 0)} already counted, {len(refusals)} refused.")
+    for index, reason in refusals[:10]:
+        print(f"  event {index + 1}: {reason}", file=ctx.err)
+    if len(refusals) > 10:
+        print(f"  ... and {len(refusals) - 10} more", file=ctx.err)
+    return 0
+
+
 def cmd_completion(ctx: Context) -> int:
     script = completion_script(ctx.args.shell)
     if ctx.args.json:
@@ -776,6 +875,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("audit", cmd_audit, "every quota and rule change: when, what, by which key (needs an admin key)")
     p.add_argument("--limit", type=_positive(int), default=100, help="newest entries to show (default 100)")
+
+    p = command("import", cmd_import, "import usage from a file (register, send in numbered batches, commit: it "
+                "counts once, all at once; needs an ingest or admin key)")
+    p.add_argument("file", metavar="FILE", help="FILE.csv (header: id,time,service,direction,bytes[,source,route,"
+                   "consumer]) or FILE.jsonl (CloudEvents, or objects with those fields)").complete = shtab.FILE
+    p.add_argument("--source", help="CloudEvents source of events without one (default bwmeter-import:FILE)")
+    p.add_argument("--batch-size", type=_positive(int), default=1000, help="events per batch (at most 1000)")
+    p.add_argument("--description", help="a note kept with the import")
 
     p = command("completion", cmd_completion, "print a shell completion script: "
                 "`source <(bwmeter completion bash)`, or for zsh save it as _bwmeter on your $fpath")

@@ -267,6 +267,17 @@ class Client:
     def put_rules(self, body: dict) -> dict:
         return self.json("PUT", "/v1/quota-rules", body=body)
 
+    # -- pushed usage (ingest or admin keys) --------------------------------------------------
+    def register_import(self, description: Optional[str] = None) -> dict:
+        return self.json("POST", "/v1/imports", body={"description": description} if description else {})
+
+    def put_import_batch(self, import_id: str, number: int, events: List[dict]) -> dict:
+        return self.json("PUT", f"/v1/imports/{_seg(import_id)}/batches/{number}", body=events,
+                         headers={"Content-Type": "application/cloudevents-batch+json"})
+
+    def commit_import(self, import_id: str) -> dict:
+        return self.json("POST", f"/v1/imports/{_seg(import_id)}/commit")
+
     def audit(self, limit: Optional[int] = None) -> dict:
         return self.json("GET", "/v1/quota-audit", params={"limit": limit})
 

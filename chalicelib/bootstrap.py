@@ -60,6 +60,12 @@ class Bootstrap:
         return UsageStore(minute_ttl_days=self.settings.minute_ttl_days, write_workers=self.settings.write_workers)
 
     @cached_property
+    def imports(self):
+        from chalicelib.core.imports import ImportBook
+
+        return ImportBook(self.store.pushed)
+
+    @cached_property
     def quotas(self):
         from chalicelib.core.quota_book import QuotaBook
 

@@ -7,7 +7,8 @@ fills in intrinsic functions. Each statement allows only the calls its function 
 - DynamoDB writes are narrowed with ``dynamodb:LeadingKeys`` to the partition keys the function
   owns (chalicelib/core/models.py): the collector writes usage buckets, the service and consumer
   lists (and shard 0 the consumers' ranking), checkpoints too large for a service item, and its
-  state; the API writes quotas, rules and audit entries; the alerts function writes alerts and
+  state; the API writes quotas, rules and audit entries, and pushed usage (events, imports); the
+  alerts function writes alerts and
   the block / unblock notice claims.
   Reads stay table-wide: the API answers about every item kind.
 - logs only to the function's own log group;
@@ -34,7 +35,11 @@ from typing import Any, Callable, Dict, List, Optional
 WRITES = {
     "collect": ["USAGE#*", "SERVICES", "CONSUMERS", "CONSUMER_RANKING", "CHECKPOINT#*", "STATE"],
     "collect_shard": ["USAGE#*", "SERVICES", "CONSUMERS", "CONSUMER_RANKING", "CHECKPOINT#*", "STATE"],
-    "api": ["QUOTA", "CONSUMER_QUOTA", "RULES", "AUDIT"],
+    # Quotas; and the push API: pushed buckets (USAGE#*: IAM cannot narrow by sort key, so the
+    # API may write a service's usage partition; chalicelib/core/pushed.py writes only pushed#...
+    # items there), the service item it touches, event markers, push batches, imports.
+    "api": ["QUOTA", "CONSUMER_QUOTA", "RULES", "AUDIT", "USAGE#*", "SERVICES", "EVENT#*", "PUSH_PENDING", "PUSHED#*",
+            "PUSHED_SERVICES", "IMPORTS", "IMPORT#*"],
     "alerts": ["ALERT#*", "CONSUMER_ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE", "ENFORCE#*", "ENFORCE_CONSUMER#*"],
 }
 # The part of the parameter path each function reads.
@@ -117,7 +122,8 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
         statements += [
             _statement("ReadTable", ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query",
                                      "dynamodb:BatchGetItem"], [r.table]),
-            # Quota changes are transactions: each item is authorised as its own Put/Delete/ConditionCheck.
+            # Quota changes and pushed groups are transactions: each item is authorised as its own
+            # Put/Update/Delete/ConditionCheck.
             _statement("WriteQuotasRulesAudit", ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
                                                  "dynamodb:ConditionCheckItem"], [r.table], _leading_keys("api")),
             _statement("KeyRegistry", ["ssm:GetParametersByPath", "ssm:GetParameter"],

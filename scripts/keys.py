@@ -2,7 +2,7 @@
 """Add, rotate, revoke and list Bandwidth Meter API keys, on either deploy path.
 
     .venv/bin/python scripts/keys.py plan   --stage prod            # chalice deploy path, once
-    .venv/bin/python scripts/keys.py add    NAME --role read|admin --stage prod
+    .venv/bin/python scripts/keys.py add    NAME --role read|ingest|admin --stage prod
     .venv/bin/python scripts/keys.py rotate NAME --stage prod
     .venv/bin/python scripts/keys.py revoke NAME --stage prod
     .venv/bin/python scripts/keys.py list   --stage prod
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="keys.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("plan", "add", "rotate", "revoke", "list"))
     parser.add_argument("name", nargs="?")
-    parser.add_argument("--role", choices=("read", "admin"))
+    parser.add_argument("--role", choices=("read", "ingest", "admin"))
     parser.add_argument("--stage", default="prod")
     parser.add_argument("--stack", help="a CloudFormation stack: its usage plan and /bandwidth-meter/STACK")
     parser.add_argument("--parameter-path", help="SSM path of the secrets (default /bandwidth-meter/STAGE, "
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     if needs_name and not (args.name and NAME.match(args.name)):
         parser.error("NAME is required: letters, digits, '.', '_' or '-' (at most 64)")
     if args.command == "add" and not args.role:
-        parser.error("add needs --role read or --role admin")
+        parser.error("add needs --role read, --role ingest or --role admin")
     if not args.region:
         parser.error("--region (or AWS_REGION) is required")
     if args.stack is not None and not STACK.match(args.stack):

@@ -1,8 +1,9 @@
 """API keys, roles and throttling: who may call which route, and how often.
 
 Every request to ``/v1/...`` and ``/metrics/...`` carries an ``x-api-key`` header naming a key
-with one of two roles: ``read`` (charts, stats, alerts, the overview) or ``admin`` (also
-quotas, quota rules and the quota audit). Each route declares the role it needs where it is
+with one of three roles: ``read`` (charts, stats, alerts, the overview), ``ingest`` (pushing
+usage, /v1/events and /v1/imports, and nothing else: it reads nothing) or ``admin`` (everything:
+also quotas, quota rules, the quota audit and pushing). Each route declares the role it needs where it is
 declared in app.py (``@endpoint(role="read")``, chalicelib/api/http.py); a route that declares
 none needs ``read`` for GET and ``admin`` for anything else, so a new write is never open to a
 read key. The documentation, the dashboard page and ``/v1/health`` declare ``public``; the
@@ -11,7 +12,7 @@ dashboard asks its user for a key and calls the API with it.
 Answers, as ``{"error": {"code", "message"}}`` (chalicelib/api/http.py, error_response):
 
 - 401 ``unauthorized``: no key, or a key that is not configured;
-- 403 ``forbidden``: a read key on an admin route;
+- 403 ``forbidden``: a read key on an admin or ingest route, an ingest key on any other;
 - 429 ``throttled`` with ``Retry-After`` (whole seconds): the key's or the API's limit is spent.
 
 Keys come, in AWS, from the SSM key registry under ``API_KEYS_PARAMETER_PATH`` (one
@@ -59,12 +60,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from chalicelib.api.http import ADMIN, PUBLIC, READ, error_response
+from chalicelib.api.http import ADMIN, INGEST, PUBLIC, READ, error_response
 from chalicelib.core import observability
 
 log = logging.getLogger(__name__)
 
-_RANK = {READ: 1, ADMIN: 2}
+# The route roles each key role may call: an ingest key pushes and reads nothing, a read key
+# reads and pushes nothing, an admin key does everything.
+_MAY_CALL = {READ: {READ}, INGEST: {INGEST}, ADMIN: {READ, INGEST, ADMIN}}
 _CONTEXT_KEY = "bandwidth_meter_access"
 # The app's route table (Chalice's ``app.routes``): path -> method -> entry whose view_function
 # carries the role ``endpoint`` declared.
@@ -243,7 +246,8 @@ class AccessGuard:
         keys = self.keys
         if keys:
             roles = sorted(keys.values())
-            access = (f"{len(roles)} API keys ({roles.count(READ)} read, {roles.count(ADMIN)} admin) "
+            ingest = f"{roles.count(INGEST)} ingest, " if INGEST in roles else ""
+            access = (f"{len(roles)} API keys ({roles.count(READ)} read, {ingest}{roles.count(ADMIN)} admin) "
                       f"from {self.key_source.source}")
         elif self.open:
             access = "OPEN: no API_KEYS are configured, so the dev stage accepts requests without a key"
@@ -289,7 +293,7 @@ class AccessGuard:
         caller, denial = self.authenticate(api_key)
         if denial or caller is None:  # never both None; if it were, refuse rather than admit
             return caller, denial or Denial(401, "unauthorized", "an API key is required")
-        if _RANK[caller.role] < _RANK[needed]:
+        if needed not in _MAY_CALL.get(caller.role, ()):
             return caller, Denial(403, "forbidden", f"{method} {route} needs the {needed} role; "
                                                     f"this key has the {caller.role} role")
         if self.throttle is not None:
@@ -362,7 +366,7 @@ def preflight_response():
     })
 
 
-PREFLIGHT_METHODS = "GET,PUT,DELETE,OPTIONS"
+PREFLIGHT_METHODS = "GET,PUT,POST,DELETE,OPTIONS"
 PREFLIGHT_HEADERS = "x-api-key,Content-Type,Accept"
 
 

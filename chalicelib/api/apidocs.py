@@ -13,6 +13,7 @@ from chalicelib import __version__
 from chalicelib.api.charts import MAX_POINTS, STEPS
 from chalicelib.api.legacy import DURATION_PATTERN
 from chalicelib.core.errors import NotFound
+from chalicelib.core.events import EVENT_SCHEMA, MAX_BATCH_EVENTS
 from chalicelib.core.quotas import QUOTA_SCHEMA, RULES_SCHEMA
 
 TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-24T10:00:00Z"]}
@@ -136,9 +137,11 @@ SCHEMAS = {
                     "consumer": {"type": ["string", "null"], "description":
                                  "the consumer of a chart by consumer (\"(anonymous)\": traffic without one; "
                                  "\"(other consumers)\": those beyond the 300 a bucket keeps); null otherwise"},
-                    "points": {"type": "array", "items": ref("Point")}, "total_bytes": {"type": "integer"}}),
+                    "points": {"type": "array", "items": ref("Point")}, "total_bytes": {"type": "integer"},
+                    "source": {"enum": ["scraped", "pushed"], "description": "split=source only"}},
+                   required=["direction", "route", "consumer", "points", "total_bytes"]),
     "Chart": _obj({"service": {"type": "string"}, "start": TIME, "end": TIME, "step": {"enum": list(STEPS)},
-                   "split": {"enum": ["route", "consumer", None]}, "consumer": {"type": ["string", "null"]},
+                   "split": {"enum": ["route", "consumer", "source", None]}, "consumer": {"type": ["string", "null"]},
                    "series": {"type": "array", "items": ref("Series")}}),
     "ConsumerSummary": _obj({
         "consumer": {"type": "string", "description": "The key: <workspace>:<name> outside the default workspace"},
@@ -224,7 +227,9 @@ ERRORS = {
     "404": "Unknown service or consumer, or no such quota",
     "412": "If-Match names a version that is no longer current (or nothing is stored): nothing was changed; "
            "`current_version` (and the ETag header) is the current one, null when none is stored",
-    "413": "The body is larger than 64 KiB",
+    "409": "The import is no longer open (committing or committed): nothing was changed",
+    "413": "The body is larger than 64 KiB (2 MiB for events and import batches), or a request carries more "
+           f"than {MAX_BATCH_EVENTS} events",
     "429": "Throttled; retry after Retry-After seconds",
     "500": "Internal error (logged)",
     "503": "A backend (DynamoDB) is unavailable; retry shortly",
@@ -258,6 +263,41 @@ IF_MATCH = _param("If-Match", "header", {"type": "string"},
 
 def _with_etag(operation: dict) -> dict:
     operation["responses"]["200"] = {**operation["responses"]["200"], "headers": ETAG_HEADER}
+    return operation
+
+
+_EVENT = {k: v for k, v in EVENT_SCHEMA.items() if k not in ("$schema", "$id")}
+_EVENT_RESULT = _obj({"index": {"type": "integer"}, "id": {"type": ["string", "null"]},
+                      "source": {"type": ["string", "null"]},
+                      "status": {"enum": ["accepted", "duplicate", "refused", "staged"]},
+                      "reason": {"type": "string", "description": "refused and duplicate: why"}},
+                     required=["index", "id", "source", "status"])
+SCHEMAS.update({
+    "UsageEvent": _EVENT,
+    "PushAnswer": _obj({"accepted": {"type": "integer"}, "duplicate": {"type": "integer"},
+                        "refused": {"type": "integer"}, "results": {"type": "array", "items": _EVENT_RESULT}}),
+    "ImportBatchAnswer": _obj({"import": {"type": "string"}, "batch": {"type": "integer"},
+                               "events": {"type": "integer", "description": "events staged"},
+                               "accepted": {"type": "integer"}, "duplicate": {"type": "integer"},
+                               "refused": {"type": "integer"}, "staged": {"type": "integer"},
+                               "results": {"type": "array", "items": _EVENT_RESULT}},
+                              required=["import", "batch", "events", "refused", "results"]),
+    "Import": _obj({"id": {"type": "string"}, "status": {"enum": ["open", "committing", "committed"]},
+                    "description": {"type": ["string", "null"]}, "created": TIME,
+                    "batches": {"type": "integer"}, "batches_applied": {"type": "integer"},
+                    "result": {"type": ["object", "null"], "properties": {"accepted": {"type": "integer"},
+                                                                          "duplicate": {"type": "integer"}}},
+                    "committed": {"type": ["string", "null"]},
+                    "expires": {"type": ["string", "null"], "description": "an open import: when it expires"}}),
+    "ImportList": _obj({"imports": {"type": "array", "items": ref("Import")}}),
+})
+IMPORT_ID = {"name": "import_id", "in": "path", "required": True, "description": "The id POST /v1/imports gave",
+             "schema": {"type": "string", "pattern": "^[A-Za-z0-9]{1,64}$"}}
+PUSH_ERRORS = ("400", "401", "403", "413", "429", "500", "503")
+
+
+def _with_body(operation: dict, content: dict) -> dict:
+    operation["requestBody"] = {"required": True, "content": content}
     return operation
 
 
@@ -320,11 +360,13 @@ def openapi_spec() -> dict:
                            "unauthenticated; a consumer literally named \"(anonymous)\" is counted with it). "
                            "A point is null where its buckets were stored before consumers were kept. "
                            "Not with route= or split=route: consumers are kept per service, not per route"),
-                    _param("split", "query", {"enum": ["route", "consumer"]},
+                    _param("split", "query", {"enum": ["route", "consumer", "source"]},
                            "route: one series per route. A bucket keeps at most 500 routes by name; the bytes "
                            "of the others are in a series whose route is \"(other routes)\". consumer: one "
                            "series per consumer, adding up to the service (at most 300 by name a bucket, the "
-                           "others in \"(other consumers)\"); CSV then has a consumer column after route"),
+                           "others in \"(other consumers)\"); CSV then has a consumer column after route. source: the "
+                           "scraped and the pushed bytes apart (series with source scraped / pushed; CSV then has "
+                           "a source column); without it a point is their sum"),
                     _param("format", "query", {"enum": ["json", "csv"]}, "Answer format")])},
         "/v1/services/{service}/stats": {"get": _operation(
             "Requests (success/error) and latency (average, p95, p99) from Kong's counters",
@@ -417,6 +459,44 @@ def openapi_spec() -> dict:
             "DB-less Kong or Konnect", _json(ref("Enforcement")), tag="alerts")},
         "/v1/services/{service}/alerts": {"get": _operation("Alert history", _json(ref("Alerts")),
                                                             params=[SERVICE], tag="alerts")},
+        "/v1/events": {"post": _with_body(_operation(
+            f"Push usage events (CloudEvents 1.0 JSON): one (application/cloudevents+json or application/json) or a "
+            f"batch of at most {MAX_BATCH_EVENTS} (application/cloudevents-batch+json). 200 whenever the request is "
+            "acceptable: each event's fate is in results (accepted, duplicate: (source, id) already counted "
+            "within 35 days or repeated in the request, refused: why), like a 207. ingest or admin keys",
+            _json(ref("PushAnswer")), errors=PUSH_ERRORS, tag="push"), {
+                "application/cloudevents+json": {"schema": ref("UsageEvent")},
+                "application/json": {"schema": ref("UsageEvent")},
+                "application/cloudevents-batch+json": {"schema": {"type": "array", "minItems": 1,
+                                                                  "maxItems": MAX_BATCH_EVENTS,
+                                                                  "items": ref("UsageEvent")}}})},
+        "/v1/imports": {
+            "post": {**_operation("Register a bulk import (ingest or admin keys); it counts nothing until committed "
+                                  "and expires uncommitted after 7 days", _json(ref("Import")),
+                                  errors=("400", "401", "403", "429", "500", "503"), tag="push"),
+                     "responses": {"201": _json(ref("Import"), "Registered"),
+                                   **{c: _error(c) for c in ("400", "401", "403", "429", "500", "503")}},
+                     "requestBody": {"required": False, "content": {"application/json": {"schema": _obj(
+                         {"description": {"type": "string", "maxLength": 200}}, required=[])}}}},
+            "get": _operation("The running imports (open or committing)", _json(ref("ImportList")),
+                              params=[_param("status", "query", {"enum": ["running"]}, "running (the default)")],
+                              tag="push"),
+        },
+        "/v1/imports/{import_id}/batches/{number}": {"put": _with_body(_operation(
+            "Add or replace batch number N of an open import (at most 1,000 events; validated like /v1/events; "
+            "valid events are staged). Sending a batch again is harmless", _json(ref("ImportBatchAnswer")),
+            params=[IMPORT_ID, {"name": "number", "in": "path", "required": True, "description": "0 to 999999",
+                                "schema": {"type": "string", "pattern": "^[0-9]{1,6}$"}}],
+            errors=(*PUSH_ERRORS, "404", "409"), tag="push"), {
+                "application/cloudevents-batch+json": {"schema": {"type": "array", "minItems": 1,
+                                                                  "maxItems": MAX_BATCH_EVENTS,
+                                                                  "items": ref("UsageEvent")}}})},
+        "/v1/imports/{import_id}/commit": {"post": {**_operation(
+            "Apply the whole import: 200 once committed (again: the same answer, counted once), 202 while a large "
+            "one is still being applied (call again: it resumes)", _json(ref("Import"), "Committed"),
+            params=[IMPORT_ID], errors=("401", "403", "404", "409", "429", "500", "503"), tag="push"),
+            "responses": {"200": _json(ref("Import"), "Committed"), "202": _json(ref("Import"), "Still committing"),
+                          **{c: _error(c) for c in ("401", "403", "404", "409", "429", "500", "503")}}}},
         "/openapi.json": {"get": _operation("This document", _json({"type": "object"}), errors=("500",),
                                             secured=False, tag="operations")},
         "/docs": {"get": _operation("This document in Swagger UI (Authorize with x-api-key, then Try it out)", {
@@ -440,7 +520,8 @@ def openapi_spec() -> dict:
         "paths": paths,
         "components": {"schemas": SCHEMAS, "securitySchemes": {
             "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
-                       "description": "read keys: every GET; admin keys: also quota changes and the audit log"}}},
+                       "description": "read keys: every GET; ingest keys: only pushing usage (events, imports); "
+                                      "admin keys: everything"}}},
     }
 
 

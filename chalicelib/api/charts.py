@@ -13,6 +13,11 @@ By consumer (``consumer=`` or ``split=consumer``), a point's bytes are that cons
 period with consumer data, 0 when the consumer had none there, and None also where the
 buckets were written before consumers were kept (nothing to tell). Consumers' bytes are summed
 over routes, so they cannot be combined with a route filter or split.
+
+Pushed bytes (chalicelib/core/pushed.py) are added to the scraped ones point by point: they are
+known whatever the collector covered, so a point with pushed bytes but nothing collected shows
+the pushed bytes, ``partial``. ``split=source`` gives the two apart: series ``scraped`` (as
+without pushed bytes) and ``pushed`` (0 where nothing was pushed).
 """
 from __future__ import annotations
 
@@ -193,10 +198,35 @@ def slots(store, coverage: Coverage, service: str, first: int, end: int, step: s
     return result
 
 
+SOURCES = ("scraped", "pushed")
+
+
+def pushed_slots(store, service: str, found: List[Slot], step: str) -> List[Slot]:
+    """The pushed bytes of each point of ``found`` (0 where nothing was pushed)."""
+    pushed = getattr(store, "pushed", None)
+    size = STEPS[step]
+    buckets = {} if pushed is None else {
+        b.start: b for b in pushed.buckets(service, step, found[0].time, found[-1].time + size)}
+    return [Slot(s.time, buckets.get(s.time) or BucketUsage(service, s.time), False) for s in found]
+
+
+def with_pushed(scraped: List[Slot], pushed: List[Slot]) -> List[Slot]:
+    """Scraped and pushed bytes point by point (see the module's docstring)."""
+    result = []
+    for s, p in zip(scraped, pushed):
+        if not p.usage.routes:
+            result.append(s)
+        elif s.usage is None:
+            result.append(Slot(s.time, p.usage, True))
+        else:
+            result.append(Slot(s.time, sum_buckets(s.usage.service, s.time, [s.usage, p.usage]), s.partial))
+    return result
+
+
 def build_series(store, coverage: Coverage, service: str, start: int, end: int, step: str,
                  direction: str = "all", route: Optional[str] = None, split=None,
                  consumer: Optional[str] = None) -> dict:
-    """``split``: None, "route" or "consumer" (True is "route", as before consumers);
+    """``split``: None, "route", "consumer" (True is "route", as before consumers) or "source";
     ``consumer``: the raw ``consumer=`` parameter, validated here."""
     split = "route" if split is True else (split or None)
     consumer = consumer_name(consumer)
@@ -206,10 +236,20 @@ def build_series(store, coverage: Coverage, service: str, start: int, end: int, 
                          parameter="consumer" if consumer is not None else "split")
     size = STEPS[step]
     first = floor(start, size)
-    found = slots(store, coverage, service, first, end, step)
+    scraped = slots(store, coverage, service, first, end, step)
+    pushed = pushed_slots(store, service, scraped, step)
+    found = with_pushed(scraped, pushed)
     directions = ["ingress", "egress"] if direction == "all" else [direction]
     series = []
-    if consumer is not None or split == "consumer":
+    if split == "source":
+        for source, part in zip(SOURCES, (scraped, pushed)):
+            for d in directions:
+                if consumer is not None:
+                    one = _series(part, d, None, consumer, lambda u, d=d: consumer_bytes(u, d, consumer))
+                else:
+                    one = _series(part, d, route, None, lambda u, d=d: bucket_bytes(u, d, route))
+                series.append({"source": source, **one})
+    elif consumer is not None or split == "consumer":
         consumers: List[str] = [consumer] if consumer is not None else sorted(
             {c for s in found if s.usage is not None and s.usage.consumers is not None for c in s.usage.consumers})
         for c in consumers:
@@ -237,13 +277,15 @@ def series_csv(chart: dict) -> str:
     """One row per point. A chart by consumer has a ``consumer`` column after ``route`` (the
     others keep the columns they always had, for the readers built on them)."""
     by_consumer = chart.get("split") == "consumer" or chart.get("consumer") is not None
+    by_source = chart.get("split") == "source"
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["time", "service", "direction", "route"] + (["consumer"] if by_consumer else [])
-                    + ["bytes", "partial"])
+                    + (["source"] if by_source else []) + ["bytes", "partial"])
     for s in chart["series"]:
         for p in s["points"]:
             who = [csv_safe(s.get("consumer") or "")] if by_consumer else []
+            who += [s["source"]] if by_source else []
             writer.writerow([p["time"], csv_safe(chart["service"]), s["direction"], csv_safe(s["route"] or "")]
                             + who + ["" if p["bytes"] is None else p["bytes"], "true" if p.get("partial") else "false"])
     return out.getvalue()

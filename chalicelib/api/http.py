@@ -14,8 +14,8 @@ from urllib.parse import unquote
 
 from chalice import CORSConfig, Response
 
-from chalicelib.core.errors import (BadRequest, BandwidthMeterError, NotFound, PreconditionFailed, PrometheusError,
-                                    StoreError)
+from chalicelib.core.errors import (BadRequest, BandwidthMeterError, Conflict, NotFound, PreconditionFailed,
+                                    PrometheusError, StoreError)
 from chalicelib.core.settings import ConfigError, running_in_lambda
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,15 @@ def versioned(body, etag: str, status: int = 200) -> Response:
 
 # Who may call a route, declared where the route is declared (``@endpoint(role=READ)``); the
 # access guard (chalicelib/api/access.py) reads it. Undeclared: GET needs read, anything else admin.
-PUBLIC, READ, ADMIN = "public", "read", "admin"
-ROLES = (PUBLIC, READ, ADMIN)
+# INGEST routes push usage (events, imports): ingest and admin keys may call them, read keys not;
+# an ingest key may call nothing else.
+PUBLIC, READ, INGEST, ADMIN = "public", "read", "ingest", "admin"
+ROLES = (PUBLIC, READ, INGEST, ADMIN)
 
 
 def endpoint(view: Optional[Callable] = None, *, role: Optional[str] = None) -> Callable:
     """``@endpoint`` or ``@endpoint(role=...)``: translate the project's exceptions into HTTP
-    answers and never leak a stack trace; ``role`` is who may call it (PUBLIC, READ or ADMIN),
+    answers and never leak a stack trace; ``role`` is who may call it (PUBLIC, READ, INGEST or ADMIN),
     kept on the view as ``view.role`` for the access guard. Path parameters arrive
     percent-encoded (API Gateway and `chalice local` pass them as sent), so they are decoded
     here once: ``/v1/services/search%20api`` names the service ``search api``."""
@@ -79,6 +81,8 @@ def _translated(view: Callable, role: Optional[str]) -> Callable:
             return error_response(400, "bad_request", e.message, e.parameter, e.details)
         except NotFound as e:
             return error_response(404, "not_found", e.message)
+        except Conflict as e:
+            return error_response(409, "conflict", e.message)
         except PreconditionFailed as e:
             return error_response(412, "precondition_failed", e.message, extra={"current_version": e.current},
                                   headers={"ETag": e.current} if e.current else None)
@@ -146,7 +150,7 @@ def nesting_depth(raw: bytes) -> int:
     return deepest
 
 
-def json_body(raw: Optional[bytes]) -> object:
+def json_body(raw: Optional[bytes], max_bytes: int = MAX_BODY_BYTES) -> object:
     """Parse a request body as strict JSON, with the errors a caller can act on.
 
     Stricter than ``json.loads``: no NaN / Infinity (browsers' JSON.parse would then fail on
@@ -157,8 +161,8 @@ def json_body(raw: Optional[bytes]) -> object:
         raise BadRequest("a JSON body is required", parameter="body")
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes", parameter="body")
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes", parameter="body")
     if nesting_depth(raw) > MAX_BODY_DEPTH:
         raise BadRequest(f"the body is nested more than {MAX_BODY_DEPTH} levels deep", parameter="body")
     try:

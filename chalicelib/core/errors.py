@@ -22,6 +22,14 @@ class NotFound(BandwidthMeterError):
         self.message = message
 
 
+class Conflict(BandwidthMeterError):
+    """The request cannot be done in the resource's present state (an import no longer open)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
 class PreconditionFailed(BandwidthMeterError):
     """A conditional change (If-Match) was made against a version that is no longer current.
     ``current`` is the current version's ETag (None when there is nothing stored)."""

@@ -23,10 +23,21 @@ Key design (pk / sk):
 | ScheduleTick       | STATE              | tick                                |
 | EnforcementNotice  | ENFORCE#<service>  | <period start ISO>#<block|unblock>  |
 | (consumer's)       | ENFORCE_CONSUMER#<consumer> | <period start ISO>#<block|unblock> |
+| PushedBucket       | USAGE#<service>    | pushed#<level>#<bucket start, ISO minute> |
+| EventMarker        | EVENT#<2 hex>      | <sha256 of source and id>           |
+| PushBatch          | PUSH_PENDING       | <batch key>                         |
+| PushApplied        | PUSHED#<batch key> | group#<n>                           |
+| ImportJob          | IMPORTS            | <import id>                         |
+| PushedService      | PUSHED_SERVICES    | <service>                           |
+| ImportBatch        | IMPORT#<import id> | batch#<n, 6 digits>                 |
 
 A consumer and a service may have the same name: every key a consumer has (quota, alerts, their
 due-markers, block notices) is spelled apart from a service's (``kind`` "consumer"), so the two
 never share a quota, an alert or a notice.
+
+Pushed bytes (chalicelib/core/pushed.py) are the exception to "values absolute": their buckets
+are kept with ADD, made idempotent by the event markers and the batches' applied groups (see
+pushed.py), and the collector never writes them (its keys never start with ``pushed#``).
 
 Keys are deterministic and values absolute, so a retried or overlapping
 collector run writes the same items again (ARCHITECTURE.md, guarantee 2).
@@ -94,6 +105,29 @@ def usage_pk(service: str) -> str:
 
 def bucket_sk(level: str, start: int) -> str:
     return f"{level}#{iso_minute(start)}"
+
+
+PUSHED_SK_PREFIX = "pushed#"
+PUSH_PENDING_PK = "PUSH_PENDING"
+IMPORTS_PK = "IMPORTS"
+PUSHED_SERVICES_PK = "PUSHED_SERVICES"
+
+
+def pushed_bucket_sk(level: str, start: int) -> str:
+    return PUSHED_SK_PREFIX + bucket_sk(level, start)
+
+
+def event_marker_key(digest: str) -> tuple:
+    """Markers spread over 256 partitions by their digest's first byte (no hot key)."""
+    return f"EVENT#{digest[:2]}", digest
+
+
+def push_applied_key(batch: str, group: int) -> tuple:
+    return f"PUSHED#{batch}", f"group#{group}"
+
+
+def import_batch_key(import_id: str, number: int) -> tuple:
+    return f"IMPORT#{import_id}", f"batch#{number:06d}"
 
 
 def alert_pk(service: str, kind: str = SERVICE) -> str:
@@ -248,6 +282,10 @@ class ServiceUsage(_PeriodUsageItem):
     # The collector shard that counts this service (None: shard 0, the catch-all), so the API
     # reads the watermark and gaps that apply to it.
     shard = NumberAttribute(null=True)
+    # When bytes were last pushed for this service (chalicelib/core/pushed.py sets it after
+    # applying them): the change puts the item on the stream, so the alerts function judges the
+    # period again with the pushed bytes. Only a trigger: the collector may overwrite it.
+    pushed_at = NumberAttribute(null=True)
 
     @classmethod
     def first_seen_at(cls, service: str, minute: int, last_active: int) -> "ServiceUsage":
@@ -511,9 +549,102 @@ class EnforcementNotice(_TableModel):
     sent_at = NumberAttribute(null=True)
 
 
+class PushedBucket(_TableModel):
+    """Pushed bytes of one service in one bucket of a level (chalicelib/core/pushed.py): kept
+    apart from the scraped UsageBucket (whose values the collector sets absolutely), summed up
+    with ADD. Per route and consumer, one flat map per direction: an update may add a key to an
+    existing map (``SET m.#k = if_not_exists(m.#k, 0) + n``) but cannot create a nested one."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    service = UnicodeAttribute()
+    level = UnicodeAttribute()
+    start = NumberAttribute()
+    ingress = NumberAttribute(default=0)
+    egress = NumberAttribute(default=0)
+    routes_in = MapAttribute(default=dict)
+    routes_out = MapAttribute(default=dict)
+    consumers_in = MapAttribute(default=dict)
+    consumers_out = MapAttribute(default=dict)
+    expires_at = TTLAttribute(null=True)
+
+
+class EventMarker(_TableModel):
+    """A pushed event (source, id) was claimed by ``batch``: it counts once, with that batch.
+    Small on purpose (no source or id, only their digest): one write unit."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    batch = UnicodeAttribute()
+    expires_at = TTLAttribute()
+
+
+class PushBatch(_TableModel):
+    """A batch of events being applied: recorded before any marker, deleted once applied, so a
+    batch whose request died is found (and finished) by the next push."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    events = BinaryAttribute(legacy_encoding=False)  # zlib-compressed JSON of the valid events
+    created_at = NumberAttribute()
+    expires_at = TTLAttribute()
+
+
+class PushApplied(_TableModel):
+    """One group of a batch's bucket additions is applied (written in the same transaction)."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    expires_at = TTLAttribute()
+
+
+class PushedService(_TableModel):
+    """A service bytes were ever pushed for: readers of period usage look for pushed bytes only
+    for these (and for an item whose ``pushed_at`` says so), not with a query per service."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    pushed_at = NumberAttribute()
+
+
+class ImportJob(_TableModel):
+    """A bulk import (register / batches / commit). ``status``: open, committing, committed."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    import_id = UnicodeAttribute()
+    status = UnicodeAttribute()
+    description = UnicodeAttribute(null=True)
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+    batches = UnicodeSetAttribute(default=set)  # numbers of the batches received, as text
+    events = NumberAttribute(default=0)  # valid events in the batches received (as last written)
+    committed_through = NumberAttribute(null=True)  # the commit has applied the batches up to this one
+    result = JSONAttribute(null=True)  # {"accepted", "duplicate", "refused"} once committed
+    committed_at = NumberAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
+class ImportBatch(_TableModel):
+    """One numbered batch of an import: its valid events, waiting for the commit."""
+
+    class Meta(_TableModel.Meta):
+        abstract = False
+
+    events = BinaryAttribute(legacy_encoding=False)  # zlib-compressed JSON
+    count = NumberAttribute()
+    expires_at = TTLAttribute(null=True)
+
+
 ALL_MODELS = (UsageBucket, ServiceUsage, ConsumerUsage, ConsumerRanking, CheckpointPage, CollectorState, ScheduleTick,
-              ShardAssignment, Quota, QuotaRules, AuditEntry,
-              Alert, AlertDue, RulesReevaluation, EnforcementState, EnforcementNotice)
+              ShardAssignment, Quota, QuotaRules, AuditEntry, Alert, AlertDue, RulesReevaluation, EnforcementState,
+              EnforcementNotice, PushedBucket, EventMarker, PushBatch, PushApplied, ImportJob, ImportBatch, PushedService)
 
 
 def bind(table_name: str, region: str, host: str | None = None) -> None:

@@ -25,7 +25,7 @@ class ConfigError(Exception):
 KONG_SCHEMAS = ("auto", "2", "3.0", "3.7")
 GATEWAYS = ("kong", "apisix", "traefik", "envoy")  # chalicelib/collect/gateways.py: one schema each
 MAX_SHARDS = 64  # collector shards; about 1,000-1,500 services each (README, Scaling out)
-API_ROLES = ("read", "admin")
+API_ROLES = ("read", "ingest", "admin")
 _HASHED_KEY = "sha256:"
 LAMBDA_MARKER = "AWS_LAMBDA_FUNCTION_NAME"  # set by Lambda in every function's environment
 
@@ -145,9 +145,9 @@ def api_keys(name: str, raw: str) -> Tuple[Tuple[str, str], ...]:
     for position, entry in enumerate(items(name, raw) or (), start=1):
         key, sep, role = entry.rpartition(":")
         if not sep or not key:
-            raise ConfigError(f"{name} entry {position} is not KEY:ROLE (ROLE is read or admin)")
+            raise ConfigError(f"{name} entry {position} is not KEY:ROLE (ROLE is read, ingest or admin)")
         if role not in API_ROLES:
-            raise ConfigError(f"{name} entry {position} has role {role!r}; use read or admin")
+            raise ConfigError(f"{name} entry {position} has role {role!r}; use read, ingest or admin")
         if key.startswith(_HASHED_KEY):
             digest = key[len(_HASHED_KEY):].lower()
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

@@ -19,6 +19,7 @@ from chalicelib.core.models import (CONSUMER_RANKING_PK, CONSUMERS_PK, SERVICES_
                                     ShardAssignment, UsageBucket, bucket_sk, checkpoint_page_sk, checkpoint_pk,
                                     collector_state_key, is_condition_failure, read_item, shard_assignment_key,
                                     usage_pk)
+from chalicelib.core.pushed import PushedUsage
 from chalicelib.core.timeutil import LEVEL_ORDER, LEVELS
 from chalicelib.core.usage import BucketUsage
 
@@ -76,6 +77,8 @@ class UsageStore:
         # "key", "reason"}], newest last, at most OVERSIZED_KEPT; take_oversized() hands them over.
         self.oversized: List[dict] = []
         self._oversized_lock = threading.Lock()
+        # Pushed bytes, kept apart from the scraped ones (chalicelib/core/pushed.py); readers add them.
+        self.pushed = PushedUsage(minute_ttl_days)
 
     def retained_from(self, now: float) -> Dict[str, int]:
         """Per level with a TTL, the earliest bucket start still kept (older ones have expired)."""

@@ -220,8 +220,24 @@ def usage_in(store, item, period: Period) -> PeriodUsage:
 
 
 def period_usage(store, item, quota, at: float) -> PeriodUsage:
-    """Usage of a service in the period of ``quota`` that contains the instant ``at``."""
-    return usage_in(store, item, period_at(quota.period, at, quota.anchor_day))
+    """Usage of a service in the period of ``quota`` that contains the instant ``at``: what the
+    collector counted (``usage_in``) plus the bytes pushed for it in that period. (``usage_in``
+    stays scraped-only: the collector keeps its own figure with it.)"""
+    scraped = usage_in(store, item, period_at(quota.period, at, quota.anchor_day))
+    ingress, egress = pushed_in(store, item, scraped.period)
+    return PeriodUsage(scraped.period, scraped.ingress + ingress, scraped.egress + egress)
+
+
+def pushed_in(store, item, period: Period) -> Tuple[int, int]:
+    """Bytes pushed for the service of ``item`` in ``period`` (ingress, egress), looked for only
+    where the item says bytes were pushed (``pushed_at``, set by each push: its stream record is
+    what alerts judge) or the list of pushed services does (the collector rewrites the item and
+    may drop a ``pushed_at`` set meanwhile). A store without pushed usage (a test's fake) has none."""
+    pushed = getattr(store, "pushed", None)
+    if pushed is None or (getattr(item, "pushed_at", None) is None and not pushed.may_have(item.service)):
+        return 0, 0
+    return pushed.period_bytes(item.service, period.start, period.end)
+
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.core.models import CONSUMER, CONSUMERS_PK, SERVICES_PK, Alert, ConsumerUsage, ServiceUsage
+from chalicelib.core.models import CONSUMER, CONSUMERS_PK, IMPORTS_PK, SERVICES_PK, Alert, ConsumerUsage, ImportJob, ServiceUsage
 from chalicelib.core.periods import period_at
 from chalicelib.core.settings import from_env
 from chalicelib.core.usage import BucketUsage
@@ -57,6 +58,14 @@ print(json.dumps(answers))
 QUOTA = json.dumps({"limit_bytes": 1000, "notify": ["owner@example.com"], "action": "reject", "reject_at": 50})
 RULES = json.dumps({"rules": [{"pattern": "pay*", "limit_bytes": 5000}]})
 CONSUMER_QUOTA = json.dumps({"limit_bytes": 2000, "action": "reject"})
+IMPORT_ID = "cold0import"  # seeded open, so its routes have an import to act on
+
+
+def usage_event(event_id: str) -> dict:
+    # An hour before the module was loaded: in the past and within the retention when the test runs.
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    return {"specversion": "1.0", "id": event_id, "source": "/cold-start", "type": "dev.bandwidth-meter.usage",
+            "time": at, "data": {"service": "pushed-only", "direction": "egress", "bytes": 5}}
 
 # (method, route, path, body, what the answer must hold to prove it read the seeded table)
 CASES = [
@@ -95,6 +104,13 @@ CASES = [
      lambda b: [(x["kind"], x.get("consumer") or x.get("service")) for x in b["blocked"]]
      == [("consumer", "acme"), ("service", "pay")] and b["deck"]["plugins"][0]["service"] == "pay"
      and b["deck"]["plugins"][1]["consumer"] == "acme"),
+    ("GET", "/v1/imports", "/v1/imports?status=running", "", lambda b: [i["id"] for i in b["imports"]] == [IMPORT_ID]),
+    ("POST", "/v1/events", "/v1/events", json.dumps(usage_event("e1")), lambda b: b["accepted"] == 1),
+    ("POST", "/v1/imports", "/v1/imports", "", lambda b: b["status"] == "open"),
+    ("PUT", "/v1/imports/{import_id}/batches/{number}", f"/v1/imports/{IMPORT_ID}/batches/0",
+     json.dumps([usage_event("i1")]), lambda b: b["staged"] == 1),
+    ("POST", "/v1/imports/{import_id}/commit", f"/v1/imports/{IMPORT_ID}/commit", "",
+     lambda b: b["status"] == "committed" and b["result"] == {"accepted": 1, "duplicate": 0}),
     ("GET", "/openapi.json", "/openapi.json", "", lambda b: b["openapi"].startswith("3.")),
     ("GET", "/docs", "/docs", "", None),
     ("GET", "/docs/{asset}", "/docs/swagger-ui.css", "", None),
@@ -141,6 +157,8 @@ def seeded(moto_server):
         deps.store.update_state("seed", watermark=now - 60, collection_start=now - 3600, gaps=[], running_since=None)
         deps.quotas.put("pay", json.loads(QUOTA))
         deps.quotas.put_rules(json.loads(RULES))
+        ImportJob(IMPORTS_PK, IMPORT_ID, import_id=IMPORT_ID, status="open", created_at=now, updated_at=now,
+                  expires_at=datetime.fromtimestamp(now + 86400, tz=timezone.utc)).save()
         deps.ledger.claim(Alert.record("pay", month.start, 80.0, period_end=month.end, status="sent",
                                        usage_bytes=800, limit_bytes=1000, recipients=["owner@example.com"],
                                        crossed_at=minute, claimed_at=minute), None)

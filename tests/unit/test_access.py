@@ -14,6 +14,7 @@ from chalicelib.core.settings import ConfigError, from_env
 from tests.conftest import BASE_ENV
 
 READ_KEY, ADMIN_KEY = "r3ad-key-0123456789", "adm1n-key-0123456789"
+INGEST_KEY = "1ngest-key-0123456789"
 
 
 class FakeClock:
@@ -32,7 +33,7 @@ def settings(**env):
 
 
 def guard(clock=None, per_minute=10, per_second=100, **env):
-    env.setdefault("api_keys", f"{READ_KEY}:read,{ADMIN_KEY}:admin")
+    env.setdefault("api_keys", f"{READ_KEY}:read,{ADMIN_KEY}:admin,{INGEST_KEY}:ingest")
     s = settings(throttle_per_key_per_minute=str(per_minute), throttle_per_second=str(per_second), **env)
     return AccessGuard.from_settings(s, clock=clock or FakeClock(), routes=app.app.routes)
 
@@ -69,6 +70,11 @@ def ok(_event):
     ("DELETE", "/v1/services/{service}/quota", "admin"),
     ("PUT", "/v1/quota-rules", "admin"),
     ("GET", "/v1/quota-audit", "admin"),
+    ("POST", "/v1/events", "ingest"),
+    ("POST", "/v1/imports", "ingest"),
+    ("PUT", "/v1/imports/{import_id}/batches/{number}", "ingest"),
+    ("POST", "/v1/imports/{import_id}/commit", "ingest"),
+    ("GET", "/v1/imports", "read"),
     ("GET", "/v1/some-future-route", "read"),
     ("PUT", "/v1/some-future-route", "admin"),
     ("POST", "/v1/some-future-route", "admin"),
@@ -81,6 +87,9 @@ PUBLIC_ROUTES = {("GET", "/v1/health"), ("GET", "/openapi.json"), ("GET", "/docs
                  ("GET", "/"), ("GET", "/dashboard")}
 # Writes a read key may make: none today. A route added here is a decision, not an accident.
 READ_WRITES = set()
+# The only routes an ingest key may call (pushing usage); it may call nothing else, read nothing.
+INGEST_ROUTES = {("POST", "/v1/events"), ("POST", "/v1/imports"), ("PUT", "/v1/imports/{import_id}/batches/{number}"),
+                 ("POST", "/v1/imports/{import_id}/commit")}
 
 
 def app_routes():
@@ -94,7 +103,19 @@ def test_every_route_declares_its_role_where_it_is_declared():
 
 def test_every_route_that_is_not_get_needs_admin_unless_declared_otherwise():
     writes = {(m, p): required_role(m, p, app.app.routes) for m, p, _ in app_routes() if m != "GET"}
-    assert writes and {r for r, role in writes.items() if role != "admin"} == READ_WRITES
+    assert writes and {r for r, role in writes.items() if role not in ("admin", "ingest")} == READ_WRITES
+    assert {r for r, role in writes.items() if role == "ingest"} == INGEST_ROUTES
+
+
+def test_an_ingest_key_may_call_exactly_the_push_routes_and_read_keys_none_of_them():
+    g = guard(per_minute=10_000)
+    keyed = [(m, p) for m, p, _ in app_routes() if required_role(m, p, app.app.routes) is not None]
+    assert {(m, p) for m, p in keyed if status_of(g, m, p, INGEST_KEY) == 200} == INGEST_ROUTES
+    assert all(status_of(g, m, p, INGEST_KEY) == 403 for m, p in keyed if (m, p) not in INGEST_ROUTES)
+    assert all(status_of(g, m, p, READ_KEY) == 403 for m, p in INGEST_ROUTES)
+    assert all(status_of(g, m, p, ADMIN_KEY) == 200 for m, p in keyed)
+    denial = g.check("GET", "/v1/services", INGEST_KEY)[1]
+    assert "needs the read role; this key has the ingest role" in denial.message
 
 
 def test_the_public_routes_are_exactly_health_docs_and_the_dashboard():
@@ -124,7 +145,7 @@ def test_a_new_write_route_without_a_declared_role_needs_an_admin_key():
 
 
 def test_a_role_that_is_not_known_is_refused_when_the_route_is_declared():
-    with pytest.raises(ValueError, match="role must be one of public, read, admin"):
+    with pytest.raises(ValueError, match="role must be one of public, read, ingest, admin"):
         endpoint(role="owner")
 
 

@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""Push API benchmark: what 1,000 events cost in DynamoDB writes, and our own CPU for a batch.
+
+    .venv/bin/python bench/events.py
+    .venv/bin/python bench/events.py --http --seconds 30 --batch 100   # events per second over HTTP
+    .venv/bin/python bench/events.py --import 5000                     # an import: time, memory, WCU
+
+Runs the real push path (chalicelib/api/events.py -> core/pushed.py) against a moto server
+*process*, so this process's CPU time (time.process_time) is ours alone: JSON parsing, schema
+validation, claims, grouping, botocore's request building; moto's work is in the other process.
+
+Write units are **computed from item sizes** with DynamoDB's sizing rules (moto reports no
+consumed capacity for transactions): every write request is recorded as it is dispatched; a put
+counts its item, an update or a delete the stored item's size (read back after the run, so an
+update is counted at its final size: a slight over-estimate), 1 KB per unit rounded up per item,
+and twice that inside TransactWriteItems. A conditional put that fails (a duplicate) is charged
+like a successful one, as DynamoDB does.
+
+Scenarios, each 1,000 events in one batch:
+- narrow: one service, one minute, one route (the cheapest bucket work);
+- spread: 10 services x 10 minutes x 20 routes x 3 consumers;
+- replay: the spread batch sent again (every event a duplicate).
+
+``--http``: events per second one API process sustains: `chalice local` (one process, as one
+warm Lambda serves one request at a time) on a moto server, fed batches of ``--batch`` fresh
+events (5 services, the last two minutes, as a live producer sends them) back to back for
+``--seconds``; the wall time includes moto's own work.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from localrun.processes import start_moto_server, stop_process  # noqa: E402
+
+NOW = 1_796_385_600 + 12 * 3600 + 1800  # 2026-12-04T12:30Z (the benchmark owns its clock)
+EVENT_TYPE = "dev.bandwidth-meter.usage"
+
+
+def item_size(raw: dict) -> int:
+    """DynamoDB's item size: attribute names plus values (numbers ~ digits/2 + 1, maps +3 and +1 per element)."""
+    def value_size(v: dict) -> int:
+        (kind, inner), = v.items()
+        if kind == "S":
+            return len(inner.encode())
+        if kind == "B":
+            return len(inner) if isinstance(inner, (bytes, bytearray)) else len(inner) * 3 // 4
+        if kind == "N":
+            return len(inner.strip("-").replace(".", "").lstrip("0")) // 2 + 1 + 1
+        if kind == "M":
+            return 3 + sum(len(k.encode()) + value_size(x) + 1 for k, x in inner.items())
+        if kind in ("L", "SS", "NS"):
+            return 3 + sum((value_size(x) if isinstance(x, dict) else len(str(x))) + 1 for x in inner)
+        return 1
+    return sum(len(k.encode()) + value_size(v) for k, v in raw.items())
+
+
+def units(size: int) -> int:
+    return max(1, math.ceil(size / 1024))
+
+
+class WriteRecorder:
+    """Every write request the push path dispatches: (what, key, item or None, transactional)."""
+
+    def __init__(self):
+        self.writes = []
+
+    def __enter__(self):
+        from pynamodb.connection.base import Connection
+
+        self.real = real = Connection.dispatch
+        recorder = self
+
+        def dispatch(connection, operation, kwargs):
+            recorder.record(operation, kwargs)
+            return real(connection, operation, kwargs)
+
+        Connection.dispatch = dispatch
+        return self
+
+    def __exit__(self, *exc):
+        from pynamodb.connection.base import Connection
+
+        Connection.dispatch = self.real
+
+    def record(self, operation, kwargs):
+        if operation == "PutItem":
+            self.writes.append((_kind(kwargs["Item"]), _key(kwargs["Item"]), kwargs["Item"], False))
+        elif operation in ("UpdateItem", "DeleteItem"):
+            self.writes.append((_kind(kwargs["Key"]), _key(kwargs["Key"]), None, False))
+        elif operation == "TransactWriteItems":
+            for entry in kwargs["TransactItems"]:
+                (verb, body), = entry.items()
+                if verb == "Put":
+                    self.writes.append((_kind(body["Item"]), _key(body["Item"]), body["Item"], True))
+                elif verb in ("Update", "Delete"):
+                    self.writes.append((_kind(body["Key"]), _key(body["Key"]), None, True))
+
+    def units(self, stored_size) -> dict:
+        by_kind = defaultdict(int)
+        for kind, key, item, transactional in self.writes:
+            size = item_size(item) if item is not None else stored_size(key)
+            by_kind[kind] += units(size) * (2 if transactional else 1)
+        return dict(by_kind)
+
+
+def _key(raw):
+    return raw["pk"]["S"], raw["sk"]["S"]
+
+
+def _kind(raw):
+    pk, sk = _key(raw)
+    if pk.startswith("EVENT#"):
+        return "event markers (idempotency)"
+    if pk == "PUSH_PENDING":
+        return "batch record (put + delete)"
+    if pk.startswith("PUSHED#"):
+        return "applied-group markers"
+    if sk.startswith("pushed#"):
+        return "pushed buckets (5 levels)"
+    if pk == "SERVICES":
+        return "service touch (alerts)"
+    return pk
+
+
+def events(n, services, minutes, routes, consumers, tag):
+    result = []
+    for i in range(n):
+        minute = NOW - 3600 + 60 * (i % minutes)
+        result.append({"specversion": "1.0", "id": f"{tag}-{i}", "source": "/bench/edge-logs", "type": EVENT_TYPE,
+                       "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(minute + 7)),
+                       "data": {"service": f"svc-{i % services:02d}", "route": f"/route-{i % routes}",
+                                "consumer": f"customer-{i % consumers}", "direction": ("egress", "ingress")[i % 2],
+                                "bytes": 1000 + i}})
+    return result
+
+
+def over_http(seconds: float, batch_size: int) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import requests
+
+    from localrun.processes import free_port, start_chalice_local
+
+    moto, url = start_moto_server()
+    api = None
+    try:
+        env = {"TABLE_NAME": "bench-events-http", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": url,
+               "ALERT_FROM": "bench@example.com", "PROMETHEUS_URL": "http://127.0.0.1:9", "STAGE": "dev",
+               "API_KEYS": "bench-ingest-key-0123:ingest", "THROTTLE_ENABLED": "false",
+               "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled"}
+        os.environ.update(env)
+        from chalicelib import bootstrap
+        from chalicelib.core import tables
+
+        bootstrap.override()
+        tables.ensure_table()
+        log = Path(tempfile.mkdtemp(prefix="bench-events-")) / "chalice-local.log"
+        api, api_url = start_chalice_local(free_port(), {**os.environ, **env}, log)
+        sent = accepted = requests_made = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            batch = []
+            for i in range(batch_size):
+                at = time.time() - 60 * ((sent + i) % 2)  # as a producer pushes: the last two minutes
+                batch.append({"specversion": "1.0", "id": f"h-{sent + i}", "source": "/bench/http", "type": EVENT_TYPE,
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+                              "data": {"service": f"svc-{(sent + i) % 5}", "direction": "egress", "bytes": 100}})
+            answer = requests.post(f"{api_url}/v1/events", data=json.dumps(batch), timeout=120, headers={
+                "x-api-key": "bench-ingest-key-0123", "Content-Type": "application/cloudevents-batch+json"})
+            answer.raise_for_status()
+            accepted += answer.json()["accepted"]
+            sent += batch_size
+            requests_made += 1
+        elapsed = time.perf_counter() - started
+        print(f"over HTTP (chalice local, one process, on a moto server): {accepted} events accepted in "
+              f"{requests_made} requests of {batch_size} in {elapsed:.1f} s: {accepted / elapsed:.0f} events/s")
+        return 0
+    finally:
+        if api is not None:
+            stop_process(api)
+        stop_process(moto)
+
+
+def an_import(n: int) -> int:
+    """Register, send ``n`` events in batches of 1,000, commit: wall and our CPU per step, the
+    commit's peak Python memory (tracemalloc), write units (computed as above)."""
+    import tracemalloc
+
+    moto, url = start_moto_server()
+    try:
+        os.environ.update({"TABLE_NAME": "bench-import", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": url,
+                           "ALERT_FROM": "bench@example.com", "PROMETHEUS_URL": "http://127.0.0.1:9",
+                           "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled"})
+        from chalicelib import bootstrap
+        from chalicelib.api.events import put_import_batch
+        from chalicelib.core import tables
+        from chalicelib.core.models import UsageBucket
+
+        deps = bootstrap.override(clock=lambda: NOW)
+        tables.ensure_table()
+        connection = UsageBucket._get_connection().connection
+
+        def stored_size(key):
+            found = connection.get_item(UsageBucket.Meta.table_name, key[0], key[1]).get("Item")
+            return item_size(found) if found else 1
+
+        # A backfill as access logs give it: 5 services, events a minute apart over the last n/5 minutes
+        minutes = min(n // 5, 30 * 24 * 60)
+        everything = events(n, 5, minutes, 20, 3, "imp")
+        for i, event in enumerate(everything):  # back in time from an hour ago, a minute apart
+            event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 3600 - 60 * (i % minutes)))
+        with WriteRecorder() as recorder:
+            cpu, wall = time.process_time(), time.perf_counter()
+            import_id = deps.imports.register(NOW)["id"]
+            for number in range(0, n, 1000):
+                put_import_batch(deps.imports, import_id, str(number // 1000),
+                                 json.dumps(everything[number:number + 1000]).encode(), NOW, 35)
+            send_cpu, send_wall = time.process_time() - cpu, time.perf_counter() - wall
+            tracemalloc.start()
+            cpu, wall = time.process_time(), time.perf_counter()
+            calls = 0
+            while True:
+                calls += 1
+                job = deps.imports.commit(import_id, NOW)
+                if job["status"] == "committed":
+                    break
+            commit_cpu, commit_wall = time.process_time() - cpu, time.perf_counter() - wall
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        by_kind = recorder.units(stored_size)
+        print(f"import of {n} events ({n // 1000} batches; 5 services over {minutes} minutes): "
+              f"{job['result']}")
+        print(f"  sending: our CPU {send_cpu:.1f} s, wall {send_wall:.1f} s")
+        print(f"  commit ({calls} calls): our CPU {commit_cpu:.1f} s, wall {commit_wall:.1f} s, "
+              f"peak Python memory {peak / 2**20:.1f} MiB")
+        total = sum(by_kind.values())
+        print(f"  write units: {total} ({total * 1000 / n:.0f} per 1,000 events: "
+              f"{', '.join(f'{k}: {v}' for k, v in sorted(by_kind.items()))})")
+        return 0
+    finally:
+        stop_process(moto)
+
+
+def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--http", action="store_true", help="events per second over HTTP instead")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--import", dest="import_events", type=int, help="an import of this many events instead")
+    args = parser.parse_args()
+    if args.import_events:
+        return an_import(args.import_events)
+    if args.http:
+        return over_http(args.seconds, args.batch)
+    moto, url = start_moto_server()
+    try:
+        os.environ.update({"TABLE_NAME": "bench-events", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": url,
+                           "ALERT_FROM": "bench@example.com", "PROMETHEUS_URL": "http://127.0.0.1:9",
+                           "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled"})
+        from chalicelib import bootstrap
+        from chalicelib.api.events import post_events
+        from chalicelib.core import tables
+        from chalicelib.core.models import UsageBucket
+
+        deps = bootstrap.override(clock=lambda: NOW)
+        tables.ensure_table()
+        pushed = deps.store.pushed
+        connection = UsageBucket._get_connection().connection
+
+        def stored_size(key):
+            found = connection.get_item(UsageBucket.Meta.table_name, key[0], key[1]).get("Item")
+            return item_size(found) if found else 1
+
+        # Warm up: clients made, modules imported (a warm Lambda's state)
+        post_events(pushed, json.dumps(events(5, 1, 1, 1, 1, "warm")).encode(), "application/cloudevents-batch+json",
+                    NOW, 35)
+        scenarios = [("narrow: 1 service, 1 minute, 1 route", events(1000, 1, 1, 1, 1, "narrow")),
+                     ("spread: 10 services x 10 minutes x 20 routes x 3 consumers", events(1000, 10, 10, 20, 3, "spread"))]
+        scenarios.append(("replay: the spread batch again (all duplicates)", scenarios[1][1]))
+        print("1,000 events in one batch (application/cloudevents-batch+json), moto server process\n")
+        for name, batch in scenarios:
+            body = json.dumps(batch).encode()
+            with WriteRecorder() as recorder:
+                cpu, wall = time.process_time(), time.perf_counter()
+                answer = post_events(pushed, body, "application/cloudevents-batch+json", NOW, 35)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            by_kind = recorder.units(stored_size)
+            total = sum(by_kind.values())
+            print(f"{name}: accepted {answer['accepted']}, duplicate {answer['duplicate']}, "
+                  f"body {len(body) / 1024:.0f} KiB")
+            print(f"  our CPU {cpu:.2f} s, wall {wall:.2f} s (wall includes moto)")
+            print(f"  write units per 1,000 events: {total}  ({', '.join(f'{k}: {v}' for k, v in sorted(by_kind.items()))})")
+        return 0
+    finally:
+        stop_process(moto)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
