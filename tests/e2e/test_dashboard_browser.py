@@ -249,6 +249,13 @@ ROUTES = {"payments-api": {"checkout": (100, 1000), "refunds": (10, 300)},  # (i
 MINUTES = 40
 QUOTAS = {"payments-api": 60_000, "search-api": 1_000}  # payments-api is at 94 %: past 80 and 90
 REQUESTS_PER_MINUTE = {"200": 5, "500": 1}  # payments-api, route checkout
+# Each route's traffic by consumer, (ingress, egress) per minute; what is left of a route is anonymous.
+# Three orders: by usage mobile-app, acme-partner, zeta-billing; by name acme-partner first; by percent
+# zeta-billing first (93 %, then 88 %, no quota last).
+CONSUMERS = {"mobile-app": {("payments-api", "checkout"): (60, 700), ("search-api", "r"): (0, 10)},
+             "acme-partner": {("payments-api", "checkout"): (40, 300)},
+             "zeta-billing": {("payments-api", "refunds"): (5, 100)}}
+CONSUMER_QUOTAS = {"mobile-app": 35_000, "zeta-billing": 4_500}  # 88 % and 93.3 %; acme-partner has none
 
 
 def seed(end: int) -> None:
@@ -260,10 +267,14 @@ def seed(end: int) -> None:
     times = [end - 60 * MINUTES - 30 + 60 * i for i in range(MINUTES + 1)]
     for service, routes in ROUTES.items():
         for route, (ingress, egress) in routes.items():
-            base = {"service": service, "route": route, "consumer": "", "workspace": "default", "instance": "n1"}
-            for direction, rate in (("ingress", ingress), ("egress", egress)):
-                prom.add({**base, "__name__": "kong_bandwidth_bytes", "direction": direction},
-                         [(t, rate * i) for i, t in enumerate(times)])
+            shares = {c: split[(service, route)] for c, split in CONSUMERS.items() if (service, route) in split}
+            shares[""] = (ingress - sum(i for i, _ in shares.values()), egress - sum(e for _, e in shares.values()))
+            for consumer, rates in shares.items():
+                base = {"service": service, "route": route, "consumer": consumer, "workspace": "default",
+                        "instance": "n1"}
+                for direction, rate in zip(("ingress", "egress"), rates):
+                    prom.add({**base, "__name__": "kong_bandwidth_bytes", "direction": direction},
+                             [(t, rate * i) for i, t in enumerate(times)])
     checkout = {"service": "payments-api", "route": "checkout", "consumer": "", "workspace": "default",
                 "instance": "n1", "source": "service", "__name__": "kong_http_requests_total"}
     for code, rate in REQUESTS_PER_MINUTE.items():
@@ -290,6 +301,11 @@ def api(tmp_path_factory):
            "THROTTLE_PER_SECOND": "1000"}
     with keyed_api(tmp_path_factory.mktemp("dashboard"), env) as running:
         end = int(time.time() // 300 * 300)
+        for consumer, limit in CONSUMER_QUOTAS.items():  # before collecting: the percent ranking counts them
+            answer = requests.put(f"{running.url}/v1/consumers/{consumer}/quota",
+                                  json={"limit_bytes": limit, "notify": ["owner@example.com"]},
+                                  headers={"x-api-key": ADMIN_KEY}, timeout=10)
+            assert answer.ok, answer.text
         seed(end)
         boto3.client("ses", region_name="us-east-1", endpoint_url=running.aws_url).verify_email_identity(
             EmailAddress=bootstrap.current().settings.alert_from)
@@ -636,3 +652,144 @@ def test_a_blocked_service_is_marked_in_the_overview_and_on_its_page(api, page):
         assert banner.startswith("Block due until ") and "apply it at the gateway with decK" in banner
     finally:
         requests.put(path, json=quota, headers={"x-api-key": ADMIN_KEY}, timeout=10)
+
+
+# -- consumers ----------------------------------------------------------------------------------
+def consumer_usage(consumer: str) -> int:
+    return MINUTES * sum(i + e for i, e in CONSUMERS[consumer].values())
+
+
+def consumer_rows(p):
+    return p.evaluate("""[...document.querySelectorAll('#consumer-table tbody tr')].map((tr) => ({
+        consumer: tr.cells[0].querySelector('a').textContent, usage: tr.cells[1].textContent,
+        quota: tr.cells[2].textContent, used: tr.cells[3].querySelector('small').textContent,
+        href: tr.cells[0].querySelector('a').getAttribute('href')}))""")
+
+
+def reload(p, script: str) -> None:
+    p.evaluate(f"document.body.dataset.ready = ''; {script}")
+    p.wait("document.body.dataset.ready === 'true'")
+
+
+def test_the_consumers_view_lists_consumers_by_usage_with_quota_and_percent(api, page):
+    p = page(f"{api.url}/dashboard#view=consumers")
+    p.screenshot("dashboard-consumers.png")
+    assert p.evaluate("document.getElementById('overview').hidden") is True
+    listed = {c["consumer"]: c for c in api.get("/v1/consumers?sort=usage").json()["consumers"]}
+    assert listed["mobile-app"]["usage"]["total"] == consumer_usage("mobile-app") == 30_800
+    percent = {c: f"{listed[c]['percent']:g}%" for c in CONSUMER_QUOTAS}
+    assert percent == {"mobile-app": "88%", "zeta-billing": "93.33%"}
+    assert consumer_rows(p) == [
+        {"consumer": "mobile-app", "usage": "30.8 KB", "quota": "35 KB", "used": "88%",
+         "href": "#consumer=mobile-app&range=24h"},
+        {"consumer": "acme-partner", "usage": "13.6 KB", "quota": "—", "used": "no quota",
+         "href": "#consumer=acme-partner&range=24h"},
+        {"consumer": "zeta-billing", "usage": "4.2 KB", "quota": "4.5 KB", "used": "93.33%",
+         "href": "#consumer=zeta-billing&range=24h"},
+    ]
+    assert p.text("#consumers-page") == "1–3 of 3"
+
+
+def test_the_consumers_view_sorts_by_name_and_percent_and_pages_by_the_apis_cursor(api, page):
+    p = page(f"{api.url}/dashboard#view=consumers")
+    names = lambda: [r["consumer"] for r in consumer_rows(p)]  # noqa: E731
+    reload(p, "const s = document.getElementById('consumer-sort'); s.value = 'name';"
+              " s.dispatchEvent(new Event('change'))")
+    assert names() == ["acme-partner", "mobile-app", "zeta-billing"]
+    assert p.evaluate("location.hash") == "#view=consumers&sort=name"
+    reload(p, "location.hash = 'view=consumers&sort=percent'")
+    assert names() == ["zeta-billing", "mobile-app", "acme-partner"]  # 93 %, 88 %, no quota
+    reload(p, "location.hash = 'view=consumers&sort=usage&limit=2'")
+    assert names() == ["mobile-app", "acme-partner"] and p.text("#consumers-page") == "1–2 of 3"
+    assert p.evaluate("document.getElementById('consumers-prev').disabled") is True
+    reload(p, "document.getElementById('consumers-next').click()")
+    assert names() == ["zeta-billing"] and p.text("#consumers-page") == "3–3 of 3"
+    assert p.evaluate("document.getElementById('consumers-next').disabled") is True
+    reload(p, "document.getElementById('consumers-prev').click()")
+    assert names() == ["mobile-app", "acme-partner"]
+
+
+def test_a_consumers_page_shows_its_usage_quota_chart_per_service_and_alerts(api, page):
+    p = page(f"{api.url}/dashboard#consumer=mobile-app&range=1h")
+    p.screenshot("dashboard-consumer.png")
+    assert p.text("#consumer-title") == "mobile-app"
+    facts = p.evaluate("Object.fromEntries([...document.querySelectorAll('#consumer-facts dt')]"
+                       ".map((dt) => [dt.textContent, dt.nextElementSibling.textContent]))")
+    assert facts["Usage this month"] == "30.8 KB" and facts["Quota"] == "35 KB per month" and facts["Used"] == "88%"
+    # The chart: one line per service, each minute the consumer's bytes on it.
+    assert sorted(p.legend("consumer-chart")) == ["Time", "payments-api", "search-api"]
+    assert "bytes per 1m" in p.drawn("consumer-chart") and f"Time ({ZONE})" in p.drawn("consumer-chart")
+    by_service = p.evaluate("Object.fromEntries(charts['consumer-chart'].series.slice(1).map((s, i) =>"
+                            " [s.label, [...new Set(charts['consumer-chart'].data[i + 1])]]))")
+    assert set(by_service["payments-api"]) - {None} == {760} and set(by_service["search-api"]) - {None} == {10}
+    services = p.evaluate("[...document.querySelectorAll('#consumer-services tbody tr')]"
+                          ".map((tr) => [...tr.cells].map((td) => td.textContent))")
+    assert services == [["payments-api", "2.4 KB", "28 KB", "30.4 KB"], ["search-api", "0 B", "400 B", "400 B"]]
+    alerts = api.get("/v1/consumers/mobile-app/alerts").json()["alerts"]
+    assert [(a["threshold"], a["status"]) for a in alerts] == [(80, "sent")]
+    rows = p.evaluate("[...document.querySelectorAll('#consumer-alerts tbody tr')]"
+                      ".map((tr) => [...tr.cells].map((td) => td.textContent))")
+    assert rows == [[f"{datetime.fromisoformat(alerts[0]['crossed_at'].replace('Z', '+00:00')):%Y-%m-%d %H:%M} UTC",
+                     "80 %", "sent", "30.8 KB of 35 KB"]]
+
+
+def test_a_consumers_7d_chart_draws_partial_points_dashed(api, page):
+    p = page(f"{api.url}/dashboard#consumer=mobile-app&range=7d")
+    assert p.text("#consumer-step") == "15m"
+    legend = p.legend("consumer-chart")
+    assert "payments-api (partly collected)" in legend and "payments-api" in legend
+    dashes = p.evaluate("Object.fromEntries(charts['consumer-chart'].series.slice(1)"
+                        ".map((s) => [s.label, s.dash || null]))")
+    assert dashes["payments-api (partly collected)"] == [6, 4] and dashes["payments-api"] is None
+    whole, partial = p.evaluate("(() => { const u = charts['consumer-chart'], at = (l) => u.data["
+                                "u.series.findIndex((s) => s.label === l)]; return [at('payments-api'),"
+                                " at('payments-api (partly collected)')]; })()")
+    times = p.evaluate("charts['consumer-chart'].data[0]")
+    chart = api.get(f"/v1/consumers/mobile-app/bandwidth?start={times[0]}&end={times[-1] + 900}&step=15m"
+                    "&direction=total&service=payments-api").json()
+    points = chart["series"][0]["points"]
+    drawn = sum(x for x in whole if x is not None) + sum(v for v, pt in zip(partial, points) if pt["partial"])
+    assert drawn == chart["series"][0]["total_bytes"] == MINUTES * 760
+
+
+def test_an_alert_emails_link_opens_the_consumers_page(api, page):
+    from chalicelib.notify.emails import ThresholdAlert, chart_link
+
+    start, end = api.end - 3600, api.end
+    alert = ThresholdAlert("mobile-app", 80, 28_000, 35_000, "total", "monthly", start, end, end, kind="consumer")
+    proxy = PrefixProxy(api.url, {})
+    try:
+        p = page(chart_link(f"{proxy.url}/api", alert))
+        assert p.text("#consumer-title") == "mobile-app"
+        assert p.evaluate("charts['consumer-chart'].data[0][0]") == start
+        assert proxy.outside_prefix == []
+    finally:
+        proxy.close()
+
+
+def test_a_blocked_consumer_is_listed_as_a_consumer_in_the_enforcement_view(api, page):
+    path = f"{api.url}/v1/consumers/acme-partner/quota"
+    blocked = requests.put(path, json={"limit_bytes": 1, "action": "reject", "notify": ["owner@example.com"]},
+                           headers={"x-api-key": ADMIN_KEY}, timeout=10)
+    assert blocked.ok, blocked.text
+    try:
+        entries = api.get("/v1/enforcement").json()["blocked"]
+        assert [(e["kind"], e.get("consumer"), e.get("service")) for e in entries] == [
+            ("consumer", "acme-partner", None)]
+        p = page(f"{api.url}/dashboard")
+        shown = p.wait("!document.getElementById('enforcement').hidden && [...document.querySelectorAll("
+                       "'#enforcement li')].map((li) => [li.dataset.kind, li.textContent])")
+        assert len(shown) == 1 and shown[0][0] == "consumer"
+        assert shown[0][1].startswith("Consumer acme-partner: Block due until ") and "undefined" not in shown[0][1]
+        # No service is marked: the consumer's block is not any service's.
+        assert p.evaluate("document.querySelectorAll('#services .badge').length") == 0
+        p = page(f"{api.url}/dashboard#view=consumers")
+        badges = p.evaluate("[...document.querySelectorAll('#consumer-table tbody tr')].map((tr) => "
+                            "[tr.cells[0].querySelector('a').textContent, !!tr.querySelector('.badge')])")
+        assert badges == [["mobile-app", False], ["acme-partner", True], ["zeta-billing", False]]
+        p = page(f"{api.url}/dashboard#consumer=acme-partner&range=1h")
+        banner = p.wait("!document.getElementById('consumer-blocked').hidden"
+                        " && document.getElementById('consumer-blocked').textContent")
+        assert banner.startswith("Block due until ") and "apply it at the gateway with decK" in banner
+    finally:
+        requests.delete(path, headers={"x-api-key": ADMIN_KEY}, timeout=10)

@@ -8,7 +8,8 @@ const RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "3
 const STEPS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400};
 const UNITS = {B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12};
 const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
-const state = {services: [], blocked: {}, key: localStorage.getItem("bwm-key") || "", admin: null, csv: null};
+const state = {services: [], blocked: {}, key: localStorage.getItem("bwm-key") || "", admin: null, csv: null,
+  consumerPages: {sort: null, cursors: [null], index: 0}};
 const charts = {};  // uPlot instances by container id (also handy from the console)
 const $ = (id) => document.getElementById(id);
 
@@ -99,18 +100,23 @@ const partialOf = (points) => points.map((p, i) => (p.bytes !== null && (p.parti
 const wholeOf = (points) => points.map((p) => (p.partial ? null : p.bytes));
 
 function drawBandwidth(chart) {
-  const step = `bytes per ${chart.step}`;
+  drawLines("chart", chart, (s) => s.direction, (s) => DIRECTION_COLORS[s.direction], `bytes per ${chart.step}`);
+}
+
+// One line per series (a direction, or a consumer's service), each with its partial points dashed.
+function drawLines(id, chart, labelOf, colorOf, yLabel) {
   const series = [], data = [timesOf(chart.series[0].points)];
-  for (const s of chart.series) {
-    series.push({label: s.direction, stroke: DIRECTION_COLORS[s.direction], width: 1.5, value: atCursor});
+  for (const [i, s] of chart.series.entries()) {
+    series.push({label: labelOf(s), stroke: colorOf(s, i), width: 1.5, value: atCursor});
     data.push(wholeOf(s.points));
   }
-  for (const s of chart.series.filter((x) => x.points.some((p) => p.partial))) {
-    series.push({label: `${s.direction} (partly collected)`, stroke: DIRECTION_COLORS[s.direction] + "99",
+  for (const [i, s] of chart.series.entries()) {
+    if (!s.points.some((p) => p.partial)) continue;
+    series.push({label: `${labelOf(s)} (partly collected)`, stroke: colorOf(s, i) + "99",
       width: 1.5, dash: [6, 4], points: {show: true, size: 6}, value: atCursor});
     data.push(partialOf(s.points));
   }
-  draw("chart", series, data, step);
+  draw(id, series, data, yLabel);
 }
 
 // Per route, stacked: each route's band sits on the ones below it; null (not collected) stays a gap.
@@ -187,6 +193,11 @@ async function drawCumulative(name, summary) {
 // -- the service page ---------------------------------------------------------------------------
 // What is due and what the gateway applies differ until the collector's next run (each minute)
 // reconciles them; the banner says which, so it never reads "not blocked" while requests get 429.
+// A block names a service or, when its kind is "consumer", a consumer (refused on every service).
+const blockKind = (block) => (block.kind === "consumer" ? "consumer" : "service");
+const blockName = (block) => (blockKind(block) === "consumer" ? block.consumer : block.service);
+const blockKey = (kind, name) => `${kind}:${name}`;
+
 function blockText(block) {
   const why = block.usage_bytes === undefined ? ""
     : ` (${human(block.usage_bytes)} used, ${block.reject_at}% of ${human(block.limit_bytes)} rejects)`;
@@ -198,7 +209,7 @@ function blockText(block) {
       return `Block pending: the collector's next run (within a minute) blocks it at the gateway, answering 429 `
         + `until ${block.period_end}${why}.`;
     case "missing at gateway":
-      return `Block due, but the gateway has no service of this name${why}.`;
+      return `Block due, but the gateway has no ${blockKind(block)} of this name${why}.`;
     case "apply with decK":
       return `Block due until ${block.period_end}${why}: apply it at the gateway with decK (bwmeter enforcement --deck).`;
     default:
@@ -226,10 +237,8 @@ async function renderService(name, params) {
     api(`v1/services/${encoded}/stats?start=${start}&end=${end}`).catch(() => null),
     api("v1/enforcement").catch(() => null)]);
   if (!chart || !summary) throw new Error(`unknown service ${name}`);
-  const block = enforcement ? enforcement.blocked.find((b) => b.service === name)
-    || (enforcement.lift_pending || []).find((b) => b.service === name) : null;
-  $("blocked").hidden = !block;
-  $("blocked").textContent = block ? blockText(block) : "";
+  setBlocks(enforcement);
+  showBlock("blocked", state.blocked[blockKey("service", name)]);
   state.csv = {path: `${path}&format=csv`, file: `${name}-${start}-${end}.csv`};
   $("step").textContent = chart.step;
   if (!chart.series.length) {
@@ -241,7 +250,141 @@ async function renderService(name, params) {
   }
   await drawCumulative(name, summary);
   renderStats(stats);
-  renderAlerts(alerts ? alerts.alerts : []);
+  renderAlerts("alerts", alerts ? alerts.alerts : []);
+}
+
+function showBlock(id, block) {
+  $(id).hidden = !block;
+  $(id).textContent = block ? blockText(block) : "";
+}
+
+// Blocks due or being lifted, by kind and name: a consumer and a service may share a name.
+function setBlocks(enforcement) {
+  const all = enforcement ? [...enforcement.blocked, ...(enforcement.lift_pending || [])] : [];
+  state.blocked = Object.fromEntries(all.map((b) => [blockKey(blockKind(b), blockName(b)), b]));
+}
+
+function renderEnforcement() {
+  const items = Object.values(state.blocked).map((b) => {
+    const kind = blockKind(b), name = blockName(b);
+    const li = el("li", null, {"data-kind": kind});
+    li.append(`${kind === "consumer" ? "Consumer" : "Service"} `,
+      el("a", name, {href: `#${kind}=${encodeURIComponent(name)}&range=24h`}), `: ${blockText(b)}`);
+    return li;
+  });
+  $("enforcement").querySelector("ul").replaceChildren(...items);
+  $("enforcement").hidden = !items.length;
+}
+
+function badge(cell, block) {
+  if (block) cell.append(" ", el("span", BADGES[block.state] || "blocked", {class: "badge", title: blockText(block)}));
+}
+
+function usageBar(percent) {
+  const bar = el("div", null, {class: "bar", role: "img",
+    "aria-label": percent === null ? "no quota" : `${percent}% of quota`});
+  const fill = el("span", null, {class: level(percent)});
+  fill.style.width = `${Math.min(100, percent ?? 0)}%`;
+  bar.append(fill);
+  const used = el("td");
+  used.append(bar, el("small", percent === null ? "no quota" : `${percent}%`));
+  return used;
+}
+
+// -- consumers ------------------------------------------------------------------------------------
+// The API sorts and pages (a page of 50, or the hash's limit=; next_cursor for the next); the
+// cursors of the pages seen are kept so Previous goes back. A new sort starts at the first page.
+const CONSUMERS_PER_PAGE = 50;
+
+async function renderConsumers(params) {
+  const sort = ["usage", "name", "percent"].includes(params.get("sort")) ? params.get("sort") : "usage";
+  const asked = Number(params.get("limit"));
+  const limit = Number.isInteger(asked) && asked >= 1 && asked <= 1000 ? asked : CONSUMERS_PER_PAGE;
+  const pages = state.consumerPages;
+  if (pages.sort !== sort || pages.limit !== limit) Object.assign(pages, {sort, limit, cursors: [null], index: 0});
+  $("consumer-sort").value = sort;
+  const cursor = pages.cursors[pages.index];
+  const order = sort === "name" ? "asc" : "desc";
+  const [page, enforcement] = await Promise.all([
+    api(`v1/consumers?sort=${sort}&order=${order}&limit=${limit}`
+      + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "")),
+    api("v1/enforcement").catch(() => null)]);
+  setBlocks(enforcement);
+  renderEnforcement();
+  const rows = page ? page.consumers : [];
+  pages.cursors[pages.index + 1] = page ? page.next_cursor : null;
+  const body = $("consumer-table").tBodies[0];
+  body.replaceChildren();
+  for (const c of rows) {
+    const tr = el("tr");
+    const name = el("td");
+    name.append(el("a", c.consumer, {href: `#consumer=${encodeURIComponent(c.consumer)}&range=24h`}));
+    badge(name, state.blocked[blockKey("consumer", c.consumer)]);
+    tr.append(name, el("td", human(c.usage.total)), el("td", c.quota ? human(c.quota.limit_bytes) : "—"),
+      usageBar(c.percent));
+    body.append(tr);
+  }
+  if (!rows.length) {
+    const tr = el("tr");
+    tr.append(el("td", "No consumer has been seen yet.", {colspan: "4"}));
+    body.append(tr);
+  }
+  const total = page && page.total_count !== null && page.total_count !== undefined ? ` of ${page.total_count}` : "";
+  const first = pages.index * limit;
+  $("consumers-page").textContent = rows.length ? `${first + 1}–${first + rows.length}${total}` : "";
+  $("consumers-prev").disabled = pages.index === 0;
+  $("consumers-next").disabled = !pages.cursors[pages.index + 1];
+  $("ranked-at").textContent = page && page.ranked_at ? `ranked at ${utc(epoch(page.ranked_at))}` : "";
+}
+
+function turnConsumersPage(delta) {
+  const pages = state.consumerPages;
+  pages.index = Math.max(0, pages.index + delta);
+  route();
+}
+
+async function renderConsumer(key, params) {
+  $("consumer-title").textContent = key;
+  const {start, end, range} = timeRange(params);
+  document.querySelectorAll("[data-range]")
+    .forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range)));
+  $("consumer-range").textContent = `${utc(start)} to ${utc(end)}`;
+  const encoded = encodeURIComponent(key);
+  const [chart, summary, alerts, enforcement] = await Promise.all([
+    api(`v1/consumers/${encoded}/bandwidth?start=${start}&end=${end}&step=auto&direction=total&split=service`),
+    api(`v1/consumers/${encoded}`), api(`v1/consumers/${encoded}/alerts`), api("v1/enforcement").catch(() => null)]);
+  if (!chart || !summary) throw new Error(`unknown consumer ${key}`);
+  setBlocks(enforcement);
+  showBlock("consumer-blocked", state.blocked[blockKey("consumer", key)]);
+  const quota = summary.quota;
+  const direction = quota ? quota.direction : "total";
+  const facts = [
+    [`Usage this ${summary.period.kind}`, `${human(summary.usage[direction])}`
+      + (direction === "total" ? "" : ` (${direction})`)],
+    ["Quota", quota ? `${human(quota.limit_bytes)} per ${summary.period.kind}` : "none"],
+    ["Used", summary.percent === null ? "no quota" : `${summary.percent}%`],
+    ["Period", `${utc(epoch(summary.period.start))} to ${utc(epoch(summary.period.end))}`],
+    ["Workspace", summary.workspace],
+    ["Last active", utc(epoch(summary.last_active))]];
+  $("consumer-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
+  $("consumer-step").textContent = chart.step;
+  if (!chart.series.length) {
+    $("consumer-chart").replaceChildren(el("p", "No service had traffic of this consumer in this range."));
+  } else {
+    drawLines("consumer-chart", chart, (s) => s.service, (s, i) => ROUTE_COLORS[i % ROUTE_COLORS.length],
+      `bytes per ${chart.step}`);
+  }
+  const services = $("consumer-services").tBodies[0];
+  services.replaceChildren(...Object.entries(summary.services || {})
+    .sort(([, a], [, b]) => (b.ingress + b.egress) - (a.ingress + a.egress)).map(([service, u]) => {
+      const tr = el("tr"), name = el("td");
+      // "(other services)" sums the services past an item's bound: not a service to link to.
+      name.append(service.startsWith("(") ? service
+        : el("a", service, {href: `#service=${encodeURIComponent(service)}&range=24h`}));
+      tr.append(name, el("td", human(u.ingress)), el("td", human(u.egress)), el("td", human(u.ingress + u.egress)));
+      return tr;
+    }));
+  renderAlerts("consumer-alerts", alerts ? alerts.alerts : []);
 }
 
 function renderStats(stats) {
@@ -253,8 +396,8 @@ function renderStats(stats) {
   $("stats").querySelector("dl").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
 }
 
-function renderAlerts(alerts) {
-  const body = $("alerts").tBodies[0];
+function renderAlerts(id, alerts) {
+  const body = $(id).tBodies[0];
   body.replaceChildren();
   for (const a of alerts) {
     const tr = el("tr");
@@ -298,19 +441,9 @@ function renderOverview() {
     const tr = el("tr");
     const name = el("td");
     name.append(el("a", s.service, {href: `#service=${encodeURIComponent(s.service)}&range=24h`}));
-    const block = state.blocked[s.service];
-    if (block) {
-      name.append(" ", el("span", BADGES[block.state] || "blocked", {class: "badge", title: blockText(block)}));
-    }
-    const percent = s.percent;
-    const bar = el("div", null, {class: "bar", role: "img",
-      "aria-label": percent === null ? "no quota" : `${percent}% of quota`});
-    const fill = el("span", null, {class: level(percent)});
-    fill.style.width = `${Math.min(100, percent ?? 0)}%`;
-    bar.append(fill);
-    const used = el("td");
-    used.append(bar, el("small", percent === null ? "no quota" : `${percent}%`));
-    tr.append(name, el("td", human(s.usage.total)), el("td", s.quota ? human(s.quota.limit_bytes) : "—"), used);
+    badge(name, state.blocked[blockKey("service", s.service)]);
+    tr.append(name, el("td", human(s.usage.total)), el("td", s.quota ? human(s.quota.limit_bytes) : "—"),
+      usageBar(s.percent));
     body.append(tr);
   }
   $("service-names").replaceChildren(...state.services.map((s) => el("option", null, {value: s.service})));
@@ -406,16 +539,25 @@ async function route() {
   try {
     showError(null);
     const collector = renderCollector().catch(() => { $("collector").hidden = true; });
-    if (params.get("service")) {
+    const view = params.get("service") ? "service" : params.get("consumer") ? "consumer"
+      : params.get("view") === "consumers" ? "consumers" : "overview";
+    for (const id of ["overview", "consumers", "consumer", "service"]) $(id).hidden = id !== view;
+    $("enforcement").hidden = true;
+    const current = (id, on) => (on ? $(id).setAttribute("aria-current", "page") : $(id).removeAttribute("aria-current"));
+    current("nav-consumers", view === "consumers" || view === "consumer");
+    current("nav-services", view === "overview" || view === "service");
+    if (view === "service") {
       await renderService(params.get("service"), params);
+    } else if (view === "consumer") {
+      await renderConsumer(params.get("consumer"), params);
+    } else if (view === "consumers") {
+      await renderConsumers(params);
     } else {
-      $("service").hidden = true;
-      $("overview").hidden = false;
       const [page, enforcement] = await Promise.all([api("v1/services?limit=1000"),
         api("v1/enforcement").catch(() => null)]);
       state.services = page ? page.services : [];
-      state.blocked = Object.fromEntries((enforcement ? [...enforcement.blocked, ...(enforcement.lift_pending || [])]
-        : []).map((b) => [b.service, b]));
+      setBlocks(enforcement);
+      renderEnforcement();
       renderOverview();
       const admin = await isAdmin();
       $("quota-form").hidden = !admin;
@@ -440,6 +582,11 @@ $("key-form").addEventListener("submit", (event) => {
 $("filter").addEventListener("input", renderOverview);
 $("sort").addEventListener("change", renderOverview);
 $("split").addEventListener("change", route);
+$("consumer-sort").addEventListener("change", () => {
+  location.hash = new URLSearchParams({view: "consumers", sort: $("consumer-sort").value}).toString();
+});
+$("consumers-prev").addEventListener("click", () => turnConsumersPage(-1));
+$("consumers-next").addEventListener("click", () => turnConsumersPage(1));
 $("csv").addEventListener("click", downloadCsv);
 $("quota-form").addEventListener("submit", saveQuota);
 document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => {
