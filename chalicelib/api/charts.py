@@ -214,7 +214,7 @@ def with_pushed(scraped: List[Slot], pushed: List[Slot]) -> List[Slot]:
     """Scraped and pushed bytes point by point (see the module's docstring)."""
     result = []
     for s, p in zip(scraped, pushed):
-        if not p.usage.routes:
+        if p.usage is None or not p.usage.routes:
             result.append(s)
         elif s.usage is None:
             result.append(Slot(s.time, p.usage, True))
@@ -258,7 +258,7 @@ def build_series(store, coverage: Coverage, service: str, start: int, end: int, 
     else:
         routes: List[Optional[str]] = [route]
         if split == "route" and route is None:
-            routes = sorted({r for s in found if s.usage is not None for r in s.usage.routes})
+            routes = list(sorted({r for s in found if s.usage is not None for r in s.usage.routes}))
         for r in routes:
             for d in directions:
                 series.append(_series(found, d, r, None, lambda u, d=d, r=r: bucket_bytes(u, d, r)))

@@ -22,7 +22,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple, cast
 
 import jsonschema
 from email_validator import EmailNotValidError, validate_email
@@ -76,7 +76,7 @@ def email_address(address: str) -> str:
 
     Deliverability is not checked (no DNS from the API); SMTPUTF8 local parts are refused
     because SES cannot send to them; an internationalised domain is stored as punycode."""
-    return validate_email(address, check_deliverability=False, allow_smtputf8=False).ascii_email
+    return cast(str, validate_email(address, check_deliverability=False, allow_smtputf8=False).ascii_email)
 
 
 @_FORMATS.checks("email", raises=EmailNotValidError)
@@ -238,7 +238,7 @@ class EffectiveQuota:
 
     def rejects_at(self, usage: int) -> bool:
         """Whether ``usage`` in the period is enough to block the service at the gateway."""
-        return self.rejects and usage * 100 >= self.reject_at * self.limit_bytes
+        return self.limit_bytes is not None and self.rejects and usage * 100 >= self.reject_at * self.limit_bytes
 
     def as_dict(self) -> Optional[dict]:
         if self.limit_bytes is None:

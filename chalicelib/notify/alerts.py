@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional, Union, cast
 
 from chalicelib.core import observability
 from chalicelib.core.errors import MailError
@@ -143,7 +143,7 @@ class AlertProcessor:
                 log.info("alerts: sweep %s", report)
 
     # -- evaluation ------------------------------------------------------------------------
-    def evaluate(self, service: str, now: float, usage_item: Optional[ServiceUsage] = None,
+    def evaluate(self, service: str, now: float, usage_item: Union[ServiceUsage, ConsumerUsage, None] = None,
                  quota: Optional[EffectiveQuota] = None, quota_changed: bool = False,
                  kind: str = SERVICE) -> Optional[float]:
         """Send the due alert for a service (or a consumer: ``kind``, ``service`` its key), if any;
@@ -206,7 +206,8 @@ class AlertProcessor:
 
     def _rearm(self, existing: dict, usage: int, quota: EffectiveQuota) -> None:
         for key, alert in list(existing.items()):
-            if key != FORECAST and alert.status in SETTLED and usage * 100 < float(key) * quota.limit_bytes:
+            # evaluate() re-arms only under a quota with a limit
+            if key != FORECAST and alert.status in SETTLED and usage * 100 < float(key) * cast(int, quota.limit_bytes):
                 if self.ledger.rearm(alert):
                     del existing[key]
                     log.info("alerts: %s %g%% re-armed: usage is below it under the new limit", alert.service, key)
