@@ -33,6 +33,7 @@ import requests
 
 from chalicelib import bootstrap
 from chalicelib.core.models import CollectorState
+from chalicelib.core.timeutil import iso
 from localrun.prometheus import free_port
 from tests.support.keyed_api import keyed_api
 from tests.support.streams import alerts_poller, drain
@@ -487,10 +488,17 @@ def test_a_minute_that_was_not_collected_is_drawn_as_a_gap(api, page):
     assert found["collected"] > 0 and found["inGap"] == 0, found
 
 
+def choose_lines(p, value: str) -> None:
+    """Pick the chart's lines (ingress and egress, per route, by source) as a user does."""
+    p.evaluate("document.body.dataset.ready = ''; const lines = document.getElementById('split');"
+               f" lines.value = {json.dumps(value)}; lines.dispatchEvent(new Event('change'))")
+    p.wait("document.body.dataset.ready === 'true'")
+
+
 def test_the_per_route_view_stacks_the_routes(api, page):
     p = page(service_url(api, range="1h"))
-    p.evaluate("document.body.dataset.ready = ''; document.getElementById('split').click()")
-    p.wait("document.body.dataset.ready === 'true'")
+    choose_lines(p, "route")
+    assert p.evaluate("location.hash") == "#service=payments-api&range=1h&split=route"
     p.screenshot("dashboard-service-routes.png")
     assert p.legend("chart") == ["Time", "refunds", "checkout"]  # the top band first
     assert "bytes per 1m, all routes" in p.drawn("chart")
@@ -793,3 +801,54 @@ def test_a_blocked_consumer_is_listed_as_a_consumer_in_the_enforcement_view(api,
         assert banner.startswith("Block due until ") and "apply it at the gateway with decK" in banner
     finally:
         requests.delete(path, headers={"x-api-key": ADMIN_KEY}, timeout=10)
+
+
+# -- pushed bytes (last: it adds bytes to search-api, which the tests above count) ----------------
+PUSHED = [("ingress", 60, 600), ("egress", 90, 300)]  # (direction, bytes, seconds before the seeded end)
+
+
+def test_by_source_draws_the_scraped_and_the_pushed_bytes_apart_and_stays_in_the_hash(api, page):
+    events = [{"specversion": "1.0", "id": f"dashboard-{i}", "source": "/tests/dashboard",
+               "type": "dev.bandwidth-meter.usage", "time": iso(api.end - ago + 5),
+               "data": {"service": "search-api", "direction": direction, "bytes": nbytes}}
+              for i, (direction, nbytes, ago) in enumerate(PUSHED)]
+    pushed = requests.post(f"{api.url}/v1/events", data=json.dumps(events), timeout=10,
+                           headers={"x-api-key": ADMIN_KEY, "content-type": "application/cloudevents-batch+json"})
+    assert pushed.ok and pushed.json()["accepted"] == len(PUSHED), pushed.text
+    start, end = api.end - 3600, api.end
+    p = page(service_url(api, service="search-api", start=start, end=end))
+    assert p.legend("chart") == ["Time", "ingress", "egress"]  # the sum, until asked for sources
+    choose_lines(p, "source")
+    assert p.evaluate("location.hash") == f"#service=search-api&start={start}&end={end}&split=source"
+    chart = api.get(f"/v1/services/search-api/bandwidth?start={start}&end={end}&step=auto"
+                    "&direction=total&split=source").json()
+    totals = {s["source"]: s["total_bytes"] for s in chart["series"]}
+    assert totals == {"scraped": MINUTES * usage_per_minute("search-api") - (api.gap[1] - api.gap[0]) // 60 * 10,
+                      "pushed": sum(nbytes for _, nbytes, _ in PUSHED)}
+
+    def drawn_totals():
+        # Each source's points: its solid line, or its dashed one where only that holds the point.
+        return p.evaluate("""(() => {
+          const u = charts.chart, at = (label) => u.series.findIndex((s) => s.label === label), totals = {};
+          for (const source of ["scraped", "pushed"]) {
+            const whole = u.data[at(source)], part = at(`${source} (partly collected)`);
+            totals[source] = whole.reduce((sum, v, i) => sum + (v ?? (part < 0 ? 0 : u.data[part][i] ?? 0)), 0);
+          }
+          return totals;
+        })()""")
+
+    assert p.legend("chart")[:3] == ["Time", "scraped", "pushed"]
+    assert "bytes per 1m, by source" in p.drawn("chart")
+    assert drawn_totals() == totals
+    pushed_at = p.evaluate("(() => { const u = charts.chart, pushed = u.data[2]; return Object.fromEntries("
+                           "u.data[0].map((t, i) => [t, pushed[i]]).filter(([, v]) => v)); })()")
+    assert pushed_at == {str(api.end - ago): nbytes for _, nbytes, ago in PUSHED}
+    p.screenshot("dashboard-service-sources.png")
+    # The choice is in the URL: the page reloaded (a new document, not a fragment change) shows it again.
+    p.evaluate("window.__before_reload = true")
+    p.call("Page.reload")
+    p.wait("!window.__before_reload && document.body && document.body.dataset.ready === 'true'")
+    assert p.evaluate("location.hash") == f"#service=search-api&start={start}&end={end}&split=source"
+    assert p.evaluate("document.getElementById('split').value") == "source"
+    assert p.legend("chart")[:3] == ["Time", "scraped", "pushed"]
+    assert drawn_totals() == totals

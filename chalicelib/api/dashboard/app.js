@@ -3,6 +3,9 @@
 // Every request is a relative URL, so the page works under any path prefix (API Gateway's stage,
 // a custom domain's base path); every value from the API is set as text, never parsed as HTML.
 const DIRECTION_COLORS = {ingress: "#0969da", egress: "#bc4c00"};
+// Scraped from the gateways' Prometheus, or pushed (POST /v1/events, imports): split=source.
+const SOURCE_COLORS = {scraped: "#0969da", pushed: "#8250df"};
+const SPLITS = ["route", "source"];
 const ROUTE_COLORS = ["#0969da", "#bc4c00", "#1a7f37", "#8250df", "#cf222e", "#9a6700", "#1b7c83", "#6e7781"];
 const RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "365d": 365 * 86400};
 const STEPS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400};
@@ -228,10 +231,12 @@ async function renderService(name, params) {
   document.querySelectorAll("[data-range]")
     .forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range)));
   $("range").textContent = `${utc(start)} to ${utc(end)}`;
-  const split = $("split").checked;
+  // The lines are in the hash like the range: ingress and egress, per route, or by source.
+  const split = SPLITS.includes(params.get("split")) ? params.get("split") : "";
+  $("split").value = split;
   const encoded = encodeURIComponent(name);
   const path = `v1/services/${encoded}/bandwidth?start=${start}&end=${end}&step=auto`
-    + (split ? "&direction=total&split=route" : "");
+    + (split ? `&direction=total&split=${split}` : "");
   const [chart, summary, alerts, stats, enforcement] = await Promise.all([
     api(path), api(`v1/services/${encoded}`), api(`v1/services/${encoded}/alerts`),
     api(`v1/services/${encoded}/stats?start=${start}&end=${end}`).catch(() => null),
@@ -243,8 +248,10 @@ async function renderService(name, params) {
   $("step").textContent = chart.step;
   if (!chart.series.length) {
     $("chart").replaceChildren(el("p", "No route had traffic in this range."));
-  } else if (split) {
+  } else if (split === "route") {
     drawStackedRoutes(chart);
+  } else if (split === "source") {
+    drawLines("chart", chart, (s) => s.source, (s) => SOURCE_COLORS[s.source], `bytes per ${chart.step}, by source`);
   } else {
     drawBandwidth(chart);
   }
@@ -581,7 +588,11 @@ $("key-form").addEventListener("submit", (event) => {
 });
 $("filter").addEventListener("input", renderOverview);
 $("sort").addEventListener("change", renderOverview);
-$("split").addEventListener("change", route);
+$("split").addEventListener("change", () => {
+  const params = viewParams();
+  if ($("split").value) params.set("split", $("split").value); else params.delete("split");
+  location.hash = params.toString();
+});
 $("consumer-sort").addEventListener("change", () => {
   location.hash = new URLSearchParams({view: "consumers", sort: $("consumer-sort").value}).toString();
 });
