@@ -6,10 +6,9 @@ addressed by its key (names.qualified: ``ws:name`` outside Kong's default worksp
 """
 from __future__ import annotations
 
-import itertools
 from typing import List
 
-from chalicelib.api.overview import MAX_KNOWN_NAMES, close_names
+from chalicelib.api.overview import unseen_warning
 from chalicelib.core.models import CONSUMER
 from chalicelib.core.quotas import validate_consumer_name
 
@@ -36,11 +35,7 @@ def unseen_warnings(consumers, consumer: str) -> List[str]:
     closest keys it has). A quota for a consumer not seen yet is legitimate, so this only warns."""
     if consumers.get_consumer(consumer) is not None:
         return []
-    known = [item.consumer for item in itertools.islice(consumers.list_consumers(), MAX_KNOWN_NAMES)]
-    close = close_names(consumer, known)
-    hint = "; did you mean " + " or ".join(repr(n) for n in close) + "?" if close else \
-        "; the quota applies once it carries traffic"
-    return [f"consumer {consumer!r} has not been seen{hint}"]
+    return [unseen_warning("consumer", consumer, (item.consumer for item in consumers.list_consumers()))]
 
 
 def with_warnings(answer: dict, consumers, consumer: str) -> dict:

@@ -5,7 +5,7 @@ import base64
 import difflib
 import itertools
 import json
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.quotas import EffectiveQuota, meaningful
@@ -93,11 +93,15 @@ def unseen_warnings(store, service: str) -> List[str]:
     of the known names (the first MAX_KNOWN_NAMES, enough for a suggestion)."""
     if store.get_service(service) is not None:
         return []
-    known = [item.service for item in itertools.islice(store.list_services(), MAX_KNOWN_NAMES)]
-    close = close_names(service, known)
+    return [unseen_warning("service", service, (item.service for item in store.list_services()))]
+
+
+def unseen_warning(kind: str, name: str, known: Iterable[str]) -> str:
+    """A quota's subject never seen, with the closest of the first MAX_KNOWN_NAMES ``known`` names."""
+    close = close_names(name, list(itertools.islice(known, MAX_KNOWN_NAMES)))
     hint = "; did you mean " + " or ".join(repr(n) for n in close) + "?" if close else \
         "; the quota applies once it carries traffic"
-    return [f"service {service!r} has not been seen{hint}"]
+    return f"{kind} {name!r} has not been seen{hint}"
 
 
 def with_warnings(answer: dict, store, service: str) -> dict:

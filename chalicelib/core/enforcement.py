@@ -15,11 +15,11 @@ blocks.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Tuple, cast
+from typing import Callable, Dict, Iterable, List, Tuple, cast
 
 from chalicelib.core.consumer_usage import consumer_period_usage
 from chalicelib.core.models import CONSUMER, SERVICE
-from chalicelib.core.quotas import QuotaSnapshot
+from chalicelib.core.quotas import EffectiveQuota, QuotaSnapshot
 from chalicelib.core.timeutil import iso
 from chalicelib.core.usage import period_usage
 
@@ -84,34 +84,29 @@ def consumer_block_candidates(consumers, snapshot: QuotaSnapshot) -> List:
 
 def due_blocks(store, services: Iterable, snapshot: QuotaSnapshot, now: float) -> Dict[str, Block]:
     """The blocks due now, by service, from each service's usage item and the quotas."""
-    due = {}
-    for item in services:
-        quota = snapshot.quota_for(item.service)
-        if not quota.rejects:
-            continue
-        usage = period_usage(store, item, quota, now)
-        used = usage.of(quota.direction)
-        if quota.rejects_at(used):
-            limit = cast(int, quota.limit_bytes)  # a quota that rejects has a limit
-            due[item.service] = Block(item.service, used, limit, quota.reject_at, quota.direction,
-                                      usage.period.adjective, usage.period.start, usage.period.end, quota.source)
-    return due
+    return _due(((item.service, item, snapshot.quota_for(item.service)) for item in services),
+                lambda item, quota: period_usage(store, item, quota, now), SERVICE)
 
 
 def due_consumer_blocks(store, consumers: Iterable, snapshot: QuotaSnapshot, now: float) -> Dict[str, Block]:
     """The consumer blocks due now, by consumer key, from each consumer's usage item and the quotas."""
+    return _due(((item.consumer, item, snapshot.quota_for_consumer(item.consumer)) for item in consumers),
+                lambda item, quota: consumer_period_usage(store, item, quota, now), CONSUMER)
+
+
+def _due(subjects: Iterable[Tuple[str, object, EffectiveQuota]], usage_of: Callable, kind: str) -> Dict[str, Block]:
+    """(name, usage item, quota) -> the blocks due, by name: a rejecting quota whose period usage
+    (``usage_of(item, quota)``) reaches its ``reject_at``."""
     due = {}
-    for item in consumers:
-        quota = snapshot.quota_for_consumer(item.consumer)
+    for name, item, quota in subjects:
         if not quota.rejects:
             continue
-        usage = consumer_period_usage(store, item, quota, now)
+        usage = usage_of(item, quota)
         used = usage.of(quota.direction)
         if quota.rejects_at(used):
             limit = cast(int, quota.limit_bytes)  # a quota that rejects has a limit
-            due[item.consumer] = Block(item.consumer, used, limit, quota.reject_at, quota.direction,
-                                       usage.period.adjective, usage.period.start, usage.period.end, quota.source,
-                                       kind=CONSUMER)
+            due[name] = Block(name, used, limit, quota.reject_at, quota.direction, usage.period.adjective,
+                              usage.period.start, usage.period.end, quota.source, kind=kind)
     return due
 
 
