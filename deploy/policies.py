@@ -35,10 +35,10 @@ from typing import Any, Callable, Dict, List, Optional
 WRITES = {
     "collect": ["USAGE#*", "SERVICES", "CONSUMERS", "CONSUMER_RANKING", "CHECKPOINT#*", "STATE"],
     "collect_shard": ["USAGE#*", "SERVICES", "CONSUMERS", "CONSUMER_RANKING", "CHECKPOINT#*", "STATE"],
-    # Quotas; and the push API: pushed buckets (USAGE#*: IAM cannot narrow by sort key, so the
-    # API may write a service's usage partition; chalicelib/core/pushed.py writes only pushed#...
-    # items there), the service item it touches, event markers, push batches, imports.
-    "api": ["QUOTA", "CONSUMER_QUOTA", "RULES", "AUDIT", "USAGE#*", "SERVICES", "EVENT#*", "PUSH_PENDING", "PUSHED#*",
+    # Quotas; and the push API: pushed buckets (a partition of their own, so the API can never
+    # write the collector's USAGE# buckets), the service item a push marks (pushed_at), event
+    # markers, push batches, imports.
+    "api": ["QUOTA", "CONSUMER_QUOTA", "RULES", "AUDIT", "PUSHED_USAGE#*", "SERVICES", "EVENT#*", "PUSH_PENDING", "PUSHED#*",
             "PUSHED_SERVICES", "IMPORTS", "IMPORT#*"],
     "alerts": ["ALERT#*", "CONSUMER_ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE", "ENFORCE#*", "ENFORCE_CONSUMER#*"],
 }

@@ -26,7 +26,8 @@ def ref(name: str) -> dict:
 
 
 def _obj(properties: dict, required=None, additional=False) -> dict:  # noqa: D401
-    return {"type": "object", "properties": properties, "required": list(required or properties),
+    return {"type": "object", "properties": properties,
+            "required": list(properties if required is None else required),
             "additionalProperties": additional}
 
 
@@ -291,6 +292,10 @@ SCHEMAS.update({
                     "expires": {"type": ["string", "null"], "description": "an open import: when it expires"}}),
     "ImportList": _obj({"imports": {"type": "array", "items": ref("Import")}}),
 })
+# An event of a push may be any JSON value: one that is not a valid UsageEvent is refused alone
+# (its result says why) and never fails the request, so the request body accepts it.
+PUSHED_EVENT = {"description": "A UsageEvent (components/schemas/UsageEvent); anything else is refused alone, "
+                "with the reason in its result"}
 IMPORT_ID = {"name": "import_id", "in": "path", "required": True, "description": "The id POST /v1/imports gave",
              "schema": {"type": "string", "pattern": "^[A-Za-z0-9]{1,64}$"}}
 PUSH_ERRORS = ("400", "401", "403", "413", "429", "500", "503")
@@ -465,11 +470,11 @@ def openapi_spec() -> dict:
             "acceptable: each event's fate is in results (accepted, duplicate: (source, id) already counted "
             "within 35 days or repeated in the request, refused: why), like a 207. ingest or admin keys",
             _json(ref("PushAnswer")), errors=PUSH_ERRORS, tag="push"), {
-                "application/cloudevents+json": {"schema": ref("UsageEvent")},
-                "application/json": {"schema": ref("UsageEvent")},
+                "application/cloudevents+json": {"schema": PUSHED_EVENT},
+                "application/json": {"schema": PUSHED_EVENT},
                 "application/cloudevents-batch+json": {"schema": {"type": "array", "minItems": 1,
                                                                   "maxItems": MAX_BATCH_EVENTS,
-                                                                  "items": ref("UsageEvent")}}})},
+                                                                  "items": PUSHED_EVENT}}})},
         "/v1/imports": {
             "post": {**_operation("Register a bulk import (ingest or admin keys); it counts nothing until committed "
                                   "and expires uncommitted after 7 days", _json(ref("Import")),
@@ -490,7 +495,7 @@ def openapi_spec() -> dict:
             errors=(*PUSH_ERRORS, "404", "409"), tag="push"), {
                 "application/cloudevents-batch+json": {"schema": {"type": "array", "minItems": 1,
                                                                   "maxItems": MAX_BATCH_EVENTS,
-                                                                  "items": ref("UsageEvent")}}})},
+                                                                  "items": PUSHED_EVENT}}})},
         "/v1/imports/{import_id}/commit": {"post": {**_operation(
             "Apply the whole import: 200 once committed (again: the same answer, counted once), 202 while a large "
             "one is still being applied (call again: it resumes)", _json(ref("Import"), "Committed"),

@@ -23,7 +23,7 @@ Key design (pk / sk):
 | ScheduleTick       | STATE              | tick                                |
 | EnforcementNotice  | ENFORCE#<service>  | <period start ISO>#<block|unblock>  |
 | (consumer's)       | ENFORCE_CONSUMER#<consumer> | <period start ISO>#<block|unblock> |
-| PushedBucket       | USAGE#<service>    | pushed#<level>#<bucket start, ISO minute> |
+| PushedBucket       | PUSHED_USAGE#<service> | pushed#<level>#<bucket start, ISO minute> |
 | EventMarker        | EVENT#<2 hex>      | <sha256 of source and id>           |
 | PushBatch          | PUSH_PENDING       | <batch key>                         |
 | PushApplied        | PUSHED#<batch key> | group#<n>                           |
@@ -111,6 +111,12 @@ PUSHED_SK_PREFIX = "pushed#"
 PUSH_PENDING_PK = "PUSH_PENDING"
 IMPORTS_PK = "IMPORTS"
 PUSHED_SERVICES_PK = "PUSHED_SERVICES"
+
+
+def pushed_pk(service: str) -> str:
+    """Pushed buckets' own partition: the API writes it, never the collector's USAGE# buckets
+    (IAM narrows writes by partition key only)."""
+    return f"PUSHED_USAGE#{service}"
 
 
 def pushed_bucket_sk(level: str, start: int) -> str:

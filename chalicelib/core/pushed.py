@@ -48,7 +48,7 @@ from chalicelib.core.errors import StoreError
 from chalicelib.core.events import UsageEvent
 from chalicelib.core.models import (PUSH_PENDING_PK, PUSHED_SERVICES_PK, SERVICES_PK, CollectorState, EventMarker,
                                     PushApplied, PushBatch, PushedBucket, PushedService, ServiceUsage, collector_state_key, event_marker_key,
-                                    is_condition_failure, push_applied_key, pushed_bucket_sk, read_item, usage_pk)
+                                    is_condition_failure, push_applied_key, pushed_bucket_sk, pushed_pk, read_item)
 from chalicelib.core.timeutil import DAY, LEVEL_ORDER, LEVELS, floor
 from chalicelib.core.usage import MAX_CONSUMERS, MAX_ROUTES, OTHER_CONSUMERS, OTHER_ROUTES, BucketUsage, stored_label
 
@@ -155,7 +155,7 @@ class PushedUsage:
         if end <= start:
             return []
         try:  # bucket starts are whole minutes: start <= t < end is t's minute <= end - 1's
-            items = PushedBucket.query(usage_pk(service), PushedBucket.sk.between(
+            items = PushedBucket.query(pushed_pk(service), PushedBucket.sk.between(
                 pushed_bucket_sk(level, start), pushed_bucket_sk(level, end - 1)))
             return [to_bucket(item) for item in items]
         except PynamoDBException as e:
@@ -303,7 +303,7 @@ class PushedUsage:
 
     def _existing(self, keys: Sequence[BucketKey]) -> Dict[BucketKey, PushedBucket]:
         try:
-            found = PushedBucket.batch_get([(usage_pk(s), pushed_bucket_sk(level, start)) for s, level, start in keys])
+            found = PushedBucket.batch_get([(pushed_pk(s), pushed_bucket_sk(level, start)) for s, level, start in keys])
             return {(item.service, item.level, int(item.start)): item for item in found}
         except PynamoDBException as e:
             raise StoreError(f"reading pushed buckets failed: {e}") from e
@@ -311,7 +311,7 @@ class PushedUsage:
     def _new_item(self, table: str, key: BucketKey, ingress: int, egress: int, entries) -> dict:
         service, level, start = key
         item: Dict[str, dict] = {
-                "pk": {"S": usage_pk(service)}, "sk": {"S": pushed_bucket_sk(level, start)}, "service": {"S": service},
+                "pk": {"S": pushed_pk(service)}, "sk": {"S": pushed_bucket_sk(level, start)}, "service": {"S": service},
                 "level": {"S": level}, "start": {"N": str(start)}, "ingress": {"N": str(ingress)},
                 "egress": {"N": str(egress)}}
         for name in MAPS.values():
@@ -396,7 +396,7 @@ def _update(table: str, key: BucketKey, ingress: int, egress: int, entries) -> d
         values[f":v{i}"] = {"N": str(n)}
         sets.append(f"{name}.#k{i} = if_not_exists({name}.#k{i}, :zero) + :v{i}")
     expression = ("SET " + ", ".join(sets) + " " if sets else "") + "ADD ingress :in, egress :out"
-    update = {"TableName": table, "Key": {"pk": {"S": usage_pk(service)}, "sk": {"S": pushed_bucket_sk(level, start)}},
+    update = {"TableName": table, "Key": {"pk": {"S": pushed_pk(service)}, "sk": {"S": pushed_bucket_sk(level, start)}},
               "UpdateExpression": expression, "ExpressionAttributeValues": values,
               "ConditionExpression": "attribute_exists(pk)"}
     if names:
