@@ -252,16 +252,22 @@ def cmd_stats(ctx: Context) -> int:
 def unseen(ctx: "Context", service: str) -> Optional[str]:
     """None when the API has seen ``service``; else what to tell the user, with the closest
     names it has seen (a typo such as media-cnd for media-cdn)."""
+    return _never_seen(ctx, service, ctx.client.service, "services", "service", service)
+
+
+def _never_seen(ctx: "Context", name: str, lookup, listing: str, key: str, called: str) -> Optional[str]:
+    """None when ``lookup(name)`` finds it; else "<called> has never been seen", with the closest
+    names of one page of ``/v1/<listing>`` (enough for a suggestion: the API's own check reads as many)."""
     try:
-        ctx.client.service(service)
+        lookup(name)
         return None
     except ApiError as e:
         if e.status != 404:
             raise
-    # One page of names is enough for a suggestion (the API's own check reads as many).
-    page = ctx.client.json("GET", "/v1/services", params={"sort": "name", "limit": 1000})
-    close = difflib.get_close_matches(service, [r["service"] for r in page.get("services") or []], n=3, cutoff=0.6)
-    return f"{service} has never been seen" + (f"; did you mean {' or '.join(close)}?" if close else "")
+    page = ctx.client.json("GET", f"/v1/{listing}", params={"sort": "name", "limit": 1000})
+    known = [r.get(key) for r in page.get(listing) or [] if isinstance(r, dict)]
+    close = difflib.get_close_matches(name, [k for k in known if isinstance(k, str)], n=3, cutoff=0.6)
+    return f"{called} has never been seen" + (f"; did you mean {' or '.join(close)}?" if close else "")
 
 
 QUOTA_FLAGS = ("limit_bytes", "period", "anchor_day", "direction", "thresholds", "notify", "forecast", "webhook_url",
@@ -270,16 +276,7 @@ QUOTA_FLAGS = ("limit_bytes", "period", "anchor_day", "direction", "thresholds",
 
 def unseen_consumer(ctx: "Context", consumer: str) -> Optional[str]:
     """As ``unseen``, for a consumer (its key: ``ws:name`` outside Kong's default workspace)."""
-    try:
-        ctx.client.consumer(consumer)
-        return None
-    except ApiError as e:
-        if e.status != 404:
-            raise
-    page = ctx.client.json("GET", "/v1/consumers", params={"sort": "name", "limit": 1000})
-    known = [r.get("consumer") for r in page.get("consumers") or [] if isinstance(r, dict)]
-    close = difflib.get_close_matches(consumer, [k for k in known if isinstance(k, str)], n=3, cutoff=0.6)
-    return f"consumer {consumer} has never been seen" + (f"; did you mean {' or '.join(close)}?" if close else "")
+    return _never_seen(ctx, consumer, ctx.client.consumer, "consumers", "consumer", f"consumer {consumer}")
 
 
 def cmd_quota(ctx: Context) -> int:

@@ -50,15 +50,20 @@ def post_events(pushed, raw_body: Optional[bytes], content_type: str, now: float
     judged, repeated = _events_of(raw_body, content_type, now, retention_days)
     fresh = [item for item, again in zip(judged, repeated) if isinstance(item, UsageEvent) and not again]
     statuses = iter(pushed.push(fresh, now).statuses)
+    return summary(_results(judged, repeated, lambda: next(statuses), "request"))
+
+
+def _results(judged: list, repeated: list, status_of_valid, where: str) -> List[dict]:
+    """Each event's answer in order: refused (why), a repeat within ``where``, or ``status_of_valid()``."""
     results = []
     for index, (item, again) in enumerate(zip(judged, repeated)):
         if isinstance(item, Refusal):
             results.append(result_entry(index, item, "refused", item.reason))
         elif again:
-            results.append(result_entry(index, item, "duplicate", "repeats an earlier event of this request"))
+            results.append(result_entry(index, item, "duplicate", f"repeats an earlier event of this {where}"))
         else:
-            results.append(result_entry(index, item, next(statuses)))
-    return summary(results)
+            results.append(result_entry(index, item, status_of_valid()))
+    return results
 
 
 def summary(results: List[dict]) -> dict:
@@ -77,15 +82,7 @@ def put_import_batch(imports, import_id: str, number: str, raw_body: Optional[by
                                   batch_only=True)
     valid = [item for item, again in zip(judged, repeated) if isinstance(item, UsageEvent) and not again]
     stored = imports.put_batch(import_id, int(number), valid, now)
-    results = []
-    for index, (item, again) in enumerate(zip(judged, repeated)):
-        if isinstance(item, Refusal):
-            results.append(result_entry(index, item, "refused", item.reason))
-        elif again:
-            results.append(result_entry(index, item, "duplicate", "repeats an earlier event of this batch"))
-        else:
-            results.append(result_entry(index, item, "staged"))
-    return {**stored, **summary(results)}
+    return {**stored, **summary(_results(judged, repeated, lambda: "staged", "batch"))}
 
 
 def register_import(imports, raw_body: Optional[bytes], now: float) -> dict:
