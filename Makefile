@@ -44,7 +44,7 @@ $(RUN_STAMP): requirements.txt requirements-run.txt pyproject.toml
 # the collector reads them (README, Other gateways); unset: kong.
 run: $(RUN_STAMP)
 	@echo "==> Starting Bandwidth Meter (Prometheus is installed from Debian's package first if absent)."
-	GATEWAY="$(GATEWAY)" $(PY) -m localrun
+	GATEWAY="$(GATEWAY)" exec $(PY) -m localrun
 
 # Parallel pytest-xdist workers, a test file at a time (a module's servers start once); 1: one process.
 TEST_WORKERS ?= 2

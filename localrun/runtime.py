@@ -76,6 +76,7 @@ class Runtime:
         self.api_host = env.get("API_HOST", "127.0.0.1")  # 0.0.0.0 inside a container
         self.interval = float(env.get("COLLECT_INTERVAL", "60"))
         self.stop_event = threading.Event()
+        self.parent = os.getppid()  # make, or the shell: when it is gone, nobody can stop us
         self.children: List[subprocess.Popen] = []
         self.closers = []
         self.moto = None
@@ -312,6 +313,9 @@ class Runtime:
     # -- running and stopping ------------------------------------------------------------------
     def wait(self) -> int:
         while not self.stop_event.is_set():
+            if os.getppid() != self.parent:  # orphaned: `make` was killed alone, its child is left
+                print("The process that started Bandwidth Meter is gone; stopping.", file=sys.stderr)
+                return 1
             for child in self.children:
                 if child.poll() is not None:
                     print(f"A child process ({child.args[0] if isinstance(child.args, list) else child.args}) "
