@@ -409,7 +409,9 @@ class Quota(_TableModel):
     class Meta(_TableModel.Meta):
         abstract = False
 
-    body = JSONAttribute()  # the validated quota document
+    # The validated quota document; None once deleted: the item stays, so its version goes on
+    # and an ETag read before the delete never matches a quota stored after it (quota_book.py).
+    body = JSONAttribute(null=True)
     updated_at = NumberAttribute()
     # Raised by one at each change, which is written only if the stored version is still the one
     # read (quota_book.py): two admins editing at once cannot both win. None: stored before versions.

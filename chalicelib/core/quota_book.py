@@ -8,7 +8,9 @@ written only if the stored version is still the one it read: two admins editing 
 once cannot both win, and the audit's "old" is always what the change replaced. A caller that
 read a version says so (``if_match``, the HTTP If-Match of the version's ETag) and gets
 PreconditionFailed when it is no longer current; a caller that names none is retried from a
-fresh read, so its audit entry is still right.
+fresh read, so its audit entry is still right. A deleted quota keeps its item, without the
+document, so its version goes on: an ETag read before the delete never matches the quota a
+later PUT stores under the same name.
 
 A consumer's quota (``kind="consumer"``) is the same document, kept under its own key
 (CONSUMER_QUOTA): a service and a consumer of the same name never share a quota, and the audit
@@ -102,7 +104,7 @@ class QuotaBook:
     def get_versioned(self, service: str, kind: str = SERVICE) -> Versioned:
         """The own quota of a service (or of a consumer: ``kind``) and its version."""
         item = self._item(service, kind)
-        if item is None:
+        if not _exists(item):
             raise NotFound(f"{kind} {service!r} has no quota of its own")
         return Versioned(meaningful(item.body), _version(item))
 
@@ -131,9 +133,10 @@ class QuotaBook:
         pk = _QUOTA_PKS[kind]
 
         def change(item: Optional[Quota], now: float) -> None:
-            if item is None:
+            if item is None or not _exists(item):
                 raise NotFound(f"{kind} {service!r} has no quota of its own")
-            self._transact(None, Quota(pk, service), _unchanged_since(Quota, item),
+            deleted = Quota(pk, service, body=None, updated_at=now, version=_version(item) + 1)
+            self._transact(deleted, None, _unchanged_since(Quota, item),
                            self._audit(now, audit_key(service, kind), "delete", item.body, None, actor))
 
         self._change(lambda: self._item(service, kind), change, _what(service, kind), if_match)
@@ -180,7 +183,7 @@ class QuotaBook:
             if_match = None  # an empty If-Match names no version: a change without one
         for _ in range(WRITE_ATTEMPTS):
             item = read()
-            version = _version(item) if item is not None else absent_version
+            version = _version(item) if _exists(item) else absent_version
             if if_match is not None and not etag_matches(if_match, version):
                 current = etag(version) if version is not None else None
                 raise PreconditionFailed(f"{what} changed since it was read: its current version is "
@@ -197,7 +200,7 @@ class QuotaBook:
     @staticmethod
     def _quotas(kind: str) -> dict:
         try:
-            return {item.sk: item.body for item in Quota.query(_QUOTA_PKS[kind])}
+            return {item.sk: item.body for item in Quota.query(_QUOTA_PKS[kind]) if item.body is not None}
         except PynamoDBException as e:
             raise StoreError(f"reading {kind} quotas failed: {e}") from e
 
@@ -245,6 +248,12 @@ def _conflicted(error: PynamoDBException) -> bool:
 
 class _LostRace(Exception):
     """Another change was stored between this change's read and its write (nothing was written)."""
+
+
+def _exists(item) -> bool:
+    """Whether a read item holds a document: a deleted quota's item stays, without a body (its
+    version goes on: an ETag read before the delete never names the quota stored after it)."""
+    return item is not None and not (isinstance(item, Quota) and item.body is None)
 
 
 def _version(item) -> int:

@@ -178,3 +178,34 @@ def test_an_if_match_that_is_no_entity_tag_is_a_400_and_changes_nothing(client, 
         assert answer.status_code == 400 and error["parameter"] == "If-Match" and "ETag" in error["message"]
     assert json.loads(client.http.get("/v1/services/pay/quota").body)["limit_bytes"] == 100
     assert audit(client) == [("put", None, 100)]
+
+
+@pytest.mark.parametrize("kind, path", [("service", "/v1/services/pay/quota"), ("consumer", "/v1/consumers/acme/quota")])
+def test_an_etag_read_before_a_delete_never_matches_the_quota_stored_after_it(client, kind, path):
+    """Admin A reads version 2; admin B deletes the quota and stores a new one, changed once:
+    A's change naming "2" must not overwrite B's quota, as it would if versions began again at 1."""
+    put(client, path, {"limit_bytes": 100})
+    put(client, path, {"limit_bytes": 200})
+    etag_a = client.http.get(path).headers["ETag"]
+    assert etag_a == '"2"'
+    assert client.http.delete(path).status_code == 204
+    assert client.http.get(path).status_code == 404
+    assert client.http.delete(path).status_code == 404  # deleted is absent, however it is stored
+    assert put(client, path, {"limit_bytes": 300}, **{"If-Match": etag_a}).status_code == 412  # nothing stored
+    assert put(client, path, {"limit_bytes": 300}, **{"If-Match": "*"}).status_code == 412
+    fresh = put(client, path, {"limit_bytes": 300})
+    assert fresh.status_code == 200 and fresh.headers["ETag"] == '"4"'
+    assert put(client, path, {"limit_bytes": 400}, **{"If-Match": '"4"'}).headers["ETag"] == '"5"'
+    stale = put(client, path, {"limit_bytes": 999}, **{"If-Match": etag_a})
+    assert stale.status_code == 412 and stale.headers["ETag"] == '"5"'
+    assert json.loads(client.http.get(path).body)["limit_bytes"] == 400
+    assert audit(client)[:3] == [("put", 300, 400), ("put", None, 300), ("delete", 200, None)]
+
+
+def test_a_deleted_quota_applies_no_more_and_is_listed_nowhere(client):
+    put(client, "/v1/services/pay/quota", {"limit_bytes": 100})
+    put(client, "/v1/services/cdn/quota", {"limit_bytes": 500})
+    assert client.http.delete("/v1/services/pay/quota").status_code == 204
+    snapshot = bootstrap.current().quotas.load()
+    assert set(snapshot.quotas) == {"cdn"}
+    assert snapshot.quota_for("pay").limit_bytes is None and snapshot.quota_for("cdn").limit_bytes == 500
