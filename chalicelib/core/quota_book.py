@@ -104,7 +104,7 @@ class QuotaBook:
     def get_versioned(self, service: str, kind: str = SERVICE) -> Versioned:
         """The own quota of a service (or of a consumer: ``kind``) and its version."""
         item = self._item(service, kind)
-        if not _exists(item):
+        if item is None or not _exists(item):
             raise NotFound(f"{kind} {service!r} has no quota of its own")
         return Versioned(meaningful(item.body), _version(item))
 
