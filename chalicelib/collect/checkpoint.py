@@ -42,7 +42,7 @@ Labels = Tuple[Tuple[str, str], ...]
 #   carries: per series of the current one, in order, either a run of series the same in both
 #   or absent from the previous one, or the value's difference (and the time's index in its own
 #   table); then the series only the previous one has, in full. In a busy minute each series
-#   takes 1-4 bytes; in the first minute of a service (nothing before), a byte per 32 series.
+#   takes 1-4 bytes; a run of series idle or new in the minute, a byte or two for the run.
 # An empty checkpoint is stored as no bytes in every format.
 _LEGACY_ENTRY = struct.Struct("<8sdq")
 _FLOAT = struct.Struct("<d")
