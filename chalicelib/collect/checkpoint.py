@@ -77,67 +77,12 @@ class Checkpoint:
 
     def pack(self) -> bytes:
         """The stored form of this checkpoint by itself (CURRENT)."""
-        if not self.readings:
-            return b""
-        entries = sorted(self.readings.items())
-        times = _TimeTable(r.at_ms for _, r in entries)
-        wholes = [_whole(r.value) for _, r in entries]
-        float_bit = 1 if any(w is None for w in wholes) else 0
-        tag_bits = times.bits + float_bit
-        out = bytearray([_CURRENT])
-        times.write(out)
-        _put(out, tag_bits)
-        _put(out, len(entries))
-        for (sid, reading), whole in zip(entries, wholes):
-            out += sid
-            tag = times.index[reading.at_ms] << float_bit
-            if whole is None:
-                _put(out, tag | 1)
-                out += _FLOAT.pack(reading.value)
-            else:
-                _put(out, whole << tag_bits | tag)
-        return _padded(out)
+        return _pack_current(_in_order(self.readings))
 
     def pack_against(self, current: "Checkpoint", current_blob: bytes) -> bytes:
         """The stored form of this checkpoint as its difference from ``current`` (PREVIOUS), whose
         stored form is ``current_blob``: it can be read back only together with that blob."""
-        if not self.readings:
-            return b""
-        # The times of the series stored with their own reading (not those the same in both).
-        times = _TimeTable(r.at_ms for sid, r in self.readings.items() if current.readings.get(sid) != r)
-        time_bits = times.bits
-        shift = 2 + time_bits
-        out = bytearray([_PREVIOUS])
-        out += _fingerprint(current_blob)
-        times.write(out)
-        _put(out, time_bits)
-        pairs = [(now, self.readings.get(sid)) for sid, now in sorted(current.readings.items())]
-        for kind, group in groupby(pairs, key=_kind):
-            if kind != _DIFFERENCE:  # a run of series the same in both, or absent from this one
-                _put(out, (sum(1 for _ in group) - 1) << shift | kind)
-                continue
-            for now, before in group:
-                assert before is not None
-                tag = times.index[before.at_ms] << 2
-                whole_now, whole_before = _whole(now.value), _whole(before.value)
-                if whole_now is None or whole_before is None:
-                    _put(out, tag | _FLOAT_VALUE)
-                    out += _FLOAT.pack(before.value)
-                else:
-                    _put(out, _zigzag(whole_now - whole_before) << shift | tag | _DIFFERENCE)
-        # The series only this checkpoint has (none, as the collector only ever adds series).
-        only = sorted((sid, r) for sid, r in self.readings.items() if sid not in current.readings)
-        _put(out, len(only))
-        for sid, reading in only:
-            out += sid
-            tag = times.index[reading.at_ms] << 1
-            whole = _whole(reading.value)
-            if whole is None:
-                _put(out, tag | 1)
-                out += _FLOAT.pack(reading.value)
-            else:
-                _put(out, whole << (time_bits + 1) | tag)
-        return _padded(out)
+        return _pack_previous(self.readings, _in_order(current.readings), current_blob)
 
     @classmethod
     def unpack(cls, blob: Optional[bytes], at, current: Optional[bytes] = None) -> "Checkpoint":
@@ -169,8 +114,9 @@ class Checkpoint:
 def pack_with_previous(current: Checkpoint, previous: Checkpoint) -> Tuple[bytes, bytes]:
     """The stored forms of a chunk's new checkpoint and of the one it started from, to be kept
     together in one item (the previous one is stored as its difference from the new one)."""
-    blob = current.pack()
-    return blob, previous.pack_against(current, blob)
+    entries = _in_order(current.readings)
+    blob = _pack_current(entries)
+    return blob, _pack_previous(previous.readings, entries, blob)
 
 
 def baseline_for_chunk(item, start: int) -> Optional[Checkpoint]:
@@ -193,11 +139,85 @@ def baseline_for_chunk(item, start: int) -> Optional[Checkpoint]:
 
 
 # -- encoding helpers ----------------------------------------------------------------------------
-def _kind(pair: Tuple[Reading, Optional[Reading]]) -> int:
-    """How a series of the current checkpoint stands in the previous one (a PREVIOUS entry's kind;
-    _DIFFERENCE for a float value too)."""
-    now, before = pair
-    return _ABSENT if before is None else _SAME if before == now else _DIFFERENCE
+Entries = List[Tuple[bytes, Reading, Optional[int]]]  # by series id: its reading, its value if whole
+
+
+def _in_order(readings: Dict[bytes, Reading]) -> Entries:
+    return [(sid, reading, _whole(reading.value)) for sid, reading in sorted(readings.items())]
+
+
+def _pack_current(entries: Entries) -> bytes:
+    if not entries:
+        return b""
+    times = _TimeTable(r.at_ms for _, r, _ in entries)
+    float_bit = 1 if any(whole is None for _, _, whole in entries) else 0
+    tag_bits = times.bits + float_bit
+    out = bytearray([_CURRENT])
+    times.write(out)
+    _put(out, tag_bits)
+    _put(out, len(entries))
+    for sid, reading, whole in entries:
+        out += sid
+        tag = times.index[reading.at_ms] << float_bit
+        if whole is None:
+            _put(out, tag | 1)
+            out += _FLOAT.pack(reading.value)
+        else:
+            _put(out, whole << tag_bits | tag)
+    return _padded(out)
+
+
+def _pack_previous(readings: Dict[bytes, Reading], current: Entries, current_blob: bytes) -> bytes:
+    if not readings:
+        return b""
+    kinds, moved = [], []  # per current series its kind; the readings of those that moved
+    for sid, now, whole_now in current:
+        before = readings.get(sid)
+        if before is None:
+            kinds.append(_ABSENT)
+        elif before is now or (before.value == now.value and before.at_ms == now.at_ms):
+            kinds.append(_SAME)
+        else:
+            kinds.append(_DIFFERENCE)
+            moved.append((before, whole_now))
+    only: List[Tuple[bytes, Reading]] = []  # series only this checkpoint has
+    if len(readings) > len(kinds) - kinds.count(_ABSENT):
+        ids = {sid for sid, _, _ in current}
+        only = sorted((sid, r) for sid, r in readings.items() if sid not in ids)
+    # The times of the series stored with their own reading (not those the same in both).
+    times = _TimeTable([before.at_ms for before, _ in moved] + [r.at_ms for _, r in only])
+    time_bits = times.bits
+    shift = 2 + time_bits
+    out = bytearray([_PREVIOUS])
+    out += _fingerprint(current_blob)
+    times.write(out)
+    _put(out, time_bits)
+    differences = iter(moved)
+    for kind, group in groupby(kinds):
+        if kind != _DIFFERENCE:  # a run of series the same in both, or absent from this one
+            _put(out, (sum(1 for _ in group) - 1) << shift | kind)
+            continue
+        for _ in group:
+            before, whole_now = next(differences)
+            tag = times.index[before.at_ms] << 2
+            whole_before = _whole(before.value)
+            if whole_now is None or whole_before is None:
+                _put(out, tag | _FLOAT_VALUE)
+                out += _FLOAT.pack(before.value)
+            else:
+                _put(out, _zigzag(whole_now - whole_before) << shift | tag | _DIFFERENCE)
+    # Then the series only this checkpoint has (none, as the collector only ever adds series).
+    _put(out, len(only))
+    for sid, reading in only:
+        out += sid
+        tag = times.index[reading.at_ms] << 1
+        whole = _whole(reading.value)
+        if whole is None:
+            _put(out, tag | 1)
+            out += _FLOAT.pack(reading.value)
+        else:
+            _put(out, whole << (time_bits + 1) | tag)
+    return _padded(out)
 
 
 class _TimeTable:
@@ -294,9 +314,12 @@ def _read_previous(blob: bytes, current: Dict[bytes, Reading]) -> Dict[bytes, Re
 def _whole(value: float) -> Optional[int]:
     """The value as a non-negative whole number when it is exactly one (-0.0 is not: it would
     come back as 0.0), else None (kept as float64)."""
-    if math.isfinite(value) and value == int(value) and 0 <= value < _WHOLE_LIMIT \
-            and math.copysign(1.0, value) > 0:
+    if value.__class__ is not float:
+        value = float(value)  # an int from a test's stand-in for Prometheus
+    if value.is_integer() and 0.0 < value < _WHOLE_LIMIT:
         return int(value)
+    if value == 0.0 and math.copysign(1.0, value) > 0:
+        return 0
     return None
 
 
