@@ -84,3 +84,17 @@ def test_a_service_with_ten_thousand_series_is_counted_exactly_run_after_run(col
     every_byte = series * 1_000_000 * 22  # 22 samples of +1 MB a series, minute T0-120 to minute T0+1140
     assert store.get_service("busy").total == every_byte
     assert store.range_total("busy", T0 - 120, T0 + 1200).total == every_byte
+
+
+def test_a_checkpoint_that_fits_its_item_again_leaves_no_pages_behind(aws):
+    # Checkpoints paged as 24-byte records fit the item once rewritten compactly.
+    store = bootstrap.current().store
+    store.put_services([big_item("wide", T0 + 600, CHECKPOINT_INLINE_BYTES)])
+    assert len(pages_of("wide")) == 2
+    item = store.get_services(["wide"])[0]
+    item.previous_checkpoint, item.previous_checkpoint_at = b"\3" * 100, T0 + 600
+    item.checkpoint, item.checkpoint_at = b"\4" * 100, T0 + 660
+    store.put_services([item])
+    assert pages_of("wide") == []
+    raw = ServiceUsage.get("SERVICES", "wide")
+    assert bytes(raw.checkpoint) == b"\4" * 100 and raw.checkpoint_pages is None and raw.previous_checkpoint_pages is None
