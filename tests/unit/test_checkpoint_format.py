@@ -125,14 +125,15 @@ def test_a_previous_checkpoint_beside_another_current_one_stops_the_run_rather_t
         baseline_for_chunk(item_with(other.pack(), T0 + 60, previous_blob, T0), T0)
 
 
-@pytest.mark.parametrize("blob, reason", [(bytes([9]) + bytes(30), "unknown checkpoint format 9"),
-                                          (None, "truncated"), ("extra", "after the last series")])
-def test_a_damaged_checkpoint_stops_the_run_rather_than_count_lifetime_counters_from_zero(blob, reason):
+@pytest.mark.parametrize("damage, reason", [
+    (lambda blob: bytes([9]) + blob[1:], "unknown checkpoint format 9"),
+    (lambda blob: blob[:-5], "truncated"),
+    (lambda blob: blob + b"\7\7", "after the last series"),
+], ids=["unknown-format", "truncated", "trailing-bytes"])
+def test_a_damaged_checkpoint_stops_the_run_rather_than_count_lifetime_counters_from_zero(damage, reason):
     current, _ = a_minute(10)
-    whole = current.pack()
-    damaged = {None: whole[:-5], "extra": whole + b"\7\7"}.get(blob, blob)
     with pytest.raises(StoreError, match=reason):
-        baseline_for_chunk(item_with(damaged, T0, None, None), T0 + 60)
+        baseline_for_chunk(item_with(damage(current.pack()), T0, None, None), T0 + 60)
 
 
 def test_a_compact_checkpoint_too_large_for_its_item_goes_to_pages_and_reads_back(aws):
