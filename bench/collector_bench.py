@@ -21,6 +21,7 @@ and the collector's peak Python memory (tracemalloc).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -56,10 +57,12 @@ def configure(moto_url: str, prometheus_url: str, backfill_minutes: int):
     return bootstrap
 
 
-def fleet_tsdb(services: int, routes: int, start: int, end: int, prefix: str, consumers: int = 0) -> tuple:
+def fleet_tsdb(services: int, routes: int, start: int, end: int, prefix: str, consumers: int = 0,
+               counter_start: int = 0) -> tuple:
     """A Prometheus data directory holding ``services`` x ``routes`` x 2 directions (x
     ``consumers``, or one anonymous series) of steady counters from ``start`` to ``end`` (one
-    node), built with promtool: (directory, seconds taken)."""
+    node), each from ``counter_start`` (a gateway's lifetime bytes), built with promtool:
+    (directory, seconds taken)."""
     history = History()
     names = [f"customer-{c:05d}" for c in range(consumers)] or [""]
     for s in range(services):
@@ -69,7 +72,8 @@ def fleet_tsdb(services: int, routes: int, start: int, end: int, prefix: str, co
                     history.add("kong_bandwidth_bytes", {
                         "service": f"svc-{s:05d}", "route": f"route-{r}", "direction": direction,
                         "consumer": consumer, "workspace": "default", "instance": "kong-1:8001"},
-                        counter_samples(start, end, STEP, iter(lambda: 100 + s % 7, None)))
+                        counter_samples(start, end, STEP, itertools.chain(
+                            [counter_start + 100 + s % 7], iter(lambda: 100 + s % 7, None))))
     data_dir = tempfile.mkdtemp(prefix=prefix)
     t0 = time.monotonic()
     build_tsdb(history.render(), data_dir)
@@ -95,10 +99,12 @@ def item_size(raw: dict) -> int:
 
 
 class WriteMeter:
-    """Counts write requests and write units of the store's batch writes."""
+    """Counts write requests and write units of the store's batch writes, and the bytes the
+    collector's checkpoints take in the service items it writes."""
 
     def __init__(self, store):
         self.requests = self.units = self.items = 0
+        self.checkpoint_series = self.checkpoint_bytes = self.previous_bytes = self.legacy_bytes = 0
         self.minute_items = self.minute_bytes = 0  # the 1m bucket items and their size
         self.units_by_kind = {"minute": 0, "service": 0, "rollup": 0}
         for name in ("put_buckets", "put_services"):
@@ -116,6 +122,8 @@ class WriteMeter:
                     self.minute_bytes += sum(item_size(r) for r in raws)
             else:
                 raws = [i.serialize() for i in items]
+                for item in items:
+                    self._checkpoints(item)
             self.items += len(raws)
             self.requests += math.ceil(len(raws) / 25)
             units = sum(math.ceil(item_size(r) / 1024) for r in raws)
@@ -124,6 +132,20 @@ class WriteMeter:
             self.units_by_kind[kind] += units
             return original(*args)
         return measured
+
+
+    def _checkpoints(self, item) -> None:
+        """The bytes of an item's two checkpoints, and what 24-byte records of the same series took."""
+        from chalicelib.collect.checkpoint import Checkpoint
+
+        if not item.checkpoint:
+            return
+        current = Checkpoint.unpack(item.checkpoint, item.checkpoint_at)
+        previous = Checkpoint.unpack(item.previous_checkpoint, item.previous_checkpoint_at, item.checkpoint)
+        self.checkpoint_series += len(current.readings)
+        self.checkpoint_bytes += len(item.checkpoint)
+        self.previous_bytes += len(item.previous_checkpoint or b"")
+        self.legacy_bytes += 24 * (len(current.readings) + len(previous.readings))
 
 
 def accuracy(moto_url: str) -> None:
@@ -165,9 +187,10 @@ def accuracy(moto_url: str) -> None:
           f"({100 * (by_increase - truth) / truth:+.2f} %)")
 
 
-def scale(moto_url: str, services: int, runs: int, routes: int = 5, consumers: int = 0) -> None:
+def scale(moto_url: str, services: int, runs: int, routes: int = 5, consumers: int = 0, counter_start: int = 0) -> None:
     base = int(time.time() // 60 * 60) - 3600
-    data_dir, took = fleet_tsdb(services, routes, base - 600, base + (runs + 1) * 60, "bench-scale-", consumers)
+    data_dir, took = fleet_tsdb(services, routes, base - 600, base + (runs + 1) * 60, "bench-scale-", consumers,
+                                counter_start)
     series = services * routes * 2 * max(1, consumers)
     print(f"\nScale: {services} services x {routes} routes x 2 directions x {consumers or 'no'} consumers = "
           f"{series:,} series (history built in {took:.1f} s)")
@@ -187,6 +210,8 @@ def scale(moto_url: str, services: int, runs: int, routes: int = 5, consumers: i
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             active = services * report.minutes
+            if i == 0:  # the first run writes no previous checkpoint: leave it out of the bytes a series
+                meter.checkpoint_series = meter.checkpoint_bytes = meter.previous_bytes = meter.legacy_bytes = 0
             rows.append((i + 1, report.minutes, elapsed, collector.prometheus.requests_made - requests_before,
                          (meter.requests - w_req) / active, (meter.units - w_units) / active,
                          (meter.items - w_items) / active, peak / 2**20))
@@ -202,6 +227,11 @@ def scale(moto_url: str, services: int, runs: int, routes: int = 5, consumers: i
           f"({max(1, consumers)} consumer entr{'y' if consumers <= 1 else 'ies'} per service); WCU per active "
           "service-minute by item: " + ", ".join(f"{kind} {units / minutes:.3f}"
                                                  for kind, units in meter.units_by_kind.items()))
+    series_written = max(1, meter.checkpoint_series)
+    print(f"  checkpoint bytes per series written in runs 2-{len(rows)}: {meter.checkpoint_bytes / series_written:.2f} current + "
+          f"{meter.previous_bytes / series_written:.2f} previous = "
+          f"{(meter.checkpoint_bytes + meter.previous_bytes) / series_written:.2f} "
+          f"(24-byte records: {meter.legacy_bytes / series_written:.2f}); counters from {counter_start:,} bytes")
     print("  items per active service-minute: its minute item and its period-usage item (which carries the\n"
           "  collector's checkpoint); a run that completes a 5m/15m/1h/1d bucket adds one rollup item per\n"
           "  service active in it")
@@ -213,11 +243,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--routes", type=int, default=5)
     parser.add_argument("--consumers", type=int, default=0, help="consumers per service (0: all anonymous)")
+    parser.add_argument("--counter-start", type=int, default=0,
+                        help="bytes every counter starts from (a gateway's lifetime bytes: its values' size)")
     args = parser.parse_args()
     moto, moto_url = start_moto_server()
     try:
         accuracy(moto_url)
-        scale(moto_url, args.services, args.runs, args.routes, args.consumers)
+        scale(moto_url, args.services, args.runs, args.routes, args.consumers, args.counter_start)
     finally:
         stop_process(moto)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Dict, Iterable, List
 
 from chalicelib.collect import consumers as consumer_periods
+from chalicelib.collect.checkpoint import pack_with_previous
 from chalicelib.collect.plan import Role, Services
 from chalicelib.collect.window import Window
 from chalicelib.core.models import ServiceUsage
@@ -51,8 +52,8 @@ class ChunkWriter:
             item = self.period_usage(services[service], by_service.get(service, []), snapshot, end)
             checkpoint = window.checkpoints.get(service)
             if checkpoint is not None:
-                item.previous_checkpoint, item.previous_checkpoint_at = window.baselines[service].pack(), start
-                item.checkpoint, item.checkpoint_at = checkpoint.pack(), end
+                item.checkpoint, item.previous_checkpoint = pack_with_previous(checkpoint, window.baselines[service])
+                item.checkpoint_at, item.previous_checkpoint_at = end, start
             self.role.own(item)
             changed.append(item)
         self.store.put_services(changed)

@@ -280,8 +280,8 @@ class ServiceUsage(_PeriodUsageItem):
     checkpoint_at = NumberAttribute(null=True)
     previous_checkpoint = BinaryAttribute(legacy_encoding=False, null=True)
     previous_checkpoint_at = NumberAttribute(null=True)
-    # A checkpoint too large to share the item (a service with thousands of series: 24 bytes
-    # each, twice) is kept in CheckpointPage items instead, this many pages; the store spills
+    # A checkpoint too large to share the item (a service with thousands of series: ~17 bytes
+    # each, both together) is kept in CheckpointPage items instead, this many pages; the store spills
     # and reassembles it, so the collector always sees the blobs above.
     checkpoint_pages = NumberAttribute(null=True)
     previous_checkpoint_pages = NumberAttribute(null=True)

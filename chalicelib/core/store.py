@@ -9,7 +9,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from pynamodb.exceptions import PutError, PynamoDBException, UpdateError
 
@@ -73,6 +73,7 @@ class UsageStore:
         self._ttl_seconds = {"1m": minute_ttl_days * 86400, "5m": 4 * minute_ttl_days * 86400,
                              "15m": 4 * minute_ttl_days * 86400}
         self.writes = 0  # write requests' items, for status and benchmarks
+        self._paged: Set[str] = set()  # services whose checkpoint was last seen in pages
         # Items DynamoDB refused to store whatever the retry (see _write_batches): [{"item",
         # "key", "reason"}], newest last, at most OVERSIZED_KEPT; take_oversized() hands them over.
         self.oversized: List[dict] = []
@@ -241,6 +242,11 @@ class UsageStore:
         for item, item_pages in spilled:
             if item_pages:
                 self._delete_stale_pages(item.service, {page.sk for page in item_pages})
+                self._paged.add(item.service)
+            elif item.service in self._paged and self._delete_stale_pages(item.service, set()):
+                # Its checkpoint fits the item again (one stored in 24-byte records before
+                # collect/checkpoint.py's compact form takes a third): every page it had is stale.
+                self._paged.discard(item.service)
         self.writes += stored
         return stored
 
@@ -267,6 +273,7 @@ class UsageStore:
         """The item with checkpoints kept in pages put back in place (the collector sees blobs only)."""
         if not (item.checkpoint_pages or item.previous_checkpoint_pages):
             return item
+        self._paged.add(item.service)
         try:
             found = {page.sk: bytes(page.blob) for page in CheckpointPage.query(checkpoint_pk(item.service))}
         except PynamoDBException as e:
@@ -283,7 +290,8 @@ class UsageStore:
             setattr(item, f"{name}_pages", None)
         return item
 
-    def _delete_stale_pages(self, service: str, current: set) -> None:
+    def _delete_stale_pages(self, service: str, current: set) -> bool:
+        """Delete the service's pages other than ``current``; False when that failed."""
         try:
             stale = [page for page in CheckpointPage.query(checkpoint_pk(service), attributes_to_get=["pk", "sk"])
                      if page.sk not in current]
@@ -293,6 +301,8 @@ class UsageStore:
         except PynamoDBException as e:
             # Stale pages are only storage: the item names the pages it uses. Tried again next write.
             log.warning("store: deleting old checkpoint pages of %r failed: %s", service, e)
+            return False
+        return True
 
     # -- consumers (collect/consumers.py: one item per consumer and shard) ---------------------
     @staticmethod

@@ -1,5 +1,5 @@
-"""A service's checkpoint grows 24 bytes a series, twice (the current one and the one a retried
-chunk starts from). Per-consumer metrics multiply series (routes x consumers x directions x
+"""A service's checkpoint grows 10-18 bytes a series (the current one and the one a retried
+chunk starts from, collect/checkpoint.py). Per-consumer metrics multiply series (routes x consumers x directions x
 nodes), so a busy service outgrows DynamoDB's 400 KB item: the store keeps such a checkpoint in
 pages beside the item, and the collector still counts every byte of it."""
 import pytest
@@ -65,20 +65,36 @@ def test_a_missing_page_fails_the_read_rather_than_counting_lifetime_counters_ag
 
 def test_a_service_with_ten_thousand_series_is_counted_exactly_run_after_run(collector):
     col, prom = collector
-    routes, consumers = 25, 200  # x 2 directions = 10,000 series: two checkpoints of 240 KB
+    routes, consumers = 25, 200  # x 2 directions = 10,000 series
+    # A megabyte a minute each (counters of millions: 4 bytes a value), so the two checkpoints
+    # (~120 KB and ~40 KB) are too large for the item.
     for route in range(routes):
         for consumer in range(consumers):
             for direction in ("ingress", "egress"):
                 labels = {"__name__": "kong_bandwidth_bytes", "service": "busy", "route": f"r{route}",
                           "direction": direction, "consumer": f"c{consumer}", "workspace": "default",
                           "instance": "node-a:8001", "job": "kong"}
-                prom.add(labels, scrape(T0 - 120, T0 + 1200, 60, iter(lambda: 3, None)))
+                prom.add(labels, scrape(T0 - 120, T0 + 1200, 60, iter(lambda: 1_000_000, None)))
     store = bootstrap.current().store
     assert col.run(now=T0 + 600 + 31).status == "ok"
     assert store.get_service("busy").checkpoint_pages  # too large for the item
     assert col.run(now=T0 + 1200 + 31).status == "ok"  # starts from the paged checkpoint
     assert store.take_oversized() == []
     series = routes * consumers * 2
-    every_byte = series * 3 * 22  # 22 samples of +3 a series, minute T0-120 to minute T0+1140
+    every_byte = series * 1_000_000 * 22  # 22 samples of +1 MB a series, minute T0-120 to minute T0+1140
     assert store.get_service("busy").total == every_byte
     assert store.range_total("busy", T0 - 120, T0 + 1200).total == every_byte
+
+
+def test_a_checkpoint_that_fits_its_item_again_leaves_no_pages_behind(aws):
+    # Checkpoints paged as 24-byte records fit the item once rewritten compactly.
+    store = bootstrap.current().store
+    store.put_services([big_item("wide", T0 + 600, CHECKPOINT_INLINE_BYTES)])
+    assert len(pages_of("wide")) == 2
+    item = store.get_services(["wide"])[0]
+    item.previous_checkpoint, item.previous_checkpoint_at = b"\3" * 100, T0 + 600
+    item.checkpoint, item.checkpoint_at = b"\4" * 100, T0 + 660
+    store.put_services([item])
+    assert pages_of("wide") == []
+    raw = ServiceUsage.get("SERVICES", "wide")
+    assert bytes(raw.checkpoint) == b"\4" * 100 and raw.checkpoint_pages is None and raw.previous_checkpoint_pages is None
