@@ -74,6 +74,48 @@ def _moto_queries_read_their_partition() -> None:
 
 _moto_queries_read_their_partition()
 
+
+def _moto_transactions_back_up_each_table_once() -> None:
+    """moto backs up a table for TransactWriteItems' rollback once per action of the transaction,
+    a deep copy of the whole table each time (90 copies for a 90-item transaction: the pushed-usage
+    tests spent their time there). Within one transaction every backup of a table is taken before
+    any action runs, so they are equal: the first is kept for the others."""
+    import copy
+    import threading
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    scope = threading.local()
+
+    class _Copy:
+        def __getattr__(self, name):
+            return getattr(copy, name)
+
+        @staticmethod
+        def deepcopy(value, memo=None):
+            backups = getattr(scope, "backups", None)
+            if backups is None or not isinstance(value, Table):
+                return copy.deepcopy(value, memo)
+            if id(value) not in backups:
+                backups[id(value)] = copy.deepcopy(value, memo)
+            return backups[id(value)]
+
+    transact = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self, *args, **kwargs):
+        scope.backups = {}
+        try:
+            return transact(self, *args, **kwargs)
+        finally:
+            scope.backups = None
+
+    models.copy = _Copy()
+    models.DynamoDBBackend.transact_write_items = transact_write_items
+
+
+_moto_transactions_back_up_each_table_once()
+
 # Tiers by directory (pytest.ini describes them): a test's folder is its marker, so moving a file
 # between tests/integration and tests/e2e (the slow tier: browser, local runtime, CLI
 # subprocess, property tests, benchmarks) is all it takes to change its tier.

@@ -93,3 +93,21 @@ def _matches(key, query):
     if "begins_with" in condition:
         return sk.startswith(values[":a"]["S"])
     return True
+
+
+def test_a_cancelled_transaction_still_changes_nothing_and_a_good_one_applies(table):
+    """The backup a transaction is rolled back to is taken once a table, not once an action: a
+    transaction whose last action fails must still leave what its first actions wrote undone."""
+    def put(sk, condition=None):
+        action = {"TableName": "t", "Item": {"pk": {"S": "T"}, "sk": {"S": sk}}}
+        return {"Put": {**action, **({"ConditionExpression": condition} if condition else {})}}
+
+    with pytest.raises(table.exceptions.TransactionCanceledException):
+        table.transact_write_items(TransactItems=[put("new-1"), put("new-2"), {"Update": {
+            "TableName": "t", "Key": {"pk": {"S": "A"}, "sk": {"S": "000"}}, "UpdateExpression": "SET n = :n",
+            "ExpressionAttributeValues": {":n": {"N": "9"}}}}, put("x", "attribute_exists(nothing)")])
+    assert pages(table, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "T"}}) == [[]]
+    assert table.get_item(TableName="t", Key={"pk": {"S": "A"}, "sk": {"S": "000"}})["Item"]["n"] == {"N": "3"}
+    table.transact_write_items(TransactItems=[put("new-1"), put("new-2")])
+    assert pages(table, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "T"}}) == [
+        [("T", "new-1"), ("T", "new-2")]]
