@@ -382,7 +382,8 @@ def openapi_spec() -> dict:
             _json(ref("ConsumersPage")), params=[
                 _param("sort", "query", {"enum": ["usage", "name", "percent"]},
                        "Sort key (default usage). usage and percent follow the ranking the collector "
-                       "refreshes every 10 minutes (ranked_at): the order is as of then, the values are read "
+                       "refreshes every minute up to 100 consumers and every 10 minutes beyond (ranked_at): "
+                       "the order is as of then, the values are read "
                        "now; a consumer first seen since is listed by name until the next ranking"),
                 _param("order", "query", {"enum": ["asc", "desc"]}, "Sort order (default desc)"),
                 _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (default 100)"),

@@ -7,7 +7,7 @@ the buckets of the services it used, with the services' own coverage.
 
 The listing reads a constant number of DynamoDB items per page whatever the number of
 consumers: by name, one Query of the consumers' partition; by usage or percent, the pages of the
-ranking the collector refreshes every few minutes (``ranked_at`` says when), then one BatchGet
+ranking the collector refreshes every minute or ten (``ranked_at`` says when), then one BatchGet
 of the page's consumers, whose values are read fresh.
 """
 from __future__ import annotations

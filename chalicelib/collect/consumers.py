@@ -173,11 +173,17 @@ def read_back(store, minute: int, services: Mapping[str, ServiceUsage], exclude:
 RANKING_EVERY_SECONDS = 600
 RANKING_PAGE = 100  # consumer keys per ranking item (~2 KB)
 RANKED_ORDERS = ("usage", "percent")
+# Up to this many consumers the ranking is refreshed at every run: one page each (4 writes), and a
+# consumer new to a small fleet (a first deployment, `make run`) is listed within a minute, not ten.
+RANKED_EVERY_RUN = RANKING_PAGE
 
 
 def ranking_due(store, now: float) -> bool:
     meta = store.ranking_meta("usage")
-    return meta is None or now - float(meta.ranked_at) >= RANKING_EVERY_SECONDS
+    if meta is None:
+        return True
+    every = 0 if int(meta.count or 0) <= RANKED_EVERY_RUN else RANKING_EVERY_SECONDS
+    return now - float(meta.ranked_at) >= every
 
 
 def refresh_rankings(store, snapshot, now: float) -> int:

@@ -216,7 +216,21 @@ def test_the_collectors_iam_policies_may_write_the_consumer_items_and_the_rankin
     assert CONSUMERS_PK not in policies.WRITES["api"]
 
 
-def test_the_listings_ranking_is_refreshed_every_ten_minutes_by_shard_0(metered):
+def test_a_small_fleets_ranking_is_refreshed_at_every_run(metered):
+    """A consumer new to a fleet of one ranking page is listed by usage a minute later."""
+    deps, prom, _ = metered
+    traffic(prom, T0 - 600, T0 + 1800)
+    deps.collector.run(now=T0 + 600 + 31)
+    assert deps.store.ranking_pages("usage", [0])[0] == ["alice", "carol"]  # bob starts later
+    run_minutes(deps, T0 + 660, T0 + 900)
+    assert int(deps.store.ranking_meta("usage").ranked_at) == T0 + 900 + 31
+    assert deps.store.ranking_pages("usage", [0])[0] == ["alice", "bob", "carol"]
+
+
+def test_the_listings_ranking_is_refreshed_every_ten_minutes_by_shard_0(metered, monkeypatch):
+    from chalicelib.collect import consumers
+
+    monkeypatch.setattr(consumers, "RANKED_EVERY_RUN", 1)  # a fleet of more than one ranking page
     deps, prom, _ = metered
     traffic(prom, T0 - 600, T0 + 1800)
     deps.collector.run(now=T0 + 600 + 31)
