@@ -23,7 +23,8 @@ Counted once, whatever is retried or replayed, and never lost, in three steps pe
    is deleted.
 
 A crash anywhere leaves the record: the next push that meets one of its events as a duplicate,
-or any push once the record is older than STALE_SECONDS, finishes it (claims again, applies the
+or any push or scheduled run (chalicelib/schedule.py) once the record is older than
+STALE_SECONDS, finishes it (claims again, applies the
 groups not yet applied). The claimed set cannot change between the two runs (markers are claimed
 before any group is applied, and a claimed marker is only ever this batch's), so the groups are
 the same and none is applied twice. An import's batches go through the same steps at commit,
