@@ -4,6 +4,8 @@
     .venv/bin/python bench/events.py
     .venv/bin/python bench/events.py --http --seconds 30 --batch 100   # events per second over HTTP
     .venv/bin/python bench/events.py --import 5000                     # an import: time, memory, WCU
+    .venv/bin/python bench/events.py --keep-alive --runs 3             # connections kept, as DynamoDB does
+    .venv/bin/python bench/events.py --claims --keep-alive             # 1,000 claims alone: request building vs HTTP
 
 Runs the real push path (chalicelib/api/events.py -> core/pushed.py) against a moto server
 *process*, so this process's CPU time (time.process_time) is ours alone: JSON parsing, schema
@@ -272,9 +274,13 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--keep-alive", action="store_true",
                         help="a moto server that keeps connections alive, as DynamoDB does (bench/moto_keepalive.py)")
+    parser.add_argument("--claims", action="store_true", help="1,000 marker claims alone: now and before, "
+                        "with and without the network")
     parser.add_argument("--runs", type=int, default=1, help="the scenarios this many times (fresh events each)")
     parser.add_argument("--import", dest="import_events", type=int, help="an import of this many events instead")
     args = parser.parse_args()
+    if args.claims:
+        return claims_only(args.keep_alive, args.runs)
     if args.import_events:
         return an_import(args.import_events, args.keep_alive)
     if args.http:
@@ -323,6 +329,70 @@ def main() -> int:
                 print(f"  our CPU {cpu:.2f} s ({steps}), wall {wall:.2f} s (wall includes moto)")
                 print(f"  write units per 1,000 events: {total}  "
                       f"({', '.join(f'{k}: {v}' for k, v in sorted(by_kind.items()))})")
+        return 0
+    finally:
+        stop_process(moto)
+
+
+def claims_only(keep_alive: bool, runs: int) -> int:
+    """Our CPU for 1,000 marker claims alone, the hand-shaped put (PushedUsage._claim) against the
+    EventMarker model's save (as claims were made before), each with and without the network:
+    "stubbed" answers every request at botocore's before-send, so what remains is building,
+    signing and parsing (request building); the difference is the HTTP exchange."""
+    from datetime import datetime, timezone
+
+    moto, url = start_moto(keep_alive)
+    try:
+        os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                           "AWS_DEFAULT_REGION": "us-east-1"})
+        from botocore.awsrequest import AWSResponse
+
+        from chalicelib.core import models, tables
+        from chalicelib.core.events import UsageEvent
+        from chalicelib.core.models import EventMarker, event_marker_key
+        from chalicelib.core.pushed import PushedUsage
+
+        models.bind("bench-claims", "us-east-1", url)
+        tables.ensure_table()
+        pushed = PushedUsage()
+        expires = datetime.fromtimestamp(NOW + 36 * 86400, tz=timezone.utc)
+
+        def by_model(batch, batch_events):  # what _claim did before: one EventMarker.save each, 16 threads
+            from concurrent.futures import ThreadPoolExecutor
+
+            def claim(event):
+                EventMarker(*event_marker_key(event.digest), batch=batch, expires_at=expires).save(
+                    condition=EventMarker.pk.does_not_exist() | (EventMarker.batch == batch))
+            EventMarker._get_connection().connection.client
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(claim, batch_events))
+
+        class Canned:
+            def stream(self, **_):
+                yield b"{}"
+
+        def canned(request, **_):
+            return AWSResponse(request.url, 200, {"content-type": "application/x-amz-json-1.0"}, Canned())
+
+        clients = [pushed._marker_connection().client, EventMarker._get_connection().connection.client]
+        print(f"1,000 marker claims, 16 threads, load average {os.getloadavg()[0]:.1f} "
+              f"({'connections kept alive' if keep_alive else 'a new connection per request'})")
+        for run in range(runs):
+            for stubbed in (False, True):
+                for name, claim in (("hand-shaped put (now)", lambda b, e: pushed._claim(b, e, NOW)),
+                                    ("EventMarker.save (before)", by_model)):
+                    batch_events = [UsageEvent("/bench", f"{run}-{stubbed}-{name}-{i}", "svc", "egress", 1, NOW)
+                                    for i in range(1000)]
+                    if stubbed:
+                        for client in clients:
+                            client.meta.events.register_first("before-send.dynamodb.*", canned)
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    claim(f"b-{run}", batch_events)
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    for client in clients:
+                        client.meta.events.unregister("before-send.dynamodb.*", canned)
+                    print(f"  {name:27s} {'stubbed (no network)' if stubbed else 'over HTTP':21s} "
+                          f"our CPU {cpu:.2f} s, wall {wall:.2f} s")
         return 0
     finally:
         stop_process(moto)
