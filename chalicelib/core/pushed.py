@@ -259,9 +259,9 @@ class PushedUsage:
 
         The requests are shaped here, not through the EventMarker model: a 1,000-event batch is
         1,000 requests, and our CPU per request is the cost that matters (bench/events.py). They
-        go through their own connection, whose pool holds a connection per worker: a smaller pool
-        (PynamoDB's default is 10) closes the extra ones after each request, and every request
-        beyond it then pays a new TLS connection to DynamoDB."""
+        go through their own connection, whose pool holds a connection per worker: with a smaller
+        pool (PynamoDB's default is 10) a connection coming back to a full pool is closed, and each
+        one opened again is a new TLS connection to DynamoDB."""
         connection = self._marker_connection()
         table = str(EventMarker.Meta.table_name)
         ttl = (self.minute_ttl_days + 1) * DAY

@@ -40,6 +40,6 @@ def test_a_marker_is_kept_a_day_past_the_retention_from_the_later_of_now_and_the
 
 
 def test_the_markers_connection_pool_holds_a_connection_per_worker(pushed):
-    """A smaller pool closes the extra connections after each request: against DynamoDB every
-    claim beyond it would pay a new TLS connection."""
+    """With a smaller pool a connection coming back to a full pool is closed: against DynamoDB each
+    one opened again is a new TLS connection."""
     assert pushed._marker_connection().client.meta.config.max_pool_connections == pushed.workers == 16
