@@ -4,6 +4,8 @@
     .venv/bin/python bench/events.py
     .venv/bin/python bench/events.py --http --seconds 30 --batch 100   # events per second over HTTP
     .venv/bin/python bench/events.py --import 5000                     # an import: time, memory, WCU
+    .venv/bin/python bench/events.py --keep-alive --runs 3             # connections kept, as DynamoDB does
+    .venv/bin/python bench/events.py --claims --keep-alive             # 1,000 claims alone: request building vs HTTP
 
 Runs the real push path (chalicelib/api/events.py -> core/pushed.py) against a moto server
 *process*, so this process's CPU time (time.process_time) is ours alone: JSON parsing, schema
@@ -37,10 +39,22 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from localrun.processes import start_moto_server, stop_process  # noqa: E402
+from localrun.processes import free_port, start_moto_server, start_server, stop_process  # noqa: E402
 
 NOW = 1_796_385_600 + 12 * 3600 + 1800  # 2026-12-04T12:30Z (the benchmark owns its clock)
 EVENT_TYPE = "dev.bandwidth-meter.usage"
+
+
+def start_moto(keep_alive: bool):
+    """The moto server process: werkzeug's, which closes each connection after its answer, or
+    (``keep_alive``) one that keeps connections open as DynamoDB does (bench/moto_keepalive.py)."""
+    if not keep_alive:
+        return start_moto_server()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_keepalive.py")
+    return start_server([sys.executable, script, "-H", "127.0.0.1", "-p", str(port)], f"{url}/moto-api/",
+                        "the moto server (keep-alive)", timeout=30), url
 
 
 def item_size(raw: dict) -> int:
@@ -190,12 +204,20 @@ def over_http(seconds: float, batch_size: int) -> int:
         stop_process(moto)
 
 
-def an_import(n: int) -> int:
+def an_import(n: int, keep_alive: bool = False) -> int:
     """Register, send ``n`` events in batches of 1,000, commit: wall and our CPU per step, the
-    commit's peak Python memory (tracemalloc), write units (computed as above)."""
-    import tracemalloc
+    process's peak memory (resident set: what a Lambda's memory size bounds), write units
+    (computed as above). tracemalloc is not used: it slows Python several times over, which
+    the CPU figure would count."""
+    import resource
 
-    moto, url = start_moto_server()
+    from pynamodb import settings as pynamodb_settings
+
+    # moto copies the table in each transaction: past a few thousand items one takes longer than
+    # PynamoDB's 30 s read timeout, which would retry it (the figures would count it twice).
+    pynamodb_settings.default_settings_dict["read_timeout_seconds"] = 900
+
+    moto, url = start_moto(keep_alive)
     try:
         os.environ.update({"TABLE_NAME": "bench-import", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
                            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": url,
@@ -226,7 +248,6 @@ def an_import(n: int) -> int:
                 put_import_batch(deps.imports, import_id, str(number // 1000),
                                  json.dumps(everything[number:number + 1000]).encode(), NOW, 35)
             send_cpu, send_wall = time.process_time() - cpu, time.perf_counter() - wall
-            tracemalloc.start()
             cpu, wall = time.process_time(), time.perf_counter()
             calls = 0
             while True:
@@ -235,14 +256,13 @@ def an_import(n: int) -> int:
                 if job["status"] == "committed":
                     break
             commit_cpu, commit_wall = time.process_time() - cpu, time.perf_counter() - wall
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         by_kind = recorder.units(stored_size)
         print(f"import of {n} events ({n // 1000} batches; 5 services over {minutes} minutes): "
               f"{job['result']}")
         print(f"  sending: our CPU {send_cpu:.1f} s, wall {send_wall:.1f} s")
         print(f"  commit ({calls} calls): our CPU {commit_cpu:.1f} s, wall {commit_wall:.1f} s, "
-              f"peak Python memory {peak / 2**20:.1f} MiB")
+              f"peak memory (resident, whole process) {peak / 2**20:.0f} MiB")
         total = sum(by_kind.values())
         print(f"  write units: {total} ({total * 1000 / n:.0f} per 1,000 events: "
               f"{', '.join(f'{k}: {v}' for k, v in sorted(by_kind.items()))})")
@@ -258,13 +278,20 @@ def main() -> int:
     parser.add_argument("--http", action="store_true", help="events per second over HTTP instead")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="a moto server that keeps connections alive, as DynamoDB does (bench/moto_keepalive.py)")
+    parser.add_argument("--claims", action="store_true", help="1,000 marker claims alone: now and before, "
+                        "with and without the network")
+    parser.add_argument("--runs", type=int, default=1, help="the scenarios this many times (fresh events each)")
     parser.add_argument("--import", dest="import_events", type=int, help="an import of this many events instead")
     args = parser.parse_args()
+    if args.claims:
+        return claims_only(args.keep_alive, args.runs)
     if args.import_events:
-        return an_import(args.import_events)
+        return an_import(args.import_events, args.keep_alive)
     if args.http:
         return over_http(args.seconds, args.batch)
-    moto, url = start_moto_server()
+    moto, url = start_moto(args.keep_alive)
     try:
         os.environ.update({"TABLE_NAME": "bench-events", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
                            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": url,
@@ -287,25 +314,144 @@ def main() -> int:
         # Warm up: clients made, modules imported (a warm Lambda's state)
         post_events(pushed, json.dumps(events(5, 1, 1, 1, 1, "warm")).encode(), "application/cloudevents-batch+json",
                     NOW, 35)
-        scenarios = [("narrow: 1 service, 1 minute, 1 route", events(1000, 1, 1, 1, 1, "narrow")),
-                     ("spread: 10 services x 10 minutes x 20 routes x 3 consumers", events(1000, 10, 10, 20, 3, "spread"))]
-        scenarios.append(("replay: the spread batch again (all duplicates)", scenarios[1][1]))
-        print("1,000 events in one batch (application/cloudevents-batch+json), moto server process\n")
-        for name, batch in scenarios:
-            body = json.dumps(batch).encode()
-            with WriteRecorder() as recorder:
-                cpu, wall = time.process_time(), time.perf_counter()
-                answer = post_events(pushed, body, "application/cloudevents-batch+json", NOW, 35)
-                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            by_kind = recorder.units(stored_size)
-            total = sum(by_kind.values())
-            print(f"{name}: accepted {answer['accepted']}, duplicate {answer['duplicate']}, "
-                  f"body {len(body) / 1024:.0f} KiB")
-            print(f"  our CPU {cpu:.2f} s, wall {wall:.2f} s (wall includes moto)")
-            print(f"  write units per 1,000 events: {total}  ({', '.join(f'{k}: {v}' for k, v in sorted(by_kind.items()))})")
+        print("1,000 events in one batch (application/cloudevents-batch+json), moto server process "
+              f"({'connections kept alive' if args.keep_alive else 'a new connection per request'}), "
+              f"load average {os.getloadavg()[0]:.1f}\n")
+        for run in range(args.runs):
+            scenarios = [("narrow: 1 service, 1 minute, 1 route", events(1000, 1, 1, 1, 1, f"narrow{run}")),
+                         ("spread: 10 services x 10 minutes x 20 routes x 3 consumers",
+                          events(1000, 10, 10, 20, 3, f"spread{run}"))]
+            scenarios.append(("replay: the spread batch again (all duplicates)", scenarios[1][1]))
+            for name, batch in scenarios:
+                body = json.dumps(batch).encode()
+                with WriteRecorder() as recorder, Steps() as steps:
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    answer = post_events(pushed, body, "application/cloudevents-batch+json", NOW, 35)
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                by_kind = recorder.units(stored_size)
+                total = sum(by_kind.values())
+                print(f"{name}: accepted {answer['accepted']}, duplicate {answer['duplicate']}, "
+                      f"body {len(body) / 1024:.0f} KiB")
+                print(f"  our CPU {cpu:.2f} s ({steps}), wall {wall:.2f} s (wall includes moto)")
+                print(f"  write units per 1,000 events: {total}  "
+                      f"({', '.join(f'{k}: {v}' for k, v in sorted(by_kind.items()))})")
         return 0
     finally:
         stop_process(moto)
+
+
+def claims_only(keep_alive: bool, runs: int) -> int:
+    """Our CPU for 1,000 marker claims alone, the hand-shaped put (PushedUsage._claim) against the
+    EventMarker model's save (as claims were made before), each with and without the network:
+    "stubbed" answers every request at botocore's before-send, so what remains is building,
+    signing and parsing (request building); the difference is the HTTP exchange."""
+    from datetime import datetime, timezone
+
+    moto, url = start_moto(keep_alive)
+    try:
+        os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                           "AWS_DEFAULT_REGION": "us-east-1"})
+        from botocore.awsrequest import AWSResponse
+
+        from chalicelib.core import models, tables
+        from chalicelib.core.events import UsageEvent
+        from chalicelib.core.models import EventMarker, event_marker_key
+        from chalicelib.core.pushed import PushedUsage
+
+        models.bind("bench-claims", "us-east-1", url)
+        tables.ensure_table()
+        pushed = PushedUsage()
+        expires = datetime.fromtimestamp(NOW + 36 * 86400, tz=timezone.utc)
+
+        def by_model(batch, batch_events):  # what _claim did before: one EventMarker.save each, 16 threads
+            from concurrent.futures import ThreadPoolExecutor
+
+            def claim(event):
+                EventMarker(*event_marker_key(event.digest), batch=batch, expires_at=expires).save(
+                    condition=EventMarker.pk.does_not_exist() | (EventMarker.batch == batch))
+            EventMarker._get_connection().connection.client
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(claim, batch_events))
+
+        class Canned:
+            def stream(self, **_):
+                yield b"{}"
+
+        def canned(request, **_):
+            return AWSResponse(request.url, 200, {"content-type": "application/x-amz-json-1.0"}, Canned())
+
+        clients = [pushed._marker_connection().client, EventMarker._get_connection().connection.client]
+        print(f"1,000 marker claims, 16 threads, load average {os.getloadavg()[0]:.1f} "
+              f"({'connections kept alive' if keep_alive else 'a new connection per request'})")
+        for run in range(runs):
+            for stubbed in (False, True):
+                for name, claim in (("hand-shaped put (now)", lambda b, e: pushed._claim(b, e, NOW)),
+                                    ("EventMarker.save (before)", by_model)):
+                    batch_events = [UsageEvent("/bench", f"{run}-{stubbed}-{name}-{i}", "svc", "egress", 1, NOW)
+                                    for i in range(1000)]
+                    if stubbed:
+                        for client in clients:
+                            client.meta.events.register_first("before-send.dynamodb.*", canned)
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    claim(f"b-{run}", batch_events)
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    for client in clients:
+                        client.meta.events.unregister("before-send.dynamodb.*", canned)
+                    print(f"  {name:27s} {'stubbed (no network)' if stubbed else 'over HTTP':21s} "
+                          f"our CPU {cpu:.2f} s, wall {wall:.2f} s")
+        return 0
+    finally:
+        stop_process(moto)
+
+
+class Steps:
+    """Our CPU per step of a push (process time, all threads, while the step runs) and the TCP
+    connections opened: judging (parse + schema), claiming the markers, applying the groups."""
+
+    STEPS = ("judge", "claim", "apply")
+
+    def __enter__(self):
+        import socket
+
+        from chalicelib.api import events as api_events
+        from chalicelib.core.pushed import PushedUsage
+
+        self.cpu = defaultdict(float)
+        self.restore = []
+        for step, owner, name in (("judge", api_events, "judge_all"), ("claim", PushedUsage, "_claim"),
+                                  ("apply", PushedUsage, "_apply_group")):
+            real = getattr(owner, name)
+            self.restore.append((owner, name, real))
+            setattr(owner, name, self._timed(step, real))
+        self.connects = 0
+        self.real_connect = real_connect = socket.socket.connect
+        steps = self
+
+        def connect(sock, *a):
+            steps.connects += 1
+            return real_connect(sock, *a)
+
+        socket.socket.connect = connect
+        return self
+
+    def _timed(self, step, real):
+        def timed(*a, **k):
+            start = time.process_time()
+            try:
+                return real(*a, **k)
+            finally:
+                self.cpu[step] += time.process_time() - start
+        return timed
+
+    def __exit__(self, *exc):
+        import socket
+
+        for owner, name, real in self.restore:
+            setattr(owner, name, real)
+        socket.socket.connect = self.real_connect
+
+    def __str__(self):
+        return ", ".join(f"{step} {self.cpu[step]:.2f}" for step in self.STEPS) + f"; {self.connects} connections opened"
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""The scheduled minute, job after job: collect, then (once for the whole fleet) the tick and the
-reconcile.
+"""The scheduled minute, job after job: collect, then (once for the whole fleet) the tick, the
+finishing of crashed pushes and the reconcile.
 
 With SHARD_COUNT > 1 the schedule fans out to one worker per shard (collect/fanout.py); every
 worker collects its shard, and the fleet's jobs run once, on shard 0's (the catch-all). They run
 whatever the collect did: a block must lift at its period's end whether or not Prometheus
 answers (no traffic will come to prompt it), and the alerts' sweep must not stop when collecting
-does. Their own failures are logged and reported, and never fail the run or hide its failure.
+does, and a push batch whose request died must be finished even when no later push comes to
+finish it (chalicelib/core/pushed.py). Their own failures are logged and reported, and never fail the run or hide its failure.
 Like bootstrap, this module joins the groups (collect, enforce) that never import each other.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ def scheduled_run(deps, shard: int) -> dict:
     finally:
         if shard == FLEET_SHARD:
             tick(deps.store, now)
+            finish_pushes(getattr(deps.store, "pushed", None), now)
             enforcement = reconcile(deps.enforcer, now)
     return {**report.as_dict(), "enforcement": enforcement}
 
@@ -39,6 +41,21 @@ def tick(store, now: float) -> None:
         store.tick(now)
     except Exception:  # the sweep waits a minute; the run goes on
         log.exception("schedule: writing the tick failed")
+
+
+def finish_pushes(pushed, now: float) -> None:
+    """Finish push batches left recorded by requests that died (``pushed``: the store's
+    PushedUsage; None for a store without pushed usage). A later push would finish them too, but
+    none may come: without this their bytes would wait, uncounted, for the next push."""
+    if pushed is None:
+        return
+    try:
+        finished = pushed.resume_stale(now)
+    except Exception:  # the record stays: the next run (or push) tries again
+        log.exception("schedule: finishing unfinished pushes failed")
+        return
+    if finished:
+        log.info("schedule: finished %d push batch(es) left by requests that died", finished)
 
 
 def reconcile(enforcer, now: float) -> Optional[dict]:

@@ -7,9 +7,10 @@ fills in intrinsic functions. Each statement allows only the calls its function 
 - DynamoDB writes are narrowed with ``dynamodb:LeadingKeys`` to the partition keys the function
   owns (chalicelib/core/models.py): the collector writes usage buckets, the service and consumer
   lists (and shard 0 the consumers' ranking), checkpoints too large for a service item, and its
-  state; the API writes quotas, rules and audit entries, and pushed usage (events, imports); the
-  alerts function writes alerts and
-  the block / unblock notice claims.
+  state, and (shard 0, chalicelib/schedule.py) finishes push batches whose request died: the
+  pushed partitions a push writes, and the deletion of the finished batch's record; the API
+  writes quotas, rules and audit entries, and pushed usage (events, imports); the alerts
+  function writes alerts and the block / unblock notice claims.
   Reads stay table-wide: the API answers about every item kind.
 - logs only to the function's own log group;
 - ``ssm:GetParameter*`` only under the project's parameter path, each function its own part:
@@ -42,6 +43,11 @@ WRITES = {
             "PUSHED_SERVICES", "IMPORTS", "IMPORT#*"],
     "alerts": ["ALERT#*", "CONSUMER_ALERT#*", "ALERTS_DUE", "ALERTS_REEVALUATE", "ENFORCE#*", "ENFORCE_CONSUMER#*"],
 }
+# What finishing a crashed push batch writes (chalicelib/core/pushed.py, resume_stale): the
+# scheduled collector's fleet shard does it, whichever function runs that shard. The service
+# item it marks is under SERVICES, which the collector writes anyway; the batch's record under
+# PUSH_PENDING is only ever deleted by it, never written.
+FINISH_PUSHES = {"write": ["EVENT#*", "PUSHED#*", "PUSHED_USAGE#*", "PUSHED_SERVICES"], "delete": ["PUSH_PENDING"]}
 # The part of the parameter path each function reads.
 SECRETS = {"collect": "prometheus/*", "collect_shard": "prometheus/*", "alerts": "webhook/*"}
 FUNCTIONS = ("collect", "collect_shard", "alerts", "api")
@@ -74,8 +80,12 @@ def _statement(sid: str, actions: List[str], resources: List[Arn], condition: Op
     return statement
 
 
+def _leading(keys: List[str]) -> dict:
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": keys}}
+
+
 def _leading_keys(function: str) -> dict:
-    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": WRITES[function]}}
+    return _leading(WRITES[function])
 
 
 def policy(function: str, r: Resources) -> Dict[str, Any]:
@@ -89,6 +99,10 @@ def policy(function: str, r: Resources) -> Dict[str, Any]:
                                      "dynamodb:BatchGetItem"], [r.table]),
             _statement("WriteUsageServicesState", ["dynamodb:PutItem", "dynamodb:UpdateItem",
                                                    "dynamodb:BatchWriteItem"], [r.table], _leading_keys(function)),
+            # A push batch's groups are one transaction each: every item authorised as its own Put/Update.
+            _statement("FinishCrashedPushes", ["dynamodb:PutItem", "dynamodb:UpdateItem"], [r.table],
+                       _leading(FINISH_PUSHES["write"])),
+            _statement("ForgetFinishedPushes", ["dynamodb:DeleteItem"], [r.table], _leading(FINISH_PUSHES["delete"])),
             _statement("PrometheusSecrets", ["ssm:GetParameter"], [r.parameter(SECRETS[function])]),
             _statement("KongAdminToken", ["ssm:GetParameter"], [r.parameter("kong/*")]),
         ]

@@ -124,7 +124,11 @@ SCHEMAS = {
         "action": {"enum": ["warn", "reject"]},
         "reject_at": {"type": "number", "description": "With action reject: percent of the limit that blocks"}}},
     "ServiceSummary": _obj({
-        "service": {"type": "string"}, "usage": ref("Usage"),
+        "service": {"type": "string"},
+        "usage": {**ref("Usage"), "description": "Bytes in the current period, scraped and pushed (what the quota "
+                                                 "judges)"},
+        "pushed": {**ref("Usage"), "description": "The part of usage that was pushed (POST /v1/events, committed "
+                                                  "imports) in the same period; usage minus pushed was scraped"},
         "period": _obj({"kind": {"enum": ["day", "week", "month"]}, "start": TIME, "end": TIME}),
         "quota": ref("EffectiveQuota"), "percent": NULLABLE_NUMBER, "first_seen": TIME, "last_active": TIME}),
     "ServicesPage": _obj({"services": {"type": "array", "items": ref("ServiceSummary")},

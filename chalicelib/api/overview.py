@@ -10,7 +10,7 @@ from typing import Iterable, List, Optional
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.quotas import EffectiveQuota, meaningful
 from chalicelib.core.timeutil import iso
-from chalicelib.core.usage import PeriodUsage, period_usage
+from chalicelib.core.usage import PeriodUsage, period_usage_and_pushed
 
 
 def percent(usage: PeriodUsage, quota: EffectiveQuota) -> Optional[float]:
@@ -27,11 +27,14 @@ def shown_quota(quota: EffectiveQuota) -> Optional[dict]:
 
 
 def service_summary(store, item, quota: EffectiveQuota, now: float) -> dict:
-    usage = period_usage(store, item, quota, now)
+    """The service in its current period: ``usage`` counts every byte (scraped and pushed, what
+    quotas judge); ``pushed`` is the part of it that was pushed (POST /v1/events, imports)."""
+    usage, pushed = period_usage_and_pushed(store, item, quota, now)
     period = usage.period
     return {
         "service": item.service,
         "usage": usage.as_dict(),
+        "pushed": pushed.as_dict(),
         "period": {"kind": period.kind, "start": iso(period.start), "end": iso(period.end)},
         "quota": shown_quota(quota),
         "percent": percent(usage, quota),

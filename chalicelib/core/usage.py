@@ -223,9 +223,15 @@ def period_usage(store, item, quota, at: float) -> PeriodUsage:
     """Usage of a service in the period of ``quota`` that contains the instant ``at``: what the
     collector counted (``usage_in``) plus the bytes pushed for it in that period. (``usage_in``
     stays scraped-only: the collector keeps its own figure with it.)"""
+    return period_usage_and_pushed(store, item, quota, at)[0]
+
+
+def period_usage_and_pushed(store, item, quota, at: float) -> Tuple[PeriodUsage, PeriodUsage]:
+    """``period_usage`` and, apart, the pushed part of it (read once for both)."""
     scraped = usage_in(store, item, period_at(quota.period, at, quota.anchor_day))
     ingress, egress = pushed_in(store, item, scraped.period)
-    return PeriodUsage(scraped.period, scraped.ingress + ingress, scraped.egress + egress)
+    return (PeriodUsage(scraped.period, scraped.ingress + ingress, scraped.egress + egress),
+            PeriodUsage(scraped.period, ingress, egress))
 
 
 def pushed_in(store, item, period: Period) -> Tuple[int, int]:

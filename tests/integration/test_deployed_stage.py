@@ -341,6 +341,25 @@ def test_alerts_email_and_sign_the_webhook_with_the_secret_from_ssm(world):
     assert any(r.action == "ses:SendRawEmail" or r.action == "ses:SendEmail" for r in world["calls"]["Alerts"])
 
 
+def test_the_collector_finishes_a_push_batch_whose_request_died(world):
+    """A push recorded by an API request that died, finished by the scheduled run with the
+    collector's own role (its calls are checked below)."""
+    from chalicelib.core import events as ev
+    from chalicelib.core.models import PUSH_PENDING_PK, PushBatch
+    from chalicelib.core.pushed import STALE_SECONDS, PushedUsage
+
+    models.bind(TABLE, REGION, os.environ["AWS_ENDPOINT_URL"])
+    died_at = time.time() - STALE_SECONDS - 60
+    raw = [{"specversion": "1.0", "id": f"e{i}", "source": "/cdn-logs", "type": ev.EVENT_TYPE,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE + 60)),
+            "data": {"service": "cdn", "direction": "egress", "bytes": 1000 + i}} for i in range(3)]
+    pushed = PushedUsage()
+    pushed._record(f"{int(died_at):011d}-died", [ev.judge(r, died_at, 35) for r in raw], died_at)  # then it died
+    run_collector(world, "bearer")
+    assert list(PushBatch.query(PUSH_PENDING_PK)) == []
+    assert sum(b.egress for b in pushed.buckets("cdn", "1m", BASE, BASE + 120)) == 3003
+
+
 # -- least privilege: each function's calls against its own role ---------------------------------
 ROLES = {"APIHandler": "ApiHandlerRole", "Collect": "CollectRole", "Alerts": "AlertsRole",
          "CollectShard": "CollectShardRole"}
@@ -358,6 +377,10 @@ def test_every_call_a_function_made_is_allowed_by_its_role(world, function):
 def test_the_calls_cover_what_each_function_is_for(world):
     made = {f: {(r.action, k) for r in calls for k in r.leading_keys or ("",)} for f, calls in world["calls"].items()}
     assert {("dynamodb:BatchWriteItem", "USAGE#payments"), ("aps:QueryMetrics", "")} <= made["Collect"]
+    # ...and finishes a crashed push: claims, its groups (one transaction each), the record's deletion
+    partitions = {(action, key.split("#", 1)[0]) for action, key in made["Collect"]}
+    assert {("dynamodb:PutItem", "EVENT"), ("dynamodb:PutItem", "PUSHED_USAGE"), ("dynamodb:PutItem", "PUSHED"),
+            ("dynamodb:DeleteItem", "PUSH_PENDING")} <= partitions
     assert {("dynamodb:PutItem", "QUOTA"), ("dynamodb:PutItem", "AUDIT"), ("ssm:GetParametersByPath", "")} <= made["APIHandler"]
     assert ("dynamodb:PutItem", "ALERT#payments") in made["Alerts"]
     assert ("sqs:SendMessage", "") in made["Alerts"]  # the stream mapping's failure destination
@@ -382,6 +405,12 @@ TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
     ("CollectRole", IamRequest("ses:SendEmail", f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/alerts@example.com")),
     ("CollectRole", IamRequest("dynamodb:PutItem", TABLE_ARN, ("ENFORCE#payments",))),
     ("CollectRole", IamRequest("dynamodb:DeleteItem", TABLE_ARN, ("USAGE#a",))),
+    # Finishing a crashed push deletes its record, and nothing else; it writes no record nor import.
+    ("CollectRole", IamRequest("dynamodb:DeleteItem", TABLE_ARN, ("EVENT#ab",))),
+    ("CollectRole", IamRequest("dynamodb:DeleteItem", TABLE_ARN, ("PUSHED_USAGE#cdn",))),
+    ("CollectRole", IamRequest("dynamodb:PutItem", TABLE_ARN, ("PUSH_PENDING",))),
+    ("CollectRole", IamRequest("dynamodb:PutItem", TABLE_ARN, ("IMPORT#abc",))),
+    ("CollectShardRole", IamRequest("dynamodb:DeleteItem", TABLE_ARN, ("QUOTA",))),
     ("CollectRole", IamRequest("ssm:GetParametersByPath", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{PARAMETERS}/api-keys")),
     ("CollectRole", IamRequest("ssm:GetParameter", "arn:aws:ssm:us-east-1:123456789012:parameter/other-app/secret")),
     ("ApiHandlerRole", IamRequest("sqs:SendMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:failures")),
