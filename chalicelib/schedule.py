@@ -6,7 +6,8 @@ worker collects its shard, and the fleet's jobs run once, on shard 0's (the catc
 whatever the collect did: a block must lift at its period's end whether or not Prometheus
 answers (no traffic will come to prompt it), and the alerts' sweep must not stop when collecting
 does, and a push batch whose request died must be finished even when no later push comes to
-finish it (chalicelib/core/pushed.py). Their own failures are logged and reported, and never fail the run or hide its failure.
+finish it (chalicelib/core/pushed.py). Their own failures are logged and reported, and never fail
+the run or hide its failure.
 Like bootstrap, this module joins the groups (collect, enforce) that never import each other.
 """
 from __future__ import annotations
