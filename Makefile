@@ -47,7 +47,8 @@ run: $(RUN_STAMP)
 	GATEWAY="$(GATEWAY)" exec $(PY) -m localrun
 
 # Parallel pytest-xdist workers, a test file at a time (a module's servers start once); 1: one process.
-TEST_WORKERS ?= 2
+# Three on two cores: many tests wait on servers and subprocesses (README, Tests).
+TEST_WORKERS ?= 3
 PYTEST := $(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # ruff on the whole repository, mypy on chalicelib/ (strict where it pays); pyproject.toml holds both.
