@@ -108,3 +108,10 @@ class InMemoryUsageStore:
             raise StoreError("the collector lease was lost to another run")
         for name, value in fields.items():
             setattr(state, name, value)
+
+
+def holding(items: Sequence[ServiceUsage]) -> InMemoryUsageStore:
+    """A store holding these service items (for tests that need only the services' period usage)."""
+    store = InMemoryUsageStore()
+    store.put_services(items)
+    return store

@@ -4,6 +4,7 @@ from chalicelib.core.errors import GatewayError, GatewayServiceNotFound
 from chalicelib.core.quotas import QuotaSnapshot, normalize_quota
 from chalicelib.enforce.kong_admin import BlockPlugin, OurPlugins
 from chalicelib.enforce.reconcile import Reconciler
+from tests.fakes.usage_store import holding
 from tests.unit.test_enforcement import DEC1, usage_item
 
 NOW = DEC1 - 60
@@ -29,17 +30,6 @@ class ScriptedKong:
         self.calls.append(("unblock", plugin_id))
 
 
-class Store:
-    def __init__(self, items):
-        self.items = items
-
-    def list_services(self):
-        return self.items
-
-    def get_services(self, names):
-        return [i for i in self.items if i.service in names]
-
-
 class Quotas:
     def __init__(self, services):
         self.snapshot = QuotaSnapshot({s: normalize_quota({"limit_bytes": 1_000, "action": "reject"})
@@ -60,7 +50,7 @@ class Book:
 
 
 def reconciler(kong, due, **options):
-    return Reconciler(kong, Store([usage_item(s, 5_000) for s in due]), Quotas(due), Book(), **options)
+    return Reconciler(kong, holding([usage_item(s, 5_000) for s in due]), Quotas(due), Book(), **options)
 
 
 def test_services_kong_does_not_know_cost_no_budget():
