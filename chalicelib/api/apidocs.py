@@ -310,9 +310,12 @@ def _with_body(operation: dict, content: dict) -> dict:
     return operation
 
 
-SERVICE = _param("service", "path", {"type": "string", "minLength": 1, "maxLength": 200},
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]+$"  # what quotas.is_service_name / is_consumer_name allow
+SERVICE = _param("service", "path", {"type": "string", "minLength": 1, "maxLength": 200,
+                                      "pattern": NO_CONTROL_CHARACTERS},
                  "Service name as Kong labels it (at most 200 characters, no control characters)")
-CONSUMER = _param("consumer", "path", {"type": "string", "minLength": 1, "maxLength": 1000},
+CONSUMER = _param("consumer", "path", {"type": "string", "minLength": 1, "maxLength": 1000,
+                                        "pattern": NO_CONTROL_CHARACTERS},
                   "Consumer key: Kong's consumer username, as <workspace>:<name> outside the default "
                   "workspace; URL-encoded (ws%3Aname). (anonymous) is traffic without a consumer, not a "
                   "consumer: 404, and it can have no quota (400)")

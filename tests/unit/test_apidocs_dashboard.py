@@ -74,3 +74,19 @@ def test_an_inlined_file_that_would_close_its_element_early_is_refused(monkeypat
             dashboard.html()
     finally:
         dashboard.html.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["pay", "ünïcode api", "team-a:acme", "a" * 200, "", "new\nline", "tab\there",
+                                  "nul\x00", "del\x7f", "bell\x07"])
+def test_the_specs_name_parameters_allow_what_the_api_allows(name):
+    """The path parameters' schema says which names the API refuses with 400, so a client (or a
+    property test) generating from the spec sends names the API takes."""
+    from chalicelib.api.apidocs import CONSUMER, SERVICE
+    from chalicelib.core.quotas import is_consumer_name, is_service_name
+
+    for parameter, allowed in ((SERVICE, is_service_name), (CONSUMER, is_consumer_name)):
+        schema = parameter["schema"]
+        # \Z: ECMA's $ ends the string; Python's would also match before a final newline
+        by_spec = (schema["minLength"] <= len(name) <= schema["maxLength"]
+                   and re.search(schema["pattern"].replace("$", r"\Z"), name) is not None)
+        assert by_spec == allowed(name), (parameter["name"], name)
