@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from chalicelib import __version__
 from chalicelib.api.charts import MAX_POINTS, STEPS
@@ -254,6 +254,18 @@ def _json(schema: dict, description: str = "OK") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _linked(response: dict, items: str, key: str, paths: Sequence[str]) -> dict:
+    """``response`` with OpenAPI links: the ``key`` of the first of its ``items`` fills the path
+    parameter of that name of each of ``paths`` (GET), so a client or a property test can follow a
+    listing to its members (links named like ServiceBandwidth)."""
+    response["links"] = {
+        "".join(part.strip("{}").title() for part in path.split("/")[3:]): {
+            "operationRef": "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/get",
+            "parameters": {key: f"$response.body#/{items}/0/{key}"}}
+        for path in paths}
+    return response
+
+
 def _param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
             "description": description}
@@ -349,7 +361,9 @@ def openapi_spec() -> dict:
         "/v1/collector/status": {"get": _operation("The collector's watermark, last run and last error",
                                                    _json(ref("CollectorStatus")), tag="operations")},
         "/v1/services": {"get": _operation("Every service with its usage in the current quota period",
-                                           _json(ref("ServicesPage")), params=[
+                                           _linked(_json(ref("ServicesPage")), "services", "service", (
+                                               "/v1/services/{service}", "/v1/services/{service}/bandwidth",
+                                               "/v1/services/{service}/stats")), params=[
             _param("sort", "query", {"enum": ["usage", "name", "percent"]}, "Sort key (default usage)"),
             _param("order", "query", {"enum": ["asc", "desc"]}, "Sort order (default desc)"),
             _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (default 100)"),
@@ -386,7 +400,8 @@ def openapi_spec() -> dict:
                                          _param("step", "query", {"enum": list(STEPS)}, "Also as a series")])},
         "/v1/consumers": {"get": _operation(
             "Every consumer with its usage in its current quota period, a page at a time",
-            _json(ref("ConsumersPage")), params=[
+            _linked(_json(ref("ConsumersPage")), "consumers", "consumer", (
+                "/v1/consumers/{consumer}", "/v1/consumers/{consumer}/bandwidth")), params=[
                 _param("sort", "query", {"enum": ["usage", "name", "percent"]},
                        "Sort key (default usage). usage and percent follow the ranking the collector "
                        "refreshes every minute up to 100 consumers and every 10 minutes beyond (ranked_at): "

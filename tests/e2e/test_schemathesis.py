@@ -23,7 +23,7 @@ ADMIN_KEY = "schemathesis-admin-key"
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     with keyed_api(tmp_path_factory.mktemp("schemathesis"), {"API_KEYS": f"{ADMIN_KEY}:admin"}) as running:
-        seed_usage("payments-api", minutes=20)
+        seed_usage("payments-api", minutes=20, consumer="acme")  # the listings' links lead to both
         requests.put(f"{running.url}/v1/services/payments-api/quota", headers={"x-api-key": ADMIN_KEY},
                      json={"limit_bytes": 100000, "notify": ["ops@example.com"]}, timeout=10)
         yield running

@@ -78,17 +78,18 @@ def keyed_api(log_dir: Path, api_env: Dict[str, str], project: Optional[Path] = 
 
 
 def seed_usage(service: str, minutes: int = 30, egress_per_minute: int = 1000, ingress_per_minute: int = 10,
-               requests_per_minute: int = 0, now: Optional[float] = None) -> int:
+               requests_per_minute: int = 0, now: Optional[float] = None, consumer: str = "") -> int:
     """Collect ``minutes`` of steady traffic through the real collector (fed by the fake
     Prometheus), ending at the five-minute boundary before ``now`` so that whole 1m and 5m
-    points are final. Returns that end (epoch seconds)."""
+    points are final; ``consumer``: whose traffic it is (Kong's label; empty: anonymous). Returns
+    that end (epoch seconds)."""
     from chalicelib import bootstrap
     from tests.fakes.prometheus import FakePrometheus
 
     now = time.time() if now is None else now
     first = int(now // 300 * 300) - 60 * minutes
     prom = FakePrometheus()
-    base = {"service": service, "consumer": "", "workspace": "default", "instance": "n1", "route": "r"}
+    base = {"service": service, "consumer": consumer, "workspace": "default", "instance": "n1", "route": "r"}
     times = [first - 30 + 60 * i for i in range(minutes + 1)]
     prom.add({**base, "__name__": "kong_bandwidth_bytes", "direction": "egress"},
              [(t, egress_per_minute * i) for i, t in enumerate(times)])

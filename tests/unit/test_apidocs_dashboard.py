@@ -90,3 +90,19 @@ def test_the_specs_name_parameters_allow_what_the_api_allows(name):
         by_spec = (schema["minLength"] <= len(name) <= schema["maxLength"]
                    and re.search(schema["pattern"].replace("$", r"\Z"), name) is not None)
         assert by_spec == allowed(name), (parameter["name"], name)
+
+
+def test_the_listings_link_to_their_members_operations():
+    """GET /v1/services and /v1/consumers link to the member routes (a client, or schemathesis's
+    stateful phase, follows them with a name the listing gave): each link names a real operation
+    and fills its one path parameter from the listing's items."""
+    spec = apidocs.openapi_spec()
+    for listing, items, key in (("/v1/services", "services", "service"), ("/v1/consumers", "consumers", "consumer")):
+        links = spec["paths"][listing]["get"]["responses"]["200"]["links"]
+        assert len(links) >= 2
+        for link in links.values():
+            path = link["operationRef"].removeprefix("#/paths/").removesuffix("/get").replace("~1", "/").replace("~0", "~")
+            assert path.startswith(listing + "/{" + key + "}") and "get" in spec["paths"][path]
+            assert [p["name"] for p in spec["paths"][path]["get"]["parameters"] if p["in"] == "path"] == [key]
+            assert link["parameters"] == {key: f"$response.body#/{items}/0/{key}"}
+
