@@ -1,6 +1,6 @@
-"""The test harness's own speed-ups (tests/conftest.py) change no answer: moto's Query reads only
-the partition yet answers what moto answers from the whole table, and every botocore session
-still finds its models."""
+"""The test harness's speed-ups (tests/support/speedups.py) change no answer: moto's Query reads
+only the partition yet answers what moto answers from the whole table, a transaction still rolls
+back, and every botocore session still finds its models."""
 import boto3
 import pytest
 from moto import mock_aws
