@@ -204,6 +204,20 @@ def over_http(seconds: float, batch_size: int) -> int:
         stop_process(moto)
 
 
+def app_on(url: str, table: str):
+    """The app's parts on the moto server at ``url``, in table ``table`` (created), its clock at NOW."""
+    os.environ.update({"TABLE_NAME": table, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": url,
+                       "ALERT_FROM": "bench@example.com", "PROMETHEUS_URL": "http://127.0.0.1:9",
+                       "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled"})
+    from chalicelib import bootstrap
+    from chalicelib.core import tables
+
+    deps = bootstrap.override(clock=lambda: NOW)
+    tables.ensure_table()
+    return deps
+
+
 def an_import(n: int, keep_alive: bool = False) -> int:
     """Register, send ``n`` events in batches of 1,000, commit: wall and our CPU per step, the
     process's peak memory (resident set: what a Lambda's memory size bounds), write units
@@ -219,17 +233,10 @@ def an_import(n: int, keep_alive: bool = False) -> int:
 
     moto, url = start_moto(keep_alive)
     try:
-        os.environ.update({"TABLE_NAME": "bench-import", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-                           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": url,
-                           "ALERT_FROM": "bench@example.com", "PROMETHEUS_URL": "http://127.0.0.1:9",
-                           "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled"})
-        from chalicelib import bootstrap
+        deps = app_on(url, "bench-import")
         from chalicelib.api.events import put_import_batch
-        from chalicelib.core import tables
         from chalicelib.core.models import UsageBucket
 
-        deps = bootstrap.override(clock=lambda: NOW)
-        tables.ensure_table()
         connection = UsageBucket._get_connection().connection
 
         def stored_size(key):
@@ -258,7 +265,7 @@ def an_import(n: int, keep_alive: bool = False) -> int:
             commit_cpu, commit_wall = time.process_time() - cpu, time.perf_counter() - wall
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         by_kind = recorder.units(stored_size)
-        print(f"import of {n} events ({n // 1000} batches; 5 services over {minutes} minutes): "
+        print(f"import of {n} events ({-(-n // 1000)} batches; 5 services over {minutes} minutes): "
               f"{job['result']}")
         print(f"  sending: our CPU {send_cpu:.1f} s, wall {send_wall:.1f} s")
         print(f"  commit ({calls} calls): our CPU {commit_cpu:.1f} s, wall {commit_wall:.1f} s, "
@@ -293,17 +300,10 @@ def main() -> int:
         return over_http(args.seconds, args.batch)
     moto, url = start_moto(args.keep_alive)
     try:
-        os.environ.update({"TABLE_NAME": "bench-events", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-                           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": url,
-                           "ALERT_FROM": "bench@example.com", "PROMETHEUS_URL": "http://127.0.0.1:9",
-                           "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled"})
-        from chalicelib import bootstrap
+        deps = app_on(url, "bench-events")
         from chalicelib.api.events import post_events
-        from chalicelib.core import tables
         from chalicelib.core.models import UsageBucket
 
-        deps = bootstrap.override(clock=lambda: NOW)
-        tables.ensure_table()
         pushed = deps.store.pushed
         connection = UsageBucket._get_connection().connection
 
