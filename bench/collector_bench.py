@@ -81,19 +81,21 @@ def fleet_tsdb(services: int, routes: int, start: int, end: int, prefix: str, co
 
 
 def item_size(raw: dict) -> int:
-    """DynamoDB's item size: attribute names plus values (numbers ~ digits/2 + 1, maps/lists +3 per element)."""
+    """DynamoDB's item size: attribute names plus values (numbers ~ digits/2 + 1, maps, lists and
+    sets +3 and +1 per element). Binary values as bytes (a serialized model: the collector's
+    checkpoint) or base64 (an item as the wire answers it)."""
     def value_size(v: dict) -> int:
         (kind, inner), = v.items()
         if kind == "S":
             return len(inner.encode())
         if kind == "B":
-            return len(inner)  # the collector's checkpoint travels in the service item
+            return len(inner) if isinstance(inner, (bytes, bytearray)) else len(inner) * 3 // 4
         if kind == "N":
             return len(inner.strip("-").replace(".", "").lstrip("0")) // 2 + 1 + 1
         if kind == "M":
             return 3 + sum(len(k.encode()) + value_size(x) + 1 for k, x in inner.items())
-        if kind == "L":
-            return 3 + sum(value_size(x) + 1 for x in inner)
+        if kind in ("L", "SS", "NS"):
+            return 3 + sum((value_size(x) if isinstance(x, dict) else len(str(x))) + 1 for x in inner)
         return 1
     return sum(len(k.encode()) + value_size(v) for k, v in raw.items())
 

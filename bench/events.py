@@ -39,6 +39,7 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.collector_bench import item_size  # noqa: E402  (DynamoDB's sizing rules)
 from localrun.processes import free_port, start_moto_server, start_server, stop_process  # noqa: E402
 
 NOW = 1_796_385_600 + 12 * 3600 + 1800  # 2026-12-04T12:30Z (the benchmark owns its clock)
@@ -57,22 +58,13 @@ def start_moto(keep_alive: bool):
                         "the moto server (keep-alive)", timeout=30), url
 
 
-def item_size(raw: dict) -> int:
-    """DynamoDB's item size: attribute names plus values (numbers ~ digits/2 + 1, maps +3 and +1 per element)."""
-    def value_size(v: dict) -> int:
-        (kind, inner), = v.items()
-        if kind == "S":
-            return len(inner.encode())
-        if kind == "B":
-            return len(inner) if isinstance(inner, (bytes, bytearray)) else len(inner) * 3 // 4
-        if kind == "N":
-            return len(inner.strip("-").replace(".", "").lstrip("0")) // 2 + 1 + 1
-        if kind == "M":
-            return 3 + sum(len(k.encode()) + value_size(x) + 1 for k, x in inner.items())
-        if kind in ("L", "SS", "NS"):
-            return 3 + sum((value_size(x) if isinstance(x, dict) else len(str(x))) + 1 for x in inner)
-        return 1
-    return sum(len(k.encode()) + value_size(v) for k, v in raw.items())
+def stored_size(key) -> int:
+    """The size of the item stored under ``key`` now (1: none): what an update of it is charged."""
+    from chalicelib.core.models import UsageBucket
+
+    table = UsageBucket.Meta.table_name
+    found = UsageBucket._get_connection().connection.get_item(table, key[0], key[1]).get("Item")
+    return item_size(found) if found else 1
 
 
 def units(size: int) -> int:
@@ -116,7 +108,8 @@ class WriteRecorder:
                 elif verb in ("Update", "Delete"):
                     self.writes.append((_kind(body["Key"]), _key(body["Key"]), None, True))
 
-    def units(self, stored_size) -> dict:
+    def units(self) -> dict:
+        """Write units by kind: a put by its item, an update or delete by the item stored now."""
         by_kind = defaultdict(int)
         for kind, key, item, transactional in self.writes:
             size = item_size(item) if item is not None else stored_size(key)
@@ -235,13 +228,6 @@ def an_import(n: int, keep_alive: bool = False) -> int:
     try:
         deps = app_on(url, "bench-import")
         from chalicelib.api.events import put_import_batch
-        from chalicelib.core.models import UsageBucket
-
-        connection = UsageBucket._get_connection().connection
-
-        def stored_size(key):
-            found = connection.get_item(UsageBucket.Meta.table_name, key[0], key[1]).get("Item")
-            return item_size(found) if found else 1
 
         # A backfill as access logs give it: 5 services, events a minute apart over the last n/5 minutes
         minutes = min(n // 5, 30 * 24 * 60)
@@ -264,7 +250,7 @@ def an_import(n: int, keep_alive: bool = False) -> int:
                     break
             commit_cpu, commit_wall = time.process_time() - cpu, time.perf_counter() - wall
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-        by_kind = recorder.units(stored_size)
+        by_kind = recorder.units()
         print(f"import of {n} events ({-(-n // 1000)} batches; 5 services over {minutes} minutes): "
               f"{job['result']}")
         print(f"  sending: our CPU {send_cpu:.1f} s, wall {send_wall:.1f} s")
@@ -302,14 +288,8 @@ def main() -> int:
     try:
         deps = app_on(url, "bench-events")
         from chalicelib.api.events import post_events
-        from chalicelib.core.models import UsageBucket
 
         pushed = deps.store.pushed
-        connection = UsageBucket._get_connection().connection
-
-        def stored_size(key):
-            found = connection.get_item(UsageBucket.Meta.table_name, key[0], key[1]).get("Item")
-            return item_size(found) if found else 1
 
         # Warm up: clients made, modules imported (a warm Lambda's state)
         post_events(pushed, json.dumps(events(5, 1, 1, 1, 1, "warm")).encode(), "application/cloudevents-batch+json",
@@ -328,7 +308,7 @@ def main() -> int:
                     cpu, wall = time.process_time(), time.perf_counter()
                     answer = post_events(pushed, body, "application/cloudevents-batch+json", NOW, 35)
                     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                by_kind = recorder.units(stored_size)
+                by_kind = recorder.units()
                 total = sum(by_kind.values())
                 print(f"{name}: accepted {answer['accepted']}, duplicate {answer['duplicate']}, "
                       f"body {len(body) / 1024:.0f} KiB")
