@@ -18,6 +18,7 @@ page of ``GET /v1/consumers`` in each order.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import math
 import os
 import sys
@@ -35,8 +36,9 @@ from tests.support.servers import start_moto_server, stop_process  # noqa: E402
 STEP = 15
 
 
-def configure(moto_url: str):
+def configure(moto_url: str, write_minutes: int):
     os.environ.update({
+        "CONSUMER_WRITE_MINUTES": str(write_minutes),
         "TABLE_NAME": "bench-consumers", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": moto_url, "PROMETHEUS_URL": "http://127.0.0.1:9",
         "COLLECT_LAG_SECONDS": "30", "INITIAL_BACKFILL_MINUTES": "2", "COLLECT_TRAFFIC_STATS": "false",
@@ -64,12 +66,22 @@ def fleet(services: int, consumers: int, per_service: int, start: int, end: int)
     return prom
 
 
+QUOTA_RULE = "customer-?????0"  # every tenth consumer (--quotas): a rule for consumers gives it a quota
+
+
 class Meter:
-    """Write units by kind (consumer items; the service's items), and consumer item reads."""
+    """Write units by kind (consumer items, those with a quota apart; the service's items), and
+    the consumer items and minute items read."""
 
     def __init__(self, store):
-        self.units = {"consumer": 0, "service": 0}
+        self.units = {"consumer": 0, "service": 0, "quota": 0}
         self.consumer_items = self.consumer_bytes = 0
+        self.reads = {"consumer items": 0, "minute items": 0}
+        store.get_consumer_items = self._counted("consumer items", store.get_consumer_items)
+        from chalicelib.collect import consumers
+
+        made = consumers.reader  # the minute items a flush reads back (not those the rollups read)
+        consumers.reader = lambda *args: self._counted("minute items", made(*args), values=True)
         for name, kind in (("put_consumers", "consumer"), ("put_services", "service"), ("put_buckets", "service")):
             setattr(store, name, self._wrap(store, name, kind, getattr(store, name)))
 
@@ -80,10 +92,19 @@ class Meter:
                     else [i.serialize() for i in items])
             self.units[kind] += sum(math.ceil(item_size(r) / 1024) for r in raws)
             if kind == "consumer":
+                self.units["quota"] += sum(math.ceil(item_size(i.serialize()) / 1024) for i in items
+                                           if fnmatch.fnmatchcase(i.consumer, QUOTA_RULE))
                 self.consumer_items += len(raws)
                 self.consumer_bytes += sum(item_size(r) for r in raws)
             return original(*args)
         return measured
+
+    def _counted(self, kind, original, values=False):
+        def counted(*args):
+            found = original(*args)
+            self.reads[kind] += len({(m, s) for f in found.values() for m, s, *_ in f}) if values else len(found)
+            return found
+        return counted
 
 
 def listing_requests(bootstrap, sort: str, order: str) -> int:
@@ -109,9 +130,13 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=100)
     parser.add_argument("--consumers", type=int, default=1000)
     parser.add_argument("--per-service", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=10, help="one-minute runs after the first (10: a whole "
+                        "cycle of CONSUMER_WRITE_MINUTES=10, so the figures are amortized over it)")
+    parser.add_argument("--write-minutes", type=int, default=10, help="CONSUMER_WRITE_MINUTES (10: as in AWS)")
+    parser.add_argument("--quotas", action="store_true", help=f"every tenth consumer has a quota (a rule for "
+                        f"consumers matching {QUOTA_RULE!r}): written every other minute")
     args = parser.parse_args()
-    base = int(time.time() // 120 * 120) - 3600  # an even minute
+    base = int(time.time() // 600 * 600) - 3600  # a multiple of ten minutes
     series = args.services * args.per_service
     active = min(args.consumers, series)
     t0 = time.monotonic()
@@ -120,8 +145,10 @@ def main() -> None:
           f"{series:,} series (built in {time.monotonic() - t0:.1f} s)")
     moto, moto_url = start_moto_server()
     try:
-        bootstrap = configure(moto_url)
+        bootstrap = configure(moto_url, args.write_minutes)
         deps = bootstrap.override(prometheus=prom)
+        if args.quotas:
+            deps.quotas.put_rules({"rules": [{"pattern": QUOTA_RULE, "limit_bytes": 10**15, "applies_to": "consumer"}]})
         collector = deps.collector
         collector.run(now=base + 31)  # the first run: [base - 2 min, base), written at once
         meter = Meter(collector.store)
@@ -136,13 +163,23 @@ def main() -> None:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             assert report.status == "ok", report
-            parity = "even" if ((base + (i + 1) * 60) // 60) % 2 == 0 else "odd"
+            end_minute = (base + (i + 1) * 60) // 60
+            parity = (f"{args.write_minutes}-minute" if end_minute % args.write_minutes == 0
+                      else "even" if end_minute % 2 == 0 else "odd")
             print(f"  {i + 1:>3} {parity:>10} {elapsed:>7.2f} {peak / 2**20:>8.1f} "
                   f"{meter.units['consumer'] - before['consumer']:>12,} {meter.units['service'] - before['service']:>11,}")
         minutes = args.runs * active
+        with_quota = sum(1 for c in range(active) if fnmatch.fnmatchcase(f"customer-{c:06d}", QUOTA_RULE)) if args.quotas else 0
         print(f"  amortized: {meter.units['consumer'] / minutes:.3f} WCU per active consumer-minute for the consumer "
               f"items (budget 0.5), {meter.units['service'] / (args.runs * args.services):.3f} WCU per active "
               f"service-minute for the service's own items")
+        if with_quota:
+            print(f"    of which consumers with a quota ({with_quota:,}): "
+                  f"{meter.units['quota'] / (args.runs * with_quota):.3f} WCU per active consumer-minute; without "
+                  f"({active - with_quota:,}): {(meter.units['consumer'] - meter.units['quota']) / (args.runs * (active - with_quota)):.3f}")
+        print(f"  read per active consumer-minute: {meter.reads['consumer items'] / minutes:.3f} consumer items; "
+              f"per active service-minute: {meter.reads['minute items'] / (args.runs * args.services):.3f} minute items "
+              f"read back")
         print(f"  consumer items: {meter.consumer_bytes / max(1, meter.consumer_items):.0f} B on average")
         from chalicelib.collect import consumers
 

@@ -13,6 +13,7 @@ from moto.moto_server import werkzeug_app
 
 class KeepAliveHandler(werkzeug_app.MotoRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # answers go out at once, as from DynamoDB (not 40 ms later)
 
     def run_wsgi(self):
         # Read the whole body first: the app may leave part of it unread, which the next request

@@ -11,16 +11,26 @@ the item's is final already and skipped; a chunk that crosses into a new period 
 period's final figure first, so the alerts function sees its last crossing.
 
 **Cost.** A consumer's item is not written every minute (issue 24: at most 0.5 WCU per active
-consumer-minute on top of the service's writes, alerted within two minutes). A chunk *flushes*
-the consumers (reads their items with BatchGet, writes the changed ones) when it ends on an even
-minute, covers two minutes or more, or when a minute of it has more consumers than a stored
-bucket keeps (usage.MAX_CONSUMERS: its stored bucket would not tell them apart any more). The
-one-minute chunk before a flushing one is then read back from the services' stored minute
-buckets, only of the services that had traffic in that minute (their ``last_active``). Period
-boundaries are UTC midnights (even minutes), so a period's last minute is always flushed by the
-chunk that ends on it or contains it. Passes that count services the shard did not count before
-(the catch-all shard, a fixed shard's catch-up of services handed to it) always flush and never
-read back, so a minute another shard counted is never read back here.
+consumer-minute on top of the service's writes, alerted within two minutes). A chunk *flushes*:
+
+- **everyone** when it ends on a multiple of CONSUMER_WRITE_MINUTES (10 by default), covers two
+  minutes or more, or has a minute with more consumers than a stored bucket keeps
+  (usage.MAX_CONSUMERS: its stored bucket would not tell them apart any more);
+- **the consumers with a quota, and those met for the first time**, when it ends on any other
+  even minute: a quota's alerts and block follow within two minutes, and a new consumer is
+  listed within two minutes.
+
+A flush reads the consumers' items (BatchGet) and writes the changed ones. What a flushed
+consumer did before the chunk since it was last written is read back from the services' stored
+minute buckets, only of the services that had traffic then (their ``last_active``): all of it
+since the last multiple of CONSUMER_WRITE_MINUTES when everyone is flushed, otherwise the minute
+before the chunk, and further back only for a consumer whose item is older (one that just got a
+quota). Every consumer's minutes before the last multiple are in its item already: that chunk
+flushed everyone. Period boundaries are UTC midnights (multiples), so a period's last minute is
+always written by the chunk that ends on it or contains it. Passes that count services the shard
+did not count before (the catch-all shard, a fixed shard's catch-up of services handed to it)
+always flush and never read back, and no minute of a service before this shard took it over
+(its ``shard_since``) is read back: another shard counted it.
 
 **Shards.** Each shard counts its own services, so one consumer's bytes come from several
 shards. Each shard keeps its own item per consumer: shard 0 (and an unsharded collector) under sk
@@ -37,27 +47,35 @@ MAX_CONSUMER_SERVICES - 1 services has the rest counted in OTHER_SERVICES under 
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from chalicelib.core.models import ConsumerUsage, ServiceUsage
 from chalicelib.core.periods import period_at
-from chalicelib.core.timeutil import MINUTE
+from chalicelib.core.timeutil import MINUTE, floor
 from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMER_SERVICES, MAX_CONSUMERS, OTHER_CONSUMERS,
                                    OTHER_SERVICES, consumer_usage_in, stored_label)
 NOT_CONSUMERS = (ANONYMOUS_CONSUMER, OTHER_CONSUMERS)
 
 # (minute, service, ingress, egress) of one consumer
 Minute = Tuple[int, str, int, int]
+ReadBack = Callable[[int, int], Dict[str, List[Minute]]]
 
 
-def flushes(start: int, end: int, widest_minute: int) -> bool:
-    """Whether the chunk [start, end) writes the consumers' items (see the module docstring)."""
-    return end - start >= 2 * MINUTE or (end // MINUTE) % 2 == 0 or widest_minute > MAX_CONSUMERS
+EVERYONE, WITH_QUOTA = "everyone", "with quota"
 
 
-def read_back_minute(start: int) -> Optional[int]:
-    """The minute before the chunk that a flush reads back (None: the previous chunk flushed by rule)."""
-    return start - MINUTE if (start // MINUTE) % 2 == 1 else None
+def flush_mode(start: int, end: int, widest_minute: int, every_minutes: int) -> Optional[str]:
+    """Which consumers the chunk [start, end) writes: EVERYONE, WITH_QUOTA (and new ones), or
+    None (see the module docstring)."""
+    if end - start >= 2 * MINUTE or (end // MINUTE) % every_minutes == 0 or widest_minute > MAX_CONSUMERS:
+        return EVERYONE
+    return WITH_QUOTA if (end // MINUTE) % 2 == 0 else None
+
+
+def counted_before(start: int, every_minutes: int) -> int:
+    """Every consumer's minutes before this one are in its item: the chunk that ended on it (or
+    contained it) flushed everyone."""
+    return floor(start, every_minutes * MINUTE)
 
 
 def by_consumer(minutes: Iterable[Tuple[str, int, dict]]) -> Dict[str, List[Minute]]:
@@ -81,12 +99,28 @@ class ConsumerPeriods:
         self.store = store
         self.shard = shard
 
-    def flush(self, minutes: Dict[str, List[Minute]], snapshot, end: int) -> int:
-        """Add each consumer's minutes to its item of this shard and write the changed ones;
-        returns how many items were written."""
+    def flush(self, mode: str, chunk: Dict[str, List[Minute]], read_back: Optional[ReadBack], snapshot,
+              start: int, end: int, every_minutes: int) -> int:
+        """Add the consumers' minutes to their items of this shard and write the changed ones
+        (``mode``: which consumers; ``read_back(first, end)``: the consumers of the stored minutes
+        [first, end) before the chunk, None for a pass that reads nothing back). Returns how many
+        items were written."""
+        since = counted_before(start, every_minutes)
+        earlier: Dict[str, List[Minute]] = {}
+        if read_back is not None:
+            earlier = read_back(since if mode == EVERYONE else max(since, start - MINUTE), start)
+        minutes = _merged(earlier, chunk)
         if not minutes:
             return 0
         stored = self.store.get_consumer_items(sorted(minutes), self.shard)
+        if mode == WITH_QUOTA and read_back is not None:
+            due = {c for c in minutes if c not in stored or snapshot.quota_for_consumer(c).limit_bytes is not None}
+            # Those last written before the minute read back (a consumer that just got a quota, or
+            # was met first): their minutes from then on, which no later flush would read again.
+            first = min((max(since, int(stored[c].through)) if c in stored else since for c in due), default=start)
+            if first < start - MINUTE:
+                minutes = _merged(minutes, read_back(first, start - MINUTE))
+            minutes = {c: found for c, found in minutes.items() if c in due}
         changed: List[ConsumerUsage] = []
         for consumer, found in sorted(minutes.items()):
             item = stored.get(consumer) or ConsumerUsage.first_seen_at(consumer, min(m for m, *_ in found),
@@ -158,15 +192,32 @@ def _plain_map(value) -> Dict[str, dict]:
             for k, v in value.items()}
 
 
-def read_back(store, minute: int, services: Mapping[str, ServiceUsage], exclude: Set[str]) -> List[Tuple[str, int, dict]]:
-    """The consumers of ``minute`` from the stored minute buckets of the services that had traffic
-    then (their last active minute before this chunk is that one), less ``exclude``."""
-    names = [name for name, item in services.items()
-             if name not in exclude and int(item.last_active) >= minute and int(item.first_seen) <= minute]
-    if not names:
-        return []
-    found = store.get_buckets("1m", [(name, minute) for name in names])
-    return [(b.service, b.start, b.consumers) for b in found.values() if b.consumers]
+def _merged(*parts: Dict[str, List[Minute]]) -> Dict[str, List[Minute]]:
+    """The consumers' minutes of disjoint stretches, together."""
+    merged: Dict[str, List[Minute]] = {}
+    for part in parts:
+        for consumer, found in part.items():
+            merged.setdefault(consumer, []).extend(found)
+    return merged
+
+
+def reader(store, services: Mapping[str, ServiceUsage], exclude: Set[str]) -> ReadBack:
+    """``read_back(first, end)``: the consumers of the stored minutes [first, end) of the services
+    that had traffic then, as the services stand now (call before the chunk moves their last
+    active minutes), less ``exclude``, and of each service only the minutes since its shard took
+    it over (``shard_since``)."""
+    active = [(name, int(item.first_seen), int(item.last_active), int(item.shard_since or 0))
+              for name, item in services.items() if name not in exclude]
+
+    def read_back(first: int, end: int) -> Dict[str, List[Minute]]:
+        keys = [(name, minute) for name, seen, last, since in active
+                for minute in range(max(first, since, floor(seen, MINUTE)), min(end, last + MINUTE), MINUTE)]
+        if not keys:
+            return {}
+        found = store.get_buckets("1m", keys)
+        return by_consumer((b.service, b.start, b.consumers) for b in found.values() if b.consumers)
+
+    return read_back
 
 
 # -- the listing's rankings (GET /v1/consumers?sort=usage|percent) ---------------------------------

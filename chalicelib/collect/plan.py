@@ -147,8 +147,12 @@ class FixedShard(Role):
         due = [(at, name) for at, name in shards.parse_incoming(self.store.assignment(self.shard).incoming or ())
                if at <= start]
         newcomers = {item.service: item for item in self.store.get_services({name for _, name in due})} if due else {}
+        handed: Dict[str, int] = {}  # when each was handed over: this shard reads back no minute before
+        for at, name in due:
+            handed[name] = min(at, handed.get(name, at))
         for item in newcomers.values():
             self.own(item)
+            item.shard_since = handed[item.service]
         groups = [(at, {name: newcomers[name] for t, name in due if t == at and name in newcomers})
                   for at in sorted({at for at, _ in due})]
         return ChunkPlan(matchers=shards.owned_matchers(set(services) | set(newcomers)), handed_over=groups,

@@ -1,6 +1,7 @@
 """Compute and write what one chunk's window adds up to: minute items, the rollups the chunk
 completed, each active service's usage in its current quota period and its new checkpoint, and
-each active consumer's usage in its period (collect/consumers.py: every other minute).
+each active consumer's usage in its period (collect/consumers.py: every other minute with a
+quota, every CONSUMER_WRITE_MINUTES without).
 
 Values are absolute and keys deterministic, so writing a retried chunk again changes nothing.
 """
@@ -34,10 +35,10 @@ class ChunkWriter:
         consumer_minutes = window.usage.consumer_minutes()
         always = newcomers or self.role.flushes_consumers_every_chunk
         widest = max((len(c) for _, _, c in consumer_minutes), default=0)
-        flush = always or consumer_periods.flushes(start, end, widest)
-        back = None if always or not flush else consumer_periods.read_back_minute(start)
-        # Chosen before this chunk moves the services' last active minutes.
-        earlier = consumer_periods.read_back(self.store, back, services, set(fresh)) if back is not None else []
+        every = self.role.settings.consumer_write_minutes
+        flush = consumer_periods.EVERYONE if always else consumer_periods.flush_mode(start, end, widest, every)
+        # Made before this chunk moves the services' last active minutes.
+        read_back = None if always or not flush else consumer_periods.reader(self.store, services, set(fresh))
         minutes = window.usage.minutes()
         written = self.store.put_buckets("1m", minutes)
         by_service: Dict[str, List[BucketUsage]] = {}
@@ -58,7 +59,8 @@ class ChunkWriter:
             changed.append(item)
         self.store.put_services(changed)
         if flush:
-            self.consumers.flush(consumer_periods.by_consumer(earlier + consumer_minutes), snapshot, end)
+            self.consumers.flush(flush, consumer_periods.by_consumer(consumer_minutes), read_back, snapshot,
+                                 start, end, every)
         return written
 
     def write_rollups(self, start: int, end: int, services: Services, minutes: List[BucketUsage]) -> None:

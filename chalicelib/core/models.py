@@ -288,6 +288,10 @@ class ServiceUsage(_PeriodUsageItem):
     # The collector shard that counts this service (None: shard 0, the catch-all), so the API
     # reads the watermark and gaps that apply to it.
     shard = NumberAttribute(null=True)
+    # The minute from which a fixed shard counts this service (its hand-over): the minutes before
+    # were counted by the catch-all, into its own consumer items (collect/consumers.py reads back
+    # no minute before this one).
+    shard_since = NumberAttribute(null=True)
     # When bytes were last pushed for this service (chalicelib/core/pushed.py sets it after
     # applying them): the change puts the item on the stream, so the alerts function judges the
     # period again with the pushed bytes. Only a trigger: the collector may overwrite it.

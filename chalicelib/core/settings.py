@@ -82,6 +82,16 @@ def boolean(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def even_divisor_of_a_day(name: str, raw: str) -> int:
+    """Minutes that divide a day and are even, so every UTC midnight (where quota periods end)
+    and every even minute's boundary with them is one of its boundaries: 2, 4, 6, 8, 10, 12, ..."""
+    value: int = integer(minimum=2, maximum=1440)(name, raw)
+    if value % 2 or 1440 % value:
+        raise ConfigError(f"{name} must be an even number of minutes that divides a day (2, 4, 6, 8, 10, "
+                          f"12, 16, 20, 30, 60, ...), got {value}")
+    return value
+
+
 def one_of(choices: Sequence[str]) -> Parser:
     def parse(name: str, raw: str) -> str:
         if raw not in choices:
@@ -334,6 +344,11 @@ class Settings:
     unobserved_gap_minutes: int = setting("UNOBSERVED_GAP_MINUTES", integer(minimum=1), 5)
     minute_ttl_days: int = setting("MINUTE_TTL_DAYS", integer(minimum=1), 35)
     collect_traffic_stats: bool = setting("COLLECT_TRAFFIC_STATS", boolean, True)
+    # How often a consumer without a quota has its period item written (collect/consumers.py);
+    # one with a quota is written every other minute. Locally every other minute too, so a
+    # newcomer watches the figures move.
+    consumer_write_minutes: int = setting("CONSUMER_WRITE_MINUTES", even_divisor_of_a_day,
+                                          default_where=lambda w: 2 if w.local_dev else 10)
     # Scaling out (chalicelib/collect/shards.py). Each shard is a Lambda invocation a minute: a
     # typo must not start thousands (the template's ShardCount has the same bound).
     shard_count: int = setting("SHARD_COUNT", integer(minimum=1, maximum=MAX_SHARDS), 1)

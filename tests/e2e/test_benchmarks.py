@@ -26,6 +26,8 @@ def test_api_load_benchmark_small():
 
 
 def test_consumers_benchmark_small():
-    out = run("bench/consumers.py", "--services", "5", "--consumers", "20", "--per-service", "4", "--runs", "2")
-    assert "0.500 WCU per active consumer-minute" in out  # written every other minute, items under 1 KB
+    out = run("bench/consumers.py", "--services", "5", "--consumers", "20", "--per-service", "4", "--quotas")
+    # Items under 1 KB over a whole ten-minute cycle: with a quota written every other minute,
+    # without one every ten minutes.
+    assert "with a quota (2): 0.500 WCU per active consumer-minute; without (18): 0.100" in out
     assert "DynamoDB requests" in out

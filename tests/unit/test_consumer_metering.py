@@ -5,7 +5,7 @@ The truth is always the consumer's bytes in the stored minute buckets, summed ov
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.core.models import CONSUMERS_PK, CollectorState, ConsumerUsage, UsageBucket
+from chalicelib.core.models import CONSUMER, CONSUMERS_PK, CollectorState, ConsumerUsage, UsageBucket
 from chalicelib.core.usage import ANONYMOUS_CONSUMER
 from tests.fakes.prometheus import FakePrometheus
 from tests.unit.test_collector import DAY0, T0, scrape
@@ -40,7 +40,18 @@ def traffic(prom, start, end, restart=None):
 
 @pytest.fixture
 def metered(aws, config):
-    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=5, COLLECT_TRAFFIC_STATS="false")
+    """Consumers written as `make run` does: every other minute (CONSUMER_WRITE_MINUTES=2)."""
+    return metering(config)
+
+
+@pytest.fixture
+def metered_every_ten(aws, config):
+    """Consumers without a quota written every ten minutes, as in AWS."""
+    return metering(config, CONSUMER_WRITE_MINUTES=10)
+
+
+def metering(config, **settings):
+    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=5, COLLECT_TRAFFIC_STATS="false", **settings)
     prom = FakePrometheus()
     deps = config.start(prometheus=prom)
     writes = []
@@ -99,6 +110,53 @@ def test_each_consumer_period_total_is_its_minute_bytes_through_a_restart_and_wr
     assert int(stored()["alice"].through) == T0 + 1440
     run_minutes(deps, T0 + 1560, T0 + 1560)  # the next one reads that minute back
     assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1560)["alice"])
+
+
+def test_without_a_quota_a_consumer_is_written_every_ten_minutes_with_one_every_other_minute(metered_every_ten):
+    """CONSUMER_WRITE_MINUTES=10 (the default in AWS): alice, without a quota, is written at the
+    multiples of ten minutes only (and at her first sight), bob, with a quota, at every even
+    minute; at each of their writes the figure is exact."""
+    deps, prom, writes = metered_every_ten
+    deps.quotas.put("bob", {"limit_bytes": 10**9}, kind=CONSUMER)
+    traffic(prom, T0 - 600, T0 + 1800)
+    assert deps.collector.run(now=T0 + 600 + 31).status == "ok"
+    del writes[:]
+    written = {}  # consumer -> the chunk ends at which it was written
+    for end in range(T0 + 660, T0 + 1500, 60):
+        assert deps.collector.run(now=end + 31).status == "ok"
+        for item in writes:
+            written.setdefault(item.consumer, []).append(end)
+            assert sum(minute_truth(0, end)[item.consumer]) == int(item.total), (item.consumer, end)
+        del writes[:]
+    assert written["alice"] == [T0 + 1200]  # 660..1440: only the multiple of ten minutes
+    assert written["bob"] == list(range(T0 + 720, T0 + 1500, 120))  # bob, from T0 + 600: every even minute
+    # In between, alice's figure is the one of the last multiple, then exact again at the next.
+    assert int(stored()["alice"].through) == T0 + 1200
+    run_minutes(deps, T0 + 1500, T0 + 1800)
+    assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1800)["alice"])
+
+
+@pytest.mark.parametrize("change", ["quota set", "quota deleted and set again"])
+def test_a_consumer_that_gets_a_quota_between_two_writes_catches_up_exactly(metered_every_ten, change):
+    """alice was written at T0 + 1200 (a multiple of ten minutes); her quota arrives three
+    minutes later: her next write, at the even minute, reads back every minute since."""
+    deps, prom, writes = metered_every_ten
+    traffic(prom, T0 - 600, T0 + 1800)
+    if change != "quota set":
+        deps.quotas.put("alice", {"limit_bytes": 10**9}, kind=CONSUMER)
+    deps.collector.run(now=T0 + 600 + 31)
+    run_minutes(deps, T0 + 660, T0 + 1200)
+    if change != "quota set":
+        deps.quotas.delete("alice", kind=CONSUMER)
+    run_minutes(deps, T0 + 1260, T0 + 1380)  # 1320 is even: alice, without a quota now, waits
+    assert int(stored()["alice"].through) == T0 + 1200
+    deps.quotas.put("alice", {"limit_bytes": 10**9}, kind=CONSUMER)
+    del writes[:]
+    run_minutes(deps, T0 + 1440, T0 + 1440)
+    assert [w.consumer for w in writes if w.consumer == "alice"] == ["alice"]
+    assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1440)["alice"])
+    run_minutes(deps, T0 + 1500, T0 + 1800)
+    assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1800)["alice"])
 
 
 def minute_truth_of(service, consumer, end):
@@ -180,8 +238,9 @@ def consumer_totals(store, shard_count):
     return totals
 
 
-@pytest.mark.parametrize("batch", [1000, 2])
-def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(aws, config, monkeypatch, batch):
+@pytest.mark.parametrize("batch,write_minutes", [(1000, 2), (2, 2), (1000, 10)])
+def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(aws, config, monkeypatch, batch,
+                                                                               write_minutes):
     from chalicelib.collect import plan
     from tests.unit.test_collector_shards import collect, every
 
@@ -189,14 +248,17 @@ def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(a
     # consumer items: each service's guard keeps the passes apart.
     monkeypatch.setattr(plan, "CATCH_ALL_BATCH", batch)
 
-    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=10, COLLECT_TRAFFIC_STATS="false")
+    # 10: the fixed shards read back up to nine minutes, never one before they took a service over.
+    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=10, COLLECT_TRAFFIC_STATS="false",
+               CONSUMER_WRITE_MINUTES=write_minutes)
     prom = FakePrometheus()
     shard_traffic(prom)
     # Ten-minute chunks, then one a minute across the late service's hand-over.
-    instants = every(10, T0 + 600 + 31, T0 + 1200 + 31) + every(1, T0 + 1260 + 31, T0 + 1680 + 31)
+    # The last ends on a multiple of ten minutes: every consumer's item is written then.
+    instants = every(10, T0 + 600 + 31, T0 + 1200 + 31) + every(1, T0 + 1260 + 31, T0 + 1800 + 31)
     collect(config, prom, 1, [(t, [0]) for t in instants], "unsharded")
     store = bootstrap.current().store
-    truth = {c: tuple(minute_truth(0, T0 + 1680)[c]) for c in CONSUMERS}
+    truth = {c: tuple(minute_truth(0, T0 + 1800)[c]) for c in CONSUMERS}
     assert consumer_totals(store, 1) == truth
     collect(config, prom, 4, [(t, [0, 3, 1, 2]) for t in instants], "sharded")
     store = bootstrap.current().store
@@ -248,14 +310,14 @@ def test_the_listings_ranking_is_refreshed_every_ten_minutes_by_shard_0(metered,
 def test_a_consumer_on_more_services_than_an_item_keeps_stays_exact_and_storable(aws, monkeypatch):
     """Beyond MAX_CONSUMER_SERVICES the bytes go to OTHER_SERVICES (one guard), totals exact; the
     worst item (every service name at its longest) stays under DynamoDB's 400 KB."""
-    from chalicelib.collect.consumers import ConsumerPeriods
+    from chalicelib.collect.consumers import EVERYONE, ConsumerPeriods
     from chalicelib.core.quotas import QuotaSnapshot
     from chalicelib.core.usage import MAX_CONSUMER_SERVICES, OTHER_SERVICES
 
     store = bootstrap.current().store
     names = [f"{i:04d}".ljust(200, "s") for i in range(MAX_CONSUMER_SERVICES + 20)]
     minutes = {"alice": [(T0, name, 10**12, 10**12 + i) for i, name in enumerate(names)]}
-    assert ConsumerPeriods(store, 0).flush(minutes, QuotaSnapshot(), T0 + 60) == 1
+    assert ConsumerPeriods(store, 0).flush(EVERYONE, minutes, None, QuotaSnapshot(), T0, T0 + 60, 10) == 1
     item = stored()["alice"]
     services = item.services.as_dict()
     assert len(services) == MAX_CONSUMER_SERVICES and OTHER_SERVICES in services
@@ -265,5 +327,5 @@ def test_a_consumer_on_more_services_than_an_item_keeps_stays_exact_and_storable
 
     assert 100 * 1024 < item_size(item.serialize()) < 400 * 1024
     # the same minutes again (a retry) change nothing
-    ConsumerPeriods(store, 0).flush(minutes, QuotaSnapshot(), T0 + 60)
+    ConsumerPeriods(store, 0).flush(EVERYONE, minutes, None, QuotaSnapshot(), T0, T0 + 60, 10)
     assert stored()["alice"].serialize() == item.serialize()
