@@ -64,6 +64,7 @@ class Collector:
             report.start, report.end = iso(span.asked_from), iso(span.end)
             report.gaps = [list(span.skipped)] if span.skipped else []
             record.open(state, span)
+            self.writer.consumers_through = None if state.consumers_through is None else int(state.consumers_through)
             self._collect(span, record, report)
             if self.shard == 0 and consumers.ranking_due(self.store, now):
                 # The consumers listing's orders by usage and percent (api/consumers.py).
@@ -101,7 +102,7 @@ class Collector:
                          chunk.deferred, iso(start), iso(end))
                 report.status = "ok"
                 return
-            record.advance(end, unobserved)
+            record.advance(end, unobserved, consumers_through=self.writer.consumers_through)
             report.gaps.extend(unobserved)
             report.minutes += (end - start) // MINUTE
         if report.minutes:

@@ -72,10 +72,13 @@ def flush_mode(start: int, end: int, widest_minute: int, every_minutes: int) -> 
     return WITH_QUOTA if (end // MINUTE) % 2 == 0 else None
 
 
-def counted_before(start: int, every_minutes: int) -> int:
-    """Every consumer's minutes before this one are in its item: the chunk that ended on it (or
-    contained it) flushed everyone."""
-    return floor(start, every_minutes * MINUTE)
+def counted_before(start: int, every_minutes: int, recorded: Optional[int] = None) -> int:
+    """Every consumer's minutes before this one are in its item: the last multiple of
+    CONSUMER_WRITE_MINUTES (the chunk that ended on it, or contained it, flushed everyone), or the
+    end of the last chunk that did, as the collector's state records it, if that is earlier (the
+    setting was lowered since: nothing its earlier value left unwritten is lost)."""
+    multiple = floor(start, every_minutes * MINUTE)
+    return multiple if recorded is None else min(int(recorded), multiple)
 
 
 def by_consumer(minutes: Iterable[Tuple[str, int, dict]]) -> Dict[str, List[Minute]]:
@@ -100,12 +103,12 @@ class ConsumerPeriods:
         self.shard = shard
 
     def flush(self, mode: str, chunk: Dict[str, List[Minute]], read_back: Optional[ReadBack], snapshot,
-              start: int, end: int, every_minutes: int) -> int:
+              start: int, end: int, since: int) -> int:
         """Add the consumers' minutes to their items of this shard and write the changed ones
         (``mode``: which consumers; ``read_back(first, end)``: the consumers of the stored minutes
-        [first, end) before the chunk, None for a pass that reads nothing back). Returns how many
-        items were written."""
-        since = counted_before(start, every_minutes)
+        [first, end) before the chunk, None for a pass that reads nothing back; ``since``: every
+        consumer's minutes before it are in its item, counted_before). Returns how many items
+        were written."""
         earlier: Dict[str, List[Minute]] = {}
         if read_back is not None:
             earlier = read_back(since if mode == EVERYONE else max(since, start - MINUTE), start)
@@ -115,9 +118,10 @@ class ConsumerPeriods:
         stored = self.store.get_consumer_items(sorted(minutes), self.shard)
         if mode == WITH_QUOTA and read_back is not None:
             due = {c for c in minutes if c not in stored or snapshot.quota_for_consumer(c).limit_bytes is not None}
-            # Those last written before the minute read back (a consumer that just got a quota, or
-            # was met first): their minutes from then on, which no later flush would read again.
-            first = min((max(since, int(stored[c].through)) if c in stored else since for c in due), default=start)
+            # Those last written before the minute read back (a consumer that just got a quota):
+            # their minutes from then on, which no later flush would read again. A consumer met
+            # for the first time has none: it was due at the first even minute of its traffic.
+            first = min((max(since, int(stored[c].through)) for c in due if c in stored), default=start)
             if first < start - MINUTE:
                 minutes = _merged(minutes, read_back(first, start - MINUTE))
             minutes = {c: found for c, found in minutes.items() if c in due}

@@ -42,13 +42,16 @@ class RunRecord:
         if span.first or span.skipped:
             self.update(watermark=span.start, collection_start=span.collection_start, gaps=self.gaps)
 
-    def advance(self, watermark: int, unobserved: List[List[int]]) -> None:
-        """A chunk is written: move the watermark, with the stretches Prometheus saw nothing in."""
+    def advance(self, watermark: int, unobserved: List[List[int]], consumers_through: Optional[int] = None) -> None:
+        """A chunk is written: move the watermark, with the stretches Prometheus saw nothing in
+        (and where the consumers' items were last all written, collect/consumers.py)."""
+        fields: Dict[str, Any] = {"watermark": watermark}
+        if consumers_through is not None:
+            fields["consumers_through"] = consumers_through
         if unobserved:
             self.gaps = merge_gaps(self.gaps + unobserved)
-            self.update(watermark=watermark, gaps=self.gaps)
-        else:
-            self.update(watermark=watermark)
+            fields["gaps"] = self.gaps
+        self.update(**fields)
 
     def close(self, report: RunReport, now: float, finished: float, duration_ms: int) -> None:
         """Release the lease and leave the run's figures (and error, if any) in the state."""

@@ -7,7 +7,7 @@ Values are absolute and keys deterministic, so writing a retried chunk again cha
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 from chalicelib.collect import consumers as consumer_periods
 from chalicelib.collect.checkpoint import pack_with_previous
@@ -25,6 +25,8 @@ class ChunkWriter:
         self.store = store
         self.role = role
         self.consumers = consumer_periods.ConsumerPeriods(store, role.shard)
+        # Where the last chunk that wrote every consumer ended (the collector's state keeps it).
+        self.consumers_through: Optional[int] = None
 
     def write(self, window: Window, start: int, end: int, services: Services, snapshot: QuotaSnapshot,
               newcomers: bool = False, fresh: Iterable[str] = ()) -> int:
@@ -59,8 +61,11 @@ class ChunkWriter:
             changed.append(item)
         self.store.put_services(changed)
         if flush:
+            since = consumer_periods.counted_before(start, every, self.consumers_through)
             self.consumers.flush(flush, consumer_periods.by_consumer(consumer_minutes), read_back, snapshot,
-                                 start, end, every)
+                                 start, end, since)
+            if flush == consumer_periods.EVERYONE and not newcomers:
+                self.consumers_through = end
         return written
 
     def write_rollups(self, start: int, end: int, services: Services, minutes: List[BucketUsage]) -> None:

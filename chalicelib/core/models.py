@@ -363,6 +363,9 @@ class CollectorState(_TableModel):
         abstract = False
 
     watermark = NumberAttribute(null=True)  # minutes before this are final
+    # Every consumer's minutes before this are in its item: the last chunk that wrote them all ended
+    # here (collect/consumers.py).
+    consumers_through = NumberAttribute(null=True)
     collection_start = NumberAttribute(null=True)
     gaps = ListAttribute(default=list)  # [[start, end], ...] skipped beyond max backfill
     running_since = NumberAttribute(null=True)

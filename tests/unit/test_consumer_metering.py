@@ -159,6 +159,22 @@ def test_a_consumer_that_gets_a_quota_between_two_writes_catches_up_exactly(mete
     assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1800)["alice"])
 
 
+def test_lowering_the_write_interval_loses_nothing_the_longer_one_left_unwritten(metered_every_ten, config):
+    """alice (no quota) was last written at T0 + 1200 under CONSUMER_WRITE_MINUTES=10; the setting
+    drops to 2 at T0 + 1380: the next write reads back from where the state says every consumer
+    was last written, not from the last multiple of the new value."""
+    deps, prom, _ = metered_every_ten
+    traffic(prom, T0 - 600, T0 + 1800)
+    deps.collector.run(now=T0 + 600 + 31)
+    run_minutes(deps, T0 + 660, T0 + 1380)
+    assert int(stored()["alice"].through) == T0 + 1200
+    assert int(CollectorState.get("STATE", "collector").consumers_through) == T0 + 1200
+    deps = config.set(CONSUMER_WRITE_MINUTES=2).start(prometheus=prom)
+    run_minutes(deps, T0 + 1440, T0 + 1440)
+    assert int(stored()["alice"].through) == T0 + 1440
+    assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1440)["alice"])
+
+
 def minute_truth_of(service, consumer, end):
     got = [0, 0]
     for item in UsageBucket.query(f"USAGE#{service}"):
