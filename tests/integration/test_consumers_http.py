@@ -1,7 +1,8 @@
 """The consumers API through real HTTP (`chalice local` on a moto server), over usage the real
-collector counted one minute at a time (consumer items written every other minute) through a
-gateway restart: a consumer's period usage is exactly its minute bytes, its chart adds up to it at
+collector counted one minute at a time (consumer items written every ten minutes without a quota,
+as in AWS) through a gateway restart: a consumer's period usage is exactly its minute bytes, its chart adds up to it at
 every step, keys are percent-decoded, CSV and errors are as for services."""
+import dataclasses
 import time
 from urllib.parse import quote
 
@@ -18,12 +19,13 @@ MINUTES = 20
 
 
 def seed():
-    """Collect MINUTES minutes ending on an even minute before now: a first run backfilling in a
-    long chunk, then one run a minute. Node a restarts half-way (its counters start again at 0)."""
+    """Collect MINUTES minutes ending on a multiple of ten minutes before now (where every
+    consumer is written): a first run backfilling in a long chunk, then one run a minute. Node a
+    restarts half-way (its counters start again at 0)."""
     from chalicelib import bootstrap
     from tests.fakes.prometheus import FakePrometheus
 
-    end = int(time.time() // 120 * 120) - 120
+    end = int(time.time() // 600 * 600) - 600
     first = end - 60 * MINUTES
     restart = first + 60 * 9
     prom = FakePrometheus()
@@ -38,7 +40,8 @@ def seed():
             else:
                 samples.append((t, per_minute * (t - restart + 15) // 60))
         prom.add(labels, samples)
-    settings = bootstrap.current().settings
+    # As in AWS: consumers without a quota written every ten minutes (the API reads what is stored).
+    settings = dataclasses.replace(bootstrap.current().settings, consumer_write_minutes=10)
     deps = bootstrap.override(settings, prometheus=prom)
     assert deps.collector.run(now=first + 300).status == "ok"
     for minute_end in range(first + 360, end + 60, 60):
