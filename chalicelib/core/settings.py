@@ -83,8 +83,8 @@ def boolean(name: str, raw: str) -> bool:
 
 
 def even_divisor_of_a_day(name: str, raw: str) -> int:
-    """Minutes that divide a day and are even, so every UTC midnight (where quota periods end)
-    and every even minute's boundary with them is one of its boundaries: 2, 4, 6, 8, 10, 12, ..."""
+    """Minutes that divide a day, so every UTC midnight (where quota periods end) is one of their
+    multiples, and are even, so every multiple is an even minute: 2, 4, 6, 8, 10, 12, ..."""
     value: int = integer(minimum=2, maximum=1440)(name, raw)
     if value % 2 or 1440 % value:
         raise ConfigError(f"{name} must be an even number of minutes that divides a day (2, 4, 6, 8, 10, "

@@ -51,6 +51,8 @@ def test_defaults_that_depend_on_where_the_code_runs():
     local, deployed = from_env(MINIMAL), from_env({**MINIMAL, "AWS_LAMBDA_FUNCTION_NAME": "f"})
     assert (local.in_lambda, local.throttle_enabled, local.cors_origins) == (False, True, ("*",))
     assert (deployed.in_lambda, deployed.throttle_enabled, deployed.cors_origins) == (True, False, ())
+    assert (local.consumer_write_minutes, deployed.consumer_write_minutes) == (2, 10)
+    assert from_env({**MINIMAL, "CONSUMER_WRITE_MINUTES": "30"}).consumer_write_minutes == 30
 
 
 def test_blank_values_count_as_unset_and_values_are_stripped():
@@ -71,6 +73,11 @@ def test_the_region_falls_back_to_aws_default_region():
     ("COLLECT_LAG_SECONDS", "soon", "COLLECT_LAG_SECONDS must be an integer, got 'soon'"),
     ("COLLECT_TRAFFIC_STATS", "maybe", "COLLECT_TRAFFIC_STATS must be true or false, got 'maybe'"),
     ("KONG_SCHEMA", "4", "KONG_SCHEMA must be one of auto, 2, 3.0, 3.7, got '4'"),
+    ("CONSUMER_WRITE_MINUTES", "7", "CONSUMER_WRITE_MINUTES must be an even number of minutes that divides a "
+                                    "day (2, 4, 6, 8, 10, 12, 16, 20, 30, 60, ...), got 7"),
+    ("CONSUMER_WRITE_MINUTES", "14", "CONSUMER_WRITE_MINUTES must be an even number of minutes that divides a "
+                                     "day (2, 4, 6, 8, 10, 12, 16, 20, 30, 60, ...), got 14"),
+    ("CONSUMER_WRITE_MINUTES", "1", "CONSUMER_WRITE_MINUTES must be at least 2, got 1"),
 ])
 def test_a_value_out_of_its_declared_bounds_fails_naming_the_variable(variable, value, message):
     with pytest.raises(ConfigError) as raised:
