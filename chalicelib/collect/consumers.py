@@ -16,16 +16,15 @@ consumer-minute on top of the service's writes, alerted within two minutes). A c
 - **everyone** when it ends on a multiple of CONSUMER_WRITE_MINUTES (10 by default), covers two
   minutes or more, or has a minute with more consumers than a stored bucket keeps
   (usage.MAX_CONSUMERS: its stored bucket would not tell them apart any more);
-- **the consumers with a quota, and those met for the first time**, when it ends on any other
-  even minute: a quota's alerts and block follow within two minutes, and a new consumer is
-  listed within two minutes.
+- **the consumers with a quota** when it ends on any other even minute: a quota's alerts and
+  block follow within two minutes. The others are neither read nor written then.
 
-A flush reads the consumers' items (BatchGet) and writes the changed ones. What a flushed
+A flush reads the items of the consumers it writes (BatchGet) and writes the changed ones. What a flushed
 consumer did before the chunk since it was last written is read back from the services' stored
 minute buckets, only of the services that had traffic then (their ``last_active``): all of it
 since the last multiple of CONSUMER_WRITE_MINUTES when everyone is flushed, otherwise the minute
 before the chunk, and further back only for a consumer whose item is older (one that just got a
-quota). Every consumer's minutes before the last multiple are in its item already: that chunk
+quota) or that has none yet. Every consumer's minutes before the last multiple are in its item already: that chunk
 flushed everyone. Period boundaries are UTC midnights (multiples), so a period's last minute is
 always written by the chunk that ends on it or contains it. Passes that count services the shard
 did not count before (the catch-all shard, a fixed shard's catch-up of services handed to it)
@@ -64,12 +63,13 @@ ReadBack = Callable[[int, int], Dict[str, List[Minute]]]
 EVERYONE, WITH_QUOTA = "everyone", "with quota"
 
 
-def flush_mode(start: int, end: int, widest_minute: int, every_minutes: int) -> Optional[str]:
-    """Which consumers the chunk [start, end) writes: EVERYONE, WITH_QUOTA (and new ones), or
-    None (see the module docstring)."""
+def flush_mode(start: int, end: int, widest_minute: int, every_minutes: int, snapshot) -> Optional[str]:
+    """Which consumers the chunk [start, end) writes: EVERYONE, WITH_QUOTA, or None (see the
+    module docstring; no consumer has a quota: none at the even minutes)."""
     if end - start >= 2 * MINUTE or (end // MINUTE) % every_minutes == 0 or widest_minute > MAX_CONSUMERS:
         return EVERYONE
-    return WITH_QUOTA if (end // MINUTE) % 2 == 0 else None
+    quotas = bool(snapshot.consumer_quotas or snapshot.rules_for("consumer"))
+    return WITH_QUOTA if (end // MINUTE) % 2 == 0 and quotas else None
 
 
 def counted_before(start: int, every_minutes: int, recorded: Optional[int] = None) -> int:
@@ -113,18 +113,18 @@ class ConsumerPeriods:
         if read_back is not None:
             earlier = read_back(since if mode == EVERYONE else max(since, start - MINUTE), start)
         minutes = _merged(earlier, chunk)
+        if mode == WITH_QUOTA:
+            minutes = {c: found for c, found in minutes.items() if snapshot.quota_for_consumer(c).limit_bytes is not None}
         if not minutes:
             return 0
         stored = self.store.get_consumer_items(sorted(minutes), self.shard)
         if mode == WITH_QUOTA and read_back is not None:
-            due = {c for c in minutes if c not in stored or snapshot.quota_for_consumer(c).limit_bytes is not None}
-            # Those last written before the minute read back (a consumer that just got a quota):
-            # their minutes from then on, which no later flush would read again. A consumer met
-            # for the first time has none: it was due at the first even minute of its traffic.
-            first = min((max(since, int(stored[c].through)) for c in due if c in stored), default=start)
+            # Those last written before the minute read back (a consumer that just got a quota, or
+            # has no item yet): their minutes from then on, which no later flush would read again.
+            first = min(max(since, int(stored[c].through)) if c in stored else since for c in minutes)
             if first < start - MINUTE:
-                minutes = _merged(minutes, read_back(first, start - MINUTE))
-            minutes = {c: found for c, found in minutes.items() if c in due}
+                earlier = read_back(first, start - MINUTE)
+                minutes = _merged(minutes, {c: found for c, found in earlier.items() if c in minutes})
         changed: List[ConsumerUsage] = []
         for consumer, found in sorted(minutes.items()):
             item = stored.get(consumer) or ConsumerUsage.first_seen_at(consumer, min(m for m, *_ in found),

@@ -38,7 +38,7 @@ class ChunkWriter:
         always = newcomers or self.role.flushes_consumers_every_chunk
         widest = max((len(c) for _, _, c in consumer_minutes), default=0)
         every = self.role.settings.consumer_write_minutes
-        flush = consumer_periods.EVERYONE if always else consumer_periods.flush_mode(start, end, widest, every)
+        flush = consumer_periods.EVERYONE if always else consumer_periods.flush_mode(start, end, widest, every, snapshot)
         # Made before this chunk moves the services' last active minutes.
         read_back = None if always or not flush else consumer_periods.reader(self.store, services, set(fresh))
         minutes = window.usage.minutes()

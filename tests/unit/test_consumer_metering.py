@@ -114,8 +114,8 @@ def test_each_consumer_period_total_is_its_minute_bytes_through_a_restart_and_wr
 
 def test_without_a_quota_a_consumer_is_written_every_ten_minutes_with_one_every_other_minute(metered_every_ten):
     """CONSUMER_WRITE_MINUTES=10 (the default in AWS): alice, without a quota, is written at the
-    multiples of ten minutes only (and at her first sight), bob, with a quota, at every even
-    minute; at each of their writes the figure is exact."""
+    multiples of ten minutes only, bob, with a quota, at every even minute; at each of their
+    writes the figure is exact."""
     deps, prom, writes = metered_every_ten
     deps.quotas.put("bob", {"limit_bytes": 10**9}, kind=CONSUMER)
     traffic(prom, T0 - 600, T0 + 1800)
@@ -157,6 +157,20 @@ def test_a_consumer_that_gets_a_quota_between_two_writes_catches_up_exactly(mete
     assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1440)["alice"])
     run_minutes(deps, T0 + 1500, T0 + 1800)
     assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1800)["alice"])
+
+
+def test_a_new_consumer_given_a_quota_before_its_first_write_is_counted_from_its_first_minute(metered_every_ten):
+    """dave appears after a multiple of ten minutes without a quota (not written at the even
+    minutes), then gets one: his first write reads back every minute since the multiple."""
+    deps, prom, _ = metered_every_ten
+    traffic(prom, T0 - 600, T0 + 1800)
+    prom.add(kong37("pay", "dave", "a:8001"), [(t, 13 * i) for i, t in enumerate(range(T0 + 1215, T0 + 1800, 15))])
+    deps.collector.run(now=T0 + 600 + 31)
+    run_minutes(deps, T0 + 660, T0 + 1380)
+    assert "dave" not in stored() and sum(minute_truth(0, T0 + 1380)["dave"]) > 0
+    deps.quotas.put("dave", {"limit_bytes": 10**9}, kind=CONSUMER)
+    run_minutes(deps, T0 + 1440, T0 + 1440)
+    assert int(stored()["dave"].total) == sum(minute_truth(0, T0 + 1440)["dave"])
 
 
 def test_lowering_the_write_interval_loses_nothing_the_longer_one_left_unwritten(metered_every_ten, config):
