@@ -78,10 +78,7 @@ class Meter:
         self.consumer_items = self.consumer_bytes = 0
         self.reads = {"consumer items": 0, "minute items": 0}
         store.get_consumer_items = self._counted("consumer items", store.get_consumer_items)
-        from chalicelib.collect import consumers
-
-        made = consumers.reader  # the minute items a flush reads back (not those the rollups read)
-        consumers.reader = lambda *args: self._counted("minute items", made(*args), values=True)
+        store.get_buckets = self._counted("minute items", store.get_buckets, level="1m")
         for name, kind in (("put_consumers", "consumer"), ("put_services", "service"), ("put_buckets", "service")):
             setattr(store, name, self._wrap(store, name, kind, getattr(store, name)))
 
@@ -99,10 +96,11 @@ class Meter:
             return original(*args)
         return measured
 
-    def _counted(self, kind, original, values=False):
+    def _counted(self, kind, original, level=None):
         def counted(*args):
             found = original(*args)
-            self.reads[kind] += len({(m, s) for f in found.values() for m, s, *_ in f}) if values else len(found)
+            if level is None or args[0] == level:
+                self.reads[kind] += len(found)
             return found
         return counted
 
@@ -179,7 +177,7 @@ def main() -> None:
                   f"({active - with_quota:,}): {(meter.units['consumer'] - meter.units['quota']) / (args.runs * (active - with_quota)):.3f}")
         print(f"  read per active consumer-minute: {meter.reads['consumer items'] / minutes:.3f} consumer items; "
               f"per active service-minute: {meter.reads['minute items'] / (args.runs * args.services):.3f} minute items "
-              f"read back")
+              f"(read back for the rollups and the consumers)")
         print(f"  consumer items: {meter.consumer_bytes / max(1, meter.consumer_items):.0f} B on average")
         from chalicelib.collect import consumers
 

@@ -52,7 +52,7 @@ from chalicelib.core.models import ConsumerUsage, ServiceUsage
 from chalicelib.core.periods import period_at
 from chalicelib.core.timeutil import MINUTE, floor
 from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMER_SERVICES, MAX_CONSUMERS, OTHER_CONSUMERS,
-                                   OTHER_SERVICES, consumer_usage_in, stored_label)
+                                   OTHER_SERVICES, BucketUsage, consumer_usage_in, stored_label)
 NOT_CONSUMERS = (ANONYMOUS_CONSUMER, OTHER_CONSUMERS)
 
 # (minute, service, ingress, egress) of one consumer
@@ -205,20 +205,24 @@ def _merged(*parts: Dict[str, List[Minute]]) -> Dict[str, List[Minute]]:
     return merged
 
 
-def reader(store, services: Mapping[str, ServiceUsage], exclude: Set[str]) -> ReadBack:
+def reader(store, services: Mapping[str, ServiceUsage], exclude: Set[str],
+           known: Optional[Mapping[Tuple[str, int], BucketUsage]] = None) -> ReadBack:
     """``read_back(first, end)``: the consumers of the stored minutes [first, end) of the services
     that had traffic then, as the services stand now (call before the chunk moves their last
     active minutes), less ``exclude``, and of each service only the minutes since its shard took
-    it over (``shard_since``)."""
+    it over (``shard_since``). Minute items in ``known`` (read already, by the rollups) are not
+    read again."""
     active = [(name, int(item.first_seen), int(item.last_active), int(item.shard_since or 0))
               for name, item in services.items() if name not in exclude]
 
     def read_back(first: int, end: int) -> Dict[str, List[Minute]]:
         keys = [(name, minute) for name, seen, last, since in active
                 for minute in range(max(first, since, floor(seen, MINUTE)), min(end, last + MINUTE), MINUTE)]
-        if not keys:
-            return {}
-        found = store.get_buckets("1m", keys)
+        known_now = known or {}
+        found = {key: known_now[key] for key in keys if key in known_now}
+        missing = [key for key in keys if key not in known_now]
+        if missing:
+            found.update(store.get_buckets("1m", missing))
         return by_consumer((b.service, b.start, b.consumers) for b in found.values() if b.consumers)
 
     return read_back

@@ -7,7 +7,7 @@ Values are absolute and keys deterministic, so writing a retried chunk again cha
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from chalicelib.collect import consumers as consumer_periods
 from chalicelib.collect.checkpoint import pack_with_previous
@@ -27,6 +27,8 @@ class ChunkWriter:
         self.consumers = consumer_periods.ConsumerPeriods(store, role.shard)
         # Where the last chunk that wrote every consumer ended (the collector's state keeps it).
         self.consumers_through: Optional[int] = None
+        # Minute items the current chunk read back for its rollups: the consumers' read-back reuses them.
+        self.minutes_read: Dict[Tuple[str, int], BucketUsage] = {}
 
     def write(self, window: Window, start: int, end: int, services: Services, snapshot: QuotaSnapshot,
               newcomers: bool = False, fresh: Iterable[str] = ()) -> int:
@@ -39,8 +41,10 @@ class ChunkWriter:
         widest = max((len(c) for _, _, c in consumer_minutes), default=0)
         every = self.role.settings.consumer_write_minutes
         flush = consumer_periods.EVERYONE if always else consumer_periods.flush_mode(start, end, widest, every, snapshot)
+        self.minutes_read = {}  # filled by this chunk's rollups
         # Made before this chunk moves the services' last active minutes.
-        read_back = None if always or not flush else consumer_periods.reader(self.store, services, set(fresh))
+        read_back = None if always or not flush else consumer_periods.reader(self.store, services, set(fresh),
+                                                                             self.minutes_read)
         minutes = window.usage.minutes()
         written = self.store.put_buckets("1m", minutes)
         by_service: Dict[str, List[BucketUsage]] = {}
@@ -92,6 +96,8 @@ class ChunkWriter:
             return None
         keys = [(name, t) for name in active for t in range(bucket_start, bucket_end, finer_size)]
         parts = self.store.get_buckets(finer, [k for k in keys if (finer, *k) not in written])
+        if finer == "1m":
+            self.minutes_read.update(parts)
         parts.update({k: written[(finer, *k)] for k in keys if (finer, *k) in written})
         rollups = []
         for name in active:

@@ -173,6 +173,23 @@ def test_a_new_consumer_given_a_quota_before_its_first_write_is_counted_from_its
     assert int(stored()["dave"].total) == sum(minute_truth(0, T0 + 1440)["dave"])
 
 
+def test_the_minutes_a_rollup_read_are_not_read_again_for_the_consumers(metered_every_ten):
+    """At a multiple of ten minutes the 5-minute rollup reads four minute items a service, which
+    the consumers' read-back needs too: each is read once."""
+    deps, prom, _ = metered_every_ten
+    traffic(prom, T0 - 600, T0 + 1800)
+    deps.collector.run(now=T0 + 600 + 31)
+    run_minutes(deps, T0 + 660, T0 + 1140)
+    asked = []
+    original = deps.store.get_buckets
+    deps.store.get_buckets = lambda level, keys: asked.extend((level, *k) for k in keys) or original(level, keys)
+    run_minutes(deps, T0 + 1200, T0 + 1200)
+    minutes = [key for key in asked if key[0] == "1m"]
+    assert len(minutes) == len(set(minutes))
+    assert {t for _, _, t in minutes} == set(range(T0 + 600, T0 + 1140, 60))  # nine minutes back, each once
+    assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1200)["alice"])
+
+
 def test_lowering_the_write_interval_loses_nothing_the_longer_one_left_unwritten(metered_every_ten, config):
     """alice (no quota) was last written at T0 + 1200 under CONSUMER_WRITE_MINUTES=10; the setting
     drops to 2 at T0 + 1380: the next write reads back from where the state says every consumer
