@@ -23,8 +23,8 @@ A flush reads the items of the consumers it writes (BatchGet) and writes the cha
 consumer did before the chunk since it was last written is read back from the services' stored
 minute buckets, only of the services that had traffic then (their ``last_active``): all of it
 since the last multiple of CONSUMER_WRITE_MINUTES when everyone is flushed, otherwise the minute
-before the chunk, and further back only for a consumer whose item is older (one that just got a
-quota) or that has none yet. Every consumer's minutes before the last multiple are in its item already: that chunk
+before the chunk, and further back (to its last write) only for a consumer last written under
+another quota or none (``quota_tag``: one that just got its quota), or without an item yet. Every consumer's minutes before the last multiple are in its item already: that chunk
 flushed everyone. Period boundaries are UTC midnights (multiples), so a period's last minute is
 always written by the chunk that ends on it or contains it. Passes that count services the shard
 did not count before (the catch-all shard, a fixed shard's catch-up of services handed to it)
@@ -119,9 +119,11 @@ class ConsumerPeriods:
             return 0
         stored = self.store.get_consumer_items(sorted(minutes), self.shard)
         if mode == WITH_QUOTA and read_back is not None:
-            # Those last written before the minute read back (a consumer that just got a quota, or
-            # has no item yet): their minutes from then on, which no later flush would read again.
-            first = min(max(since, int(stored[c].through)) if c in stored else since for c in minutes)
+            # A consumer last written under another quota (or none, or that has no item yet) may
+            # have minutes no flush wrote since: read them from then on. One counted under the
+            # same quota since its last write was written at every even minute it had bytes.
+            first = min((max(since, int(stored[c].through)) if c in stored else since for c in minutes
+                         if c not in stored or stored[c].quota_tag != snapshot.consumer_quota_tag(c)), default=start)
             if first < start - MINUTE:
                 earlier = read_back(first, start - MINUTE)
                 minutes = _merged(minutes, {c: found for c, found in earlier.items() if c in minutes})
@@ -130,6 +132,7 @@ class ConsumerPeriods:
             item = stored.get(consumer) or ConsumerUsage.first_seen_at(consumer, min(m for m, *_ in found),
                                                                        last_active=min(m for m, *_ in found))
             item.sk = self.store.consumer_sk(consumer, self.shard)
+            item.quota_tag = snapshot.consumer_quota_tag(consumer)
             if self.add(item, found, snapshot.quota_for_consumer(consumer), end):
                 changed.append(item)
         return self.store.put_consumers(changed) if changed else 0

@@ -190,6 +190,28 @@ def test_the_minutes_a_rollup_read_are_not_read_again_for_the_consumers(metered_
     assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1200)["alice"])
 
 
+def test_a_consumer_back_from_idle_under_the_same_quota_reads_back_only_the_minute_before(metered_every_ten):
+    """dave, under one quota throughout, was written at every even minute he had bytes: back
+    after five idle minutes, his next write reads back the minute before the chunk only."""
+    deps, prom, _ = metered_every_ten
+    deps.quotas.put("dave", {"limit_bytes": 10**9}, kind=CONSUMER)
+    traffic(prom, T0 - 600, T0 + 1800)
+    samples, total = [], 0
+    for t in range(T0 + 900, T0 + 1800, 15):  # bytes until T0 + 1260, none until T0 + 1560
+        total += 7 if t < T0 + 1260 or t >= T0 + 1560 else 0
+        samples.append((t, total))
+    prom.add(kong37("pay", "dave", "a:8001"), samples)
+    deps.collector.run(now=T0 + 600 + 31)
+    run_minutes(deps, T0 + 660, T0 + 1620)
+    assert int(stored()["dave"].through) == T0 + 1320
+    asked = []
+    original = deps.store.get_buckets
+    deps.store.get_buckets = lambda level, keys: asked.extend((level, *k) for k in keys) or original(level, keys)
+    run_minutes(deps, T0 + 1680, T0 + 1680)
+    assert {t for level, _, t in asked if level == "1m"} == {T0 + 1560}
+    assert int(stored()["dave"].total) == sum(minute_truth(0, T0 + 1680)["dave"])
+
+
 def test_lowering_the_write_interval_loses_nothing_the_longer_one_left_unwritten(metered_every_ten, config):
     """alice (no quota) was last written at T0 + 1200 under CONSUMER_WRITE_MINUTES=10; the setting
     drops to 2 at T0 + 1380: the next write reads back from where the state says every consumer
