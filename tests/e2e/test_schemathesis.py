@@ -23,9 +23,12 @@ ADMIN_KEY = "schemathesis-admin-key"
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     with keyed_api(tmp_path_factory.mktemp("schemathesis"), {"API_KEYS": f"{ADMIN_KEY}:admin"}) as running:
-        seed_usage("payments-api", minutes=20, consumer="acme")  # the listings' links lead to both
+        # Request counters too, so the links lead to stats as well as to charts (of both the service and acme).
+        seed_usage("payments-api", minutes=20, consumer="acme", requests_per_minute=60)
         requests.put(f"{running.url}/v1/services/payments-api/quota", headers={"x-api-key": ADMIN_KEY},
                      json={"limit_bytes": 100000, "notify": ["ops@example.com"]}, timeout=10)
+        stats = requests.get(f"{running.url}/v1/services/payments-api/stats", headers={"x-api-key": ADMIN_KEY}, timeout=10)
+        assert stats.status_code == 200 and stats.json()["requests_count"]["success"] > 0, stats.text
         yield running
 
 
