@@ -3,7 +3,8 @@
 memory with many consumers. Prints figures.
 
     .venv/bin/python bench/consumers.py                                   # small (CI-sized)
-    .venv/bin/python bench/consumers.py --services 1000 --consumers 10000 --per-service 10
+    .venv/bin/python bench/consumers.py --services 1000 --consumers 10000 --per-service 10 --quotas
+    .venv/bin/python bench/consumers.py --services 1000 --consumers 10000 --per-service 50 --quotas --shards 4
 
 The real collector against a moto server process, fed by the in-memory Prometheus stand-in
 (tests/fakes/prometheus.py: building a real TSDB with 100,000 consumer series takes longer than
@@ -36,9 +37,9 @@ from tests.support.servers import start_moto_server, stop_process  # noqa: E402
 STEP = 15
 
 
-def configure(moto_url: str, write_minutes: int):
+def configure(moto_url: str, write_minutes: int, shards: int = 1):
     os.environ.update({
-        "CONSUMER_WRITE_MINUTES": str(write_minutes),
+        "CONSUMER_WRITE_MINUTES": str(write_minutes), "SHARD_COUNT": str(shards),
         "TABLE_NAME": "bench-consumers", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench", "AWS_ENDPOINT_URL": moto_url, "PROMETHEUS_URL": "http://127.0.0.1:9",
         "COLLECT_LAG_SECONDS": "30", "INITIAL_BACKFILL_MINUTES": "2", "COLLECT_TRAFFIC_STATS": "false",
@@ -97,11 +98,11 @@ class Meter:
         return measured
 
     def _counted(self, kind, original, level=None):
+        """Keys asked for (a missing item costs a read too)."""
         def counted(*args):
-            found = original(*args)
             if level is None or args[0] == level:
-                self.reads[kind] += len(found)
-            return found
+                self.reads[kind] += len(args[1] if level else args[0])
+            return original(*args)
         return counted
 
 
@@ -131,6 +132,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="one-minute runs after the first (10: a whole "
                         "cycle of CONSUMER_WRITE_MINUTES=10, so the figures are amortized over it)")
     parser.add_argument("--write-minutes", type=int, default=10, help="CONSUMER_WRITE_MINUTES (10: as in AWS)")
+    parser.add_argument("--shards", type=int, default=1, help="SHARD_COUNT: each minute every shard runs as "
+                        "its own invocation would (one after the other here); wall and peak are the largest shard's")
     parser.add_argument("--quotas", action="store_true", help=f"every tenth consumer has a quota (a rule for "
                         f"consumers matching {QUOTA_RULE!r}): written every other minute")
     args = parser.parse_args()
@@ -143,29 +146,46 @@ def main() -> None:
           f"{series:,} series (built in {time.monotonic() - t0:.1f} s)")
     moto, moto_url = start_moto_server()
     try:
-        bootstrap = configure(moto_url, args.write_minutes)
+        bootstrap = configure(moto_url, args.write_minutes, args.shards)
         deps = bootstrap.override(prometheus=prom)
         if args.quotas:
             deps.quotas.put_rules({"rules": [{"pattern": QUOTA_RULE, "limit_bytes": 10**15, "applies_to": "consumer"}]})
-        collector = deps.collector
-        collector.run(now=base + 31)  # the first run: [base - 2 min, base), written at once
-        meter = Meter(collector.store)
-        print(f"  {'run':>3} {'chunk ends':>10} {'wall s':>7} {'peak MB':>8} {'consumer WCU':>12} {'service WCU':>11}")
+        collectors = [deps.collector_for(n) for n in range(args.shards)]
+        # The first run: [base - 2 min, base), every consumer written at once. With shards, the
+        # catch-all counts the new fleet a batch a run and hands it over; then each fixed shard
+        # takes its services over.
+        while collectors[0].run(now=base + 31).deferred:
+            pass
+        for collector in collectors[1:]:
+            assert collector.run(now=base + 31).status in ("ok", "idle")
+        meters = [Meter(c.store) for c in {id(c.store): c for c in collectors}.values()]
+        shards = f" (each of {args.shards} shards: the slowest, the largest)" if args.shards > 1 else ""
+        print(f"  {'run':>3} {'chunk ends':>10} {'wall s':>7} {'peak MB':>8} {'consumer WCU':>12} {'service WCU':>11}{shards}")
         for i in range(args.runs):
             now = base + (i + 1) * 60 + 31
-            before = dict(meter.units)
-            tracemalloc.start()
-            t = time.monotonic()
-            report = collector.run(now=now)
-            elapsed = time.monotonic() - t
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-            assert report.status == "ok", report
+            before = [dict(m.units) for m in meters]
+            elapsed = peak = 0.0
+            for collector in collectors:  # one invocation each, as concurrent Lambdas would run them
+                tracemalloc.start()
+                t = time.monotonic()
+                report = collector.run(now=now)
+                elapsed = max(elapsed, time.monotonic() - t)
+                peak = max(peak, tracemalloc.get_traced_memory()[1])
+                tracemalloc.stop()
+                assert report.status == "ok", report
             end_minute = (base + (i + 1) * 60) // 60
             parity = (f"{args.write_minutes}-minute" if end_minute % args.write_minutes == 0
                       else "even" if end_minute % 2 == 0 else "odd")
+            added = {kind: sum(m.units[kind] - b[kind] for m, b in zip(meters, before)) for kind in ("consumer", "service")}
             print(f"  {i + 1:>3} {parity:>10} {elapsed:>7.2f} {peak / 2**20:>8.1f} "
-                  f"{meter.units['consumer'] - before['consumer']:>12,} {meter.units['service'] - before['service']:>11,}")
+                  f"{added['consumer']:>12,} {added['service']:>11,}")
+        meter = meters[0]
+        for other in meters[1:]:
+            for table in (meter.units, meter.reads):
+                for kind in table:
+                    table[kind] += (other.units if table is meter.units else other.reads)[kind]
+            meter.consumer_items += other.consumer_items
+            meter.consumer_bytes += other.consumer_bytes
         minutes = args.runs * active
         with_quota = sum(1 for c in range(active) if fnmatch.fnmatchcase(f"customer-{c:06d}", QUOTA_RULE)) if args.quotas else 0
         print(f"  amortized: {meter.units['consumer'] / minutes:.3f} WCU per active consumer-minute for the consumer "

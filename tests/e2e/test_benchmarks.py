@@ -30,4 +30,7 @@ def test_consumers_benchmark_small():
     # Items under 1 KB over a whole ten-minute cycle: with a quota written every other minute,
     # without one every ten minutes.
     assert "with a quota (2): 0.500 WCU per active consumer-minute; without (18): 0.100" in out
+    sharded = run("bench/consumers.py", "--services", "6", "--consumers", "20", "--per-service", "4", "--quotas",
+                  "--shards", "3")
+    assert "each of 3 shards" in sharded and "WCU per active consumer-minute" in sharded
     assert "DynamoDB requests" in out
