@@ -19,17 +19,18 @@ consumer-minute on top of the service's writes, alerted within two minutes). A c
 - **the consumers with a quota** when it ends on any other even minute: a quota's alerts and
   block follow within two minutes. The others are neither read nor written then.
 
-A flush reads the items of the consumers it writes (BatchGet) and writes the changed ones. What a flushed
-consumer did before the chunk since it was last written is read back from the services' stored
-minute buckets, only of the services that had traffic then (their ``last_active``): all of it
-since the last multiple of CONSUMER_WRITE_MINUTES when everyone is flushed, otherwise the minute
+A flush reads the items of the consumers it writes (BatchGet) and writes the changed ones. What a
+flushed consumer did before the chunk since it was last written is read back from the services'
+stored minute buckets, only of the services that had traffic then (their ``last_active``): all of
+it since the last multiple of CONSUMER_WRITE_MINUTES when everyone is flushed, otherwise the minute
 before the chunk, and further back (to its last write) only for a consumer last written under
-another quota or none (``quota_tag``: one that just got its quota), or without an item yet. Every consumer's minutes before the last multiple are in its item already: that chunk
-flushed everyone. Period boundaries are UTC midnights (multiples), so a period's last minute is
-always written by the chunk that ends on it or contains it. Passes that count services the shard
-did not count before (the catch-all shard, a fixed shard's catch-up of services handed to it)
-always flush and never read back, and no minute of a service before this shard took it over
-(its ``shard_since``) is read back: another shard counted it.
+another quota or none (``quota_tag``: one that just got its quota), or without an item yet. Every
+consumer's minutes before the last multiple are in its item already: that chunk flushed everyone.
+Period boundaries are UTC midnights (multiples), so a period's last minute is always written by the
+chunk that ends on it or contains it. Passes that count services the shard did not count before
+(the catch-all shard, a fixed shard's catch-up of services handed to it) always flush and never
+read back, and no minute of a service before this shard took it over (its ``shard_since``) is read
+back: another shard counted it.
 
 **Shards.** Each shard counts its own services, so one consumer's bytes come from several
 shards. Each shard keeps its own item per consumer: shard 0 (and an unsharded collector) under sk
@@ -113,17 +114,19 @@ class ConsumerPeriods:
         if read_back is not None:
             earlier = read_back(since if mode == EVERYONE else max(since, start - MINUTE), start)
         minutes = _merged(earlier, chunk)
+        quotas = {c: snapshot.quota_for_consumer(c) for c in minutes}  # once each: rules are globs
         if mode == WITH_QUOTA:
-            minutes = {c: found for c, found in minutes.items() if snapshot.quota_for_consumer(c).limit_bytes is not None}
+            minutes = {c: found for c, found in minutes.items() if quotas[c].limit_bytes is not None}
         if not minutes:
             return 0
+        tags = {c: snapshot.consumer_quota_tag(c, quotas[c]) for c in minutes}
         stored = self.store.get_consumer_items(sorted(minutes), self.shard)
         if mode == WITH_QUOTA and read_back is not None:
             # A consumer last written under another quota (or none, or that has no item yet) may
             # have minutes no flush wrote since: read them from then on. One counted under the
             # same quota since its last write was written at every even minute it had bytes.
             first = min((max(since, int(stored[c].through)) if c in stored else since for c in minutes
-                         if c not in stored or stored[c].quota_tag != snapshot.consumer_quota_tag(c)), default=start)
+                         if c not in stored or stored[c].quota_tag != tags[c]), default=start)
             if first < start - MINUTE:
                 earlier = read_back(first, start - MINUTE)
                 minutes = _merged(minutes, {c: found for c, found in earlier.items() if c in minutes})
@@ -132,8 +135,8 @@ class ConsumerPeriods:
             item = stored.get(consumer) or ConsumerUsage.first_seen_at(consumer, min(m for m, *_ in found),
                                                                        last_active=min(m for m, *_ in found))
             item.sk = self.store.consumer_sk(consumer, self.shard)
-            item.quota_tag = snapshot.consumer_quota_tag(consumer)
-            if self.add(item, found, snapshot.quota_for_consumer(consumer), end):
+            item.quota_tag = tags[consumer]
+            if self.add(item, found, quotas[consumer], end):
                 changed.append(item)
         return self.store.put_consumers(changed) if changed else 0
 

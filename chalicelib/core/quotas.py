@@ -301,10 +301,11 @@ class QuotaSnapshot:
             return EffectiveQuota.from_body("consumer", self.consumer_quotas[consumer])
         return self._rule_quota(consumer, "consumer")
 
-    def consumer_quota_tag(self, consumer: str) -> Optional[str]:
+    def consumer_quota_tag(self, consumer: str, quota: Optional[EffectiveQuota] = None) -> Optional[str]:
         """Which stored version of a quota applies to a consumer (None: no quota): it changes with
-        any change of that quota, even one that deletes it and stores the same document again."""
-        quota = self.quota_for_consumer(consumer)
+        any change of that quota, even one that deletes it and stores the same document again.
+        ``quota``: quota_for_consumer(consumer), when the caller has it already."""
+        quota = quota or self.quota_for_consumer(consumer)
         if quota.limit_bytes is None:
             return None
         if quota.source == "consumer":
