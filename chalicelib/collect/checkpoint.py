@@ -24,6 +24,9 @@ from itertools import groupby
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from chalicelib.core.errors import StoreError
+from chalicelib.core.varint import Unreadable
+from chalicelib.core.varint import get as _get
+from chalicelib.core.varint import put as _put
 
 Labels = Tuple[Tuple[str, str], ...]
 
@@ -64,7 +67,7 @@ class Reading:
     at_ms: int  # the sample's timestamp
 
 
-class UnreadableCheckpoint(ValueError):
+class UnreadableCheckpoint(Unreadable):
     """A stored checkpoint that cannot be decoded (or a previous one not of its current one)."""
 
 
@@ -103,7 +106,9 @@ class Checkpoint:
                 readings = _read_previous(blob, cls.unpack(current, None).readings)
             else:
                 raise UnreadableCheckpoint(f"unknown checkpoint format {blob[0]}")
-        except (IndexError, struct.error) as e:
+        except UnreadableCheckpoint:
+            raise
+        except (Unreadable, IndexError, struct.error) as e:
             raise UnreadableCheckpoint(f"a truncated checkpoint: {e}") from e
         return cls(as_of, readings)
 
@@ -336,26 +341,6 @@ def _check_end(blob: bytes, pos: int) -> None:
 
 def _fingerprint(current_blob: bytes) -> bytes:
     return hashlib.blake2b(current_blob, digest_size=_FINGERPRINT).digest()
-
-
-def _put(out: bytearray, n: int) -> None:
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-
-
-def _get(blob: bytes, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = blob[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 640:
-            raise UnreadableCheckpoint("a number too long")
 
 
 def _zigzag(n: int) -> int:

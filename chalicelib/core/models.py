@@ -224,8 +224,11 @@ class UsageBucket(_TableModel):
     # {route: {"ingress": n, "egress": n}}; one item per service keeps the write
     # cost independent of the number of routes (up to the 400 KB item size).
     routes = MapAttribute(default=dict)
-    # {consumer: {"ingress": n, "egress": n}}: the same bytes per consumer (usage.BucketUsage).
-    # Absent on items written before consumers were kept: read as "no consumer data".
+    # {consumer: {"ingress": n, "egress": n}}: the same bytes per consumer (usage.BucketUsage),
+    # packed (core/packed.py: half the size); kept as the map ``consumers`` only when it holds a
+    # value the packed form cannot (and on items written before 2026-12-05). Both absent on items
+    # written before consumers were kept: read as "no consumer data".
+    packed_consumers = BinaryAttribute(legacy_encoding=False, null=True)
     consumers = MapAttribute(null=True)
     # Request counts by status and the request-latency histogram (see usage.BucketUsage.stats).
     stats = MapAttribute(default=dict)

@@ -13,6 +13,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tupl
 
 from pynamodb.exceptions import PutError, PynamoDBException, UpdateError
 
+from chalicelib.core import packed
 from chalicelib.core.errors import StoreError
 from chalicelib.core.models import (CONSUMER_RANKING_PK, CONSUMERS_PK, SERVICES_PK, TICK_KEY, CheckpointPage,
                                     CollectorState, ConsumerRanking, ConsumerUsage, ScheduleTick, ServiceUsage,
@@ -57,8 +58,15 @@ def _plain(value):
     return value
 
 
-def _to_domain(item: UsageBucket) -> BucketUsage:
-    consumers = None if item.consumers is None else _plain(item.consumers)  # None: written before consumers
+def bucket_usage(item: UsageBucket) -> BucketUsage:
+    consumers = None  # written before consumers were kept
+    if item.packed_consumers is not None:
+        try:
+            consumers = packed.unpack(item.packed_consumers)
+        except packed.UnreadablePacked as e:
+            raise StoreError(f"the consumers of {item.pk} {item.sk} are unreadable: {e}") from e
+    elif item.consumers is not None:
+        consumers = _plain(item.consumers)
     return BucketUsage(item.service, int(item.start), _plain(item.routes or {}), _plain(item.stats or {}), consumers)
 
 
@@ -89,11 +97,12 @@ class UsageStore:
     def _bucket_item(self, level: str, bucket: BucketUsage) -> UsageBucket:
         ttl = self._ttl_seconds.get(level)
         bucket = bucket.bounded()  # what one item may hold: a service's routes are unbounded
+        consumers = None if bucket.consumers is None else packed.pack(bucket.consumers)
         return UsageBucket(
             usage_pk(bucket.service), bucket_sk(level, bucket.start),
             service=bucket.service, level=level, start=bucket.start,
             ingress=bucket.ingress, egress=bucket.egress, routes=bucket.routes, stats=bucket.stats,
-            consumers=bucket.consumers,
+            packed_consumers=consumers, consumers=bucket.consumers if consumers is None else None,
             expires_at=datetime.fromtimestamp(bucket.start + ttl, tz=timezone.utc) if ttl else None,
         )
 
@@ -160,7 +169,7 @@ class UsageStore:
         wanted = [(usage_pk(service), bucket_sk(level, start)) for service, start in keys]
 
         def read(part):
-            return [_to_domain(item) for item in UsageBucket.batch_get(part)]
+            return [bucket_usage(item) for item in UsageBucket.batch_get(part)]
 
         parts = [wanted[i:i + BATCH_GET] for i in range(0, len(wanted), BATCH_GET)]
         found = {}
@@ -190,7 +199,7 @@ class UsageStore:
                 usage_pk(service),
                 UsageBucket.sk.between(bucket_sk(level, start), bucket_sk(level, max(start, last))),
             )
-            return [_to_domain(item) for item in items]
+            return [bucket_usage(item) for item in items]
         except PynamoDBException as e:
             raise StoreError(f"reading {level} usage of {service!r} failed: {e}") from e
 

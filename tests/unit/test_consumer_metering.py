@@ -6,6 +6,7 @@ import pytest
 
 from chalicelib import bootstrap
 from chalicelib.core.models import CONSUMER, CONSUMERS_PK, CollectorState, ConsumerUsage, UsageBucket
+from chalicelib.core.store import bucket_usage
 from chalicelib.core.usage import ANONYMOUS_CONSUMER
 from tests.fakes.prometheus import FakePrometheus
 from tests.unit.test_collector import DAY0, T0, scrape
@@ -65,9 +66,10 @@ def minute_truth(start, end):
     """{consumer: [ingress, egress]} from the stored minute buckets in [start, end)."""
     truth = {}
     for item in UsageBucket.scan(UsageBucket.pk.startswith("USAGE#")):
-        if item.level != "1m" or not start <= int(item.start) < end or item.consumers is None:
+        consumers = bucket_usage(item).consumers
+        if item.level != "1m" or not start <= int(item.start) < end or consumers is None:
             continue
-        for consumer, entry in item.consumers.as_dict().items():
+        for consumer, entry in consumers.items():
             got = truth.setdefault(consumer, [0, 0])
             got[0] += int(entry["ingress"])
             got[1] += int(entry["egress"])
@@ -231,8 +233,9 @@ def test_lowering_the_write_interval_loses_nothing_the_longer_one_left_unwritten
 def minute_truth_of(service, consumer, end):
     got = [0, 0]
     for item in UsageBucket.query(f"USAGE#{service}"):
-        if item.level == "1m" and int(item.start) < end and item.consumers:
-            entry = item.consumers.as_dict().get(consumer, {})
+        consumers = bucket_usage(item).consumers
+        if item.level == "1m" and int(item.start) < end and consumers:
+            entry = consumers.get(consumer, {})
             got[0] += int(entry.get("ingress", 0))
             got[1] += int(entry.get("egress", 0))
     return got
