@@ -5,6 +5,7 @@ memory with many consumers. Prints figures.
     .venv/bin/python bench/consumers.py                                   # small (CI-sized)
     .venv/bin/python bench/consumers.py --services 1000 --consumers 10000 --per-service 10 --quotas
     .venv/bin/python bench/consumers.py --services 1000 --consumers 10000 --per-service 50 --quotas --shards 4
+    .venv/bin/python bench/consumers.py --services 1000 --consumers 10000 --per-service 50 --quotas --near --shards 4
 
 The real collector against a moto server process, fed by the in-memory Prometheus stand-in
 (tests/fakes/prometheus.py: building a real TSDB with 100,000 consumer series takes longer than
@@ -68,6 +69,18 @@ def fleet(services: int, consumers: int, per_service: int, start: int, end: int)
 
 
 QUOTA_RULE = "customer-?????0"  # every tenth consumer (--quotas): a rule for consumers gives it a quota
+NEAR_EVERY = 100  # --near: every hundredth consumer has its own quota, crossed within the cycle
+NEAR_LIMIT_MINUTES = 12  # its limit: this many minutes of its bytes (80, 90, 100 % at ~7.6, 8.8, 10 of the cycle)
+
+
+def bytes_a_minute(services: int, consumers: int, per_service: int) -> dict:
+    """Each consumer's bytes a minute in ``fleet``, by consumer number."""
+    rates: dict = {}
+    for s in range(services):
+        for j in range(per_service):
+            c = (s * per_service + j) % consumers
+            rates[c] = rates.get(c, 0) + (60 // STEP) * (100 + c % 7)
+    return rates
 
 
 class Meter:
@@ -79,6 +92,7 @@ class Meter:
         self.consumer_items = self.consumer_bytes = 0
         self.reads = {"consumer items": 0, "minute items": 0}
         store.get_consumer_items = self._counted("consumer items", store.get_consumer_items)
+        store.get_consumers = self._counted("consumer items", store.get_consumers, per_name=True)
         store.get_buckets = self._counted("minute items", store.get_buckets, level="1m")
         for name, kind in (("put_consumers", "consumer"), ("put_services", "service"), ("put_buckets", "service")):
             setattr(store, name, self._wrap(store, name, kind, getattr(store, name)))
@@ -97,11 +111,12 @@ class Meter:
             return original(*args)
         return measured
 
-    def _counted(self, kind, original, level=None):
-        """Keys asked for (a missing item costs a read too)."""
+    def _counted(self, kind, original, level=None, per_name=False):
+        """Keys asked for (a missing item costs a read too); ``per_name``: every shard's item of
+        each name (store.get_consumers)."""
         def counted(*args):
             if level is None or args[0] == level:
-                self.reads[kind] += len(args[1] if level else args[0])
+                self.reads[kind] += len(args[1] if level else args[0]) * (args[1] if per_name else 1)
             return original(*args)
         return counted
 
@@ -134,8 +149,10 @@ def main() -> None:
     parser.add_argument("--write-minutes", type=int, default=10, help="CONSUMER_WRITE_MINUTES (10: as in AWS)")
     parser.add_argument("--shards", type=int, default=1, help="SHARD_COUNT: each minute every shard runs as "
                         "its own invocation would (one after the other here); wall and peak are the largest shard's")
-    parser.add_argument("--quotas", action="store_true", help=f"every tenth consumer has a quota (a rule for "
-                        f"consumers matching {QUOTA_RULE!r}): written every other minute")
+    parser.add_argument("--quotas", action="store_true", help=f"every tenth consumer has a quota far from its "
+                        f"thresholds (a rule for consumers matching {QUOTA_RULE!r}): judged at every even minute")
+    parser.add_argument("--near", action="store_true", help=f"every {NEAR_EVERY}th consumer has its own quota of "
+                        f"{NEAR_LIMIT_MINUTES} minutes of its bytes: its thresholds are crossed within the cycle")
     args = parser.parse_args()
     base = int(time.time() // 600 * 600) - 3600  # a multiple of ten minutes
     series = args.services * args.per_service
@@ -150,6 +167,10 @@ def main() -> None:
         deps = bootstrap.override(prometheus=prom)
         if args.quotas:
             deps.quotas.put_rules({"rules": [{"pattern": QUOTA_RULE, "limit_bytes": 10**15, "applies_to": "consumer"}]})
+        if args.near:
+            for c, rate in bytes_a_minute(args.services, args.consumers, args.per_service).items():
+                if c % NEAR_EVERY == 0:
+                    deps.quotas.put(f"customer-{c:06d}", {"limit_bytes": NEAR_LIMIT_MINUTES * rate}, kind="consumer")
         collectors = [deps.collector_for(n) for n in range(args.shards)]
         # The first run: [base - 2 min, base), every consumer written at once. With shards, the
         # catch-all counts the new fleet a batch a run and hands it over; then each fixed shard

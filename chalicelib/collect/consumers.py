@@ -16,21 +16,29 @@ consumer-minute on top of the service's writes, alerted within two minutes). A c
 - **everyone** when it ends on a multiple of CONSUMER_WRITE_MINUTES (10 by default), covers two
   minutes or more, or has a minute with more consumers than a stored bucket keeps
   (usage.MAX_CONSUMERS: its stored bucket would not tell them apart any more);
-- **the consumers with a quota** when it ends on any other even minute: a quota's alerts and
-  block follow within two minutes. The others are neither read nor written then.
+- **the consumers with a quota that may have reached a threshold** when it ends on any other even
+  minute: a quota's alerts and block follow within two minutes, and a consumer far from its next
+  threshold (an alert's, or ``reject_at``) costs a read, not a write. The flush reads every
+  shard's item of each consumer with a quota (its stored usage S) and adds this shard's unwritten
+  minutes (d); it writes the consumer if S + N x d reaches the next threshold S has not (N: the
+  shards, 1 unsharded), or if any fixed shard wrote the consumer since the last multiple (one
+  found it near), and from then on at every even minute until the next multiple. Unsharded that
+  is exactly "its bytes reached the threshold". With N shards, none of which adds (threshold - S)
+  / N, their shares together cannot reach it; a crossing split unevenly is stored by the next even
+  minute, when the rule "written since the multiple" has every shard write its share. The others
+  are neither read nor written then.
 
-A flush reads the items of the consumers it writes (BatchGet) and writes the changed ones. What a
-flushed consumer did before the chunk since it was last written is read back from the services'
-stored minute buckets, only of the services that had traffic then (their ``last_active``): all of
-it since the last multiple of CONSUMER_WRITE_MINUTES when everyone is flushed, otherwise the minute
-before the chunk, and further back (to its last write) only for a consumer last written under
-another quota or none (``quota_tag``: one that just got its quota), or without an item yet. Every
-consumer's minutes before the last multiple are in its item already: that chunk flushed everyone.
-Period boundaries are UTC midnights (multiples), so a period's last minute is always written by the
-chunk that ends on it or contains it. Passes that count services the shard did not count before
-(the catch-all shard, a fixed shard's catch-up of services handed to it) always flush and never
-read back, and no minute of a service before this shard took it over (its ``shard_since``) is read
-back: another shard counted it.
+A flush reads the items of the consumers it judges (BatchGet) and writes the changed ones. What
+a consumer did before the chunk since it was last written is read back from the services' stored
+minute buckets, only of the services that had traffic then (their ``last_active``): all of it
+since the last multiple of CONSUMER_WRITE_MINUTES (every consumer's minutes before it are in its
+item: that chunk flushed everyone), and the per-service guards skip what an item holds already.
+Forecast alerts are judged at the consumer's writes: at least every CONSUMER_WRITE_MINUTES.
+Period boundaries are UTC midnights (multiples), so a period's last minute is always written by
+the chunk that ends on it or contains it. Passes that count services the shard did not count
+before (the catch-all shard, a fixed shard's catch-up of services handed to it) always flush and
+never read back, and no minute of a service before this shard took it over (its ``shard_since``)
+is read back: another shard counted it.
 
 **Shards.** Each shard counts its own services, so one consumer's bytes come from several
 shards. Each shard keeps its own item per consumer: shard 0 (and an unsharded collector) under sk
@@ -51,6 +59,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from chalicelib.core.models import ConsumerUsage, ServiceUsage
 from chalicelib.core.periods import period_at
+from chalicelib.core.store import SHARD_SEPARATOR
 from chalicelib.core.timeutil import MINUTE, floor
 from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMER_SERVICES, MAX_CONSUMERS, OTHER_CONSUMERS,
                                    OTHER_SERVICES, BucketUsage, consumer_usage_in, stored_label)
@@ -99,9 +108,10 @@ def by_consumer(minutes: Iterable[Tuple[str, int, dict]]) -> Dict[str, List[Minu
 class ConsumerPeriods:
     """Adds minutes to consumer items and says which items to write (absolute, guarded)."""
 
-    def __init__(self, store, shard: int):
+    def __init__(self, store, shard: int, shard_count: int = 1):
         self.store = store
         self.shard = shard
+        self.shard_count = max(1, shard_count)
 
     def flush(self, mode: str, chunk: Dict[str, List[Minute]], read_back: Optional[ReadBack], snapshot,
               start: int, end: int, since: int) -> int:
@@ -110,35 +120,57 @@ class ConsumerPeriods:
         [first, end) before the chunk, None for a pass that reads nothing back; ``since``: every
         consumer's minutes before it are in its item, counted_before). Returns how many items
         were written."""
-        earlier: Dict[str, List[Minute]] = {}
-        if read_back is not None:
-            earlier = read_back(since if mode == EVERYONE else max(since, start - MINUTE), start)
+        earlier = read_back(since, start) if read_back is not None else {}
         minutes = _merged(earlier, chunk)
         quotas = {c: snapshot.quota_for_consumer(c) for c in minutes}  # once each: rules are globs
         if mode == WITH_QUOTA:
             minutes = {c: found for c, found in minutes.items() if quotas[c].limit_bytes is not None}
         if not minutes:
             return 0
-        tags = {c: snapshot.consumer_quota_tag(c, quotas[c]) for c in minutes}
-        stored = self.store.get_consumer_items(sorted(minutes), self.shard)
-        if mode == WITH_QUOTA and read_back is not None:
-            # A consumer last written under another quota (or none, or that has no item yet) may
-            # have minutes no flush wrote since: read them from then on. One counted under the
-            # same quota since its last write was written at every even minute it had bytes.
-            first = min((max(since, int(stored[c].through)) if c in stored else since for c in minutes
-                         if c not in stored or stored[c].quota_tag != tags[c]), default=start)
-            if first < start - MINUTE:
-                earlier = read_back(first, start - MINUTE)
-                minutes = _merged(minutes, {c: found for c, found in earlier.items() if c in minutes})
+        names = sorted(minutes)
+        # Between two multiples a consumer is written only when it may have reached a threshold:
+        # that takes every shard's item of it (its stored usage), not only this shard's.
+        everyone = self.store.get_consumers(names, self.shard_count) if mode == WITH_QUOTA else {}
+        own_sk = {c: self.store.consumer_sk(c, self.shard) for c in names}
+        stored = ({c: item for c in names for item in everyone.get(c, ()) if item.sk == own_sk[c]}
+                  if mode == WITH_QUOTA else self.store.get_consumer_items(names, self.shard))
         changed: List[ConsumerUsage] = []
         for consumer, found in sorted(minutes.items()):
-            item = stored.get(consumer) or ConsumerUsage.first_seen_at(consumer, min(m for m, *_ in found),
-                                                                       last_active=min(m for m, *_ in found))
-            item.sk = self.store.consumer_sk(consumer, self.shard)
-            item.quota_tag = tags[consumer]
-            if self.add(item, found, quotas[consumer], end):
+            quota = quotas[consumer]
+            item = stored.get(consumer)
+            # None: written whatever it adds; else written only if it may reach a threshold.
+            test = None if mode == EVERYONE else self._threshold_test(item, everyone.get(consumer, []), quota,
+                                                                      start, since)
+            if item is None:
+                first = min(m for m, *_ in found)
+                item = ConsumerUsage.first_seen_at(consumer, first, last_active=first)
+            item.sk = own_sk[consumer]
+            before = _usage_of(item, quota, start)
+            if not self.add(item, found, quota, end):
+                continue
+            if test is None or test.reached(before, _usage_of(item, quota, start)):
                 changed.append(item)
         return self.store.put_consumers(changed) if changed else 0
+
+    def _threshold_test(self, own: Optional[ConsumerUsage], items: List[ConsumerUsage], quota, start: int,
+                        since: int) -> Optional["NextThreshold"]:
+        """Whether a consumer with a quota is written at this even minute: None (it is), or the
+        test of what this shard adds (NextThreshold.reached)."""
+        period = period_at(quota.period, start, quota.anchor_day)
+        if own is None or not own.holds(period):
+            return None  # its first item on this shard, or its first write in a new period
+        stored = 0
+        for item in items:
+            if item.holds(period):
+                stored += _usage_of(item, quota, start) or 0
+            elif not item.precedes(period):
+                return None  # a shard's item counts another cycle (the quota's changed): no sum to judge
+            if int(item.through) > since and (self.shard_count == 1 or _shard_of(item) != 0):
+                # Written since the last multiple, so found near a threshold then: kept on the
+                # every-other-minute cadence until the next multiple (the catch-all, shard 0 of
+                # several, writes every chunk anyway and says nothing).
+                return None
+        return NextThreshold(quota, stored, self.shard_count)
 
     def add(self, item: ConsumerUsage, found: List[Minute], quota, end: int) -> bool:
         """Add the minutes not counted yet to ``item`` (an old period's final figure is stored
@@ -191,6 +223,42 @@ class ConsumerPeriods:
         item.egress = sum(e["egress"] for e in services.values())
         item.total = int(item.ingress) + int(item.egress)
         item.through = max(int(item.through), through)
+
+
+class NextThreshold:
+    """Whether the bytes one shard adds to a consumer may take its usage to the next threshold of
+    its quota (an alert's, or the block's ``reject_at``) that its stored usage has not reached.
+
+    Each of the N shards adds only its own share; if none adds (stored - threshold) / N or more,
+    their shares together cannot reach it. One that does writes the consumer, and the rule above
+    (written since the last multiple) has every shard write it at the next even minute: a crossing
+    split over several shards is stored within one more flush."""
+
+    def __init__(self, quota, stored: int, shard_count: int):
+        self.limit = quota.limit_bytes
+        self.stored = stored
+        self.shard_count = shard_count
+        marks = list(quota.thresholds) + ([quota.reject_at] if quota.rejects else [])
+        self.pending = [t for t in marks if stored * 100 < t * self.limit]
+
+    def reached(self, before: Optional[int], after: Optional[int]) -> bool:
+        if before is None or after is None:
+            return True
+        projected = self.stored + self.shard_count * (after - before)
+        return any(projected * 100 >= t * self.limit for t in self.pending)
+
+
+def _usage_of(item: ConsumerUsage, quota, at: int) -> Optional[int]:
+    """The item's usage in the quota's direction in the period of ``at`` (None: it holds another)."""
+    if not item.holds(period_at(quota.period, at, quota.anchor_day)):
+        return None
+    ingress, egress = int(item.ingress), int(item.egress)
+    return {"ingress": ingress, "egress": egress}.get(quota.direction, ingress + egress)
+
+
+def _shard_of(item: ConsumerUsage) -> int:
+    _, separator, shard = item.sk.partition(SHARD_SEPARATOR)
+    return int(shard) if separator else 0
 
 
 def _plain_map(value) -> Dict[str, dict]:

@@ -1,7 +1,7 @@
 """Compute and write what one chunk's window adds up to: minute items, the rollups the chunk
 completed, each active service's usage in its current quota period and its new checkpoint, and
-each active consumer's usage in its period (collect/consumers.py: every other minute with a
-quota, every CONSUMER_WRITE_MINUTES without).
+each active consumer's usage in its period (collect/consumers.py: every CONSUMER_WRITE_MINUTES,
+and with a quota also at the even minute its bytes may reach a threshold).
 
 Values are absolute and keys deterministic, so writing a retried chunk again changes nothing.
 """
@@ -24,7 +24,7 @@ class ChunkWriter:
     def __init__(self, store, role: Role):
         self.store = store
         self.role = role
-        self.consumers = consumer_periods.ConsumerPeriods(store, role.shard)
+        self.consumers = consumer_periods.ConsumerPeriods(store, role.shard, role.settings.shard_count)
         # Where the last chunk that wrote every consumer ended (the collector's state keeps it).
         self.consumers_through: Optional[int] = None
         # Minute items the current chunk read back for its rollups: the consumers' read-back reuses them.

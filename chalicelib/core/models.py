@@ -322,10 +322,6 @@ class ConsumerUsage(_PeriodUsageItem):
     # The services this consumer sent bytes through in the period: {service: {"ingress": n, "egress": n}}
     # (bounded like a bucket's routes), so its chart reads only those services' buckets.
     services = MapAttribute(default=dict)
-    # The quota (and its version) the collector counted the consumer under when it last wrote the
-    # item (QuotaSnapshot.consumer_quota_tag; None: none). While it stays the same, a consumer with
-    # a quota was written at every even minute it had bytes, so nothing earlier is left to read back.
-    quota_tag = UnicodeAttribute(null=True)
 
     @classmethod
     def first_seen_at(cls, consumer: str, minute: int, last_active: int) -> "ConsumerUsage":

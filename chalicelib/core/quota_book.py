@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional
 
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
@@ -88,11 +88,8 @@ class QuotaBook:
         self.webhook_policy = webhook_policy
 
     def load(self) -> QuotaSnapshot:
-        quotas, _ = self._quotas(SERVICE)
-        consumer_quotas, versions = self._quotas(CONSUMER)
         rules = self._rules_item()
-        return QuotaSnapshot(quotas, rules.rules if rules else [], consumer_quotas, versions,
-                             _version(rules) if rules else 0)
+        return QuotaSnapshot(self._quotas(SERVICE), rules.rules if rules else [], self._quotas(CONSUMER))
 
     def quota_for(self, service: str) -> EffectiveQuota:
         return self.load().quota_for(service)
@@ -200,13 +197,12 @@ class QuotaBook:
         raise PreconditionFailed(f"{what} kept changing while this change was written; try again")
 
     @staticmethod
-    def _quotas(kind: str) -> Tuple[dict, Dict[str, int]]:
-        """The quotas of ``kind`` by name, and their versions."""
+    def _quotas(kind: str) -> dict:
+        """The quotas of ``kind`` by name."""
         try:
-            items = [item for item in Quota.query(_QUOTA_PKS[kind]) if item.body is not None]
+            return {item.sk: item.body for item in Quota.query(_QUOTA_PKS[kind]) if item.body is not None}
         except PynamoDBException as e:
             raise StoreError(f"reading {kind} quotas failed: {e}") from e
-        return {item.sk: item.body for item in items}, {item.sk: _version(item) for item in items}
 
     def _item(self, name: str, kind: str) -> Optional[Quota]:
         return self._quota_item(name) if kind == SERVICE else self._consumer_quota_item(name)

@@ -259,10 +259,6 @@ class QuotaSnapshot:
     quotas: Dict[str, dict] = field(default_factory=dict)
     rules: List[dict] = field(default_factory=list)
     consumer_quotas: Dict[str, dict] = field(default_factory=dict)  # by consumer key (names.qualified)
-    # The stored versions (raised at each change, a delete included) of the consumers' own quotas
-    # and of the rules: which version of its quota a consumer was counted under (consumer_quota_tag).
-    consumer_quota_versions: Dict[str, int] = field(default_factory=dict)
-    rules_version: int = 0
 
     def rules_for(self, kind: str) -> List[dict]:
         """The rules whose pattern matches names of ``kind`` ("service" or "consumer"), in order."""
@@ -300,17 +296,6 @@ class QuotaSnapshot:
         if consumer in self.consumer_quotas:
             return EffectiveQuota.from_body("consumer", self.consumer_quotas[consumer])
         return self._rule_quota(consumer, "consumer")
-
-    def consumer_quota_tag(self, consumer: str, quota: Optional[EffectiveQuota] = None) -> Optional[str]:
-        """Which stored version of a quota applies to a consumer (None: no quota): it changes with
-        any change of that quota, even one that deletes it and stores the same document again.
-        ``quota``: quota_for_consumer(consumer), when the caller has it already."""
-        quota = quota or self.quota_for_consumer(consumer)
-        if quota.limit_bytes is None:
-            return None
-        if quota.source == "consumer":
-            return f"consumer@{self.consumer_quota_versions.get(consumer, 0)}"
-        return f"{quota.source}@{self.rules_version}"
 
     def _rule_quota(self, name: str, kind: str) -> EffectiveQuota:
         for rule in self.rules_for(kind):

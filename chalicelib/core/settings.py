@@ -344,9 +344,9 @@ class Settings:
     unobserved_gap_minutes: int = setting("UNOBSERVED_GAP_MINUTES", integer(minimum=1), 5)
     minute_ttl_days: int = setting("MINUTE_TTL_DAYS", integer(minimum=1), 35)
     collect_traffic_stats: bool = setting("COLLECT_TRAFFIC_STATS", boolean, True)
-    # How often a consumer without a quota has its period item written (collect/consumers.py);
-    # one with a quota is written every other minute. Locally every other minute too, so a
-    # newcomer watches the figures move.
+    # How often every consumer has its period item written (collect/consumers.py); one with a
+    # quota also at the even minute its bytes may reach a threshold. Locally every other minute,
+    # so a newcomer watches the figures move.
     consumer_write_minutes: int = setting("CONSUMER_WRITE_MINUTES", even_divisor_of_a_day,
                                           default_where=lambda w: 2 if w.local_dev else 10)
     # Scaling out (chalicelib/collect/shards.py). Each shard is a Lambda invocation a minute: a

@@ -114,34 +114,50 @@ def test_each_consumer_period_total_is_its_minute_bytes_through_a_restart_and_wr
     assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1560)["alice"])
 
 
-def test_without_a_quota_a_consumer_is_written_every_ten_minutes_with_one_every_other_minute(metered_every_ten):
-    """CONSUMER_WRITE_MINUTES=10 (the default in AWS): alice, without a quota, is written at the
-    multiples of ten minutes only, bob, with a quota, at every even minute; at each of their
-    writes the figure is exact."""
+def quota_crossed_after(deps, consumer, fraction_bytes, kind=CONSUMER):
+    """A quota whose 80 % threshold is ``fraction_bytes`` above the consumer's stored usage."""
+    usage = int(stored()[consumer].total)
+    limit = -(-(usage + fraction_bytes) * 100 // 80)
+    deps.quotas.put(consumer, {"limit_bytes": limit}, kind=kind)
+    return limit * 80 / 100
+
+
+def test_a_consumer_is_written_at_the_multiples_and_with_a_quota_also_when_near_a_threshold(metered_every_ten):
+    """CONSUMER_WRITE_MINUTES=10 (the default in AWS): carol, without a quota, and bob, far from
+    his quota's thresholds, are written at the multiples of ten minutes only; alice, whose 80 %
+    comes within reach, at the even minute her bytes may reach it and at every even minute after
+    it until the next multiple. At each write the figure is exact."""
     deps, prom, writes = metered_every_ten
     deps.quotas.put("bob", {"limit_bytes": 10**9}, kind=CONSUMER)
-    traffic(prom, T0 - 600, T0 + 1800)
+    traffic(prom, T0 - 600, T0 + 2400)
     assert deps.collector.run(now=T0 + 600 + 31).status == "ok"
+    run_minutes(deps, T0 + 660, T0 + 1200)
+    # alice adds 572 bytes a minute: 80 % is 2,500 bytes away, reached in the minute ending T0 + 1500.
+    threshold = quota_crossed_after(deps, "alice", 2500)
     del writes[:]
     written = {}  # consumer -> the chunk ends at which it was written
-    for end in range(T0 + 660, T0 + 1500, 60):
+    for end in range(T0 + 1260, T0 + 2400, 60):
         assert deps.collector.run(now=end + 31).status == "ok"
         for item in writes:
             written.setdefault(item.consumer, []).append(end)
             assert sum(minute_truth(0, end)[item.consumer]) == int(item.total), (item.consumer, end)
         del writes[:]
-    assert written["alice"] == [T0 + 1200]  # 660..1440: only the multiple of ten minutes
-    assert written["bob"] == list(range(T0 + 720, T0 + 1500, 120))  # bob, from T0 + 600: every even minute
-    # In between, alice's figure is the one of the last multiple, then exact again at the next.
-    assert int(stored()["alice"].through) == T0 + 1200
-    run_minutes(deps, T0 + 1500, T0 + 1800)
-    assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1800)["alice"])
+        if end % 120 == 0 and sum(minute_truth(0, end)["alice"]) >= threshold:
+            assert int(stored()["alice"].total) >= threshold, end  # stored at the first even minute past it
+    assert sum(minute_truth(0, T0 + 1440)["alice"]) < threshold <= sum(minute_truth(0, T0 + 1500)["alice"])
+    assert written["carol"] == written["bob"] == [T0 + 1800]
+    assert written["alice"] == [T0 + 1560, T0 + 1680, T0 + 1800]
+    # In between, bob's figure is the one of the last multiple, then exact again at the next.
+    assert int(stored()["bob"].through) == T0 + 1800
+    run_minutes(deps, T0 + 2400, T0 + 2400)
+    assert int(stored()["bob"].total) == sum(minute_truth(0, T0 + 2400)["bob"])
 
 
 @pytest.mark.parametrize("change", ["quota set", "quota deleted and set again"])
 def test_a_consumer_that_gets_a_quota_between_two_writes_catches_up_exactly(metered_every_ten, change):
-    """alice was written at T0 + 1200 (a multiple of ten minutes); her quota arrives three
-    minutes later: her next write, at the even minute, reads back every minute since."""
+    """alice was written at T0 + 1200 (a multiple of ten minutes); a quota whose 80 % she is about
+    to reach arrives three minutes later: her next write, at the even minute, reads back every
+    minute since."""
     deps, prom, writes = metered_every_ten
     traffic(prom, T0 - 600, T0 + 1800)
     if change != "quota set":
@@ -152,7 +168,7 @@ def test_a_consumer_that_gets_a_quota_between_two_writes_catches_up_exactly(mete
         deps.quotas.delete("alice", kind=CONSUMER)
     run_minutes(deps, T0 + 1260, T0 + 1380)  # 1320 is even: alice, without a quota now, waits
     assert int(stored()["alice"].through) == T0 + 1200
-    deps.quotas.put("alice", {"limit_bytes": 10**9}, kind=CONSUMER)
+    quota_crossed_after(deps, "alice", 1000)  # four minutes: 2,288 bytes
     del writes[:]
     run_minutes(deps, T0 + 1440, T0 + 1440)
     assert [w.consumer for w in writes if w.consumer == "alice"] == ["alice"]
@@ -192,26 +208,22 @@ def test_the_minutes_a_rollup_read_are_not_read_again_for_the_consumers(metered_
     assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1200)["alice"])
 
 
-def test_a_consumer_back_from_idle_under_the_same_quota_reads_back_only_the_minute_before(metered_every_ten):
-    """dave, under one quota throughout, was written at every even minute he had bytes: back
-    after five idle minutes, his next write reads back the minute before the chunk only."""
-    deps, prom, _ = metered_every_ten
-    deps.quotas.put("dave", {"limit_bytes": 10**9}, kind=CONSUMER)
+def test_between_multiples_consumers_far_from_their_thresholds_cost_reads_and_no_writes(metered_every_ten):
+    """Every consumer under a quota far from its thresholds: at the even minutes between two
+    multiples their items are read (to judge them) and none is written."""
+    deps, prom, writes = metered_every_ten
+    for consumer in CONSUMERS:
+        deps.quotas.put(consumer, {"limit_bytes": 10**12}, kind=CONSUMER)
     traffic(prom, T0 - 600, T0 + 1800)
-    samples, total = [], 0
-    for t in range(T0 + 900, T0 + 1800, 15):  # bytes until T0 + 1260, none until T0 + 1560
-        total += 7 if t < T0 + 1260 or t >= T0 + 1560 else 0
-        samples.append((t, total))
-    prom.add(kong37("pay", "dave", "a:8001"), samples)
     deps.collector.run(now=T0 + 600 + 31)
-    run_minutes(deps, T0 + 660, T0 + 1620)
-    assert int(stored()["dave"].through) == T0 + 1320
-    asked = []
-    original = deps.store.get_buckets
-    deps.store.get_buckets = lambda level, keys: asked.extend((level, *k) for k in keys) or original(level, keys)
-    run_minutes(deps, T0 + 1680, T0 + 1680)
-    assert {t for level, _, t in asked if level == "1m"} == {T0 + 1560}
-    assert int(stored()["dave"].total) == sum(minute_truth(0, T0 + 1680)["dave"])
+    run_minutes(deps, T0 + 660, T0 + 1200)
+    del writes[:]
+    run_minutes(deps, T0 + 1260, T0 + 1740)
+    assert writes == []
+    run_minutes(deps, T0 + 1800, T0 + 1800)
+    assert sorted(w.consumer for w in writes) == sorted(CONSUMERS)
+    for consumer in CONSUMERS:
+        assert int(stored()[consumer].total) == sum(minute_truth(0, T0 + 1800)[consumer])
 
 
 def test_lowering_the_write_interval_loses_nothing_the_longer_one_left_unwritten(metered_every_ten, config):
@@ -338,6 +350,73 @@ def test_shards_each_keep_their_share_and_the_sum_is_what_one_collector_counts(a
     shard_items = [i.sk for i in ConsumerUsage.query(CONSUMERS_PK)]
     assert any("\x1f" in sk for sk in shard_items)  # the fixed shards kept items of their own
     assert {i.consumer for i in ConsumerUsage.query(CONSUMERS_PK)} == set(CONSUMERS)
+
+
+def test_with_shards_a_threshold_crossing_is_stored_by_the_next_even_minute_and_the_sum_stays_exact(aws, config):
+    """alice's bytes come from five services on four shards, each judging only its own share: once
+    her bytes reach 80 % of her quota, her stored sum does by the next even minute, and at the
+    multiple every shard's item of her is exact."""
+    from chalicelib.core import tables
+
+    config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=10, COLLECT_TRAFFIC_STATS="false",
+               CONSUMER_WRITE_MINUTES=10, SHARD_COUNT=4)
+    prom = FakePrometheus()
+    shard_traffic(prom)
+    deps = config.start(prometheus=prom)
+    tables.ensure_table()
+
+    def run_all(now):
+        for shard in (0, 3, 1, 2):
+            assert deps.collector_for(shard).run(now=now).status in ("ok", "idle")
+
+    run_all(T0 + 600 + 31)
+    for end in range(T0 + 660, T0 + 1260, 60):
+        run_all(end + 31)
+    usage = sum(consumer_totals(deps.store, 4)["alice"])
+    assert usage == sum(minute_truth(0, T0 + 1200)["alice"])
+    limit = -(-(usage + 1200) * 100 // 80)  # alice adds 408 bytes a minute: 80 % in three minutes
+    deps.quotas.put("alice", {"limit_bytes": limit}, kind=CONSUMER)
+    threshold = limit * 80 / 100
+    crossed = None
+    for end in range(T0 + 1260, T0 + 1860, 60):
+        run_all(end + 31)
+        if end % 120:
+            continue
+        if crossed is not None:
+            assert sum(consumer_totals(deps.store, 4)["alice"]) >= threshold, end
+        if crossed is None and sum(minute_truth(0, end)["alice"]) >= threshold:
+            crossed = end
+    assert crossed is not None and crossed < T0 + 1800
+    truth = minute_truth(0, T0 + 1800)
+    assert consumer_totals(deps.store, 4) == {c: tuple(truth[c]) for c in CONSUMERS}
+
+
+@pytest.mark.parametrize("written_by, expected", [(1, ["alice"]), (None, []), (0, [])])
+def test_a_consumer_another_shard_wrote_since_the_multiple_is_written_by_every_shard_at_its_next_even_minute(
+        aws, written_by, expected):
+    """Shard 1 wrote alice after the last multiple (it found her near a threshold): shard 2 writes
+    its share of her at its next even minute, however far its own share is from the threshold, so
+    a crossing split over shards is stored one flush later at most. Not so when nobody did, or
+    when only the catch-all (shard 0 of several, which writes every chunk) did."""
+    from chalicelib.collect.consumers import WITH_QUOTA, ConsumerPeriods
+    from chalicelib.core.periods import period_at
+
+    deps = bootstrap.current()
+    deps.quotas.put("alice", {"limit_bytes": 10**9}, kind=CONSUMER)
+    since, start = T0 + 600, T0 + 900
+    period = period_at("month", start, 1)
+    for shard, egress in ((0, 100), (1, 500), (2, 50)):
+        item = ConsumerUsage.first_seen_at("alice", since - 600, last_active=since - 60)
+        item.sk = deps.store.consumer_sk("alice", shard)
+        item.period_kind, item.period_anchor, item.period_start, item.period_end = "month", 1, period.start, period.end
+        item.egress, item.total = egress, egress
+        item.through = since + 240 if shard == written_by else since
+        item.services = {f"svc-{shard}": {"ingress": 0, "egress": egress, "through": item.through}}
+        item.save()
+    written = ConsumerPeriods(deps.store, shard=2, shard_count=4).flush(
+        WITH_QUOTA, {"alice": [(start, "svc-2", 0, 7)]}, None, deps.quotas.load(), start, start + 60, since)
+    assert written == len(expected)
+    assert int(ConsumerUsage.get(CONSUMERS_PK, deps.store.consumer_sk("alice", 2)).egress) == (57 if expected else 50)
 
 
 def test_the_collectors_iam_policies_may_write_the_consumer_items_and_the_ranking():
