@@ -158,7 +158,8 @@ def list_consumers():
 def get_consumer(consumer):
     deps = bootstrap.current()
     key, items = consumers.require_consumer(deps.store, consumer, deps.settings.shard_count)
-    return consumers.consumer_summary(deps.store, key, items, deps.quotas.load().quota_for_consumer(key), deps.clock())
+    return consumers.consumer_summary(deps.store, key, items, deps.quotas.load().quota_for_consumer(key), deps.clock(),
+                                      up_to_date=True)
 
 
 @app.route("/v1/consumers/{consumer}/bandwidth", methods=["GET"], api_key_required=True)

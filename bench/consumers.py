@@ -70,7 +70,7 @@ def fleet(services: int, consumers: int, per_service: int, start: int, end: int)
 
 QUOTA_RULE = "customer-?????0"  # every tenth consumer (--quotas): a rule for consumers gives it a quota
 NEAR_EVERY = 100  # --near: every hundredth consumer has its own quota, crossed within the cycle
-NEAR_LIMIT_MINUTES = 12  # its limit: this many minutes of its bytes (80, 90, 100 % at ~7.6, 8.8, 10 of the cycle)
+NEAR_LIMIT_MINUTES = 12  # its limit: this many minutes of its bytes (80, 90, 100 % ~7.6, 8.8, 10 minutes in)
 
 
 def bytes_a_minute(services: int, consumers: int, per_service: int) -> dict:
@@ -90,10 +90,10 @@ class Meter:
     def __init__(self, store):
         self.units = {"consumer": 0, "service": 0, "quota": 0}
         self.consumer_items = self.consumer_bytes = 0
-        self.reads = {"consumer items": 0, "minute items": 0}
+        self.reads = {"consumer items": 0, "minute items": 0, "rollup items": 0}
         store.get_consumer_items = self._counted("consumer items", store.get_consumer_items)
         store.get_consumers = self._counted("consumer items", store.get_consumers, per_name=True)
-        store.get_buckets = self._counted("minute items", store.get_buckets, level="1m")
+        store.get_buckets = self._counted_buckets(store.get_buckets)
         for name, kind in (("put_consumers", "consumer"), ("put_services", "service"), ("put_buckets", "service")):
             setattr(store, name, self._wrap(store, name, kind, getattr(store, name)))
 
@@ -111,13 +111,18 @@ class Meter:
             return original(*args)
         return measured
 
-    def _counted(self, kind, original, level=None, per_name=False):
+    def _counted(self, kind, original, per_name=False):
         """Keys asked for (a missing item costs a read too); ``per_name``: every shard's item of
         each name (store.get_consumers)."""
         def counted(*args):
-            if level is None or args[0] == level:
-                self.reads[kind] += len(args[1] if level else args[0]) * (args[1] if per_name else 1)
+            self.reads[kind] += len(args[0]) * (args[1] if per_name else 1)
             return original(*args)
+        return counted
+
+    def _counted_buckets(self, original):
+        def counted(level, keys):
+            self.reads["minute items" if level == "1m" else "rollup items"] += len(keys)
+            return original(level, keys)
         return counted
 
 
@@ -144,9 +149,9 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=100)
     parser.add_argument("--consumers", type=int, default=1000)
     parser.add_argument("--per-service", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=10, help="one-minute runs after the first (10: a whole "
-                        "cycle of CONSUMER_WRITE_MINUTES=10, so the figures are amortized over it)")
-    parser.add_argument("--write-minutes", type=int, default=10, help="CONSUMER_WRITE_MINUTES (10: as in AWS)")
+    parser.add_argument("--runs", type=int, help="one-minute runs after the first (default: --write-minutes, a "
+                        "whole cycle of CONSUMER_WRITE_MINUTES, so the figures are amortized over it)")
+    parser.add_argument("--write-minutes", type=int, default=20, help="CONSUMER_WRITE_MINUTES (20: as in AWS)")
     parser.add_argument("--shards", type=int, default=1, help="SHARD_COUNT: each minute every shard runs as "
                         "its own invocation would (one after the other here); wall and peak are the largest shard's")
     parser.add_argument("--quotas", action="store_true", help=f"every tenth consumer has a quota far from its "
@@ -154,7 +159,9 @@ def main() -> None:
     parser.add_argument("--near", action="store_true", help=f"every {NEAR_EVERY}th consumer has its own quota of "
                         f"{NEAR_LIMIT_MINUTES} minutes of its bytes: its thresholds are crossed within the cycle")
     args = parser.parse_args()
-    base = int(time.time() // 600 * 600) - 3600  # a multiple of ten minutes
+    args.runs = args.runs or args.write_minutes
+    cycle = args.write_minutes * 60
+    base = int((time.time() - 3600) // cycle * cycle)  # a multiple of the cycle, an hour ago or more
     series = args.services * args.per_service
     active = min(args.consumers, series)
     t0 = time.monotonic()
@@ -218,6 +225,7 @@ def main() -> None:
                   f"({active - with_quota:,}): {(meter.units['consumer'] - meter.units['quota']) / (args.runs * (active - with_quota)):.3f}")
         print(f"  read per active consumer-minute: {meter.reads['consumer items'] / minutes:.3f} consumer items; "
               f"per active service-minute: {meter.reads['minute items'] / (args.runs * args.services):.3f} minute items "
+              f"and {meter.reads['rollup items'] / (args.runs * args.services):.3f} rollup items "
               f"(read back for the rollups and the consumers)")
         print(f"  consumer items: {meter.consumer_bytes / max(1, meter.consumer_items):.0f} B on average")
         from chalicelib.collect import consumers

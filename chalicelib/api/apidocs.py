@@ -405,14 +405,16 @@ def openapi_spec() -> dict:
                 _param("sort", "query", {"enum": ["usage", "name", "percent"]},
                        "Sort key (default usage). usage and percent follow the ranking the collector "
                        "refreshes every minute up to 100 consumers and every 10 minutes beyond (ranked_at): "
-                       "the order is as of then, the values are read "
-                       "now; a consumer first seen since is listed by name until the next ranking"),
+                       "the order is as of then; the values are the consumers' figures as the collector "
+                       "last wrote them (every CONSUMER_WRITE_MINUTES; one consumer's own route adds the "
+                       "minutes since); a consumer first seen since is listed by name until the next ranking"),
                 _param("order", "query", {"enum": ["asc", "desc"]}, "Sort order (default desc)"),
                 _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (default 100)"),
                 _param("cursor", "query", {"type": "string", "pattern": "^[A-Za-z0-9_=-]*$"},
                        "next_cursor of the previous page of the same sort (opaque; empty: the first page)")],
             tag="consumers")},
-        "/v1/consumers/{consumer}": {"get": _operation("One consumer's usage in its period, per service, and its quota",
+        "/v1/consumers/{consumer}": {"get": _operation("One consumer's usage in its period, per service, and its quota, "
+                                                       "up to the last collected minute",
                                                        _json(ref("ConsumerSummary")), params=[CONSUMER],
                                                        tag="consumers")},
         "/v1/consumers/{consumer}/bandwidth": {"get": _operation(

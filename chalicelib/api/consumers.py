@@ -27,7 +27,7 @@ from chalicelib.core.names import workspace_and_name
 from chalicelib.core.periods import period_at
 from chalicelib.core.quotas import validate_service_name
 from chalicelib.core.timeutil import floor, iso
-from chalicelib.core.usage import ANONYMOUS_CONSUMER, consumer_services, consumer_usage_in, stored_label
+from chalicelib.core.usage import ANONYMOUS_CONSUMER, consumer_services, consumer_tail, consumer_usage_in, stored_label
 
 
 def consumer_key(raw: str) -> str:
@@ -48,10 +48,14 @@ def require_consumer(store, raw: str, shard_count: int) -> Tuple[str, list]:
     return consumer, items
 
 
-def consumer_summary(store, consumer: str, items: list, quota, now: float) -> dict:
-    """A consumer's usage in the period its quota counts now (no quota: the calendar month)."""
+def consumer_summary(store, consumer: str, items: list, quota, now: float, up_to_date: bool = False) -> dict:
+    """A consumer's usage in the period its quota counts now (no quota: the calendar month): as
+    its items hold it (the collector writes them every CONSUMER_WRITE_MINUTES), or ``up_to_date``
+    with the stored minutes since (one consumer's page: its figure agrees with its chart)."""
     period = period_at(quota.period, now, quota.anchor_day)
     found = consumer_usage_in(store, consumer, items, period)
+    if up_to_date:
+        found = found.plus(consumer_tail(store, consumer, items, period, floor(int(now), 60)))
     workspace, name = workspace_and_name(consumer)
     return {
         "consumer": consumer,

@@ -13,7 +13,7 @@ period's final figure first, so the alerts function sees its last crossing.
 **Cost.** A consumer's item is not written every minute (issue 24: at most 0.5 WCU per active
 consumer-minute on top of the service's writes, alerted within two minutes). A chunk *flushes*:
 
-- **everyone** when it ends on a multiple of CONSUMER_WRITE_MINUTES (10 by default), covers two
+- **everyone** when it ends on a multiple of CONSUMER_WRITE_MINUTES (20 in AWS), covers two
   minutes or more, or has a minute with more consumers than a stored bucket keeps
   (usage.MAX_CONSUMERS: its stored bucket would not tell them apart any more);
 - **the consumers with a quota that may have reached a threshold** when it ends on any other even
@@ -21,18 +21,20 @@ consumer-minute on top of the service's writes, alerted within two minutes). A c
   threshold (an alert's, or ``reject_at``) costs a read, not a write. The flush reads every
   shard's item of each consumer with a quota (its stored usage S) and adds this shard's unwritten
   minutes (d); it writes the consumer if S + N x d reaches the next threshold S has not (N: the
-  shards, 1 unsharded), or if any fixed shard wrote the consumer since the last multiple (one
-  found it near), and from then on at every even minute until the next multiple. Unsharded that
-  is exactly "its bytes reached the threshold". With N shards, none of which adds (threshold - S)
-  / N, their shares together cannot reach it; a crossing split unevenly is stored by the next even
-  minute, when the rule "written since the multiple" has every shard write its share. The others
-  are neither read nor written then.
+  shards, 1 unsharded), or if another fixed shard wrote the consumer since this one last did (it
+  found it near). Unsharded that is exactly "its bytes reached the threshold". With N shards, none
+  of which adds (threshold - S) / N, their shares together cannot reach it; a crossing split
+  unevenly is stored by the next even minute, when the shards that did not write follow the one
+  that did. The others are neither read nor written then.
 
 A flush reads the items of the consumers it judges (BatchGet) and writes the changed ones. What
 a consumer did before the chunk since it was last written is read back from the services' stored
 minute buckets, only of the services that had traffic then (their ``last_active``): all of it
 since the last multiple of CONSUMER_WRITE_MINUTES (every consumer's minutes before it are in its
 item: that chunk flushed everyone), and the per-service guards skip what an item holds already.
+To judge the consumers with a quota, a flush first reads the same stretch from the coarsest
+rollups that tile it (``estimator``: at least each consumer's bytes, a few items a service instead
+of one a minute), and reads the minutes only when one of them is to be written.
 Forecast alerts are judged at the consumer's writes: at least every CONSUMER_WRITE_MINUTES.
 Period boundaries are UTC midnights (multiples), so a period's last minute is always written by
 the chunk that ends on it or contains it. Passes that count services the shard did not count
@@ -59,8 +61,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from chalicelib.core.models import ConsumerUsage, ServiceUsage
 from chalicelib.core.periods import period_at
-from chalicelib.core.store import SHARD_SEPARATOR
-from chalicelib.core.timeutil import MINUTE, floor
+from chalicelib.core.store import SHARD_SEPARATOR, decompose
+from chalicelib.core.timeutil import LEVELS, MINUTE, floor
 from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMER_SERVICES, MAX_CONSUMERS, OTHER_CONSUMERS,
                                    OTHER_SERVICES, BucketUsage, consumer_usage_in, stored_label)
 NOT_CONSUMERS = (ANONYMOUS_CONSUMER, OTHER_CONSUMERS)
@@ -114,61 +116,86 @@ class ConsumerPeriods:
         self.shard_count = max(1, shard_count)
 
     def flush(self, mode: str, chunk: Dict[str, List[Minute]], read_back: Optional[ReadBack], snapshot,
-              start: int, end: int, since: int) -> int:
+              start: int, end: int, since: int, estimate: Optional[Estimate] = None) -> int:
         """Add the consumers' minutes to their items of this shard and write the changed ones
         (``mode``: which consumers; ``read_back(first, end)``: the consumers of the stored minutes
         [first, end) before the chunk, None for a pass that reads nothing back; ``since``: every
-        consumer's minutes before it are in its item, counted_before). Returns how many items
-        were written."""
-        earlier = read_back(since, start) if read_back is not None else {}
-        minutes = _merged(earlier, chunk)
-        quotas = {c: snapshot.quota_for_consumer(c) for c in minutes}  # once each: rules are globs
+        consumer's minutes before it are in its item, counted_before; ``estimate``: at least what
+        each consumer did in a stretch before the chunk, to judge WITH_QUOTA without reading every
+        minute). Returns how many items were written."""
+        everyone: Dict[str, List[ConsumerUsage]] = {}
         if mode == WITH_QUOTA:
-            minutes = {c: found for c, found in minutes.items() if quotas[c].limit_bytes is not None}
+            rough = (estimate(since, start) if estimate is not None
+                     else _totals(read_back(since, start)) if read_back is not None else {})
+            judged = self._near(chunk, rough, snapshot, start, since)
+            if not judged:
+                return 0
+            chunk = {c: found for c, found in chunk.items() if c in judged}
+            everyone = judged
+        earlier = read_back(since, start) if read_back is not None else {}
+        if mode == WITH_QUOTA:
+            earlier = {c: found for c, found in earlier.items() if c in everyone}
+        minutes = _merged(earlier, chunk)
         if not minutes:
             return 0
+        quotas = {c: snapshot.quota_for_consumer(c) for c in minutes}  # once each: rules are globs
         names = sorted(minutes)
-        # Between two multiples a consumer is written only when it may have reached a threshold:
-        # that takes every shard's item of it (its stored usage), not only this shard's.
-        everyone = self.store.get_consumers(names, self.shard_count) if mode == WITH_QUOTA else {}
         own_sk = {c: self.store.consumer_sk(c, self.shard) for c in names}
         stored = ({c: item for c in names for item in everyone.get(c, ()) if item.sk == own_sk[c]}
                   if mode == WITH_QUOTA else self.store.get_consumer_items(names, self.shard))
         changed: List[ConsumerUsage] = []
         for consumer, found in sorted(minutes.items()):
-            quota = quotas[consumer]
             item = stored.get(consumer)
-            # None: written whatever it adds; else written only if it may reach a threshold.
-            test = None if mode == EVERYONE else self._threshold_test(item, everyone.get(consumer, []), quota,
-                                                                      start, since)
             if item is None:
                 first = min(m for m, *_ in found)
                 item = ConsumerUsage.first_seen_at(consumer, first, last_active=first)
             item.sk = own_sk[consumer]
-            before = _usage_of(item, quota, start)
-            if not self.add(item, found, quota, end):
-                continue
-            if test is None or test.reached(before, _usage_of(item, quota, start)):
+            if self.add(item, found, quotas[consumer], end):
                 changed.append(item)
         return self.store.put_consumers(changed) if changed else 0
 
-    def _threshold_test(self, own: Optional[ConsumerUsage], items: List[ConsumerUsage], quota, start: int,
+    def _near(self, chunk: Dict[str, List[Minute]], rough: Dict[str, Tuple[int, int]], snapshot,
+              start: int, since: int) -> Dict[str, List[ConsumerUsage]]:
+        """The consumers with a quota that this even minute writes, each with every shard's item of
+        it: those whose bytes since ``since`` (at least ``rough`` of them, plus the chunk's) may
+        take their usage to their next threshold, or that another shard found near (see the
+        module docstring)."""
+        quotas = {c: snapshot.quota_for_consumer(c) for c in (set(chunk) | set(rough)) - set(NOT_CONSUMERS)}
+        names = sorted(c for c, quota in quotas.items() if quota.limit_bytes is not None)
+        if not names:
+            return {}
+        everyone = self.store.get_consumers(names, self.shard_count)
+        other = rough.get(OTHER_CONSUMERS, (0, 0))
+        near = {}
+        for consumer in names:
+            quota, items = quotas[consumer], everyone.get(consumer, [])
+            own = next((i for i in items if i.sk == self.store.consumer_sk(consumer, self.shard)), None)
+            test = self._threshold_test(items, own, quota, start, since)
+            ingress, egress = rough.get(consumer, other)
+            for _, _, i, e in chunk.get(consumer, ()):
+                ingress, egress = ingress + i, egress + e
+            added = {"ingress": ingress, "egress": egress}.get(quota.direction, ingress + egress)
+            if test is None or test.reached(0, added):
+                near[consumer] = items
+        return near
+
+    def _threshold_test(self, items: List[ConsumerUsage], own: Optional[ConsumerUsage], quota, start: int,
                         since: int) -> Optional["NextThreshold"]:
-        """Whether a consumer with a quota is written at this even minute: None (it is), or the
-        test of what this shard adds (NextThreshold.reached)."""
+        """Whether a consumer with a quota is written at this even minute, from every shard's item of
+        it (``own``: this shard's): None (it is), or the test of what this shard adds
+        (NextThreshold.reached)."""
         period = period_at(quota.period, start, quota.anchor_day)
-        if own is None or not own.holds(period):
-            return None  # its first item on this shard, or its first write in a new period
+        last_written = max(since, int(own.through) if own is not None else 0)
         stored = 0
         for item in items:
             if item.holds(period):
                 stored += _usage_of(item, quota, start) or 0
             elif not item.precedes(period):
                 return None  # a shard's item counts another cycle (the quota's changed): no sum to judge
-            if int(item.through) > since and (self.shard_count == 1 or _shard_of(item) != 0):
-                # Written since the last multiple, so found near a threshold then: kept on the
-                # every-other-minute cadence until the next multiple (the catch-all, shard 0 of
-                # several, writes every chunk anyway and says nothing).
+            if item is not own and _shard_of(item) != 0 and int(item.through) > last_written:
+                # Another fixed shard found it near a threshold since this one last wrote it: this
+                # shard's share follows now (the catch-all, shard 0 of several, writes every chunk
+                # anyway and says nothing).
                 return None
         return NextThreshold(quota, stored, self.shard_count)
 
@@ -230,9 +257,9 @@ class NextThreshold:
     its quota (an alert's, or the block's ``reject_at``) that its stored usage has not reached.
 
     Each of the N shards adds only its own share; if none adds (stored - threshold) / N or more,
-    their shares together cannot reach it. One that does writes the consumer, and the rule above
-    (written since the last multiple) has every shard write it at the next even minute: a crossing
-    split over several shards is stored within one more flush."""
+    their shares together cannot reach it. One that does writes the consumer, and every other
+    shard with bytes of it follows at the next even minute (ConsumerPeriods._threshold_test): a
+    crossing split over several shards is stored within one more flush."""
 
     def __init__(self, quota, stored: int, shard_count: int):
         self.limit = quota.limit_bytes
@@ -259,6 +286,10 @@ def _usage_of(item: ConsumerUsage, quota, at: int) -> Optional[int]:
 def _shard_of(item: ConsumerUsage) -> int:
     _, separator, shard = item.sk.partition(SHARD_SEPARATOR)
     return int(shard) if separator else 0
+
+
+def _totals(minutes: Dict[str, List[Minute]]) -> Dict[str, Tuple[int, int]]:
+    return {c: (sum(m[2] for m in found), sum(m[3] for m in found)) for c, found in minutes.items()}
 
 
 def _plain_map(value) -> Dict[str, dict]:
@@ -300,6 +331,46 @@ def reader(store, services: Mapping[str, ServiceUsage], exclude: Set[str],
         return by_consumer((b.service, b.start, b.consumers) for b in found.values() if b.consumers)
 
     return read_back
+
+
+Estimate = Callable[[int, int], Dict[str, Tuple[int, int]]]
+
+
+def estimator(store, services: Mapping[str, ServiceUsage], exclude: Set[str],
+              known: Optional[Mapping[Tuple[str, int], BucketUsage]] = None) -> Estimate:
+    """``estimate(first, end)``: each consumer's (ingress, egress) in [first, end) of the services
+    that had traffic then (less ``exclude``), at least: read from the coarsest stored rollups that
+    tile the range (a 5-minute, 15-minute or hour item for every such stretch instead of its
+    minutes), and minute items only at its ragged ends. Bytes a rollup keeps only in
+    OTHER_CONSUMERS (a stretch with more consumers than an item keeps) count for every consumer, as
+    do all the bytes of one without consumer data (written before consumers were kept).
+    What it adds up may include minutes a consumer's item counts already: enough to judge whether
+    a consumer may be near a threshold, never to write its figure (``reader`` reads that)."""
+    active = [(name, int(item.first_seen), int(item.last_active)) for name, item in services.items()
+              if name not in exclude]
+
+    def estimate(first: int, end: int) -> Dict[str, Tuple[int, int]]:
+        totals: Dict[str, List[int]] = {}
+        everyone = [0, 0]
+        for lo, hi, level in decompose(first, end):
+            size = LEVELS[level]
+            keys = [(name, t) for name, seen, last in active for t in range(lo, hi, size)
+                    if t <= last and t + size > floor(seen, MINUTE)]
+            found = {k: known[k] for k in keys if known and level == "1m" and k in known}
+            missing = [k for k in keys if k not in found]
+            if missing:
+                found.update(store.get_buckets(level, missing))
+            for bucket in found.values():
+                if bucket.consumers is None:  # part of it written before consumers were kept
+                    everyone[0], everyone[1] = everyone[0] + bucket.ingress, everyone[1] + bucket.egress
+                for consumer, entry in (bucket.consumers or {}).items():
+                    target = everyone if consumer == OTHER_CONSUMERS else totals.setdefault(consumer, [0, 0])
+                    target[0] += int(entry.get("ingress", 0))
+                    target[1] += int(entry.get("egress", 0))
+        return {c: (i + everyone[0], e + everyone[1]) for c, (i, e) in totals.items()} \
+            | ({OTHER_CONSUMERS: (everyone[0], everyone[1])} if any(everyone) else {})
+
+    return estimate
 
 
 # -- the listing's rankings (GET /v1/consumers?sort=usage|percent) ---------------------------------

@@ -45,6 +45,8 @@ class ChunkWriter:
         # Made before this chunk moves the services' last active minutes.
         read_back = None if always or not flush else consumer_periods.reader(self.store, services, set(fresh),
                                                                              self.minutes_read)
+        estimate = None if always or not flush else consumer_periods.estimator(self.store, services, set(fresh),
+                                                                               self.minutes_read)
         minutes = window.usage.minutes()
         written = self.store.put_buckets("1m", minutes)
         by_service: Dict[str, List[BucketUsage]] = {}
@@ -67,7 +69,7 @@ class ChunkWriter:
         if flush:
             since = consumer_periods.counted_before(start, every, self.consumers_through)
             self.consumers.flush(flush, consumer_periods.by_consumer(consumer_minutes), read_back, snapshot,
-                                 start, end, since)
+                                 start, end, since, estimate)
             if flush == consumer_periods.EVERYONE and not newcomers:
                 self.consumers_through = end
         return written

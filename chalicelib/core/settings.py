@@ -345,10 +345,11 @@ class Settings:
     minute_ttl_days: int = setting("MINUTE_TTL_DAYS", integer(minimum=1), 35)
     collect_traffic_stats: bool = setting("COLLECT_TRAFFIC_STATS", boolean, True)
     # How often every consumer has its period item written (collect/consumers.py); one with a
-    # quota also at the even minute its bytes may reach a threshold. Locally every other minute,
-    # so a newcomer watches the figures move.
+    # quota also at the even minute its bytes may reach a threshold, and one consumer's page adds
+    # the minutes since. 20 in AWS keeps a consumer spread over 8 shards within the write budget
+    # (bench/RESULTS.md); locally every other minute, so a newcomer watches the figures move.
     consumer_write_minutes: int = setting("CONSUMER_WRITE_MINUTES", even_divisor_of_a_day,
-                                          default_where=lambda w: 2 if w.local_dev else 10)
+                                          default_where=lambda w: 2 if w.local_dev else 20)
     # Scaling out (chalicelib/collect/shards.py). Each shard is a Lambda invocation a minute: a
     # typo must not start thousands (the template's ShardCount has the same bound).
     shard_count: int = setting("SHARD_COUNT", integer(minimum=1, maximum=MAX_SHARDS), 1)

@@ -253,6 +253,17 @@ class ConsumerPeriodUsage:
     usage: PeriodUsage
     services: Dict[str, Dict[str, int]]  # {service: {"ingress", "egress", "total"}}, those with bytes
 
+    def plus(self, other: "ConsumerPeriodUsage") -> "ConsumerPeriodUsage":
+        """Both together (of the same period)."""
+        services = {name: dict(entry) for name, entry in self.services.items()}
+        for name, entry in other.services.items():
+            mine = services.setdefault(name, {"ingress": 0, "egress": 0, "total": 0})
+            for key in ("ingress", "egress", "total"):
+                mine[key] += entry[key]
+        usage = PeriodUsage(self.usage.period, self.usage.ingress + other.usage.ingress,
+                            self.usage.egress + other.usage.egress)
+        return ConsumerPeriodUsage(usage, services)
+
 
 def consumer_usage_in(store, consumer: str, items, period: Period) -> ConsumerPeriodUsage:
     """Usage of ``consumer`` in ``period`` from its items (ConsumerUsage, one per collector shard).
@@ -282,6 +293,43 @@ def consumer_usage_in(store, consumer: str, items, period: Period) -> ConsumerPe
             for service in entries:
                 found = (store.range_total(service, period.start, end).consumers or {}).get(stored_label(consumer), {})
                 add(service, int(found.get("ingress", 0)), int(found.get("egress", 0)))
+    return ConsumerPeriodUsage(PeriodUsage(period, ingress, egress), services)
+
+
+# At most this many minute items are read to bring a consumer's figure up to date (a consumer on
+# 100 services, 20 minutes after its last write); beyond, its stored figure is shown as it is.
+TAIL_MINUTE_ITEMS = 2000
+
+
+def consumer_tail(store, consumer: str, items, period: Period, until: int,
+                  limit: int = TAIL_MINUTE_ITEMS) -> ConsumerPeriodUsage:
+    """What ``consumer`` did in ``period`` that its items (consumer_usage_in) do not count yet: its
+    bytes in the stored minute buckets of each service its items name, from the latest of their
+    guards (``through``: every earlier minute of that service is counted by one of its shards'
+    items) to ``until``.
+    Nothing when that takes more than ``limit`` minute items; a service it used first since its
+    last write is counted from the collector's next write of it."""
+    starts: Dict[str, int] = {}
+    for item in items:
+        if item.holds(period) or not item.precedes(period):  # an earlier period's guards are before this one
+            for service, entry in _entries(item.services).items():
+                if service != OTHER_SERVICES:  # bytes of several services: none to read back
+                    starts[service] = max(starts.get(service, 0), int(entry.get("through", 0)), period.start)
+    keys = [(service, minute) for service, start in sorted(starts.items())
+            for minute in range(start, min(until, period.end), 60)]
+    if not keys or len(keys) > limit:
+        return ConsumerPeriodUsage(PeriodUsage(period, 0, 0), {})
+    ingress = egress = 0
+    services: Dict[str, Dict[str, int]] = {}
+    for (service, _), bucket in sorted(store.get_buckets("1m", keys).items()):
+        entry = (bucket.consumers or {}).get(stored_label(consumer), {})
+        i, e = int(entry.get("ingress", 0)), int(entry.get("egress", 0))
+        if i or e:
+            total = services.setdefault(service, {"ingress": 0, "egress": 0, "total": 0})
+            total["ingress"] += i
+            total["egress"] += e
+            total["total"] += i + e
+            ingress, egress = ingress + i, egress + e
     return ConsumerPeriodUsage(PeriodUsage(period, ingress, egress), services)
 
 

@@ -27,9 +27,9 @@ def test_api_load_benchmark_small():
 
 def test_consumers_benchmark_small():
     out = run("bench/consumers.py", "--services", "5", "--consumers", "20", "--per-service", "4", "--quotas", "--near")
-    # Items under 1 KB over a whole ten-minute cycle: every consumer written at the multiple of ten
-    # minutes; of the two with a quota, the one whose 80 % is crossed in the cycle also at minute 8.
-    assert "with a quota (2): 0.150 WCU per active consumer-minute; without (18): 0.100" in out
+    # Items under 1 KB over a whole 20-minute cycle: every consumer written at its end; of the two
+    # with a quota, the one whose thresholds are crossed in the cycle also at minutes 8 and 10.
+    assert "with a quota (2): 0.100 WCU per active consumer-minute; without (18): 0.050" in out
     sharded = run("bench/consumers.py", "--services", "6", "--consumers", "20", "--per-service", "4", "--quotas",
                   "--shards", "3")
     assert "each of 3 shards" in sharded and "WCU per active consumer-minute" in sharded

@@ -2,6 +2,8 @@
 a gateway restart, a retried window, a period boundary and sharding, written every other minute.
 
 The truth is always the consumer's bytes in the stored minute buckets, summed over services."""
+import json
+
 import pytest
 
 from chalicelib import bootstrap
@@ -9,6 +11,7 @@ from chalicelib.core.models import CONSUMER, CONSUMERS_PK, CollectorState, Consu
 from chalicelib.core.store import bucket_usage
 from chalicelib.core.usage import ANONYMOUS_CONSUMER
 from tests.fakes.prometheus import FakePrometheus
+from tests.unit.test_api import client  # noqa: F401 (the fixture: the app on moto in-process)
 from tests.unit.test_collector import DAY0, T0, scrape
 
 CONSUMERS = ("alice", "bob", "carol")
@@ -177,18 +180,23 @@ def test_a_consumer_that_gets_a_quota_between_two_writes_catches_up_exactly(mete
     assert int(stored()["alice"].total) == sum(minute_truth(0, T0 + 1800)["alice"])
 
 
-def test_a_new_consumer_given_a_quota_before_its_first_write_is_counted_from_its_first_minute(metered_every_ten):
+@pytest.mark.parametrize("limit, first_write", [(200, T0 + 1440), (10**9, T0 + 1800)])
+def test_a_new_consumer_given_a_quota_before_its_first_write_is_counted_from_its_first_minute(
+        metered_every_ten, limit, first_write):
     """dave appears after a multiple of ten minutes without a quota (not written at the even
-    minutes), then gets one: his first write reads back every minute since the multiple."""
+    minutes), then gets one: his first write, at the even minute his bytes (~200 by T0 + 1440)
+    reach 80 % of it, or else at the next multiple, reads back every minute since the multiple."""
     deps, prom, _ = metered_every_ten
     traffic(prom, T0 - 600, T0 + 1800)
     prom.add(kong37("pay", "dave", "a:8001"), [(t, 13 * i) for i, t in enumerate(range(T0 + 1215, T0 + 1800, 15))])
     deps.collector.run(now=T0 + 600 + 31)
     run_minutes(deps, T0 + 660, T0 + 1380)
     assert "dave" not in stored() and sum(minute_truth(0, T0 + 1380)["dave"]) > 0
-    deps.quotas.put("dave", {"limit_bytes": 10**9}, kind=CONSUMER)
-    run_minutes(deps, T0 + 1440, T0 + 1440)
-    assert int(stored()["dave"].total) == sum(minute_truth(0, T0 + 1440)["dave"])
+    deps.quotas.put("dave", {"limit_bytes": limit}, kind=CONSUMER)
+    run_minutes(deps, T0 + 1440, first_write - 60)
+    assert "dave" not in stored()
+    run_minutes(deps, first_write, first_write)
+    assert int(stored()["dave"].total) == sum(minute_truth(0, first_write)["dave"])
 
 
 def test_the_minutes_a_rollup_read_are_not_read_again_for_the_consumers(metered_every_ten):
@@ -251,6 +259,28 @@ def minute_truth_of(service, consumer, end):
             got[0] += int(entry.get("ingress", 0))
             got[1] += int(entry.get("egress", 0))
     return got
+
+
+def test_one_consumers_page_adds_the_minutes_since_its_last_write_and_the_listing_shows_the_stored_figure(
+        metered_every_ten, config, client):
+    """Between two multiples alice's item holds her figure as of the last one; her own page adds
+    the stored minutes since, so it agrees with her chart, while the listing shows the item."""
+    deps, prom, _ = metered_every_ten
+    traffic(prom, T0 - 600, T0 + 1800)
+    deps.collector.run(now=T0 + 600 + 31)
+    run_minutes(deps, T0 + 660, T0 + 1380)
+    assert int(stored()["alice"].through) == T0 + 1200
+    config.start(prometheus=prom, clock=lambda: T0 + 1380 + 45)
+    response = client.http.get("/v1/consumers/alice")
+    body = json.loads(response.body)
+    truth = minute_truth(0, T0 + 1380)["alice"]
+    assert response.status_code == 200
+    assert (body["usage"]["ingress"], body["usage"]["egress"]) == tuple(truth)
+    assert {s: e["egress"] for s, e in body["services"].items()} == {
+        s: minute_truth_of(s, "alice", T0 + 1380)[1] for s in ("pay", "search")}
+    listing = json.loads(client.http.get("/v1/consumers?sort=name").body)
+    row = next(c for c in listing["consumers"] if c["consumer"] == "alice")
+    assert row["usage"]["total"] == int(stored()["alice"].total) < sum(truth)
 
 
 def test_a_retried_window_writes_the_same_consumer_values(metered):
@@ -356,6 +386,7 @@ def test_with_shards_a_threshold_crossing_is_stored_by_the_next_even_minute_and_
     """alice's bytes come from five services on four shards, each judging only its own share: once
     her bytes reach 80 % of her quota, her stored sum does by the next even minute, and at the
     multiple every shard's item of her is exact."""
+    from chalicelib.api.consumers import consumer_summary
     from chalicelib.core import tables
 
     config.set(COLLECT_LAG_SECONDS=30, INITIAL_BACKFILL_MINUTES=10, COLLECT_TRAFFIC_STATS="false",
@@ -389,6 +420,15 @@ def test_with_shards_a_threshold_crossing_is_stored_by_the_next_even_minute_and_
     assert crossed is not None and crossed < T0 + 1800
     truth = minute_truth(0, T0 + 1800)
     assert consumer_totals(deps.store, 4) == {c: tuple(truth[c]) for c in CONSUMERS}
+    # Between two multiples a consumer's page adds, per service, the minutes after the latest of
+    # its shards' guards: exact, the late service's hand-over included.
+    for end in range(T0 + 1860, T0 + 2040, 60):
+        run_all(end + 31)
+    truth = minute_truth(0, T0 + 1980)
+    for consumer in CONSUMERS:
+        summary = consumer_summary(deps.store, consumer, deps.store.get_consumer(consumer, 4),
+                                   deps.quotas.load().quota_for_consumer(consumer), T0 + 1980 + 45, up_to_date=True)
+        assert (summary["usage"]["ingress"], summary["usage"]["egress"]) == tuple(truth[consumer]), consumer
 
 
 @pytest.mark.parametrize("written_by, expected", [(1, ["alice"]), (None, []), (0, [])])
@@ -417,6 +457,44 @@ def test_a_consumer_another_shard_wrote_since_the_multiple_is_written_by_every_s
         WITH_QUOTA, {"alice": [(start, "svc-2", 0, 7)]}, None, deps.quotas.load(), start, start + 60, since)
     assert written == len(expected)
     assert int(ConsumerUsage.get(CONSUMERS_PK, deps.store.consumer_sk("alice", 2)).egress) == (57 if expected else 50)
+
+
+def test_the_estimate_reads_the_coarsest_rollups_and_never_counts_a_consumer_short(aws):
+    """[T0 + 120, T0 + 1980): minutes at the ragged ends, 5-minute items, a 15-minute item in the
+    middle; bytes a rollup keeps only in (other consumers) count for everyone."""
+    from chalicelib.collect.consumers import estimator
+    from chalicelib.core.models import ServiceUsage
+    from chalicelib.core.usage import OTHER_CONSUMERS, BucketUsage
+
+    store = bootstrap.current().store
+
+    def bucket(start, **consumers):
+        b = BucketUsage("pay", start)
+        for name, nbytes in consumers.items():
+            b.add("r", "egress", nbytes, name.replace("_", " "))
+        return b
+
+    minutes = [bucket(t, alice=1, bob=2) for t in range(T0, T0 + 2400, 60)]
+    store.put_buckets("1m", minutes)
+    store.put_buckets("5m", [bucket(t, alice=5, bob=10) for t in range(T0, T0 + 1800, 300)])
+    fifteen = bucket(T0 + 900, alice=15)
+    fifteen.add("r", "egress", 30, OTHER_CONSUMERS)  # bob is among the many a bounded rollup sums
+    store.put_buckets("15m", [fifteen])
+    services = {"pay": ServiceUsage.first_seen_at("pay", T0, last_active=T0 + 2340)}
+    asked = []
+    original = store.get_buckets
+    store.get_buckets = lambda level, keys: asked.extend((level, k[1]) for k in keys) or original(level, keys)
+    got = estimator(store, services, set())(T0 + 120, T0 + 1980)
+    assert got["alice"] == (0, 3 + 5 + 5 + 45 + 3) and got["bob"] == (0, 6 + 10 + 10 + 30 + 6) == (0, 62)
+    assert sorted(asked) == sorted([("1m", T0 + 120), ("1m", T0 + 180), ("1m", T0 + 240), ("5m", T0 + 300),
+                                    ("5m", T0 + 600), ("15m", T0 + 900), ("1m", T0 + 1800), ("1m", T0 + 1860),
+                                    ("1m", T0 + 1920)])
+    # Minutes the rollups already read are not read again; an idle or excluded service not at all.
+    asked.clear()
+    known = {("pay", b.start): b for b in minutes[2:5]}
+    estimator(store, services, set(), known)(T0 + 120, T0 + 300)
+    assert asked == []
+    assert estimator(store, services, {"pay"})(T0 + 120, T0 + 1980) == {}
 
 
 def test_the_collectors_iam_policies_may_write_the_consumer_items_and_the_ranking():

@@ -51,7 +51,7 @@ def test_defaults_that_depend_on_where_the_code_runs():
     local, deployed = from_env(MINIMAL), from_env({**MINIMAL, "AWS_LAMBDA_FUNCTION_NAME": "f"})
     assert (local.in_lambda, local.throttle_enabled, local.cors_origins) == (False, True, ("*",))
     assert (deployed.in_lambda, deployed.throttle_enabled, deployed.cors_origins) == (True, False, ())
-    assert (local.consumer_write_minutes, deployed.consumer_write_minutes) == (2, 10)
+    assert (local.consumer_write_minutes, deployed.consumer_write_minutes) == (2, 20)
     assert from_env({**MINIMAL, "CONSUMER_WRITE_MINUTES": "30"}).consumer_write_minutes == 30
 
 
