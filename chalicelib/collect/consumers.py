@@ -123,19 +123,18 @@ class ConsumerPeriods:
         consumer's minutes before it are in its item, counted_before; ``estimate``: at least what
         each consumer did in a stretch before the chunk, to judge WITH_QUOTA without reading every
         minute). Returns how many items were written."""
-        everyone: Dict[str, List[ConsumerUsage]] = {}
+        everyone: Dict[str, List[ConsumerUsage]] = {}  # WITH_QUOTA: the consumers written, every shard's items
+        earlier = None if read_back is None or (mode == WITH_QUOTA and estimate is not None) else read_back(since, start)
         if mode == WITH_QUOTA:
-            rough = (estimate(since, start) if estimate is not None
-                     else _totals(read_back(since, start)) if read_back is not None else {})
-            judged = self._near(chunk, rough, snapshot, start, since)
-            if not judged:
+            rough = estimate(since, start) if estimate is not None else _totals(earlier or {})
+            everyone = self._near(chunk, rough, snapshot, start, since)
+            if not everyone:
                 return 0
-            chunk = {c: found for c, found in chunk.items() if c in judged}
-            everyone = judged
-        earlier = read_back(since, start) if read_back is not None else {}
-        if mode == WITH_QUOTA:
-            earlier = {c: found for c, found in earlier.items() if c in everyone}
-        minutes = _merged(earlier, chunk)
+            if earlier is None and read_back is not None:
+                earlier = read_back(since, start)
+            chunk = {c: found for c, found in chunk.items() if c in everyone}
+            earlier = {c: found for c, found in (earlier or {}).items() if c in everyone}
+        minutes = _merged(earlier or {}, chunk)
         if not minutes:
             return 0
         quotas = {c: snapshot.quota_for_consumer(c) for c in minutes}  # once each: rules are globs
