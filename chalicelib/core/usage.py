@@ -255,14 +255,30 @@ class ConsumerPeriodUsage:
 
     def plus(self, other: "ConsumerPeriodUsage") -> "ConsumerPeriodUsage":
         """Both together (of the same period)."""
-        services = {name: dict(entry) for name, entry in self.services.items()}
-        for name, entry in other.services.items():
-            mine = services.setdefault(name, {"ingress": 0, "egress": 0, "total": 0})
-            for key in ("ingress", "egress", "total"):
-                mine[key] += entry[key]
-        usage = PeriodUsage(self.usage.period, self.usage.ingress + other.usage.ingress,
-                            self.usage.egress + other.usage.egress)
-        return ConsumerPeriodUsage(usage, services)
+        tally = _Tally()
+        for part in (self, other):
+            for service, entry in part.services.items():
+                tally.add(service, entry["ingress"], entry["egress"])
+        return tally.usage(self.usage.period)
+
+
+class _Tally:
+    """A consumer's bytes per service, and in all, as they are added."""
+
+    def __init__(self):
+        self.ingress = self.egress = 0
+        self.services: Dict[str, Dict[str, int]] = {}
+
+    def add(self, service: str, ingress: int, egress: int) -> None:
+        if ingress or egress:
+            entry = self.services.setdefault(service, {"ingress": 0, "egress": 0, "total": 0})
+            entry["ingress"] += ingress
+            entry["egress"] += egress
+            entry["total"] += ingress + egress
+            self.ingress, self.egress = self.ingress + ingress, self.egress + egress
+
+    def usage(self, period: Period) -> ConsumerPeriodUsage:
+        return ConsumerPeriodUsage(PeriodUsage(period, self.ingress, self.egress), self.services)
 
 
 def consumer_usage_in(store, consumer: str, items, period: Period) -> ConsumerPeriodUsage:
@@ -271,29 +287,18 @@ def consumer_usage_in(store, consumer: str, items, period: Period) -> ConsumerPe
     An item holding the period counts as stored; one holding an earlier period of the same cycle
     adds nothing (idle since); one of another cycle (the quota changed its period since the
     collector last wrote it) is summed from its services' stored buckets up to its ``through``."""
-    ingress = egress = 0
-    services: Dict[str, Dict[str, int]] = {}
-
-    def add(service: str, i: int, e: int) -> None:
-        nonlocal ingress, egress
-        if i or e:
-            entry = services.setdefault(service, {"ingress": 0, "egress": 0, "total": 0})
-            entry["ingress"] += i
-            entry["egress"] += e
-            entry["total"] += i + e
-            ingress, egress = ingress + i, egress + e
-
+    tally = _Tally()
     for item in items:
         entries = _entries(item.services)
         if item.holds(period):
             for service, entry in entries.items():
-                add(service, int(entry.get("ingress", 0)), int(entry.get("egress", 0)))
+                tally.add(service, int(entry.get("ingress", 0)), int(entry.get("egress", 0)))
         elif not item.precedes(period):
             end = max(period.start, min(int(item.through), period.end))
             for service in entries:
                 found = (store.range_total(service, period.start, end).consumers or {}).get(stored_label(consumer), {})
-                add(service, int(found.get("ingress", 0)), int(found.get("egress", 0)))
-    return ConsumerPeriodUsage(PeriodUsage(period, ingress, egress), services)
+                tally.add(service, int(found.get("ingress", 0)), int(found.get("egress", 0)))
+    return tally.usage(period)
 
 
 # At most this many minute items are read to bring a consumer's figure up to date (a consumer on
@@ -319,18 +324,11 @@ def consumer_tail(store, consumer: str, items, period: Period, until: int,
             for minute in range(start, min(until, period.end), 60)]
     if not keys or len(keys) > limit:
         return ConsumerPeriodUsage(PeriodUsage(period, 0, 0), {})
-    ingress = egress = 0
-    services: Dict[str, Dict[str, int]] = {}
+    tally = _Tally()
     for (service, _), bucket in sorted(store.get_buckets("1m", keys).items()):
         entry = (bucket.consumers or {}).get(stored_label(consumer), {})
-        i, e = int(entry.get("ingress", 0)), int(entry.get("egress", 0))
-        if i or e:
-            total = services.setdefault(service, {"ingress": 0, "egress": 0, "total": 0})
-            total["ingress"] += i
-            total["egress"] += e
-            total["total"] += i + e
-            ingress, egress = ingress + i, egress + e
-    return ConsumerPeriodUsage(PeriodUsage(period, ingress, egress), services)
+        tally.add(service, int(entry.get("ingress", 0)), int(entry.get("egress", 0)))
+    return tally.usage(period)
 
 
 def _entries(value) -> Dict[str, dict]:
