@@ -6,6 +6,7 @@ memory with many consumers. Prints figures.
     .venv/bin/python bench/consumers.py --services 1000 --consumers 10000 --per-service 10 --quotas
     .venv/bin/python bench/consumers.py --services 1000 --consumers 10000 --per-service 50 --quotas --shards 4
     .venv/bin/python bench/consumers.py --services 1000 --consumers 10000 --per-service 50 --quotas --near --shards 4
+    .venv/bin/python bench/consumers.py --services 10000 --consumers 100000 --per-service 50 --shards 8 --spans-only
 
 The real collector against a moto server process, fed by the in-memory Prometheus stand-in
 (tests/fakes/prometheus.py: building a real TSDB with 100,000 consumer series takes longer than
@@ -71,6 +72,19 @@ def fleet(services: int, consumers: int, per_service: int, start: int, end: int)
 QUOTA_RULE = "customer-?????0"  # every tenth consumer (--quotas): a rule for consumers gives it a quota
 NEAR_EVERY = 100  # --near: every hundredth consumer has its own quota, crossed within the cycle
 NEAR_LIMIT_MINUTES = 12  # its limit: this many minutes of its bytes (80, 90, 100 % ~7.6, 8.8, 10 minutes in)
+
+
+def shards_a_consumer_spans(services: int, consumers: int, per_service: int, shards: int) -> float:
+    """On average, how many collector shards count each consumer's services in ``fleet``, by the
+    collector's own assignment (each writes its own item of the consumer at every write)."""
+    from chalicelib.collect.shards import shard_of
+
+    spans: dict = {}
+    for s in range(services):
+        shard = shard_of(f"svc-{s:05d}", shards) if shards > 1 else 0
+        for j in range(per_service):
+            spans.setdefault((s * per_service + j) % consumers, set()).add(shard)
+    return sum(len(found) for found in spans.values()) / len(spans)
 
 
 def bytes_a_minute(services: int, consumers: int, per_service: int) -> dict:
@@ -158,8 +172,17 @@ def main() -> None:
                         f"thresholds (a rule for consumers matching {QUOTA_RULE!r}): judged at every even minute")
     parser.add_argument("--near", action="store_true", help=f"every {NEAR_EVERY}th consumer has its own quota of "
                         f"{NEAR_LIMIT_MINUTES} minutes of its bytes: its thresholds are crossed within the cycle")
+    parser.add_argument("--wall-only", action="store_true", help="time the runs without measuring memory or write "
+                        "units (tracemalloc and the item sizing slow each run 2-3x) and stop after them")
+    parser.add_argument("--spans-only", action="store_true", help="print how many shards a consumer spans in "
+                        "this fleet (the consumer items' multiplier) and stop: instant at any size")
     args = parser.parse_args()
     args.runs = args.runs or args.write_minutes
+    spans = shards_a_consumer_spans(args.services, args.consumers, args.per_service, args.shards)
+    if args.spans_only:
+        print(f"{args.services} services x {args.per_service} consumers each over {args.shards} shards: "
+              f"a consumer spans {spans:.3f} shards")
+        return
     cycle = args.write_minutes * 60
     base = int((time.time() - 3600) // cycle * cycle)  # a multiple of the cycle, an hour ago or more
     series = args.services * args.per_service
@@ -186,7 +209,7 @@ def main() -> None:
             pass
         for collector in collectors[1:]:
             assert collector.run(now=base + 31).status in ("ok", "idle")
-        meters = [Meter(c.store) for c in {id(c.store): c for c in collectors}.values()]
+        meters = [] if args.wall_only else [Meter(c.store) for c in {id(c.store): c for c in collectors}.values()]
         shards = f" (each of {args.shards} shards: the slowest, the largest)" if args.shards > 1 else ""
         print(f"  {'run':>3} {'chunk ends':>10} {'wall s':>7} {'peak MB':>8} {'consumer WCU':>12} {'service WCU':>11}{shards}")
         for i in range(args.runs):
@@ -194,19 +217,24 @@ def main() -> None:
             before = [dict(m.units) for m in meters]
             elapsed = peak = 0.0
             for collector in collectors:  # one invocation each, as concurrent Lambdas would run them
-                tracemalloc.start()
+                if not args.wall_only:
+                    tracemalloc.start()
                 t = time.monotonic()
                 report = collector.run(now=now)
                 elapsed = max(elapsed, time.monotonic() - t)
-                peak = max(peak, tracemalloc.get_traced_memory()[1])
-                tracemalloc.stop()
+                if not args.wall_only:
+                    peak = max(peak, tracemalloc.get_traced_memory()[1])
+                    tracemalloc.stop()
                 assert report.status == "ok", report
             end_minute = (base + (i + 1) * 60) // 60
             parity = (f"{args.write_minutes}-minute" if end_minute % args.write_minutes == 0
                       else "even" if end_minute % 2 == 0 else "odd")
             added = {kind: sum(m.units[kind] - b[kind] for m, b in zip(meters, before)) for kind in ("consumer", "service")}
-            print(f"  {i + 1:>3} {parity:>10} {elapsed:>7.2f} {peak / 2**20:>8.1f} "
-                  f"{added['consumer']:>12,} {added['service']:>11,}")
+            measured = ("-", "-", "-") if args.wall_only else (f"{peak / 2**20:.1f}", f"{added['consumer']:,}",
+                                                                 f"{added['service']:,}")
+            print(f"  {i + 1:>3} {parity:>10} {elapsed:>7.2f} {measured[0]:>8} {measured[1]:>12} {measured[2]:>11}")
+        if args.wall_only:
+            return
         meter = meters[0]
         for other in meters[1:]:
             for table in (meter.units, meter.reads):
@@ -227,7 +255,8 @@ def main() -> None:
               f"per active service-minute: {meter.reads['minute items'] / (args.runs * args.services):.3f} minute items "
               f"and {meter.reads['rollup items'] / (args.runs * args.services):.3f} rollup items "
               f"(read back for the rollups and the consumers)")
-        print(f"  consumer items: {meter.consumer_bytes / max(1, meter.consumer_items):.0f} B on average")
+        print(f"  consumer items: {meter.consumer_bytes / max(1, meter.consumer_items):.0f} B on average; "
+              f"a consumer spans {spans:.3f} shards (an item in each)")
         from chalicelib.collect import consumers
 
         t = time.monotonic()

@@ -33,4 +33,8 @@ def test_consumers_benchmark_small():
     sharded = run("bench/consumers.py", "--services", "6", "--consumers", "20", "--per-service", "4", "--quotas",
                   "--shards", "3")
     assert "each of 3 shards" in sharded and "WCU per active consumer-minute" in sharded
+    # The full size, for the multiplier of the consumer items alone (bench/RESULTS.md).
+    spans = run("bench/consumers.py", "--services", "10000", "--consumers", "100000", "--per-service", "50",
+                "--shards", "8", "--spans-only")
+    assert "a consumer spans 3.735 shards" in spans
     assert "DynamoDB requests" in out
