@@ -57,6 +57,7 @@ MAX_CONSUMER_SERVICES - 1 services has the rest counted in OTHER_SERVICES under 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from chalicelib.core.models import ConsumerUsage, ServiceUsage
@@ -69,7 +70,8 @@ NOT_CONSUMERS = (ANONYMOUS_CONSUMER, OTHER_CONSUMERS)
 
 # (minute, service, ingress, egress) of one consumer
 Minute = Tuple[int, str, int, int]
-ReadBack = Callable[[int, int], Dict[str, List[Minute]]]
+# read_back(first, end, only=None): the consumers' stored minutes [first, end) (of the services ``only``)
+ReadBack = Callable[..., Dict[str, List[Minute]]]
 
 
 EVERYONE, WITH_QUOTA = "everyone", "with quota"
@@ -131,7 +133,8 @@ class ConsumerPeriods:
             if not everyone:
                 return 0
             if earlier is None and read_back is not None:
-                earlier = read_back(since, start)
+                other = rough.get(OTHER_CONSUMERS, Rough())
+                earlier = read_back(since, start, set().union(*(rough.get(c, other).services for c in everyone)))
             chunk = {c: found for c, found in chunk.items() if c in everyone}
             earlier = {c: found for c, found in (earlier or {}).items() if c in everyone}
         minutes = _merged(earlier or {}, chunk)
@@ -153,7 +156,7 @@ class ConsumerPeriods:
                 changed.append(item)
         return self.store.put_consumers(changed) if changed else 0
 
-    def _near(self, chunk: Dict[str, List[Minute]], rough: Dict[str, Tuple[int, int]], snapshot,
+    def _near(self, chunk: Dict[str, List[Minute]], rough: Dict[str, Rough], snapshot,
               start: int, since: int) -> Dict[str, List[ConsumerUsage]]:
         """The consumers with a quota that this even minute writes, each with every shard's item of
         it: those whose bytes since ``since`` (at least ``rough`` of them, plus the chunk's) may
@@ -164,16 +167,14 @@ class ConsumerPeriods:
         if not names:
             return {}
         everyone = self.store.get_consumers(names, self.shard_count)
-        other = rough.get(OTHER_CONSUMERS, (0, 0))
+        other = rough.get(OTHER_CONSUMERS, Rough())
         near = {}
         for consumer in names:
             quota, items = quotas[consumer], everyone.get(consumer, [])
             own = next((i for i in items if i.sk == self.store.consumer_sk(consumer, self.shard)), None)
             test = self._threshold_test(items, own, quota, start, since)
-            ingress, egress = rough.get(consumer, other)
-            for _, _, i, e in chunk.get(consumer, ()):
-                ingress, egress = ingress + i, egress + e
-            added = {"ingress": ingress, "egress": egress}.get(quota.direction, ingress + egress)
+            added = rough.get(consumer, other).of(quota.direction) + sum(
+                {"ingress": i, "egress": e}.get(quota.direction, i + e) for _, _, i, e in chunk.get(consumer, ()))
             if test is None or test.reached(0, added):
                 near[consumer] = items
         return near
@@ -287,8 +288,12 @@ def _shard_of(item: ConsumerUsage) -> int:
     return int(shard) if separator else 0
 
 
-def _totals(minutes: Dict[str, List[Minute]]) -> Dict[str, Tuple[int, int]]:
-    return {c: (sum(m[2] for m in found), sum(m[3] for m in found)) for c, found in minutes.items()}
+def _totals(minutes: Dict[str, List[Minute]]) -> Dict[str, Rough]:
+    totals: Dict[str, Rough] = {}
+    for consumer, found in minutes.items():
+        for _, service, ingress, egress in found:
+            totals.setdefault(consumer, Rough()).add(service, ingress, egress)
+    return totals
 
 
 def _plain_map(value) -> Dict[str, dict]:
@@ -319,8 +324,8 @@ def reader(store, services: Mapping[str, ServiceUsage], exclude: Set[str],
     active = [(name, int(item.first_seen), int(item.last_active), int(item.shard_since or 0))
               for name, item in services.items() if name not in exclude]
 
-    def read_back(first: int, end: int) -> Dict[str, List[Minute]]:
-        keys = [(name, minute) for name, seen, last, since in active
+    def read_back(first: int, end: int, only: Optional[Set[str]] = None) -> Dict[str, List[Minute]]:
+        keys = [(name, minute) for name, seen, last, since in active if only is None or name in only
                 for minute in range(max(first, since, floor(seen, MINUTE)), min(end, last + MINUTE), MINUTE)]
         known_now = known or {}
         found = {key: known_now[key] for key in keys if key in known_now}
@@ -332,25 +337,43 @@ def reader(store, services: Mapping[str, ServiceUsage], exclude: Set[str],
     return read_back
 
 
-Estimate = Callable[[int, int], Dict[str, Tuple[int, int]]]
+@dataclass
+class Rough:
+    """At least a consumer's bytes in a stretch, and every service they may be in."""
+
+    ingress: int = 0
+    egress: int = 0
+    services: Set[str] = field(default_factory=set)
+
+    def add(self, service: str, ingress: int, egress: int) -> None:
+        self.ingress, self.egress = self.ingress + ingress, self.egress + egress
+        self.services.add(service)
+
+    def of(self, direction: str) -> int:
+        return {"ingress": self.ingress, "egress": self.egress}.get(direction, self.ingress + self.egress)
+
+
+Estimate = Callable[[int, int], Dict[str, Rough]]
 
 
 def estimator(store, services: Mapping[str, ServiceUsage], exclude: Set[str],
               known: Optional[Mapping[Tuple[str, int], BucketUsage]] = None) -> Estimate:
-    """``estimate(first, end)``: each consumer's (ingress, egress) in [first, end) of the services
-    that had traffic then (less ``exclude``), at least: read from the coarsest stored rollups that
-    tile the range (a 5-minute, 15-minute or hour item for every such stretch instead of its
-    minutes), and minute items only at its ragged ends. Bytes a rollup keeps only in
-    OTHER_CONSUMERS (a stretch with more consumers than an item keeps) count for every consumer, as
-    do all the bytes of one without consumer data (written before consumers were kept).
-    What it adds up may include minutes a consumer's item counts already: enough to judge whether
-    a consumer may be near a threshold, never to write its figure (``reader`` reads that)."""
+    """``estimate(first, end)``: each consumer's bytes in [first, end) of the services that had
+    traffic then (less ``exclude``), at least, and the services they may be in (Rough): read from
+    the coarsest stored rollups that tile the range (a 5-minute, 15-minute or hour item for every
+    such stretch instead of its minutes), and minute items only at its ragged ends. Bytes a rollup
+    keeps only in OTHER_CONSUMERS (a stretch with more consumers than an item keeps) count for
+    every consumer, as do all the bytes of one without consumer data (written before consumers were
+    kept); OTHER_CONSUMERS's own entry holds those. What it adds up may include minutes a
+    consumer's item counts already: enough to judge whether a consumer may be near a threshold,
+    and to know which services' minutes to read for it, never to write its figure (``reader``
+    reads that)."""
     active = [(name, int(item.first_seen), int(item.last_active)) for name, item in services.items()
               if name not in exclude]
 
-    def estimate(first: int, end: int) -> Dict[str, Tuple[int, int]]:
-        totals: Dict[str, List[int]] = {}
-        everyone = [0, 0]
+    def estimate(first: int, end: int) -> Dict[str, Rough]:
+        totals: Dict[str, Rough] = {}
+        everyone = Rough()
         for lo, hi, level in decompose(first, end):
             size = LEVELS[level]
             keys = [(name, t) for name, seen, last in active for t in range(lo, hi, size)
@@ -361,13 +384,14 @@ def estimator(store, services: Mapping[str, ServiceUsage], exclude: Set[str],
                 found.update(store.get_buckets(level, missing))
             for bucket in found.values():
                 if bucket.consumers is None:  # part of it written before consumers were kept
-                    everyone[0], everyone[1] = everyone[0] + bucket.ingress, everyone[1] + bucket.egress
+                    everyone.add(bucket.service, bucket.ingress, bucket.egress)
                 for consumer, entry in (bucket.consumers or {}).items():
-                    target = everyone if consumer == OTHER_CONSUMERS else totals.setdefault(consumer, [0, 0])
-                    target[0] += int(entry.get("ingress", 0))
-                    target[1] += int(entry.get("egress", 0))
-        return {c: (i + everyone[0], e + everyone[1]) for c, (i, e) in totals.items()} \
-            | ({OTHER_CONSUMERS: (everyone[0], everyone[1])} if any(everyone) else {})
+                    target = everyone if consumer == OTHER_CONSUMERS else totals.setdefault(consumer, Rough())
+                    target.add(bucket.service, int(entry.get("ingress", 0)), int(entry.get("egress", 0)))
+        for rough in totals.values():
+            rough.ingress, rough.egress = rough.ingress + everyone.ingress, rough.egress + everyone.egress
+            rough.services |= everyone.services
+        return totals | ({OTHER_CONSUMERS: everyone} if everyone.services else {})
 
     return estimate
 

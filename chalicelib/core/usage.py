@@ -265,7 +265,7 @@ class ConsumerPeriodUsage:
 class _Tally:
     """A consumer's bytes per service, and in all, as they are added."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.ingress = self.egress = 0
         self.services: Dict[str, Dict[str, int]] = {}
 

@@ -133,13 +133,18 @@ def test_a_consumer_is_written_at_the_multiples_and_with_a_quota_also_when_near_
     deps, prom, writes = metered_every_ten
     deps.quotas.put("bob", {"limit_bytes": 10**9}, kind=CONSUMER)
     traffic(prom, T0 - 600, T0 + 2400)
+    prom.add(kong37("video", "dave", "a:8001"), [(t, 9 * i) for i, t in enumerate(range(T0 - 600, T0 + 2400, 15))])
     assert deps.collector.run(now=T0 + 600 + 31).status == "ok"
     run_minutes(deps, T0 + 660, T0 + 1200)
     # alice adds 572 bytes a minute: 80 % is 2,500 bytes away, reached in the minute ending T0 + 1500.
     threshold = quota_crossed_after(deps, "alice", 2500)
     del writes[:]
     written = {}  # consumer -> the chunk ends at which it was written
+    minutes_read = {}  # chunk end -> the services whose minute items it read
+    original = deps.store.get_buckets
     for end in range(T0 + 1260, T0 + 2400, 60):
+        deps.store.get_buckets = lambda level, keys, end=end: minutes_read.setdefault(end, set()).update(
+            service for service, _ in keys if level == "1m") or original(level, keys)
         assert deps.collector.run(now=end + 31).status == "ok"
         for item in writes:
             written.setdefault(item.consumer, []).append(end)
@@ -150,6 +155,9 @@ def test_a_consumer_is_written_at_the_multiples_and_with_a_quota_also_when_near_
     assert sum(minute_truth(0, T0 + 1440)["alice"]) < threshold <= sum(minute_truth(0, T0 + 1500)["alice"])
     assert written["carol"] == written["bob"] == [T0 + 1800]
     assert written["alice"] == [T0 + 1560, T0 + 1680, T0 + 1800]
+    # At T0 + 1560 the stretch since the multiple is one 5-minute rollup a service, which judges
+    # everyone; to write alice, the minutes are read of her services only (not dave's video).
+    assert minutes_read[T0 + 1560] == {"pay", "search"}
     # In between, bob's figure is the one of the last multiple, then exact again at the next.
     assert int(stored()["bob"].through) == T0 + 1800
     run_minutes(deps, T0 + 2400, T0 + 2400)
@@ -485,7 +493,8 @@ def test_the_estimate_reads_the_coarsest_rollups_and_never_counts_a_consumer_sho
     original = store.get_buckets
     store.get_buckets = lambda level, keys: asked.extend((level, k[1]) for k in keys) or original(level, keys)
     got = estimator(store, services, set())(T0 + 120, T0 + 1980)
-    assert got["alice"] == (0, 3 + 5 + 5 + 45 + 3) and got["bob"] == (0, 6 + 10 + 10 + 30 + 6) == (0, 62)
+    assert (got["alice"].ingress, got["alice"].egress) == (0, 3 + 5 + 5 + 45 + 3)
+    assert (got["bob"].ingress, got["bob"].egress) == (0, 6 + 10 + 10 + 30 + 6) and got["bob"].services == {"pay"}
     assert sorted(asked) == sorted([("1m", T0 + 120), ("1m", T0 + 180), ("1m", T0 + 240), ("5m", T0 + 300),
                                     ("5m", T0 + 600), ("15m", T0 + 900), ("1m", T0 + 1800), ("1m", T0 + 1860),
                                     ("1m", T0 + 1920)])
