@@ -33,8 +33,9 @@ minute buckets, only of the services that had traffic then (their ``last_active`
 since the last multiple of CONSUMER_WRITE_MINUTES (every consumer's minutes before it are in its
 item: that chunk flushed everyone), and the per-service guards skip what an item holds already.
 To judge the consumers with a quota, a flush first reads the same stretch from the coarsest
-rollups that tile it (``estimator``: at least each consumer's bytes, a few items a service instead
-of one a minute), and reads the minutes only when one of them is to be written.
+rollups that tile it (``estimator``: at least each consumer's bytes, and the services they may be
+in: a few items a service instead of one a minute), and reads the minutes only when one of them is
+to be written, and only of the services its bytes may be in.
 Forecast alerts are judged at the consumer's writes: at least every CONSUMER_WRITE_MINUTES.
 Period boundaries are UTC midnights (multiples), so a period's last minute is always written by
 the chunk that ends on it or contains it. Passes that count services the shard did not count
