@@ -66,7 +66,7 @@ from chalicelib.core.periods import period_at
 from chalicelib.core.store import SHARD_SEPARATOR, decompose
 from chalicelib.core.timeutil import LEVELS, MINUTE, floor
 from chalicelib.core.usage import (ANONYMOUS_CONSUMER, MAX_CONSUMER_SERVICES, MAX_CONSUMERS, OTHER_CONSUMERS,
-                                   OTHER_SERVICES, BucketUsage, consumer_usage_in, stored_label)
+                                   OTHER_SERVICES, BucketUsage, consumer_usage_in, in_direction, stored_label)
 NOT_CONSUMERS = (ANONYMOUS_CONSUMER, OTHER_CONSUMERS)
 
 # (minute, service, ingress, egress) of one consumer
@@ -175,8 +175,8 @@ class ConsumerPeriods:
             own = next((i for i in items if i.sk == self.store.consumer_sk(consumer, self.shard)), None)
             test = self._threshold_test(items, own, quota, start, since)
             added = rough.get(consumer, other).of(quota.direction) + sum(
-                {"ingress": i, "egress": e}.get(quota.direction, i + e) for _, _, i, e in chunk.get(consumer, ()))
-            if test is None or test.reached(0, added):
+                in_direction(quota.direction, i, e) for _, _, i, e in chunk.get(consumer, ()))
+            if test is None or test.reached(added):
                 near[consumer] = items
         return near
 
@@ -190,7 +190,7 @@ class ConsumerPeriods:
         stored = 0
         for item in items:
             if item.holds(period):
-                stored += _usage_of(item, quota, start) or 0
+                stored += in_direction(quota.direction, int(item.ingress), int(item.egress))
             elif not item.precedes(period):
                 return None  # a shard's item counts another cycle (the quota's changed): no sum to judge
             if item is not own and _shard_of(item) != 0 and int(item.through) > last_written:
@@ -269,19 +269,10 @@ class NextThreshold:
         marks = list(quota.thresholds) + ([quota.reject_at] if quota.rejects else [])
         self.pending = [t for t in marks if stored * 100 < t * self.limit]
 
-    def reached(self, before: Optional[int], after: Optional[int]) -> bool:
-        if before is None or after is None:
-            return True
-        projected = self.stored + self.shard_count * (after - before)
+    def reached(self, added: int) -> bool:
+        """Whether ``added`` bytes from this shard may reach a pending threshold."""
+        projected = self.stored + self.shard_count * added
         return any(projected * 100 >= t * self.limit for t in self.pending)
-
-
-def _usage_of(item: ConsumerUsage, quota, at: int) -> Optional[int]:
-    """The item's usage in the quota's direction in the period of ``at`` (None: it holds another)."""
-    if not item.holds(period_at(quota.period, at, quota.anchor_day)):
-        return None
-    ingress, egress = int(item.ingress), int(item.egress)
-    return {"ingress": ingress, "egress": egress}.get(quota.direction, ingress + egress)
 
 
 def _shard_of(item: ConsumerUsage) -> int:
@@ -351,7 +342,7 @@ class Rough:
         self.services.add(service)
 
     def of(self, direction: str) -> int:
-        return {"ingress": self.ingress, "egress": self.egress}.get(direction, self.ingress + self.egress)
+        return in_direction(direction, self.ingress, self.egress)
 
 
 Estimate = Callable[[int, int], Dict[str, Rough]]

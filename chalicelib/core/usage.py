@@ -198,10 +198,15 @@ class PeriodUsage:
         return self.ingress + self.egress
 
     def of(self, direction: str) -> int:
-        return {"ingress": self.ingress, "egress": self.egress, "total": self.total}[direction]
+        return in_direction(direction, self.ingress, self.egress)
 
     def as_dict(self) -> dict:
         return {"ingress": self.ingress, "egress": self.egress, "total": self.total}
+
+
+def in_direction(direction: str, ingress: int, egress: int) -> int:
+    """The bytes a quota's ``direction`` (ingress, egress or total) counts."""
+    return {"ingress": ingress, "egress": egress, "total": ingress + egress}[direction]
 
 
 def usage_in(store, item, period: Period) -> PeriodUsage:
