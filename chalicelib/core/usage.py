@@ -320,11 +320,10 @@ def consumer_tail(store, consumer: str, items, period: Period, until: int,
     Nothing when that takes more than ``limit`` minute items; a service it used first since its
     last write is counted from the collector's next write of it."""
     starts: Dict[str, int] = {}
-    for item in items:
-        if item.holds(period) or not item.precedes(period):  # an earlier period's guards are before this one
-            for service, entry in _entries(item.services).items():
-                if service != OTHER_SERVICES:  # bytes of several services: none to read back
-                    starts[service] = max(starts.get(service, 0), int(entry.get("through", 0)), period.start)
+    for item in items:  # an item of an earlier period counts none of this one: its guards start at period.start
+        for service, entry in _entries(item.services).items():
+            if service != OTHER_SERVICES:  # bytes of several services: none to read back
+                starts[service] = max(starts.get(service, 0), int(entry.get("through", 0)), period.start)
     keys = [(service, minute) for service, start in sorted(starts.items())
             for minute in range(start, min(until, period.end), 60)]
     if not keys or len(keys) > limit:

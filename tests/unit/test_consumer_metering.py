@@ -291,6 +291,22 @@ def test_one_consumers_page_adds_the_minutes_since_its_last_write_and_the_listin
     assert row["usage"]["total"] == int(stored()["alice"].total) < sum(truth)
 
 
+def test_just_after_a_period_ends_a_consumers_page_counts_the_new_periods_minutes(metered_every_ten):
+    """The multiple at midnight wrote alice's November figure; three minutes into December her
+    items still hold November, and her page counts December's stored minutes alone."""
+    from chalicelib.api.consumers import consumer_summary
+
+    deps, prom, _ = metered_every_ten
+    traffic(prom, DAY0 - 900, DAY0 + 900)
+    deps.collector.run(now=DAY0 - 420 + 31)
+    run_minutes(deps, DAY0 - 360, DAY0 + 180)
+    assert int(stored()["alice"].period_start) < DAY0
+    summary = consumer_summary(deps.store, "alice", deps.store.get_consumer("alice", 1),
+                               deps.quotas.load().quota_for_consumer("alice"), DAY0 + 180 + 45, up_to_date=True)
+    december = minute_truth(DAY0, DAY0 + 180)["alice"]
+    assert (summary["usage"]["ingress"], summary["usage"]["egress"]) == tuple(december) and sum(december) > 0
+
+
 def test_a_retried_window_writes_the_same_consumer_values(metered):
     deps, prom, _ = metered
     traffic(prom, T0 - 600, T0 + 1800)
