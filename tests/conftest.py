@@ -76,13 +76,15 @@ def config(isolated):
 
 
 @pytest.fixture
-def aws(config):
+def aws(config, monkeypatch):
     """moto in-process with the usage table created (unit tier); yields the base settings, the
-    app started from them."""
+    app started from them. Marker claims reach it through ``requests`` (it sees no aiohttp)."""
     from moto import mock_aws
 
-    from chalicelib.core import tables
+    from chalicelib.core import claims, tables
+    from tests.support.claims_transport import through_requests
 
+    monkeypatch.setattr(claims, "transport", through_requests)
     with mock_aws():
         settings = config.start().settings
         tables.ensure_table()

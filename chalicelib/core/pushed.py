@@ -15,7 +15,8 @@ Counted once, whatever is retried or replayed, and never lost, in three steps pe
    after the marker expired is refused as too old instead of counted again). The put succeeds if
    there is no marker or the marker is this batch's own (a resumed batch claims its events again);
    otherwise the event is a duplicate. One write unit per event: the marker holds only the digest,
-   the batch key and its expiry (~150 bytes). This is the whole cost of idempotency;
+   the batch key and its expiry (~150 bytes). This is the whole cost of idempotency. The puts,
+   16 in flight, go through chalicelib/core/claims.py (aiodynamo: half botocore's CPU a put);
 3. **apply** the claimed events' bytes: summed per (service, level, bucket), cut into groups in
    a fixed order, each group written in one TransactWriteItems together with its ``PushApplied``
    marker (condition: not yet there). A group is applied entirely or not at all, and only once.
@@ -38,15 +39,13 @@ import threading
 import time
 import uuid
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.connection import Connection
 from pynamodb.exceptions import PynamoDBException
 
+from chalicelib.core.claims import MarkerClaims
 from chalicelib.core.errors import StoreError
 from chalicelib.core.events import UsageEvent
 from chalicelib.core.models import (PUSH_PENDING_PK, PUSHED_SERVICES_PK, SERVICES_PK, CollectorState, EventMarker,
@@ -143,13 +142,12 @@ class PushOutcome:
 
 
 class PushedUsage:
-    def __init__(self, minute_ttl_days: int = 35, workers: int = 16, monotonic=time.monotonic):
+    def __init__(self, minute_ttl_days: int = 35, claims_in_flight: int = 16, monotonic=time.monotonic):
         self.minute_ttl_days = minute_ttl_days
         self.monotonic = monotonic
         self._known: Optional[Tuple[float, frozenset]] = None
         self._known_lock = threading.Lock()
-        self._markers: Optional[Tuple[tuple, Connection]] = None
-        self.workers = workers
+        self.claims = MarkerClaims(claims_in_flight)
         self._ttl_seconds = {"1m": minute_ttl_days * DAY, "5m": 4 * minute_ttl_days * DAY,
                              "15m": 4 * minute_ttl_days * DAY}
 
@@ -255,52 +253,18 @@ class PushedUsage:
 
     def _claim(self, batch: str, events: Sequence[UsageEvent], now: float) -> List[str]:
         """Each event's conditional marker put: ACCEPTED if there was no marker or the marker is
-        this batch's own, DUPLICATE otherwise.
-
-        The requests are shaped here, not through the EventMarker model: a 1,000-event batch is
-        1,000 requests, so our CPU per request is what a batch costs, and this is a little less to
-        build than a model's save (bench/events.py --claims; the HTTP exchange costs more). They
-        go through their own connection, whose pool holds a connection per worker: with a smaller
-        pool (PynamoDB's default is 10) a connection coming back to a full pool is closed, and each
-        one opened again is a new TLS connection to DynamoDB."""
-        connection = self._marker_connection()
-        table = str(EventMarker.Meta.table_name)
-        condition = {"ConditionExpression": "attribute_not_exists(pk) OR #batch = :batch",
-                     "ExpressionAttributeNames": {"#batch": "batch"},
-                     "ExpressionAttributeValues": {":batch": {"S": batch}}}
-
-        def claim(event: UsageEvent) -> str:
-            pk, sk = event_marker_key(event.digest)
-            item = {"pk": {"S": pk}, "sk": {"S": sk}, "batch": {"S": batch},
-                    "expires_at": {"N": str(int(self.marker_expiry(event, now).timestamp()))}}
-            try:
-                connection.dispatch("PutItem", {"TableName": table, "Item": item, **condition})
-                return ACCEPTED
-            except ClientError as e:
-                if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                    return DUPLICATE
-                raise
-
-        try:
-            if self.workers <= 1 or len(events) < 4:
-                return [claim(e) for e in events]
-            with ThreadPoolExecutor(max_workers=min(self.workers, len(events))) as pool:
-                return list(pool.map(claim, events))
-        except (BotoCoreError, ClientError) as e:
-            raise StoreError(f"claiming pushed events failed: {e}") from e
-
-    def _marker_connection(self) -> Connection:
-        """The markers' connection to the bound table (made again if the models were bound
-        elsewhere since), its client made before any worker uses it: making one is not thread-safe."""
+        this batch's own, DUPLICATE otherwise. The puts go through chalicelib/core/claims.py, 16 in
+        flight (a 1,000-event batch is 1,000 of them: our CPU per put is what a batch costs)."""
         meta = EventMarker.Meta
         EventMarker._get_connection()  # checks the models are bound
-        where = (meta.region, getattr(meta, "host", None))  # bind() sets host on every model
-        with self._known_lock:
-            if self._markers is None or self._markers[0] != where:
-                connection = Connection(region=where[0], host=where[1], max_pool_connections=max(self.workers, 1))
-                connection.client  # noqa: B018 - made now, once
-                self._markers = (where, connection)
-            return self._markers[1]
+        items = []
+        for event in events:
+            pk, sk = event_marker_key(event.digest)
+            items.append({"pk": pk, "sk": sk, "batch": batch,
+                          "expires_at": int(self.marker_expiry(event, now).timestamp())})
+        written = self.claims.put_unless(str(meta.table_name), str(meta.region), getattr(meta, "host", None),
+                                         items, batch)
+        return [ACCEPTED if put else DUPLICATE for put in written]
 
     def _apply_group(self, batch: str, number: int, group: List[Piece], now: float) -> Tuple[int, int]:
         """Apply one group unless it is applied already: (1 if applied now, transactions tried)."""

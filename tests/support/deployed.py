@@ -155,11 +155,22 @@ class CallRecorder:
             recorder.calls.append((client.meta.service_model.service_name, operation, dict(params)))
             return original(client, operation, params)
 
+        # The marker claims go through aiodynamo (chalicelib/core/claims.py), not botocore
+        from aiodynamo.client import Client
+
+        original_async = Client.send_request
+
+        async def send_request(client, *, action, payload):
+            recorder.calls.append(("dynamodb", action, dict(payload)))
+            return await original_async(client, action=action, payload=payload)
+
         botocore.client.BaseClient._make_api_call = make_api_call
+        Client.send_request = send_request
         try:
             yield self
         finally:
             botocore.client.BaseClient._make_api_call = original
+            Client.send_request = original_async
 
     def requests(self) -> List[IamRequest]:
         return [r for service, op, params in self.calls for r in self._iam(service, op, params)]

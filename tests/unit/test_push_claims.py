@@ -1,6 +1,6 @@
-"""Claiming pushed events (PushedUsage._claim): one conditional put per event, shaped by hand
-rather than through the EventMarker model (our CPU per request); accepted when there is no marker
-or the marker is this batch's own, a duplicate otherwise. moto in-process."""
+"""Claiming pushed events (PushedUsage._claim): one conditional put per event, through aiodynamo
+(chalicelib/core/claims.py; our CPU per request); accepted when there is no marker or the marker is
+this batch's own, a duplicate otherwise. moto in-process (reached through ``requests``)."""
 import pytest
 
 from chalicelib.core import events as ev
@@ -39,7 +39,24 @@ def test_a_marker_is_kept_a_day_past_the_retention_from_the_later_of_now_and_the
     assert EventMarker.get(*event_marker_key(early.digest)).expires_at.timestamp() == NOW + 36 * DAY
 
 
-def test_the_markers_connection_pool_holds_a_connection_per_worker(pushed):
-    """With a smaller pool a connection coming back to a full pool is closed: against DynamoDB each
-    one opened again is a new TLS connection."""
-    assert pushed._marker_connection().client.meta.config.max_pool_connections == pushed.workers == 16
+def test_a_claim_that_cannot_reach_dynamodb_fails_as_a_store_error_and_counts_nothing(pushed, monkeypatch):
+    from chalicelib.core import claims
+    from chalicelib.core.errors import StoreError
+
+    async def unreachable(request):
+        from aiodynamo.http.types import RequestFailed
+        raise RequestFailed(ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(claims, "transport", unreachable)
+    monkeypatch.setattr(claims, "RETRY_SECONDS", 0.2)
+    with pytest.raises(StoreError, match="claiming pushed events failed: ConnectionRefusedError"):
+        pushed._claim("batch-1", events("a", "b"), NOW)
+    assert list(EventMarker.scan()) == []
+
+
+def test_a_refusal_other_than_the_condition_is_a_store_error(pushed):
+    from chalicelib.core.errors import StoreError
+
+    items = [{"pk": "marker#x", "sk": "x", "batch": "b", "expires_at": 1}]
+    with pytest.raises(StoreError, match="claiming pushed events failed"):
+        pushed.claims.put_unless("no-such-table", "us-east-1", None, items, "b")
