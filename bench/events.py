@@ -34,6 +34,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from collections import defaultdict
 
@@ -46,25 +47,38 @@ NOW = 1_796_385_600 + 12 * 3600 + 1800  # 2026-12-04T12:30Z (the benchmark owns 
 EVENT_TYPE = "dev.bandwidth-meter.usage"
 
 
-def start_moto(keep_alive: bool):
+def start_moto(keep_alive: bool, transaction_backup: bool = True):
     """The moto server process: werkzeug's, which closes each connection after its answer, or
-    (``keep_alive``) one that keeps connections open as DynamoDB does (bench/moto_keepalive.py)."""
+    (``keep_alive``) one that keeps connections open as DynamoDB does (bench/moto_keepalive.py),
+    optionally without its copy of the table in each transaction."""
     if not keep_alive:
         return start_moto_server()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_keepalive.py")
-    return start_server([sys.executable, script, "-H", "127.0.0.1", "-p", str(port)], f"{url}/moto-api/",
+    flags = [] if transaction_backup else ["--no-transaction-backup"]
+    return start_server([sys.executable, script, "-H", "127.0.0.1", "-p", str(port), *flags], f"{url}/moto-api/",
                         "the moto server (keep-alive)", timeout=30), url
 
 
-def stored_size(key) -> int:
-    """The size of the item stored under ``key`` now (1: none): what an update of it is charged."""
+def stored_sizes(keys) -> dict:
+    """The size of the item stored under each key now (1: none): what an update of it is charged.
+    Read 100 keys a request."""
     from chalicelib.core.models import UsageBucket
 
-    table = UsageBucket.Meta.table_name
-    found = UsageBucket._get_connection().connection.get_item(table, key[0], key[1]).get("Item")
-    return item_size(found) if found else 1
+    table = str(UsageBucket.Meta.table_name)
+    connection = UsageBucket._get_connection().connection
+    sizes = {}
+    keys = list(keys)
+    for start in range(0, len(keys), 100):
+        part = keys[start:start + 100]
+        wanted = {table: {"Keys": [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in part]}}
+        while wanted:
+            answer = connection.dispatch("BatchGetItem", {"RequestItems": wanted})
+            for found in answer.get("Responses", {}).get(table, []):
+                sizes[_key(found)] = item_size(found)
+            wanted = answer.get("UnprocessedKeys") or {}
+    return {key: sizes.get(key, 1) for key in keys}
 
 
 def units(size: int) -> int:
@@ -72,10 +86,14 @@ def units(size: int) -> int:
 
 
 class WriteRecorder:
-    """Every write request the push path dispatches: (what, key, item or None, transactional)."""
+    """Every write request the push path dispatches, summed as it goes (a million-event import
+    makes millions): a put's units by its item at once; updates and deletes counted per key, and
+    charged at the end at the size stored then."""
 
     def __init__(self):
-        self.writes = []
+        self.put_units = defaultdict(int)
+        self.changes = defaultdict(int)  # (kind, key, transactional) -> how many updates or deletes
+        self.lock = threading.Lock()
 
     def __enter__(self):
         from pynamodb.connection.base import Connection
@@ -108,24 +126,28 @@ class WriteRecorder:
         Client.send_request = self.real_async
 
     def record(self, operation, kwargs):
-        if operation == "PutItem":
-            self.writes.append((_kind(kwargs["Item"]), _key(kwargs["Item"]), kwargs["Item"], False))
-        elif operation in ("UpdateItem", "DeleteItem"):
-            self.writes.append((_kind(kwargs["Key"]), _key(kwargs["Key"]), None, False))
-        elif operation == "TransactWriteItems":
-            for entry in kwargs["TransactItems"]:
-                (verb, body), = entry.items()
-                if verb == "Put":
-                    self.writes.append((_kind(body["Item"]), _key(body["Item"]), body["Item"], True))
-                elif verb in ("Update", "Delete"):
-                    self.writes.append((_kind(body["Key"]), _key(body["Key"]), None, True))
+        with self.lock:
+            if operation == "PutItem":
+                self._put(kwargs["Item"], False)
+            elif operation in ("UpdateItem", "DeleteItem"):
+                self.changes[(_kind(kwargs["Key"]), _key(kwargs["Key"]), False)] += 1
+            elif operation == "TransactWriteItems":
+                for entry in kwargs["TransactItems"]:
+                    (verb, body), = entry.items()
+                    if verb == "Put":
+                        self._put(body["Item"], True)
+                    elif verb in ("Update", "Delete"):
+                        self.changes[(_kind(body["Key"]), _key(body["Key"]), True)] += 1
+
+    def _put(self, item, transactional):
+        self.put_units[_kind(item)] += units(item_size(item)) * (2 if transactional else 1)
 
     def units(self) -> dict:
         """Write units by kind: a put by its item, an update or delete by the item stored now."""
-        by_kind = defaultdict(int)
-        for kind, key, item, transactional in self.writes:
-            size = item_size(item) if item is not None else stored_size(key)
-            by_kind[kind] += units(size) * (2 if transactional else 1)
+        by_kind = defaultdict(int, self.put_units)
+        sizes = stored_sizes({key for _, key, _ in self.changes})
+        for (kind, key, transactional), times in self.changes.items():
+            by_kind[kind] += units(sizes[key]) * (2 if transactional else 1) * times
         return dict(by_kind)
 
 
@@ -223,11 +245,33 @@ def app_on(url: str, table: str):
     return deps
 
 
-def an_import(n: int, keep_alive: bool = False) -> int:
+def import_batch(number: int, n: int, minutes: int, interleaved: bool = False) -> list:
+    """Batch ``number`` (1,000 events) of an ``n``-event backfill over the ``minutes`` minutes
+    before an hour ago: 5 services, 20 routes, 3 consumers, event i carrying 1000 + i bytes. In
+    time order, as one access log gives it (each batch a stretch of time), or ``interleaved``
+    (event i at the i-th minute back, modulo ``minutes``: each batch spans the whole stretch, as
+    when several logs are sent in turn), which makes every batch write every bucket again."""
+    batch = []
+    for i in range(number * 1000, min(n, (number + 1) * 1000)):
+        back = i % minutes if interleaved else minutes - 1 - i * minutes // n
+        batch.append({"specversion": "1.0", "id": f"imp-{i}", "source": "/bench/edge-logs", "type": EVENT_TYPE,
+                      "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 3600 - 60 * back)),
+                      "data": {"service": f"svc-{i % 5:02d}", "route": f"/route-{i % 20}",
+                               "consumer": f"customer-{i % 3}", "direction": ("egress", "ingress")[i % 2],
+                               "bytes": 1000 + i}})
+    return batch
+
+
+def an_import(n: int, keep_alive: bool = False, interleaved: bool = False) -> int:
     """Register, send ``n`` events in batches of 1,000, commit: wall and our CPU per step, the
-    process's peak memory (resident set: what a Lambda's memory size bounds), write units
-    (computed as above). tracemalloc is not used: it slows Python several times over, which
-    the CPU figure would count."""
+    process's peak memory (resident set: what a Lambda's memory size bounds; the batches are made
+    one at a time, so it is the push path's, not the benchmark's), write units (computed as
+    above), and a check that the committed bytes are exactly the events'. tracemalloc is not
+    used: it slows Python several times over, which the CPU figure would count.
+
+    With ``keep_alive`` the moto server keeps no backup of the table in a transaction
+    (bench/moto_keepalive.py --no-transaction-backup): with one, moto cannot go past a few
+    thousand events. The check of the totals shows no transaction was left partly applied."""
     import resource
 
     from pynamodb import settings as pynamodb_settings
@@ -236,42 +280,50 @@ def an_import(n: int, keep_alive: bool = False) -> int:
     # PynamoDB's 30 s read timeout, which would retry it (the figures would count it twice).
     pynamodb_settings.default_settings_dict["read_timeout_seconds"] = 900
 
-    moto, url = start_moto(keep_alive)
+    moto, url = start_moto(keep_alive, transaction_backup=not keep_alive)
     try:
         deps = app_on(url, "bench-import")
         from chalicelib.api.events import put_import_batch
+        from chalicelib.core.timeutil import DAY, floor
 
-        # A backfill as access logs give it: 5 services, events a minute apart over the last n/5 minutes
         minutes = min(n // 5, 30 * 24 * 60)
-        everything = events(n, 5, minutes, 20, 3, "imp")
-        for i, event in enumerate(everything):  # back in time from an hour ago, a minute apart
-            event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 3600 - 60 * (i % minutes)))
+        batches = -(-n // 1000)
         with WriteRecorder() as recorder:
             cpu, wall = time.process_time(), time.perf_counter()
             import_id = deps.imports.register(NOW)["id"]
-            for number in range(0, n, 1000):
-                put_import_batch(deps.imports, import_id, str(number // 1000),
-                                 json.dumps(everything[number:number + 1000]).encode(), NOW, 35)
+            for number in range(batches):
+                put_import_batch(deps.imports, import_id, str(number), json.dumps(import_batch(number, n, minutes, interleaved)).encode(),
+                                 NOW, 35)
+                if number % 100 == 99:
+                    print(f"  sent {number + 1} batches, {time.perf_counter() - wall:.0f} s", file=sys.stderr, flush=True)
             send_cpu, send_wall = time.process_time() - cpu, time.perf_counter() - wall
             cpu, wall = time.process_time(), time.perf_counter()
             calls = 0
             while True:
                 calls += 1
                 job = deps.imports.commit(import_id, NOW)
+                print(f"  commit call {calls}: {job['status']}, {time.perf_counter() - wall:.0f} s", file=sys.stderr,
+                      flush=True)
                 if job["status"] == "committed":
                     break
             commit_cpu, commit_wall = time.process_time() - cpu, time.perf_counter() - wall
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         by_kind = recorder.units()
-        print(f"import of {n} events ({-(-n // 1000)} batches; 5 services over {minutes} minutes): "
-              f"{job['result']}")
+        first, end = floor(NOW - 3600 - 60 * minutes, DAY), floor(NOW, DAY) + DAY
+        counted = sum(b.ingress + b.egress for service in range(5)
+                      for b in deps.store.pushed.buckets(f"svc-{service:02d}", "1d", first, end))
+        expected = sum(1000 + i for i in range(n))
+        print(f"import of {n} events ({batches} batches; 5 services over {minutes} minutes, "
+              f"{'interleaved' if interleaved else 'in time order'}): {job['result']}")
         print(f"  sending: our CPU {send_cpu:.1f} s, wall {send_wall:.1f} s")
         print(f"  commit ({calls} calls): our CPU {commit_cpu:.1f} s, wall {commit_wall:.1f} s, "
               f"peak memory (resident, whole process) {peak / 2**20:.0f} MiB")
         total = sum(by_kind.values())
         print(f"  write units: {total} ({total * 1000 / n:.0f} per 1,000 events: "
-              f"{', '.join(f'{k}: {v}' for k, v in sorted(by_kind.items()))})")
-        return 0
+              f"{', '.join(f'{k}: {v}' for k, v in sorted(by_kind.items()) if not k.startswith('IMPORT#'))}, "
+              f"the import's batches: {sum(v for k, v in by_kind.items() if k.startswith('IMPORT#'))})")
+        print(f"  bytes committed {counted:,} of the events' {expected:,}: {'exact' if counted == expected else 'WRONG'}")
+        return 0 if counted == expected else 1
     finally:
         stop_process(moto)
 
@@ -289,11 +341,13 @@ def main() -> int:
                         "with and without the network")
     parser.add_argument("--runs", type=int, default=1, help="the scenarios this many times (fresh events each)")
     parser.add_argument("--import", dest="import_events", type=int, help="an import of this many events instead")
+    parser.add_argument("--interleaved", action="store_true", help="the import's batches each span the whole "
+                        "stretch of time (several logs sent in turn) instead of following each other")
     args = parser.parse_args()
     if args.claims:
         return claims_only(args.keep_alive, args.runs)
     if args.import_events:
-        return an_import(args.import_events, args.keep_alive)
+        return an_import(args.import_events, args.keep_alive, args.interleaved)
     if args.http:
         return over_http(args.seconds, args.batch)
     moto, url = start_moto(args.keep_alive)

@@ -2,7 +2,13 @@
 
 werkzeug, under moto's server, closes every connection after its response, so each request a
 client sends pays a TCP connect and close that a client of DynamoDB does not: a benchmark of our
-CPU per request would count them. Same arguments as ``python -m moto.server``.
+CPU per request would count them. Same arguments as ``python -m moto.server``, and:
+
+``--no-transaction-backup``: moto backs a TransactWriteItems up by copying the whole table once
+per item of the transaction, to restore it if one fails; past a few thousand items a transaction
+takes minutes and the copies fill the memory. With this flag the table is not copied, so a failed
+transaction would stay partly applied: only for benchmarks whose transactions do not fail, which
+check their totals afterwards (bench/events.py --import).
 """
 import io
 import sys
@@ -31,6 +37,23 @@ class KeepAliveHandler(werkzeug_app.MotoRequestHandler):
         super().send_header(keyword, value)
 
 
+def without_transaction_backup() -> None:
+    import copy
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    class TableNotCopied:
+        @staticmethod
+        def deepcopy(value, *args):
+            return value if isinstance(value, Table) else copy.deepcopy(value, *args)
+
+    models.copy = TableNotCopied  # the module's other copies (an item's, for its old image) stay
+
+
+if "--no-transaction-backup" in sys.argv:
+    sys.argv.remove("--no-transaction-backup")
+    without_transaction_backup()
 werkzeug_app.MotoRequestHandler = KeepAliveHandler
 server.MotoRequestHandler = KeepAliveHandler
 server.main(sys.argv[1:])

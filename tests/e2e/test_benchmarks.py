@@ -38,3 +38,16 @@ def test_consumers_benchmark_small():
                 "--shards", "8", "--spans-only")
     assert "a consumer spans 3.735 shards" in spans
     assert "DynamoDB requests" in out
+
+
+def test_push_benchmarks_small():
+    """The push benchmark's import (time-ordered and interleaved) commits exactly the events'
+    bytes, each event's claim charged one write unit; its batch run shows the 1,000-event figures."""
+    for shape in ([], ["--interleaved"]):
+        out = run("bench/events.py", "--import", "2000", "--keep-alive", *shape)
+        assert "{'accepted': 2000, 'duplicate': 0}" in out
+        assert "event markers (idempotency): 2000" in out
+        assert "bytes committed 3,999,000 of the events' 3,999,000: exact" in out
+    batch = run("bench/events.py", "--keep-alive")
+    assert "replay: the spread batch again (all duplicates): accepted 0, duplicate 1000" in batch
+    assert batch.count("event markers (idempotency): 1000") == 3
