@@ -36,7 +36,7 @@ prometheus: $(STAMP)
 $(RUN_STAMP): requirements.txt requirements-run.txt pyproject.toml
 	$(make_venv)
 	@echo "==> Installing what running needs (requirements-run.txt: chalice, moto, boto3, pynamodb, bwmeter)."
-	@echo "    The first time this downloads about 55 MB (75 packages) and takes a minute or two; later runs skip it."
+	@echo "    The first time this downloads about 60 MB (85 packages) and takes a minute or two; later runs skip it."
 	@$(PY) -m localrun.install requirements-run.txt
 	@touch $@
 
