@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/events.py
     .venv/bin/python bench/events.py --http --seconds 30 --batch 100   # events per second over HTTP
-    .venv/bin/python bench/events.py --import 5000                     # an import: time, memory, WCU
+    .venv/bin/python bench/events.py --import 100000 --keep-alive      # an import: time, memory, WCU
     .venv/bin/python bench/events.py --keep-alive --runs 3             # connections kept, as DynamoDB does
     .venv/bin/python bench/events.py --claims --keep-alive             # 1,000 claims alone: request building vs HTTP
 
