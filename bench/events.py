@@ -276,9 +276,14 @@ def an_import(n: int, keep_alive: bool = False, interleaved: bool = False) -> in
 
     from pynamodb import settings as pynamodb_settings
 
+    from chalicelib.core import claims
+    from chalicelib.core.errors import StoreError
+
     # moto copies the table in each transaction: past a few thousand items one takes longer than
-    # PynamoDB's 30 s read timeout, which would retry it (the figures would count it twice).
+    # PynamoDB's 30 s read timeout, which would retry it (the figures would count it twice). With
+    # millions of items, its server also stops for seconds at a time (its garbage collection).
     pynamodb_settings.default_settings_dict["read_timeout_seconds"] = 900
+    claims.REQUEST_TIMEOUT_SECONDS = 900
 
     moto, url = start_moto(keep_alive, transaction_backup=not keep_alive)
     try:
@@ -298,10 +303,15 @@ def an_import(n: int, keep_alive: bool = False, interleaved: bool = False) -> in
                     print(f"  sent {number + 1} batches, {time.perf_counter() - wall:.0f} s", file=sys.stderr, flush=True)
             send_cpu, send_wall = time.process_time() - cpu, time.perf_counter() - wall
             cpu, wall = time.process_time(), time.perf_counter()
-            calls = 0
+            calls = failed = 0
             while True:
                 calls += 1
-                job = deps.imports.commit(import_id, NOW)
+                try:  # a call that fails is made again: it resumes after the last batch applied
+                    job = deps.imports.commit(import_id, NOW)
+                except StoreError as e:
+                    failed += 1
+                    print(f"  commit call {calls} failed: {e}", file=sys.stderr, flush=True)
+                    continue
                 print(f"  commit call {calls}: {job['status']}, {time.perf_counter() - wall:.0f} s", file=sys.stderr,
                       flush=True)
                 if job["status"] == "committed":
@@ -316,7 +326,7 @@ def an_import(n: int, keep_alive: bool = False, interleaved: bool = False) -> in
         print(f"import of {n} events ({batches} batches; 5 services over {minutes} minutes, "
               f"{'interleaved' if interleaved else 'in time order'}): {job['result']}")
         print(f"  sending: our CPU {send_cpu:.1f} s, wall {send_wall:.1f} s")
-        print(f"  commit ({calls} calls): our CPU {commit_cpu:.1f} s, wall {commit_wall:.1f} s, "
+        print(f"  commit ({calls} calls, {failed} failed and made again): our CPU {commit_cpu:.1f} s, wall {commit_wall:.1f} s, "
               f"peak memory (resident, whole process) {peak / 2**20:.0f} MiB")
         total = sum(by_kind.values())
         print(f"  write units: {total} ({total * 1000 / n:.0f} per 1,000 events: "

@@ -31,8 +31,8 @@ from chalicelib.core.errors import StoreError
 if TYPE_CHECKING:
     from aiodynamo.http.types import Request, Response
 
-REQUEST_TIMEOUT_SECONDS = 10  # one put; DynamoDB answers in milliseconds
-RETRY_SECONDS = 5  # throttled or failed puts are tried again for this long, then the claim fails
+REQUEST_TIMEOUT_SECONDS = 5  # one put: DynamoDB answers in milliseconds, so this is a lost connection
+RETRY_SECONDS = 15  # a throttled, failed or timed-out put is tried again until this long after the first try
 
 # Set by tests: the HTTP layer to use instead of aiohttp (an async callable, Request -> Response).
 transport: Optional[Callable[["Request"], Awaitable["Response"]]] = None

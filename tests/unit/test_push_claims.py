@@ -54,6 +54,25 @@ def test_a_claim_that_cannot_reach_dynamodb_fails_as_a_store_error_and_counts_no
     assert list(EventMarker.scan()) == []
 
 
+def test_a_put_that_timed_out_is_tried_again(pushed, monkeypatch):
+    import asyncio
+
+    from chalicelib.core import claims
+    from tests.support.claims_transport import through_requests
+
+    tries = []
+
+    async def stalls_once(request):
+        tries.append(request)
+        if len(tries) == 1:
+            raise asyncio.TimeoutError()
+        return await through_requests(request)
+
+    monkeypatch.setattr(claims, "transport", stalls_once)
+    assert pushed._claim("batch-1", events("a"), NOW) == [ACCEPTED]
+    assert len(tries) == 2 and EventMarker.get(*event_marker_key(events("a")[0].digest)).batch == "batch-1"
+
+
 def test_a_refusal_other_than_the_condition_is_a_store_error(pushed):
     from chalicelib.core.errors import StoreError
 
