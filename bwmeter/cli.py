@@ -699,6 +699,25 @@ def progress(err: TextIO, label: str, done: int, total: int, width: int = 30) ->
     print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=err, flush=True)
 
 
+IMPORT_CALL_ATTEMPTS = 5
+
+
+def made_again_if_unavailable(ctx: Context, what: str, call: Callable[[], dict]) -> dict:
+    """An import's batches and its commit are idempotent (a batch sent again replaces itself, a
+    commit resumes after the last batch applied): a call the API failed (5xx, such as a 503 while
+    DynamoDB is throttled) or that got no answer is made again, after 1, 2, 4 and 8 s."""
+    for attempt in range(IMPORT_CALL_ATTEMPTS):
+        try:
+            return call()
+        except (NetworkError, ApiError) as e:
+            if (isinstance(e, ApiError) and e.status < 500) or attempt == IMPORT_CALL_ATTEMPTS - 1:
+                raise
+            wait = 2.0 ** attempt
+            print(f"\n{what} failed ({e}); trying again in {wait:g} s", file=ctx.err, flush=True)
+            ctx.sleep(wait)
+    raise AssertionError("unreachable")
+
+
 def cmd_import(ctx: Context) -> int:
     """Register an import, send the file in numbered batches, commit it (resuming until done)."""
     a = ctx.args
@@ -714,14 +733,15 @@ def cmd_import(ctx: Context) -> int:
           file=ctx.err, flush=True)
     staged, refusals = 0, []
     for number, batch in enumerate(batches):
-        answer = ctx.client.put_import_batch(import_id, number, batch)
+        answer = made_again_if_unavailable(ctx, f"sending batch {number}",
+                                           lambda: ctx.client.put_import_batch(import_id, number, batch))
         staged += answer.get("staged", 0)
         refusals += [(number * a.batch_size + r["index"], r.get("reason", "")) for r in answer["results"]
                      if r["status"] != "staged"]
         progress(ctx.err, "sending   ", number + 1, len(batches))
     print(file=ctx.err)
     while True:
-        job = ctx.client.commit_import(import_id)
+        job = made_again_if_unavailable(ctx, "committing", lambda: ctx.client.commit_import(import_id))
         progress(ctx.err, "committing", job["batches_applied"], job["batches"])
         if job["status"] == "committed":
             break

@@ -61,7 +61,7 @@ class FakeApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_PUT = do_DELETE = _handle
+            do_GET = do_PUT = do_POST = do_DELETE = _handle
 
             def log_message(self, *args):
                 pass
@@ -736,3 +736,32 @@ def test_enforcement_json_and_deck(api):
     api.respond = lambda r: (200, ENFORCEMENT, {})
     assert json.loads(run(api, "enforcement", "--json")[1]) == ENFORCEMENT
     assert json.loads(run(api, "enforcement", "--deck")[1]) == ENFORCEMENT["deck"]
+
+
+def test_import_makes_a_batch_and_a_commit_the_api_failed_again_and_stops_at_a_refusal(api, fake_time, tmp_path):
+    """A 503 (DynamoDB throttled) or no answer is transient: the batch is sent again (it replaces
+    itself) and the commit made again (it resumes), after 1 s, then 2 s. A 4xx is not retried."""
+    path = tmp_path / "usage.csv"
+    path.write_text("id,time,service,direction,bytes\n1,2026-12-01T10:00:00Z,cdn,egress,42\n")
+    unavailable = (503, {"error": {"code": "backend_unavailable", "message": "a backend is unavailable"}}, {})
+    answers = {("POST", "/v1/imports"): [(201, {"id": "imp1", "status": "open"}, {})],
+               ("PUT", "/v1/imports/imp1/batches/0"): [unavailable, (200, {"staged": 1, "results": [
+                   {"index": 0, "id": "1", "source": "s", "status": "staged"}]}, {})],
+               ("POST", "/v1/imports/imp1/commit"): [unavailable, unavailable, (200, {
+                   "status": "committed", "batches": 1, "batches_applied": 1,
+                   "result": {"accepted": 1, "duplicate": 0}}, {})]}
+    api.respond = lambda request: answers[(request["method"], request["path"])].pop(0)
+    code, out, err = run(api, "import", str(path), fake_time=fake_time)
+    assert code == 0, err
+    assert "Committed import imp1: 1 counted" in out
+    assert fake_time.sleeps == [1, 1, 2]
+    assert "committing failed (a backend is unavailable); trying again in 2 s" in err
+    assert [r["path"] for r in api.requests].count("/v1/imports/imp1/commit") == 3
+
+    api.requests.clear()
+    answers[("POST", "/v1/imports")] = [(201, {"id": "imp2", "status": "open"}, {})]
+    answers[("PUT", "/v1/imports/imp2/batches/0")] = [
+        (409, {"error": {"code": "conflict", "message": "the import is committing"}}, {})]
+    code, out, err = run(api, "import", str(path), fake_time=fake_time)
+    assert code == 4 and "the import is committing" in err
+    assert len(api.requests) == 2
