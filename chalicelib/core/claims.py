@@ -65,9 +65,13 @@ class _Loop:
         return AIOHTTP(self._session)
 
     def close(self) -> None:
-        """Close the session's connections (at exit: else aiohttp warns of them)."""
+        """Close the session's connections (at exit: else aiohttp warns of them); a loop that
+        does not answer within 5 s is left as it is."""
         if self._session is not None:
-            asyncio.run_coroutine_threadsafe(self._session.close(), self.loop).result(timeout=5)
+            try:
+                asyncio.run_coroutine_threadsafe(self._session.close(), self.loop).result(timeout=5)
+            except Exception:  # noqa: BLE001 - the process is ending either way
+                pass
 
 
 _loop: Optional[_Loop] = None
